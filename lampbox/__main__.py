@@ -1,0 +1,3 @@
+from lampbox.cli import main
+
+main()

@@ -1,0 +1,181 @@
+"""`lampbox data`: get LaMP data into the store and see what is there."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+
+from lampbox.commands.common import db_option, json_option, open_store, print_json, reports_errors, split_list
+
+if TYPE_CHECKING:
+    from lampbox.engine.tasks import TaskSpec
+
+
+@click.group("data")
+def data() -> None:
+    """Get LaMP data into the store (fetch, import, demo, build-lamp6) and list it."""
+
+
+@data.command("import")
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--task", "task_name", default=None, help="Task name (default: task.json in the folder, else detected).")
+@click.option(
+    "--split",
+    "scheme",
+    type=click.Choice(["user", "time", "demo"]),
+    default=None,
+    help="Which LaMP split the files come from (default: time if the path has a 'time' folder, else user).",
+)
+@click.option("--sets", default=None, help="Only these sets, e.g. train,dev (default: all found).")
+@click.option("--allow-empty-profiles", is_flag=True, help="Import questions whose profile is empty.")
+@db_option
+@reports_errors
+def import_command(
+    path: Path, task_name: str | None, scheme: str | None, sets: str | None, allow_empty_profiles: bool, db_path: Path | None
+) -> None:
+    """Import official-format LaMP files (.json or .json.gz) from PATH.
+
+    PATH is a folder ({train,dev,test}_questions.json with their _outputs.json, flat or in
+    train/ dev/ test/ subfolders), one questions file, or a custom task's folder with its
+    task.json. Importing is all or nothing; re-importing the same files changes nothing.
+    """
+    from lampbox.store.importer import import_path
+
+    store = open_store(db_path)
+    report = import_path(
+        store,
+        path,
+        task_name=task_name,
+        scheme=scheme,
+        sets=split_list(sets),
+        allow_empty_profiles=allow_empty_profiles,
+        on_progress=lambda message: print(message, file=sys.stderr),
+    )
+    for warning in report.warnings:
+        click.echo(f"warning: {warning}", err=True)
+    for split in report.splits:
+        click.echo(
+            f"{report.task} {report.scheme} {split.split}: {split.status} "
+            f"({split.questions} questions, {split.golds} golds, {split.new_items} new profile items)"
+        )
+    click.echo(f"store: {store.path}", err=True)
+
+
+@data.command("demo")
+@db_option
+@reports_errors
+def demo_command(db_path: Path | None) -> None:
+    """Import the small demo dataset shipped with lampbox (LaMP_7 format, split 'demo').
+
+    The demo users and tweets were written for lampbox: they are NOT LaMP data. They let
+    every command run with no network.
+    """
+    from lampbox.demo import demo_path
+    from lampbox.store.importer import import_path
+
+    store = open_store(db_path)
+    report = import_path(store, demo_path(), task_name="LaMP_7", scheme="demo")
+    for split in report.splits:
+        click.echo(f"LaMP_7 demo {split.split}: {split.status} ({split.questions} questions)")
+
+
+@data.command("list")
+@db_option
+@json_option
+@reports_errors
+def list_command(db_path: Path | None, as_json: bool) -> None:
+    """Show what the store holds: task, split, users, questions, mean profile size."""
+    from rich.console import Console
+    from rich.table import Table
+
+    store = open_store(db_path)
+    summaries = store.datasets()
+    if as_json:
+        print_json([summary.to_json() for summary in summaries])
+        return
+    if not summaries:
+        click.echo(f"The store {store.path} is empty. Try `lampbox data demo` or `lampbox data import PATH`.")
+        return
+    table = Table(title=f"lampbox store: {store.path}")
+    for column in ("task", "split", "set", "users", "questions", "golds", "mean profile", "distinct items"):
+        table.add_column(column, justify="right" if column not in ("task", "split", "set") else "left")
+    for summary in summaries:
+        table.add_row(
+            summary.task,
+            summary.scheme,
+            summary.split,
+            str(summary.users),
+            str(summary.questions),
+            str(summary.golds),
+            f"{summary.mean_profile_size:.1f}",
+            str(summary.distinct_items),
+        )
+    Console().print(table)
+
+
+@data.command("fetch")
+@click.argument("task_name", metavar="TASK")
+@click.option(
+    "--split",
+    "scheme",
+    type=click.Choice(["user", "time"]),
+    default="user",
+    show_default=True,
+    help="Which official split: user-based or time-based.",
+)
+@click.option("--sets", default="train,dev", show_default=True, help="Sets to fetch: train, dev, test (questions only).")
+@click.option(
+    "--base-url",
+    default=None,
+    help="Download root (default: $LAMPBOX_LAMP_URL, else https://ciir.cs.umass.edu/downloads/LaMP).",
+)
+@db_option
+@reports_errors
+def fetch_command(task_name: str, scheme: str, sets: str, base_url: str | None, db_path: Path | None) -> None:
+    """Download the official LaMP files of TASK (e.g. LaMP_7) and import them.
+
+    Files are kept in the download cache in the official layout, so fetching again does not
+    download again; a broken download resumes where it stopped. Every file is checked before
+    the store is touched, and the import is all or nothing.
+    """
+    from lampbox.fetch import RichDownloadProgress, fetch_task
+
+    spec = _downloadable_task(task_name, db_path)
+    with RichDownloadProgress() as progress:
+        report = fetch_task(
+            spec,
+            scheme,
+            open_store=lambda: open_store(db_path),
+            sets=split_list(sets),
+            base=base_url,
+            progress=progress,
+        )
+    for path in report.reused:
+        click.echo(f"cached: {path}", err=True)
+    assert report.imported is not None
+    for warning in report.imported.warnings:
+        click.echo(f"warning: {warning}", err=True)
+    for split in report.imported.splits:
+        click.echo(
+            f"{report.task} {report.scheme} {split.split}: {split.status} "
+            f"({split.questions} questions, {split.golds} golds, {split.new_items} new profile items)"
+        )
+
+
+def _downloadable_task(task_name: str, db_path: Path | None) -> TaskSpec:
+    """The task to fetch: a built-in one, or (to say it cannot be fetched) a stored custom one."""
+    from lampbox.engine.tasks import builtin_task
+    from lampbox.errors import UnknownNameError
+    from lampbox.paths import default_db_path
+
+    try:
+        return builtin_task(task_name)
+    except UnknownNameError:
+        path = db_path or default_db_path()
+        if not path.exists():
+            raise
+        with open_store(path, read_only=True) as store:
+            return store.task(task_name)

@@ -1,0 +1,126 @@
+"""Ordered, idempotent schema migrations (the simonw/llm pattern).
+
+Each migration is a function registered in order; the names of applied migrations are kept
+in `_lampbox_migrations`, so opening a store applies exactly the ones it lacks. Never edit a
+migration that has shipped: add a new one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import duckdb
+
+Migration = Callable[[duckdb.DuckDBPyConnection], None]
+MIGRATIONS: list[tuple[str, Migration]] = []
+
+
+def migration(function: Migration) -> Migration:
+    MIGRATIONS.append((function.__name__, function))
+    return function
+
+
+def migrate(connection: duckdb.DuckDBPyConnection) -> list[str]:
+    """Apply the missing migrations in order, each in its own transaction; return their names."""
+    connection.execute(
+        "CREATE TABLE IF NOT EXISTS _lampbox_migrations (name VARCHAR PRIMARY KEY, applied_at TIMESTAMP DEFAULT current_timestamp)"
+    )
+    applied = {row[0] for row in connection.execute("SELECT name FROM _lampbox_migrations").fetchall()}
+    done: list[str] = []
+    for name, function in MIGRATIONS:
+        if name in applied:
+            continue
+        connection.execute("BEGIN TRANSACTION")
+        try:
+            function(connection)
+            connection.execute("INSERT INTO _lampbox_migrations (name) VALUES (?)", [name])
+            connection.execute("COMMIT")
+        except BaseException:
+            connection.execute("ROLLBACK")
+            raise
+        done.append(name)
+    return done
+
+
+@migration
+def m001_lamp_data(connection: duckdb.DuckDBPyConnection) -> None:
+    """Tasks, imports, users, questions (with golds), profile items stored once, and their order."""
+    connection.execute(
+        """
+        CREATE TABLE tasks (
+            name VARCHAR PRIMARY KEY,
+            spec VARCHAR NOT NULL,          -- TaskSpec as JSON
+            custom BOOLEAN NOT NULL,
+            source VARCHAR,                 -- where a custom task was declared
+            updated_at TIMESTAMP DEFAULT current_timestamp
+        )
+        """
+    )
+    connection.execute(
+        """
+        CREATE TABLE imports (
+            task VARCHAR NOT NULL,
+            scheme VARCHAR NOT NULL,        -- user | time | demo
+            split VARCHAR NOT NULL,         -- train | dev | test
+            questions_path VARCHAR,
+            questions_sha256 VARCHAR,
+            outputs_path VARCHAR,
+            outputs_sha256 VARCHAR,
+            n_questions INTEGER,
+            n_golds INTEGER,
+            imported_at TIMESTAMP DEFAULT current_timestamp,
+            PRIMARY KEY (task, scheme, split)
+        )
+        """
+    )
+    connection.execute(
+        """
+        CREATE TABLE users (
+            task VARCHAR NOT NULL,
+            scheme VARCHAR NOT NULL,
+            user_id VARCHAR NOT NULL,
+            PRIMARY KEY (task, scheme, user_id)
+        )
+        """
+    )
+    connection.execute(
+        """
+        CREATE TABLE questions (
+            task VARCHAR NOT NULL,
+            scheme VARCHAR NOT NULL,
+            split VARCHAR NOT NULL,
+            question_id VARCHAR NOT NULL,
+            user_id VARCHAR NOT NULL,
+            input VARCHAR NOT NULL,
+            gold VARCHAR,                   -- NULL where the gold is not known (test)
+            position INTEGER NOT NULL,      -- order in the imported file
+            profile_size INTEGER NOT NULL
+        )
+        """
+    )
+    # Profile items are content-addressed: one row per (user, item id, content), shared by
+    # every question whose profile holds it. No PRIMARY KEY on the big tables: DuckDB's ART
+    # indexes slow bulk loads; the importer keeps them unique with anti-joins.
+    connection.execute(
+        """
+        CREATE TABLE profile_items (
+            task VARCHAR NOT NULL,
+            item_key VARCHAR NOT NULL,
+            user_id VARCHAR NOT NULL,
+            item_id VARCHAR NOT NULL,
+            date VARCHAR,
+            fields VARCHAR NOT NULL         -- the item's other fields as a JSON object
+        )
+        """
+    )
+    connection.execute(
+        """
+        CREATE TABLE question_items (
+            task VARCHAR NOT NULL,
+            scheme VARCHAR NOT NULL,
+            question_id VARCHAR NOT NULL,
+            position INTEGER NOT NULL,      -- order in the question's profile
+            item_key VARCHAR NOT NULL
+        )
+        """
+    )

@@ -1,0 +1,49 @@
+"""Shared fixtures: paths to the stand-in data and throwaway stores filled from it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED_DATA = REPO.parent / "shared" / "data"
+GIT_COMMITS = SHARED_DATA / "git-commits"
+
+
+@pytest.fixture(scope="session")
+def git_commits() -> Path:
+    """The stand-in datasets (../shared/data/git-commits), beside the repository."""
+    if not GIT_COMMITS.exists():
+        pytest.skip(f"stand-in data not found at {GIT_COMMITS}")
+    return GIT_COMMITS
+
+
+@pytest.fixture(scope="session")
+def commits_store_path(tmp_path_factory: pytest.TempPathFactory, git_commits: Path) -> Path:
+    """A store file with commit_subject and commit_area imported (built once per session).
+
+    Tests that write to a store must copy it first (see `commits_store`).
+    """
+    from lampbox.store import Store
+    from lampbox.store.importer import import_path
+
+    path = tmp_path_factory.mktemp("store") / "commits.duckdb"
+    with Store(path) as store:
+        import_path(store, git_commits / "commit_subject")
+        import_path(store, git_commits / "commit_area")
+    return path
+
+
+@pytest.fixture
+def commits_store(tmp_path: Path, commits_store_path: Path):
+    """A private, writable copy of the stand-in store."""
+    import shutil
+
+    from lampbox.store import Store
+
+    path = tmp_path / "commits.duckdb"
+    shutil.copy(commits_store_path, path)
+    store = Store(path)
+    yield store
+    store.close()
