@@ -8,7 +8,14 @@ from typing import TYPE_CHECKING
 
 import click
 
-from lampbox.commands.common import db_option, json_option, open_store, print_json, reports_errors, split_list
+from lampbox.commands.common import (
+    db_option,
+    json_option,
+    open_store,
+    print_json,
+    reports_errors,
+    split_list,
+)
 
 if TYPE_CHECKING:
     from lampbox.engine.tasks import TaskSpec
@@ -126,7 +133,12 @@ def list_command(db_path: Path | None, as_json: bool) -> None:
     show_default=True,
     help="Which official split: user-based or time-based.",
 )
-@click.option("--sets", default="train,dev", show_default=True, help="Sets to fetch: train, dev, test (questions only).")
+@click.option(
+    "--sets",
+    default="train,dev",
+    show_default=True,
+    help="Sets to fetch: train, dev, test (questions only).",
+)
 @click.option(
     "--base-url",
     default=None,
@@ -134,7 +146,9 @@ def list_command(db_path: Path | None, as_json: bool) -> None:
 )
 @db_option
 @reports_errors
-def fetch_command(task_name: str, scheme: str, sets: str, base_url: str | None, db_path: Path | None) -> None:
+def fetch_command(
+    task_name: str, scheme: str, sets: str, base_url: str | None, db_path: Path | None
+) -> None:
     """Download the official LaMP files of TASK (e.g. LaMP_7) and import them.
 
     Files are kept in the download cache in the official layout, so fetching again does not
@@ -179,3 +193,84 @@ def _downloadable_task(task_name: str, db_path: Path | None) -> TaskSpec:
             raise
         with open_store(path, read_only=True) as store:
             return store.task(task_name)
+
+
+@data.command("build-lamp6")
+@click.option(
+    "--avocado-dir",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="Your licensed Avocado copy: avocado-1.0.2 (or its data/text folder of per-custodian zips).",
+)
+@click.option(
+    "--questions",
+    "question_paths",
+    required=True,
+    multiple=True,
+    type=click.Path(path_type=Path),
+    help="The LaMP_6 id files ({split}_questions.json, or a folder of them); repeat for more.",
+)
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Where to write the LaMP_6 files.",
+)
+@click.option(
+    "--split",
+    "scheme",
+    type=click.Choice(["user", "time"]),
+    default=None,
+    help="Which LaMP split the id files belong to (default: time if a path has a 'time' folder, else user).",
+)
+@click.option(
+    "--no-import", is_flag=True, help="Only write the files; do not import them into the store."
+)
+@db_option
+@reports_errors
+def build_lamp6_command(
+    avocado_dir: Path,
+    question_paths: tuple[Path, ...],
+    out_dir: Path | None,
+    scheme: str | None,
+    no_import: bool,
+    db_path: Path | None,
+) -> None:
+    """Build LaMP_6 (email subjects) from the Avocado corpus and the LaMP_6 id files.
+
+    The LaMP authors publish only email ids; the text comes from your licensed copy of the
+    Avocado Research Email Collection (LDC2015T03). The archives are read in place.
+    """
+    from rich.console import Console
+    from rich.progress import Progress
+
+    from lampbox.lamp6 import build_lamp6, import_lamp6
+    from lampbox.paths import cache_dir
+
+    if scheme is None:
+        parts = {part.lower() for path in question_paths for part in path.resolve().parts}
+        scheme = "time" if "time" in parts else "user"
+    out_dir = out_dir or cache_dir("LaMP_6") / scheme
+    with Progress(console=Console(stderr=True)) as progress:
+        bar = progress.add_task("reading Avocado archives", total=None)
+
+        def on_archive(done: int, total: int, name: str) -> None:
+            progress.update(
+                bar, completed=done, total=total, description=f"reading {name or 'archives'}"
+            )
+
+        files = build_lamp6(avocado_dir, list(question_paths), out_dir, on_archive)
+    for split_files in files:
+        click.echo(
+            f"wrote {split_files.questions}"
+            + (f" and {split_files.outputs.name}" if split_files.outputs else "")
+        )
+    if no_import:
+        return
+    store = open_store(db_path)
+    report = import_lamp6(store, files, scheme)
+    for split in report.splits:
+        click.echo(
+            f"LaMP_6 {scheme} {split.split}: {split.status} ({split.questions} questions, {split.golds} golds)"
+        )
