@@ -26,21 +26,26 @@ def read_json(path: str | Path) -> Any:
         raise InputFileError(path, "is a folder, not a file") from None
     except OSError as error:
         raise InputFileError(path, f"cannot read: {error.strerror}") from None
+    return parse_json_bytes(raw, path)
+
+
+def parse_json_bytes(raw: bytes, where: str | Path) -> Any:
+    """Parse JSON bytes (gzip-compressed or not); errors name `where` (a file or archive member)."""
     if raw[:2] == b"\x1f\x8b":
         try:
             raw = gzip.decompress(raw)
         except (OSError, EOFError, zlib.error) as error:
-            raise InputFileError(path, f"corrupt gzip data ({error})") from None
+            raise InputFileError(where, f"corrupt gzip data ({error})") from None
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as error:
-        raise InputFileError(path, f"not UTF-8 text (invalid byte 0x{raw[error.start]:02x} at offset {error.start})") from None
+        raise InputFileError(where, f"not UTF-8 text (invalid byte 0x{raw[error.start]:02x} at offset {error.start})") from None
     if text.startswith("\ufeff"):
         text = text[1:]
     try:
         return json.loads(text)
     except json.JSONDecodeError as error:
-        raise InputFileError(path, f"malformed JSON: {error.msg} at line {error.lineno}, column {error.colno}") from None
+        raise InputFileError(where, f"malformed JSON: {error.msg} at line {error.lineno}, column {error.colno}") from None
 
 
 def _as_id(value: Any, path: Path, what: str) -> str:
