@@ -2,17 +2,29 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 from lampbox import __version__
+from lampbox.commands.bench import bench_command
 from lampbox.commands.data import data
+from lampbox.commands.evaluate import eval_all_command, eval_command
+from lampbox.commands.rank import rank_command
 from lampbox.commands.tasks import tasks_command
 
 
 @click.group(invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="lampbox")
+@click.option(
+    "--db",
+    "db_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Store the TUI opens (DuckDB). Default: $LAMPBOX_DB, else lampbox.duckdb in the user data folder.",
+)
 @click.pass_context
-def cli(ctx: click.Context) -> None:
+def cli(ctx: click.Context, db_path: Path | None) -> None:
     """lampbox: a terminal sandbox for personalizing LLMs with the LaMP benchmark.
 
     \b
@@ -20,16 +32,21 @@ def cli(ctx: click.Context) -> None:
                        lampbox data fetch LaMP_7 (official files; needs the network)
                        lampbox data import PATH  (official-format files or a custom task)
     See what is there: lampbox data list
+    Rank profiles:     lampbox rank --task LaMP_7 --split dev --retriever bm25
+    Benchmark:         lampbox bench --task LaMP_7 --limit 50
     Score predictions: lampbox eval --task LaMP_7 --golds G.json --preds P.json
+    Explore (TUI):     lampbox
     """
     if ctx.invoked_subcommand is None:
-        click.echo(ctx.get_help())
+        from lampbox.tui import create_app  # textual loads only when the TUI opens
+
+        app = create_app(db_path)
+        app.run()
+        ctx.exit(app.return_code or 0)
 
 
-cli.add_command(data)
-
-
-cli.add_command(tasks_command)
+for command in (data, bench_command, rank_command, eval_command, eval_all_command, tasks_command):
+    cli.add_command(command)
 
 
 def main() -> None:

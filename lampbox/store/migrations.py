@@ -124,3 +124,127 @@ def m001_lamp_data(connection: duckdb.DuckDBPyConnection) -> None:
         )
         """
     )
+
+
+@migration
+def m002_retrieval(connection: duckdb.DuckDBPyConnection) -> None:
+    """Retrievers by key, stored rankings per (retriever, question), embeddings per model."""
+    connection.execute(
+        """
+        CREATE TABLE retrievers (
+            retriever_key VARCHAR PRIMARY KEY,  -- name + ranking-relevant options
+            name VARCHAR NOT NULL,
+            options VARCHAR NOT NULL,           -- all options as JSON
+            created_at TIMESTAMP DEFAULT current_timestamp
+        )
+        """
+    )
+    # No PRIMARY KEY on the big tables (bulk loads); retrieval_store keeps them unique.
+    connection.execute(
+        """
+        CREATE TABLE rankings (
+            retriever_key VARCHAR NOT NULL,
+            task VARCHAR NOT NULL,
+            scheme VARCHAR NOT NULL,
+            question_id VARCHAR NOT NULL,
+            fingerprint VARCHAR NOT NULL,       -- query + profile it was computed for
+            item_keys VARCHAR[] NOT NULL,       -- best first
+            item_ids VARCHAR[] NOT NULL,
+            scores DOUBLE[] NOT NULL,
+            context_limit INTEGER,              -- 0 for `none`: nothing goes into a prompt
+            created_at TIMESTAMP DEFAULT current_timestamp
+        )
+        """
+    )
+    connection.execute(
+        """
+        CREATE TABLE embeddings (
+            model_key VARCHAR NOT NULL,         -- model identity (name or path, pooling, length)
+            text_hash VARCHAR NOT NULL,         -- blake2b of the exact text encoded
+            dim INTEGER NOT NULL,
+            vector FLOAT[] NOT NULL,
+            created_at TIMESTAMP DEFAULT current_timestamp
+        )
+        """
+    )
+
+
+@migration
+def m003_runs(connection: duckdb.DuckDBPyConnection) -> None:
+    """Runs, their predictions and per-user scores, benches, and the generation cache."""
+    statements = (
+        """
+        CREATE TABLE runs (
+            run_key VARCHAR PRIMARY KEY,    -- hash of the frozen RunSpec
+            label VARCHAR NOT NULL,         -- e.g. "bm25 k=4 llamacpp:smollm2-135m-instruct"
+            task VARCHAR NOT NULL,
+            scheme VARCHAR NOT NULL,
+            split VARCHAR NOT NULL,
+            spec VARCHAR NOT NULL,          -- the RunSpec as JSON
+            status VARCHAR NOT NULL,        -- running | finished | failed | cancelled
+            n_questions INTEGER,
+            metrics VARCHAR,                -- official metrics as JSON
+            error VARCHAR,
+            predictions_path VARCHAR,       -- the official-format predictions file written
+            created_at TIMESTAMP DEFAULT current_timestamp,
+            finished_at TIMESTAMP
+        )
+        """,
+        """
+        CREATE TABLE predictions (
+            run_key VARCHAR NOT NULL,
+            question_id VARCHAR NOT NULL,
+            user_id VARCHAR NOT NULL,
+            position INTEGER NOT NULL,
+            prompt VARCHAR,                 -- NULL for model-free baselines
+            item_keys VARCHAR[],            -- retrieved profile items that went in, in order
+            item_ids VARCHAR[],
+            kept VARCHAR,                   -- per item how much survived the token budget (JSON)
+            prompt_tokens INTEGER,
+            raw_output VARCHAR NOT NULL,    -- what the model wrote
+            output VARCHAR NOT NULL,        -- after the run's recorded post-processing (stripped)
+            gold VARCHAR,
+            scores VARCHAR,                 -- per-question metric values (JSON)
+            main_score DOUBLE
+        )
+        """,
+        """
+        CREATE TABLE user_scores (
+            run_key VARCHAR NOT NULL,
+            user_id VARCHAR NOT NULL,
+            n_questions INTEGER NOT NULL,
+            profile_size DOUBLE,            -- mean profile size of the user's questions
+            metrics VARCHAR NOT NULL,       -- JSON
+            main_score DOUBLE
+        )
+        """,
+        """
+        CREATE TABLE generation_cache (
+            cache_key VARCHAR PRIMARY KEY,  -- hash of (model identity, backend, params, prompt)
+            model VARCHAR,
+            backend VARCHAR,
+            output VARCHAR NOT NULL,
+            created_at TIMESTAMP DEFAULT current_timestamp
+        )
+        """,
+        """
+        CREATE TABLE benches (
+            bench_key VARCHAR PRIMARY KEY,
+            task VARCHAR NOT NULL,
+            scheme VARCHAR NOT NULL,
+            split VARCHAR NOT NULL,
+            spec VARCHAR NOT NULL,
+            created_at TIMESTAMP DEFAULT current_timestamp
+        )
+        """,
+        """
+        CREATE TABLE bench_runs (
+            bench_key VARCHAR NOT NULL,
+            run_key VARCHAR NOT NULL,
+            position INTEGER NOT NULL,
+            role VARCHAR NOT NULL           -- baseline | retrieval | retrieval-only
+        )
+        """,
+    )
+    for statement in statements:
+        connection.execute(statement)

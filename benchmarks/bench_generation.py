@@ -1,0 +1,163 @@
+"""Generation speed: the reference-style loop vs raw backends vs `lampbox bench`, side by side.
+
+On commit_subject dev (BM25, k=4, SmolLM2-135M-Instruct, official 256-token IPA budget):
+1. reference loop: transformers generate, batch 1, one question at a time (as LaMP's
+   evaluate_llm does), on the same prompts;
+2. raw backend calls on the same prompts: llamacpp (one at a time), hf (batched);
+3. `lampbox bench` end to end (a subprocess: process start, model load, ranking, prompts,
+   generation, scoring, storing) on each backend, with its peak RSS;
+4. the identical bench re-run (served from the store).
+
+Run: .venv/bin/python benchmarks/bench_generation.py [--questions 100] [--threads 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "git-commits" / "commit_subject"
+
+
+def build_prompts(store_path: Path, questions: int, k: int, max_length: int) -> list[str]:
+    """The IPA prompts every contestant generates from (BM25 top-k, official budget)."""
+    from lampbox.engine.generation.registry import load_tokenizer
+    from lampbox.engine.pipeline import RunSpec, rank, retrieved_items
+    from lampbox.engine.prompting import PromptBuilder
+    from lampbox.store import Store
+
+    with Store(store_path) as store:
+        spec = RunSpec("commit_subject", "user", "dev", retriever="bm25", k=k, limit=questions)
+        task = store.task("commit_subject")
+        selected = store.questions("commit_subject", "user", "dev", limit=questions)
+        rankings = rank(spec, task, selected, store)
+        builder = PromptBuilder(task, load_tokenizer(), max_length=max_length)
+        return [builder.build(q.input, retrieved_items(q, rankings[q.id], k)).text for q in selected]
+
+
+def reference_loop(prompts: list[str], max_new_tokens: int, threads: int) -> tuple[float, list[str]]:
+    """transformers generate, one prompt at a time, greedy, chat template (the official style)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from lampbox.engine.generation.hf import converted_gguf_folder
+    from lampbox.models import resolve_model
+
+    torch.set_num_threads(threads)
+    folder = converted_gguf_folder(resolve_model(None).path)
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
+    model.eval()
+    outputs = []
+    start = time.perf_counter()
+    for prompt in prompts:
+        text = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True)
+        encoded = tokenizer(text, return_tensors="pt", add_special_tokens=False)
+        with torch.no_grad():
+            generated = model.generate(**encoded, max_new_tokens=max_new_tokens, do_sample=False)
+        outputs.append(tokenizer.decode(generated[0, encoded["input_ids"].shape[1] :], skip_special_tokens=True))
+    return time.perf_counter() - start, outputs
+
+
+def raw_backend(backend: str, prompts: list[str], max_new_tokens: int, threads: int, batch_size: int) -> float:
+    from lampbox.engine.generation.base import GenerationParams
+    from lampbox.engine.generation.registry import load_generator
+
+    options = {"threads": threads} if backend == "llamacpp" else {"threads": threads, "batch_size": batch_size}
+    generator = load_generator(backend, None, **options)
+    params = GenerationParams(max_new_tokens=max_new_tokens)
+    start = time.perf_counter()
+    for first in range(0, len(prompts), batch_size):
+        generator.generate(prompts[first : first + batch_size], params)
+    seconds = time.perf_counter() - start
+    generator.close()
+    return seconds
+
+
+_MEASURED_CLI = """
+import sys
+from lampbox.cli import cli
+try:
+    cli(sys.argv[1:], prog_name="lampbox", standalone_mode=False)
+finally:
+    peak = next(line for line in open("/proc/self/status") if line.startswith("VmHWM"))
+    print("peak-rss-kb", peak.split()[1], file=sys.stderr)
+"""
+
+
+def bench_subprocess(db: Path, backend: str, args: argparse.Namespace, out: Path) -> tuple[float, float]:
+    """`lampbox bench` for one backend: wall seconds and peak RSS (MB, VmHWM) of that process."""
+    command = [
+        sys.executable, "-c", _MEASURED_CLI, "bench", "--task", "commit_subject", "--split", "dev",
+        "--retrievers", "bm25", "--k", str(args.k), "--limit", str(args.questions), "--backend", backend,
+        "--max-new-tokens", str(args.max_new_tokens), "--batch-size", str(args.batch_size),
+        "--threads", str(args.threads), "--no-baselines", "--db", str(db), "--out", str(out),
+    ]  # fmt: skip
+    start = time.perf_counter()
+    result = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    seconds = time.perf_counter() - start
+    peaks = [line.split()[1] for line in result.stderr.splitlines() if line.startswith("peak-rss-kb")]
+    if result.returncode != 0 or not peaks:
+        raise SystemExit(f"lampbox bench failed: {result.stderr[-2000:]}")
+    return seconds, int(peaks[-1]) / 1024
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--questions", type=int, default=100)
+    parser.add_argument("--k", type=int, default=4)
+    parser.add_argument("--max-length", type=int, default=256)
+    parser.add_argument("--max-new-tokens", type=int, default=32)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--skip-reference", action="store_true", help="Skip the (slow) reference loop.")
+    args = parser.parse_args()
+
+    from lampbox.store import Store
+    from lampbox.store.importer import import_path
+
+    work = Path(tempfile.mkdtemp(prefix="lampbox-bench-gen-"))
+    os.environ.setdefault("LAMPBOX_HOME", str(work / "home"))
+    seed_db = work / "seed.duckdb"
+    with Store(seed_db) as store:
+        import_path(store, args.data)
+    prompts = build_prompts(seed_db, args.questions, args.k, args.max_length)
+    results: list[tuple[str, float, str]] = []
+    print(f"{len(prompts)} commit_subject dev prompts, BM25 k={args.k}, budget {args.max_length}, "
+          f"{args.max_new_tokens} new tokens, {args.threads} threads", flush=True)  # fmt: skip
+
+    reference = None
+    if not args.skip_reference:
+        reference, _ = reference_loop(prompts, args.max_new_tokens, args.threads)
+        results.append(("reference loop (transformers, batch 1)", reference, ""))
+        print(f"reference loop: {reference:.1f} s", flush=True)
+    raw = {}
+    for backend in ("llamacpp", "hf"):
+        raw[backend] = raw_backend(backend, prompts, args.max_new_tokens, args.threads, args.batch_size)
+        results.append((f"raw {backend} (batch {args.batch_size if backend == 'hf' else 1})", raw[backend], ""))
+        print(f"raw {backend}: {raw[backend]:.1f} s", flush=True)
+    for backend in ("llamacpp", "hf"):
+        db = work / f"bench-{backend}.duckdb"
+        db.write_bytes(seed_db.read_bytes())
+        seconds, rss = bench_subprocess(db, backend, args, work / "out")
+        overhead = seconds / raw[backend] - 1
+        results.append((f"lampbox bench {backend} (end to end)", seconds, f"overhead vs raw {overhead * 100:+.1f}%, peak RSS {rss:.0f} MB"))
+        again, rss_again = bench_subprocess(db, backend, args, work / "out")
+        results.append((f"lampbox bench {backend} identical re-run", again, f"{seconds / again:.0f}x faster than the first, peak RSS {rss_again:.0f} MB"))
+        print(f"bench {backend}: {seconds:.1f} s, re-run {again:.2f} s", flush=True)
+
+    print()
+    print(f"{'configuration':48} {'seconds':>9} {'vs reference':>13}  notes")
+    for name, seconds, notes in results:
+        ratio = f"{reference / seconds:.2f}x" if reference else "-"
+        print(f"{name:48} {seconds:9.2f} {ratio:>13}  {notes}")
+
+
+if __name__ == "__main__":
+    main()

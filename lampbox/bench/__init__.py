@@ -1,0 +1,1 @@
+"""The headless benchmark (`lampbox bench`): grids of pipeline runs and their results table."""

@@ -1,0 +1,208 @@
+"""The headless benchmark: a grid of RunSpecs run through the engine pipeline, then a table.
+
+Each configuration is an ordinary pipeline run (so the TUI sees the same runs); the bench
+adds the grid, progress over the whole grid, the comparison against no personalization with
+a paired test, and a record of the bench in the store.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lampbox.engine.generation.base import GenerationParams
+from lampbox.engine.pipeline import GeneratorPool, RunProgress, RunRecord, RunSpec, run, run_key
+from lampbox.engine.stats import paired_randomization_test
+from lampbox.engine.tasks import TaskSpec
+
+DEFAULT_RETRIEVERS = ("none", "bm25", "dense", "recency", "random")
+DEFAULT_KS = (1, 2, 4)
+
+
+@dataclass(frozen=True)
+class BenchSpec:
+    """A grid: retrievers x k x backends on one task split, plus model-free baselines."""
+
+    task: str
+    scheme: str
+    split: str
+    retrievers: tuple[str, ...] = DEFAULT_RETRIEVERS
+    ks: tuple[int, ...] = DEFAULT_KS
+    backends: tuple[str, ...] = ("llamacpp",)
+    model: str = "smollm2-135m-instruct"
+    params: GenerationParams = field(default_factory=GenerationParams)
+    max_length: int = 256
+    postprocess: tuple[str, ...] = ()
+    limit: int | None = None
+    users: int | None = None
+    baselines: bool = True
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "task": self.task,
+            "scheme": self.scheme,
+            "split": self.split,
+            "retrievers": list(self.retrievers),
+            "ks": list(self.ks),
+            "backends": list(self.backends),
+            "model": self.model,
+            "params": self.params.to_json(),
+            "max_length": self.max_length,
+            "postprocess": list(self.postprocess),
+            "limit": self.limit,
+            "users": self.users,
+            "baselines": self.baselines,
+        }
+
+
+def build_grid(bench: BenchSpec, task: TaskSpec) -> list[tuple[RunSpec, str]]:
+    """The runs of a bench with their roles: baseline (no personalization), retrieval, retrieval-only."""
+    common = {"task": bench.task, "scheme": bench.scheme, "split": bench.split, "limit": bench.limit, "users": bench.users}
+    model = {"model": bench.model, "params": bench.params, "max_length": bench.max_length, "postprocess": bench.postprocess}
+    grid: list[tuple[RunSpec, str]] = []
+    personalized = [name for name in bench.retrievers if name != "none"]
+    for backend in bench.backends:
+        grid.append((RunSpec(retriever="none", k=0, backend=backend, **common, **model), "baseline"))
+        for retriever in personalized:
+            for k in bench.ks:
+                grid.append((RunSpec(retriever=retriever, k=k, backend=backend, **common, **model), "retrieval"))
+    if bench.baselines and task.target_field is not None:
+        # Generation copies the top item (k does not matter beyond 1); labels and ratings vote over k.
+        ks = (1,) if task.kind == "generation" else bench.ks
+        for retriever in personalized:
+            for k in ks:
+                grid.append((RunSpec(retriever=retriever, k=k, method="retrieval-only", **common), "retrieval-only"))
+    return grid
+
+
+@dataclass
+class BenchRow:
+    """One configuration's line in the results table."""
+
+    record: RunRecord
+    role: str
+    baseline_label: str | None
+    relative_change: float | None  # of the main metric vs the baseline
+    p_value: float | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "label": self.record.label,
+            "role": self.role,
+            "run_key": self.record.run_key,
+            "spec": self.record.spec.to_json(),
+            "metrics": self.record.metrics,
+            "baseline": self.baseline_label,
+            "relative_change": self.relative_change,
+            "p_value": self.p_value,
+            "predictions_path": self.record.predictions_path,
+            "from_store": self.record.from_store,
+            "generated": self.record.generated,
+            "cached": self.record.cached,
+            "seconds": round(self.record.seconds, 3),
+        }
+
+
+@dataclass
+class BenchResult:
+    bench_key: str
+    spec: BenchSpec
+    task: TaskSpec
+    rows: list[BenchRow]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "bench_key": self.bench_key,
+            "spec": self.spec.to_json(),
+            "main_metric": self.task.main_metric,
+            "significance_test": "two-sided paired randomization (sign-flip) test on per-question scores, 10,000 resamples, seed 0",
+            "rows": [row.to_json() for row in self.rows],
+        }
+
+
+def bench_key(grid: Sequence[tuple[RunSpec, str]]) -> str:
+    keys = [(run_key(spec), role) for spec, role in grid]
+    return hashlib.sha256(json.dumps(keys).encode()).hexdigest()[:24]
+
+
+def run_bench(
+    bench: BenchSpec,
+    store: Any,
+    *,
+    generators: GeneratorPool | None = None,
+    predictions_dir: Path | None = None,
+    on_progress: Callable[[RunProgress, int, int], None] | None = None,
+    should_cancel: Callable[[], bool] | None = None,
+    batch_size: int = 8,
+) -> BenchResult:
+    """Run every configuration (finished ones come from the store) and compare with the baseline.
+
+    on_progress(progress, index, count) reports the current configuration's progress.
+    """
+    from lampbox.store import runs as run_store
+
+    task = store.task(bench.task)
+    grid = build_grid(bench, task)
+    key = bench_key(grid)
+    run_store.save_bench(store, key, bench.to_json(), [(run_key(spec), role) for spec, role in grid])
+    pool = generators or GeneratorPool()
+    records: list[tuple[RunRecord, str]] = []
+    for index, (spec, role) in enumerate(grid):
+        record = run(
+            spec,
+            store,
+            generators=pool,
+            predictions_dir=predictions_dir,
+            on_progress=(lambda progress, i=index: on_progress(progress, i, len(grid))) if on_progress else None,
+            should_cancel=should_cancel,
+            batch_size=batch_size,
+        )
+        records.append((record, role))
+    return BenchResult(key, bench, task, compare(task, records))
+
+
+def compare(task: TaskSpec, records: Sequence[tuple[RunRecord, str]]) -> list[BenchRow]:
+    """Rows with the relative change of the main metric and a paired test vs no personalization."""
+    baselines = {record.spec.backend: record for record, role in records if role == "baseline"}
+    first_baseline = next(iter(baselines.values()), None)
+    main = task.main_metric
+    rows = []
+    for record, role in records:
+        baseline = baselines.get(record.spec.backend) if role != "retrieval-only" else first_baseline
+        if role == "baseline" or baseline is None:
+            rows.append(BenchRow(record, role, None, None, None))
+            continue
+        rows.append(
+            BenchRow(
+                record,
+                role,
+                baseline.label,
+                _relative_change(record.metrics.get(main), baseline.metrics.get(main)),
+                _paired_p_value(record, baseline),
+            )
+        )
+    return rows
+
+
+def _relative_change(value: float | None, base: float | None) -> float | None:
+    if value is None or base is None or base == 0:
+        return None
+    return (value - base) / abs(base)
+
+
+def _paired_p_value(record: RunRecord, baseline: RunRecord) -> float | None:
+    base_scores = {p.question_id: p.main_score for p in baseline.predictions}
+    pairs = [
+        (p.main_score, base_scores[p.question_id])
+        for p in record.predictions
+        if p.main_score is not None and base_scores.get(p.question_id) is not None
+    ]
+    if not pairs:
+        return None
+    treated, base = zip(*pairs, strict=True)
+    return paired_randomization_test(treated, base).p_value
+

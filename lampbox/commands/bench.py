@@ -1,0 +1,221 @@
+"""`lampbox bench`: the headless benchmark."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from lampbox.commands.common import (
+    db_option,
+    json_option,
+    open_store,
+    print_json,
+    reports_errors,
+    split_list,
+)
+
+
+@click.command("bench")
+@click.option("--task", "task_name", required=True, help="Task, e.g. LaMP_7 or a custom task such as commit_subject.")
+@click.option("--split", default="dev", show_default=True, help="Set to run on: train, dev or test.")
+@click.option("--scheme", default=None, help="LaMP split scheme: user, time or demo (default: the one stored).")
+@click.option(
+    "--retrievers",
+    default="none,bm25,dense,recency,random",
+    show_default=True,
+    help="Comma-separated retrievers; 'none' is the no-personalization baseline (always run).",
+)
+@click.option("--k", "ks", default="1,2,4", show_default=True, help="Comma-separated numbers of retrieved items.")
+@click.option("--model", default="smollm2-135m-instruct", show_default=True, help="Manifest name, .gguf path, HF folder or hub id.")
+@click.option("--backend", "backends", default="llamacpp", show_default=True, help="Comma-separated: llamacpp, hf, openai.")
+@click.option("--limit", type=int, default=None, help="Only the first N questions.")
+@click.option("--users", type=int, default=None, help="Only the questions of the first N users.")
+@click.option("--max-length", type=int, default=256, show_default=True, help="IPA prompt token budget (official: 256).")
+@click.option("--max-new-tokens", type=int, default=None, help="Tokens to generate (default: 8 for labels and ratings, 32 otherwise).")
+@click.option(
+    "--postprocess",
+    default="",
+    help="Recorded post-processing of outputs: first-line, strip-quotes (comma-separated; default: none, raw outputs stripped).",
+)
+@click.option("--baselines/--no-baselines", default=True, show_default=True, help="Add model-free retrieval-only baselines.")
+@click.option("--batch-size", type=int, default=8, show_default=True, help="Prompts per generation batch (hf batches them).")
+@click.option("--threads", type=int, default=None, help="CPU threads for llamacpp (default: all cores).")
+@click.option("--base-url", default=None, help="openai backend: the server's URL (e.g. http://127.0.0.1:8000/v1).")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None, help="Folder for the official-format predictions files (default: runs/ in the data folder).")
+@db_option
+@json_option
+@reports_errors
+def bench_command(
+    task_name: str,
+    split: str,
+    scheme: str | None,
+    retrievers: str,
+    ks: str,
+    model: str,
+    backends: str,
+    limit: int | None,
+    users: int | None,
+    max_length: int,
+    max_new_tokens: int | None,
+    postprocess: str,
+    baselines: bool,
+    batch_size: int,
+    threads: int | None,
+    base_url: str | None,
+    out_dir: Path | None,
+    db_path: Path | None,
+    as_json: bool,
+) -> None:
+    """Run retrievers x k x backends on a task and print the results table.
+
+    \b
+    Each configuration's official-format predictions file is written (ready for
+    `lampbox eval` and the leaderboard), and every prediction (prompt, retrieved items,
+    output, gold, scores) and per-user score is stored with the run's full spec.
+    Interrupted? Run the same command again: finished configurations come from the store
+    and generations are cached by (model, parameters, prompt), so nothing is redone.
+    Results go to stdout; progress and logs to stderr.
+    """
+    from lampbox.bench.runner import BenchSpec
+    from lampbox.engine.generation.base import GenerationParams
+    from lampbox.engine.generation.registry import known_backends
+    from lampbox.engine.retrieval import retriever_names
+    from lampbox.errors import LampboxError, UnknownNameError
+    from lampbox.paths import data_home
+
+    backend_list = split_list(backends) or ["llamacpp"]
+    for backend in backend_list:
+        if backend not in known_backends():
+            raise UnknownNameError("backend", backend, known_backends())
+    retriever_list = split_list(retrievers) or ["none"]
+    for retriever in retriever_list:
+        if retriever not in retriever_names():
+            raise UnknownNameError("retriever", retriever, retriever_names())
+    try:
+        k_list = tuple(int(k) for k in split_list(ks) or ["1"])
+    except ValueError:
+        raise LampboxError(f"--k takes comma-separated whole numbers, not {ks!r}") from None
+    store = open_store(db_path)
+    task = store.task(task_name)
+    scheme = _resolve_scheme(store, task, split, scheme)
+    if max_new_tokens is None:
+        max_new_tokens = 32 if task.kind == "generation" else 8
+    bench = BenchSpec(
+        task=task.name,
+        scheme=scheme,
+        split=split,
+        retrievers=tuple(retriever_list),
+        ks=k_list,
+        backends=tuple(backend_list),
+        model=model,
+        params=GenerationParams(max_new_tokens=max_new_tokens),
+        max_length=max_length,
+        postprocess=tuple(split_list(postprocess) or ()),
+        limit=limit,
+        users=users,
+        baselines=baselines,
+    )
+    from lampbox.engine.pipeline import GeneratorPool
+
+    backend_options: dict[str, dict[str, Any]] = {}
+    if threads:
+        backend_options["llamacpp"] = {"threads": threads}
+        backend_options["hf"] = {"threads": threads}
+    if base_url:
+        backend_options["openai"] = {"base_url": base_url}
+    pool = GeneratorPool(backend_options)
+    predictions_dir = out_dir or data_home() / "runs" / f"{task.name}-{scheme}-{split}"
+    try:
+        result = _run_with_progress(bench, store, pool, predictions_dir, batch_size)
+    finally:
+        pool.close()
+    if as_json:
+        print_json(result.to_json())
+        return
+    from rich.console import Console
+
+    from lampbox.bench.report import results_table
+
+    Console(file=sys.stdout, width=max(120, Console().width)).print(results_table(result))
+    click.echo(f"predictions: {predictions_dir}", err=True)
+    click.echo(f"bench {result.bench_key} stored in {store.path}", err=True)
+
+
+def _resolve_scheme(store: Any, task: Any, split: str, scheme: str | None) -> str:
+    """The stored scheme; when the task has no data at all, fetch it (LaMP tasks) or explain."""
+    from lampbox.errors import LampboxError
+
+    if scheme is not None or store.schemes(task.name, split):
+        resolved = store.resolve_scheme(task.name, split, scheme)
+        if resolved == "demo":
+            click.echo(f"using the {task.name} demo data (written for lampbox, not LaMP data)", err=True)
+        return resolved
+    if task.custom or task.url_path is None:
+        return store.resolve_scheme(task.name, split)
+    click.echo(f"no {task.name} data in {store.path}: fetching the official files", err=True)
+    from lampbox.fetch import RichDownloadProgress, fetch_task
+
+    try:
+        with RichDownloadProgress() as progress:
+            fetch_task(task, "user", open_store=lambda: store, sets=[split], progress=progress)
+    except LampboxError as error:
+        raise LampboxError(
+            f"{task.name} data is not in the store and could not be fetched ({error}). "
+            f"Import files you have with `lampbox data import PATH`, or try the demo: `lampbox data demo`"
+        ) from None
+    return store.resolve_scheme(task.name, split)
+
+
+def _run_with_progress(bench: Any, store: Any, pool: Any, predictions_dir: Path, batch_size: int) -> Any:
+    from lampbox.bench.runner import run_bench
+
+    if not sys.stderr.isatty():
+        return run_bench(
+            bench, store, generators=pool, predictions_dir=predictions_dir, on_progress=_log_progress(), batch_size=batch_size
+        )
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=Console(file=sys.stderr),
+        transient=False,
+    ) as progress:
+        overall = progress.add_task("configurations", total=None)
+        current = progress.add_task("", total=None)
+
+        def on_progress(event: Any, index: int, count: int) -> None:
+            progress.update(overall, total=count, completed=index, description=f"configuration {index + 1}/{count}")
+            progress.update(current, total=event.total, completed=event.done, description=f"{event.spec.label}: {event.phase}")
+
+        result = run_bench(bench, store, generators=pool, predictions_dir=predictions_dir, on_progress=on_progress, batch_size=batch_size)
+        progress.update(overall, completed=len(result.rows), total=len(result.rows))
+    return result
+
+
+def _log_progress() -> Any:
+    """Plain progress lines for logs (stderr is not a terminal): one per phase change or batch."""
+    last: dict[str, Any] = {}
+
+    def on_progress(event: Any, index: int, count: int) -> None:
+        state = (index, event.phase, event.done)
+        if last.get("state") == state or (event.phase == "prompt" and event.done):
+            return
+        last["state"] = state
+        print(f"[{index + 1}/{count}] {event.spec.label}: {event.phase} {event.done}/{event.total}", file=sys.stderr, flush=True)
+
+    return on_progress

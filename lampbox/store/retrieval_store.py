@@ -1,0 +1,207 @@
+"""Store functions for retrieval: retrievers, rankings per (retriever, question), embeddings.
+
+Rankings are served again only when their fingerprint (query, profile and the task's
+document fields) still matches the question; embeddings are keyed by (model identity, hash
+of the exact text), so every question, run and the TUI share them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from lampbox.engine.retrieval.base import Ranking
+from lampbox.engine.tasks import TaskSpec
+from lampbox.engine.types import Question
+
+if TYPE_CHECKING:
+    from lampbox.store.core import Store
+
+
+def text_hash(text: str) -> str:
+    """The embedding cache's key for a text."""
+    return hashlib.blake2b(text.encode("utf-8"), digest_size=16).hexdigest()
+
+
+def ranking_fingerprint(task: TaskSpec, question: Question) -> str:
+    """What a stored ranking was computed from: query, profile keys in order, document fields."""
+    digest = hashlib.blake2b(digest_size=16)
+    digest.update(json.dumps([task.document, task.query_after]).encode())
+    digest.update(b"\0" + question.input.encode("utf-8") + b"\0")
+    digest.update("\x1f".join(item.key for item in question.profile).encode("utf-8"))
+    return digest.hexdigest()
+
+
+# -- retrievers ------------------------------------------------------------------------------
+
+
+def save_retriever(store: Store, key: str, name: str, options: Mapping[str, Any]) -> None:
+    cursor = store.cursor()
+    cursor.execute(
+        "INSERT INTO retrievers (retriever_key, name, options) VALUES (?, ?, ?) "
+        "ON CONFLICT DO NOTHING",
+        [key, name, json.dumps(dict(options), sort_keys=True, default=str)],
+    )
+
+
+def stored_retrievers(store: Store, task: str | None = None) -> list[dict[str, Any]]:
+    """Retrievers with stored rankings (optionally for one task) and how many questions."""
+    sql = """
+        SELECT r.retriever_key, r.name, r.options, k.task, k.scheme, count(*)
+          FROM rankings k JOIN retrievers r USING (retriever_key)
+    """
+    params: list[Any] = []
+    if task is not None:
+        sql += " WHERE k.task = ?"
+        params.append(task)
+    sql += " GROUP BY ALL ORDER BY r.retriever_key, k.task, k.scheme"
+    return [
+        {
+            "key": key,
+            "name": name,
+            "options": json.loads(options),
+            "task": t,
+            "scheme": s,
+            "questions": n,
+        }
+        for key, name, options, t, s, n in store.cursor().execute(sql, params).fetchall()
+    ]
+
+
+# -- rankings --------------------------------------------------------------------------------
+
+
+def load_rankings(
+    store: Store, retriever_key: str, task: TaskSpec, scheme: str, questions: Sequence[Question]
+) -> dict[str, Ranking]:
+    """Stored rankings of these questions whose fingerprint still matches (by question id)."""
+    if not questions:
+        return {}
+    rows = (
+        store.cursor()
+        .execute(
+            """
+            SELECT question_id, fingerprint, item_keys, item_ids, scores, context_limit
+              FROM rankings
+             WHERE retriever_key = ? AND task = ? AND scheme = ?
+               AND question_id IN (SELECT unnest(?))
+            """,
+            [retriever_key, task.name, scheme, [q.id for q in questions]],
+        )
+        .fetchall()
+    )
+    wanted = {q.id: ranking_fingerprint(task, q) for q in questions}
+    found: dict[str, Ranking] = {}
+    for qid, fingerprint, keys, ids, scores, limit in rows:
+        if wanted.get(qid) == fingerprint:
+            found[qid] = Ranking(qid, retriever_key, tuple(keys), tuple(ids), tuple(scores), limit)
+    return found
+
+
+def save_rankings(
+    store: Store,
+    task: TaskSpec,
+    scheme: str,
+    questions: Sequence[Question],
+    rankings: Sequence[Ranking],
+) -> None:
+    """Store (replace) the rankings of these questions, all in one transaction."""
+    if not rankings:
+        return
+    by_id = {q.id: q for q in questions}
+    with store.transaction() as cursor:
+        for retriever_key in sorted({r.retriever_key for r in rankings}):
+            batch = [r for r in rankings if r.retriever_key == retriever_key]
+            cursor.execute(
+                "DELETE FROM rankings WHERE retriever_key = ? AND task = ? AND scheme = ? "
+                "AND question_id IN (SELECT unnest(?))",
+                [retriever_key, task.name, scheme, [r.question_id for r in batch]],
+            )
+            cursor.execute(
+                """
+                INSERT INTO rankings (retriever_key, task, scheme, question_id, fingerprint,
+                                      item_keys, item_ids, scores, context_limit)
+                SELECT ?, ?, ?, unnest(?), unnest(?), unnest(?), unnest(?), unnest(?), unnest(?)
+                """,
+                [
+                    retriever_key,
+                    task.name,
+                    scheme,
+                    [r.question_id for r in batch],
+                    [ranking_fingerprint(task, by_id[r.question_id]) for r in batch],
+                    [list(r.item_keys) for r in batch],
+                    [list(r.item_ids) for r in batch],
+                    [[float(s) for s in r.scores] for r in batch],
+                    [r.context_limit for r in batch],
+                ],
+            )
+
+
+def delete_rankings(store: Store, retriever_key: str | None = None, task: str | None = None) -> int:
+    """Forget stored rankings (all, one retriever's, one task's); returns how many."""
+    where, params = [], []
+    if retriever_key is not None:
+        where.append("retriever_key = ?")
+        params.append(retriever_key)
+    if task is not None:
+        where.append("task = ?")
+        params.append(task)
+    clause = f" WHERE {' AND '.join(where)}" if where else ""
+    count = store.cursor().execute(f"SELECT count(*) FROM rankings{clause}", params).fetchone()
+    store.cursor().execute(f"DELETE FROM rankings{clause}", params)
+    return int(count[0]) if count else 0
+
+
+# -- embeddings ------------------------------------------------------------------------------
+
+
+def load_embeddings(store: Store, model_key: str, hashes: Iterable[str]) -> dict[str, np.ndarray]:
+    """The stored vectors of these text hashes for one model (missing ones are left out)."""
+    wanted = list(dict.fromkeys(hashes))
+    if not wanted:
+        return {}
+    result = (
+        store.cursor()
+        .execute(
+            "SELECT text_hash, vector FROM embeddings "
+            "WHERE model_key = ? AND text_hash IN (SELECT unnest(?))",
+            [model_key, wanted],
+        )
+        .fetchnumpy()
+    )
+    return {
+        str(h): np.asarray(v, dtype=np.float32)
+        for h, v in zip(result["text_hash"], result["vector"], strict=False)
+    }
+
+
+def save_embeddings(
+    store: Store, model_key: str, hashes: Sequence[str], vectors: np.ndarray
+) -> None:
+    """Store new vectors (rows of `vectors`, one per hash); hashes already stored are skipped."""
+    if len(hashes) == 0:
+        return
+    matrix = np.asarray(vectors, dtype=np.float32)
+    with store.transaction() as cursor:
+        cursor.execute(
+            """
+            INSERT INTO embeddings (model_key, text_hash, dim, vector)
+            SELECT ?, h, ?, v FROM (SELECT unnest(?) AS h, unnest(?) AS v) new
+             WHERE NOT EXISTS (SELECT 1 FROM embeddings e
+                                WHERE e.model_key = ? AND e.text_hash = new.h)
+            """,
+            [model_key, int(matrix.shape[1]), list(hashes), matrix.tolist(), model_key],
+        )
+
+
+def count_embeddings(store: Store, model_key: str | None = None) -> int:
+    sql, params = "SELECT count(*) FROM embeddings", []
+    if model_key is not None:
+        sql += " WHERE model_key = ?"
+        params.append(model_key)
+    row = store.cursor().execute(sql, params).fetchone()
+    return int(row[0]) if row else 0

@@ -1,0 +1,266 @@
+"""Runs, predictions, per-user scores, benches and the generation cache in the store.
+
+A run is keyed by the hash of its frozen RunSpec, so the same configuration always maps to the
+same rows: a finished run is served from here, an interrupted one resumes from the generation
+cache (which is written batch by batch as outputs arrive).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from lampbox.store.core import Store
+
+
+@dataclass(frozen=True)
+class StoredPrediction:
+    """One question's result in a run, as stored."""
+
+    question_id: str
+    user_id: str
+    prompt: str | None
+    item_keys: tuple[str, ...]
+    item_ids: tuple[str, ...]
+    kept: Mapping[str, Any]
+    prompt_tokens: int | None
+    raw_output: str
+    output: str
+    gold: str | None
+    scores: Mapping[str, float]
+    main_score: float | None
+
+
+@dataclass(frozen=True)
+class StoredRun:
+    run_key: str
+    label: str
+    spec: Mapping[str, Any]
+    status: str
+    metrics: Mapping[str, float]
+    n_questions: int
+    error: str | None
+    predictions_path: str | None
+    created_at: Any
+    finished_at: Any
+
+
+# -- generation cache ------------------------------------------------------------------------
+
+
+def cached_generations(store: Store, keys: Sequence[str]) -> dict[str, str]:
+    """The cached outputs among `keys`."""
+    if not keys:
+        return {}
+    rows = store.cursor().execute(
+        "SELECT cache_key, output FROM generation_cache WHERE cache_key IN (SELECT unnest(?))", [list(keys)]
+    ).fetchall()
+    return dict(rows)
+
+
+def cache_generations(store: Store, model: str, backend: str, outputs: Mapping[str, str]) -> None:
+    """Keep generated outputs by cache key (committed at once, so a kill loses at most a batch)."""
+    if not outputs:
+        return
+    with store.transaction() as cursor:
+        cursor.execute(
+            """
+            INSERT INTO generation_cache (cache_key, model, backend, output)
+            SELECT n.k, ?, ?, n.o FROM (SELECT unnest(?) AS k, unnest(?) AS o) n
+             WHERE n.k NOT IN (SELECT cache_key FROM generation_cache)
+            """,
+            [model, backend, list(outputs), list(outputs.values())],
+        )
+
+
+# -- runs ------------------------------------------------------------------------------------
+
+
+def run_status(store: Store, run_key: str) -> str | None:
+    row = store.cursor().execute("SELECT status FROM runs WHERE run_key = ?", [run_key]).fetchone()
+    return None if row is None else str(row[0])
+
+
+def start_run(store: Store, run_key: str, label: str, spec: Mapping[str, Any], n_questions: int) -> None:
+    """Record that a run started (or restarted): status 'running'."""
+    with store.transaction() as cursor:
+        cursor.execute("DELETE FROM runs WHERE run_key = ?", [run_key])
+        cursor.execute(
+            """
+            INSERT INTO runs (run_key, label, task, scheme, split, spec, status, n_questions)
+            VALUES (?, ?, ?, ?, ?, ?, 'running', ?)
+            """,
+            [run_key, label, spec["task"], spec["scheme"], spec["split"], json.dumps(spec), n_questions],
+        )
+
+
+def fail_run(store: Store, run_key: str, status: str, error: str) -> None:
+    """Mark a run failed or cancelled (its cached generations stay, for a later resume)."""
+    store.cursor().execute(
+        "UPDATE runs SET status = ?, error = ?, finished_at = current_timestamp WHERE run_key = ?",
+        [status, error, run_key],
+    )
+
+
+def finish_run(
+    store: Store,
+    run_key: str,
+    metrics: Mapping[str, float],
+    predictions: Sequence[StoredPrediction],
+    user_scores: Iterable[tuple[str, int, float, Mapping[str, float], float | None]],
+    predictions_path: str | None,
+) -> None:
+    """Write a run's predictions and per-user scores and mark it finished, all at once."""
+    with store.transaction() as cursor:
+        cursor.execute("DELETE FROM predictions WHERE run_key = ?", [run_key])
+        cursor.execute("DELETE FROM user_scores WHERE run_key = ?", [run_key])
+        if predictions:
+            columns: dict[str, list[Any]] = {
+                name: []
+                for name in (
+                    "question_id", "user_id", "position", "prompt", "item_keys", "item_ids", "kept",
+                    "prompt_tokens", "raw_output", "output", "gold", "scores", "main_score",
+                )
+            }  # fmt: skip
+            for position, prediction in enumerate(predictions):
+                columns["question_id"].append(prediction.question_id)
+                columns["user_id"].append(prediction.user_id)
+                columns["position"].append(position)
+                columns["prompt"].append(prediction.prompt)
+                columns["item_keys"].append(list(prediction.item_keys))
+                columns["item_ids"].append(list(prediction.item_ids))
+                columns["kept"].append(json.dumps(prediction.kept))
+                columns["prompt_tokens"].append(prediction.prompt_tokens)
+                columns["raw_output"].append(prediction.raw_output)
+                columns["output"].append(prediction.output)
+                columns["gold"].append(prediction.gold)
+                columns["scores"].append(json.dumps(prediction.scores))
+                columns["main_score"].append(prediction.main_score)
+            cursor.execute(
+                """
+                INSERT INTO predictions (run_key, question_id, user_id, position, prompt, item_keys,
+                    item_ids, kept, prompt_tokens, raw_output, output, gold, scores, main_score)
+                SELECT ?, unnest(?), unnest(?), unnest(?), unnest(?::VARCHAR[]), unnest(?::VARCHAR[][]),
+                       unnest(?::VARCHAR[][]), unnest(?), unnest(?::INTEGER[]), unnest(?), unnest(?),
+                       unnest(?::VARCHAR[]), unnest(?), unnest(?::DOUBLE[])
+                """,
+                [run_key, *columns.values()],
+            )
+        rows = list(user_scores)
+        if rows:
+            cursor.execute(
+                """
+                INSERT INTO user_scores (run_key, user_id, n_questions, profile_size, metrics, main_score)
+                SELECT ?, unnest(?), unnest(?), unnest(?), unnest(?), unnest(?::DOUBLE[])
+                """,
+                [
+                    run_key,
+                    [row[0] for row in rows],
+                    [row[1] for row in rows],
+                    [row[2] for row in rows],
+                    [json.dumps(row[3]) for row in rows],
+                    [row[4] for row in rows],
+                ],
+            )
+        cursor.execute(
+            """
+            UPDATE runs SET status = 'finished', metrics = ?, predictions_path = ?, error = NULL,
+                   finished_at = current_timestamp WHERE run_key = ?
+            """,
+            [json.dumps(metrics), predictions_path, run_key],
+        )
+
+
+def _run_from_row(row: Sequence[Any]) -> StoredRun:
+    run_key, label, spec, status, metrics, n_questions, error, path, created, finished = row
+    return StoredRun(
+        run_key, label, json.loads(spec), status, json.loads(metrics) if metrics else {}, n_questions, error, path,
+        created, finished,
+    )  # fmt: skip
+
+
+_RUN_COLUMNS = "run_key, label, spec, status, metrics, n_questions, error, predictions_path, created_at, finished_at"
+
+
+def get_run(store: Store, run_key: str) -> StoredRun | None:
+    row = store.cursor().execute(f"SELECT {_RUN_COLUMNS} FROM runs WHERE run_key = ?", [run_key]).fetchone()
+    return None if row is None else _run_from_row(row)
+
+
+def list_runs(store: Store, task: str | None = None) -> list[StoredRun]:
+    sql = f"SELECT {_RUN_COLUMNS} FROM runs"
+    params: list[Any] = []
+    if task is not None:
+        sql += " WHERE task = ?"
+        params.append(task)
+    sql += " ORDER BY created_at DESC"
+    return [_run_from_row(row) for row in store.cursor().execute(sql, params).fetchall()]
+
+
+def run_predictions(store: Store, run_key: str, question_ids: Sequence[str] | None = None) -> list[StoredPrediction]:
+    """A run's predictions in question order."""
+    sql = (
+        "SELECT question_id, user_id, prompt, item_keys, item_ids, kept, prompt_tokens, raw_output, output, "
+        "gold, scores, main_score FROM predictions WHERE run_key = ?"
+    )
+    params: list[Any] = [run_key]
+    if question_ids is not None:
+        sql += " AND question_id IN (SELECT unnest(?))"
+        params.append(list(question_ids))
+    sql += " ORDER BY position"
+    return [
+        StoredPrediction(
+            qid, user, prompt, tuple(keys or ()), tuple(ids or ()), json.loads(kept or "{}"), tokens, raw, output,
+            gold, json.loads(scores or "{}"), main,
+        )  # fmt: skip
+        for qid, user, prompt, keys, ids, kept, tokens, raw, output, gold, scores, main in store.cursor()
+        .execute(sql, params)
+        .fetchall()
+    ]
+
+
+def user_scores(store: Store, run_key: str) -> dict[str, tuple[int, float, dict[str, float], float | None]]:
+    """Per user: (questions, mean profile size, metrics, main score)."""
+    rows = store.cursor().execute(
+        "SELECT user_id, n_questions, profile_size, metrics, main_score FROM user_scores WHERE run_key = ?", [run_key]
+    ).fetchall()
+    return {user: (n, size, json.loads(metrics), main) for user, n, size, metrics, main in rows}
+
+
+# -- benches ---------------------------------------------------------------------------------
+
+
+def save_bench(store: Store, bench_key: str, spec: Mapping[str, Any], run_keys: Sequence[tuple[str, str]]) -> None:
+    """Record a bench (a grid of runs) and its runs in order: (run_key, role) with role 'baseline' etc."""
+    with store.transaction() as cursor:
+        cursor.execute("DELETE FROM bench_runs WHERE bench_key = ?", [bench_key])
+        cursor.execute("DELETE FROM benches WHERE bench_key = ?", [bench_key])
+        cursor.execute(
+            "INSERT INTO benches (bench_key, task, scheme, split, spec) VALUES (?, ?, ?, ?, ?)",
+            [bench_key, spec["task"], spec["scheme"], spec["split"], json.dumps(spec)],
+        )
+        for position, (run_key, role) in enumerate(run_keys):
+            cursor.execute(
+                "INSERT INTO bench_runs (bench_key, run_key, position, role) VALUES (?, ?, ?, ?)",
+                [bench_key, run_key, position, role],
+            )
+
+
+def list_benches(store: Store) -> list[tuple[str, dict[str, Any], Any]]:
+    rows = store.cursor().execute("SELECT bench_key, spec, created_at FROM benches ORDER BY created_at DESC").fetchall()
+    return [(key, json.loads(spec), created) for key, spec, created in rows]
+
+
+def bench_runs(store: Store, bench_key: str) -> list[tuple[StoredRun, str]]:
+    rows = store.cursor().execute(
+        f"""
+        SELECT {", ".join("r." + column.strip() for column in _RUN_COLUMNS.split(","))}, b.role
+          FROM bench_runs b JOIN runs r USING (run_key)
+         WHERE b.bench_key = ? ORDER BY b.position
+        """,
+        [bench_key],
+    ).fetchall()
+    return [(_run_from_row(row[:-1]), row[-1]) for row in rows]
+

@@ -1,0 +1,146 @@
+"""Past-tense messages that workers post to the screens (workers never touch widgets)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from textual.message import Message
+
+from lampbox.engine.pipeline import PreparedPrompt
+from lampbox.engine.types import ProfileItem, Question
+from lampbox.store.browse import Dataset, QuestionRow, UserGain, UserPage, UserRow
+from lampbox.tui.rankings import ShownRanking
+from lampbox.tui.runs import BenchSummary, ConfigurationRow, FailureCase
+from lampbox.tui.userlist import UserList
+
+
+@dataclass
+class DatasetsLoaded(Message):
+    """The store's datasets were listed."""
+
+    datasets: list[Dataset]
+
+
+@dataclass
+class UsersPageLoaded(Message):
+    """A page of users was read for the given search and sort."""
+
+    dataset: Dataset
+    page: UserPage
+    search: str
+    sort: str
+    descending: bool
+
+
+@dataclass
+class UserLoaded(Message):
+    """A user's counts, questions and profile were read (`users`: the list, its page updated)."""
+
+    users: UserList
+    user: UserRow
+    index: int
+    questions: list[QuestionRow]
+    profile_items: list[ProfileItem]
+    profile_fields: tuple[str, ...]
+
+
+@dataclass
+class ProfileItemsLoaded(Message):
+    """A user's profile was re-read with a new search or sort."""
+
+    user_id: str
+    profile_items: list[ProfileItem]
+
+
+@dataclass
+class QuestionLoaded(Message):
+    """A question and its profile were read."""
+
+    question: Question
+    document_fields: tuple[str, ...]
+
+
+@dataclass
+class RankingsComputed(Message):
+    """Every chosen retriever ranked the question's profile."""
+
+    question_id: str
+    k: int
+    rankings: list[ShownRanking]
+
+
+@dataclass
+class DataImported(Message):
+    """Data was imported into the store (from the empty-store screen)."""
+
+    summary: str
+
+
+@dataclass
+class WorkFailed(Message):
+    """A worker failed; `what` names the step, `error` is one line for the user."""
+
+    what: str
+    error: str
+
+
+@dataclass
+class GenerationPrepared(Message):
+    """A pane's prompt was built; `cached` holds the output when the cache already had it."""
+
+    session: int
+    pane: int
+    prepared: PreparedPrompt
+    cached: str | None
+
+
+@dataclass
+class TextGenerated(Message):
+    """The model produced the next piece of a pane's output."""
+
+    session: int
+    pane: int
+    piece: str
+
+
+@dataclass
+class OutputScored(Message):
+    """A pane's output is complete and was scored against the gold."""
+
+    session: int
+    pane: int
+    output: str
+    scores: dict[str, float]
+    seconds: float
+
+
+@dataclass
+class BenchesLoaded(Message):
+    """The benches in the store were listed."""
+
+    benches: list[BenchSummary]
+
+
+@dataclass
+class BenchCompared(Message):
+    """A bench's configurations were compared with their baselines."""
+
+    bench_key: str
+    rows: list[ConfigurationRow]
+
+
+@dataclass
+class UserGainsLoaded(Message):
+    """A run's per-user gains over its baseline were read."""
+
+    run_key: str
+    gains: list[UserGain]
+
+
+@dataclass
+class FailuresLoaded(Message):
+    """A user's questions where the run did worse than its baseline (or all, when asked)."""
+
+    user_id: str
+    only_worse: bool
+    cases: list[FailureCase]

@@ -1,0 +1,172 @@
+"""The runs views' reads: benches, a bench's comparison, per-user gains and failure cases.
+
+Benches and runs come from the store (lampbox.store.runs, written by the pipeline); the
+comparison with the baseline is the bench's own (`lampbox.bench.runner.compare`: relative
+change and paired p-value), so the TUI and `lampbox bench` print the same numbers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from lampbox.engine.types import ProfileItem, Question
+from lampbox.errors import LampboxError
+from lampbox.store import browse
+from lampbox.store.browse import UserGain
+from lampbox.store.core import Store
+from lampbox.store.runs import StoredPrediction
+
+
+@dataclass(frozen=True)
+class BenchSummary:
+    """One bench in the store: its dataset and how many of its runs finished."""
+
+    bench_key: str
+    task: str
+    scheme: str
+    split: str
+    runs: int
+    finished: int
+    created: Any
+
+    @property
+    def label(self) -> str:
+        return f"{self.task} · {self.scheme} · {self.split}"
+
+
+@dataclass(frozen=True)
+class ConfigurationRow:
+    """One configuration of a bench, compared with its no-personalization baseline."""
+
+    run_key: str
+    label: str
+    role: str
+    status: str
+    metrics: dict[str, float]
+    n_questions: int
+    task: str
+    scheme: str
+    split: str
+    baseline_key: str | None
+    relative_change: float | None  # of the main metric, signed as computed (raw)
+    p_value: float | None
+
+
+@dataclass(frozen=True)
+class FailureCase:
+    """One question of a user in a run beside the baseline's answer to it."""
+
+    question: Question
+    prediction: StoredPrediction
+    baseline: StoredPrediction | None
+    gain: float | None  # per-question main score vs the baseline; < 0: the run did worse
+    retrieved: tuple[ProfileItem, ...]  # the items that went into the run's prompt
+
+
+def list_benches(store: Store) -> list[BenchSummary]:
+    """Every bench in the store, newest first, with its run counts."""
+    from lampbox.store import runs as run_store
+
+    summaries = []
+    for key, spec, created in run_store.list_benches(store):
+        runs = run_store.bench_runs(store, key)
+        finished = sum(1 for run, _ in runs if run.status == "finished")
+        summaries.append(
+            BenchSummary(
+                key, spec["task"], spec["scheme"], spec["split"], len(runs), finished, created
+            )
+        )
+    return summaries
+
+
+def compare_bench(store: Store, bench_key: str) -> list[ConfigurationRow]:
+    """A bench's configurations in grid order, finished ones compared with their baseline."""
+    from lampbox.bench.runner import compare
+    from lampbox.engine.pipeline import load_run
+    from lampbox.store import runs as run_store
+
+    runs = run_store.bench_runs(store, bench_key)
+    if not runs:
+        raise LampboxError(f"bench {bench_key} has no runs in {store.path.name}")
+    task = store.task(runs[0][0].spec["task"])
+    records = [
+        (load_run(store, run.run_key), role) for run, role in runs if run.status == "finished"
+    ]
+    compared = {row.record.run_key: row for row in compare(task, records)}
+    baseline_keys = {record.label: record.run_key for record, role in records if role == "baseline"}
+    rows = []
+    for run, role in runs:
+        bench_row = compared.get(run.run_key)
+        baseline_key = None
+        if bench_row is not None and bench_row.baseline_label is not None:
+            baseline_key = baseline_keys.get(bench_row.baseline_label)
+        rows.append(
+            ConfigurationRow(
+                run.run_key,
+                run.label,
+                role,
+                run.status,
+                dict(run.metrics),
+                run.n_questions,
+                run.spec["task"],
+                run.spec["scheme"],
+                run.spec["split"],
+                baseline_key,
+                None if bench_row is None else bench_row.relative_change,
+                None if bench_row is None else bench_row.p_value,
+            )
+        )
+    return rows
+
+
+def higher_is_better(store: Store, task_name: str) -> bool:
+    """Whether a larger main metric is better for the task (False for LaMP_3's MAE)."""
+    return store.task(task_name).higher_is_better()
+
+
+def user_gains(store: Store, row: ConfigurationRow) -> list[UserGain]:
+    """The run's users, biggest losses against the baseline first."""
+    if row.baseline_key is None:
+        raise LampboxError(f"{row.label} has no baseline to compare with")
+    return browse.user_gains(
+        store, row.run_key, row.baseline_key, higher_is_better(store, row.task)
+    )
+
+
+def failure_cases(
+    store: Store, row: ConfigurationRow, user_id: str, only_worse: bool = True
+) -> list[FailureCase]:
+    """A user's questions where the run scored worse than the baseline (all with only_worse off)."""
+    from lampbox.engine.metrics import higher_is_better as metric_higher_is_better
+    from lampbox.engine.metrics import question_key
+    from lampbox.store import runs as run_store
+
+    if row.baseline_key is None:
+        raise LampboxError(f"{row.label} has no baseline to compare with")
+    task = store.task(row.task)
+    gains = browse.user_question_gains(
+        store,
+        row.run_key,
+        row.baseline_key,
+        user_id,
+        metric_higher_is_better(question_key(task)),
+        only_worse,
+    )
+    if not gains:
+        return []
+    ids = [question_id for question_id, _ in gains]
+    predictions = {p.question_id: p for p in run_store.run_predictions(store, row.run_key, ids)}
+    baselines = {p.question_id: p for p in run_store.run_predictions(store, row.baseline_key, ids)}
+    questions = {
+        q.id: q for q in store.questions(row.task, row.scheme, row.split, question_ids=ids)
+    }
+    cases = []
+    for question_id, gain in gains:
+        question, prediction = questions.get(question_id), predictions.get(question_id)
+        if question is None or prediction is None:
+            continue
+        by_key = {item.key: item for item in question.profile}
+        retrieved = tuple(by_key[key] for key in prediction.item_keys if key in by_key)
+        cases.append(FailureCase(question, prediction, baselines.get(question_id), gain, retrieved))
+    return cases

@@ -1,0 +1,91 @@
+"""The help screen (`?`): what each screen shows and its keys."""
+
+from __future__ import annotations
+
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import VerticalScroll
+from textual.screen import ModalScreen
+from textual.widgets import Markdown
+
+HELP_TEXT = """\
+# lampbox
+
+Browse a LaMP store user by user. Every screen lists its keys in the footer;
+**ctrl+p** opens the command palette, **?** this help, **ctrl+q** quits.
+
+## Users
+Pick a dataset (task · split scheme · set) on the left, then a user.
+
+| key | does |
+| --- | --- |
+| `/` | search user ids |
+| `s` / `r` | sort by id, questions, profile items / reverse |
+| `]` / `[` | next / previous page |
+| `enter` | open the user |
+| `b` | bench runs and failure cases |
+
+## User
+The user's questions (top) and profile items (bottom).
+
+| key | does |
+| --- | --- |
+| `]` / `[` | next / previous user of the list |
+| `/` | search the profile |
+| `s` / `r` | sort the profile by date, id or a field / reverse |
+| `enter` | open the highlighted question |
+| `escape` | back |
+
+## Question
+Input, gold and profile; below, the rankings of several retrievers side by side.
+Items retrieved by more than one retriever are marked with how many rankings hold them.
+
+| key | does |
+| --- | --- |
+| `space` | toggle a retriever (in the retriever list) |
+| `+` / `-` | more / fewer retrieved items (k) |
+| `g` | generate side by side |
+| `ctrl+x` | cancel the ranking in progress |
+| `escape` | back |
+
+## Generations
+One pane for no personalization and one per chosen retriever at k, built, generated,
+cached and scored by the same pipeline as `lampbox bench` (default model
+smollm2-135m-instruct on llama.cpp). Cached outputs show at once; others stream in.
+
+| key | does |
+| --- | --- |
+| `p` | the exact prompt of the focused pane, with the items that went in |
+| `tab` | next pane |
+| `g` | generate again (cached outputs come back at once) |
+| `ctrl+x` | cancel the generation |
+
+## Runs
+The benches in the store (`lampbox bench`) and a bench's configurations with the change
+of the main metric against no personalization and the paired p-value. `enter` on a
+configuration: its users sorted by gain, the biggest losers first (`r` flips), and a plot
+of gain against profile size. Gains are signed so that a loss is always worse (MAE too).
+`enter` on a user: the questions where the configuration did worse, with prompt, retrieved
+items, output, baseline output and gold (`a`: all the user's questions).
+
+## Getting data
+`lampbox data demo`, `lampbox data import PATH`, `lampbox data fetch LaMP_7`
+(then `lampbox` again); `lampbox bench --task LaMP_7` for runs.
+"""
+
+
+class HelpScreen(ModalScreen[None]):
+    """Keys and screens; closed with Escape, q or ?."""
+
+    BINDINGS = [
+        Binding("escape", "dismiss", "Close"),
+        Binding("q", "dismiss", "Close", show=False),
+        Binding("question_mark", "dismiss", "Close", show=False, key_display="?"),
+    ]
+
+    def compose(self) -> ComposeResult:
+        with VerticalScroll(id="help-box"):
+            yield Markdown(HELP_TEXT, id="help-text")
+
+    async def action_dismiss(self, result: None = None) -> None:
+        self.dismiss(result)

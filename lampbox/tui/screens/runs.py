@@ -1,0 +1,196 @@
+"""Bench runs in the store: benches on the left, the chosen bench's configurations on the right.
+
+The table is the bench's own comparison (relative change of the main metric against no
+personalization and the paired p-value), read from the stored runs. `enter` opens a
+configuration's per-user breakdown.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from functools import partial
+
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult, SystemCommand
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.widgets import DataTable, Footer, Header, OptionList, Static
+from textual.widgets.option_list import Option
+
+from lampbox.tui import runs
+from lampbox.tui.messages import BenchCompared, BenchesLoaded, WorkFailed
+from lampbox.tui.runs import BenchSummary, ConfigurationRow
+from lampbox.tui.screens.base import LampboxScreen
+from lampbox.tui.widgets.cells import cell
+
+NO_BENCHES = (
+    "No benches in this store yet. Run one, e.g.\n"
+    "  lampbox bench --task LaMP_7 --retrievers none,bm25 --k 1 --limit 8\n"
+    "then press R to read the store again."
+)
+
+
+def change_text(change: float | None, higher_is_better: bool) -> Text:
+    """A relative change, green when the configuration did better than its baseline."""
+    if change is None:
+        return Text("–")
+    better = change > 0 if higher_is_better else change < 0
+    style = "green" if better else ("red" if change != 0 else "")
+    return Text(f"{change:+.1%}", style=style)
+
+
+class RunsScreen(LampboxScreen):
+    """The store's benches and, for the chosen one, its configurations against the baseline."""
+
+    AUTO_FOCUS = "#configurations"
+    BINDINGS = [
+        Binding("escape", "back", "Back"),
+        Binding("R", "reload", "Reload"),
+        Binding("tab", "focus_next", "Next pane", show=False),
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.benches: list[BenchSummary] = []
+        self.bench: BenchSummary | None = None
+        self.rows: list[ConfigurationRow] = []
+        self.higher_is_better = True
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        with Horizontal():
+            with Vertical(id="benches-column"):
+                yield Static("Benches", classes="column-title")
+                yield OptionList(id="benches")
+            with Vertical(id="configurations-column"):
+                yield Static("Configurations  (enter: per-user gains)", classes="section-title")
+                yield DataTable(id="configurations", cursor_type="row", zebra_stripes=True)
+                yield Static("", id="runs-status")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.query_one("#configurations", DataTable).loading = True
+        self.load_benches()
+
+    # -- workers -----------------------------------------------------------------------------
+
+    @work(thread=True, exclusive=True, group="benches", exit_on_error=False)
+    def load_benches(self) -> None:
+        with self.reporting("Listing the benches"):
+            self.post_message(BenchesLoaded(runs.list_benches(self.store)))
+
+    @work(thread=True, exclusive=True, group="compare", exit_on_error=False)
+    def load_bench(self, bench_key: str) -> None:
+        with self.reporting("Comparing the bench's runs"):
+            self.post_message(BenchCompared(bench_key, runs.compare_bench(self.store, bench_key)))
+
+    # -- handlers ----------------------------------------------------------------------------
+
+    def on_benches_loaded(self, message: BenchesLoaded) -> None:
+        self.benches = message.benches
+        options = self.query_one("#benches", OptionList)
+        options.clear_options()
+        table = self.query_one("#configurations", DataTable)
+        if not self.benches:
+            table.loading = False
+            self.query_one("#runs-status", Static).update(NO_BENCHES)
+            return
+        options.add_options(
+            Option(
+                f"{bench.label}\n  {bench.finished}/{bench.runs} runs · {bench.bench_key[:8]}",
+                id=bench.bench_key,
+            )
+            for bench in self.benches
+        )
+        keep = self.bench if self.bench in self.benches else self.benches[0]
+        with options.prevent(OptionList.OptionHighlighted):
+            options.highlighted = self.benches.index(keep)
+        self.choose_bench(keep, force=True)
+
+    def choose_bench(self, bench: BenchSummary, force: bool = False) -> None:
+        if bench == self.bench and not force:
+            return
+        self.bench = bench
+        self.query_one("#configurations", DataTable).loading = True
+        self.load_bench(bench.bench_key)
+
+    @on(OptionList.OptionHighlighted, "#benches")
+    def bench_highlighted(self, event: OptionList.OptionHighlighted) -> None:
+        found = [bench for bench in self.benches if bench.bench_key == event.option.id]
+        if found:
+            self.choose_bench(found[0])
+
+    def on_bench_compared(self, message: BenchCompared) -> None:
+        if self.bench is None or message.bench_key != self.bench.bench_key:
+            return
+        self.rows = message.rows
+        task = self.store.task(self.bench.task)
+        self.higher_is_better = task.higher_is_better()
+        metrics = list(task.metrics)
+        table = self.query_one("#configurations", DataTable)
+        table.loading = False
+        table.clear(columns=True)
+        table.add_column("configuration", key="label", width=38)
+        table.add_column("role", key="role", width=14)
+        for name in metrics:
+            table.add_column(name, key=name, width=7)
+        table.add_column("change", key="change", width=7)
+        table.add_column("p", key="p", width=5)
+        for row in self.rows:
+            values = [
+                f"{row.metrics[name]:.4f}" if name in row.metrics else "–" for name in metrics
+            ]
+            role = row.role if row.status == "finished" else Text(f"{row.status}!", style="red")
+            table.add_row(
+                cell(row.label, 38),
+                role,
+                *values,
+                change_text(row.relative_change, self.higher_is_better),
+                "–" if row.p_value is None else f"{row.p_value:.3f}",
+                key=row.run_key,
+            )
+        direction = "higher" if self.higher_is_better else "lower"
+        self.query_one("#runs-status", Static).update(
+            f"{len(self.rows)} configurations · change: relative change of {task.main_metric} "
+            f"({direction} is better) vs no personalization · p: paired randomization test"
+        )
+
+    def work_failed(self, message: WorkFailed) -> None:
+        self.query_one("#configurations", DataTable).loading = False
+
+    @on(DataTable.RowSelected, "#configurations")
+    def configuration_chosen(self, event: DataTable.RowSelected) -> None:
+        from lampbox.tui.screens.run_users import RunUsersScreen
+
+        found = [row for row in self.rows if row.run_key == event.row_key.value]
+        if not found:
+            return
+        row = found[0]
+        if row.status != "finished":
+            self.notify(f"{row.label} is {row.status}: nothing to break down", severity="warning")
+        elif row.baseline_key is None:
+            self.notify(f"{row.label} is a baseline: choose a configuration to compare with it")
+        else:
+            self.app.push_screen(RunUsersScreen(row))
+
+    # -- actions -----------------------------------------------------------------------------
+
+    def action_back(self) -> None:
+        self.dismiss()
+
+    def action_reload(self) -> None:
+        self.query_one("#configurations", DataTable).loading = True
+        self.load_benches()
+
+    def palette_commands(self) -> Iterable[SystemCommand]:
+        for bench in self.benches:
+            yield SystemCommand(
+                f"Bench: {bench.label} ({bench.bench_key[:8]})",
+                f"Show the {bench.runs} configurations of this bench",
+                partial(self.select_bench, bench),
+            )
+
+    def select_bench(self, bench: BenchSummary) -> None:
+        self.query_one("#benches", OptionList).highlighted = self.benches.index(bench)
+        self.choose_bench(bench)

@@ -1,0 +1,75 @@
+"""One configuration's generation for a question: status, streamed output and its scores."""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.containers import Vertical, VerticalScroll
+from textual.widgets import Static
+
+from lampbox.engine.pipeline import PreparedPrompt
+from lampbox.tui.generation import PaneConfig
+
+
+def format_scores(scores: dict[str, float]) -> str:
+    """Scores as 'rouge-1 0.412 · rouge-L 0.300' (label indices of classification left out)."""
+    shown = {name: value for name, value in scores.items() if not name.endswith("_label")}
+    return " · ".join(f"{name} {value:.3f}" for name, value in shown.items())
+
+
+class GenerationPane(Vertical, can_focus=True):
+    """A titled pane whose output grows as pieces arrive; the handlers on the screen feed it."""
+
+    def __init__(self, index: int, config: PaneConfig, **kwargs: object) -> None:
+        super().__init__(classes="generation-pane", **kwargs)  # type: ignore[arg-type]
+        self.index = index
+        self.config = config
+        self.prepared: PreparedPrompt | None = None
+        self.output = ""
+        self.pieces = 0
+        self.scores: dict[str, float] | None = None
+        self.cached = False
+        self.state = "waiting"  # waiting | preparing | generating | done | cancelled | failed
+
+    def compose(self) -> ComposeResult:
+        yield Static(self.title_text(), classes="pane-title")
+        yield Static("", classes="pane-status")
+        with VerticalScroll(classes="pane-output-box"):
+            yield Static("", classes="pane-output", markup=False)
+        yield Static("", classes="pane-scores")
+
+    def title_text(self) -> str:
+        return f"[b]{self.config.label}[/b]"
+
+    def set_state(self, state: str, note: str = "") -> None:
+        self.state = state
+        self.query_one(".pane-status", Static).update(note or state)
+
+    def set_prepared(self, prepared: PreparedPrompt, cached: str | None) -> None:
+        self.prepared = prepared
+        prompt = prepared.prompt
+        items = f"{len(prompt.items)} item(s) in" if prepared.items else "no items"
+        self.query_one(".pane-title", Static).update(
+            f"{self.title_text()}  {items} · {prompt.token_count} prompt tokens"
+        )
+        if cached is not None:
+            self.cached = True
+            self.output = cached
+            self.query_one(".pane-output", Static).update(cached)
+            self.set_state("done", "cached (from an earlier run or view)")
+        else:
+            self.set_state("generating", "generating…")
+
+    def add_piece(self, piece: str) -> None:
+        self.output += piece
+        self.pieces += 1
+        self.query_one(".pane-output", Static).update(self.output)
+        self.query_one(".pane-status", Static).update(f"generating… {self.pieces} piece(s)")
+
+    def set_scored(self, output: str, scores: dict[str, float], seconds: float) -> None:
+        self.output, self.scores = output, scores
+        self.query_one(".pane-output", Static).update(output)
+        source = "cached" if self.cached else f"generated in {seconds:.1f}s"
+        self.set_state("done", source)
+        text = format_scores(scores) if scores else "no gold to score against"
+        self.query_one(".pane-scores", Static).update(Text(text, style="bold"))

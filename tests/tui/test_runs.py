@@ -1,0 +1,136 @@
+"""The runs views with Pilot on a store where a small bench was run (see `bench_store_path`)."""
+
+from __future__ import annotations
+
+from textual.widgets import DataTable, Static
+
+from lampbox.store import browse
+from lampbox.store import runs as run_store
+from lampbox.tui import create_app
+from lampbox.tui.screens.failures import FailuresScreen
+from lampbox.tui.screens.run_users import RunUsersScreen
+from lampbox.tui.screens.runs import RunsScreen
+
+SIZE = (120, 36)
+
+
+def _keys(table: DataTable) -> list[str]:  # type: ignore[type-arg]
+    return [str(key.value) for key in table.rows]
+
+
+def _bench(store):  # type: ignore[no-untyped-def]
+    (bench_key, _, _), *_ = run_store.list_benches(store)
+    runs = run_store.bench_runs(store, bench_key)
+    baseline = next(run for run, role in runs if role == "baseline")
+    bm25 = next(run for run, role in runs if run.label.startswith("bm25") and role == "retrieval")
+    return runs, baseline, bm25
+
+
+def _expected_gains(store, run_key: str, baseline_key: str) -> dict[str, float]:  # type: ignore[no-untyped-def]
+    run, base = run_store.user_scores(store, run_key), run_store.user_scores(store, baseline_key)
+    return {user: run[user][3] - base[user][3] for user in run}
+
+
+async def test_runs_users_and_failure_cases(bench_store, settle) -> None:  # type: ignore[no-untyped-def]
+    runs, baseline, bm25 = _bench(bench_store)
+    app = create_app(store=bench_store)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press("b")
+        await settle(pilot)
+        screen = app.screen
+        assert isinstance(screen, RunsScreen)
+        configurations = screen.query_one("#configurations", DataTable)
+        assert _keys(configurations) == [run.run_key for run, _ in runs]
+
+        # The bm25 row: its per-user breakdown, biggest losers first.
+        await pilot.press(*["down"] * _keys(configurations).index(bm25.run_key), "enter")
+        await settle(pilot)
+        users_screen = app.screen
+        assert isinstance(users_screen, RunUsersScreen)
+        expected = _expected_gains(bench_store, bm25.run_key, baseline.run_key)
+        by_loss = sorted(expected, key=lambda user: (expected[user], user))
+        table = users_screen.query_one("#user-gains", DataTable)
+        assert _keys(table) == by_loss
+        assert expected[by_loss[0]] < 0 < expected[by_loss[-1]]  # the bench has losers and gainers
+        lost = sum(1 for gain in expected.values() if gain < 0)
+        assert f"{lost} lost" in str(users_screen.query_one("#gains-status", Static).render())
+
+        await pilot.press("r")
+        await settle(pilot)
+        assert _keys(table) == sorted(
+            expected, key=lambda user: (expected[user], user), reverse=True
+        )
+        await pilot.press("r")
+        await settle(pilot)
+
+        # The biggest loser's questions where bm25 did worse than no personalization.
+        loser = by_loss[0]
+        await pilot.press("enter")
+        await settle(pilot)
+        failures = app.screen
+        assert isinstance(failures, FailuresScreen)
+        run_predictions = run_store.run_predictions(bench_store, bm25.run_key)
+        base_scores = {
+            p.question_id: p.main_score
+            for p in run_store.run_predictions(bench_store, baseline.run_key)
+        }
+        worse = [
+            p
+            for p in run_predictions
+            if p.user_id == loser and p.main_score < base_scores[p.question_id]
+        ]
+        assert worse
+        assert sorted(_keys(failures.query_one("#cases", DataTable))) == sorted(
+            p.question_id for p in worse
+        )
+        shown = failures.query_one("#cases", DataTable).get_row_at(0)
+        first = next(p for p in worse if p.question_id in str(shown[0]))
+        detail = str(failures.query_one("#case-detail", Static).render())
+        assert first.output.split()[0] in detail
+        assert first.gold is not None and first.gold.split()[0] in detail
+        assert all(item_id in detail for item_id in first.item_ids)
+        assert "Baseline output" in detail and "Prompt" in detail
+
+        # `a` shows all of the user's questions, worse or not.
+        await pilot.press("a")
+        await settle(pilot)
+        all_questions = [p.question_id for p in run_predictions if p.user_id == loser]
+        assert sorted(_keys(failures.query_one("#cases", DataTable))) == sorted(all_questions)
+
+        await pilot.press("escape", "escape", "escape")
+        assert not isinstance(app.screen, RunsScreen | RunUsersScreen | FailuresScreen)
+
+
+async def test_a_baseline_has_no_breakdown(bench_store, settle) -> None:  # type: ignore[no-untyped-def]
+    app = create_app(store=bench_store)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        app.action_runs()
+        await settle(pilot)
+        await pilot.press("enter")  # the first row is the no-personalization baseline
+        await settle(pilot)
+        assert isinstance(app.screen, RunsScreen)
+        assert any("is a baseline" in note.message for note in app._notifications)
+
+
+async def test_a_store_without_benches_says_how_to_run_one(commits_store, settle) -> None:  # type: ignore[no-untyped-def]
+    app = create_app(store=commits_store)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press("b")
+        await settle(pilot)
+        assert isinstance(app.screen, RunsScreen)
+        assert "lampbox bench" in str(app.screen.query_one("#runs-status", Static).render())
+
+
+def test_gains_flip_sign_when_lower_is_better(bench_store) -> None:  # type: ignore[no-untyped-def]
+    _, baseline, bm25 = _bench(bench_store)
+    higher = browse.user_gains(bench_store, bm25.run_key, baseline.run_key, True)
+    lower = browse.user_gains(bench_store, bm25.run_key, baseline.run_key, False)
+    assert {g.user_id: g.gain for g in lower} == {g.user_id: -g.gain for g in higher}  # type: ignore[operator]
+    assert [g.gain for g in lower] == sorted(g.gain for g in lower)  # type: ignore[type-var]
+    worse = browse.user_question_gains(
+        bench_store, bm25.run_key, baseline.run_key, higher[0].user_id
+    )
+    assert worse and all(gain is not None and gain < 0 for _, gain in worse)
