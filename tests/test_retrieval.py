@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from lampbox.engine.retrieval import create_retriever, register_retriever
+from lampbox.engine.retrieval import create_retriever, register_retriever, unregister_retriever
 from lampbox.engine.retrieval.base import BaseRetriever, Ranking
 from lampbox.engine.retrieval.service import rank_questions, sorted_questions_data
 from lampbox.errors import InputFileError, LampboxError, UnknownNameError
@@ -122,14 +122,17 @@ def test_stored_rankings_are_served_not_recomputed(commits_store):
             return [dataclasses.replace(r, retriever_key=self.key) for r in inner]
 
     register_retriever("counting-bm25", Counting, replace=True)
-    first = rank_questions(commits_store, task, questions[:10], create_retriever("counting-bm25"))
-    both = rank_questions(
-        commits_store, task, questions, create_retriever("counting-bm25"), batch_size=8
-    )
-    assert calls == [10, 8, 8, 4]  # only the 20 missing questions were ranked, in batches
-    assert both[:10] == first
-    again = rank_questions(commits_store, task, questions, create_retriever("counting-bm25"))
-    assert calls == [10, 8, 8, 4] and again == both
+    try:
+        first = rank_questions(commits_store, task, questions[:10], create_retriever("counting-bm25"))
+        both = rank_questions(
+            commits_store, task, questions, create_retriever("counting-bm25"), batch_size=8
+        )
+        assert calls == [10, 8, 8, 4]  # only the 20 missing questions were ranked, in batches
+        assert both[:10] == first
+        again = rank_questions(commits_store, task, questions, create_retriever("counting-bm25"))
+        assert calls == [10, 8, 8, 4] and again == both
+    finally:
+        unregister_retriever("counting-bm25")
 
 
 def test_empty_profile_ranks_nothing_and_warns_once(commits_store):

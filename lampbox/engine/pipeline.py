@@ -404,12 +404,12 @@ def _finish(
     generated: int,
     cached: int,
 ) -> RunRecord:
-    from lampbox.engine.metrics import Scorer, aggregate
+    from lampbox.engine.metrics import Scorer, aggregate, question_key
     from lampbox.lampfiles import write_outputs
     from lampbox.store import runs as run_store
 
     scorer = Scorer(task)
-    per_question_key = _per_question_main_key(task)
+    per_question_key = question_key(task)
     predictions = []
     for index, question in enumerate(questions):
         output = postprocess(raw_outputs[index], spec.postprocess)
@@ -444,15 +444,6 @@ def _finish(
     return RunRecord(
         key, spec, metrics, predictions, {u[0]: u[1:] for u in users}, path, generated=generated, cached=cached
     )
-
-
-def _per_question_main_key(task: TaskSpec) -> str:
-    """The per-question score that drives paired tests and per-user gains."""
-    if task.kind == "classification":
-        return "accuracy"
-    if task.kind == "rating":
-        return "abs_error"
-    return task.main_metric
 
 
 def _item_ids(items: Sequence[ProfileItem], keys: Sequence[str] | None) -> tuple[str, ...]:

@@ -16,6 +16,7 @@ from lampbox.engine.retrieval.registry import (
     register_retriever,
     retriever_descriptions,
     retriever_names,
+    unregister_retriever,
 )
 
 __all__ = [
@@ -28,4 +29,5 @@ __all__ = [
     "register_retriever",
     "retriever_descriptions",
     "retriever_names",
+    "unregister_retriever",
 ]

@@ -42,6 +42,11 @@ def register_retriever(
     _REGISTRY[name] = RetrieverEntry(name, target, description)
 
 
+def unregister_retriever(name: str) -> None:
+    """Remove a registered retriever (no error if it is not there)."""
+    _REGISTRY.pop(name, None)
+
+
 def retriever_names() -> list[str]:
     return sorted(_REGISTRY)
 
