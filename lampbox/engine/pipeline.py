@@ -339,22 +339,21 @@ def _execute(
         keys = [generation_cache_key(identity, spec.params, prompt.text) for prompt in prompts]
         outputs = run_store.cached_generations(store, keys)
         cached = sum(1 for cache_key in keys if cache_key in outputs)
-        missing = [index for index, cache_key in enumerate(keys) if cache_key not in outputs]
-        unique_missing: dict[str, int] = {}
-        for index in missing:
-            unique_missing.setdefault(keys[index], index)
-        todo = list(unique_missing.values())
-        done = len(questions) - len(missing)
+        prompt_texts = {cache_key: prompt.text for cache_key, prompt in zip(keys, prompts, strict=True)}
+        # Questions waiting per distinct uncached prompt: each prompt is generated once.
+        waiting = Counter(cache_key for cache_key in keys if cache_key not in outputs)
+        todo = list(waiting)
+        done = len(questions) - sum(waiting.values())
         report("generate", done, len(questions))
         for start in range(0, len(todo), batch_size):
             check_cancel()
             batch = todo[start : start + batch_size]
-            texts = generator.generate([prompts[index].text for index in batch], spec.params, should_cancel=should_cancel)
-            fresh = {keys[index]: text for index, text in zip(batch, texts, strict=True)}
+            texts = generator.generate([prompt_texts[cache_key] for cache_key in batch], spec.params, should_cancel=should_cancel)
+            fresh = dict(zip(batch, texts, strict=True))
             run_store.cache_generations(store, generator.name, spec.backend, fresh)
             outputs.update(fresh)
             generated += len(batch)
-            done += sum(1 for index in missing if keys[index] in fresh)
+            done += sum(waiting[cache_key] for cache_key in batch)
             report("generate", done, len(questions))
         raw_outputs = [outputs[cache_key] for cache_key in keys]
     return _finish(spec, key, task, questions, prompts, selected, raw_outputs, store, predictions_dir, report, generated, cached)
