@@ -3,7 +3,8 @@
 On commit_subject dev (BM25, k=4, SmolLM2-135M-Instruct, official 256-token IPA budget):
 1. reference loop: transformers generate, batch 1, one question at a time (as LaMP's
    evaluate_llm does), on the same prompts;
-2. raw backend calls on the same prompts: llamacpp (one at a time), hf (batched);
+2. raw backend calls on the same prompts: llamacpp (one at a time), hf (batched), hf with
+   dynamic int8 Linear layers (batched); each with its ROUGE on these questions;
 3. `lampbox bench` end to end (a subprocess: process start, model load, ranking, prompts,
    generation, scoring, storing) on each backend, with its peak RSS;
 4. the identical bench re-run (served from the store).
@@ -25,7 +26,7 @@ from pathlib import Path
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "git-commits" / "commit_subject"
 
 
-def build_prompts(store_path: Path, questions: int, k: int, max_length: int) -> list[str]:
+def build_prompts(store_path: Path, questions: int, k: int, max_length: int) -> tuple[list[str], list[str]]:
     """The IPA prompts every contestant generates from (BM25 top-k, official budget; k=0: bare inputs)."""
     from lampbox.engine.generation.registry import load_tokenizer
     from lampbox.engine.pipeline import RunSpec, rank, retrieved_items
@@ -38,7 +39,19 @@ def build_prompts(store_path: Path, questions: int, k: int, max_length: int) -> 
         selected = store.questions("commit_subject", "user", "dev", limit=questions)
         rankings = rank(spec, task, selected, store)
         builder = PromptBuilder(task, load_tokenizer(), max_length=max_length)
-        return [builder.build(q.input, retrieved_items(q, rankings.get(q.id), k)).text for q in selected]
+        prompts = [builder.build(q.input, retrieved_items(q, rankings.get(q.id), k)).text for q in selected]
+        return prompts, [q.gold or "" for q in selected]
+
+
+def quality(outputs: list[str], golds: list[str]) -> str:
+    """ROUGE-1 / ROUGE-L of raw (stripped) outputs, as the bench scores them."""
+    from lampbox.engine.metrics import Scorer, aggregate
+    from lampbox.engine.tasks import load_task_json
+
+    task = load_task_json(DEFAULT_DATA / "task.json")
+    scores = Scorer(task).score_all(zip([o.strip() for o in outputs], golds, strict=True))
+    metrics = aggregate(task, scores)
+    return f"R1 {metrics['rouge-1']:.3f} RL {metrics['rouge-L']:.3f}"
 
 
 def reference_loop(prompts: list[str], max_new_tokens: int, threads: int) -> tuple[float, list[str]]:
@@ -65,19 +78,24 @@ def reference_loop(prompts: list[str], max_new_tokens: int, threads: int) -> tup
     return time.perf_counter() - start, outputs
 
 
-def raw_backend(backend: str, prompts: list[str], max_new_tokens: int, threads: int, batch_size: int) -> float:
+def raw_backend(
+    backend: str, prompts: list[str], max_new_tokens: int, threads: int, batch_size: int, quantize: str | None = None
+) -> tuple[float, list[str]]:
     from lampbox.engine.generation.base import GenerationParams
     from lampbox.engine.generation.registry import load_generator
 
-    options = {"threads": threads} if backend == "llamacpp" else {"threads": threads, "batch_size": batch_size}
+    options: dict = {"threads": threads} if backend == "llamacpp" else {"threads": threads, "batch_size": batch_size}
+    if quantize:
+        options["quantize"] = quantize
     generator = load_generator(backend, None, **options)
     params = GenerationParams(max_new_tokens=max_new_tokens)
+    outputs: list[str] = []
     start = time.perf_counter()
     for first in range(0, len(prompts), batch_size):
-        generator.generate(prompts[first : first + batch_size], params)
+        outputs += generator.generate(prompts[first : first + batch_size], params)
     seconds = time.perf_counter() - start
     generator.close()
-    return seconds
+    return seconds, outputs
 
 
 _MEASURED_CLI = """
@@ -91,7 +109,7 @@ finally:
 """
 
 
-def bench_subprocess(db: Path, backend: str, args: argparse.Namespace, out: Path) -> dict[str, float]:
+def bench_subprocess(db: Path, backend: str, args: argparse.Namespace, out: Path, quantize: str | None = None) -> dict[str, float]:
     """`lampbox bench` for one backend (its grid: no personalization + BM25 k): wall seconds,
     each configuration's own run time from --json, and peak RSS (MB, VmHWM) of that process."""
     command = [
@@ -99,7 +117,7 @@ def bench_subprocess(db: Path, backend: str, args: argparse.Namespace, out: Path
         "--retrievers", "bm25", "--k", str(args.k), "--limit", str(args.questions), "--backend", backend,
         "--max-new-tokens", str(args.max_new_tokens), "--batch-size", str(args.batch_size),
         "--threads", str(args.threads), "--no-baselines", "--db", str(db), "--out", str(out), "--json",
-    ]  # fmt: skip
+    ] + (["--quantize", quantize] if quantize else [])  # fmt: skip
     start = time.perf_counter()
     result = subprocess.run(command, capture_output=True, text=True)
     seconds = time.perf_counter() - start
@@ -109,7 +127,9 @@ def bench_subprocess(db: Path, backend: str, args: argparse.Namespace, out: Path
     rows = json.loads(result.stdout)["rows"]
     measured = {"wall": seconds, "rss_mb": int(peaks[-1]) / 1024}
     for row in rows:
-        measured["bm25" if row["spec"]["retriever"] == "bm25" else "none"] = row["seconds"]
+        name = "bm25" if row["spec"]["retriever"] == "bm25" else "none"
+        measured[name] = row["seconds"]
+        measured[f"{name}-quality"] = f"R1 {row['metrics']['rouge-1']:.3f} RL {row['metrics']['rouge-L']:.3f}"
     return measured
 
 
@@ -133,47 +153,51 @@ def main() -> None:
     seed_db = work / "seed.duckdb"
     with Store(seed_db) as store:
         import_path(store, args.data)
-    prompts = build_prompts(seed_db, args.questions, args.k, args.max_length)
-    bare = build_prompts(seed_db, args.questions, 0, args.max_length)
+    prompts, golds = build_prompts(seed_db, args.questions, args.k, args.max_length)
+    bare, _ = build_prompts(seed_db, args.questions, 0, args.max_length)
     results: list[tuple[str, float, str]] = []
     print(f"{len(prompts)} commit_subject dev prompts, BM25 k={args.k}, budget {args.max_length}, "
           f"{args.max_new_tokens} new tokens, {args.threads} threads", flush=True)  # fmt: skip
 
     reference = None
     if not args.skip_reference:
-        reference, _ = reference_loop(prompts, args.max_new_tokens, args.threads)
-        results.append(("reference loop (transformers, batch 1)", reference, "BM25 k prompts"))
+        reference, outputs = reference_loop(prompts, args.max_new_tokens, args.threads)
+        results.append(("reference loop (transformers, batch 1)", reference, f"BM25 k prompts; {quality(outputs, golds)}"))
         print(f"reference loop: {reference:.1f} s", flush=True)
-    raw: dict[str, float] = {}
-    raw_bare: dict[str, float] = {}
-    for backend in ("llamacpp", "hf"):
+    contestants = [("llamacpp", None), ("hf", None), ("hf", "int8")]
+    raw: dict[tuple[str, str | None], float] = {}
+    raw_bare: dict[tuple[str, str | None], float] = {}
+    for backend, quantize in contestants:
+        name = backend + (f" {quantize}" if quantize else "")
         batch = f"batch {args.batch_size if backend == 'hf' else 1}"
-        raw[backend] = raw_backend(backend, prompts, args.max_new_tokens, args.threads, args.batch_size)
-        results.append((f"raw {backend} ({batch})", raw[backend], "BM25 k prompts"))
-        raw_bare[backend] = raw_backend(backend, bare, args.max_new_tokens, args.threads, args.batch_size)
-        results.append((f"raw {backend} ({batch}), bare inputs", raw_bare[backend], "the no-personalization prompts"))
-        print(f"raw {backend}: {raw[backend]:.1f} s, bare {raw_bare[backend]:.1f} s", flush=True)
-    for backend in ("llamacpp", "hf"):
-        db = work / f"bench-{backend}.duckdb"
+        raw[backend, quantize], outputs = raw_backend(backend, prompts, args.max_new_tokens, args.threads, args.batch_size, quantize)
+        results.append((f"raw {name} ({batch})", raw[backend, quantize], f"BM25 k prompts; {quality(outputs, golds)}"))
+        raw_bare[backend, quantize], outputs = raw_backend(backend, bare, args.max_new_tokens, args.threads, args.batch_size, quantize)
+        results.append((f"raw {name} ({batch}), bare inputs", raw_bare[backend, quantize], f"no-personalization prompts; {quality(outputs, golds)}"))
+        print(f"raw {name}: {raw[backend, quantize]:.1f} s, bare {raw_bare[backend, quantize]:.1f} s", flush=True)
+    for backend, quantize in contestants:
+        name = backend + (f" {quantize}" if quantize else "")
+        db = work / f"bench-{backend}-{quantize}.duckdb"
         db.write_bytes(seed_db.read_bytes())
-        first = bench_subprocess(db, backend, args, work / "out")
-        overhead = first["bm25"] / raw[backend] - 1
+        first = bench_subprocess(db, backend, args, work / "out", quantize)
+        overhead = first["bm25"] / raw[backend, quantize] - 1
         results.append((
-            f"lampbox bench {backend}: BM25 k={args.k} configuration", first["bm25"],
-            f"overhead vs raw {overhead * 100:+.1f}% (ranking, prompts, generation, scoring, storing)",
+            f"lampbox bench {name}: BM25 k={args.k} configuration", first["bm25"],
+            f"overhead vs raw {overhead * 100:+.1f}% (ranking, prompts, generation, scoring, storing); "
+            f"{first['bm25-quality']} (none: {first['none-quality']})",
         ))  # fmt: skip
-        total_raw = raw[backend] + raw_bare[backend]
+        total_raw = raw[backend, quantize] + raw_bare[backend, quantize]
         results.append((
-            f"lampbox bench {backend}: whole command", first["wall"],
+            f"lampbox bench {name}: whole command", first["wall"],
             f"both configurations, process start and model load: {first['wall'] / total_raw:.2f}x "
             f"the raw time on the same prompts; peak RSS {first['rss_mb']:.0f} MB",
         ))  # fmt: skip
-        again = bench_subprocess(db, backend, args, work / "out")
+        again = bench_subprocess(db, backend, args, work / "out", quantize)
         results.append((
-            f"lampbox bench {backend}: identical re-run", again["wall"],
+            f"lampbox bench {name}: identical re-run", again["wall"],
             f"{first['wall'] / again['wall']:.0f}x faster than the first run; peak RSS {again['rss_mb']:.0f} MB",
         ))  # fmt: skip
-        print(f"bench {backend}: {first}, re-run {again['wall']:.2f} s", flush=True)
+        print(f"bench {name}: {first}, re-run {again['wall']:.2f} s", flush=True)
 
     print()
     print(f"{'configuration':52} {'seconds':>9} {'vs reference':>13}  notes")

@@ -65,6 +65,32 @@ def test_bm25_fast_scores_match_bm25s(commits_store):
         assert np.allclose(reference, [scores[i.key] for i in question.profile], atol=1e-4)
 
 
+def test_bm25_fast_tokens_equal_bm25s_splitting_on_every_stand_in_text(commits_store):
+    """The one-pass tokenizer (ASCII fast path, regex otherwise) against bm25s's own recipe:
+    (?u)\\b\\w\\w+\\b on lower-cased text, English stopwords out, PyStemmer English."""
+    import re
+
+    import Stemmer
+
+    from lampbox.engine.retrieval.bm25_fast import _stopwords, _Vocabulary
+
+    task, questions = _questions(commits_store, limit=None)
+    texts = sorted(
+        {task.document_text(i.fields) for q in questions for i in q.profile}
+        | {task.query(q.input) for q in questions}
+    )
+    texts += ["Héllo wörld, naïve café!", "a\0b text\0with NUL", "Ǆ x y zz _a __ 9 99", "\u212a kelvin"]
+    assert any(not text.isascii() for text in texts) and any(text.isascii() for text in texts)
+    vocabulary = _Vocabulary("en", "english")
+    got = vocabulary.token_ids(texts)
+    stems = {token_id: stem for stem, token_id in vocabulary.ids.items()}
+    stemmer, stopwords = Stemmer.Stemmer("english"), _stopwords("en")
+    for text, ids in zip(texts, got, strict=True):
+        words = re.findall(r"(?u)\b\w\w+\b", text.lower())
+        expected = stemmer.stemWords([word for word in words if word not in stopwords])
+        assert [stems[token_id] for token_id in ids] == expected, text
+
+
 @pytest.mark.parametrize("name", TEXT_RETRIEVERS)
 def test_every_retriever_returns_a_permutation(commits_store, name):
     task, questions = _questions(commits_store, limit=40)

@@ -37,3 +37,50 @@ def test_dense_embeds_once_and_reuses_the_store(commits_store):
     assert fresh.texts_encoded == 0 and fresh.calls == 0
     assert Encoder.loads == loads + 2  # one load per process state, never per question
     assert [r.item_keys for r in again] == [r.item_keys for r in rankings]
+
+
+def test_onnx_runtime_gives_the_torch_rankings(commits_store, tmp_path, monkeypatch):
+    """ONNX Runtime (the CPU default) and sentence-transformers agree within float noise."""
+    import numpy as np
+
+    from lampbox.engine.retrieval import onnx_runtime
+    from lampbox.engine.retrieval.dense import embed_texts
+
+    monkeypatch.setenv("LAMPBOX_HOME", str(tmp_path))
+    task = commits_store.task("commit_subject")
+    scheme = commits_store.resolve_scheme("commit_subject", "dev")
+    questions = commits_store.questions("commit_subject", scheme, "dev", limit=4)
+    clear_memory_cache()
+    torch_retriever = create_retriever("dense", runtime="torch")
+    onnx_retriever = create_retriever("dense", runtime="onnx")
+    assert torch_retriever.encoder().runtime == "torch"
+    assert onnx_retriever.encoder().runtime == "onnx"
+    exported = list((tmp_path / "cache" / "onnx").glob("*.onnx"))
+    assert len(exported) == 1 and not list((tmp_path / "cache" / "onnx").glob("*.part"))
+    texts = sorted({task.document_text(i.fields) for q in questions for i in q.profile})
+    by_torch = embed_texts(torch_retriever.encoder(), texts)
+    clear_memory_cache()  # forget torch's vectors (and encoders) so onnx encodes them itself
+    onnx_encoder = onnx_retriever.encoder()
+    by_onnx = embed_texts(onnx_encoder, texts)
+    assert onnx_encoder.texts_encoded == len(texts)
+    difference = max(float(np.abs(by_onnx[t] - by_torch[t]).max()) for t in texts)
+    assert difference < 1e-5
+    clear_memory_cache()
+    from_torch = torch_retriever.rank(task, questions)
+    clear_memory_cache()
+    from_onnx = onnx_retriever.rank(task, questions)
+    assert [r.item_keys for r in from_onnx] == [r.item_keys for r in from_torch]
+    # The export is made once: a new encoder reuses the cached file.
+    mtime = exported[0].stat().st_mtime_ns
+    clear_memory_cache()
+    assert create_retriever("dense", runtime="onnx").encoder().runtime == "onnx"
+    assert exported[0].stat().st_mtime_ns == mtime
+    assert onnx_runtime.supported_structure(onnx_encoder._model) == ("mean", True)
+
+
+def test_unknown_runtime_is_a_clear_error():
+    from lampbox.errors import LampboxError
+
+    clear_memory_cache()
+    with pytest.raises(LampboxError, match="runtime must be one of auto, onnx, torch"):
+        create_retriever("dense", runtime="tensorrt").encoder()

@@ -40,6 +40,7 @@ class BenchSpec:
     limit: int | None = None
     users: int | None = None
     baselines: bool = True
+    quantize: str | None = None  # hf only: "int8" (dynamic int8 Linear layers on CPU)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -56,6 +57,7 @@ class BenchSpec:
             "limit": self.limit,
             "users": self.users,
             "baselines": self.baselines,
+            **({"quantize": self.quantize} if self.quantize else {}),
         }
 
 
@@ -66,10 +68,11 @@ def build_grid(bench: BenchSpec, task: TaskSpec) -> list[tuple[RunSpec, str]]:
     grid: list[tuple[RunSpec, str]] = []
     personalized = [name for name in bench.retrievers if name != "none"]
     for backend in bench.backends:
-        grid.append((RunSpec(retriever="none", k=0, backend=backend, **common, **model), "baseline"))
+        options = (("quantize", bench.quantize),) if bench.quantize and backend == "hf" else ()
+        grid.append((RunSpec(retriever="none", k=0, backend=backend, model_options=options, **common, **model), "baseline"))
         for retriever in personalized:
             for k in bench.ks:
-                grid.append((RunSpec(retriever=retriever, k=k, backend=backend, **common, **model), "retrieval"))
+                grid.append((RunSpec(retriever=retriever, k=k, backend=backend, model_options=options, **common, **model), "retrieval"))
     if bench.baselines and task.target_field is not None:
         # Generation copies the top item (k does not matter beyond 1); labels and ratings vote over k.
         ks = (1,) if task.kind == "generation" else bench.ks

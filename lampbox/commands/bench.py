@@ -42,6 +42,12 @@ from lampbox.commands.common import (
 )
 @click.option("--baselines/--no-baselines", default=True, show_default=True, help="Add model-free retrieval-only baselines.")
 @click.option("--batch-size", type=int, default=8, show_default=True, help="Prompts per generation batch (hf batches them).")
+@click.option(
+    "--quantize",
+    type=click.Choice(["int8"]),
+    default=None,
+    help="hf backend on CPU: dynamic int8 Linear layers (faster; outputs differ slightly from fp32, recorded in the runs).",
+)
 @click.option("--threads", type=int, default=None, help="CPU threads for llamacpp (default: all cores).")
 @click.option("--base-url", default=None, help="openai backend: the server's URL (e.g. http://127.0.0.1:8000/v1).")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None, help="Folder for the official-format predictions files (default: runs/ in the data folder).")
@@ -63,6 +69,7 @@ def bench_command(
     postprocess: str,
     baselines: bool,
     batch_size: int,
+    quantize: str | None,
     threads: int | None,
     base_url: str | None,
     out_dir: Path | None,
@@ -90,6 +97,8 @@ def bench_command(
     for backend in backend_list:
         if backend not in known_backends():
             raise UnknownNameError("backend", backend, known_backends())
+    if quantize and "hf" not in backend_list:
+        raise LampboxError(f"--quantize {quantize} applies to the hf backend; add --backend hf")
     retriever_list = split_list(retrievers) or ["none"]
     for retriever in retriever_list:
         if retriever not in retriever_names():
@@ -117,6 +126,7 @@ def bench_command(
         limit=limit,
         users=users,
         baselines=baselines,
+        quantize=quantize,
     )
     from lampbox.engine.pipeline import GeneratorPool
 

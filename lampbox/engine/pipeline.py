@@ -93,7 +93,8 @@ class RunSpec:
             return f"{self.retriever} k={self.k} retrieval-only"
         retrieval = "no personalization" if not self.personalized else f"{self.retriever} k={self.k}"
         extras = "".join(f" {name}={value}" for name, value in self.retriever_options)
-        return f"{retrieval}{extras} {self.backend}:{Path(self.model).name}"
+        model_extras = "".join(f" {name}={value}" for name, value in self.model_options)
+        return f"{retrieval}{extras} {self.backend}:{Path(self.model).name}{model_extras}"
 
 
 def model_fingerprint(spec: RunSpec) -> str:

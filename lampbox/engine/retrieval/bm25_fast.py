@@ -42,19 +42,19 @@ class _Vocabulary:
 
         # bm25s splits on (?u)\b\w\w+\b; maximal runs of 2+ word characters are exactly what
         # \w\w+ matches, and without the \b checks the regex runs about 25% faster.
-        self._split = re.compile(r"\w\w+").findall
+        self._split_joined = re.compile(r"\w\w+|\0").findall
         self._stopwords = _stopwords(stopwords)
         self._stemmer = None
         if stemmer_language:
             import Stemmer
 
             self._stemmer = Stemmer.Stemmer(stemmer_language)
-        self._word_ids: dict[str, int] = {}  # word as split -> token id (-1: a stopword)
+        self._word_ids: dict[str, int] = {"\0": SEPARATOR_ID}  # word -> id (-1: a stopword)
         self.ids: dict[str, int] = {}  # stemmed token -> id
         self.texts: dict[str, np.ndarray] = {}
 
     def _new_words(self, words: set[str]) -> None:
-        kept = sorted(word for word in words if word not in self._stopwords)
+        kept = sorted(word for word in words if word not in self._stopwords and len(word) > 1)
         for word in words - set(kept):
             self._word_ids[word] = -1
         stems = self._stemmer.stemWords(kept) if self._stemmer is not None else kept
@@ -62,17 +62,50 @@ class _Vocabulary:
             self._word_ids[word] = self.ids.setdefault(stem, len(self.ids))
 
     def token_ids(self, texts: Sequence[str]) -> list[np.ndarray]:
-        missing = [text for text in dict.fromkeys(texts) if text not in self.texts]
+        known = self.texts
+        missing = [text for text in dict.fromkeys(texts) if text not in known]
         if missing:
-            split = [self._split(text.lower()) for text in missing]
-            new_words = set().union(*split).difference(self._word_ids)
-            if new_words:
-                self._new_words(new_words)
-            word_ids = self._word_ids
-            for text, words in zip(missing, split, strict=True):
-                ids = np.array([word_ids[word] for word in words], dtype=np.int64)
-                self.texts[text] = ids[ids >= 0]
-        return [self.texts[text] for text in texts]
+            ascii_texts = [text for text in missing if text.isascii()]
+            other_texts = [text for text in missing if not text.isascii()]
+            for group, ascii_only in ((ascii_texts, True), (other_texts, False)):
+                if group:
+                    self._tokenize(group, ascii_only)
+        return [known[text] for text in texts]
+
+    def _tokenize(self, texts: list[str], ascii_only: bool) -> None:
+        """Tokenize many texts in one pass: one lower-casing and one scan over the texts
+        joined by NUL (a separator token; NUL is not a word character, so no word spans two
+        texts), one id lookup per word, then one split into per-text arrays."""
+        words = self._words(
+            [text.replace("\0", " ") if "\0" in text else text for text in texts], ascii_only
+        )
+        new_words = set(words).difference(self._word_ids)
+        if new_words:
+            self._new_words(new_words)
+        ids = np.fromiter(map(self._word_ids.__getitem__, words), dtype=np.int64, count=len(words))
+        text_index = np.cumsum(ids == SEPARATOR_ID)  # which text each token belongs to
+        kept = ids >= 0  # drops separators and stopwords
+        ids, text_index = ids[kept], text_index[kept]
+        bounds = np.searchsorted(text_index, np.arange(1, len(texts)))
+        for text, token_ids in zip(texts, np.split(ids, bounds), strict=True):
+            self.texts[text] = token_ids
+
+    def _words(self, texts: list[str], ascii_only: bool) -> list[str]:
+        """The words of the NUL-joined texts (NUL tokens between texts), exactly as bm25s's
+        regex splits them. ASCII text takes a faster equivalent path: every non-word character
+        becomes a space and str.split() cuts (one-letter words come out too; they are mapped
+        to -1 like stopwords, since \\w\\w+ never yields them)."""
+        joined = " \0 ".join(texts).lower()
+        if ascii_only:
+            return joined.translate(_ASCII_NON_WORD).split()
+        return self._split_joined(joined)
+
+
+SEPARATOR_ID = -2  # the NUL between joined texts (stopwords are -1)
+# ASCII characters that are not \w (letters, digits, underscore), except NUL, -> space.
+_ASCII_NON_WORD = {
+    code: " " for code in range(128) if not (chr(code).isalnum() or chr(code) in "_\0")
+}
 
 
 def _stopwords(name: str) -> frozenset[str]:
@@ -128,8 +161,9 @@ def lucene_scores(
     position[position == len(terms)] = 0
     hit = terms[position] == flat
     # tf[d, t]: occurrences of query term t in document d.
-    tf = np.zeros((n_docs, len(terms)), dtype=np.float64)
-    np.add.at(tf, (doc_index[hit], position[hit]), 1.0)
+    cells = doc_index[hit] * len(terms) + position[hit]
+    tf = np.bincount(cells, minlength=n_docs * len(terms)).reshape(n_docs, len(terms))
+    tf = tf.astype(np.float64)
     df = (tf > 0).sum(axis=0)
     idf = np.log(1.0 + (n_docs - df + 0.5) / (df + 0.5))
     norm = k1 * ((1 - b) + b * lengths / avgdl)
@@ -150,7 +184,7 @@ class BM25FastRetriever(BaseRetriever):
         "stemmer": "english",
     }
     key_options: ClassVar[tuple[str, ...]] = ("use_date", "k1", "b", "stopwords", "stemmer")
-    preferred_batch_size: ClassVar[int] = 256
+    preferred_batch_size: ClassVar[int] = 1024  # one tokenizer pass and one store write
 
     def key_values(self) -> dict[str, Any]:
         values = {name: self._options[name] for name in self.key_options}

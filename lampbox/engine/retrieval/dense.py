@@ -9,6 +9,7 @@ TUI only encode what they have never seen. torch and sentence-transformers load 
 
 from __future__ import annotations
 
+import logging
 import os
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -30,6 +31,8 @@ from lampbox.engine.tasks import TaskSpec
 from lampbox.engine.types import Question
 from lampbox.errors import InputFileError, LampboxError, UnknownNameError
 
+log = logging.getLogger(__name__)
+
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
 # Names that mean the packaged all-MiniLM-L6-v2 (no network needed).
 PACKAGED_ALIASES = {
@@ -40,6 +43,7 @@ PACKAGED_ALIASES = {
 KNOWN_MODEL_NAMES = [DEFAULT_MODEL, "sentence-transformers/all-MiniLM-L6-v2", "facebook/contriever"]
 POOLINGS = ("auto", "mean", "cls")
 SCORES = ("auto", "cos", "dot")
+RUNTIMES = ("auto", "onnx", "torch")
 
 
 @dataclass(frozen=True)
@@ -93,17 +97,37 @@ def packaged_model_path() -> str:
 
 
 class Encoder:
-    """One loaded sentence-transformers model; counts its calls (tests assert cache hits)."""
+    """One loaded model; counts its calls (tests assert cache hits).
+
+    runtime "onnx" runs the transformer on ONNX Runtime (CPU, fp32, exported once; see
+    onnx_runtime.py), "torch" runs sentence-transformers; "auto" picks onnx on CPU when
+    onnxruntime is installed and the model is Transformer + mean/CLS Pooling [+ Normalize].
+    Both give the same vectors within float noise, so the runtime is not part of the key.
+    """
 
     loads: ClassVar[int] = 0  # models loaded in this process, all encoders together
 
-    def __init__(self, source: ModelSource, pooling: str, max_length: int | None, device: str):
+    def __init__(
+        self,
+        source: ModelSource,
+        pooling: str,
+        max_length: int | None,
+        device: str,
+        runtime: str = "auto",
+    ):
+        if runtime not in RUNTIMES:
+            raise LampboxError(
+                f"dense: runtime must be one of {', '.join(RUNTIMES)}, not {runtime!r}"
+            )
         self.source = source
         self.pooling = pooling
         self.max_length = max_length
+        self.device = device
         self.calls = 0
         self.texts_encoded = 0
         self._model = _load_sentence_transformer(source, pooling, max_length, device)
+        self._onnx = _onnx_encoder(self._model, self.key, device, runtime)
+        self.runtime = "onnx" if self._onnx is not None else "torch"
         Encoder.loads += 1
 
     @property
@@ -111,14 +135,45 @@ class Encoder:
         """The embedding cache's model identity (what changes the vectors)."""
         return model_key(self.source, self.pooling, self.max_length)
 
-    def encode(self, texts: Sequence[str], batch_size: int = 32) -> np.ndarray:
-        """Raw embeddings (float32, one row per text); sentence-transformers sorts by length."""
+    def default_batch_size(self) -> int:
+        """Texts per forward pass: small on CPU (measured fastest there), large on a GPU."""
+        return 64 if self.device.startswith("cuda") else (4 if self._onnx is not None else 16)
+
+    def encode(self, texts: Sequence[str], batch_size: int | None = None) -> np.ndarray:
+        """Raw embeddings (float32, one row per text), batched by length."""
         self.calls += 1
         self.texts_encoded += len(texts)
+        size = batch_size or self.default_batch_size()
+        if self._onnx is not None:
+            return self._onnx.encode(texts, size)
         vectors = self._model.encode(
-            list(texts), batch_size=batch_size, convert_to_numpy=True, show_progress_bar=False
+            list(texts), batch_size=size, convert_to_numpy=True, show_progress_bar=False
         )
         return np.asarray(vectors, dtype=np.float32)
+
+
+def _onnx_encoder(model: Any, key: str, device: str, runtime: str) -> Any:
+    """The ONNX Runtime encoder for `runtime` onnx/auto, or None for the torch path."""
+    if runtime == "torch":
+        return None
+    from lampbox.engine.retrieval import onnx_runtime
+
+    problem = None
+    if device != "cpu":
+        problem = f"ONNX Runtime is used on CPU only (device {device})"
+    elif not onnx_runtime.onnxruntime_available():
+        problem = "onnxruntime is not installed (pip install 'lampbox[torch]')"
+    elif onnx_runtime.supported_structure(model) is None:
+        problem = "the model is not Transformer + mean/CLS Pooling [+ Normalize]"
+    if problem is None:
+        try:
+            return onnx_runtime.OnnxEncoder(model, key)
+        except Exception as error:  # an export that fails or does not match: keep torch
+            problem = f"the ONNX export failed ({error})"
+    if runtime == "onnx":
+        raise LampboxError(f"dense: runtime onnx: {problem}")
+    log.info("dense: using torch: %s", problem)
+    return None
 
 
 def model_key(source: ModelSource, pooling: str, max_length: int | None) -> str:
@@ -134,6 +189,9 @@ def _load_sentence_transformer(
         raise LampboxError(
             "dense retrieval needs sentence-transformers: pip install 'lampbox[torch]'"
         ) from None
+    from lampbox.engine.quiet import quiet_transformers
+
+    quiet_transformers()
     try:
         if pooling == "auto":
             model = SentenceTransformer(source.location, device=device)
@@ -157,20 +215,24 @@ def _load_sentence_transformer(
     return model
 
 
-_ENCODERS: OrderedDict[tuple[str, str], Encoder] = OrderedDict()
+_ENCODERS: OrderedDict[tuple[str, str, str], Encoder] = OrderedDict()
 _ENCODER_CACHE_SIZE = 2
 
 
 def loaded_encoder(
-    source: ModelSource, pooling: str = "auto", max_length: int | None = None, device: str = "auto"
+    source: ModelSource,
+    pooling: str = "auto",
+    max_length: int | None = None,
+    device: str = "auto",
+    runtime: str = "auto",
 ) -> Encoder:
     """The process's encoder for this model (loaded on first use; at most two kept)."""
     if device == "auto":
         device = _default_device()
-    cache_key = (model_key(source, pooling, max_length), device)
+    cache_key = (model_key(source, pooling, max_length), device, runtime)
     encoder = _ENCODERS.get(cache_key)
     if encoder is None:
-        encoder = Encoder(source, pooling, max_length, device)
+        encoder = Encoder(source, pooling, max_length, device, runtime)
         _ENCODERS[cache_key] = encoder
         while len(_ENCODERS) > _ENCODER_CACHE_SIZE:
             _ENCODERS.popitem(last=False)
@@ -198,7 +260,7 @@ def embed_texts(
     encoder: Encoder,
     texts: Sequence[str],
     store: Any = None,
-    batch_size: int = 32,
+    batch_size: int | None = None,
     chunk_size: int = 2048,
     should_cancel: Any = None,
 ) -> dict[str, np.ndarray]:
@@ -247,8 +309,9 @@ class DenseRetriever(BaseRetriever):
         "pooling": "auto",
         "score": "auto",
         "max_length": None,
-        "batch_size": 32,
+        "batch_size": None,
         "device": "auto",
+        "runtime": "auto",
     }
     key_options: ClassVar[tuple[str, ...]] = ("model", "use_date", "pooling", "score", "max_length")
     uses_encoder: ClassVar[bool] = True
@@ -287,7 +350,11 @@ class DenseRetriever(BaseRetriever):
 
     def encoder(self) -> Encoder:
         return loaded_encoder(
-            self.source, self.pooling, self.max_length, str(self._options["device"])
+            self.source,
+            self.pooling,
+            self.max_length,
+            str(self._options["device"]),
+            str(self._options["runtime"]),
         )
 
     def rank(
@@ -304,7 +371,7 @@ class DenseRetriever(BaseRetriever):
                 self.encoder(),
                 wanted,
                 store=context.store,
-                batch_size=int(self._options["batch_size"]),
+                batch_size=int(self._options["batch_size"] or 0) or None,
                 should_cancel=context.should_cancel,
             )
             if wanted

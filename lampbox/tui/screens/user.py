@@ -48,6 +48,9 @@ class UserScreen(LampboxScreen):
         self.loading_index: int | None = None
         self.loading_timer: Timer | None = None
         self.loaded_at = 0.0  # perf_counter() when the last user was shown (benchmarks read it)
+        # The neighbours of the shown user, read ahead in a worker: `]`/`[` show them at once.
+        # Keyed by (index, search, sort, descending); written by the worker thread, read here.
+        self.prefetched: dict[tuple[int, str, str, bool], UserLoaded] = {}
 
     def show_loading(self) -> None:
         if self.loading_index is not None:
@@ -86,6 +89,10 @@ class UserScreen(LampboxScreen):
 
     def load(self, index: int) -> None:
         self.loading_index = index
+        ready = self.prefetched.get(self.read_key(index))
+        if ready is not None:
+            self.on_user_loaded(ready)
+            return
         # The loading indicator shows only if the read is slow (mounting it costs a frame).
         if self.loading_timer is not None:
             self.loading_timer.stop()
@@ -94,29 +101,55 @@ class UserScreen(LampboxScreen):
             self.users, index, self.profile_search, self.profile_sort, self.profile_descending
         )
 
+    def read_key(self, index: int) -> tuple[int, str, str, bool]:
+        return (index, self.profile_search, self.profile_sort, self.profile_descending)
+
+    def read_user(
+        self, users: UserList, index: int, search: str, sort: str, descending: bool
+    ) -> UserLoaded:
+        """Everything the screen shows of one user (runs in a worker thread)."""
+        users, user_id = resolve_user(self.store, users, index)
+        if user_id is None:
+            raise LampboxError(f"no user at position {index + 1} of the list")
+        dataset = users.dataset
+        questions = browse.user_questions(self.store, dataset, user_id)
+        items = browse.profile_items(self.store, dataset, user_id, search, sort, descending)
+        # Without a search the profile read is the user's whole profile: count it directly.
+        n_items = len(items)
+        if search:
+            found = browse.user_summary(self.store, dataset, user_id)
+            n_items = found.profile_items if found else 0
+        summary = UserRow(user_id, len(questions), n_items)
+        fields = [
+            name
+            for name in self.store.task(dataset.task).profile_fields
+            if name not in ("id", "date")
+        ]
+        return UserLoaded(users, summary, index, questions, items, tuple(fields))
+
     @work(thread=True, exclusive=True, group="user", exit_on_error=False)
     def load_user(
         self, users: UserList, index: int, search: str, sort: str, descending: bool
     ) -> None:
         with self.reporting("Reading the user"):
-            users, user_id = resolve_user(self.store, users, index)
-            if user_id is None:
-                raise LampboxError(f"no user at position {index + 1} of the list")
-            dataset = users.dataset
-            questions = browse.user_questions(self.store, dataset, user_id)
-            items = browse.profile_items(self.store, dataset, user_id, search, sort, descending)
-            # Without a search the profile read is the user's whole profile: count it directly.
-            n_items = len(items)
-            if search:
-                found = browse.user_summary(self.store, dataset, user_id)
-                n_items = found.profile_items if found else 0
-            summary = UserRow(user_id, len(questions), n_items)
-            fields = [
-                name
-                for name in self.store.task(dataset.task).profile_fields
-                if name not in ("id", "date")
-            ]
-            self.post_message(UserLoaded(users, summary, index, questions, items, tuple(fields)))
+            self.post_message(self.read_user(users, index, search, sort, descending))
+
+    @work(thread=True, exclusive=True, group="prefetch", exit_on_error=False)
+    def prefetch(
+        self, users: UserList, indexes: list[int], search: str, sort: str, descending: bool
+    ) -> None:
+        """Read the neighbours of the shown user ahead of `]`/`[` (errors wait for the real read)."""
+        from textual.worker import get_current_worker
+
+        worker = get_current_worker()
+        for index in indexes:
+            key = (index, search, sort, descending)
+            if worker.is_cancelled or key in self.prefetched or not 0 <= index < users.total:
+                continue
+            try:
+                self.prefetched[key] = self.read_user(users, index, search, sort, descending)
+            except Exception:  # noqa: BLE001 - the real read reports it when the user steps there
+                return
 
     @work(thread=True, exclusive=True, group="profile", exit_on_error=False)
     def load_profile(self, user_id: str, search: str, sort: str, descending: bool) -> None:
@@ -155,6 +188,17 @@ class UserScreen(LampboxScreen):
             self.set_profile_columns()
         self.show_profile(message.profile_items)
         self.loaded_at = time.perf_counter()
+        near, wanted = range(self.index - 2, self.index + 3), self.read_key(0)[1:]
+        for key in list(self.prefetched):  # a snapshot: the prefetch worker may be adding
+            if key[0] not in near or key[1:] != wanted:
+                self.prefetched.pop(key, None)
+        self.prefetch(
+            self.users,
+            [self.index + 1, self.index - 1],
+            self.profile_search,
+            self.profile_sort,
+            self.profile_descending,
+        )
 
     def on_profile_items_loaded(self, message: ProfileItemsLoaded) -> None:
         if self.user is not None and message.user_id == self.user.user_id:

@@ -1,0 +1,13 @@
+"""Keep third-party chatter off stderr: lampbox prints its own progress."""
+
+from __future__ import annotations
+
+
+def quiet_transformers() -> None:
+    """No "Loading weights" bar per model load (a load takes about a second; lampbox's own
+    progress and logs say what is happening). Conversion bars are left alone."""
+    try:
+        from transformers.utils import logging as hf_logging
+    except ImportError:
+        return
+    hf_logging.disable_progress_bar()
