@@ -20,6 +20,9 @@ from lampbox.tui.messages import ProfileItemsLoaded, UserLoaded, WorkFailed
 from lampbox.tui.screens.base import LampboxScreen
 from lampbox.tui.userlist import UserList, resolve_user
 from lampbox.tui.widgets.cells import cell
+from lampbox.tui.widgets.table import PlainTable
+
+PREFETCH_DELAY = 0.15  # seconds after a user is shown before its neighbours are read
 
 
 class UserScreen(LampboxScreen):
@@ -51,6 +54,7 @@ class UserScreen(LampboxScreen):
         # The neighbours of the shown user, read ahead in a worker: `]`/`[` show them at once.
         # Keyed by (index, search, sort, descending); written by the worker thread, read here.
         self.prefetched: dict[tuple[int, str, str, bool], UserLoaded] = {}
+        self.prefetch_timer: Timer | None = None
 
     def show_loading(self) -> None:
         if self.loading_index is not None:
@@ -69,11 +73,11 @@ class UserScreen(LampboxScreen):
         yield Static("", id="user-title")
         with Vertical(id="user-body"):
             yield Static("Questions  (enter: open)", classes="section-title")
-            yield DataTable(id="questions", cursor_type="row", zebra_stripes=True)
+            yield PlainTable(id="questions", cursor_type="row", zebra_stripes=True)
             with Horizontal(id="profile-bar"):
                 yield Static("Profile", classes="section-title", id="profile-title")
                 yield Input(placeholder="search the profile  (/)", id="profile-search")
-            yield DataTable(id="profile", cursor_type="row", zebra_stripes=True)
+            yield PlainTable(id="profile", cursor_type="row", zebra_stripes=True)
         yield Footer()
 
     def on_mount(self) -> None:
@@ -192,6 +196,14 @@ class UserScreen(LampboxScreen):
         for key in list(self.prefetched):  # a snapshot: the prefetch worker may be adding
             if key[0] not in near or key[1:] != wanted:
                 self.prefetched.pop(key, None)
+        # Read ahead once this user is drawn: a worker thread running now would hold the GIL
+        # while the new tables render (measured: it delayed the frame by tens of ms).
+        if self.prefetch_timer is not None:
+            self.prefetch_timer.stop()
+        self.prefetch_timer = self.set_timer(PREFETCH_DELAY, self.prefetch_neighbours)
+
+    def prefetch_neighbours(self) -> None:
+        self.prefetch_timer = None
         self.prefetch(
             self.users,
             [self.index + 1, self.index - 1],

@@ -18,6 +18,7 @@ from lampbox.tui.messages import DatasetsLoaded, UsersPageLoaded, WorkFailed
 from lampbox.tui.screens.base import LampboxScreen
 from lampbox.tui.screens.user import UserScreen
 from lampbox.tui.userlist import UserList
+from lampbox.tui.widgets.table import PlainTable
 
 PAGE_SIZE = 100
 SORT_LABELS = {"id": "user id", "questions": "questions", "profile": "profile items"}
@@ -56,7 +57,7 @@ class UsersScreen(LampboxScreen):
                 yield OptionList(id="datasets")
             with Vertical(id="users-column"):
                 yield Input(placeholder="search user ids  (/)", id="user-search")
-                yield DataTable(id="users", cursor_type="row", zebra_stripes=True)
+                yield PlainTable(id="users", cursor_type="row", zebra_stripes=True)
                 yield Static("", id="users-status")
         yield Footer()
 
