@@ -76,6 +76,18 @@ def test_onnx_runtime_gives_the_torch_rankings(commits_store, tmp_path, monkeypa
     assert create_retriever("dense", runtime="onnx").encoder().runtime == "onnx"
     assert exported[0].stat().st_mtime_ns == mtime
     assert onnx_runtime.supported_structure(onnx_encoder._model) == ("mean", True)
+    # The export switches attention to eager only while exporting.
+    attention = [
+        encoder._model[0].auto_model.config._attn_implementation
+        for encoder in (onnx_encoder, torch_retriever.encoder())
+    ]
+    assert attention[0] == attention[1]
+    # Many batches run in parallel on single-threaded sessions: the same vectors, in order.
+    serial = onnx_runtime.OnnxEncoder(onnx_encoder._model, onnx_encoder.key, threads=1)
+    parallel = onnx_runtime.OnnxEncoder(onnx_encoder._model, onnx_encoder.key, threads=2)
+    expected, got = serial.encode(texts, batch_size=2), parallel.encode(texts, batch_size=2)
+    assert len(texts) >= 8 and serial._single is None and parallel._single is not None
+    assert got.shape == expected.shape and float(np.abs(got - expected).max()) < 1e-6
 
 
 def test_unknown_runtime_is_a_clear_error():
