@@ -89,10 +89,10 @@ def raw_backend(
         options["quantize"] = quantize
     generator = load_generator(backend, None, **options)
     params = GenerationParams(max_new_tokens=max_new_tokens)
-    outputs: list[str] = []
     start = time.perf_counter()
-    for first in range(0, len(prompts), batch_size):
-        outputs += generator.generate(prompts[first : first + batch_size], params)
+    # One call: the backend batches them itself (hf: longest first, batch_size at a time, as
+    # the bench's pipeline orders its prompts; llamacpp: one at a time).
+    outputs = generator.generate(prompts, params)
     seconds = time.perf_counter() - start
     generator.close()
     return seconds, outputs

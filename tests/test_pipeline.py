@@ -121,3 +121,30 @@ def test_a_failed_run_is_marked_and_leaves_no_predictions(commits_store: Store, 
     assert stored is not None and stored.status == "failed" and stored.error
     assert run_store.run_predictions(commits_store, run_key(spec)) == []
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow
+def test_uncached_prompts_are_generated_longest_first(
+    commits_store: Store, pool: GeneratorPool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Batched backends pad to the longest prompt of a batch: the pipeline sends similar lengths
+    together, longest first, and still returns each question its own output."""
+    spec = RunSpec(
+        "commit_subject", "user", "dev", retriever="bm25", k=3, limit=7, params=GenerationParams(max_new_tokens=3)
+    )
+    generator = pool.get(spec.backend, spec.model, spec.model_options)
+    original = generator.generate
+    calls: list[list[str]] = []
+
+    def recording(prompts, params, **kwargs):  # type: ignore[no-untyped-def]
+        calls.append(list(prompts))
+        return original(prompts, params, **kwargs)
+
+    monkeypatch.setattr(generator, "generate", recording)
+    result = run(spec, commits_store, generators=pool, batch_size=2)
+    tokens = {p.prompt: p.prompt_tokens for p in result.predictions}
+    sent = [tokens[prompt] for batch in calls for prompt in batch]
+    assert len(sent) == len(tokens) >= 5 and all(len(batch) <= 2 for batch in calls)
+    assert sent == sorted(sent, reverse=True) and len(set(sent)) > 1
+    for prediction in result.predictions:  # each output is its own prompt's (generated alone)
+        assert prediction.raw_output == original([prediction.prompt], spec.params)[0]

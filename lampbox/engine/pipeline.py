@@ -341,9 +341,13 @@ def _execute(
         outputs = run_store.cached_generations(store, keys)
         cached = sum(1 for cache_key in keys if cache_key in outputs)
         prompt_texts = {cache_key: prompt.text for cache_key, prompt in zip(keys, prompts, strict=True)}
+        prompt_tokens = {cache_key: prompt.token_count for cache_key, prompt in zip(keys, prompts, strict=True)}
         # Questions waiting per distinct uncached prompt: each prompt is generated once.
         waiting = Counter(cache_key for cache_key in keys if cache_key not in outputs)
-        todo = list(waiting)
+        # Longest prompts first, so each batch holds prompts of similar length (batched
+        # backends pad every prompt to the longest of its batch). fp32 outputs do not depend on
+        # it; int8 ones depend on their batch (docs/backends.md).
+        todo = sorted(waiting, key=lambda cache_key: -prompt_tokens[cache_key])
         done = len(questions) - sum(waiting.values())
         report("generate", done, len(questions))
         for start in range(0, len(todo), batch_size):
