@@ -4,7 +4,8 @@ On commit_subject dev (BM25, k=4, SmolLM2-135M-Instruct, official 256-token IPA 
 1. reference loop: transformers generate, batch 1, one question at a time (as LaMP's
    evaluate_llm does), on the same prompts;
 2. raw backend calls on the same prompts: llamacpp (one at a time), hf (batched), hf with
-   dynamic int8 Linear layers (batched); each with its ROUGE on these questions;
+   dynamic int8 Linear layers (batched), hf in bfloat16 (batched; fast on CPUs with AMX or
+   AVX512-BF16); each with its ROUGE on these questions;
 3. `lampbox bench` end to end (a subprocess: process start, model load, ranking, prompts,
    generation, scoring, storing) on each backend, with its peak RSS;
 4. the identical bench re-run (served from the store).
@@ -81,12 +82,13 @@ def reference_loop(prompts: list[str], max_new_tokens: int, threads: int) -> tup
 def raw_backend(
     backend: str, prompts: list[str], max_new_tokens: int, threads: int, batch_size: int, quantize: str | None = None
 ) -> tuple[float, list[str]]:
+    """`quantize` is "int8" or a dtype ("bfloat16") for the hf backend."""
     from lampbox.engine.generation.base import GenerationParams
     from lampbox.engine.generation.registry import load_generator
 
     options: dict = {"threads": threads} if backend == "llamacpp" else {"threads": threads, "batch_size": batch_size}
     if quantize:
-        options["quantize"] = quantize
+        options["quantize" if quantize == "int8" else "dtype"] = quantize
     generator = load_generator(backend, None, **options)
     params = GenerationParams(max_new_tokens=max_new_tokens)
     start = time.perf_counter()
@@ -117,7 +119,7 @@ def bench_subprocess(db: Path, backend: str, args: argparse.Namespace, out: Path
         "--retrievers", "bm25", "--k", str(args.k), "--limit", str(args.questions), "--backend", backend,
         "--max-new-tokens", str(args.max_new_tokens), "--batch-size", str(args.batch_size),
         "--threads", str(args.threads), "--no-baselines", "--db", str(db), "--out", str(out), "--json",
-    ] + (["--quantize", quantize] if quantize else [])  # fmt: skip
+    ] + ([("--quantize" if quantize == "int8" else "--dtype"), quantize] if quantize else [])  # fmt: skip
     start = time.perf_counter()
     result = subprocess.run(command, capture_output=True, text=True)
     seconds = time.perf_counter() - start
@@ -164,7 +166,7 @@ def main() -> None:
         reference, outputs = reference_loop(prompts, args.max_new_tokens, args.threads)
         results.append(("reference loop (transformers, batch 1)", reference, f"BM25 k prompts; {quality(outputs, golds)}"))
         print(f"reference loop: {reference:.1f} s", flush=True)
-    contestants = [("llamacpp", None), ("hf", None), ("hf", "int8")]
+    contestants = [("llamacpp", None), ("hf", None), ("hf", "int8"), ("hf", "bfloat16")]
     raw: dict[tuple[str, str | None], float] = {}
     raw_bare: dict[tuple[str, str | None], float] = {}
     for backend, quantize in contestants:

@@ -112,6 +112,8 @@ def test_unreachable_server_fails_clearly_and_marks_the_run(demo_db: Path, tmp_p
         (["--retrievers", "bm52"], "Did you mean bm25"),
         (["--k", "one"], "--k takes"),
         (["--model", "no-such-model"], "unknown model"),
+        (["--dtype", "bfloat16"], "--dtype bfloat16 applies to the hf backend"),
+        (["--quantize", "int8"], "--quantize int8 applies to the hf backend"),
     ],
 )
 def test_bad_options_are_one_clear_line(demo_db: Path, args: list[str], problem: str) -> None:

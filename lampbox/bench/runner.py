@@ -41,6 +41,7 @@ class BenchSpec:
     users: int | None = None
     baselines: bool = True
     quantize: str | None = None  # hf only: "int8" (dynamic int8 Linear layers on CPU)
+    dtype: str | None = None  # hf only: torch dtype of the weights (default: bf16 on CUDA, fp32 on CPU)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -58,6 +59,7 @@ class BenchSpec:
             "users": self.users,
             "baselines": self.baselines,
             **({"quantize": self.quantize} if self.quantize else {}),
+            **({"dtype": self.dtype} if self.dtype else {}),
         }
 
 
@@ -68,7 +70,9 @@ def build_grid(bench: BenchSpec, task: TaskSpec) -> list[tuple[RunSpec, str]]:
     grid: list[tuple[RunSpec, str]] = []
     personalized = [name for name in bench.retrievers if name != "none"]
     for backend in bench.backends:
-        options = (("quantize", bench.quantize),) if bench.quantize and backend == "hf" else ()
+        options: tuple[tuple[str, Any], ...] = ()
+        if backend == "hf":
+            options = tuple((name, value) for name, value in (("dtype", bench.dtype), ("quantize", bench.quantize)) if value)
         grid.append((RunSpec(retriever="none", k=0, backend=backend, model_options=options, **common, **model), "baseline"))
         for retriever in personalized:
             for k in bench.ks:

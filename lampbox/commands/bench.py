@@ -48,6 +48,12 @@ from lampbox.commands.common import (
     default=None,
     help="hf backend on CPU: dynamic int8 Linear layers (faster; outputs differ slightly from fp32, recorded in the runs).",
 )
+@click.option(
+    "--dtype",
+    type=click.Choice(["float32", "bfloat16", "float16"]),
+    default=None,
+    help="hf backend: weight dtype (default: bfloat16 on CUDA, float32 on CPU; bfloat16 on a CPU with AMX/AVX512-BF16 is about 2x faster than float32 at the same quality).",
+)
 @click.option("--threads", type=int, default=None, help="CPU threads for llamacpp (default: all cores).")
 @click.option("--base-url", default=None, help="openai backend: the server's URL (e.g. http://127.0.0.1:8000/v1).")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None, help="Folder for the official-format predictions files (default: runs/ in the data folder).")
@@ -70,6 +76,7 @@ def bench_command(
     baselines: bool,
     batch_size: int,
     quantize: str | None,
+    dtype: str | None,
     threads: int | None,
     base_url: str | None,
     out_dir: Path | None,
@@ -99,6 +106,8 @@ def bench_command(
             raise UnknownNameError("backend", backend, known_backends())
     if quantize and "hf" not in backend_list:
         raise LampboxError(f"--quantize {quantize} applies to the hf backend; add --backend hf")
+    if dtype and "hf" not in backend_list:
+        raise LampboxError(f"--dtype {dtype} applies to the hf backend; add --backend hf")
     retriever_list = split_list(retrievers) or ["none"]
     for retriever in retriever_list:
         if retriever not in retriever_names():
@@ -127,6 +136,7 @@ def bench_command(
         users=users,
         baselines=baselines,
         quantize=quantize,
+        dtype=dtype,
     )
     from lampbox.engine.pipeline import GeneratorPool
 
