@@ -79,16 +79,21 @@ def reference_loop(prompts: list[str], max_new_tokens: int, threads: int) -> tup
     return time.perf_counter() - start, outputs
 
 
+def variant_option(variant: str) -> str:
+    """The hf option a contestant's variant sets: "int8" is `quantize`, a dtype is `dtype`."""
+    return "quantize" if variant == "int8" else "dtype"
+
+
 def raw_backend(
     backend: str, prompts: list[str], max_new_tokens: int, threads: int, batch_size: int, quantize: str | None = None
 ) -> tuple[float, list[str]]:
-    """`quantize` is "int8" or a dtype ("bfloat16") for the hf backend."""
+    """`quantize`: the hf variant, "int8" or a dtype such as "bfloat16" (see variant_option)."""
     from lampbox.engine.generation.base import GenerationParams
     from lampbox.engine.generation.registry import load_generator
 
     options: dict = {"threads": threads} if backend == "llamacpp" else {"threads": threads, "batch_size": batch_size}
     if quantize:
-        options["quantize" if quantize == "int8" else "dtype"] = quantize
+        options[variant_option(quantize)] = quantize
     generator = load_generator(backend, None, **options)
     params = GenerationParams(max_new_tokens=max_new_tokens)
     start = time.perf_counter()
@@ -119,7 +124,7 @@ def bench_subprocess(db: Path, backend: str, args: argparse.Namespace, out: Path
         "--retrievers", "bm25", "--k", str(args.k), "--limit", str(args.questions), "--backend", backend,
         "--max-new-tokens", str(args.max_new_tokens), "--batch-size", str(args.batch_size),
         "--threads", str(args.threads), "--no-baselines", "--db", str(db), "--out", str(out), "--json",
-    ] + ([("--quantize" if quantize == "int8" else "--dtype"), quantize] if quantize else [])  # fmt: skip
+    ] + ([f"--{variant_option(quantize)}", quantize] if quantize else [])  # fmt: skip
     start = time.perf_counter()
     result = subprocess.run(command, capture_output=True, text=True)
     seconds = time.perf_counter() - start

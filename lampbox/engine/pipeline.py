@@ -340,20 +340,19 @@ def _execute(
         keys = [generation_cache_key(identity, spec.params, prompt.text) for prompt in prompts]
         outputs = run_store.cached_generations(store, keys)
         cached = sum(1 for cache_key in keys if cache_key in outputs)
-        prompt_texts = {cache_key: prompt.text for cache_key, prompt in zip(keys, prompts, strict=True)}
-        prompt_tokens = {cache_key: prompt.token_count for cache_key, prompt in zip(keys, prompts, strict=True)}
+        prompt_of = dict(zip(keys, prompts, strict=True))
         # Questions waiting per distinct uncached prompt: each prompt is generated once.
         waiting = Counter(cache_key for cache_key in keys if cache_key not in outputs)
         # Longest prompts first, so each batch holds prompts of similar length (batched
         # backends pad every prompt to the longest of its batch). fp32 outputs do not depend on
         # it; int8 ones depend on their batch (docs/backends.md).
-        todo = sorted(waiting, key=lambda cache_key: -prompt_tokens[cache_key])
+        todo = sorted(waiting, key=lambda cache_key: -prompt_of[cache_key].token_count)
         done = len(questions) - sum(waiting.values())
         report("generate", done, len(questions))
         for start in range(0, len(todo), batch_size):
             check_cancel()
             batch = todo[start : start + batch_size]
-            texts = generator.generate([prompt_texts[cache_key] for cache_key in batch], spec.params, should_cancel=should_cancel)
+            texts = generator.generate([prompt_of[cache_key].text for cache_key in batch], spec.params, should_cancel=should_cancel)
             fresh = dict(zip(batch, texts, strict=True))
             run_store.cache_generations(store, generator.name, spec.backend, fresh)
             outputs.update(fresh)

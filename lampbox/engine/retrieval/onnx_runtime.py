@@ -5,8 +5,9 @@ Normalize is exported once to ONNX (torch's exporter, fp32) and cached under
 `$LAMPBOX_HOME/cache/onnx/`; ONNX Runtime then runs the transformer with its fused CPU kernels
 and pooling is done in numpy. Many batches run on one single-threaded session from one Python
 thread per core (ONNX Runtime releases the GIL; on 2 cores this beat one session using both
-cores inside each batch by about 20%); a few batches (a query, one profile) use all cores each. Vectors equal the torch ones within float noise (checked when the
-export is made, and by the tests), so the embedding cache key does not change with the runtime.
+cores inside each batch by about 20%); a few batches (a query, one profile) use all cores
+each. Vectors equal the torch ones within float noise (checked when the export is made, and
+by the tests), so the embedding cache key does not change with the runtime.
 Anything else (other pooling modes, extra modules, a GPU) keeps the torch path.
 """
 
