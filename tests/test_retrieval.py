@@ -82,6 +82,10 @@ def test_bm25_fast_tokens_equal_bm25s_splitting_on_every_stand_in_text(commits_s
     texts += ["Héllo wörld, naïve café!", "a\0b text\0with NUL", "Ǆ x y zz _a __ 9 99", "\u212a kelvin"]
     assert any(not text.isascii() for text in texts) and any(text.isascii() for text in texts)
     vocabulary = _Vocabulary("en", "english")
+    # In three calls, as the TUI grows the vocabulary profile by profile: new words met in a
+    # later call must extend the word table without disturbing the earlier ones.
+    vocabulary.token_ids(texts[::3])
+    vocabulary.token_ids(texts[1::3] + texts[:5])
     got = vocabulary.token_ids(texts)
     stems = {token_id: stem for stem, token_id in vocabulary.ids.items()}
     stemmer, stopwords = Stemmer.Stemmer("english"), _stopwords("en")
@@ -159,6 +163,32 @@ def test_stored_rankings_are_served_not_recomputed(commits_store):
         assert calls == [10, 8, 8, 4] and again == both
     finally:
         unregister_retriever("counting-bm25")
+
+
+def test_saved_rankings_load_back_exactly(commits_store):
+    from lampbox.store.retrieval_store import load_rankings, save_rankings
+
+    task, questions = _questions(commits_store, limit=5)
+    scheme = questions[0].scheme
+    rankings = create_retriever("bm25").rank(task, questions)
+    profile = questions[1].profile
+    # The cases the flat insert must get right: no items, a cap of 0, scores out of order.
+    rankings[0] = dataclasses.replace(rankings[0], item_keys=(), item_ids=(), scores=())
+    rankings[1] = Ranking(
+        questions[1].id, rankings[1].retriever_key,
+        tuple(i.key for i in profile)[::-1], tuple(i.id for i in profile)[::-1],
+        tuple(float(n) for n in range(len(profile))), 0,
+    )  # fmt: skip
+    save_rankings(commits_store, task, scheme, questions, rankings)
+    loaded = load_rankings(commits_store, rankings[0].retriever_key, task, scheme, questions)
+    assert [loaded[q.id] for q in questions] == rankings
+    # Saving again replaces (one row per question), it does not add.
+    changed = [dataclasses.replace(r, scores=tuple(s + 1 for s in r.scores)) for r in rankings]
+    save_rankings(commits_store, task, scheme, questions, changed)
+    loaded = load_rankings(commits_store, rankings[0].retriever_key, task, scheme, questions)
+    assert [loaded[q.id] for q in questions] == changed
+    count = commits_store.cursor().execute("SELECT count(*) FROM rankings").fetchone()[0]
+    assert count == len(questions)
 
 
 def test_empty_profile_ranks_nothing_and_warns_once(commits_store):

@@ -109,36 +109,75 @@ def save_rankings(
     questions: Sequence[Question],
     rankings: Sequence[Ranking],
 ) -> None:
-    """Store (replace) the rankings of these questions, all in one transaction."""
+    """Store (replace) the rankings of these questions, all in one transaction.
+
+    The items go to DuckDB as flat numpy columns (one row per ranked item) that SQL folds into
+    the list columns: about twice as fast as binding nested Python lists.
+    """
     if not rankings:
         return
     by_id = {q.id: q for q in questions}
     with store.transaction() as cursor:
         for retriever_key in sorted({r.retriever_key for r in rankings}):
             batch = [r for r in rankings if r.retriever_key == retriever_key]
-            cursor.execute(
-                "DELETE FROM rankings WHERE retriever_key = ? AND task = ? AND scheme = ? "
-                "AND question_id IN (SELECT unnest(?))",
-                [retriever_key, task.name, scheme, [r.question_id for r in batch]],
-            )
-            cursor.execute(
-                """
-                INSERT INTO rankings (retriever_key, task, scheme, question_id, fingerprint,
-                                      item_keys, item_ids, scores, context_limit)
-                SELECT ?, ?, ?, unnest(?), unnest(?), unnest(?), unnest(?), unnest(?), unnest(?)
-                """,
-                [
-                    retriever_key,
-                    task.name,
-                    scheme,
-                    [r.question_id for r in batch],
-                    [ranking_fingerprint(task, by_id[r.question_id]) for r in batch],
-                    [list(r.item_keys) for r in batch],
-                    [list(r.item_ids) for r in batch],
-                    [[float(s) for s in r.scores] for r in batch],
-                    [r.context_limit for r in batch],
-                ],
-            )
+            lengths = np.fromiter(map(len, (r.item_keys for r in batch)), dtype=np.int64)
+            starts = np.repeat(np.cumsum(lengths) - lengths, lengths)
+            items = {
+                "q": np.repeat(np.arange(len(batch)), lengths),
+                "pos": np.arange(int(lengths.sum())) - starts,
+                "item_key": _objects([key for r in batch for key in r.item_keys]),
+                "item_id": _objects([item for r in batch for item in r.item_ids]),
+                "score": np.fromiter(
+                    (score for r in batch for score in r.scores), dtype=np.float64
+                ),
+            }
+            heads = {
+                "q": np.arange(len(batch)),
+                "question_id": _objects([r.question_id for r in batch]),
+                "fingerprint": _objects(
+                    [ranking_fingerprint(task, by_id[r.question_id]) for r in batch]
+                ),
+                "context_limit": np.array(
+                    [-1 if r.context_limit is None else r.context_limit for r in batch],
+                    dtype=np.int64,
+                ),
+            }
+            cursor.register("lampbox_new_items", items)
+            cursor.register("lampbox_new_rankings", heads)
+            try:
+                cursor.execute(
+                    "DELETE FROM rankings WHERE retriever_key = ? AND task = ? AND scheme = ? "
+                    "AND question_id IN (SELECT question_id FROM lampbox_new_rankings)",
+                    [retriever_key, task.name, scheme],
+                )
+                cursor.execute(
+                    """
+                    INSERT INTO rankings (retriever_key, task, scheme, question_id, fingerprint,
+                                          item_keys, item_ids, scores, context_limit)
+                    SELECT ?, ?, ?, h.question_id, h.fingerprint,
+                           coalesce(l.item_keys, []::VARCHAR[]),
+                           coalesce(l.item_ids, []::VARCHAR[]),
+                           coalesce(l.scores, []::DOUBLE[]),
+                           nullif(h.context_limit, -1)
+                      FROM lampbox_new_rankings h
+                      LEFT JOIN (SELECT q, list(item_key ORDER BY pos) AS item_keys,
+                                        list(item_id ORDER BY pos) AS item_ids,
+                                        list(score ORDER BY pos) AS scores
+                                   FROM lampbox_new_items GROUP BY q) l USING (q)
+                     ORDER BY h.q
+                    """,
+                    [retriever_key, task.name, scheme],
+                )
+            finally:
+                cursor.unregister("lampbox_new_items")
+                cursor.unregister("lampbox_new_rankings")
+
+
+def _objects(values: list[Any]) -> np.ndarray:
+    """A 1-d object array (np.array would make a 2-d one from equal-length tuples)."""
+    array = np.empty(len(values), dtype=object)
+    array[:] = values
+    return array
 
 
 def delete_rankings(store: Store, retriever_key: str | None = None, task: str | None = None) -> int:

@@ -12,6 +12,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
+import numpy as np
+
 from lampbox.engine.tasks import TaskSpec
 from lampbox.engine.types import ProfileItem, Question
 from lampbox.errors import LampboxError
@@ -158,13 +160,18 @@ class BaseRetriever:
 
     def ranking(self, question: Question, order: Sequence[int], scores: Sequence[float]) -> Ranking:
         """A Ranking from profile positions (best first) and each position's score."""
-        profile = question.profile
+        positions = order.tolist() if isinstance(order, np.ndarray) else list(order)
+        items = [question.profile[i] for i in positions]
+        if isinstance(scores, np.ndarray):
+            ordered_scores = tuple(scores[positions].astype(np.float64).tolist())
+        else:
+            ordered_scores = tuple(float(scores[i]) for i in positions)
         return Ranking(
             question_id=question.id,
             retriever_key=self.key,
-            item_keys=tuple(profile[i].key for i in order),
-            item_ids=tuple(profile[i].id for i in order),
-            scores=tuple(float(scores[i]) for i in order),
+            item_keys=tuple([item.key for item in items]),
+            item_ids=tuple([item.id for item in items]),
+            scores=ordered_scores,
             context_limit=None if self.selects_context else 0,
         )
 

@@ -11,6 +11,8 @@ the scores against bm25s.BM25 on real questions. Ties keep profile order.
 
 from __future__ import annotations
 
+import itertools
+import threading
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
@@ -29,12 +31,25 @@ from lampbox.engine.types import Question
 from lampbox.errors import LampboxError
 
 
+class _WordNumbers(dict):
+    """word -> its number, in order of first sight: a missing word gets the next number as it
+    is looked up, so one C-level pass over a text's words both finds the new words and
+    numbers every word."""
+
+    __slots__ = ()
+
+    def __missing__(self, word: str) -> int:
+        number = self[word] = len(self)
+        return number
+
+
 class _Vocabulary:
     """Token ids per text for one tokenizer configuration (process-wide, grows as needed).
 
     Tokenizes exactly like bm25s's Tokenizer (lower-case, its `\\b\\w\\w+\\b` splitter, its
-    stopword lists, PyStemmer), but leaner: each distinct word is stemmed and given an id once
-    (a dict lookup afterwards), which is what makes `bm25-fast` fast on cold profiles.
+    stopword lists, PyStemmer), but leaner: each distinct word is numbered, checked against
+    the stopwords and stemmed once; afterwards a word costs one dict lookup and a table read
+    (word number -> stem id), which is what makes `bm25-fast` fast on cold profiles.
     """
 
     def __init__(self, stopwords: str, stemmer_language: str) -> None:
@@ -48,47 +63,72 @@ class _Vocabulary:
         if stemmer_language:
             import Stemmer
 
-            self._stemmer = Stemmer.Stemmer(stemmer_language)
-        self._word_ids: dict[str, int] = {"\0": SEPARATOR_ID}  # word -> id (-1: a stopword)
+            # No PyStemmer cache: each distinct word is stemmed once here anyway, and its
+            # cache costs more than the stemming when a cold corpus has many new words.
+            self._stemmer = Stemmer.Stemmer(stemmer_language, 0)
+        self._numbers = _WordNumbers({"\0": 0})  # word -> number
+        # number -> stem id (-1: a stopword or a one-letter word, -2: the separator)
+        self._stem_of = np.array([SEPARATOR_ID], dtype=np.int64)
         self.ids: dict[str, int] = {}  # stemmed token -> id
         self.texts: dict[str, np.ndarray] = {}
-
-    def _new_words(self, words: set[str]) -> None:
-        kept = sorted(word for word in words if word not in self._stopwords and len(word) > 1)
-        for word in words - set(kept):
-            self._word_ids[word] = -1
-        stems = self._stemmer.stemWords(kept) if self._stemmer is not None else kept
-        for word, stem in zip(kept, stems, strict=True):
-            self._word_ids[word] = self.ids.setdefault(stem, len(self.ids))
+        self._lock = threading.Lock()  # the TUI ranks from worker threads
 
     def token_ids(self, texts: Sequence[str]) -> list[np.ndarray]:
+        self.add(texts)
+        known = self.texts
+        return [known[text] for text in texts]
+
+    def add(self, texts: Sequence[str]) -> None:
+        """Tokenize the texts not seen yet (all of them in one pass)."""
         known = self.texts
         missing = [text for text in dict.fromkeys(texts) if text not in known]
-        if missing:
+        if not missing:
+            return
+        with self._lock:
+            missing = [text for text in missing if text not in known]
             ascii_texts = [text for text in missing if text.isascii()]
             other_texts = [text for text in missing if not text.isascii()]
             for group, ascii_only in ((ascii_texts, True), (other_texts, False)):
                 if group:
                     self._tokenize(group, ascii_only)
-        return [known[text] for text in texts]
 
     def _tokenize(self, texts: list[str], ascii_only: bool) -> None:
         """Tokenize many texts in one pass: one lower-casing and one scan over the texts
         joined by NUL (a separator token; NUL is not a word character, so no word spans two
-        texts), one id lookup per word, then one split into per-text arrays."""
+        texts), one number per word, then one split into per-text arrays."""
         words = self._words(
             [text.replace("\0", " ") if "\0" in text else text for text in texts], ascii_only
         )
-        new_words = set(words).difference(self._word_ids)
-        if new_words:
-            self._new_words(new_words)
-        ids = np.fromiter(map(self._word_ids.__getitem__, words), dtype=np.int64, count=len(words))
+        seen = len(self._numbers)
+        numbers = np.fromiter(
+            map(self._numbers.__getitem__, words), dtype=np.int64, count=len(words)
+        )
+        if len(self._numbers) > seen:
+            new_words = list(itertools.islice(self._numbers, seen, None))
+            self._stem_of = np.concatenate([self._stem_of, self._stem_ids(new_words)])
+        ids = self._stem_of[numbers]
         text_index = np.cumsum(ids == SEPARATOR_ID)  # which text each token belongs to
         kept = ids >= 0  # drops separators and stopwords
         ids, text_index = ids[kept], text_index[kept]
-        bounds = np.searchsorted(text_index, np.arange(1, len(texts)))
-        for text, token_ids in zip(texts, np.split(ids, bounds), strict=True):
-            self.texts[text] = token_ids
+        bounds = [0, *np.searchsorted(text_index, np.arange(1, len(texts))).tolist(), len(ids)]
+        # Plain slices (views of one array): np.split costs several times more per text.
+        self.texts.update(
+            zip(texts, [ids[a:b] for a, b in zip(bounds, bounds[1:], strict=False)], strict=True)
+        )
+
+    def _stem_ids(self, words: list[str]) -> np.ndarray:
+        """The stem id of each new word (-1 for stopwords and one-letter words)."""
+        stopwords = self._stopwords
+        result = np.full(len(words), -1, dtype=np.int64)
+        kept = [index for index, word in enumerate(words) if len(word) > 1 and word not in stopwords]
+        kept_words = [words[index] for index in kept]
+        stems = self._stemmer.stemWords(kept_words) if self._stemmer is not None else kept_words
+        ids = self.ids
+        for stem in stems:
+            if stem not in ids:
+                ids[stem] = len(ids)
+        result[kept] = np.fromiter(map(ids.__getitem__, stems), dtype=np.int64, count=len(stems))
+        return result
 
     def _words(self, texts: list[str], ascii_only: bool) -> list[str]:
         """The words of the NUL-joined texts (NUL tokens between texts), exactly as bm25s's
@@ -152,23 +192,38 @@ def lucene_scores(
     scores = np.zeros(n_docs, dtype=np.float64)
     if n_docs == 0 or len(query_tokens) == 0:
         return scores
-    lengths = np.array([len(tokens) for tokens in doc_tokens], dtype=np.float64)
-    avgdl = lengths.mean()
+    lengths = np.fromiter(map(len, doc_tokens), dtype=np.int64, count=n_docs)
     terms, query_counts = np.unique(query_tokens, return_counts=True)
-    flat = np.concatenate(doc_tokens) if n_docs else np.zeros(0, dtype=np.int64)
-    doc_index = np.repeat(np.arange(n_docs), [len(tokens) for tokens in doc_tokens])
-    position = np.searchsorted(terms, flat)
-    position[position == len(terms)] = 0
-    hit = terms[position] == flat
+    flat = np.concatenate(doc_tokens)
+    # Which query term each document token is (-1: none), through a table indexed by token id:
+    # one gather instead of a binary search per token.
+    table = _term_table(max(int(terms[-1]), int(flat.max(initial=0))) + 1)
+    table[terms] = np.arange(len(terms))
+    position = table[flat]
+    table[terms] = -1
+    hit = position >= 0
+    doc_index = np.repeat(np.arange(n_docs), lengths)
     # tf[d, t]: occurrences of query term t in document d.
     cells = doc_index[hit] * len(terms) + position[hit]
     tf = np.bincount(cells, minlength=n_docs * len(terms)).reshape(n_docs, len(terms))
     tf = tf.astype(np.float64)
     df = (tf > 0).sum(axis=0)
     idf = np.log(1.0 + (n_docs - df + 0.5) / (df + 0.5))
-    norm = k1 * ((1 - b) + b * lengths / avgdl)
+    norm = k1 * ((1 - b) + b * lengths / lengths.mean())
     term_scores = tf / (tf + norm[:, None]) * idf[None, :]
     return term_scores @ query_counts.astype(np.float64)
+
+
+_TERM_TABLES = threading.local()  # per thread: the TUI ranks in worker threads
+
+
+def _term_table(size: int) -> np.ndarray:
+    """A table of -1s with at least `size` entries (callers restore the -1s they change)."""
+    table = getattr(_TERM_TABLES, "table", None)
+    if table is None or len(table) < size:
+        grown = max(size, 2 * (0 if table is None else len(table)))
+        table = _TERM_TABLES.table = np.full(grown, -1, dtype=np.int64)
+    return table
 
 
 class BM25FastRetriever(BaseRetriever):
@@ -202,7 +257,8 @@ class BM25FastRetriever(BaseRetriever):
         # Tokenize the whole batch's distinct texts in one call (bm25s is fastest in bulk).
         corpora = [document_texts(task, q.profile, values["use_date"]) for q in questions]
         queries = [task.query(q.input) for q in questions]
-        vocabulary.token_ids([text for corpus in corpora for text in corpus] + queries)
+        vocabulary.add([text for corpus in corpora for text in corpus] + queries)
+        tokens = vocabulary.texts
         rankings = []
         for index, (question, corpus, query) in enumerate(
             zip(questions, corpora, queries, strict=False)
@@ -210,10 +266,7 @@ class BM25FastRetriever(BaseRetriever):
             if context.cancelled():
                 raise RetrievalCancelled(f"{self.name}: ranking cancelled")
             scores = lucene_scores(
-                vocabulary.token_ids(corpus),
-                vocabulary.token_ids([query])[0],
-                values["k1"],
-                values["b"],
+                [tokens[text] for text in corpus], tokens[query], values["k1"], values["b"]
             )
             order = np.argsort(-scores, kind="stable")
             rankings.append(self.ranking(question, order, scores))
