@@ -191,6 +191,21 @@ def test_saved_rankings_load_back_exactly(commits_store):
     assert count == len(questions)
 
 
+def test_saved_embeddings_load_back_exactly_and_are_stored_once(commits_store):
+    from lampbox.store.retrieval_store import count_embeddings, load_embeddings, save_embeddings
+
+    vectors = np.random.default_rng(0).standard_normal((5, 7)).astype(np.float32)
+    hashes = [f"h{i}" for i in range(5)]
+    save_embeddings(commits_store, "model-a", hashes[:3], vectors[:3])
+    # Already stored hashes are skipped (their first vectors stay), new ones are added.
+    save_embeddings(commits_store, "model-a", hashes[1:], vectors[1:] + 1)
+    loaded = load_embeddings(commits_store, "model-a", hashes)
+    expected = [vectors[0], vectors[1], vectors[2], vectors[3] + 1, vectors[4] + 1]
+    assert all(np.array_equal(loaded[h], v) for h, v in zip(hashes, expected, strict=True))
+    assert count_embeddings(commits_store, "model-a") == 5
+    assert load_embeddings(commits_store, "model-b", hashes) == {}
+
+
 def test_empty_profile_ranks_nothing_and_warns_once(commits_store):
     task, questions = _questions(commits_store, limit=4)
     empty = [dataclasses.replace(q, profile=()) for q in questions[:2]] + questions[2:]

@@ -225,16 +225,23 @@ def save_embeddings(
     if len(hashes) == 0:
         return
     matrix = np.asarray(vectors, dtype=np.float32)
+    # The rows go to DuckDB as numpy arrays (an object column it reads as lists): about 5x
+    # faster than binding them as nested Python lists of floats.
+    new = {"h": _objects(list(hashes)), "v": _objects(list(matrix))}
     with store.transaction() as cursor:
-        cursor.execute(
-            """
-            INSERT INTO embeddings (model_key, text_hash, dim, vector)
-            SELECT ?, h, ?, v FROM (SELECT unnest(?) AS h, unnest(?) AS v) new
-             WHERE NOT EXISTS (SELECT 1 FROM embeddings e
-                                WHERE e.model_key = ? AND e.text_hash = new.h)
-            """,
-            [model_key, int(matrix.shape[1]), list(hashes), matrix.tolist(), model_key],
-        )
+        cursor.register("lampbox_new_embeddings", new)
+        try:
+            cursor.execute(
+                """
+                INSERT INTO embeddings (model_key, text_hash, dim, vector)
+                SELECT ?, h, ?, v FROM lampbox_new_embeddings new
+                 WHERE NOT EXISTS (SELECT 1 FROM embeddings e
+                                    WHERE e.model_key = ? AND e.text_hash = new.h)
+                """,
+                [model_key, int(matrix.shape[1]), model_key],
+            )
+        finally:
+            cursor.unregister("lampbox_new_embeddings")
 
 
 def count_embeddings(store: Store, model_key: str | None = None) -> int:
