@@ -5,7 +5,8 @@ rank_bm25 index per question, and re-encodes each question's whole profile with
 sentence-transformers (model loaded once, which is kinder than the reference that reloads it
 per question); the dense reference runs on --reference-questions questions drawn at random
 (seeded) and is extrapolated to all of them by profile slots (its docs/s times the 40,185
-slots; the output says so).
+slots; the output says so). A last row runs dense with the opt-in dtype=bfloat16 and says how
+many of its rankings equal the fp32 ones.
 
     .venv/bin/python benchmarks/bench_retrieval.py [--reference-questions 40] [--skip-dense]
 """
@@ -99,14 +100,19 @@ def main() -> None:
     print(f"commit_subject {scheme} dev: {len(questions)} questions, {slots} profile slots, "
           f"{distinct} distinct items")  # fmt: skip
 
-    names = ["bm25", "bm25-fast", "recency", "random", "none"] + (
-        [] if args.skip_dense else ["dense"]
-    )
+    contestants: list[tuple[str, str, dict]] = [
+        (name, name, {}) for name in ("bm25", "bm25-fast", "recency", "random", "none")
+    ]
+    if not args.skip_dense:
+        contestants.append(("dense", "dense", {}))
+        # Opt-in bf16 (not the fp32 vectors): how much faster, and how far the rankings move.
+        contestants.append(("dense bf16", "dense", {"dtype": "bfloat16"}))
     rows = []
     reference_bm25_s, reference_orders = reference_bm25(task, questions)
-    for name in names:
+    estimate, fp32_rankings = 0.0, []
+    for label, name, options in contestants:
         clear_process_caches()
-        retriever = create_retriever(name)
+        retriever = create_retriever(name, **options)
         note = ""
         if name == "dense":
             retriever.encoder()  # load the model outside the timings (the reference gets it free too)
@@ -126,6 +132,17 @@ def main() -> None:
                     list(r.item_keys) == o for r, o in zip(rankings, reference_orders, strict=False)
                 )
                 note = f"identical rankings: {same}/{len(questions)}"
+        elif label == "dense bf16":
+            cold_ratio = f"{estimate / cold:.1f}x"
+            warm_ratio = f"{estimate / warm:.0f}x"
+            pairs = list(zip(rankings, fp32_rankings, strict=True))
+            same = sum(a.item_keys == b.item_keys for a, b in pairs)
+            top1 = sum(a.item_keys[:1] == b.item_keys[:1] for a, b in pairs)
+            top4 = sum(set(a.item_keys[:4]) == set(b.item_keys[:4]) for a, b in pairs)
+            note = (
+                f"vs fp32 dense: identical rankings {same}/{len(pairs)}, same top-1 {top1}, "
+                f"same top-4 set {top4} (not float noise: an opt-in, not the target)"
+            )
         elif name == "dense":
             import random
 
@@ -142,6 +159,7 @@ def main() -> None:
             reference = f"{estimate:.1f} (est.)"
             cold_ratio = f"{estimate / cold:.1f}x"
             warm_ratio = f"{estimate / warm:.0f}x"
+            fp32_rankings = rankings
             by_id = {r.question_id: r for r in rankings}
             same = sum(list(by_id[q.id].item_keys) == o for q, o in zip(sample, orders, strict=False))
             note = (
@@ -152,7 +170,7 @@ def main() -> None:
             )
         else:
             cold_ratio = warm_ratio = "-"
-        rows.append((name, reference, cold, cold_ratio, warm, warm_ratio, rerank, note))
+        rows.append((label, reference, cold, cold_ratio, warm, warm_ratio, rerank, note))
         del recomputed
 
     print()
@@ -169,12 +187,14 @@ def main() -> None:
     # One question re-ranked live (what the TUI does), every retriever warm.
     question = questions[0]
     live = ["bm25", "bm25-fast", "recency"] + ([] if args.skip_dense else ["dense"])
-    seconds, _ = timed(
-        lambda: [
+    def rerank_live():
+        return [
             rank_questions(store, task, [question], create_retriever(n), recompute=True)
             for n in live
         ]
-    )
+
+    rerank_live()  # warm: models loaded, the question's texts tokenized and embedded
+    seconds, _ = timed(rerank_live)
     print(f"one question re-ranked live by {len(live)} retrievers: {seconds * 1000:.0f} ms")
     store.close()
     shutil.rmtree(folder, ignore_errors=True)

@@ -96,3 +96,37 @@ def test_unknown_runtime_is_a_clear_error():
     clear_memory_cache()
     with pytest.raises(LampboxError, match="runtime must be one of auto, onnx, torch"):
         create_retriever("dense", runtime="tensorrt").encoder()
+
+
+def test_bfloat16_is_opt_in_and_keyed_apart_from_float32(commits_store):
+    """dtype=bfloat16 runs on torch, its vectors are close to fp32 but stored under their own
+    model key (and its rankings under their own retriever key); fp32 keys are unchanged."""
+    import numpy as np
+
+    from lampbox.engine.retrieval.dense import embed_texts
+    from lampbox.errors import LampboxError
+
+    default = create_retriever("dense")
+    bf16 = create_retriever("dense", dtype="bfloat16")
+    assert "dtype" not in default.key and '"dtype":"bfloat16"' in bf16.key
+    with pytest.raises(LampboxError, match="dtype must be one of float32, bfloat16"):
+        create_retriever("dense", dtype="int4")
+    with pytest.raises(LampboxError, match="runs on torch"):
+        create_retriever("dense", dtype="bfloat16", runtime="onnx").encoder()
+    task = commits_store.task("commit_subject")
+    scheme = commits_store.resolve_scheme("commit_subject", "dev")
+    questions = commits_store.questions("commit_subject", scheme, "dev", limit=2)
+    texts = sorted({task.document_text(i.fields) for q in questions for i in q.profile})
+    clear_memory_cache()
+    encoder = bf16.encoder()
+    assert encoder.runtime == "torch" and encoder.key.endswith("|dtype=bfloat16")
+    by_bf16 = embed_texts(encoder, texts, store=commits_store)
+    by_fp32 = embed_texts(default.encoder(), texts, store=commits_store)
+    assert count_embeddings(commits_store, encoder.key) == len(texts)
+    assert count_embeddings(commits_store, default.encoder().key) == len(texts)
+    cosines = [
+        float(by_bf16[t] @ by_fp32[t] / np.linalg.norm(by_bf16[t]) / np.linalg.norm(by_fp32[t]))
+        for t in texts
+    ]
+    assert min(cosines) > 0.999  # close: the same model in lower precision
+    assert max(float(np.abs(by_bf16[t] - by_fp32[t]).max()) for t in texts) > 1e-5  # not fp32
