@@ -104,7 +104,7 @@ class Encoder:
     onnx_runtime.py), "torch" runs sentence-transformers; "auto" picks onnx on CPU when
     onnxruntime is installed and the model is Transformer + mean/CLS Pooling [+ Normalize].
     Both give the same vectors within float noise, so the runtime is not part of the key.
-    dtype "bfloat16" (opt-in) runs sentence-transformers in bf16: about 2x faster on CPUs with
+    dtype "bfloat16" (opt-in) runs sentence-transformers in bf16: about 1.8x faster on CPUs with
     AMX / AVX512-BF16, but the vectors are not the fp32 ones (tail rankings change), so it is
     part of the key.
     """
