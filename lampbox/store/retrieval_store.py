@@ -7,6 +7,7 @@ of the exact text), so every question, run and the TUI share them.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections.abc import Iterable, Mapping, Sequence
@@ -29,11 +30,16 @@ def text_hash(text: str) -> str:
 
 def ranking_fingerprint(task: TaskSpec, question: Question) -> str:
     """What a stored ranking was computed from: query, profile keys in order, document fields."""
-    digest = hashlib.blake2b(digest_size=16)
-    digest.update(json.dumps([task.document, task.query_after]).encode())
+    digest = _task_digest(tuple(task.document), task.query_after).copy()
     digest.update(b"\0" + question.input.encode("utf-8") + b"\0")
     digest.update("\x1f".join(item.key for item in question.profile).encode("utf-8"))
     return digest.hexdigest()
+
+
+@functools.lru_cache(maxsize=64)
+def _task_digest(document: tuple[str, ...], query_after: Any) -> Any:
+    """The fingerprint's task part, hashed once per task (callers copy it)."""
+    return hashlib.blake2b(json.dumps([list(document), query_after]).encode(), digest_size=16)
 
 
 # -- retrievers ------------------------------------------------------------------------------

@@ -134,10 +134,15 @@ class BaseRetriever:
 
     @property
     def key(self) -> str:
-        values = self.key_values()
-        if not values:
-            return self.name
-        return f"{self.name}{json.dumps(values, sort_keys=True, separators=(',', ':'))}"
+        """Computed once: options are fixed when the retriever is made."""
+        key = self.__dict__.get("_key")
+        if key is None:
+            values = self.key_values()
+            key = self.name
+            if values:
+                key += json.dumps(values, sort_keys=True, separators=(",", ":"))
+            self.__dict__["_key"] = key
+        return key
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.key}>"
