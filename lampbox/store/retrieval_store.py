@@ -7,10 +7,11 @@ of the exact text), so every question, run and the TUI share them.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -148,9 +149,9 @@ def save_rankings(
                     dtype=np.int64,
                 ),
             }
-            cursor.register("lampbox_new_items", items)
-            cursor.register("lampbox_new_rankings", heads)
-            try:
+            with _registered(
+                cursor, lampbox_new_items=items, lampbox_new_rankings=heads
+            ):
                 cursor.execute(
                     "DELETE FROM rankings WHERE retriever_key = ? AND task = ? AND scheme = ? "
                     "AND question_id IN (SELECT question_id FROM lampbox_new_rankings)",
@@ -174,9 +175,18 @@ def save_rankings(
                     """,
                     [retriever_key, task.name, scheme],
                 )
-            finally:
-                cursor.unregister("lampbox_new_items")
-                cursor.unregister("lampbox_new_rankings")
+
+
+@contextlib.contextmanager
+def _registered(cursor: Any, **tables: dict[str, np.ndarray]) -> Iterator[None]:
+    """numpy columns visible to SQL as tables (by these names) for the duration of a block."""
+    for name, columns in tables.items():
+        cursor.register(name, columns)
+    try:
+        yield
+    finally:
+        for name in tables:
+            cursor.unregister(name)
 
 
 def _objects(values: list[Any]) -> np.ndarray:
@@ -234,20 +244,16 @@ def save_embeddings(
     # The rows go to DuckDB as numpy arrays (an object column it reads as lists): about 5x
     # faster than binding them as nested Python lists of floats.
     new = {"h": _objects(list(hashes)), "v": _objects(list(matrix))}
-    with store.transaction() as cursor:
-        cursor.register("lampbox_new_embeddings", new)
-        try:
-            cursor.execute(
-                """
-                INSERT INTO embeddings (model_key, text_hash, dim, vector)
-                SELECT ?, h, ?, v FROM lampbox_new_embeddings new
-                 WHERE NOT EXISTS (SELECT 1 FROM embeddings e
-                                    WHERE e.model_key = ? AND e.text_hash = new.h)
-                """,
-                [model_key, int(matrix.shape[1]), model_key],
-            )
-        finally:
-            cursor.unregister("lampbox_new_embeddings")
+    with store.transaction() as cursor, _registered(cursor, lampbox_new_embeddings=new):
+        cursor.execute(
+            """
+            INSERT INTO embeddings (model_key, text_hash, dim, vector)
+            SELECT ?, h, ?, v FROM lampbox_new_embeddings new
+             WHERE NOT EXISTS (SELECT 1 FROM embeddings e
+                                WHERE e.model_key = ? AND e.text_hash = new.h)
+            """,
+            [model_key, int(matrix.shape[1]), model_key],
+        )
 
 
 def count_embeddings(store: Store, model_key: str | None = None) -> int:
