@@ -30,8 +30,10 @@ DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "git-co
 def build_prompts(store_path: Path, questions: int, k: int, max_length: int) -> tuple[list[str], list[str]]:
     """The IPA prompts every contestant generates from (BM25 top-k, official budget; k=0: bare inputs)."""
     from lampbox.engine.generation.registry import load_tokenizer
-    from lampbox.engine.pipeline import RunSpec, rank, retrieved_items
+    from lampbox.engine.methods import selected_items
     from lampbox.engine.prompting import PromptBuilder
+    from lampbox.lab.pipeline import rank
+    from lampbox.lab.specs import RunSpec
     from lampbox.store import Store
 
     with Store(store_path) as store:
@@ -40,7 +42,7 @@ def build_prompts(store_path: Path, questions: int, k: int, max_length: int) -> 
         selected = store.questions("commit_subject", "user", "dev", limit=questions)
         rankings = rank(spec, task, selected, store)
         builder = PromptBuilder(task, load_tokenizer(), max_length=max_length)
-        prompts = [builder.build(q.input, retrieved_items(q, rankings.get(q.id), k)).text for q in selected]
+        prompts = [builder.build(q.input, selected_items(q, rankings.get(q.id), k)).text for q in selected]
         return prompts, [q.gold or "" for q in selected]
 
 

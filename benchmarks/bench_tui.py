@@ -150,6 +150,7 @@ def rerank_times(
 def generation_times(workdir: Path, tokens: int) -> None:
     """The generation panes' path on the LaMP_7 demo set: none, then bm25 k=4 (no cache)."""
     from lampbox.demo import demo_path
+    from lampbox.engine.defaults import DEFAULT_BACKEND, default_model
     from lampbox.store import Store, browse
     from lampbox.store.importer import import_path
     from lampbox.tui import generation
@@ -164,7 +165,7 @@ def generation_times(workdir: Path, tokens: int) -> None:
         question = browse.question(store, dataset, question_id)
         pool = generation.new_pool()
         started = time.perf_counter()
-        pool.get(generation.pipeline.DEFAULT_BACKEND, generation.pipeline.DEFAULT_MODEL)
+        pool.get(DEFAULT_BACKEND, default_model())
         print(f"  model load: {(time.perf_counter() - started) * 1000:.0f} ms")
         for config in generation.pane_configs(["bm25"], 4):
             spec = generation.run_spec(question, dataset.scheme, dataset.split, config, tokens)

@@ -21,7 +21,9 @@ except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib  # type: ignore[no-redef]
 
 MANIFEST_ENV = "LAMPBOX_MODELS_MANIFEST"
-REPO_MANIFEST = Path(__file__).resolve().parent.parent / "models" / "manifest.toml"
+# Shipped as package data (pyproject.toml: [tool.setuptools.package-data]), so a non-editable
+# install finds it too. Relative `path` entries in it resolve against this file's folder.
+PACKAGED_MANIFEST = Path(__file__).resolve().parent / "model_manifest.toml"
 
 ModelFormat = Literal["gguf", "hf"]
 
@@ -64,11 +66,15 @@ class ResolvedModel:
 
 
 def manifest_paths() -> list[Path]:
-    """Manifests read, later ones overriding earlier: the repository's, then the user's."""
+    """Manifests read, later ones overriding earlier: lampbox's own, then the user's.
+
+    lampbox's own is the packaged model_manifest.toml, or $LAMPBOX_MODELS_MANIFEST instead;
+    the user's is models.toml in the data folder.
+    """
     from lampbox.paths import data_home
 
     override = os.environ.get(MANIFEST_ENV)
-    first = Path(override).expanduser() if override else REPO_MANIFEST
+    first = Path(override).expanduser() if override else PACKAGED_MANIFEST
     return [first, data_home() / "models.toml"]
 
 

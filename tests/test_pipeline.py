@@ -7,19 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from lampbox.engine.generation.base import GenerationParams
+from lampbox.engine.generation.base import GenerationParams, as_request
+from lampbox.engine.generation.pool import GeneratorPool
+from lampbox.engine.methods import retrieval_only_output
 from lampbox.engine.metrics import evaluate
-from lampbox.engine.pipeline import (
-    GeneratorPool,
-    RunSpec,
-    load_run,
-    postprocess,
-    retrieval_only_output,
-    run,
-    run_key,
-)
+from lampbox.engine.scoring import postprocess
 from lampbox.engine.tasks import BUILTIN_TASKS
 from lampbox.engine.types import ProfileItem
+from lampbox.lab.pipeline import load_run, run
+from lampbox.lab.specs import RunSpec, run_key
 from lampbox.lampfiles import read_json, validate_outputs
 from lampbox.store import Store
 from lampbox.store import runs as run_store
@@ -73,7 +69,7 @@ def test_retrieval_only_run_is_stored_scored_and_written(commits_store: Store, t
     assert record.predictions[0].item_ids == (newest.id,)
     # per-user aggregates cover every user once
     assert len(record.user_scores) == 190
-    assert sum(n for n, *_ in record.user_scores.values()) == 570
+    assert sum(score.n_questions for score in record.user_scores.values()) == 570
     again = run(spec, commits_store, predictions_dir=tmp_path)
     assert again.from_store and again.metrics == record.metrics
     assert [p.output for p in again.predictions] == [p.output for p in record.predictions]
@@ -137,7 +133,7 @@ def test_uncached_prompts_are_generated_longest_first(
     calls: list[list[str]] = []
 
     def recording(prompts, params, **kwargs):  # type: ignore[no-untyped-def]
-        calls.append(list(prompts))
+        calls.append([as_request(request).prompt for request in prompts])
         return original(prompts, params, **kwargs)
 
     monkeypatch.setattr(generator, "generate", recording)

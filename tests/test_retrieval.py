@@ -12,8 +12,9 @@ from click.testing import CliRunner
 
 from lampbox.engine.retrieval import create_retriever, register_retriever, unregister_retriever
 from lampbox.engine.retrieval.base import BaseRetriever, Ranking
-from lampbox.engine.retrieval.service import rank_questions, sorted_questions_data
+from lampbox.engine.retrieval.service import sorted_questions_data
 from lampbox.errors import InputFileError, LampboxError, UnknownNameError
+from lampbox.lab.ranking import rank_stored
 
 TEXT_RETRIEVERS = ("bm25", "bm25-fast", "recency", "random", "none")
 
@@ -153,13 +154,13 @@ def test_stored_rankings_are_served_not_recomputed(commits_store):
 
     register_retriever("counting-bm25", Counting, replace=True)
     try:
-        first = rank_questions(commits_store, task, questions[:10], create_retriever("counting-bm25"))
-        both = rank_questions(
+        first = rank_stored(commits_store, task, questions[:10], create_retriever("counting-bm25"))
+        both = rank_stored(
             commits_store, task, questions, create_retriever("counting-bm25"), batch_size=8
         )
         assert calls == [10, 8, 8, 4]  # only the 20 missing questions were ranked, in batches
         assert both[:10] == first
-        again = rank_questions(commits_store, task, questions, create_retriever("counting-bm25"))
+        again = rank_stored(commits_store, task, questions, create_retriever("counting-bm25"))
         assert calls == [10, 8, 8, 4] and again == both
     finally:
         unregister_retriever("counting-bm25")
@@ -210,7 +211,7 @@ def test_empty_profile_ranks_nothing_and_warns_once(commits_store):
     task, questions = _questions(commits_store, limit=4)
     empty = [dataclasses.replace(q, profile=()) for q in questions[:2]] + questions[2:]
     warnings: list[str] = []
-    rankings = rank_questions(
+    rankings = rank_stored(
         commits_store, task, empty, create_retriever("bm25"), on_warning=warnings.append
     )
     assert len(warnings) == 1 and "2 question(s) have an empty profile" in warnings[0]

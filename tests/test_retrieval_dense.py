@@ -6,7 +6,8 @@ import pytest
 
 from lampbox.engine.retrieval import create_retriever
 from lampbox.engine.retrieval.dense import Encoder, clear_memory_cache, loaded_encoder
-from lampbox.engine.retrieval.service import rank_questions
+from lampbox.lab.ranking import rank_stored
+from lampbox.store.caches import StoreEmbeddingCache
 from lampbox.store.retrieval_store import count_embeddings
 
 pytestmark = pytest.mark.slow
@@ -19,7 +20,7 @@ def test_dense_embeds_once_and_reuses_the_store(commits_store):
     clear_memory_cache()
     retriever = create_retriever("dense")
     loads = Encoder.loads
-    rankings = rank_questions(commits_store, task, questions, retriever)
+    rankings = rank_stored(commits_store, task, questions, retriever)
     encoder = retriever.encoder()
     distinct = {task.document_text(i.fields) for q in questions for i in q.profile}
     distinct |= {task.query(q.input) for q in questions}
@@ -30,7 +31,7 @@ def test_dense_embeds_once_and_reuses_the_store(commits_store):
         assert list(ranking.scores) == sorted(ranking.scores, reverse=True)
     # A new "run": nothing in memory; recomputing the rankings hits the stored embeddings.
     clear_memory_cache()
-    again = rank_questions(
+    again = rank_stored(
         commits_store, task, questions, create_retriever("dense"), recompute=True
     )
     fresh = loaded_encoder(retriever.source)
@@ -120,8 +121,8 @@ def test_bfloat16_is_opt_in_and_keyed_apart_from_float32(commits_store):
     clear_memory_cache()
     encoder = bf16.encoder()
     assert encoder.runtime == "torch" and encoder.key.endswith("|dtype=bfloat16")
-    by_bf16 = embed_texts(encoder, texts, store=commits_store)
-    by_fp32 = embed_texts(default.encoder(), texts, store=commits_store)
+    by_bf16 = embed_texts(encoder, texts, cache=StoreEmbeddingCache(commits_store))
+    by_fp32 = embed_texts(default.encoder(), texts, cache=StoreEmbeddingCache(commits_store))
     assert count_embeddings(commits_store, encoder.key) == len(texts)
     assert count_embeddings(commits_store, default.encoder().key) == len(texts)
     cosines = [

@@ -1,4 +1,4 @@
-"""The headless benchmark: a grid of RunSpecs run through the engine pipeline, then a table.
+"""The headless benchmark: a grid of RunSpecs run through the run pipeline, then a table.
 
 Each configuration is an ordinary pipeline run (so the TUI sees the same runs); the bench
 adds the grid, progress over the whole grid, the comparison against no personalization with
@@ -14,13 +14,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lampbox.engine.defaults import (
+    DEFAULT_BACKEND,
+    DEFAULT_KS,
+    DEFAULT_MAX_LENGTH,
+    DEFAULT_RETRIEVERS,
+    default_model,
+)
 from lampbox.engine.generation.base import GenerationParams
-from lampbox.engine.pipeline import GeneratorPool, RunProgress, RunRecord, RunSpec, run, run_key
+from lampbox.engine.generation.pool import GeneratorPool
 from lampbox.engine.stats import paired_randomization_test
 from lampbox.engine.tasks import TaskSpec
+from lampbox.lab.pipeline import run
+from lampbox.lab.specs import RunProgress, RunRecord, RunSpec, run_key
+from lampbox.store import runs as run_store
+from lampbox.store.core import Store
 
-DEFAULT_RETRIEVERS = ("none", "bm25", "dense", "recency", "random")
-DEFAULT_KS = (1, 2, 4)
+Options = tuple[tuple[str, Any], ...]
 
 
 @dataclass(frozen=True)
@@ -32,16 +42,20 @@ class BenchSpec:
     split: str
     retrievers: tuple[str, ...] = DEFAULT_RETRIEVERS
     ks: tuple[int, ...] = DEFAULT_KS
-    backends: tuple[str, ...] = ("llamacpp",)
-    model: str = "smollm2-135m-instruct"
+    backends: tuple[str, ...] = (DEFAULT_BACKEND,)
+    model: str = field(default_factory=default_model)
     params: GenerationParams = field(default_factory=GenerationParams)
-    max_length: int = 256
+    max_length: int = DEFAULT_MAX_LENGTH
     postprocess: tuple[str, ...] = ()
     limit: int | None = None
     users: int | None = None
     baselines: bool = True
-    quantize: str | None = None  # hf only: "int8" (dynamic int8 Linear layers on CPU)
-    dtype: str | None = None  # hf only: torch dtype of the weights (default: bf16 on CUDA, fp32 on CPU)
+    # Per backend, its options that change outputs (e.g. hf: dtype, quantize), as sorted
+    # (backend, ((name, value), ...)) pairs; they become the runs' model_options.
+    backend_options: tuple[tuple[str, Options], ...] = ()
+
+    def options_for(self, backend: str) -> Options:
+        return dict(self.backend_options).get(backend, ())
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -58,21 +72,22 @@ class BenchSpec:
             "limit": self.limit,
             "users": self.users,
             "baselines": self.baselines,
-            **({"quantize": self.quantize} if self.quantize else {}),
-            **({"dtype": self.dtype} if self.dtype else {}),
+            **(
+                {"backend_options": {name: dict(options) for name, options in self.backend_options}}
+                if self.backend_options
+                else {}
+            ),
         }
 
 
 def build_grid(bench: BenchSpec, task: TaskSpec) -> list[tuple[RunSpec, str]]:
     """The runs of a bench with their roles: baseline (no personalization), retrieval, retrieval-only."""
-    common = {"task": bench.task, "scheme": bench.scheme, "split": bench.split, "limit": bench.limit, "users": bench.users}
-    model = {"model": bench.model, "params": bench.params, "max_length": bench.max_length, "postprocess": bench.postprocess}
+    common: dict[str, Any] = {"task": bench.task, "scheme": bench.scheme, "split": bench.split, "limit": bench.limit, "users": bench.users}
+    model: dict[str, Any] = {"model": bench.model, "params": bench.params, "max_length": bench.max_length, "postprocess": bench.postprocess}
     grid: list[tuple[RunSpec, str]] = []
     personalized = [name for name in bench.retrievers if name != "none"]
     for backend in bench.backends:
-        options: tuple[tuple[str, Any], ...] = ()
-        if backend == "hf":
-            options = tuple((name, value) for name, value in (("dtype", bench.dtype), ("quantize", bench.quantize)) if value)
+        options = bench.options_for(backend)
         grid.append((RunSpec(retriever="none", k=0, backend=backend, model_options=options, **common, **model), "baseline"))
         for retriever in personalized:
             for k in bench.ks:
@@ -138,7 +153,7 @@ def bench_key(grid: Sequence[tuple[RunSpec, str]]) -> str:
 
 def run_bench(
     bench: BenchSpec,
-    store: Any,
+    store: Store,
     *,
     generators: GeneratorPool | None = None,
     predictions_dir: Path | None = None,
@@ -150,8 +165,6 @@ def run_bench(
 
     on_progress(progress, index, count) reports the current configuration's progress.
     """
-    from lampbox.store import runs as run_store
-
     task = store.task(bench.task)
     grid = build_grid(bench, task)
     key = bench_key(grid)

@@ -16,6 +16,12 @@ from lampbox.commands.common import (
     reports_errors,
     split_list,
 )
+from lampbox.engine.defaults import (
+    DEFAULT_BACKEND,
+    DEFAULT_KS,
+    DEFAULT_MAX_LENGTH,
+    DEFAULT_RETRIEVERS,
+)
 
 
 @click.command("bench")
@@ -24,16 +30,16 @@ from lampbox.commands.common import (
 @click.option("--scheme", default=None, help="LaMP split scheme: user, time or demo (default: the one stored).")
 @click.option(
     "--retrievers",
-    default="none,bm25,dense,recency,random",
+    default=",".join(DEFAULT_RETRIEVERS),
     show_default=True,
     help="Comma-separated retrievers; 'none' is the no-personalization baseline (always run).",
 )
-@click.option("--k", "ks", default="1,2,4", show_default=True, help="Comma-separated numbers of retrieved items.")
-@click.option("--model", default="smollm2-135m-instruct", show_default=True, help="Manifest name, .gguf path, HF folder or hub id.")
-@click.option("--backend", "backends", default="llamacpp", show_default=True, help="Comma-separated: llamacpp, hf, openai.")
+@click.option("--k", "ks", default=",".join(map(str, DEFAULT_KS)), show_default=True, help="Comma-separated numbers of retrieved items.")
+@click.option("--model", default=None, help="Manifest name, .gguf path, HF folder or hub id (default: the manifest's default model).")
+@click.option("--backend", "backends", default=DEFAULT_BACKEND, show_default=True, help="Comma-separated: llamacpp, hf, openai, dummy (a deterministic stand-in for wiring checks).")
 @click.option("--limit", type=int, default=None, help="Only the first N questions.")
 @click.option("--users", type=int, default=None, help="Only the questions of the first N users.")
-@click.option("--max-length", type=int, default=256, show_default=True, help="IPA prompt token budget (official: 256).")
+@click.option("--max-length", type=int, default=DEFAULT_MAX_LENGTH, show_default=True, help="IPA prompt token budget (official: 256).")
 @click.option("--max-new-tokens", type=int, default=None, help="Tokens to generate (default: 8 for labels and ratings, 32 otherwise).")
 @click.option(
     "--postprocess",
@@ -66,7 +72,7 @@ def bench_command(
     scheme: str | None,
     retrievers: str,
     ks: str,
-    model: str,
+    model: str | None,
     backends: str,
     limit: int | None,
     users: int | None,
@@ -94,13 +100,14 @@ def bench_command(
     Results go to stdout; progress and logs to stderr.
     """
     from lampbox.bench.runner import BenchSpec
+    from lampbox.engine.defaults import default_max_new_tokens, default_model
     from lampbox.engine.generation.base import GenerationParams
     from lampbox.engine.generation.registry import known_backends
     from lampbox.engine.retrieval import retriever_names
     from lampbox.errors import LampboxError, UnknownNameError
     from lampbox.paths import data_home
 
-    backend_list = split_list(backends) or ["llamacpp"]
+    backend_list = split_list(backends) or [DEFAULT_BACKEND]
     for backend in backend_list:
         if backend not in known_backends():
             raise UnknownNameError("backend", backend, known_backends())
@@ -120,7 +127,8 @@ def bench_command(
     task = store.task(task_name)
     scheme = _resolve_scheme(store, task, split, scheme)
     if max_new_tokens is None:
-        max_new_tokens = 32 if task.kind == "generation" else 8
+        max_new_tokens = default_max_new_tokens(task)
+    hf_options = tuple((name, value) for name, value in (("dtype", dtype), ("quantize", quantize)) if value)
     bench = BenchSpec(
         task=task.name,
         scheme=scheme,
@@ -128,17 +136,16 @@ def bench_command(
         retrievers=tuple(retriever_list),
         ks=k_list,
         backends=tuple(backend_list),
-        model=model,
+        model=model or default_model(),
         params=GenerationParams(max_new_tokens=max_new_tokens),
         max_length=max_length,
         postprocess=tuple(split_list(postprocess) or ()),
         limit=limit,
         users=users,
         baselines=baselines,
-        quantize=quantize,
-        dtype=dtype,
+        backend_options=(("hf", hf_options),) if hf_options else (),
     )
-    from lampbox.engine.pipeline import GeneratorPool
+    from lampbox.engine.generation.pool import GeneratorPool
 
     backend_options: dict[str, dict[str, Any]] = {}
     if threads:

@@ -71,11 +71,8 @@ def rank_command(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
     from lampbox.engine.retrieval import create_retriever
-    from lampbox.engine.retrieval.service import (
-        rank_questions,
-        rankings_file_data,
-        sorted_questions_data,
-    )
+    from lampbox.engine.retrieval.service import rankings_file_data, sorted_questions_data
+    from lampbox.lab.ranking import rank_stored
 
     options: dict[str, object] = dict(_parse_options(extra_options))
     if use_date:
@@ -101,7 +98,7 @@ def rank_command(
         transient=as_json,
     ) as progress:
         bar = progress.add_task(f"ranking with {retriever.name}", total=len(questions))
-        rankings = rank_questions(
+        rankings = rank_stored(
             store,
             task,
             questions,

@@ -1,5 +1,7 @@
-"""The engine: tasks, metrics, retrieval, prompting, generation and the run pipeline.
+"""The engine: pure computation. Tasks, metrics, retrieval, prompting, generation, methods,
+scoring (and, next, training).
 
-Importing it must stay light: heavy backends (torch, llama_cpp) load only when chosen, and
-nothing here imports textual.
+It never imports lampbox.store or duckdb: the caches it uses arrive as the small protocols of
+`lampbox.engine.caches`. Importing it must stay light: heavy backends (torch, llama_cpp) load
+only when chosen, and nothing here imports textual.
 """

@@ -73,15 +73,6 @@ def question_key(spec: TaskSpec) -> str:
 # -- one question -----------------------------------------------------------------------------
 
 
-def label_index(labels: Sequence[str], text: str) -> int:
-    """The official mapping: the stripped text's position in the label list, else -1."""
-    stripped = str(text).strip()
-    for position, label in enumerate(labels):
-        if label == stripped:
-            return position
-    return -1
-
-
 def parse_gold_rating(gold: str) -> float:
     """A LaMP_3 gold as a number (the official script crashes on anything else)."""
     try:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
+from lampbox.engine.defaults import DEFAULT_MAX_LENGTH
 from lampbox.engine.generation.base import Tokenizer
 from lampbox.engine.tasks import (
     IPA_DEFAULT_CONNECTOR,
@@ -24,7 +25,6 @@ from lampbox.engine.tasks import (
 from lampbox.engine.types import ProfileItem
 from lampbox.errors import LampboxError
 
-DEFAULT_MAX_LENGTH = 256
 ITEM_JOINER = ", and "
 INPUT_SHARE = 0.6  # the input keeps at most this share of the budget
 INPUT_SHARE_STEP = 0.1  # ... and it drops by this much each time the items do not fit

@@ -84,10 +84,6 @@ class TaskSpec:
     def main_metric(self) -> str:
         return self.metrics[0]
 
-    @property
-    def is_classification(self) -> bool:
-        return self.kind == "classification"
-
     def higher_is_better(self, metric: str | None = None) -> bool:
         return (metric or self.main_metric) not in LOWER_IS_BETTER
 

@@ -37,3 +37,35 @@ class Question:
     input: str
     gold: str | None = None
     profile: tuple[ProfileItem, ...] = field(default=(), repr=False)
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """One question's result in a run: the prompt (None for a model-free method), the profile
+    items that went in (keys and official ids, in prompt order), what the prompt builder kept,
+    the raw and post-processed output, the gold and the per-question scores."""
+
+    question_id: str
+    user_id: str
+    prompt: str | None
+    item_keys: tuple[str, ...]
+    item_ids: tuple[str, ...]
+    kept: Mapping[str, Any]
+    prompt_tokens: int | None
+    raw_output: str
+    output: str
+    gold: str | None
+    scores: Mapping[str, float]
+    main_score: float | None
+
+
+@dataclass(frozen=True)
+class UserScore:
+    """One user's share of a run: how many questions, the mean profile size, the task's
+    metrics over the user's questions and the main one (None while a gold is missing)."""
+
+    user_id: str
+    n_questions: int
+    profile_size: float
+    metrics: Mapping[str, float]
+    main_score: float | None

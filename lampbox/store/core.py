@@ -242,19 +242,14 @@ class Store:
             profiles.setdefault(qid, []).append(item)
         return profiles
 
-    def user_profile(self, task: str, scheme: str, user_id: str) -> list[ProfileItem]:
-        """Every stored item of one user's history (union over their questions), newest first."""
+    def first_users(self, task: str, scheme: str, split: str, count: int) -> list[str]:
+        """The first `count` users of a split, in file order."""
         rows = self.cursor().execute(
-            """
-            SELECT DISTINCT p.item_key, p.item_id, p.fields, p.date
-              FROM profile_items p
-              JOIN question_items qi ON qi.task = p.task AND qi.item_key = p.item_key
-             WHERE p.task = ? AND qi.scheme = ? AND p.user_id = ?
-             ORDER BY p.date DESC NULLS LAST, p.item_id
-            """,
-            [task, scheme, user_id],
+            "SELECT user_id FROM questions WHERE task = ? AND scheme = ? AND split = ? "
+            "GROUP BY user_id ORDER BY min(position) LIMIT ?",
+            [task, scheme, split, count],
         ).fetchall()
-        return [ProfileItem(key, item_id, json.loads(fields), date) for key, item_id, fields, date in rows]
+        return [row[0] for row in rows]
 
 
 def open_store(path: str | Path | None = None, read_only: bool = False) -> Store:

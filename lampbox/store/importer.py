@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lampbox.engine.fingerprint import file_sha256
 from lampbox.engine.tasks import BUILTIN_TASKS, SETS, TaskSpec, detect_task, load_task_json
 from lampbox.errors import InputFileError, LampboxError
 from lampbox.lampfiles import read_json, validate_outputs, validate_questions
@@ -107,14 +108,6 @@ def _detect_from_files(files: list[SplitFiles]) -> TaskSpec:
     raise InputFileError(first, "cannot tell which LaMP task this is; name it with --task (or add a task.json)")
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 @dataclass
 class _ParsedSplit:
     files: SplitFiles
@@ -194,7 +187,10 @@ def _stored_spec(store: Store, name: str) -> dict[str, Any] | None:
 
 
 def _file_hashes(files: SplitFiles) -> tuple[str, str | None]:
-    return file_sha256(files.questions), (None if files.outputs is None else file_sha256(files.outputs))
+    def digest(path: Path) -> str:  # data files change in place: hashed afresh every import
+        return file_sha256(path, cached=False)
+
+    return digest(files.questions), (None if files.outputs is None else digest(files.outputs))
 
 
 def _stored_hashes(store: Store, task: str, scheme: str, split: str) -> tuple[str, str | None] | None:

@@ -24,11 +24,6 @@ if TYPE_CHECKING:
     from lampbox.store.core import Store
 
 
-def text_hash(text: str) -> str:
-    """The embedding cache's key for a text."""
-    return hashlib.blake2b(text.encode("utf-8"), digest_size=16).hexdigest()
-
-
 def ranking_fingerprint(task: TaskSpec, question: Question) -> str:
     """What a stored ranking was computed from: query, profile keys in order, document fields."""
     digest = _task_digest(tuple(task.document), task.query_after).copy()
@@ -53,30 +48,6 @@ def save_retriever(store: Store, key: str, name: str, options: Mapping[str, Any]
         "ON CONFLICT DO NOTHING",
         [key, name, json.dumps(dict(options), sort_keys=True, default=str)],
     )
-
-
-def stored_retrievers(store: Store, task: str | None = None) -> list[dict[str, Any]]:
-    """Retrievers with stored rankings (optionally for one task) and how many questions."""
-    sql = """
-        SELECT r.retriever_key, r.name, r.options, k.task, k.scheme, count(*)
-          FROM rankings k JOIN retrievers r USING (retriever_key)
-    """
-    params: list[Any] = []
-    if task is not None:
-        sql += " WHERE k.task = ?"
-        params.append(task)
-    sql += " GROUP BY ALL ORDER BY r.retriever_key, k.task, k.scheme"
-    return [
-        {
-            "key": key,
-            "name": name,
-            "options": json.loads(options),
-            "task": t,
-            "scheme": s,
-            "questions": n,
-        }
-        for key, name, options, t, s, n in store.cursor().execute(sql, params).fetchall()
-    ]
 
 
 # -- rankings --------------------------------------------------------------------------------
@@ -194,21 +165,6 @@ def _objects(values: list[Any]) -> np.ndarray:
     array = np.empty(len(values), dtype=object)
     array[:] = values
     return array
-
-
-def delete_rankings(store: Store, retriever_key: str | None = None, task: str | None = None) -> int:
-    """Forget stored rankings (all, one retriever's, one task's); returns how many."""
-    where, params = [], []
-    if retriever_key is not None:
-        where.append("retriever_key = ?")
-        params.append(retriever_key)
-    if task is not None:
-        where.append("task = ?")
-        params.append(task)
-    clause = f" WHERE {' AND '.join(where)}" if where else ""
-    count = store.cursor().execute(f"SELECT count(*) FROM rankings{clause}", params).fetchone()
-    store.cursor().execute(f"DELETE FROM rankings{clause}", params)
-    return int(count[0]) if count else 0
 
 
 # -- embeddings ------------------------------------------------------------------------------

@@ -12,25 +12,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from lampbox.engine.types import Prediction, UserScore
 from lampbox.store.core import Store
-
-
-@dataclass(frozen=True)
-class StoredPrediction:
-    """One question's result in a run, as stored."""
-
-    question_id: str
-    user_id: str
-    prompt: str | None
-    item_keys: tuple[str, ...]
-    item_ids: tuple[str, ...]
-    kept: Mapping[str, Any]
-    prompt_tokens: int | None
-    raw_output: str
-    output: str
-    gold: str | None
-    scores: Mapping[str, float]
-    main_score: float | None
 
 
 @dataclass(frozen=True)
@@ -108,8 +91,8 @@ def finish_run(
     store: Store,
     run_key: str,
     metrics: Mapping[str, float],
-    predictions: Sequence[StoredPrediction],
-    user_scores: Iterable[tuple[str, int, float, Mapping[str, float], float | None]],
+    predictions: Sequence[Prediction],
+    user_scores: Iterable[UserScore],
     predictions_path: str | None,
 ) -> None:
     """Write a run's predictions and per-user scores and mark it finished, all at once."""
@@ -157,11 +140,11 @@ def finish_run(
                 """,
                 [
                     run_key,
-                    [row[0] for row in rows],
-                    [row[1] for row in rows],
-                    [row[2] for row in rows],
-                    [json.dumps(row[3]) for row in rows],
-                    [row[4] for row in rows],
+                    [row.user_id for row in rows],
+                    [row.n_questions for row in rows],
+                    [row.profile_size for row in rows],
+                    [json.dumps(dict(row.metrics)) for row in rows],
+                    [row.main_score for row in rows],
                 ],
             )
         cursor.execute(
@@ -199,7 +182,7 @@ def list_runs(store: Store, task: str | None = None) -> list[StoredRun]:
     return [_run_from_row(row) for row in store.cursor().execute(sql, params).fetchall()]
 
 
-def run_predictions(store: Store, run_key: str, question_ids: Sequence[str] | None = None) -> list[StoredPrediction]:
+def run_predictions(store: Store, run_key: str, question_ids: Sequence[str] | None = None) -> list[Prediction]:
     """A run's predictions in question order."""
     sql = (
         "SELECT question_id, user_id, prompt, item_keys, item_ids, kept, prompt_tokens, raw_output, output, "
@@ -211,7 +194,7 @@ def run_predictions(store: Store, run_key: str, question_ids: Sequence[str] | No
         params.append(list(question_ids))
     sql += " ORDER BY position"
     return [
-        StoredPrediction(
+        Prediction(
             qid, user, prompt, tuple(keys or ()), tuple(ids or ()), json.loads(kept or "{}"), tokens, raw, output,
             gold, json.loads(scores or "{}"), main,
         )  # fmt: skip
@@ -221,12 +204,12 @@ def run_predictions(store: Store, run_key: str, question_ids: Sequence[str] | No
     ]
 
 
-def user_scores(store: Store, run_key: str) -> dict[str, tuple[int, float, dict[str, float], float | None]]:
-    """Per user: (questions, mean profile size, metrics, main score)."""
+def user_scores(store: Store, run_key: str) -> dict[str, UserScore]:
+    """A run's per-user scores by user id."""
     rows = store.cursor().execute(
         "SELECT user_id, n_questions, profile_size, metrics, main_score FROM user_scores WHERE run_key = ?", [run_key]
     ).fetchall()
-    return {user: (n, size, json.loads(metrics), main) for user, n, size, metrics, main in rows}
+    return {user: UserScore(user, n, size, json.loads(metrics), main) for user, n, size, metrics, main in rows}
 
 
 # -- benches ---------------------------------------------------------------------------------

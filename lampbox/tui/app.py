@@ -16,7 +16,7 @@ from lampbox.errors import LampboxError
 from lampbox.store.core import Store
 
 if TYPE_CHECKING:
-    from lampbox.engine.pipeline import GeneratorPool
+    from lampbox.engine.generation.pool import GeneratorPool
 
 
 class LampboxApp(App[None]):

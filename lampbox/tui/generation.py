@@ -1,4 +1,4 @@
-"""The one place the TUI reaches the generation pipeline (lampbox.engine.pipeline).
+"""The one place the TUI reaches the generation pipeline (lampbox.lab.pipeline).
 
 The generation panes call only the helpers here, which wrap the pipeline's single-question
 functions: `prepare_question` (rank, select top k, build the IPA prompt, as a run would),
@@ -12,11 +12,16 @@ import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from lampbox.engine import pipeline
+from lampbox.engine import scoring
+from lampbox.engine.defaults import DEFAULT_BACKEND, default_model
 from lampbox.engine.generation.base import GenerationParams
-from lampbox.engine.pipeline import GeneratorPool, PreparedPrompt, RunSpec
+from lampbox.engine.generation.pool import GeneratorPool
 from lampbox.engine.tasks import TaskSpec
 from lampbox.engine.types import Question
+from lampbox.lab import pipeline
+from lampbox.lab.pipeline import PreparedPrompt
+from lampbox.lab.specs import RunSpec
+from lampbox.store.core import Store
 
 
 @dataclass(frozen=True)
@@ -43,9 +48,9 @@ def pane_configs(retrievers: list[str], k: int) -> list[PaneConfig]:
     ]
 
 
-def default_max_new_tokens(task: TaskSpec) -> int:
-    """The bench's default: 32 tokens for generation tasks, 8 for labels and ratings."""
-    return 32 if task.kind == "generation" else 8
+def default_label() -> str:
+    """The panes' model, as 'backend:model'."""
+    return f"{DEFAULT_BACKEND}:{default_model()}"
 
 
 def run_spec(
@@ -58,14 +63,14 @@ def run_spec(
         split=split,
         retriever=config.retriever,
         k=config.k if config.retriever != "none" else 0,
-        backend=pipeline.DEFAULT_BACKEND,
-        model=pipeline.DEFAULT_MODEL,
+        backend=DEFAULT_BACKEND,
+        model=default_model(),
         params=GenerationParams(max_new_tokens=tokens),
     )
 
 
 def prepare(
-    spec: RunSpec, question: Question, store: object, pool: GeneratorPool
+    spec: RunSpec, question: Question, store: Store, pool: GeneratorPool
 ) -> tuple[PreparedPrompt, str | None]:
     """The prompt for one pane and the cached output, if a run or an earlier view made it."""
     prepared = pipeline.prepare_question(spec, question, store, pool)
@@ -78,7 +83,7 @@ def stream(
     """Text pieces as the model makes them; stops early (and releases the model) on cancel."""
     spec = prepared.spec
     generator = pool.get(spec.backend, spec.model, spec.model_options)
-    pieces = generator.stream(prepared.prompt.text, spec.params)
+    pieces = generator.stream(prepared.input.request, spec.params)
     try:
         for piece in pieces:
             if should_cancel():
@@ -90,7 +95,7 @@ def stream(
             close()
 
 
-def remember(store: object, prepared: PreparedPrompt, pool: GeneratorPool, output: str) -> None:
+def remember(store: Store, prepared: PreparedPrompt, pool: GeneratorPool, output: str) -> None:
     """Cache a finished streamed output so the bench and later views reuse it."""
     spec = prepared.spec
     generator = pool.get(spec.backend, spec.model, spec.model_options)
@@ -99,4 +104,4 @@ def remember(store: object, prepared: PreparedPrompt, pool: GeneratorPool, outpu
 
 def score(task: TaskSpec, output: str, gold: str | None) -> dict[str, float]:
     """Per-question scores of an output against the gold with the task's metric."""
-    return pipeline.score_output(task, output, gold)
+    return scoring.score_output(task, output, gold)

@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 from textual.message import Message
 
-from lampbox.engine.pipeline import PreparedPrompt
 from lampbox.engine.types import ProfileItem, Question
+from lampbox.lab.pipeline import PreparedPrompt
 from lampbox.store.browse import Dataset, QuestionRow, UserGain, UserPage, UserRow
 from lampbox.tui.rankings import ShownRanking
 from lampbox.tui.runs import BenchSummary, ConfigurationRow, FailureCase

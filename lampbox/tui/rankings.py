@@ -1,9 +1,9 @@
-"""The one place the TUI reaches the retrieval engine (lampbox.engine.retrieval).
+"""The one place the TUI reaches retrieval.
 
 The rankings panes call only `retriever_names()` and `rank_question()`: they go through the
-engine's registry and `rank_questions` (which serves rankings stored in the store and stores
-new ones), and adapt the result to rows the panes show (item, score). The TUI holds no
-retrieval code of its own.
+engine's registry and the orchestration floor's `rank_stored` (which serves rankings stored
+in the store and stores new ones), and adapt the result to rows the panes show (item,
+score). The TUI holds no retrieval code of its own.
 """
 
 from __future__ import annotations
@@ -13,8 +13,11 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from lampbox.engine import retrieval
+from lampbox.engine.retrieval.base import Retriever
 from lampbox.engine.types import ProfileItem, Question
 from lampbox.errors import LampboxError
+from lampbox.lab.ranking import rank_stored
 from lampbox.store.core import Store
 
 
@@ -36,35 +39,17 @@ class ShownRanking:
     note: str = ""
 
 
-_retrievers: dict[str, Any] = {}
+_retrievers: dict[str, Retriever] = {}
 _retrievers_lock = threading.Lock()
 
 
-def _engine() -> Any:
-    try:
-        import lampbox.engine.retrieval as retrieval
-    except ImportError:
-        return None
-    # An empty folder imports as a namespace package: only the real package counts.
-    return retrieval if hasattr(retrieval, "create_retriever") else None
-
-
-def retrieval_available() -> bool:
-    """Whether the retrieval engine is installed in this tree."""
-    return _engine() is not None
-
-
 def retriever_names() -> list[str]:
-    """The retrievers the engine offers ([] when retrieval is not available)."""
-    retrieval = _engine()
-    return [] if retrieval is None else list(retrieval.retriever_names())
+    """The retrievers the engine offers."""
+    return list(retrieval.retriever_names())
 
 
-def retriever(name: str) -> Any:
+def retriever(name: str) -> Retriever:
     """One retriever per name for the whole session, so models and caches stay warm."""
-    retrieval = _engine()
-    if retrieval is None:
-        raise LampboxError("retrieval is not available: lampbox.engine.retrieval is missing")
     with _retrievers_lock:
         if name not in _retrievers:
             _retrievers[name] = retrieval.create_retriever(name)
@@ -75,15 +60,11 @@ def rank_question(
     store: Store | None, question: Question, name: str, k: int, should_cancel: Any = None
 ) -> ShownRanking:
     """Rank the question's profile with one retriever (stored rankings are reused); top k."""
-    from lampbox.engine.retrieval.service import rank_questions
-
     started = time.perf_counter()
     task = store.task(question.task) if store is not None else None
     if task is None:
         raise LampboxError("ranking needs the store to know the task")
-    ranking = rank_questions(store, task, [question], retriever(name), should_cancel=should_cancel)[
-        0
-    ]
+    ranking = rank_stored(store, task, [question], retriever(name), should_cancel=should_cancel)[0]
     by_key = {item.key: item for item in question.profile}
     scores = dict(zip(ranking.item_keys, ranking.scores, strict=False))
     keys = ranking.top_keys(k)

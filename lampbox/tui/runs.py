@@ -10,12 +10,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from lampbox.engine.types import ProfileItem, Question
+from lampbox.engine.types import Prediction, ProfileItem, Question
 from lampbox.errors import LampboxError
 from lampbox.store import browse
 from lampbox.store.browse import UserGain
 from lampbox.store.core import Store
-from lampbox.store.runs import StoredPrediction
 
 
 @dataclass(frozen=True)
@@ -58,8 +57,8 @@ class FailureCase:
     """One question of a user in a run beside the baseline's answer to it."""
 
     question: Question
-    prediction: StoredPrediction
-    baseline: StoredPrediction | None
+    prediction: Prediction
+    baseline: Prediction | None
     gain: float | None  # per-question main score vs the baseline; < 0: the run did worse
     retrieved: tuple[ProfileItem, ...]  # the items that went into the run's prompt
 
@@ -83,7 +82,7 @@ def list_benches(store: Store) -> list[BenchSummary]:
 def compare_bench(store: Store, bench_key: str) -> list[ConfigurationRow]:
     """A bench's configurations in grid order, finished ones compared with their baseline."""
     from lampbox.bench.runner import compare
-    from lampbox.engine.pipeline import load_run
+    from lampbox.lab.pipeline import load_run
     from lampbox.store import runs as run_store
 
     runs = run_store.bench_runs(store, bench_key)

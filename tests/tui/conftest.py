@@ -52,63 +52,20 @@ def settle():  # type: ignore[no-untyped-def]
     return settle_workers
 
 
-class _WordTokenizer:
-    """Whitespace tokens with a growing vocabulary (enough for the prompt builder)."""
-
-    def __init__(self) -> None:
-        self.words: list[str] = []
-        self.ids: dict[str, int] = {}
-
-    def encode(self, text: str) -> list[int]:
-        return [self.ids.setdefault(word, len(self.ids)) for word in text.split()]
-
-    def decode(self, token_ids) -> str:  # type: ignore[no-untyped-def]
-        by_id = {index: word for word, index in self.ids.items()}
-        return " ".join(by_id[index] for index in token_ids)
-
-
-class FirstWordsGenerator:
-    """A stand-in model for the runs views: it answers with the prompt's first 16 words.
-
-    Only the model is faked (the runs screens read stored runs and never generate); ranking,
-    prompting, caching, scoring and storing are the real pipeline's.
-    """
-
-    name = "fake-first-words"
-    backend = "openai"
-    context_size = 4096
-    supports_streaming = False
-    supports_scoring = False
-
-    def __init__(self) -> None:
-        self.tokenizer = _WordTokenizer()
-
-    def identity(self) -> dict[str, str]:
-        return {"model": self.name}
-
-    def generate(self, prompts, params, on_output=None, should_cancel=None):  # type: ignore[no-untyped-def]
-        return [" ".join(prompt.split()[:16]) for prompt in prompts]
-
-    def close(self) -> None:
-        pass
-
-
 @pytest.fixture(scope="session")
 def bench_store_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The LaMP_7 demo set with a small bench run on its dev split (built once per session).
 
-    Grid: no personalization, bm25 and recency at k=1 (the stand-in model above), plus the
-    model-free retrieval-only baselines. Tests that write must copy it (see `bench_store`).
+    Grid: no personalization, bm25 and recency at k=1 on the `dummy` backend (a stand-in
+    model that answers with the prompt's first 16 words; the runs screens read stored runs and
+    never generate: ranking, prompting, caching, scoring and storing are the real pipeline's),
+    plus the model-free retrieval-only baselines. Tests that write must copy it (see
+    `bench_store`).
     """
     from lampbox.bench.runner import BenchSpec, run_bench
     from lampbox.demo import demo_path
-    from lampbox.engine.pipeline import GeneratorPool
     from lampbox.store import Store
     from lampbox.store.importer import import_path
-
-    class FakePool(GeneratorPool):
-        def get(self, backend, model, options=()):  # type: ignore[no-untyped-def]
-            return FirstWordsGenerator()
 
     path = tmp_path_factory.mktemp("bench") / "bench.duckdb"
     with Store(path) as store:
@@ -119,10 +76,10 @@ def bench_store_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
             "dev",
             retrievers=("none", "bm25", "recency"),
             ks=(1,),
-            backends=("openai",),
-            model=FirstWordsGenerator.name,
+            backends=("dummy",),
+            model="first-words",
         )
-        run_bench(spec, store, generators=FakePool())
+        run_bench(spec, store)
     return path
 
 

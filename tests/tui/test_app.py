@@ -206,7 +206,7 @@ async def test_changing_retrievers_reranks(commits_store, settle) -> None:  # ty
             return {pane.ranking.retriever: _rows(pane.query_one(DataTable)) for pane in panes}
 
         def expected(name: str, k: int) -> list[str]:
-            ranking = rank_questions(None, task, [question], create_retriever(name))[0]
+            ranking = rank_questions(task, [question], create_retriever(name))[0]
             return list(ranking.top_keys(k))
 
         assert shown() == {"bm25": expected("bm25", 5), "recency": expected("recency", 5)}

@@ -28,7 +28,7 @@ def _bench(store):  # type: ignore[no-untyped-def]
 
 def _expected_gains(store, run_key: str, baseline_key: str) -> dict[str, float]:  # type: ignore[no-untyped-def]
     run, base = run_store.user_scores(store, run_key), run_store.user_scores(store, baseline_key)
-    return {user: run[user][3] - base[user][3] for user in run}
+    return {user: run[user].main_score - base[user].main_score for user in run}
 
 
 async def test_runs_users_and_failure_cases(bench_store, settle) -> None:  # type: ignore[no-untyped-def]

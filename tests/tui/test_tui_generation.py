@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 from textual.widgets import SelectionList, Static
 
-from lampbox.engine import pipeline
+from lampbox.engine import scoring
+from lampbox.lab import pipeline
 from lampbox.store import Store
 from lampbox.tui import create_app
 from lampbox.tui.screens.generate import GenerationScreen
@@ -62,7 +63,7 @@ async def test_generation_fills_and_scores_the_panes(demo_store, settle) -> None
             assert pane.prepared.spec.params.max_new_tokens == TOKENS
             # The output was cached for the bench, and scored with the task's metric.
             assert pipeline.cached_output(demo_store, pane.prepared) == pane.output
-            assert pane.scores == pipeline.score_output(task, pane.output, screen.question.gold)
+            assert pane.scores == scoring.score_output(task, pane.output, screen.question.gold)
             assert "rouge-1" in str(pane.query_one(".pane-scores", Static).render())
         assert not panes[0].prepared.items  # type: ignore[union-attr]
         assert len(panes[1].prepared.items) == 5  # type: ignore[union-attr]

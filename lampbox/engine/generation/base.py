@@ -1,7 +1,8 @@
 """The Generator protocol: batch-first text generation behind one small interface.
 
-Backends (llamacpp, hf, openai) register by name and load lazily; they declare what they can
-do as properties (streaming, log-likelihood scoring), the harlequin way.
+Backends (llamacpp, hf, openai, dummy, and any registered later) register by name and load
+lazily; they declare what they can do as properties (streaming, log-likelihood scoring,
+passages for Fusion-in-Decoder, per-user adapters), the harlequin way.
 """
 
 from __future__ import annotations
@@ -9,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol, runtime_checkable
+
+from lampbox.errors import LampboxError
 
 
 @dataclass(frozen=True)
@@ -26,6 +29,57 @@ class GenerationParams:
         data = asdict(self)
         data["stop"] = list(self.stop)
         return data
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """What to generate from: a prompt, or (for Fusion-in-Decoder models) the input and the
+    passages each encoded with it; the user it is for, and optionally a per-user adapter (a
+    path the backend loads on top of its model)."""
+
+    prompt: str
+    passages: tuple[str, ...] = ()
+    user_id: str | None = None
+    adapter: str | None = None
+
+    @property
+    def plain(self) -> bool:
+        """Only a prompt: every backend can generate it."""
+        return not self.passages and self.adapter is None
+
+    def cache_json(self) -> Any:
+        """The request's part of a generation cache key (a plain request is just its prompt,
+        so cache keys made before requests existed stay valid)."""
+        if self.plain:
+            return self.prompt
+        data: dict[str, Any] = {"prompt": self.prompt, "passages": list(self.passages)}
+        if self.adapter is not None:
+            from lampbox.engine.fingerprint import path_sha256
+
+            data["adapter"] = path_sha256(self.adapter)
+        return data
+
+
+Requests = Sequence["GenerationRequest | str"]
+
+
+def as_request(request: GenerationRequest | str) -> GenerationRequest:
+    return request if isinstance(request, GenerationRequest) else GenerationRequest(request)
+
+
+def plain_prompts(requests: Requests, backend: str) -> list[str]:
+    """The prompts of plain requests; a clear error for what this backend cannot take."""
+    prompts = []
+    for request in map(as_request, requests):
+        if request.passages:
+            raise LampboxError(
+                f"the {backend} backend takes one prompt per request, not passages "
+                "(Fusion-in-Decoder needs an encoder-decoder backend)"
+            )
+        if request.adapter is not None:
+            raise LampboxError(f"the {backend} backend cannot load adapters ({request.adapter})")
+        prompts.append(request.prompt)
+    return prompts
 
 
 @runtime_checkable
@@ -46,7 +100,7 @@ class Generator(Protocol):
     """A loaded model that turns prompts into outputs, in order."""
 
     name: str  # the model name as the user gave it (manifest name, path or hub id)
-    backend: str  # "llamacpp" | "hf" | "openai"
+    backend: str  # the registered backend name: "llamacpp" | "hf" | "openai" | "dummy" | ...
 
     @property
     def tokenizer(self) -> Tokenizer: ...
@@ -62,21 +116,32 @@ class Generator(Protocol):
     @property
     def supports_scoring(self) -> bool: ...
 
+    @property
+    def supports_passages(self) -> bool:
+        """Takes requests with passages (Fusion-in-Decoder)."""
+        ...
+
+    @property
+    def supports_adapters(self) -> bool:
+        """Takes requests with a per-user adapter."""
+        ...
+
     def identity(self) -> dict[str, Any]:
         """What makes outputs of this model reproducible (file hash, chat template, ...); part of cache keys."""
         ...
 
     def generate(
         self,
-        prompts: Sequence[str],
+        prompts: Requests,
         params: GenerationParams,
         on_output: Callable[[int, str], None] | None = None,
         should_cancel: Callable[[], bool] | None = None,
     ) -> list[str]:
-        """Generate one output per prompt, returned in order; on_output(index, text) as each finishes."""
+        """Generate one output per request (a GenerationRequest or a bare prompt), in order;
+        on_output(index, text) as each finishes."""
         ...
 
-    def stream(self, prompt: str, params: GenerationParams) -> Iterator[str]:
+    def stream(self, prompt: GenerationRequest | str, params: GenerationParams) -> Iterator[str]:
         """Yield text pieces as they are generated (only when supports_streaming)."""
         ...
 

@@ -13,12 +13,16 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from lampbox.engine.generation.base import GenerationParams
+from lampbox.engine.fingerprint import file_sha256, folder_sha256
+from lampbox.engine.generation.base import (
+    GenerationParams,
+    GenerationRequest,
+    Requests,
+    plain_prompts,
+)
 from lampbox.engine.generation.common import (
     GenerationCancelled,
     cut_at_stop,
-    file_sha256,
-    folder_sha256,
     stop_filtered,
     user_message,
 )
@@ -135,6 +139,10 @@ class HFGenerator:
     """A transformers causal LM; prompts are sorted by length and generated in left-padded batches."""
 
     backend = "hf"
+    supports_passages = False
+    supports_adapters = False
+    # weights are local files: run keys hash their content
+    loads_local_weights = True
 
     def __init__(
         self,
@@ -290,14 +298,14 @@ class HFGenerator:
 
     def generate(
         self,
-        prompts: Sequence[str],
+        prompts: Requests,
         params: GenerationParams,
         on_output: Callable[[int, str], None] | None = None,
         should_cancel: Callable[[], bool] | None = None,
     ) -> list[str]:
         import torch
 
-        all_ids = [self._prompt_ids(prompt) for prompt in prompts]
+        all_ids = [self._prompt_ids(prompt) for prompt in plain_prompts(prompts, self.backend)]
         for ids in all_ids:
             self._check_length(ids, params)
         # Longest first: similar lengths share a batch (less padding); order is restored below.
@@ -323,7 +331,8 @@ class HFGenerator:
                     on_output(index, text)
         return [output or "" for output in outputs]
 
-    def stream(self, prompt: str, params: GenerationParams) -> Iterator[str]:
+    def stream(self, prompt: GenerationRequest | str, params: GenerationParams) -> Iterator[str]:
+        (prompt,) = plain_prompts([prompt], self.backend)
         import torch
         from transformers import TextIteratorStreamer
 

@@ -8,8 +8,14 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from lampbox.engine.generation.base import GenerationParams
-from lampbox.engine.generation.common import GenerationCancelled, file_sha256, user_message
+from lampbox.engine.fingerprint import file_sha256
+from lampbox.engine.generation.base import (
+    GenerationParams,
+    GenerationRequest,
+    Requests,
+    plain_prompts,
+)
+from lampbox.engine.generation.common import GenerationCancelled, user_message
 from lampbox.errors import InputFileError, LampboxError
 from lampbox.models import resolve_model
 
@@ -53,6 +59,10 @@ class LlamaCppGenerator:
     """A GGUF model on llama.cpp; chat template for instruct models, plain completion otherwise."""
 
     backend = "llamacpp"
+    supports_passages = False
+    supports_adapters = False
+    # weights are local files: run keys hash their content
+    loads_local_weights = True
 
     def __init__(
         self,
@@ -148,13 +158,13 @@ class LlamaCppGenerator:
 
     def generate(
         self,
-        prompts: Sequence[str],
+        prompts: Requests,
         params: GenerationParams,
         on_output: Callable[[int, str], None] | None = None,
         should_cancel: Callable[[], bool] | None = None,
     ) -> list[str]:
         outputs: list[str] = []
-        for index, prompt in enumerate(prompts):
+        for index, prompt in enumerate(plain_prompts(prompts, self.backend)):
             if should_cancel and should_cancel():
                 raise GenerationCancelled(index, len(prompts))
             with self._lock:
@@ -164,7 +174,8 @@ class LlamaCppGenerator:
                 on_output(index, text)
         return outputs
 
-    def stream(self, prompt: str, params: GenerationParams) -> Iterator[str]:
+    def stream(self, prompt: GenerationRequest | str, params: GenerationParams) -> Iterator[str]:
+        (prompt,) = plain_prompts([prompt], self.backend)
         with self._lock:
             for chunk in self._request(prompt, params, stream=True):
                 choice = chunk["choices"][0]

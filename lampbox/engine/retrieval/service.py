@@ -1,17 +1,17 @@
-"""Rankings for a set of questions: served from the store, the missing ones computed in batches.
+"""Rankings for a set of questions: served from a ranking cache, the missing ones computed in
+batches.
 
-Also the official-format outputs: a rankings file like rank_profiles.py writes (question id ->
-profile item ids, best first) and a questions file whose profiles are sorted by a ranking,
-like merge_with_rank.py.
+Also the official-format outputs: a rankings file's data like rank_profiles.py writes
+(question id -> profile item ids, best first) and a questions file whose profiles are sorted
+by a ranking, like merge_with_rank.py.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
+from lampbox.engine.caches import EmbeddingCache, RankingCache
 from lampbox.engine.retrieval.base import (
     CancelCheck,
     ProgressCallback,
@@ -25,23 +25,23 @@ from lampbox.engine.types import Question
 
 
 def rank_questions(
-    store: Any,
     task: TaskSpec,
     questions: Sequence[Question],
     retriever: Retriever,
+    *,
+    rankings: RankingCache | None = None,
+    embeddings: EmbeddingCache | None = None,
     on_progress: ProgressCallback | None = None,
     should_cancel: CancelCheck | None = None,
     recompute: bool = False,
     batch_size: int | None = None,
     on_warning: Callable[[str], None] | None = None,
 ) -> list[Ranking]:
-    """One Ranking per question, in order. Stored rankings are reused (unless `recompute`);
-    the rest are computed in batches and stored batch by batch, so a cancel keeps the work
-    done. Questions with an empty profile get an empty ranking and one warning.
-    `store` may be None: nothing is read or written (an in-memory run).
+    """One Ranking per question, in order. Rankings in the `rankings` cache are reused (unless
+    `recompute`); the rest are computed in batches and saved batch by batch, so a cancel keeps
+    the work done. Questions with an empty profile get an empty ranking and one warning.
+    Without caches nothing is read or kept (an in-memory run).
     """
-    from lampbox.store.retrieval_store import load_rankings, save_rankings, save_retriever
-
     scheme = questions[0].scheme if questions else ""
     empty = [q for q in questions if not q.profile]
     if empty and on_warning:
@@ -50,10 +50,8 @@ def rank_questions(
             f"{len(empty)} question(s) have an empty profile; nothing to rank for them ({shown})"
         )
     found: dict[str, Ranking] = {}
-    if store is not None and not recompute:
-        found = load_rankings(
-            store, retriever.key, task, scheme, [q for q in questions if q.profile]
-        )
+    if rankings is not None and not recompute:
+        found = rankings.load(retriever.key, task, scheme, [q for q in questions if q.profile])
     for question in empty:
         found[question.id] = Ranking(
             question.id, retriever.key, (), (), (), None if retriever.selects_context else 0
@@ -63,20 +61,19 @@ def rank_questions(
     done = total - len(todo)
     if on_progress:
         on_progress(done, total)
-    if todo and store is not None:
-        save_retriever(store, retriever.key, retriever.name, retriever.options)
     size = batch_size or retriever.preferred_batch_size
-    context = RetrievalContext(store=store, should_cancel=should_cancel)
+    context = RetrievalContext(embeddings=embeddings, should_cancel=should_cancel)
     for start in range(0, len(todo), size):
         if should_cancel and should_cancel():
             raise RetrievalCancelled(
                 f"ranking with {retriever.key} cancelled after {done} of {total}"
             )
         batch = todo[start : start + size]
-        rankings = retriever.rank(task, batch, context)
-        if store is not None:
-            save_rankings(store, task, scheme, batch, rankings)
-        found.update((r.question_id, r) for r in rankings)
+        computed = retriever.rank(task, batch, context)
+        if rankings is not None:
+            identity = (retriever.key, retriever.name, retriever.options)
+            rankings.save(identity, task, scheme, batch, computed)
+        found.update((r.question_id, r) for r in computed)
         done += len(batch)
         if on_progress:
             on_progress(done, total)
@@ -86,10 +83,6 @@ def rank_questions(
 def rankings_file_data(rankings: Sequence[Ranking]) -> dict[str, list[str]]:
     """rank_profiles.py's output: question id -> profile item ids, best first."""
     return {r.question_id: list(r.item_ids) for r in rankings}
-
-
-def write_rankings_file(path: str | Path, rankings: Sequence[Ranking]) -> None:
-    Path(path).write_text(json.dumps(rankings_file_data(rankings)), encoding="utf-8")
 
 
 def sorted_questions_data(

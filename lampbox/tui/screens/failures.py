@@ -15,7 +15,7 @@ from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
 from textual.widgets import DataTable, Footer, Header, Static
 
-from lampbox.store.runs import StoredPrediction
+from lampbox.engine.types import Prediction
 from lampbox.tui import runs
 from lampbox.tui.messages import FailuresLoaded, WorkFailed
 from lampbox.tui.runs import ConfigurationRow, FailureCase
@@ -31,7 +31,7 @@ def case_detail(case: FailureCase, document_fields: tuple[str, ...]) -> Text:
     def section(title: str, body: str) -> Text:
         return Text.assemble((f"{title}\n", "bold"), body, "\n\n")
 
-    def scored(prediction: StoredPrediction | None) -> str:
+    def scored(prediction: Prediction | None) -> str:
         if prediction is None:
             return "(not in the baseline run)"
         scores = format_scores(dict(prediction.scores)) or "not scored"

@@ -1,6 +1,6 @@
 """Generations side by side: one question, no personalization and each chosen retriever.
 
-Every pane goes through the engine pipeline (lampbox.tui.generation): the prompt is built as
+Every pane goes through the run pipeline (lampbox.tui.generation): the prompt is built as
 a bench run builds it, a cached output is shown at once, otherwise tokens stream in from the
 model in a thread worker; the finished output is cached for the bench and scored with the
 task's metric.
@@ -19,6 +19,7 @@ from textual.containers import Horizontal
 from textual.widgets import Footer, Header, Static
 from textual.worker import Worker, get_current_worker
 
+from lampbox.engine.defaults import default_max_new_tokens
 from lampbox.engine.types import Question
 from lampbox.store.browse import Dataset
 from lampbox.tui import generation
@@ -86,12 +87,12 @@ class GenerationScreen(LampboxScreen):
     def action_generate(self) -> None:
         task = self.store.task(self.question.task)
         limit = getattr(self.app, "max_new_tokens", None)
-        self.max_new_tokens = limit or generation.default_max_new_tokens(task)
+        self.max_new_tokens = limit or default_max_new_tokens(task)
         self.session += 1
         for pane in self.panes:
             pane.set_state("waiting", "waiting…")
         self.status(
-            f"{generation.pipeline.DEFAULT_BACKEND}:{generation.pipeline.DEFAULT_MODEL} · "
+            f"{generation.default_label()} · "
             f"{self.max_new_tokens} new tokens · loading the model and building the prompts…"
         )
         self.generate(self.session, self.max_new_tokens)

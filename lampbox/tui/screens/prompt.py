@@ -9,7 +9,7 @@ from textual.containers import VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import DataTable, Static
 
-from lampbox.engine.pipeline import PreparedPrompt
+from lampbox.lab.pipeline import PreparedPrompt
 from lampbox.tui.widgets.cells import cell
 
 

@@ -124,13 +124,7 @@ class QuestionScreen(LampboxScreen):
         try:
             names = rankings.retriever_names()
         except Exception as error:  # noqa: BLE001 - shown to the user, never a crash
-            names = []
             status.update(f"Retrieval failed to load: {error}")
-            return
-        if not names:
-            status.update(
-                "Retrieval is not available yet: lampbox.engine.retrieval is not installed in this tree."
-            )
             return
         chosen = [name for name in PREFERRED_RETRIEVERS if name in names] or names[:2]
         selection = self.query_one("#retrievers", SelectionList)

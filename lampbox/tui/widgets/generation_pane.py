@@ -7,7 +7,7 @@ from textual.app import ComposeResult
 from textual.containers import Vertical, VerticalScroll
 from textual.widgets import Static
 
-from lampbox.engine.pipeline import PreparedPrompt
+from lampbox.lab.pipeline import PreparedPrompt
 from lampbox.tui.generation import PaneConfig
 
 

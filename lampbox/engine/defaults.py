@@ -1,0 +1,25 @@
+"""Every default of a run, in one place (the CLI, the bench, the TUI and the specs read them here)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from lampbox.engine.tasks import TaskSpec
+
+DEFAULT_BACKEND = "llamacpp"
+DEFAULT_MAX_LENGTH = 256  # the official IPA prompt budget in tokens (512 in the feedback scorers)
+DEFAULT_RETRIEVERS = ("none", "bm25", "dense", "recency", "random")
+DEFAULT_KS = (1, 2, 4)
+
+
+def default_model() -> str:
+    """The model manifest's default model name."""
+    from lampbox.models import default_model as manifest_default
+
+    return manifest_default()
+
+
+def default_max_new_tokens(task: TaskSpec) -> int:
+    """Tokens to generate: 32 for generation tasks, 8 for labels and ratings."""
+    return 32 if task.kind == "generation" else 8

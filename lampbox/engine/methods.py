@@ -1,0 +1,208 @@
+"""Methods by name: how a run turns questions and their retrieved items into outputs.
+
+A method registers itself (`register_method`) and the run pipeline calls `method.produce`,
+so fine-tuned IPA, FiD, OPPU or RSPG plug in with no edit to the pipeline. The default
+`produce` of a model method builds one GenerationRequest per question (`preparer`) and
+generates through the generation cache; a model-free method answers from the items alone.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import ClassVar
+
+from lampbox.engine.caches import GenerationCache
+from lampbox.engine.generation.base import GenerationParams, GenerationRequest, Generator
+from lampbox.engine.generation.cached import generate_cached
+from lampbox.engine.generation.common import GenerationCancelled
+from lampbox.engine.prompting import Prompt, PromptBuilder
+from lampbox.engine.retrieval.base import Ranking
+from lampbox.engine.tasks import TaskSpec
+from lampbox.engine.types import ProfileItem, Question
+from lampbox.errors import LampboxError, UnknownNameError
+
+Report = Callable[[str, int, int], None]  # (phase, done, total)
+CHAT_MARGIN = 64  # room for a chat template's own tokens
+
+
+def selected_items(question: Question, ranking: Ranking | None, k: int) -> list[ProfileItem]:
+    """The top-k profile items of a ranking, best first (none for k = 0 or no ranking)."""
+    if ranking is None or k <= 0:
+        return []
+    by_key = {item.key: item for item in question.profile}
+    return [by_key[key] for key in ranking.top_keys(k) if key in by_key]
+
+
+@dataclass(frozen=True)
+class MethodInput:
+    """What a model method sends for one question, and the record of how it was built."""
+
+    request: GenerationRequest
+    prompt: Prompt
+
+
+@dataclass
+class MethodJob:
+    """Everything a method may use for one run."""
+
+    task: TaskSpec
+    questions: Sequence[Question]
+    selected: Sequence[Sequence[ProfileItem]]  # retrieved items per question, best first
+    params: GenerationParams
+    max_length: int
+    generator: Callable[[], Generator] | None = None  # loads the run's model (model methods)
+    cache: GenerationCache | None = None
+    batch_size: int = 8
+    report: Report | None = None
+    should_cancel: Callable[[], bool] | None = None
+
+
+@dataclass
+class MethodResult:
+    raw_outputs: list[str]  # one per question, in order
+    inputs: list[MethodInput | None]  # None for a model-free method
+    generated: int = 0
+    cached: int = 0
+
+
+Preparer = Callable[[Question, Sequence[ProfileItem]], MethodInput]
+
+
+class Method:
+    """A way to produce outputs. Subclasses set `name` and implement `preparer` (model
+    methods) or `answer` (model-free), or override `produce` for anything else."""
+
+    name: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    uses_model: ClassVar[bool] = True
+
+    def preparer(
+        self, task: TaskSpec, generator: Generator, params: GenerationParams, max_length: int
+    ) -> Preparer:
+        """A function that builds one question's input (made once per run: it may cache)."""
+        raise NotImplementedError
+
+    def answer(self, task: TaskSpec, items: Sequence[ProfileItem]) -> str:
+        raise NotImplementedError
+
+    def produce(self, job: MethodJob) -> MethodResult:
+        if not self.uses_model:
+            outputs = [self.answer(job.task, items) for items in job.selected]
+            return MethodResult(outputs, [None] * len(outputs))
+        if job.generator is None:
+            raise LampboxError(f"method {self.name} needs a model")
+        generator = job.generator()
+        prepare = self.preparer(job.task, generator, job.params, job.max_length)
+        built: list[MethodInput] = []
+        for index, (question, items) in enumerate(zip(job.questions, job.selected, strict=True)):
+            if index % 64 == 0:
+                if job.should_cancel and job.should_cancel():
+                    raise GenerationCancelled(0, len(job.questions))
+                if job.report:
+                    job.report("prompt", index, len(job.questions))
+            built.append(prepare(question, items))
+        report = job.report
+        result = generate_cached(
+            generator,
+            [entry.request for entry in built],
+            job.params,
+            cache=job.cache,
+            sizes=[entry.prompt.token_count for entry in built],
+            batch_size=job.batch_size,
+            on_progress=(lambda done, total: report("generate", done, total)) if report else None,
+            should_cancel=job.should_cancel,
+        )
+        return MethodResult(result.outputs, list(built), result.generated, result.cached)
+
+
+class IPA(Method):
+    """In-prompt augmentation: the retrieved items rendered into the prompt with the task's
+    official template and token budget (capped by the model's context)."""
+
+    name = "ipa"
+    description = "retrieved items in the prompt (LaMP's IPA), any generator"
+
+    def preparer(
+        self, task: TaskSpec, generator: Generator, params: GenerationParams, max_length: int
+    ) -> Preparer:
+        builder = PromptBuilder(
+            task,
+            generator.tokenizer,
+            max_length=max_length,
+            context_size=generator.context_size,
+            reserve_new_tokens=params.max_new_tokens + CHAT_MARGIN,
+        )
+
+        def prepare(question: Question, items: Sequence[ProfileItem]) -> MethodInput:
+            prompt = builder.build(question.input, items)
+            return MethodInput(GenerationRequest(prompt.text, user_id=question.user_id), prompt)
+
+        return prepare
+
+
+class RetrievalOnly(Method):
+    """A model-free baseline from the user's history alone.
+
+    Generation: the top item's target field. Classification: the majority label of the items
+    (ties go to the label ranked first). Rating: the mean score of the items.
+    """
+
+    name = "retrieval-only"
+    description = "no model: copy the top item, vote over labels or average ratings"
+    uses_model = False
+
+    def answer(self, task: TaskSpec, items: Sequence[ProfileItem]) -> str:
+        return retrieval_only_output(task, items)
+
+
+def retrieval_only_output(task: TaskSpec, items: Sequence[ProfileItem]) -> str:
+    """RetrievalOnly's answer (see its docstring)."""
+    field_name = task.target_field
+    if not items or field_name is None:
+        return ""
+    values = [item.get(field_name).strip() for item in items]
+    if task.kind == "generation":
+        return values[0]
+    if task.kind == "classification":
+        counts = Counter(value for value in values if value)
+        if not counts:
+            return ""
+        best = max(counts.values())
+        return next(value for value in values if counts.get(value) == best)
+    numbers = []
+    for value in values:
+        try:
+            numbers.append(float(value))
+        except ValueError:
+            continue
+    return f"{sum(numbers) / len(numbers):.4g}" if numbers else ""
+
+
+# -- the registry ------------------------------------------------------------------------------
+
+_METHODS: dict[str, Method] = {}
+
+
+def register_method(method: Method) -> Method:
+    """Make a method available by its name (a later registration under the same name wins)."""
+    if not method.name:
+        raise ValueError("a method needs a name")
+    _METHODS[method.name] = method
+    return method
+
+
+def get_method(name: str) -> Method:
+    if name not in _METHODS:
+        raise UnknownNameError("method", name, method_names())
+    return _METHODS[name]
+
+
+def method_names() -> list[str]:
+    return sorted(_METHODS)
+
+
+register_method(IPA())
+register_method(RetrievalOnly())
+

@@ -1,0 +1,219 @@
+"""The one run pipeline that the bench and the TUI both call.
+
+run(spec, store) -> RunRecord, flowing down once and back up once: the store gives the
+questions; the engine ranks them (stored rankings reused through the store's caches), the
+run's method produces outputs (generations cached batch by batch, so a killed run resumes
+where it stopped) and scores them with the official metrics; the store keeps predictions,
+per-user scores and the run; the official-format predictions file is written. A finished run
+is served from the store.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from lampbox.engine import scoring
+from lampbox.engine.generation.base import Generator
+from lampbox.engine.generation.common import GenerationCancelled
+from lampbox.engine.generation.pool import GeneratorPool
+from lampbox.engine.methods import MethodInput, MethodJob, selected_items
+from lampbox.engine.prompting import Prompt
+from lampbox.engine.retrieval import create_retriever
+from lampbox.engine.retrieval.base import Ranking, RetrievalCancelled
+from lampbox.engine.tasks import TaskSpec
+from lampbox.engine.types import ProfileItem, Question
+from lampbox.errors import LampboxError
+from lampbox.lab.ranking import rank_stored
+from lampbox.lab.specs import (
+    ProgressCallback,
+    RunProgress,
+    RunRecord,
+    RunSpec,
+    run_key,
+    spec_from_json,
+)
+from lampbox.lampfiles import write_outputs
+from lampbox.store import runs as run_store
+from lampbox.store.caches import StoreGenerationCache
+from lampbox.store.core import Store
+
+CancelCheck = Callable[[], bool]
+
+
+class RunCancelled(LampboxError):
+    """should_cancel() returned True; the work done so far is kept for a resume."""
+
+
+def select_questions(store: Store, spec: RunSpec) -> list[Question]:
+    """The spec's questions in file order: the first `users` users, then the first `limit`."""
+    user_ids = None
+    if spec.users is not None:
+        user_ids = store.first_users(spec.task, spec.scheme, spec.split, spec.users)
+    questions = store.questions(spec.task, spec.scheme, spec.split, limit=spec.limit, user_ids=user_ids)
+    if not questions:
+        raise LampboxError(f"no {spec.task} {spec.scheme} {spec.split} questions to run in {store.path}")
+    return questions
+
+
+def rank(
+    spec: RunSpec,
+    task: TaskSpec,
+    questions: Sequence[Question],
+    store: Store | None,
+    report: Callable[[str, int, int], None] | None = None,
+    should_cancel: CancelCheck | None = None,
+) -> dict[str, Ranking]:
+    """Rankings by question id for a personalized spec (stored ones reused); {} otherwise."""
+    if not spec.personalized:
+        return {}
+    retriever = create_retriever(spec.retriever, **dict(spec.retriever_options))
+    try:
+        rankings = rank_stored(
+            store,
+            task,
+            questions,
+            retriever,
+            on_progress=(lambda done, total: report("rank", done, total)) if report else None,
+            should_cancel=should_cancel,
+        )
+    except RetrievalCancelled as error:
+        raise RunCancelled(str(error)) from None
+    return {ranking.question_id: ranking for ranking in rankings}
+
+
+def run(
+    spec: RunSpec,
+    store: Store,
+    *,
+    generators: GeneratorPool | None = None,
+    predictions_dir: Path | None = None,
+    on_progress: ProgressCallback | None = None,
+    should_cancel: CancelCheck | None = None,
+    batch_size: int = 8,
+    recompute: bool = False,
+) -> RunRecord:
+    """Run one configuration end to end (or serve it from the store when it is finished)."""
+    started = time.perf_counter()
+    key = run_key(spec)
+    if not recompute and run_store.run_status(store, key) == "finished":
+        record = load_run(store, key, spec)
+        record.seconds = time.perf_counter() - started
+        return record
+    task = store.task(spec.task)
+    questions = select_questions(store, spec)
+    run_store.start_run(store, key, spec.label, spec.to_json(), len(questions))
+
+    def report(phase: str, done: int, total: int) -> None:
+        if on_progress:
+            on_progress(RunProgress(spec, phase, done, total))
+
+    try:
+        rankings = rank(spec, task, questions, store, report, should_cancel)
+        selected = [selected_items(q, rankings.get(q.id), spec.k) for q in questions]
+        pool = generators or GeneratorPool()
+        job = MethodJob(
+            task=task,
+            questions=questions,
+            selected=selected,
+            params=spec.params,
+            max_length=spec.max_length,
+            generator=lambda: pool.get(spec.backend, spec.model, spec.model_options),
+            cache=StoreGenerationCache(store),
+            batch_size=batch_size,
+            report=report,
+            should_cancel=should_cancel,
+        )
+        result = spec.method_impl.produce(job)
+        predictions = scoring.predictions(task, questions, result.inputs, selected, result.raw_outputs, spec.postprocess)
+        report("score", len(questions), len(questions))
+        metrics = scoring.run_metrics(task, predictions)
+        users = scoring.user_scores(task, questions, predictions)
+        path = None
+        if predictions_dir is not None:
+            target = Path(predictions_dir) / f"{_slug(spec.label)}-{key[:8]}.json"
+            write_outputs(target, task.file_task, {p.question_id: p.output for p in predictions})
+            path = str(target)
+        run_store.finish_run(store, key, metrics, predictions, users, path)
+    except (RunCancelled, GenerationCancelled, KeyboardInterrupt) as error:
+        run_store.fail_run(store, key, "cancelled", str(error) or "interrupted")
+        raise
+    except Exception as error:
+        run_store.fail_run(store, key, "failed", str(error))
+        raise
+    return RunRecord(
+        key,
+        spec,
+        metrics,
+        predictions,
+        {score.user_id: score for score in users},
+        path,
+        generated=result.generated,
+        cached=result.cached,
+        seconds=time.perf_counter() - started,
+    )
+
+
+def _slug(text: str) -> str:
+    return "".join(char if char.isalnum() or char in "-_.=" else "-" for char in text).strip("-")
+
+
+def load_run(store: Store, key: str, spec: RunSpec | None = None) -> RunRecord:
+    """A stored run as a RunRecord (no recomputation)."""
+    stored = run_store.get_run(store, key)
+    if stored is None:
+        raise LampboxError(f"no run {key} in {store.path}")
+    if spec is None:
+        spec = spec_from_json(stored.spec)
+    return RunRecord(
+        key,
+        spec,
+        dict(stored.metrics),
+        run_store.run_predictions(store, key),
+        run_store.user_scores(store, key),
+        stored.predictions_path,
+        from_store=True,
+    )
+
+
+# -- one question at a time (the TUI's live view) ----------------------------------------------
+
+
+@dataclass(frozen=True)
+class PreparedPrompt:
+    """A question's input for one configuration, with the items that went in and its cache key."""
+
+    spec: RunSpec
+    input: MethodInput
+    items: tuple[ProfileItem, ...]
+    cache_key: str
+
+    @property
+    def prompt(self) -> Prompt:
+        return self.input.prompt
+
+
+def prepare_question(spec: RunSpec, question: Question, store: Store, generators: GeneratorPool) -> PreparedPrompt:
+    """Rank (stored rankings reused), select top-k and build the input, as a run would."""
+    from lampbox.engine.generation.cached import generation_cache_key
+
+    task = store.task(spec.task)
+    rankings = rank(spec, task, [question], store)
+    items = selected_items(question, rankings.get(question.id), spec.k)
+    generator = generators.get(spec.backend, spec.model, spec.model_options)
+    prepare = spec.method_impl.preparer(task, generator, spec.params, spec.max_length)
+    entry = prepare(question, items)
+    key = generation_cache_key(generator.identity(), spec.params, entry.request)
+    return PreparedPrompt(spec, entry, tuple(items), key)
+
+
+def cached_output(store: Store, prepared: PreparedPrompt) -> str | None:
+    """The cached generation for a prepared prompt, if any run made it before."""
+    return StoreGenerationCache(store).load([prepared.cache_key]).get(prepared.cache_key)
+
+
+def remember_output(store: Store, prepared: PreparedPrompt, generator: Generator, output: str) -> None:
+    """Cache a generation made outside a run (e.g. streamed in the TUI) for later runs."""
+    StoreGenerationCache(store).save(generator.name, prepared.spec.backend, {prepared.cache_key: output})

@@ -1,0 +1,152 @@
+"""Run specs, their keys, progress and results.
+
+A RunSpec is frozen and hashable; its JSON and the content fingerprint of its model make the
+run key, so the same configuration always maps to the same stored run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lampbox.engine.defaults import DEFAULT_BACKEND, DEFAULT_MAX_LENGTH, default_model
+from lampbox.engine.generation.base import GenerationParams
+from lampbox.engine.methods import Method, get_method
+from lampbox.engine.scoring import POSTPROCESSORS
+from lampbox.engine.types import Prediction, UserScore
+from lampbox.errors import LampboxError
+
+RUN_KEY_VERSION = 1
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """Everything that defines a run's results (frozen, hashable; its hash keys the run)."""
+
+    task: str
+    scheme: str
+    split: str
+    retriever: str = "none"
+    k: int = 0
+    method: str = "ipa"  # a registered method: ipa, retrieval-only, ...
+    backend: str = DEFAULT_BACKEND
+    model: str = field(default_factory=default_model)
+    params: GenerationParams = field(default_factory=GenerationParams)
+    max_length: int = DEFAULT_MAX_LENGTH
+    postprocess: tuple[str, ...] = ()
+    retriever_options: tuple[tuple[str, Any], ...] = ()
+    model_options: tuple[tuple[str, Any], ...] = ()  # backend options that change outputs; never threads
+    limit: int | None = None
+    users: int | None = None
+
+    def __post_init__(self) -> None:
+        get_method(self.method)  # a clear error for an unknown method
+        unknown = [name for name in self.postprocess if name not in POSTPROCESSORS]
+        if unknown:
+            raise LampboxError(f"unknown post-processing {', '.join(unknown)} (known: {', '.join(POSTPROCESSORS)})")
+        if self.k < 0:
+            raise LampboxError("k cannot be negative")
+
+    @property
+    def method_impl(self) -> Method:
+        return get_method(self.method)
+
+    @property
+    def uses_model(self) -> bool:
+        return self.method_impl.uses_model
+
+    @property
+    def personalized(self) -> bool:
+        return self.retriever != "none" and self.k > 0
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["params"] = self.params.to_json()
+        data["postprocess"] = list(self.postprocess)
+        data["retriever_options"] = dict(self.retriever_options)
+        data["model_options"] = dict(self.model_options)
+        if not self.uses_model:  # a model-free baseline does not depend on these
+            for name in ("backend", "model", "params", "max_length", "model_options", "postprocess"):
+                data.pop(name)
+        return data
+
+    @property
+    def label(self) -> str:
+        """A short human name, e.g. 'bm25 k=4 llamacpp:smollm2-135m-instruct'."""
+        if not self.uses_model:
+            return f"{self.retriever} k={self.k} {self.method}"
+        retrieval = "no personalization" if not self.personalized else f"{self.retriever} k={self.k}"
+        extras = "".join(f" {name}={value}" for name, value in self.retriever_options)
+        model_extras = "".join(f" {name}={value}" for name, value in self.model_options)
+        method = "" if self.method == "ipa" else f" {self.method}"
+        return f"{retrieval}{extras}{method} {self.backend}:{Path(self.model).name}{model_extras}"
+
+
+def spec_from_json(data: Mapping[str, Any]) -> RunSpec:
+    """Rebuild a RunSpec from its stored JSON."""
+    values = dict(data)
+    if "params" in values:
+        params = dict(values["params"])
+        params["stop"] = tuple(params.get("stop", ()))
+        values["params"] = GenerationParams(**params)
+    values["postprocess"] = tuple(values.get("postprocess", ()))
+    values["retriever_options"] = tuple(sorted(dict(values.get("retriever_options", {})).items()))
+    values["model_options"] = tuple(sorted(dict(values.get("model_options", {})).items()))
+    return RunSpec(**values)
+
+
+def model_fingerprint(spec: RunSpec) -> str:
+    """What identifies the run's model without loading it: the content of local weights, or
+    the name where the backend does not load weights itself (a server, the dummy)."""
+    if not spec.uses_model:
+        return spec.model
+    from lampbox.engine.fingerprint import model_fingerprint as weights_fingerprint
+    from lampbox.engine.generation.registry import backend_class
+    from lampbox.models import resolve_model
+
+    if not backend_class(spec.backend).loads_local_weights:
+        return spec.model
+    resolved = resolve_model(spec.model)
+    return weights_fingerprint(resolved.location, is_hub_id=resolved.is_hub_id)
+
+
+def run_key(spec: RunSpec) -> str:
+    data = {"spec": spec.to_json(), "model": model_fingerprint(spec), "version": RUN_KEY_VERSION}
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:24]
+
+
+@dataclass(frozen=True)
+class RunProgress:
+    """A progress report: phase is 'rank', 'prompt', 'generate' or 'score'."""
+
+    spec: RunSpec
+    phase: str
+    done: int
+    total: int
+
+
+ProgressCallback = Callable[[RunProgress], None]
+
+
+@dataclass
+class RunRecord:
+    """A run's results: official metrics, predictions, per-user scores."""
+
+    run_key: str
+    spec: RunSpec
+    metrics: dict[str, float]
+    predictions: list[Prediction]
+    user_scores: dict[str, UserScore]
+    predictions_path: str | None
+    from_store: bool = False
+    generated: int = 0  # outputs generated in this call
+    cached: int = 0  # outputs served from the generation cache
+    seconds: float = 0.0
+
+    @property
+    def label(self) -> str:
+        return self.spec.label

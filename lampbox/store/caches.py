@@ -1,0 +1,70 @@
+"""The store's side of the engine's cache protocols (lampbox.engine.caches).
+
+The orchestration floor hands these to the engine, which then reuses stored rankings,
+embeddings and generations without knowing there is a database.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from lampbox.engine.retrieval.base import Ranking
+from lampbox.engine.tasks import TaskSpec
+from lampbox.engine.types import Question
+from lampbox.store import retrieval_store, runs
+
+if TYPE_CHECKING:
+    from lampbox.store.core import Store
+
+
+class StoreRankingCache:
+    """Rankings kept in the store's `rankings` table (lampbox.engine.caches.RankingCache)."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def load(
+        self, retriever_key: str, task: TaskSpec, scheme: str, questions: Sequence[Question]
+    ) -> dict[str, Ranking]:
+        return retrieval_store.load_rankings(self.store, retriever_key, task, scheme, questions)
+
+    def save(
+        self,
+        retriever: tuple[str, str, Mapping[str, object]],
+        task: TaskSpec,
+        scheme: str,
+        questions: Sequence[Question],
+        rankings: Sequence[Ranking],
+    ) -> None:
+        key, name, options = retriever
+        retrieval_store.save_retriever(self.store, key, name, options)
+        retrieval_store.save_rankings(self.store, task, scheme, questions, rankings)
+
+
+class StoreEmbeddingCache:
+    """Vectors kept in the store's `embeddings` table (lampbox.engine.caches.EmbeddingCache)."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def load(self, model_key: str, hashes: Iterable[str]) -> dict[str, np.ndarray]:
+        return retrieval_store.load_embeddings(self.store, model_key, hashes)
+
+    def save(self, model_key: str, hashes: Sequence[str], vectors: np.ndarray) -> None:
+        retrieval_store.save_embeddings(self.store, model_key, hashes, vectors)
+
+
+class StoreGenerationCache:
+    """Outputs kept in the store's `generation_cache` table (engine.caches.GenerationCache)."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def load(self, keys: Sequence[str]) -> dict[str, str]:
+        return runs.cached_generations(self.store, keys)
+
+    def save(self, model: str, backend: str, outputs: Mapping[str, str]) -> None:
+        runs.cache_generations(self.store, model, backend, outputs)
