@@ -10,8 +10,10 @@ from lampbox import __version__
 from lampbox.commands.bench import bench_command
 from lampbox.commands.data import data
 from lampbox.commands.evaluate import eval_all_command, eval_command
+from lampbox.commands.models import models
 from lampbox.commands.rank import rank_command
 from lampbox.commands.tasks import tasks_command
+from lampbox.commands.train import train
 
 
 @click.group(invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
@@ -34,6 +36,8 @@ def cli(ctx: click.Context, db_path: Path | None) -> None:
     See what is there: lampbox data list
     Rank profiles:     lampbox rank --task LaMP_7 --split dev --retriever bm25
     Benchmark:         lampbox bench --task LaMP_7 --limit 50
+    Train:             lampbox train ipa --task LaMP_7 --retriever bm25 --k 4 --name my-model
+    Trained models:    lampbox models list
     Score predictions: lampbox eval --task LaMP_7 --golds G.json --preds P.json
     Explore (TUI):     lampbox
     """
@@ -45,7 +49,7 @@ def cli(ctx: click.Context, db_path: Path | None) -> None:
         ctx.exit(app.return_code or 0)
 
 
-for command in (data, bench_command, rank_command, eval_command, eval_all_command, tasks_command):
+for command in (data, bench_command, rank_command, eval_command, eval_all_command, tasks_command, train, models):
     cli.add_command(command)
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -59,6 +60,8 @@ class ResolvedModel:
     chat: bool | None
     is_hub_id: bool = False
     entry: ModelEntry | None = None
+    adapter: str | None = None  # a trained LoRA adapter folder applied on top of `location`
+    trained: dict[str, Any] | None = None  # a trained model's lampbox-model.json
 
     @property
     def path(self) -> Path:
@@ -195,15 +198,61 @@ def _looks_like_hub_id(name: str) -> bool:
     return len(parts) == 2 and all(parts) and not name.startswith((".", "~"))
 
 
+TRAINED_INFO = "lampbox-model.json"
+TRAINED_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+
+
+def trained_models_dir() -> Path:
+    """Where `lampbox train` keeps trained models: one folder per name."""
+    from lampbox.paths import data_home
+
+    return data_home() / "models"
+
+
+def trained_model_folder(name: str) -> Path | None:
+    """The folder of a trained model called `name`, if there is one."""
+    if not TRAINED_NAME.match(name):
+        return None
+    folder = trained_models_dir() / name
+    return folder if (folder / TRAINED_INFO).is_file() else None
+
+
+def _resolve_trained(name: str, folder: Path) -> ResolvedModel:
+    """A trained model: full weights in model/, or a LoRA adapter on its base model."""
+    import json
+
+    info_path = folder / TRAINED_INFO
+    try:
+        info = json.loads(info_path.read_text(encoding="utf-8"))
+        kind = info["kind"]
+    except (ValueError, KeyError) as error:
+        raise InputFileError(info_path, f"not a lampbox trained-model record ({error})") from error
+    if kind == "full":
+        return ResolvedModel(name, "hf", str(folder / "model"), info.get("chat"), trained=info)
+    if kind != "lora":
+        raise InputFileError(info_path, f"unknown trained-model kind {kind!r}")
+    base = resolve_model(str(info["base"]))
+    chat = info.get("chat", base.chat)
+    return ResolvedModel(
+        name, base.format, base.location, chat, base.is_hub_id, base.entry,
+        adapter=str(folder / "adapter"), trained=info,
+    )  # fmt: skip
+
+
 def resolve_model(name: str | None = None) -> ResolvedModel:
-    """Resolve a model name (manifest name, .gguf path, HF folder or hub id) to its weights."""
+    """Resolve a model name (manifest name, trained model, .gguf path, HF folder or hub id)."""
     entries, default = load_manifest()
     name = name or default
     if name in entries:
         entry = entries[name]
         location, is_hub_id = _entry_location(entry)
         return ResolvedModel(name, entry.format, location, entry.chat, is_hub_id, entry)
+    trained = trained_model_folder(name)
+    if trained is not None:
+        return _resolve_trained(name, trained)
     path = Path(name).expanduser()
+    if path.is_dir() and (path / TRAINED_INFO).is_file():
+        return _resolve_trained(name, path)
     if path.suffix.lower() == ".gguf":
         if not path.is_file():
             raise InputFileError(path, "no such GGUF file")
@@ -217,5 +266,12 @@ def resolve_model(name: str | None = None) -> ResolvedModel:
     if _looks_like_hub_id(name):
         return ResolvedModel(name, "hf", name, None, is_hub_id=True)
     raise UnknownNameError(
-        "model", name, list(entries) + ["<path to a .gguf file>", "<HF folder>", "<org/hub-id>"]
+        "model", name, list(entries) + _trained_names() + ["<path to a .gguf file>", "<HF folder>", "<org/hub-id>"]
     )
+
+
+def _trained_names() -> list[str]:
+    folder = trained_models_dir()
+    if not folder.is_dir():
+        return []
+    return sorted(p.name for p in folder.iterdir() if (p / TRAINED_INFO).is_file())

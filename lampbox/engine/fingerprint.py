@@ -53,7 +53,9 @@ def path_sha256(path: str | Path) -> str:
     return folder_sha256(path) if path.is_dir() else file_sha256(path)
 
 
-def model_fingerprint(location: str, *, is_hub_id: bool = False) -> str:
+def model_fingerprint(location: str, *, is_hub_id: bool = False, adapter: str | None = None) -> str:
     """What identifies a model's weights without loading them: its content hash, or the hub id
-    (a hub model cannot be hashed before it is downloaded; its id names one revision family)."""
-    return location if is_hub_id else path_sha256(location)
+    (a hub model cannot be hashed before it is downloaded; its id names one revision family),
+    and the content of a LoRA adapter applied on top."""
+    base = location if is_hub_id else path_sha256(location)
+    return base if adapter is None else f"{base}+adapter:{folder_sha256(adapter)}"

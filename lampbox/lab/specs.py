@@ -111,7 +111,7 @@ def model_fingerprint(spec: RunSpec) -> str:
     if not backend_class(spec.backend).loads_local_weights:
         return spec.model
     resolved = resolve_model(spec.model)
-    return weights_fingerprint(resolved.location, is_hub_id=resolved.is_hub_id)
+    return weights_fingerprint(resolved.location, is_hub_id=resolved.is_hub_id, adapter=resolved.adapter)
 
 
 def run_key(spec: RunSpec) -> str:

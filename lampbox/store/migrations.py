@@ -248,3 +248,27 @@ def m003_runs(connection: duckdb.DuckDBPyConnection) -> None:
     )
     for statement in statements:
         connection.execute(statement)
+
+
+@migration
+def m004_artifacts(connection: duckdb.DuckDBPyConnection) -> None:
+    """Trained models (adapters, full checkpoints): what they are, how they were made, their
+    dev metrics per evaluation, where they are and their content hash."""
+    connection.execute(
+        """
+        CREATE TABLE artifacts (
+            name VARCHAR PRIMARY KEY,       -- usable wherever a model name is
+            kind VARCHAR NOT NULL,          -- lora | full
+            method VARCHAR NOT NULL,        -- ipa | fid | ...
+            task VARCHAR NOT NULL,
+            base_model VARCHAR NOT NULL,
+            base_fingerprint VARCHAR NOT NULL,
+            spec VARCHAR NOT NULL,          -- the training spec as JSON
+            history VARCHAR NOT NULL,       -- per logged step: loss, dev metrics (JSON list)
+            metrics VARCHAR,                -- the kept checkpoint's dev metrics (JSON)
+            path VARCHAR NOT NULL,
+            content_hash VARCHAR NOT NULL,
+            created_at TIMESTAMP DEFAULT current_timestamp
+        )
+        """
+    )

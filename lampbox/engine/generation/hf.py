@@ -135,12 +135,35 @@ def _quantize_int8(model: Any) -> Any:
         return quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
 
 
+def prompt_ids(tokenizer: Any, prompt: str, chat: bool) -> list[int]:
+    """Token ids the model sees for a prompt: the chat template (with the generation prompt) or
+    plain text. Training builds its inputs with this too, so both see the same tokens."""
+    if chat:
+        text = tokenizer.apply_chat_template(
+            user_message(prompt), tokenize=False, add_generation_prompt=True
+        )
+        return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+    return list(tokenizer(prompt)["input_ids"])
+
+
+def apply_adapter(model: Any, adapter: str) -> Any:
+    """A trained LoRA adapter merged into the model's weights (inference runs at base speed)."""
+    try:
+        from peft import PeftModel
+    except ImportError as error:
+        raise LampboxError("trained adapters need peft (pip install 'lampbox[torch]')") from error
+    try:
+        return PeftModel.from_pretrained(model, adapter).merge_and_unload()
+    except (OSError, ValueError) as error:
+        raise InputFileError(Path(adapter), f"not a LoRA adapter for this model ({error})") from error
+
+
 class HFGenerator:
     """A transformers causal LM; prompts are sorted by length and generated in left-padded batches."""
 
     backend = "hf"
     supports_passages = False
-    supports_adapters = False
+    supports_adapters = False  # per-request adapters (OPPU) come later; a trained model's own adapter is merged at load
     # weights are local files: run keys hash their content
     loads_local_weights = True
 
@@ -190,6 +213,8 @@ class HFGenerator:
             )
         except OSError as error:
             raise LampboxError(f"could not load model {resolved.name!r}: {error}") from error
+        if resolved.adapter is not None:
+            torch_model = apply_adapter(torch_model, resolved.adapter)
         self._model: Any = torch_model.to(self.device).eval()
         if quantize == "int8":
             self._model = _quantize_int8(self._model)
@@ -238,6 +263,8 @@ class HFGenerator:
             weights = {"hub_id": resolved.location, "revision": revision}
         else:
             weights = {"folder_sha256": folder_sha256(resolved.path)}
+        if resolved.adapter is not None:
+            weights["adapter_sha256"] = folder_sha256(resolved.adapter)
         return {
             "backend": self.backend,
             **weights,
@@ -250,16 +277,7 @@ class HFGenerator:
         }
 
     def _prompt_ids(self, prompt: str) -> list[int]:
-        """Token ids the model sees: the chat template (with generation prompt) or plain text."""
-        tokenizer = self._tokenizer.hf_tokenizer
-        if self.chat:
-            text = tokenizer.apply_chat_template(
-                user_message(prompt), tokenize=False, add_generation_prompt=True
-            )
-            ids = tokenizer(text, add_special_tokens=False)["input_ids"]
-        else:
-            ids = tokenizer(prompt)["input_ids"]
-        return list(ids)
+        return prompt_ids(self._tokenizer.hf_tokenizer, prompt, self.chat)
 
     def _check_length(self, ids: list[int], params: GenerationParams) -> None:
         if len(ids) + params.max_new_tokens > self._context_size:

@@ -75,6 +75,10 @@ class LlamaCppGenerator:
         gpu_layers: int = 0,
     ) -> None:
         resolved = resolve_model(model)
+        if resolved.adapter is not None:
+            raise LampboxError(
+                f"{resolved.name!r} is a trained LoRA adapter: run it on the hf backend (--backend hf)"
+            )
         if resolved.format != "gguf":
             raise LampboxError(
                 f"backend llamacpp needs a GGUF model; {resolved.name!r} is a Hugging Face model "

@@ -1,0 +1,119 @@
+"""`lampbox models`: the trained models in the store (list, show with curves, remove)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import click
+
+from lampbox.commands.common import db_option, json_option, open_store, print_json, reports_errors
+
+
+@click.group("models")
+def models() -> None:
+    """Trained models (from `lampbox train`): list, show, rm."""
+
+
+def _to_json(artifact: Any) -> dict[str, Any]:
+    return {
+        "name": artifact.name, "kind": artifact.kind, "method": artifact.method, "task": artifact.task,
+        "base_model": artifact.base_model, "base_fingerprint": artifact.base_fingerprint,
+        "metrics": dict(artifact.metrics), "path": artifact.path, "content_hash": artifact.content_hash,
+        "created_at": str(artifact.created_at), "spec": dict(artifact.spec),
+    }  # fmt: skip
+
+
+@models.command("list")
+@click.option("--task", default=None, help="Only the models trained on this task.")
+@db_option
+@json_option
+@reports_errors
+def list_models(task: str | None, db_path: Path | None, as_json: bool) -> None:
+    """Trained models, newest first, with their dev metrics."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from lampbox.store.artifacts import list_artifacts
+
+    artifacts = list_artifacts(open_store(db_path, read_only=True), task)
+    if as_json:
+        print_json([_to_json(a) for a in artifacts])
+        return
+    if not artifacts:
+        click.echo("no trained models yet: see `lampbox train --help`")
+        return
+    table = Table("name", "kind", "method", "task", "base", "retrieval", "dev metrics", "created")
+    for a in artifacts:
+        spec = a.spec
+        retrieval = "none" if not spec.get("k") or spec.get("retriever") == "none" else f"{spec['retriever']} k={spec['k']}"
+        metrics = ", ".join(f"{k} {v:.4f}" for k, v in a.metrics.items())
+        table.add_row(a.name, a.kind, a.method, a.task, a.base_model, retrieval, metrics, str(a.created_at)[:16])
+    Console().print(table)
+
+
+@models.command("show")
+@click.argument("name")
+@click.option("--width", type=int, default=80, show_default=True, help="Plot width in characters.")
+@db_option
+@json_option
+@reports_errors
+def show_model(name: str, width: int, db_path: Path | None, as_json: bool) -> None:
+    """A trained model: how it was made, and its loss and dev-metric curves."""
+    from lampbox.errors import LampboxError
+    from lampbox.store.artifacts import get_artifact
+
+    artifact = get_artifact(open_store(db_path, read_only=True), name)
+    if artifact is None:
+        raise LampboxError(f"no trained model named {name!r} (see `lampbox models list`)")
+    if as_json:
+        print_json({**_to_json(artifact), "history": list(artifact.history)})
+        return
+    for key, value in _to_json(artifact).items():
+        if key != "spec":
+            click.echo(f"{key:>16}: {value}")
+    spec = dict(artifact.spec)
+    config = spec.pop("config", {})
+    click.echo(f"{'training':>16}: " + ", ".join(f"{k}={v}" for k, v in spec.items()))
+    click.echo(f"{'config':>16}: " + ", ".join(f"{k}={v}" for k, v in config.items()))
+    losses = [(e["step"], e["loss"]) for e in artifact.history if "loss" in e and "step" in e]
+    evals = [(e["step"], {k[5:]: v for k, v in e.items() if k.startswith("eval_")}) for e in artifact.history if any(k.startswith("eval_") for k in e)]
+    if losses:
+        click.echo(_plot("training loss", [s for s, _ in losses], [v for _, v in losses], width))
+    if evals:
+        main = next(iter(evals[0][1]))
+        click.echo(_plot(f"dev {main}", [s for s, _ in evals], [m[main] for _, m in evals], width))
+
+
+def _plot(title: str, xs: list[Any], ys: list[float], width: int) -> str:
+    import plotext as plt
+
+    plt.clear_figure()
+    plt.plot(xs, ys, marker="braille")
+    plt.title(title)
+    plt.xlabel("step")
+    plt.plotsize(width, 15)
+    plt.theme("clear")
+    return str(plt.build())
+
+
+@models.command("rm")
+@click.argument("name")
+@db_option
+@reports_errors
+def remove_model(name: str, db_path: Path | None) -> None:
+    """Delete a trained model: its folder and its registration."""
+    from lampbox.errors import LampboxError
+    from lampbox.models import trained_models_dir
+    from lampbox.store.artifacts import delete_artifact, get_artifact
+
+    store = open_store(db_path)
+    artifact = get_artifact(store, name)
+    folder = Path(artifact.path) if artifact is not None else trained_models_dir() / name
+    if artifact is None and not folder.is_dir():
+        raise LampboxError(f"no trained model named {name!r} (see `lampbox models list`)")
+    if folder.is_dir():
+        shutil.rmtree(folder)
+    delete_artifact(store, name)
+    click.echo(f"removed {name} ({folder})")

@@ -1,0 +1,160 @@
+"""`lampbox train`: fine-tune a model on a task's questions with retrieval in its prompts."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from lampbox.commands.common import db_option, json_option, open_store, print_json, reports_errors
+from lampbox.engine.defaults import DEFAULT_MAX_LENGTH
+
+
+@click.group("train")
+def train() -> None:
+    """Train models; a trained model is then usable by name wherever a model is.
+
+    \b
+    lampbox train ipa --task commit_subject --retriever bm25 --k 4 --name subject-bm25-k4
+    lampbox bench --task commit_subject --backend hf --model subject-bm25-k4 --retrievers bm25 --k 4
+    lampbox models list
+
+    Run the same command again after an interruption: training continues from its last
+    complete checkpoint. Under `torchrun --nproc-per-node N lampbox train ...` it trains on N
+    processes (DDP); only rank 0 reads and writes the store.
+    """
+
+
+@train.command("ipa")
+@click.option("--task", "task_name", required=True, help="Task, e.g. LaMP_7 or commit_subject.")
+@click.option("--split", default="train", show_default=True, help="Split to train on.")
+@click.option("--dev-split", default="dev", show_default=True, help="Split evaluated during training (best checkpoint kept).")
+@click.option("--scheme", default=None, help="LaMP split scheme (default: the one stored).")
+@click.option("--retriever", default="bm25", show_default=True, help="Retriever for the prompts ('none' or --k 0: no retrieval, the control).")
+@click.option("--k", type=int, default=4, show_default=True, help="Retrieved profile items per prompt.")
+@click.option("--model", default=None, help="Base causal LM: manifest name, HF folder or hub id (default: the manifest's default).")
+@click.option("--lora/--full", "use_lora", default=True, show_default=True, help="LoRA adapter (peft) or full fine-tuning.")
+@click.option("--lora-r", type=int, default=8, show_default=True)
+@click.option("--lora-alpha", type=int, default=16, show_default=True)
+@click.option("--lora-dropout", type=float, default=0.05, show_default=True)
+@click.option("--lora-targets", default="q_proj,k_proj,v_proj,o_proj", show_default=True, help="Comma-separated module names.")
+@click.option("--epochs", type=float, default=1.0, show_default=True)
+@click.option("--max-steps", type=int, default=None, help="Stop after this many optimizer steps (quick checks).")
+@click.option("--lr", type=float, default=None, help="Learning rate (default: 2e-4 for LoRA, 5e-5 full).")
+@click.option("--batch-size", type=int, default=4, show_default=True)
+@click.option("--grad-accum", type=int, default=1, show_default=True, help="Gradient accumulation steps.")
+@click.option("--max-length", type=int, default=DEFAULT_MAX_LENGTH, show_default=True, help="IPA prompt token budget.")
+@click.option("--max-target-tokens", type=int, default=64, show_default=True, help="Gold tokens learned per example.")
+@click.option("--precision", type=click.Choice(["auto", "bf16", "fp32"]), default="auto", show_default=True, help="auto: bf16 on CUDA and CPUs with AMX/AVX512-BF16.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--limit", type=int, default=None, help="Only the first N training questions.")
+@click.option("--dev-limit", type=int, default=100, show_default=True, help="Dev questions scored at each evaluation (0: none).")
+@click.option("--eval-every", type=int, default=None, help="Steps between dev evaluations (default: each epoch).")
+@click.option("--name", required=True, help="Name of the trained model (use it with --model).")
+@click.option("--overwrite", is_flag=True, help="Replace a trained model of the same name.")
+@db_option
+@json_option
+@reports_errors
+def train_ipa(
+    task_name: str, split: str, dev_split: str, scheme: str | None, retriever: str, k: int, model: str | None,
+    use_lora: bool, lora_r: int, lora_alpha: int, lora_dropout: float, lora_targets: str, epochs: float,
+    max_steps: int | None, lr: float | None, batch_size: int, grad_accum: int, max_length: int,
+    max_target_tokens: int, precision: str, seed: int, limit: int | None, dev_limit: int,
+    eval_every: int | None, name: str, overwrite: bool, db_path: Path | None, as_json: bool,
+) -> None:  # fmt: skip
+    """Fine-tune a decoder-only model on IPA prompts (retrieved items in the prompt, the
+    official token budget), loss on the gold only; the best dev checkpoint is kept."""
+    from lampbox.engine.defaults import default_max_new_tokens, default_model
+    from lampbox.engine.retrieval import retriever_names
+    from lampbox.engine.training.trainer import TrainConfig, is_main_process
+    from lampbox.errors import LampboxError, UnknownNameError
+    from lampbox.lab.training import TrainSpec, lora_settings
+
+    if retriever not in retriever_names():
+        raise UnknownNameError("retriever", retriever, retriever_names())
+    if k < 0:
+        raise LampboxError("--k cannot be negative")
+    if epochs <= 0 or (max_steps is not None and max_steps < 1):
+        raise LampboxError("--epochs must be positive and --max-steps at least 1")
+    main = is_main_process()
+    store = open_store(db_path) if main else None
+    task = store.task(task_name) if store is not None else None
+    resolved_scheme = store.resolve_scheme(task.name, split, scheme) if store is not None and task else (scheme or "user")
+    config = TrainConfig(
+        epochs=epochs, lr=lr if lr is not None else (2e-4 if use_lora else 5e-5), batch_size=batch_size,
+        grad_accum=grad_accum, seed=seed, precision=precision, max_steps=max_steps, eval_every=eval_every,
+        lora=lora_settings(lora_r, lora_alpha, lora_dropout, lora_targets) if use_lora else None,
+        eval_new_tokens=default_max_new_tokens(task) if task is not None else 32,
+    )  # fmt: skip
+    spec = TrainSpec(
+        task=task.name if task is not None else task_name, scheme=resolved_scheme, method="ipa", split=split,
+        dev_split=dev_split, retriever=retriever, k=k, model=model or default_model(), max_length=max_length,
+        max_target_tokens=max_target_tokens, limit=limit, dev_limit=dev_limit, config=config,
+    )  # fmt: skip
+    artifact, result = _train_with_progress(spec, store, name, overwrite, quiet=as_json or not main)
+    if artifact is None:
+        return
+    summary = {
+        "name": artifact.name, "path": artifact.path, "kind": artifact.kind, "steps": result.steps,
+        "resumed_from": result.resumed_from, "seconds": round(result.seconds, 1),
+        "tokens_per_second": round(result.train_tokens / result.seconds, 1) if result.seconds else None,
+        "dev_metrics": dict(artifact.metrics), "best_step": result.best_step,
+    }  # fmt: skip
+    if as_json:
+        print_json(summary)
+        return
+    metrics = ", ".join(f"{key} {value:.4f}" for key, value in artifact.metrics.items()) or "no dev evaluation"
+    click.echo(f"trained {artifact.name} ({artifact.kind}, {result.steps} steps, {result.seconds:.0f} s): dev {metrics}")
+    click.echo(f"saved in {artifact.path}; use it with --model {artifact.name} (hf backend)", err=True)
+
+
+def _train_with_progress(spec: Any, store: Any, name: str, overwrite: bool, quiet: bool) -> Any:
+    from lampbox.lab.training import train_model
+
+    def note(message: str) -> None:
+        click.echo(message, err=True)
+
+    if quiet or not sys.stderr.isatty():
+
+        def log(event: Any) -> None:
+            if quiet:
+                return
+            if event.metrics:
+                shown = ", ".join(f"{k} {v:.4f}" for k, v in event.metrics.items())
+                print(f"step {event.step}/{event.max_steps} dev: {shown}", file=sys.stderr, flush=True)
+            elif event.loss is not None and (event.step % 10 == 0 or event.step == event.max_steps):
+                eta = event.eta_seconds
+                print(
+                    f"step {event.step}/{event.max_steps} loss {event.loss:.4f}"
+                    + (f" eta {eta:.0f}s" if eta is not None else ""),
+                    file=sys.stderr, flush=True,
+                )  # fmt: skip
+
+        return train_model(spec, store, name, overwrite=overwrite, on_progress=log, on_note=note)
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    state: dict[str, str] = {"loss": "", "dev": ""}
+    with Progress(
+        TextColumn("training {task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        TimeRemainingColumn(), console=Console(file=sys.stderr),
+    ) as progress:  # fmt: skip
+        bar = progress.add_task(name, total=None)
+
+        def show(event: Any) -> None:
+            if event.loss is not None:
+                state["loss"] = f"loss {event.loss:.3f}"
+            if event.metrics:
+                state["dev"] = "dev " + ", ".join(f"{k} {v:.3f}" for k, v in event.metrics.items())
+            progress.update(bar, completed=event.step, total=event.max_steps, description=f"{name} {state['loss']} {state['dev']}")
+
+        return train_model(spec, store, name, overwrite=overwrite, on_progress=show, on_note=note)

@@ -1,0 +1,115 @@
+"""Training examples: a prompt (as the model sees it at inference) and the gold to learn.
+
+The prompt's tokens are the ones the hf backend feeds the model when it generates (the chat
+template with the generation prompt, or plain text), so training and inference see the same
+tokens; the labels mask every prompt token (-100), so the loss is on the gold only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+IGNORE_INDEX = -100  # labels the loss skips (torch's cross-entropy default)
+
+
+@dataclass(frozen=True)
+class SFTExample:
+    """One training example: the prompt's tokens, then the target's (gold + end of turn)."""
+
+    question_id: str
+    prompt_ids: tuple[int, ...]
+    target_ids: tuple[int, ...]
+
+    @property
+    def input_ids(self) -> list[int]:
+        return [*self.prompt_ids, *self.target_ids]
+
+    @property
+    def labels(self) -> list[int]:
+        return [IGNORE_INDEX] * len(self.prompt_ids) + list(self.target_ids)
+
+    def __len__(self) -> int:
+        return len(self.prompt_ids) + len(self.target_ids)
+
+
+@dataclass(frozen=True)
+class DevExample:
+    """A dev question: the prompt's tokens and the gold the output is scored against."""
+
+    question_id: str
+    prompt_ids: tuple[int, ...]
+    gold: str
+
+
+def target_ids(tokenizer: Any, gold: str, max_target_tokens: int) -> tuple[int, ...]:
+    """The gold's tokens (cut to max_target_tokens) and the end-of-turn token the model must learn
+    to stop with."""
+    ids = list(tokenizer(gold, add_special_tokens=False)["input_ids"])[:max_target_tokens]
+    if tokenizer.eos_token_id is not None:
+        ids.append(int(tokenizer.eos_token_id))
+    return tuple(ids)
+
+
+def encode_examples(
+    tokenizer: Any,
+    chat: bool,
+    question_ids: Sequence[str],
+    prompts: Sequence[str],
+    golds: Sequence[str],
+    max_target_tokens: int = 64,
+) -> list[SFTExample]:
+    """Training examples from prompt texts and their golds (one per question)."""
+    from lampbox.engine.generation.hf import prompt_ids
+
+    return [
+        SFTExample(qid, tuple(prompt_ids(tokenizer, prompt, chat)), target_ids(tokenizer, gold, max_target_tokens))
+        for qid, prompt, gold in zip(question_ids, prompts, golds, strict=True)
+    ]
+
+
+def encode_dev(
+    tokenizer: Any, chat: bool, question_ids: Sequence[str], prompts: Sequence[str], golds: Sequence[str]
+) -> list[DevExample]:
+    from lampbox.engine.generation.hf import prompt_ids
+
+    return [
+        DevExample(qid, tuple(prompt_ids(tokenizer, prompt, chat)), gold)
+        for qid, prompt, gold in zip(question_ids, prompts, golds, strict=True)
+    ]
+
+
+class SFTDataset:
+    """The examples as the Trainer wants them: dicts of input_ids and labels."""
+
+    def __init__(self, examples: Sequence[SFTExample]) -> None:
+        self.examples = list(examples)
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+    def __getitem__(self, index: int) -> dict[str, list[int]]:
+        example = self.examples[index]
+        return {"input_ids": example.input_ids, "labels": example.labels}
+
+
+class PadToLongest:
+    """Right-pads each batch to its own longest example (not to a fixed max length)."""
+
+    def __init__(self, pad_token_id: int) -> None:
+        self.pad_token_id = pad_token_id
+
+    def __call__(self, batch: Sequence[dict[str, list[int]]]) -> dict[str, Any]:
+        import torch
+
+        width = max(len(row["input_ids"]) for row in batch)
+        input_ids = torch.full((len(batch), width), self.pad_token_id, dtype=torch.long)
+        labels = torch.full((len(batch), width), IGNORE_INDEX, dtype=torch.long)
+        mask = torch.zeros((len(batch), width), dtype=torch.long)
+        for row, item in enumerate(batch):
+            n = len(item["input_ids"])
+            input_ids[row, :n] = torch.tensor(item["input_ids"], dtype=torch.long)
+            labels[row, :n] = torch.tensor(item["labels"], dtype=torch.long)
+            mask[row, :n] = 1
+        return {"input_ids": input_ids, "attention_mask": mask, "labels": labels}

@@ -1,0 +1,343 @@
+"""Supervised fine-tuning with transformers' Trainer (and peft for LoRA).
+
+The Trainer brings gradient accumulation, length-grouped batches, seeds, checkpoints, resume
+and torchrun (DDP) support; lampbox adds what it lacks:
+- evaluation by generating on dev and scoring with the task's official metric (Trainer's own
+  evaluation only knows the loss), which also picks the best checkpoint;
+- checkpoints that count only once complete: a marker file is written after Trainer has
+  written everything, and resume takes the newest checkpoint with the marker (a kill -9 in
+  the middle of a save leaves a folder that is ignored and removed);
+- progress events (step, loss, dev metric, ETA) instead of tqdm bars.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lampbox.engine.tasks import TaskSpec
+from lampbox.engine.training.data import DevExample, PadToLongest, SFTDataset, SFTExample
+from lampbox.errors import LampboxError
+
+COMPLETE_MARKER = "lampbox-complete"
+_CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
+PRECISIONS = ("auto", "bf16", "fp32")
+
+
+@dataclass(frozen=True)
+class LoraSettings:
+    r: int = 8
+    alpha: int = 16
+    dropout: float = 0.05
+    targets: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How to train (everything that changes the result is here, and in the artifact's spec)."""
+
+    epochs: float = 1.0
+    lr: float = 2e-4
+    weight_decay: float = 1e-4
+    warmup_ratio: float = 0.05
+    batch_size: int = 4
+    grad_accum: int = 1
+    seed: int = 0
+    precision: str = "auto"  # auto | bf16 | fp32
+    lora: LoraSettings | None = field(default_factory=LoraSettings)  # None: full fine-tuning
+    eval_new_tokens: int = 32
+    eval_batch_size: int = 8
+    eval_every: int | None = None  # steps between dev evaluations (None: once per epoch)
+    max_steps: int | None = None  # stop early (tests, quick checks)
+    group_by_length: bool = True
+    pad_to: int | None = None  # pad every batch to this length (the reference's way; None: to the longest)
+    save_total_limit: int = 2
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        if self.lora is not None:
+            data["lora"]["targets"] = list(self.lora.targets)
+        return data
+
+
+@dataclass(frozen=True)
+class TrainProgress:
+    """A progress report: a logged step (loss) or a dev evaluation (metrics)."""
+
+    step: int
+    max_steps: int
+    epoch: float
+    loss: float | None = None
+    metrics: dict[str, float] | None = None
+    seconds: float = 0.0
+
+    @property
+    def eta_seconds(self) -> float | None:
+        if self.step <= 0 or self.max_steps <= 0:
+            return None
+        return self.seconds / self.step * (self.max_steps - self.step)
+
+
+@dataclass
+class TrainResult:
+    history: list[dict[str, Any]]  # the Trainer's log history (loss, dev metrics per evaluation)
+    best_metric: float | None
+    best_step: int | None
+    steps: int
+    train_tokens: int  # tokens seen in training (padding excluded)
+    seconds: float
+    resumed_from: int | None  # the step a resumed run continued from
+
+
+def cpu_has_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (AMX or AVX512-BF16)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return " amx_bf16" in flags or " avx512_bf16" in flags
+
+
+def resolve_precision(precision: str, device: str) -> str:
+    """auto: bf16 on CUDA and on CPUs with AMX / AVX512-BF16, fp32 otherwise."""
+    if precision not in PRECISIONS:
+        raise LampboxError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
+    if precision != "auto":
+        return precision
+    if device.startswith("cuda"):
+        return "bf16"
+    return "bf16" if cpu_has_bf16() else "fp32"
+
+
+def complete_checkpoints(folder: Path) -> list[Path]:
+    """Checkpoints written to the end, oldest first."""
+    if not folder.is_dir():
+        return []
+    found = []
+    for path in folder.iterdir():
+        match = _CHECKPOINT.match(path.name)
+        if match and (path / COMPLETE_MARKER).is_file():
+            found.append((int(match.group(1)), path))
+    return [path for _, path in sorted(found)]
+
+
+def remove_incomplete_checkpoints(folder: Path) -> None:
+    if not folder.is_dir():
+        return
+    for path in folder.iterdir():
+        if _CHECKPOINT.match(path.name) and not (path / COMPLETE_MARKER).is_file():
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def generate_dev(
+    model: Any, tokenizer: Any, examples: Sequence[DevExample], new_tokens: int, batch_size: int, precision: str
+) -> list[str]:
+    """Greedy outputs of the model being trained for the dev prompts (left-padded batches)."""
+    import torch
+
+    device = next(model.parameters()).device
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    order = sorted(range(len(examples)), key=lambda index: -len(examples[index].prompt_ids))
+    outputs: list[str] = [""] * len(examples)
+    was_training = model.training
+    model.eval()
+    try:
+        for start in range(0, len(order), batch_size):
+            batch = order[start : start + batch_size]
+            width = max(len(examples[index].prompt_ids) for index in batch)
+            ids = torch.full((len(batch), width), pad, dtype=torch.long)
+            mask = torch.zeros((len(batch), width), dtype=torch.long)
+            for row, index in enumerate(batch):
+                prompt = examples[index].prompt_ids
+                ids[row, width - len(prompt) :] = torch.tensor(prompt, dtype=torch.long)
+                mask[row, width - len(prompt) :] = 1
+            autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+            with torch.inference_mode(), autocast:
+                generated = model.generate(
+                    input_ids=ids.to(device), attention_mask=mask.to(device), max_new_tokens=new_tokens,
+                    do_sample=False, pad_token_id=pad,
+                )  # fmt: skip
+            for row, index in enumerate(batch):
+                tokens = generated[row, width:].tolist()
+                outputs[index] = tokenizer.decode(tokens, skip_special_tokens=True)
+    finally:
+        if was_training:
+            model.train()
+    return outputs
+
+
+def train(
+    model_source: str,
+    tokenizer: Any,
+    task: TaskSpec,
+    train_examples: Sequence[SFTExample],
+    dev_examples: Sequence[DevExample],
+    config: TrainConfig,
+    work_dir: Path,
+    *,
+    on_progress: Callable[[TrainProgress], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> tuple[Any, TrainResult]:
+    """Fine-tune the causal LM at `model_source`; returns the trained model (best dev checkpoint
+    loaded when there is a dev set) and the result. Checkpoints go to work_dir/checkpoints; a
+    run that finds complete checkpoints there continues from the newest."""
+    import torch
+    from transformers import AutoModelForCausalLM, Trainer, TrainerCallback, TrainingArguments
+
+    from lampbox.engine.metrics import Scorer, aggregate
+    from lampbox.engine.quiet import quiet_transformers
+
+    quiet_transformers()
+    if not train_examples:
+        raise LampboxError("nothing to train on: no training example has a gold output")
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    precision = resolve_precision(config.precision, device)
+    checkpoints = work_dir / "checkpoints"
+    remove_incomplete_checkpoints(checkpoints)
+    resume = complete_checkpoints(checkpoints)
+    model = AutoModelForCausalLM.from_pretrained(model_source, dtype=torch.float32)
+    if config.lora is not None:
+        from peft import LoraConfig, get_peft_model
+
+        targets = [name for name in config.lora.targets if any(n.endswith(name) for n, _ in model.named_modules())]
+        if not targets:
+            raise LampboxError(f"none of the LoRA targets {', '.join(config.lora.targets)} is a module of this model")
+        model = get_peft_model(
+            model,
+            LoraConfig(
+                r=config.lora.r, lora_alpha=config.lora.alpha, lora_dropout=config.lora.dropout,
+                target_modules=targets, task_type="CAUSAL_LM",
+            ),
+        )  # fmt: skip
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    main = task.main_metric
+    with_dev = bool(dev_examples)
+    strategy = "steps" if config.eval_every else "epoch"
+    args = TrainingArguments(
+        output_dir=str(checkpoints),
+        num_train_epochs=config.epochs,
+        max_steps=config.max_steps or -1,
+        learning_rate=config.lr,
+        weight_decay=config.weight_decay,
+        warmup_steps=config.warmup_ratio,  # a float below 1 is a ratio of the total steps
+        per_device_train_batch_size=config.batch_size,
+        gradient_accumulation_steps=config.grad_accum,
+        seed=config.seed,
+        data_seed=config.seed,
+        bf16=precision == "bf16",
+        use_cpu=device == "cpu",
+        train_sampling_strategy="group_by_length" if config.group_by_length else "random",
+        eval_strategy=strategy if with_dev else "no",
+        save_strategy=strategy,
+        eval_steps=config.eval_every,
+        save_steps=config.eval_every,
+        save_total_limit=config.save_total_limit,
+        load_best_model_at_end=with_dev,
+        metric_for_best_model=main if with_dev else None,
+        greater_is_better=task.higher_is_better() if with_dev else None,
+        logging_steps=1,
+        report_to=[],
+        disable_tqdm=True,
+        remove_unused_columns=False,
+        dataloader_num_workers=0,
+        ddp_find_unused_parameters=False,
+    )
+    started = time.perf_counter()
+
+    class Progress(TrainerCallback):
+        def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kwargs: Any) -> None:
+            if on_progress and logs is not None and state.is_world_process_zero:
+                metrics = {k[5:]: v for k, v in logs.items() if k.startswith("eval_") and isinstance(v, float)}
+                on_progress(
+                    TrainProgress(
+                        state.global_step, state.max_steps, float(state.epoch or 0.0), logs.get("loss"),
+                        metrics or None, time.perf_counter() - started,
+                    )
+                )  # fmt: skip
+
+        def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            if should_stop and should_stop():
+                control.should_training_stop = True
+
+    class LampboxTrainer(Trainer):
+        def evaluate(self, eval_dataset: Any = None, ignore_keys: Any = None, metric_key_prefix: str = "eval") -> dict[str, float]:
+            outputs = generate_dev(
+                self.model, tokenizer, dev_examples, config.eval_new_tokens, config.eval_batch_size, precision
+            )
+            scores = Scorer(task).score_all(zip((o.strip() for o in outputs), (e.gold for e in dev_examples), strict=True))
+            metrics = {f"{metric_key_prefix}_{k}": float(v) for k, v in aggregate(task, scores).items()}
+            self.log(metrics)
+            self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
+            return metrics
+
+        def _save_checkpoint(self, model: Any, trial: Any) -> None:
+            super()._save_checkpoint(model, trial)
+            folder = Path(self._get_output_dir(trial=trial)) / f"checkpoint-{self.state.global_step}"
+            if self.args.should_save and folder.is_dir():
+                marker = folder / COMPLETE_MARKER
+                with marker.open("w") as handle:
+                    handle.write(json.dumps({"step": self.state.global_step}))
+                    handle.flush()
+                    os.fsync(handle.fileno())
+
+    collator = PadToLongest(pad_id)
+    if config.pad_to:
+        width = config.pad_to
+
+        def collator(batch: Sequence[dict[str, list[int]]]) -> dict[str, Any]:  # type: ignore[misc]
+            padded = PadToLongest(pad_id)(batch)
+            extra = width - padded["input_ids"].shape[1]
+            if extra > 0:
+                pad = torch.nn.functional.pad
+                padded = {
+                    "input_ids": pad(padded["input_ids"], (0, extra), value=pad_id),
+                    "attention_mask": pad(padded["attention_mask"], (0, extra), value=0),
+                    "labels": pad(padded["labels"], (0, extra), value=-100),
+                }
+            return padded
+
+    trainer = LampboxTrainer(
+        model=model,
+        args=args,
+        train_dataset=SFTDataset(train_examples),
+        eval_dataset=list(dev_examples) if with_dev else None,  # scored by generation in evaluate()
+        data_collator=collator,
+        callbacks=[Progress()],
+    )
+    from transformers.trainer_callback import PrinterCallback
+
+    trainer.remove_callback(PrinterCallback)  # progress goes through on_progress instead
+    resumed_from: int | None = None
+    if resume:
+        resumed_from = int(resume[-1].name.split("-")[-1])
+    trainer.train(resume_from_checkpoint=str(resume[-1]) if resume else None)
+    state = trainer.state
+    best_step = None
+    if state.best_model_checkpoint:
+        best_step = int(Path(state.best_model_checkpoint).name.split("-")[-1])
+    mean_length = sum(len(e) for e in train_examples) / len(train_examples)
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    trained_steps = state.global_step - (resumed_from or 0)
+    tokens = int(trained_steps * config.batch_size * config.grad_accum * world * mean_length)
+    result = TrainResult(
+        history=list(state.log_history),
+        best_metric=state.best_metric,
+        best_step=best_step,
+        steps=state.global_step,
+        train_tokens=tokens,
+        seconds=time.perf_counter() - started,
+        resumed_from=resumed_from,
+    )
+    return trainer.model, result
+
+
+def is_main_process() -> bool:
+    """Rank 0 under torchrun (or the only process): the one that writes files and the store."""
+    return int(os.environ.get("RANK", "0")) == 0

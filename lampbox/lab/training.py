@@ -1,0 +1,321 @@
+"""Training jobs: from the store's questions to a registered, named trained model.
+
+A job (1) reads the split's questions and ranks their profiles as a run would (stored
+rankings reused), (2) builds each prompt with the method's own preparer and the model's
+tokenizer, so training and inference see the same text, (3) trains with the engine's core
+(checkpoints under the lampbox home; the same command resumes a killed job), then (4) writes
+the model folder atomically (staged, then renamed) and registers it in the store. Only rank 0
+of a torchrun job reads or writes the store: the other ranks read the prepared examples
+from the job folder.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lampbox.engine.defaults import DEFAULT_MAX_LENGTH, default_max_new_tokens, default_model
+from lampbox.engine.generation.base import GenerationParams
+from lampbox.engine.methods import get_method, selected_items
+from lampbox.engine.retrieval import create_retriever
+from lampbox.engine.tasks import TaskSpec
+from lampbox.engine.training.data import DevExample, SFTExample, encode_dev, encode_examples
+from lampbox.engine.training.trainer import (
+    LoraSettings,
+    TrainConfig,
+    TrainProgress,
+    TrainResult,
+    is_main_process,
+)
+from lampbox.errors import LampboxError
+from lampbox.lab.ranking import rank_stored
+from lampbox.models import (
+    TRAINED_INFO,
+    TRAINED_NAME,
+    load_manifest,
+    resolve_model,
+    trained_models_dir,
+)
+from lampbox.store.artifacts import Artifact, get_artifact, save_artifact
+from lampbox.store.core import Store
+
+
+@dataclass(frozen=True)
+class TrainSpec:
+    """What a training job trains on and how (its JSON is stored with the trained model)."""
+
+    task: str
+    scheme: str
+    method: str = "ipa"
+    split: str = "train"
+    dev_split: str = "dev"
+    retriever: str = "bm25"
+    k: int = 4
+    model: str = field(default_factory=default_model)
+    max_length: int = DEFAULT_MAX_LENGTH  # the IPA prompt budget
+    max_target_tokens: int = 64
+    limit: int | None = None  # only the first N training questions
+    dev_limit: int | None = 100  # dev questions evaluated during training
+    config: TrainConfig = field(default_factory=TrainConfig)
+
+    def __post_init__(self) -> None:
+        if self.k < 0:
+            raise LampboxError("k cannot be negative")
+        for name in ("limit", "dev_limit"):
+            value = getattr(self, name)
+            if value is not None and value < 0:
+                raise LampboxError(f"{name} cannot be negative")
+        if self.config.batch_size < 1 or self.config.grad_accum < 1:
+            raise LampboxError("batch size and gradient accumulation must be at least 1")
+        get_method(self.method)
+
+    @property
+    def personalized(self) -> bool:
+        return self.retriever != "none" and self.k > 0
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["config"] = self.config.to_json()
+        return data
+
+
+@dataclass
+class PreparedData:
+    """A job's examples, as every rank trains on them (JSON in the job folder)."""
+
+    train: list[SFTExample]
+    dev: list[DevExample]
+    model_source: str
+    chat: bool
+    base_fingerprint: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "train": [[e.question_id, list(e.prompt_ids), list(e.target_ids)] for e in self.train],
+            "dev": [[e.question_id, list(e.prompt_ids), e.gold] for e in self.dev],
+            "model_source": self.model_source,
+            "chat": self.chat,
+            "base_fingerprint": self.base_fingerprint,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> PreparedData:
+        return cls(
+            [SFTExample(q, tuple(p), tuple(t)) for q, p, t in data["train"]],
+            [DevExample(q, tuple(p), g) for q, p, g in data["dev"]],
+            data["model_source"],
+            data["chat"],
+            data["base_fingerprint"],
+        )
+
+
+class _TokenizerView:
+    """What a method's preparer needs of a generator, without loading its weights."""
+
+    def __init__(self, tokenizer: Any, context_size: int) -> None:
+        self.tokenizer = tokenizer
+        self.context_size = context_size
+
+
+def check_name(name: str, overwrite: bool, store: Store | None = None) -> Path:
+    """The folder a trained model of this name goes to; a clear error when it cannot."""
+    if not TRAINED_NAME.match(name):
+        raise LampboxError(f"model name {name!r}: use letters, digits, '.', '_' and '-' (at most 100)")
+    if name in load_manifest()[0]:
+        raise LampboxError(f"{name!r} is a model of the manifest; choose another name")
+    target = trained_models_dir() / name
+    taken = target.exists() or (store is not None and get_artifact(store, name) is not None)
+    if taken and not overwrite:
+        raise LampboxError(f"a trained model named {name!r} exists; choose another name or pass --overwrite")
+    return target
+
+
+def _causal_lm_source(spec: TrainSpec) -> tuple[Any, str, Any]:
+    """(resolved model, the folder transformers loads, its config); causal LMs only."""
+    from transformers import AutoConfig
+
+    from lampbox.engine.generation.hf import _local_folder
+
+    resolved = resolve_model(spec.model)
+    if resolved.adapter is not None:
+        raise LampboxError(f"{spec.model!r} is a trained adapter; train from a base model")
+    source = _local_folder(resolved)
+    try:
+        config = AutoConfig.from_pretrained(source)
+    except (OSError, ValueError) as error:
+        raise LampboxError(f"could not read the config of {spec.model!r}: {error}") from error
+    architectures = getattr(config, "architectures", None) or []
+    if getattr(config, "is_encoder_decoder", False) or not any(a.endswith("ForCausalLM") for a in architectures):
+        raise LampboxError(
+            f"{spec.model!r} is not a causal LM ({', '.join(architectures) or 'unknown architecture'}); "
+            "`lampbox train ipa` fine-tunes decoder-only models"
+        )
+    return resolved, source, config
+
+
+def prepare_data(spec: TrainSpec, store: Store) -> PreparedData:
+    """Questions, rankings and prompts -> tokenized examples (rank 0 only: reads the store)."""
+    from lampbox.engine.fingerprint import model_fingerprint
+    from lampbox.engine.generation.hf import HFTokenizer, load_hf_tokenizer
+
+    task = store.task(spec.task)
+    retriever = create_retriever(spec.retriever) if spec.personalized else None
+    resolved, source, config = _causal_lm_source(spec)
+    tokenizer = load_hf_tokenizer(resolved).hf_tokenizer
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    chat = resolved.chat if resolved.chat is not None else bool(getattr(tokenizer, "chat_template", None))
+    context = int(getattr(config, "max_position_embeddings", None) or 2048)
+    view = _TokenizerView(HFTokenizer(tokenizer), context)
+    params = GenerationParams(max_new_tokens=default_max_new_tokens(task))
+    prepare = get_method(spec.method).preparer(task, view, params, spec.max_length)  # type: ignore[arg-type]
+
+    def prompts(split: str, limit: int | None) -> tuple[list[str], list[str], list[str]]:
+        questions = [q for q in store.questions(task.name, spec.scheme, split, limit=limit) if q.gold is not None]
+        rankings = {}
+        if retriever is not None and questions:
+            rankings = {r.question_id: r for r in rank_stored(store, task, questions, retriever)}
+        texts = [prepare(q, selected_items(q, rankings.get(q.id), spec.k)).request.prompt for q in questions]
+        return [q.id for q in questions], texts, [q.gold or "" for q in questions]
+
+    ids, texts, golds = prompts(spec.split, spec.limit)
+    if not ids:
+        raise LampboxError(f"no {task.name} {spec.scheme} {spec.split} question has a gold output to train on")
+    train = encode_examples(tokenizer, chat, ids, texts, golds, spec.max_target_tokens)
+    dev: list[DevExample] = []
+    if spec.dev_limit != 0 and store.questions(task.name, spec.scheme, spec.dev_split, limit=1):
+        dev_ids, dev_texts, dev_golds = prompts(spec.dev_split, spec.dev_limit)
+        dev = encode_dev(tokenizer, chat, dev_ids, dev_texts, dev_golds)
+    return PreparedData(train, dev, source, chat, model_fingerprint(resolved.location, is_hub_id=resolved.is_hub_id))
+
+
+def train_model(
+    spec: TrainSpec,
+    store: Store | None,
+    name: str,
+    *,
+    overwrite: bool = False,
+    on_progress: Callable[[TrainProgress], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    on_note: Callable[[str], None] | None = None,
+) -> tuple[Artifact | None, TrainResult]:
+    """Train, save and register a model called `name` (rank 0 returns its Artifact; other
+    ranks, which get store=None, return None)."""
+    from lampbox.engine.generation.hf import load_hf_tokenizer
+    from lampbox.engine.training.trainer import train
+
+    main = is_main_process()
+    work = trained_models_dir() / f".{name}.training"
+    target = check_name(name, overwrite, store if main else None)
+    data_file = work / "examples.json"
+    spec_file = work / "spec.json"
+    if main:
+        if store is None:
+            raise LampboxError("the main process needs the store")
+        if spec_file.is_file() and json.loads(spec_file.read_text()) != spec.to_json():
+            if not overwrite:
+                raise LampboxError(
+                    f"an unfinished training of {name!r} with other settings is in {work}; "
+                    "run it with the same settings to resume, or pass --overwrite to start over"
+                )
+            shutil.rmtree(work)
+        if overwrite and not spec_file.is_file():
+            shutil.rmtree(work, ignore_errors=True)
+        data = prepare_data(spec, store)
+        work.mkdir(parents=True, exist_ok=True)
+        _write_json(data_file, data.to_json())
+        _write_json(work / "task.json", store.task(spec.task).to_json())
+        _write_json(spec_file, spec.to_json())
+        if on_note and any(p.name.startswith("checkpoint-") for p in (work / "checkpoints").glob("checkpoint-*")):
+            on_note(f"resuming from the checkpoints in {work / 'checkpoints'}")
+    _barrier()
+    if not main:
+        data = PreparedData.from_json(json.loads(data_file.read_text()))
+    tokenizer = load_hf_tokenizer(resolve_model(spec.model)).hf_tokenizer
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    task = store.task(spec.task) if store is not None else TaskSpec.from_stored(json.loads((work / "task.json").read_text()))
+    model, result = train(
+        data.model_source, tokenizer, task, data.train, data.dev, spec.config, work,
+        on_progress=on_progress, should_stop=should_stop,
+    )  # fmt: skip
+    if not main:
+        return None, result
+    assert store is not None
+    artifact = _save(spec, name, target, work, model, tokenizer, data, result)
+    save_artifact(store, artifact)
+    shutil.rmtree(work, ignore_errors=True)
+    return artifact, result
+
+
+def _barrier() -> None:
+    """Wait for every rank (a no-op outside torchrun)."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        import torch
+
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    dist.barrier()
+
+
+def _write_json(path: Path, data: Any) -> None:
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(json.dumps(data), encoding="utf-8")
+    partial.replace(path)
+
+
+def _save(
+    spec: TrainSpec, name: str, target: Path, work: Path, model: Any, tokenizer: Any, data: PreparedData, result: TrainResult
+) -> Artifact:
+    """Write the model folder atomically (staging folder, then one rename) and describe it."""
+    from lampbox.engine.fingerprint import folder_sha256
+
+    kind = "lora" if spec.config.lora is not None else "full"
+    staging = target.with_name(f".{name}.staging")
+    shutil.rmtree(staging, ignore_errors=True)
+    info = {
+        "name": name, "kind": kind, "method": spec.method, "task": spec.task, "base": spec.model,
+        "base_fingerprint": data.base_fingerprint, "chat": data.chat, "spec": spec.to_json(),
+    }  # fmt: skip
+    try:
+        staging.mkdir(parents=True)
+        if kind == "lora":
+            model.save_pretrained(str(staging / "adapter"))
+        else:
+            model.save_pretrained(str(staging / "model"))
+            tokenizer.save_pretrained(str(staging / "model"))
+        (staging / TRAINED_INFO).write_text(json.dumps(info, indent=2), encoding="utf-8")
+        content = folder_sha256(staging)
+        if target.exists():
+            old = target.with_name(f".{name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            target.replace(old)
+            staging.replace(target)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            staging.replace(target)
+    except OSError as error:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise LampboxError(f"could not save the trained model to {target}: {error}") from error
+    evals = [entry for entry in result.history if any(key.startswith("eval_") for key in entry)]
+    best = next((e for e in evals if e.get("step") == result.best_step), evals[-1] if evals else {})
+    metrics = {k[5:]: v for k, v in best.items() if k.startswith("eval_") and isinstance(v, (int, float))}
+    return Artifact(
+        name, kind, spec.method, spec.task, spec.model, data.base_fingerprint, spec.to_json(), result.history,
+        metrics, str(target), content, None,
+    )  # fmt: skip
+
+
+def lora_settings(r: int, alpha: int, dropout: float, targets: str) -> LoraSettings:
+    names = tuple(part.strip() for part in targets.split(",") if part.strip())
+    if r < 1 or alpha < 1 or not 0 <= dropout < 1 or not names:
+        raise LampboxError("LoRA needs r >= 1, alpha >= 1, 0 <= dropout < 1 and at least one target module")
+    return LoraSettings(r, alpha, dropout, names)
