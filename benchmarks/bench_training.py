@@ -1,0 +1,232 @@
+"""Training: quality of fine-tuning with retrieval, and training throughput against a reference.
+
+quality: on commit_subject and commit_area (../shared/data/git-commits), trains LoRA adapters of
+SmolLM2-135M-Instruct with the real CLI (`lampbox train ipa`) with BM25 k=4 and with k=0 (the
+control), then scores on dev with `lampbox bench` (hf backend): zero-shot (no personalization,
+BM25 k=4), each trained model at its own k, the model-free baselines (retrieval-only, and for
+commit_subject the first sentence of the commit body), with paired randomization tests.
+
+    .venv/bin/python benchmarks/bench_training.py quality [--train-limit N] [--dev-limit N]
+        [--epochs E] [--tasks commit_subject,commit_area] [--work DIR]
+
+throughput: the same examples and steps through (a) the reference: transformers Trainer + peft
+LoRA, fp32, every batch padded to the max length, random order; and (b) lampbox's trainer:
+length-grouped batches padded to their own longest, at fp32 and bf16. Prints tokens/s (real
+tokens, padding excluded) and peak RSS of each, every one in its own process.
+
+    .venv/bin/python benchmarks/bench_training.py throughput [--steps 20] [--limit 160]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+DATA = REPO.parent / "shared" / "data" / "git-commits"
+LAMPBOX = [sys.executable, "-m", "lampbox"]
+
+
+def sh(args: list[str], env: dict[str, str], log: Path) -> str:
+    """Run a lampbox command; its stderr goes to the log, its stdout is returned."""
+    started = time.perf_counter()
+    with log.open("a") as handle:
+        handle.write(f"\n$ {' '.join(args)}\n")
+        handle.flush()
+        result = subprocess.run(args, env=env, stdout=subprocess.PIPE, stderr=handle, text=True)
+    print(f"  {' '.join(args[2:5])} ... {time.perf_counter() - started:.0f} s", flush=True)
+    if result.returncode != 0:
+        raise SystemExit(f"failed ({result.returncode}): {' '.join(args)}; see {log}")
+    return result.stdout
+
+
+def first_sentence_baseline(task: str, dev_limit: int | None) -> tuple[dict[str, str], dict[str, str]]:
+    """commit_subject: the commit body's first sentence as the subject (model-free)."""
+    questions = json.loads((DATA / task / "dev_questions.json").read_text())
+    golds = {g["id"]: g["output"] for g in json.loads((DATA / task / "dev_outputs.json").read_text())["golds"]}
+    questions = questions[:dev_limit] if dev_limit else questions
+    preds = {}
+    for q in questions:
+        body = q["input"].split("commit message:", 1)[-1].strip()
+        preds[q["id"]] = re.split(r"(?<=[.!?])\s", body, maxsplit=1)[0].rstrip(".")
+    return preds, {q["id"]: golds[q["id"]] for q in questions}
+
+
+def bench_rows(
+    common: list[str], model: str, retrievers: str, baselines: bool, env: dict[str, str], log: Path
+) -> dict[str, dict]:
+    """One `lampbox bench --json` call; its rows by a label that names the model."""
+    args = [*common, "--model", model, "--retrievers", retrievers] + ([] if baselines else ["--no-baselines"])
+    rows = {}
+    for row in json.loads(sh(args, env, log))["rows"]:
+        label = row["label"].replace(f"hf:{model}", "").strip()
+        who = "zero-shot" if model == "smollm2-135m-instruct" else model
+        rows[f"{who}: {label}" if row["role"] != "retrieval-only" else f"model-free: {label}"] = row
+    return rows
+
+
+def versus(scores: dict[str, dict[str, float | None]], label: str, other: str) -> str:
+    """Mean per-question difference against another configuration and its paired test."""
+    from lampbox.engine.stats import paired_randomization_test
+
+    if other not in scores or other == label:
+        return " " * 18
+    pairs = [(a, scores[other][q]) for q, a in scores[label].items() if a is not None and scores[other].get(q) is not None]
+    if not pairs:
+        return " " * 18
+    treated, base = zip(*pairs, strict=True)
+    test = paired_randomization_test(treated, base)
+    return f"{(sum(treated) - sum(base)) / len(treated):+.4f} p={test.p_value:.3f}"
+
+
+def quality(args: argparse.Namespace) -> None:
+    from lampbox.engine.metrics import Scorer, aggregate, question_key
+    from lampbox.store import Store
+    from lampbox.store import runs as run_store
+
+    work = Path(args.work or tempfile.mkdtemp(prefix="lampbox-train-bench-"))
+    work.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "LAMPBOX_HOME": str(work / "home")}
+    db = str(work / "store.duckdb")
+    log = work / "log.txt"
+    print(f"work folder: {work} (log: {log})", flush=True)
+    report = []
+    for task in args.tasks.split(","):
+        if not (work / f"{task}.imported").exists():
+            sh([*LAMPBOX, "data", "import", str(DATA / task), "--db", db], env, log)
+            (work / f"{task}.imported").touch()
+        limit = ["--limit", str(args.train_limit)] if args.train_limit else []
+        trained = {}
+        for k in (4, 0):
+            name = f"{task}-lora-k{k}"
+            trained[k] = name
+            if not (work / "home" / "models" / name).exists():
+                sh(
+                    [*LAMPBOX, "train", "ipa", "--task", task, "--retriever", "bm25", "--k", str(k), "--name", name,
+                     "--epochs", str(args.epochs), "--dev-limit", str(args.eval_limit), "--precision", args.precision,
+                     "--db", db, *limit],
+                    env, log,
+                )  # fmt: skip
+        dev = ["--limit", str(args.dev_limit)] if args.dev_limit else []
+        rows: dict[str, dict] = {}
+        common = [*LAMPBOX, "bench", "--task", task, "--backend", "hf", "--k", "4", "--json", "--db", db, *dev]
+        rows.update(bench_rows(common, "smollm2-135m-instruct", "none,bm25,recency", True, env, log))
+        rows.update(bench_rows(common, trained[4], "none,bm25", False, env, log))
+        rows.update(bench_rows(common, trained[0], "none", False, env, log))
+        with Store(db, read_only=True) as store:
+            spec = store.task(task)
+            main = spec.main_metric
+            key = question_key(spec)
+            scores = {label: {p.question_id: p.scores.get(key) for p in run_store.run_predictions(store, row["run_key"])} for label, row in rows.items()}
+        if task == "commit_subject":
+            preds, golds = first_sentence_baseline(task, args.dev_limit)
+            per = Scorer(spec).score_all([(preds[q], golds[q]) for q in preds])
+            label = "model-free: first sentence of the body"
+            rows[label] = {"metrics": aggregate(spec, per)}
+            scores[label] = {q: s.get(key) for q, s in zip(preds, per, strict=True)}
+        zero = "zero-shot: no personalization"
+        control = f"{trained[0]}: no personalization"
+        with_retrieval = f"{trained[4]}: bm25 k=4"
+        print(f"\n{task} dev ({args.dev_limit or 'all'} questions), main metric {main}")
+        print(f"{'configuration':58} {main:>10}   vs zero-shot        vs LoRA k=0")
+        for label, row in rows.items():
+            value = row["metrics"].get(main)
+            print(f"{label:58} {value:10.4f}   {versus(scores, label, zero):18} {versus(scores, label, control):18}")
+            report.append({"task": task, "configuration": label, main: value, "metrics": row["metrics"]})
+        print(f"(LoRA with retrieval: {with_retrieval})")
+    (work / "quality.json").write_text(json.dumps(report, indent=2))
+    print(f"\nfigures in {work / 'quality.json'}")
+
+
+def throughput_worker(args: argparse.Namespace) -> None:
+    """One contestant in its own process: prepare examples, train `steps` steps, print JSON."""
+    import resource
+
+    from lampbox.engine.training.trainer import LoraSettings, TrainConfig, train
+    from lampbox.lab.training import TrainSpec, prepare_data
+    from lampbox.store import Store
+
+    with Store(args.db) as store:
+        spec = TrainSpec(task="commit_subject", scheme="user", retriever="bm25", k=4, limit=args.limit, dev_limit=0)
+        data = prepare_data(spec, store)
+        task = store.task("commit_subject")
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(data.model_source)
+    reference = args.contestant == "reference"
+    longest = max(len(e) for e in data.train)
+    config = TrainConfig(
+        epochs=100, max_steps=args.steps, batch_size=4, lr=2e-4, lora=LoraSettings(),
+        precision="fp32" if reference else args.contestant.split("-")[-1],
+        group_by_length=not reference, pad_to=longest if reference else None, save_total_limit=1,
+    )  # fmt: skip
+    with tempfile.TemporaryDirectory() as work:
+        started = time.perf_counter()
+        _, result = train(data.model_source, tokenizer, task, data.train, [], config, Path(work))
+        seconds = time.perf_counter() - started
+    losses = [e["loss"] for e in result.history if "loss" in e]
+    print(json.dumps({
+        "contestant": args.contestant, "steps": result.steps, "seconds": seconds, "tokens": result.train_tokens,
+        "tokens_per_second": result.train_tokens / seconds, "final_loss": losses[-1] if losses else None,
+        "mean_loss_last5": sum(losses[-5:]) / len(losses[-5:]) if losses else None, "padded_to": longest if reference else None,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }))  # fmt: skip
+
+
+def throughput(args: argparse.Namespace) -> None:
+    work = Path(tempfile.mkdtemp(prefix="lampbox-train-speed-"))
+    env = {**os.environ, "LAMPBOX_HOME": str(work / "home")}
+    db = str(work / "store.duckdb")
+    sh([*LAMPBOX, "data", "import", str(DATA / "commit_subject"), "--db", db], env, work / "log.txt")
+    results = []
+    for contestant in args.contestants.split(","):
+        out = subprocess.run(
+            [sys.executable, __file__, "throughput-worker", "--contestant", contestant, "--db", db,
+             "--steps", str(args.steps), "--limit", str(args.limit)],
+            env=env, capture_output=True, text=True,
+        )  # fmt: skip
+        if out.returncode != 0:
+            raise SystemExit(out.stderr[-3000:])
+        results.append(json.loads(out.stdout.strip().splitlines()[-1]))
+        print(f"  {contestant}: {results[-1]['tokens_per_second']:.0f} tokens/s", flush=True)
+    base = results[0]["tokens_per_second"]
+    print(f"\ncommit_subject train, BM25 k=4 prompts, SmolLM2-135M LoRA r8 q/k/v/o, batch 4, {args.steps} steps")
+    print(f"{'contestant':14} {'tokens/s':>9} {'vs ref':>7} {'seconds':>8} {'loss (last 5)':>14} {'peak RSS MB':>12}")
+    for r in results:
+        print(f"{r['contestant']:14} {r['tokens_per_second']:9.0f} {r['tokens_per_second'] / base:6.2f}x {r['seconds']:8.1f} "
+              f"{r['mean_loss_last5']:14.4f} {r['peak_rss_mb']:12.0f}")  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="mode", required=True)
+    q = sub.add_parser("quality")
+    q.add_argument("--tasks", default="commit_area,commit_subject")
+    q.add_argument("--train-limit", type=int, default=None)
+    q.add_argument("--dev-limit", type=int, default=None)
+    q.add_argument("--eval-limit", type=int, default=50, help="dev questions scored at each evaluation during training")
+    q.add_argument("--epochs", type=float, default=1.0)
+    q.add_argument("--precision", default="fp32")
+    q.add_argument("--work", default=None)
+    t = sub.add_parser("throughput")
+    t.add_argument("--steps", type=int, default=20)
+    t.add_argument("--limit", type=int, default=160)
+    t.add_argument("--contestants", default="reference,lampbox-fp32,lampbox-bf16")
+    w = sub.add_parser("throughput-worker")
+    w.add_argument("--contestant", required=True)
+    w.add_argument("--db", required=True)
+    w.add_argument("--steps", type=int, default=20)
+    w.add_argument("--limit", type=int, default=160)
+    args = parser.parse_args()
+    {"quality": quality, "throughput": throughput, "throughput-worker": throughput_worker}[args.mode](args)
+
+
+if __name__ == "__main__":
+    main()
