@@ -43,6 +43,7 @@ class BenchSpec:
     retrievers: tuple[str, ...] = DEFAULT_RETRIEVERS
     ks: tuple[int, ...] = DEFAULT_KS
     backends: tuple[str, ...] = (DEFAULT_BACKEND,)
+    method: str = "ipa"  # the model runs' method (a registered one: ipa, fid, ...)
     model: str = field(default_factory=default_model)
     params: GenerationParams = field(default_factory=GenerationParams)
     max_length: int = DEFAULT_MAX_LENGTH
@@ -65,6 +66,7 @@ class BenchSpec:
             "retrievers": list(self.retrievers),
             "ks": list(self.ks),
             "backends": list(self.backends),
+            **({"method": self.method} if self.method != "ipa" else {}),
             "model": self.model,
             "params": self.params.to_json(),
             "max_length": self.max_length,
@@ -83,7 +85,7 @@ class BenchSpec:
 def build_grid(bench: BenchSpec, task: TaskSpec) -> list[tuple[RunSpec, str]]:
     """The runs of a bench with their roles: baseline (no personalization), retrieval, retrieval-only."""
     common: dict[str, Any] = {"task": bench.task, "scheme": bench.scheme, "split": bench.split, "limit": bench.limit, "users": bench.users}
-    model: dict[str, Any] = {"model": bench.model, "params": bench.params, "max_length": bench.max_length, "postprocess": bench.postprocess}
+    model: dict[str, Any] = {"method": bench.method, "model": bench.model, "params": bench.params, "max_length": bench.max_length, "postprocess": bench.postprocess}
     grid: list[tuple[RunSpec, str]] = []
     personalized = [name for name in bench.retrievers if name != "none"]
     for backend in bench.backends:

@@ -37,6 +37,7 @@ from lampbox.engine.defaults import (
 @click.option("--k", "ks", default=",".join(map(str, DEFAULT_KS)), show_default=True, help="Comma-separated numbers of retrieved items.")
 @click.option("--model", default=None, help="Manifest name, .gguf path, HF folder or hub id (default: the manifest's default model).")
 @click.option("--backend", "backends", default=DEFAULT_BACKEND, show_default=True, help="Comma-separated: llamacpp, hf, openai, dummy (a deterministic stand-in for wiring checks).")
+@click.option("--method", default="ipa", show_default=True, help="How the model gets the retrieved items: ipa (in the prompt) or fid (Fusion-in-Decoder, with --backend fid).")
 @click.option("--limit", type=int, default=None, help="Only the first N questions.")
 @click.option("--users", type=int, default=None, help="Only the questions of the first N users.")
 @click.option("--max-length", type=int, default=DEFAULT_MAX_LENGTH, show_default=True, help="IPA prompt token budget (official: 256).")
@@ -74,6 +75,7 @@ def bench_command(
     ks: str,
     model: str | None,
     backends: str,
+    method: str,
     limit: int | None,
     users: int | None,
     max_length: int,
@@ -115,6 +117,10 @@ def bench_command(
         raise LampboxError(f"--quantize {quantize} applies to the hf backend; add --backend hf")
     if dtype and "hf" not in backend_list:
         raise LampboxError(f"--dtype {dtype} applies to the hf backend; add --backend hf")
+    from lampbox.engine.methods import get_method
+
+    if not get_method(method).uses_model:
+        raise LampboxError(f"--method {method} needs no model; its runs are the bench's model-free baselines")
     retriever_list = split_list(retrievers) or ["none"]
     for retriever in retriever_list:
         if retriever not in retriever_names():
@@ -136,6 +142,7 @@ def bench_command(
         retrievers=tuple(retriever_list),
         ks=k_list,
         backends=tuple(backend_list),
+        method=method,
         model=model or default_model(),
         params=GenerationParams(max_new_tokens=max_new_tokens),
         max_length=max_length,

@@ -27,50 +27,83 @@ def train() -> None:
     """
 
 
+def _common_options(function: Any) -> Any:
+    """The options every `lampbox train` method shares."""
+    options = [
+        click.option("--task", "task_name", required=True, help="Task, e.g. LaMP_7 or commit_subject."),
+        click.option("--split", default="train", show_default=True, help="Split to train on."),
+        click.option("--dev-split", default="dev", show_default=True, help="Split evaluated during training (best checkpoint kept)."),
+        click.option("--scheme", default=None, help="LaMP split scheme (default: the one stored)."),
+        click.option("--retriever", default="bm25", show_default=True, help="Retriever ('none' or --k 0: no retrieval, the control)."),
+        click.option("--k", type=int, default=4, show_default=True, help="Retrieved profile items per question."),
+        click.option("--epochs", type=float, default=1.0, show_default=True),
+        click.option("--max-steps", type=int, default=None, help="Stop after this many optimizer steps (quick checks)."),
+        click.option("--lr", type=float, default=None, help="Learning rate (default: 2e-4 for LoRA, 5e-5 otherwise)."),
+        click.option("--batch-size", type=int, default=4, show_default=True),
+        click.option("--grad-accum", type=int, default=1, show_default=True, help="Gradient accumulation steps."),
+        click.option("--max-length", type=int, default=DEFAULT_MAX_LENGTH, show_default=True, help="Prompt (IPA) or passage (FiD) token budget."),
+        click.option("--max-target-tokens", type=int, default=64, show_default=True, help="Gold tokens learned per example."),
+        click.option("--precision", type=click.Choice(["auto", "bf16", "fp32"]), default="auto", show_default=True, help="auto: bf16 on CUDA and CPUs with AMX; fp32 otherwise."),
+        click.option("--seed", type=int, default=0, show_default=True),
+        click.option("--limit", type=int, default=None, help="Only the first N training questions."),
+        click.option("--dev-limit", type=int, default=100, show_default=True, help="Dev questions scored at each evaluation (0: none)."),
+        click.option("--eval-every", type=int, default=None, help="Steps between dev evaluations (default: each epoch)."),
+        click.option("--name", required=True, help="Name of the trained model (use it with --model)."),
+        click.option("--overwrite", is_flag=True, help="Replace a trained model of the same name."),
+        db_option,
+        json_option,
+        reports_errors,
+    ]
+    for option in reversed(options):
+        function = option(function)
+    return function
+
+
 @train.command("ipa")
-@click.option("--task", "task_name", required=True, help="Task, e.g. LaMP_7 or commit_subject.")
-@click.option("--split", default="train", show_default=True, help="Split to train on.")
-@click.option("--dev-split", default="dev", show_default=True, help="Split evaluated during training (best checkpoint kept).")
-@click.option("--scheme", default=None, help="LaMP split scheme (default: the one stored).")
-@click.option("--retriever", default="bm25", show_default=True, help="Retriever for the prompts ('none' or --k 0: no retrieval, the control).")
-@click.option("--k", type=int, default=4, show_default=True, help="Retrieved profile items per prompt.")
 @click.option("--model", default=None, help="Base causal LM: manifest name, HF folder or hub id (default: the manifest's default).")
 @click.option("--lora/--full", "use_lora", default=True, show_default=True, help="LoRA adapter (peft) or full fine-tuning.")
 @click.option("--lora-r", type=int, default=8, show_default=True)
 @click.option("--lora-alpha", type=int, default=16, show_default=True)
 @click.option("--lora-dropout", type=float, default=0.05, show_default=True)
 @click.option("--lora-targets", default="q_proj,k_proj,v_proj,o_proj", show_default=True, help="Comma-separated module names.")
-@click.option("--epochs", type=float, default=1.0, show_default=True)
-@click.option("--max-steps", type=int, default=None, help="Stop after this many optimizer steps (quick checks).")
-@click.option("--lr", type=float, default=None, help="Learning rate (default: 2e-4 for LoRA, 5e-5 full).")
-@click.option("--batch-size", type=int, default=4, show_default=True)
-@click.option("--grad-accum", type=int, default=1, show_default=True, help="Gradient accumulation steps.")
-@click.option("--max-length", type=int, default=DEFAULT_MAX_LENGTH, show_default=True, help="IPA prompt token budget.")
-@click.option("--max-target-tokens", type=int, default=64, show_default=True, help="Gold tokens learned per example.")
-@click.option("--precision", type=click.Choice(["auto", "bf16", "fp32"]), default="auto", show_default=True, help="auto: bf16 on CUDA and CPUs with AMX/AVX512-BF16.")
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--limit", type=int, default=None, help="Only the first N training questions.")
-@click.option("--dev-limit", type=int, default=100, show_default=True, help="Dev questions scored at each evaluation (0: none).")
-@click.option("--eval-every", type=int, default=None, help="Steps between dev evaluations (default: each epoch).")
-@click.option("--name", required=True, help="Name of the trained model (use it with --model).")
-@click.option("--overwrite", is_flag=True, help="Replace a trained model of the same name.")
-@db_option
-@json_option
-@reports_errors
+@_common_options
 def train_ipa(
-    task_name: str, split: str, dev_split: str, scheme: str | None, retriever: str, k: int, model: str | None,
-    use_lora: bool, lora_r: int, lora_alpha: int, lora_dropout: float, lora_targets: str, epochs: float,
-    max_steps: int | None, lr: float | None, batch_size: int, grad_accum: int, max_length: int,
-    max_target_tokens: int, precision: str, seed: int, limit: int | None, dev_limit: int,
-    eval_every: int | None, name: str, overwrite: bool, db_path: Path | None, as_json: bool,
+    model: str | None, use_lora: bool, lora_r: int, lora_alpha: int, lora_dropout: float, lora_targets: str,
+    **options: Any,
 ) -> None:  # fmt: skip
     """Fine-tune a decoder-only model on IPA prompts (retrieved items in the prompt, the
-    official token budget), loss on the gold only; the best dev checkpoint is kept."""
-    from lampbox.engine.defaults import default_max_new_tokens, default_model
+    official token budget), loss on the gold only; the best dev checkpoint is kept.
+    --k 0 trains the same model without retrieval (the paper's control)."""
+    from lampbox.engine.defaults import default_model
+    from lampbox.lab.training import lora_settings
+
+    lora = lora_settings(lora_r, lora_alpha, lora_dropout, lora_targets) if use_lora else None
+    _train("ipa", model or default_model(), lora, **options)
+
+
+@train.command("fid")
+@click.option("--model", default=None, help="Encoder-decoder base: a T5 folder or hub id (default offline: minilm-bert2bert, warm-started from the packaged all-MiniLM-L6-v2).")
+@_common_options
+def train_fid(model: str | None, **options: Any) -> None:
+    """Fusion-in-Decoder: each (input, retrieved item) pair encoded separately, the decoder
+    attends over all of them; the whole encoder-decoder is fine-tuned. Run the result with
+    `lampbox bench --method fid --backend fid --model NAME`."""
+    from lampbox.engine.training.fid import OFFLINE_BASE
+
+    _train("fid", model or OFFLINE_BASE, None, **options)
+
+
+def _train(
+    method: str, model: str, lora: Any, task_name: str, split: str, dev_split: str, scheme: str | None,
+    retriever: str, k: int, epochs: float, max_steps: int | None, lr: float | None, batch_size: int,
+    grad_accum: int, max_length: int, max_target_tokens: int, precision: str, seed: int, limit: int | None,
+    dev_limit: int, eval_every: int | None, name: str, overwrite: bool, db_path: Path | None, as_json: bool,
+) -> None:  # fmt: skip
+    from lampbox.engine.defaults import default_max_new_tokens
     from lampbox.engine.retrieval import retriever_names
     from lampbox.engine.training.trainer import TrainConfig, is_main_process
     from lampbox.errors import LampboxError, UnknownNameError
-    from lampbox.lab.training import TrainSpec, lora_settings
+    from lampbox.lab.training import TrainSpec
 
     if retriever not in retriever_names():
         raise UnknownNameError("retriever", retriever, retriever_names())
@@ -83,21 +116,20 @@ def train_ipa(
     task = store.task(task_name) if store is not None else None
     resolved_scheme = store.resolve_scheme(task.name, split, scheme) if store is not None and task else (scheme or "user")
     config = TrainConfig(
-        epochs=epochs, lr=lr if lr is not None else (2e-4 if use_lora else 5e-5), batch_size=batch_size,
+        epochs=epochs, lr=lr if lr is not None else (2e-4 if lora is not None else 5e-5), batch_size=batch_size,
         grad_accum=grad_accum, seed=seed, precision=precision, max_steps=max_steps, eval_every=eval_every,
-        lora=lora_settings(lora_r, lora_alpha, lora_dropout, lora_targets) if use_lora else None,
-        eval_new_tokens=default_max_new_tokens(task) if task is not None else 32,
+        lora=lora, eval_new_tokens=default_max_new_tokens(task) if task is not None else 32,
     )  # fmt: skip
     spec = TrainSpec(
-        task=task.name if task is not None else task_name, scheme=resolved_scheme, method="ipa", split=split,
-        dev_split=dev_split, retriever=retriever, k=k, model=model or default_model(), max_length=max_length,
+        task=task.name if task is not None else task_name, scheme=resolved_scheme, method=method, split=split,
+        dev_split=dev_split, retriever=retriever, k=k, model=model, max_length=max_length,
         max_target_tokens=max_target_tokens, limit=limit, dev_limit=dev_limit, config=config,
     )  # fmt: skip
     artifact, result = _train_with_progress(spec, store, name, overwrite, quiet=as_json or not main)
     if artifact is None:
         return
     summary = {
-        "name": artifact.name, "path": artifact.path, "kind": artifact.kind, "steps": result.steps,
+        "name": artifact.name, "path": artifact.path, "kind": artifact.kind, "method": method, "steps": result.steps,
         "resumed_from": result.resumed_from, "seconds": round(result.seconds, 1),
         "tokens_per_second": round(result.train_tokens / result.seconds, 1) if result.seconds else None,
         "dev_metrics": dict(artifact.metrics), "best_step": result.best_step,
@@ -106,8 +138,9 @@ def train_ipa(
         print_json(summary)
         return
     metrics = ", ".join(f"{key} {value:.4f}" for key, value in artifact.metrics.items()) or "no dev evaluation"
-    click.echo(f"trained {artifact.name} ({artifact.kind}, {result.steps} steps, {result.seconds:.0f} s): dev {metrics}")
-    click.echo(f"saved in {artifact.path}; use it with --model {artifact.name} (hf backend)", err=True)
+    click.echo(f"trained {artifact.name} ({method} {artifact.kind}, {result.steps} steps, {result.seconds:.0f} s): dev {metrics}")
+    how = "--method fid --backend fid" if method == "fid" else "--backend hf"
+    click.echo(f"saved in {artifact.path}; use it with --model {artifact.name} ({how})", err=True)
 
 
 def _train_with_progress(spec: Any, store: Any, name: str, overwrite: bool, quiet: bool) -> Any:

@@ -142,6 +142,45 @@ class IPA(Method):
         return prepare
 
 
+class FiD(Method):
+    """Fusion-in-Decoder: one passage per retrieved item (the input and that item, rendered with
+    the task's IPA template within the token budget), encoded separately by an encoder-decoder
+    (the `fid` backend); without items, the input alone."""
+
+    name = "fid"
+    description = "Fusion-in-Decoder over the retrieved items (encoder-decoder, `fid` backend)"
+
+    def preparer(
+        self, task: TaskSpec, generator: Generator, params: GenerationParams, max_length: int
+    ) -> Preparer:
+        if not generator.supports_passages:
+            raise LampboxError(f"method fid needs a backend that takes passages (fid), not {generator.backend}")
+        builder = PromptBuilder(
+            task,
+            generator.tokenizer,
+            max_length=max_length,
+            context_size=generator.context_size,
+            special_tokens=int(getattr(generator, "special_tokens", 0)),
+        )
+
+        def prepare(question: Question, items: Sequence[ProfileItem]) -> MethodInput:
+            pairs = [builder.build(question.input, [item]) for item in items] or [builder.build(question.input)]
+            record = Prompt(
+                text="\n\n".join(p.text for p in pairs),
+                token_count=sum(p.token_count for p in pairs),
+                budget=builder.budget * len(pairs),
+                input_tokens=pairs[0].input_tokens,
+                input_total_tokens=pairs[0].input_total_tokens,
+                items=tuple(entry for p in pairs for entry in p.items),
+                offered_items=len(items),
+                fell_back=any(p.fell_back for p in pairs),
+            )
+            passages = tuple(p.text for p in pairs)
+            return MethodInput(GenerationRequest(question.input, passages=passages, user_id=question.user_id), record)
+
+        return prepare
+
+
 class RetrievalOnly(Method):
     """A model-free baseline from the user's history alone.
 
@@ -204,5 +243,6 @@ def method_names() -> list[str]:
 
 
 register_method(IPA())
+register_method(FiD())
 register_method(RetrievalOnly())
 

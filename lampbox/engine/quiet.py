@@ -11,3 +11,12 @@ def quiet_transformers() -> None:
     except ImportError:
         return
     hf_logging.disable_progress_bar()
+
+
+def quiet_training() -> None:
+    """transformers' deprecation notices about its own internals (FutureWarning) are not the
+    user's business during `lampbox train`."""
+    import warnings
+
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"transformers(\..*)?")
+    quiet_transformers()

@@ -108,8 +108,13 @@ def model_fingerprint(spec: RunSpec) -> str:
     from lampbox.engine.generation.registry import backend_class
     from lampbox.models import resolve_model
 
-    if not backend_class(spec.backend).loads_local_weights:
+    generator_class = backend_class(spec.backend)
+    if not generator_class.loads_local_weights:
         return spec.model
+    locate = getattr(generator_class, "locate", None)  # a backend that finds its own weights
+    if locate is not None:
+        location, is_hub_id, adapter = locate(spec.model)
+        return weights_fingerprint(location, is_hub_id=is_hub_id, adapter=adapter)
     resolved = resolve_model(spec.model)
     return weights_fingerprint(resolved.location, is_hub_id=resolved.is_hub_id, adapter=resolved.adapter)
 

@@ -88,30 +88,40 @@ class TrainSpec:
 class PreparedData:
     """A job's examples, as every rank trains on them (JSON in the job folder)."""
 
-    train: list[SFTExample]
-    dev: list[DevExample]
+    train: list[Any]  # SFTExample (causal) or FiDExample (fid)
+    dev: list[Any]  # DevExample or FiDDevExample
     model_source: str
     chat: bool
     base_fingerprint: str
+    architecture: str = "causal"
 
     def to_json(self) -> dict[str, Any]:
+        if self.architecture == "fid":
+            train = [[e.question_id, [list(p) for p in e.passages], list(e.target_ids)] for e in self.train]
+            dev = [[e.question_id, [list(p) for p in e.passages], e.gold] for e in self.dev]
+        else:
+            train = [[e.question_id, list(e.prompt_ids), list(e.target_ids)] for e in self.train]
+            dev = [[e.question_id, list(e.prompt_ids), e.gold] for e in self.dev]
         return {
-            "train": [[e.question_id, list(e.prompt_ids), list(e.target_ids)] for e in self.train],
-            "dev": [[e.question_id, list(e.prompt_ids), e.gold] for e in self.dev],
-            "model_source": self.model_source,
-            "chat": self.chat,
-            "base_fingerprint": self.base_fingerprint,
-        }
+            "train": train, "dev": dev, "model_source": self.model_source, "chat": self.chat,
+            "base_fingerprint": self.base_fingerprint, "architecture": self.architecture,
+        }  # fmt: skip
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> PreparedData:
-        return cls(
-            [SFTExample(q, tuple(p), tuple(t)) for q, p, t in data["train"]],
-            [DevExample(q, tuple(p), g) for q, p, g in data["dev"]],
-            data["model_source"],
-            data["chat"],
-            data["base_fingerprint"],
-        )
+        architecture = data.get("architecture", "causal")
+        if architecture == "fid":
+            from lampbox.engine.training.fid import FiDDevExample, FiDExample
+
+            def passages(value: Any) -> tuple[tuple[int, ...], ...]:
+                return tuple(tuple(p) for p in value)
+
+            train: list[Any] = [FiDExample(q, passages(p), tuple(t)) for q, p, t in data["train"]]
+            dev: list[Any] = [FiDDevExample(q, passages(p), g) for q, p, g in data["dev"]]
+        else:
+            train = [SFTExample(q, tuple(p), tuple(t)) for q, p, t in data["train"]]
+            dev = [DevExample(q, tuple(p), g) for q, p, g in data["dev"]]
+        return cls(train, dev, data["model_source"], data["chat"], data["base_fingerprint"], architecture)
 
 
 class _TokenizerView:
@@ -158,13 +168,64 @@ def _causal_lm_source(spec: TrainSpec) -> tuple[Any, str, Any]:
     return resolved, source, config
 
 
+def _questions_and_items(spec: TrainSpec, store: Store, task: Any, split: str, limit: int | None) -> tuple[list[Any], list[Any]]:
+    """The split's questions with a gold, and their retrieved items (stored rankings reused)."""
+    questions = [q for q in store.questions(task.name, spec.scheme, split, limit=limit) if q.gold is not None]
+    rankings = {}
+    if spec.personalized and questions:
+        retriever = create_retriever(spec.retriever)
+        rankings = {r.question_id: r for r in rank_stored(store, task, questions, retriever)}
+    return questions, [selected_items(q, rankings.get(q.id), spec.k) for q in questions]
+
+
+def prepare_fid_data(spec: TrainSpec, store: Store) -> PreparedData:
+    """FiD examples: one passage per retrieved item, as the fid method builds them."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    from lampbox.engine.fingerprint import model_fingerprint
+    from lampbox.engine.generation.hf import HFTokenizer
+    from lampbox.engine.training import fid as fid_core
+
+    task = store.task(spec.task)
+    source = fid_core.seq2seq_source(spec.model)
+    if not getattr(AutoConfig.from_pretrained(source), "is_encoder_decoder", False):
+        raise LampboxError(f"{spec.model!r} is not an encoder-decoder model; `lampbox train fid` needs one (e.g. a T5)")
+    tokenizer = AutoTokenizer.from_pretrained(source)
+    view = _TokenizerView(HFTokenizer(tokenizer), int(min(getattr(tokenizer, "model_max_length", 512) or 512, 512)))
+    view.supports_passages = True  # type: ignore[attr-defined]
+    view.special_tokens = len(tokenizer("")["input_ids"])  # type: ignore[attr-defined]
+    params = GenerationParams(max_new_tokens=default_max_new_tokens(task))
+    prepare = get_method("fid").preparer(task, view, params, spec.max_length)  # type: ignore[arg-type]
+
+    def examples(split: str, limit: int | None, dev: bool) -> list[Any]:
+        questions, selected = _questions_and_items(spec, store, task, split, limit)
+        built = []
+        for question, items in zip(questions, selected, strict=True):
+            passages = fid_core.passage_ids(tokenizer, prepare(question, items).request.passages, spec.max_length)
+            if dev:
+                built.append(fid_core.FiDDevExample(question.id, passages, question.gold or ""))
+            else:
+                target = fid_core.fid_target_ids(tokenizer, question.gold or "", spec.max_target_tokens)
+                built.append(fid_core.FiDExample(question.id, passages, target))
+        return built
+
+    train = examples(spec.split, spec.limit, False)
+    if not train:
+        raise LampboxError(f"no {task.name} {spec.scheme} {spec.split} question has a gold output to train on")
+    dev = []
+    if spec.dev_limit != 0 and store.questions(task.name, spec.scheme, spec.dev_split, limit=1):
+        dev = examples(spec.dev_split, spec.dev_limit, True)
+    return PreparedData(train, dev, source, False, model_fingerprint(source), "fid")
+
+
 def prepare_data(spec: TrainSpec, store: Store) -> PreparedData:
     """Questions, rankings and prompts -> tokenized examples (rank 0 only: reads the store)."""
+    if spec.method == "fid":
+        return prepare_fid_data(spec, store)
     from lampbox.engine.fingerprint import model_fingerprint
     from lampbox.engine.generation.hf import HFTokenizer, load_hf_tokenizer
 
     task = store.task(spec.task)
-    retriever = create_retriever(spec.retriever) if spec.personalized else None
     resolved, source, config = _causal_lm_source(spec)
     tokenizer = load_hf_tokenizer(resolved).hf_tokenizer
     if tokenizer.pad_token_id is None:
@@ -176,11 +237,8 @@ def prepare_data(spec: TrainSpec, store: Store) -> PreparedData:
     prepare = get_method(spec.method).preparer(task, view, params, spec.max_length)  # type: ignore[arg-type]
 
     def prompts(split: str, limit: int | None) -> tuple[list[str], list[str], list[str]]:
-        questions = [q for q in store.questions(task.name, spec.scheme, split, limit=limit) if q.gold is not None]
-        rankings = {}
-        if retriever is not None and questions:
-            rankings = {r.question_id: r for r in rank_stored(store, task, questions, retriever)}
-        texts = [prepare(q, selected_items(q, rankings.get(q.id), spec.k)).request.prompt for q in questions]
+        questions, selected = _questions_and_items(spec, store, task, split, limit)
+        texts = [prepare(q, items).request.prompt for q, items in zip(questions, selected, strict=True)]
         return [q.id for q in questions], texts, [q.gold or "" for q in questions]
 
     ids, texts, golds = prompts(spec.split, spec.limit)
@@ -236,13 +294,18 @@ def train_model(
     _barrier()
     if not main:
         data = PreparedData.from_json(json.loads(data_file.read_text()))
-    tokenizer = load_hf_tokenizer(resolve_model(spec.model)).hf_tokenizer
+    if data.architecture == "fid":
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(data.model_source)
+    else:
+        tokenizer = load_hf_tokenizer(resolve_model(spec.model)).hf_tokenizer
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     task = store.task(spec.task) if store is not None else TaskSpec.from_stored(json.loads((work / "task.json").read_text()))
     model, result = train(
         data.model_source, tokenizer, task, data.train, data.dev, spec.config, work,
-        on_progress=on_progress, should_stop=should_stop,
+        architecture=data.architecture, on_progress=on_progress, should_stop=should_stop,
     )  # fmt: skip
     if not main:
         return None, result
@@ -283,7 +346,8 @@ def _save(
     shutil.rmtree(staging, ignore_errors=True)
     info = {
         "name": name, "kind": kind, "method": spec.method, "task": spec.task, "base": spec.model,
-        "base_fingerprint": data.base_fingerprint, "chat": data.chat, "spec": spec.to_json(),
+        "base_fingerprint": data.base_fingerprint, "chat": data.chat, "architecture": data.architecture,
+        "spec": spec.to_json(),
     }  # fmt: skip
     try:
         staging.mkdir(parents=True)

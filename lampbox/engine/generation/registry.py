@@ -26,6 +26,7 @@ register_backend("llamacpp", "lampbox.engine.generation.llamacpp:LlamaCppGenerat
 register_backend("hf", "lampbox.engine.generation.hf:HFGenerator")
 register_backend("openai", "lampbox.engine.generation.openai_compat:OpenAIGenerator")
 register_backend("dummy", "lampbox.engine.generation.dummy:DummyGenerator")
+register_backend("fid", "lampbox.engine.generation.fid:FiDGenerator")
 
 
 def known_backends() -> list[str]:

@@ -182,19 +182,21 @@ def train(
     config: TrainConfig,
     work_dir: Path,
     *,
+    architecture: str = "causal",
     on_progress: Callable[[TrainProgress], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
 ) -> tuple[Any, TrainResult]:
-    """Fine-tune the causal LM at `model_source`; returns the trained model (best dev checkpoint
-    loaded when there is a dev set) and the result. Checkpoints go to work_dir/checkpoints; a
-    run that finds complete checkpoints there continues from the newest."""
+    """Fine-tune the model at `model_source`: a causal LM on SFTExamples, or (architecture
+    "fid") an encoder-decoder on FiDExamples with Fusion-in-Decoder. Returns the trained model
+    (the best dev checkpoint loaded when there is a dev set) and the result. Checkpoints go to
+    work_dir/checkpoints; a run that finds complete checkpoints there continues from the newest."""
     import torch
     from transformers import AutoModelForCausalLM, Trainer, TrainerCallback, TrainingArguments
 
     from lampbox.engine.metrics import Scorer, aggregate
-    from lampbox.engine.quiet import quiet_transformers
+    from lampbox.engine.quiet import quiet_training
 
-    quiet_transformers()
+    quiet_training()
     if not train_examples:
         raise LampboxError("nothing to train on: no training example has a gold output")
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -202,7 +204,15 @@ def train(
     checkpoints = work_dir / "checkpoints"
     remove_incomplete_checkpoints(checkpoints)
     resume = complete_checkpoints(checkpoints)
-    model = AutoModelForCausalLM.from_pretrained(model_source, dtype=torch.float32)
+    fid = architecture == "fid"
+    if fid:
+        from lampbox.engine.training import fid as fid_core
+
+        if config.lora is not None:
+            raise LampboxError("FiD trains the whole encoder-decoder (full fine-tuning); LoRA is for `train ipa`")
+        model = fid_core.load_seq2seq(model_source)
+    else:
+        model = AutoModelForCausalLM.from_pretrained(model_source, dtype=torch.float32)
     if config.lora is not None:
         from peft import LoraConfig, get_peft_model
 
@@ -267,10 +277,29 @@ def train(
                 control.should_training_stop = True
 
     class LampboxTrainer(Trainer):
+        def compute_loss(self, model: Any, inputs: Any, return_outputs: bool = False, num_items_in_batch: Any = None) -> Any:
+            if not fid:
+                return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            # FiD: the passages are encoded one by one and fused for the decoder, which a plain
+            # forward cannot express; the loss is the decoder's on the gold tokens.
+            loss = fid_core.fid_loss(self.accelerator.unwrap_model(model), inputs)
+            return (loss, None) if return_outputs else loss
+
         def evaluate(self, eval_dataset: Any = None, ignore_keys: Any = None, metric_key_prefix: str = "eval") -> dict[str, float]:
-            outputs = generate_dev(
-                self.model, tokenizer, dev_examples, config.eval_new_tokens, config.eval_batch_size, precision
-            )
+            if fid:
+                outputs = []
+                self.model.eval()
+                try:
+                    for start in range(0, len(dev_examples), config.eval_batch_size):
+                        batch = dev_examples[start : start + config.eval_batch_size]
+                        passages = [e.passages for e in batch]  # type: ignore[attr-defined]
+                        outputs += fid_core.fid_generate(self.model, tokenizer, passages, config.eval_new_tokens)
+                finally:
+                    self.model.train()
+            else:
+                outputs = generate_dev(
+                    self.model, tokenizer, dev_examples, config.eval_new_tokens, config.eval_batch_size, precision
+                )
             scores = Scorer(task).score_all(zip((o.strip() for o in outputs), (e.gold for e in dev_examples), strict=True))
             metrics = {f"{metric_key_prefix}_{k}": float(v) for k, v in aggregate(task, scores).items()}
             self.log(metrics)
@@ -287,11 +316,15 @@ def train(
                     handle.flush()
                     os.fsync(handle.fileno())
 
-    collator = PadToLongest(pad_id)
-    if config.pad_to:
+    collator: Any = PadToLongest(pad_id)
+    dataset: Any = SFTDataset(train_examples)
+    if fid:
+        collator = fid_core.FiDCollator(pad_id)
+        dataset = fid_core.FiDDataset(train_examples)  # type: ignore[arg-type]
+    elif config.pad_to:
         width = config.pad_to
 
-        def collator(batch: Sequence[dict[str, list[int]]]) -> dict[str, Any]:  # type: ignore[misc]
+        def collator(batch: Sequence[dict[str, list[int]]]) -> dict[str, Any]:
             padded = PadToLongest(pad_id)(batch)
             extra = width - padded["input_ids"].shape[1]
             if extra > 0:
@@ -306,7 +339,7 @@ def train(
     trainer = LampboxTrainer(
         model=model,
         args=args,
-        train_dataset=SFTDataset(train_examples),
+        train_dataset=dataset,
         eval_dataset=list(dev_examples) if with_dev else None,  # scored by generation in evaluate()
         data_collator=collator,
         callbacks=[Progress()],

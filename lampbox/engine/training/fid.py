@@ -1,0 +1,189 @@
+"""Fusion-in-Decoder: each (input, retrieved item) pair is encoded on its own, and the decoder
+attends over all the encoder outputs concatenated (Izacard & Grave; the LaMP paper's FiD).
+
+Works with any encoder-decoder transformers loads (T5 / Flan-T5 by hub id or path, or an
+EncoderDecoderModel). Offline, the default base is `minilm-bert2bert`: an EncoderDecoderModel
+warm-started from the packaged all-MiniLM-L6-v2 (encoder and decoder; the decoder's
+cross-attention starts random), built once into lampbox's cache.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from lampbox.errors import LampboxError
+
+OFFLINE_BASE = "minilm-bert2bert"
+IGNORE_INDEX = -100
+
+
+@dataclass(frozen=True)
+class FiDExample:
+    """One question: its passages' tokens (one pair per retrieved item) and the target's."""
+
+    question_id: str
+    passages: tuple[tuple[int, ...], ...]
+    target_ids: tuple[int, ...]
+
+    def __len__(self) -> int:
+        return sum(len(p) for p in self.passages) + len(self.target_ids)
+
+
+@dataclass(frozen=True)
+class FiDDevExample:
+    question_id: str
+    passages: tuple[tuple[int, ...], ...]
+    gold: str
+
+
+def passage_ids(tokenizer: Any, passages: Sequence[str], max_length: int) -> tuple[tuple[int, ...], ...]:
+    """Each passage's tokens with the model's special tokens, cut to max_length."""
+    texts = list(passages) or [""]
+    encoded = tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]
+    return tuple(tuple(ids) for ids in encoded)
+
+
+def fid_target_ids(tokenizer: Any, gold: str, max_target_tokens: int) -> tuple[int, ...]:
+    """The gold's tokens and an end token (T5's </s>, BERT's [SEP]), without a start token."""
+    ids = list(tokenizer(gold, add_special_tokens=False)["input_ids"])[:max_target_tokens]
+    end = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else tokenizer.sep_token_id
+    if end is not None:
+        ids.append(int(end))
+    return tuple(ids)
+
+
+def pad_passages(batch: Sequence[Sequence[Sequence[int]]], pad_id: int) -> tuple[Any, Any]:
+    """(batch, passages, length) ids and mask, padded to the batch's most passages and longest."""
+    import torch
+
+    n = max(len(passages) for passages in batch)
+    width = max(len(ids) for passages in batch for ids in passages)
+    ids = torch.full((len(batch), n, width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(batch), n, width), dtype=torch.long)
+    for row, passages in enumerate(batch):
+        for column, passage in enumerate(passages):
+            ids[row, column, : len(passage)] = torch.tensor(passage, dtype=torch.long)
+            mask[row, column, : len(passage)] = 1
+    return ids, mask
+
+
+class FiDCollator:
+    def __init__(self, pad_token_id: int) -> None:
+        self.pad_token_id = pad_token_id
+
+    def __call__(self, batch: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        import torch
+
+        ids, mask = pad_passages([item["passages"] for item in batch], self.pad_token_id)
+        width = max(len(item["labels"]) for item in batch)
+        labels = torch.full((len(batch), width), IGNORE_INDEX, dtype=torch.long)
+        for row, item in enumerate(batch):
+            labels[row, : len(item["labels"])] = torch.tensor(item["labels"], dtype=torch.long)
+        return {"passage_ids": ids, "passage_mask": mask, "labels": labels}
+
+
+class FiDDataset:
+    def __init__(self, examples: Sequence[FiDExample]) -> None:
+        self.examples = list(examples)
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        example = self.examples[index]
+        # input_ids: what the length-grouped sampler measures (all passages together)
+        return {
+            "passages": example.passages,
+            "labels": list(example.target_ids),
+            "input_ids": [t for p in example.passages for t in p],
+        }
+
+
+def encode_fused(model: Any, passage_ids: Any, passage_mask: Any) -> tuple[Any, Any]:
+    """Encode every passage separately, then concatenate them per question for the decoder."""
+    from transformers.modeling_outputs import BaseModelOutput
+
+    batch, n, width = passage_ids.shape
+    encoder = model.get_encoder()
+    hidden = encoder(
+        input_ids=passage_ids.reshape(batch * n, width), attention_mask=passage_mask.reshape(batch * n, width)
+    ).last_hidden_state
+    fused = hidden.reshape(batch, n * width, hidden.shape[-1])
+    return BaseModelOutput(last_hidden_state=fused), passage_mask.reshape(batch, n * width)
+
+
+def fid_loss(model: Any, inputs: dict[str, Any]) -> Any:
+    encoded, mask = encode_fused(model, inputs["passage_ids"], inputs["passage_mask"])
+    return model(encoder_outputs=encoded, attention_mask=mask, labels=inputs["labels"]).loss
+
+
+def fid_generate(model: Any, tokenizer: Any, batch_passages: Sequence[Sequence[Sequence[int]]], new_tokens: int) -> list[str]:
+    """Greedy outputs for a batch of questions given as their passages' token ids."""
+    import torch
+
+    device = next(model.parameters()).device
+    ids, mask = pad_passages(batch_passages, tokenizer.pad_token_id)
+    with torch.inference_mode():
+        encoded, fused_mask = encode_fused(model, ids.to(device), mask.to(device))
+        generated = model.generate(
+            encoder_outputs=encoded, attention_mask=fused_mask, max_new_tokens=new_tokens, do_sample=False, num_beams=1
+        )
+    return [tokenizer.decode(row, skip_special_tokens=True) for row in generated.tolist()]
+
+
+def load_seq2seq(source: str) -> Any:
+    """An encoder-decoder model from a folder or hub id (T5 family or EncoderDecoderModel)."""
+    from transformers import AutoConfig, AutoModelForSeq2SeqLM, EncoderDecoderModel
+
+    try:
+        config = AutoConfig.from_pretrained(source)
+    except (OSError, ValueError) as error:
+        raise LampboxError(f"could not read the config of {source!r}: {error}") from error
+    if not getattr(config, "is_encoder_decoder", False):
+        architectures = ", ".join(getattr(config, "architectures", None) or []) or config.model_type
+        raise LampboxError(f"{source!r} is not an encoder-decoder model ({architectures}); FiD needs one (e.g. a T5)")
+    if config.model_type == "encoder-decoder":
+        return EncoderDecoderModel.from_pretrained(source)
+    return AutoModelForSeq2SeqLM.from_pretrained(source)
+
+
+def offline_base_folder() -> Path:
+    """The minilm-bert2bert base (built once from the packaged all-MiniLM-L6-v2)."""
+    from transformers import AutoTokenizer, EncoderDecoderModel
+
+    from lampbox.engine.retrieval.dense import packaged_model_path
+    from lampbox.paths import cache_dir
+
+    target = cache_dir("models") / OFFLINE_BASE
+    if (target / "config.json").is_file():
+        return target
+    source = packaged_model_path()
+    tokenizer = AutoTokenizer.from_pretrained(source)
+    model = EncoderDecoderModel.from_encoder_decoder_pretrained(source, source)
+    model.config.decoder_start_token_id = tokenizer.cls_token_id
+    model.config.pad_token_id = tokenizer.pad_token_id
+    model.config.eos_token_id = tokenizer.sep_token_id
+    model.generation_config.decoder_start_token_id = tokenizer.cls_token_id
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.eos_token_id = tokenizer.sep_token_id
+    partial = target.with_name(target.name + ".partial")
+    model.save_pretrained(partial)
+    tokenizer.save_pretrained(partial)
+    partial.replace(target)
+    return target
+
+
+def seq2seq_source(name: str) -> str:
+    """What transformers loads for a FiD base name: the offline default, a trained FiD model,
+    a folder or a hub id."""
+    if name == OFFLINE_BASE:
+        return str(offline_base_folder())
+    from lampbox.models import resolve_model
+
+    resolved = resolve_model(name)
+    if resolved.format != "hf":
+        raise LampboxError(f"{name!r} is a GGUF model; FiD needs an encoder-decoder (e.g. a T5 folder or hub id)")
+    return resolved.location
