@@ -166,3 +166,36 @@ def test_a_killed_training_resumes_from_its_last_complete_checkpoint(commits_sto
     summary = json.loads(again.stdout)
     assert summary["resumed_from"] >= done[-1] and summary["steps"] == 10
     assert "resuming from the checkpoints" in again.stderr
+
+
+def test_torchrun_on_two_processes_matches_one_process(commits_store_path: Path, tiny_lm: Path, tmp_path: Path) -> None:
+    """DDP with gloo on CPU: 2 processes x batch 2 train the adapter 1 process x batch 4 trains
+    (same examples per step, same seed), within float noise; only rank 0 wrote the store."""
+    import shutil
+
+    from safetensors.torch import load_file
+
+    from lampbox.store import Store
+    from lampbox.store.artifacts import get_artifact
+
+    db = tmp_path / "store.duckdb"
+    shutil.copy(commits_store_path, db)
+    env = {**os.environ, "LAMPBOX_HOME": str(tmp_path / "home"), "OMP_NUM_THREADS": "1"}
+    common = [
+        "-m", "lampbox", "train", "ipa", "--task", "commit_subject", "--model", str(tiny_lm), "--k", "2",
+        "--limit", "16", "--dev-limit", "0", "--max-steps", "3", "--lora-dropout", "0", "--random-order",
+        "--precision", "fp32", "--lr", "1e-2", "--db", str(db), "--json",
+    ]  # fmt: skip
+    one = subprocess.run([sys.executable, *common, "--batch-size", "4", "--name", "one"], env=env, capture_output=True, text=True, timeout=600)
+    assert one.returncode == 0, one.stderr[-2000:]
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2"]
+    two = subprocess.run([*launcher, *common, "--batch-size", "2", "--name", "two"], env=env, capture_output=True, text=True, timeout=600)
+    assert two.returncode == 0, two.stderr[-2000:]
+    assert two.stdout.count('"name": "two"') == 1  # rank 0 alone reports (and registers)
+    models = tmp_path / "home" / "models"
+    first, second = (load_file(models / name / "adapter" / "adapter_model.safetensors") for name in ("one", "two"))
+    assert first.keys() == second.keys()
+    assert max(float((first[k] - second[k]).abs().max()) for k in first) < 1e-5
+    with Store(db, read_only=True) as store:
+        losses = [[e["loss"] for e in get_artifact(store, name).history if "loss" in e] for name in ("one", "two")]
+    assert len(losses[0]) == 3 and losses[0] == pytest.approx(losses[1], rel=1e-5)

@@ -48,6 +48,7 @@ def _common_options(function: Any) -> Any:
         click.option("--limit", type=int, default=None, help="Only the first N training questions."),
         click.option("--dev-limit", type=int, default=100, show_default=True, help="Dev questions scored at each evaluation (0: none)."),
         click.option("--eval-every", type=int, default=None, help="Steps between dev evaluations (default: each epoch)."),
+        click.option("--group-by-length/--random-order", default=True, show_default=True, help="Batches of similar lengths (less padding) or plain shuffled order."),
         click.option("--name", required=True, help="Name of the trained model (use it with --model)."),
         click.option("--overwrite", is_flag=True, help="Replace a trained model of the same name."),
         db_option,
@@ -97,7 +98,8 @@ def _train(
     method: str, model: str, lora: Any, task_name: str, split: str, dev_split: str, scheme: str | None,
     retriever: str, k: int, epochs: float, max_steps: int | None, lr: float | None, batch_size: int,
     grad_accum: int, max_length: int, max_target_tokens: int, precision: str, seed: int, limit: int | None,
-    dev_limit: int, eval_every: int | None, name: str, overwrite: bool, db_path: Path | None, as_json: bool,
+    dev_limit: int, eval_every: int | None, group_by_length: bool, name: str, overwrite: bool, db_path: Path | None,
+    as_json: bool,
 ) -> None:  # fmt: skip
     from lampbox.engine.defaults import default_max_new_tokens
     from lampbox.engine.retrieval import retriever_names
@@ -119,6 +121,7 @@ def _train(
         epochs=epochs, lr=lr if lr is not None else (2e-4 if lora is not None else 5e-5), batch_size=batch_size,
         grad_accum=grad_accum, seed=seed, precision=precision, max_steps=max_steps, eval_every=eval_every,
         lora=lora, eval_new_tokens=default_max_new_tokens(task) if task is not None else 32,
+        group_by_length=group_by_length,
     )  # fmt: skip
     spec = TrainSpec(
         task=task.name if task is not None else task_name, scheme=resolved_scheme, method=method, split=split,

@@ -204,6 +204,9 @@ def train(
     checkpoints = work_dir / "checkpoints"
     remove_incomplete_checkpoints(checkpoints)
     resume = complete_checkpoints(checkpoints)
+    from transformers import set_seed
+
+    set_seed(config.seed)  # before the model: LoRA's random A matrices come from this seed too
     fid = architecture == "fid"
     if fid:
         from lampbox.engine.training import fid as fid_core
