@@ -140,6 +140,31 @@ def test_bad_input_is_one_clear_error(commits_store, tiny_lm: Path, home: Path, 
     assert not list((home / "models").glob("bad-t5*"))
 
 
+def test_a_failed_save_registers_nothing(commits_store, tiny_lm: Path, home: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    import errno
+
+    from lampbox.engine import fingerprint
+    from lampbox.engine.training import trainer
+    from lampbox.lab.training import train_model
+    from lampbox.store.artifacts import get_artifact
+
+    def disk_full(folder):  # type: ignore[no-untyped-def]
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    original = trainer.train
+
+    def train_then_fill_the_disk(*args, **kwargs):  # type: ignore[no-untyped-def]
+        result = original(*args, **kwargs)
+        monkeypatch.setattr(fingerprint, "folder_sha256", disk_full)  # the save comes next
+        return result
+
+    monkeypatch.setattr(trainer, "train", train_then_fill_the_disk)
+    with pytest.raises(LampboxError, match="could not save the trained model .*No space left"):
+        train_model(_spec(tiny_lm, dev_limit=0), commits_store, "full-disk")
+    assert get_artifact(commits_store, "full-disk") is None
+    assert not [p for p in (home / "models").iterdir() if "full-disk" in p.name and not p.name.endswith(".training")]
+
+
 def test_a_killed_training_resumes_from_its_last_complete_checkpoint(commits_store_path: Path, tiny_lm: Path, tmp_path: Path) -> None:
     import shutil
 
