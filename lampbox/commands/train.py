@@ -22,7 +22,7 @@ def train() -> None:
     lampbox models list
 
     Run the same command again after an interruption: training continues from its last
-    complete checkpoint. Under `torchrun --nproc-per-node N lampbox train ...` it trains on N
+    complete checkpoint. Under `torchrun --nproc-per-node N -m lampbox train ...` it trains on N
     processes (DDP); only rank 0 reads and writes the store.
     """
 

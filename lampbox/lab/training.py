@@ -199,7 +199,7 @@ def prepare_fid_data(spec: TrainSpec, store: Store) -> PreparedData:
 
     def examples(split: str, limit: int | None, dev: bool) -> list[Any]:
         questions, selected = _questions_and_items(spec, store, task, split, limit)
-        built = []
+        built: list[Any] = []
         for question, items in zip(questions, selected, strict=True):
             passages = fid_core.passage_ids(tokenizer, prepare(question, items).request.passages, spec.max_length)
             if dev:

@@ -250,7 +250,7 @@ def train(
         eval_strategy=strategy if with_dev else "no",
         save_strategy=strategy,
         eval_steps=config.eval_every,
-        save_steps=config.eval_every,
+        save_steps=config.eval_every or 500,  # used only with eval_every (save_strategy "steps")
         save_total_limit=config.save_total_limit,
         load_best_model_at_end=with_dev,
         metric_for_best_model=main if with_dev else None,
@@ -291,14 +291,16 @@ def train(
         def evaluate(self, eval_dataset: Any = None, ignore_keys: Any = None, metric_key_prefix: str = "eval") -> dict[str, float]:
             if fid:
                 outputs = []
-                self.model.eval()
+                model = self.model
+                assert model is not None
+                model.eval()
                 try:
                     for start in range(0, len(dev_examples), config.eval_batch_size):
                         batch = dev_examples[start : start + config.eval_batch_size]
                         passages = [e.passages for e in batch]  # type: ignore[attr-defined]
-                        outputs += fid_core.fid_generate(self.model, tokenizer, passages, config.eval_new_tokens)
+                        outputs += fid_core.fid_generate(model, tokenizer, passages, config.eval_new_tokens)
                 finally:
-                    self.model.train()
+                    model.train()
             else:
                 outputs = generate_dev(
                     self.model, tokenizer, dev_examples, config.eval_new_tokens, config.eval_batch_size, precision
