@@ -7,12 +7,15 @@ BM25 k=4), each trained model at its own k, the model-free baselines (retrieval-
 commit_subject the first sentence of the commit body), with paired randomization tests.
 
     .venv/bin/python benchmarks/bench_training.py quality [--train-limit N] [--dev-limit N]
-        [--epochs E] [--tasks commit_subject,commit_area] [--work DIR]
+        [--epochs E] [--tasks commit_subject,commit_area] [--work DIR] [--fid [--fid-epochs E]]
+
+(the trained models of a work folder are reused: re-running with --fid adds FiD to a finished run)
 
 throughput: the same examples and steps through (a) the reference: transformers Trainer + peft
 LoRA, fp32, every batch padded to the max length, random order; and (b) lampbox's trainer:
-length-grouped batches padded to their own longest, at fp32 and bf16. Prints tokens/s (real
-tokens, padding excluded) and peak RSS of each, every one in its own process.
+length-grouped batches padded to their own longest with logits only at the targets, at fp32 and
+bf16 (and fp32 with full logits, to show that part). Prints tokens/s (real tokens, padding
+excluded; training steps only, model loading excluded) and peak RSS, each in its own process.
 
     .venv/bin/python benchmarks/bench_training.py throughput [--steps 20] [--limit 160]
 """
@@ -66,7 +69,7 @@ def bench_rows(
     args = [*common, "--model", model, "--retrievers", retrievers] + ([] if baselines else ["--no-baselines"])
     rows = {}
     for row in json.loads(sh(args, env, log))["rows"]:
-        label = row["label"].replace(f"hf:{model}", "").strip()
+        label = row["label"].replace(f"hf:{model}", "").replace(f"fid fid:{model}", "(FiD)").strip()
         who = "zero-shot" if model == "smollm2-135m-instruct" else model
         rows[f"{who}: {label}" if row["role"] != "retrieval-only" else f"model-free: {label}"] = row
     return rows
@@ -120,6 +123,17 @@ def quality(args: argparse.Namespace) -> None:
         rows.update(bench_rows(common, "smollm2-135m-instruct", "none,bm25,recency", True, env, log))
         rows.update(bench_rows(common, trained[4], "none,bm25", False, env, log))
         rows.update(bench_rows(common, trained[0], "none", False, env, log))
+        if args.fid:
+            name = f"{task}-fid-k4"
+            if not (work / "home" / "models" / name).exists():
+                sh(
+                    [*LAMPBOX, "train", "fid", "--task", task, "--retriever", "bm25", "--k", "4", "--name", name,
+                     "--epochs", str(args.fid_epochs), "--dev-limit", str(args.eval_limit), "--precision", args.precision,
+                     "--db", db, *limit],
+                    env, log,
+                )  # fmt: skip
+            fid = [arg if arg != "hf" else "fid" for arg in common] + ["--method", "fid"]
+            rows.update(bench_rows(fid, name, "bm25", False, env, log))
         with Store(db, read_only=True) as store:
             spec = store.task(task)
             main = spec.main_metric
@@ -164,13 +178,13 @@ def throughput_worker(args: argparse.Namespace) -> None:
     longest = max(len(e) for e in data.train)
     config = TrainConfig(
         epochs=100, max_steps=args.steps, batch_size=4, lr=2e-4, lora=LoraSettings(),
-        precision="fp32" if reference else args.contestant.split("-")[-1],
+        precision="fp32" if reference else args.contestant.split("-")[1],
         group_by_length=not reference, pad_to=longest if reference else None, save_total_limit=1,
+        tail_logits=not reference and not args.contestant.endswith("-full-logits"),
     )  # fmt: skip
     with tempfile.TemporaryDirectory() as work:
-        started = time.perf_counter()
         _, result = train(data.model_source, tokenizer, task, data.train, [], config, Path(work))
-        seconds = time.perf_counter() - started
+        seconds = result.seconds  # the Trainer's steps (model loading excluded)
     losses = [e["loss"] for e in result.history if "loss" in e]
     print(json.dumps({
         "contestant": args.contestant, "steps": result.steps, "seconds": seconds, "tokens": result.train_tokens,
@@ -214,11 +228,13 @@ def main() -> None:
     q.add_argument("--eval-limit", type=int, default=50, help="dev questions scored at each evaluation during training")
     q.add_argument("--epochs", type=float, default=1.0)
     q.add_argument("--precision", default="fp32")
+    q.add_argument("--fid", action="store_true", help="also train and score FiD (minilm-bert2bert, BM25 k=4)")
+    q.add_argument("--fid-epochs", type=float, default=1.0)
     q.add_argument("--work", default=None)
     t = sub.add_parser("throughput")
     t.add_argument("--steps", type=int, default=20)
     t.add_argument("--limit", type=int, default=160)
-    t.add_argument("--contestants", default="reference,lampbox-fp32,lampbox-bf16")
+    t.add_argument("--contestants", default="reference,lampbox-fp32,lampbox-bf16,lampbox-fp32-full-logits")
     w = sub.add_parser("throughput-worker")
     w.add_argument("--contestant", required=True)
     w.add_argument("--db", required=True)

@@ -75,6 +75,11 @@ def test_the_loss_is_on_the_gold_tokens_only(tiny_lm: Path) -> None:
     manual = torch.nn.functional.cross_entropy(shifted[keep], targets[keep])
     assert torch.allclose(loss, manual, atol=1e-5)
     assert int(keep.sum()) == sum(len(e.target_ids) for e in examples)
+    # Left padding with logits at the tail only gives the same loss, without projecting the
+    # prompt tokens onto the vocabulary.
+    tail = PadToLongest(tokenizer.pad_token_id or 0, tail_logits=True)([SFTDataset(examples)[0], SFTDataset(examples)[1]])
+    assert tail["logits_to_keep"] == max(len(e.target_ids) for e in examples) + 1
+    assert torch.allclose(model(**tail).loss, loss, atol=1e-5)
 
 
 def _spec(tiny_lm: Path, **overrides):  # type: ignore[no-untyped-def]

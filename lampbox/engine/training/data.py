@@ -95,10 +95,18 @@ class SFTDataset:
 
 
 class PadToLongest:
-    """Right-pads each batch to its own longest example (not to a fixed max length)."""
+    """Pads each batch to its own longest example (not to a fixed max length).
 
-    def __init__(self, pad_token_id: int) -> None:
+    With `tail_logits`, examples are padded on the left, so every target ends the row, and the
+    model is asked for logits at the last (longest target + 1) positions only
+    (`logits_to_keep`): the vocabulary projection and its softmax, the largest activations of a
+    small LM, are not computed over prompt tokens whose labels are masked anyway. The loss is
+    the same (attention is masked, and rotary positions only matter relative to each other).
+    """
+
+    def __init__(self, pad_token_id: int, tail_logits: bool = False) -> None:
         self.pad_token_id = pad_token_id
+        self.tail_logits = tail_logits
 
     def __call__(self, batch: Sequence[dict[str, list[int]]]) -> dict[str, Any]:
         import torch
@@ -109,7 +117,14 @@ class PadToLongest:
         mask = torch.zeros((len(batch), width), dtype=torch.long)
         for row, item in enumerate(batch):
             n = len(item["input_ids"])
-            input_ids[row, :n] = torch.tensor(item["input_ids"], dtype=torch.long)
-            labels[row, :n] = torch.tensor(item["labels"], dtype=torch.long)
-            mask[row, :n] = 1
-        return {"input_ids": input_ids, "attention_mask": mask, "labels": labels}
+            span = slice(width - n, width) if self.tail_logits else slice(0, n)
+            input_ids[row, span] = torch.tensor(item["input_ids"], dtype=torch.long)
+            labels[row, span] = torch.tensor(item["labels"], dtype=torch.long)
+            mask[row, span] = 1
+        padded = {"input_ids": input_ids, "attention_mask": mask, "labels": labels}
+        if self.tail_logits:
+            longest_target = max(sum(1 for label in row["labels"] if label != IGNORE_INDEX) for row in batch)
+            keep = min(width, longest_target + 1)
+            padded["labels"] = labels[:, width - keep :]
+            padded["logits_to_keep"] = keep
+        return padded

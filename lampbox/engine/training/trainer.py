@@ -58,6 +58,7 @@ class TrainConfig:
     max_steps: int | None = None  # stop early (tests, quick checks)
     group_by_length: bool = True
     pad_to: int | None = None  # pad every batch to this length (the reference's way; None: to the longest)
+    tail_logits: bool = True  # logits only where there are labels (when the model supports logits_to_keep)
     save_total_limit: int = 2
 
     def to_json(self) -> dict[str, Any]:
@@ -321,7 +322,10 @@ def train(
                     handle.flush()
                     os.fsync(handle.fileno())
 
-    collator: Any = PadToLongest(pad_id)
+    import inspect
+
+    forward = inspect.signature(type(model.get_base_model() if config.lora is not None else model).forward)
+    collator: Any = PadToLongest(pad_id, tail_logits=config.tail_logits and "logits_to_keep" in forward.parameters)
     dataset: Any = SFTDataset(train_examples)
     if fid:
         collator = fid_core.FiDCollator(pad_id)
