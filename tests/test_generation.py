@@ -38,9 +38,9 @@ def test_importing_generation_loads_no_backend() -> None:
 
 
 def test_unknown_backend_and_model_list_the_known_ones() -> None:
-    assert known_backends() == ["dummy", "hf", "llamacpp", "openai"]
+    assert known_backends() == ["dummy", "fid", "hf", "llamacpp", "openai"]
     assert "smollm2-135m-instruct" in known_models()
-    with pytest.raises(UnknownNameError, match="Known: dummy, hf, llamacpp, openai"):
+    with pytest.raises(UnknownNameError, match="Known: dummy, fid, hf, llamacpp, openai"):
         load_generator("vllm", "smollm2-135m-instruct")
     with pytest.raises(UnknownNameError, match="gemma-3-270m, smollm2-135m-instruct"):
         load_generator("llamacpp", "no-such-model")

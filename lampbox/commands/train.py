@@ -43,7 +43,7 @@ def _common_options(function: Any) -> Any:
         click.option("--grad-accum", type=int, default=1, show_default=True, help="Gradient accumulation steps."),
         click.option("--max-length", type=int, default=DEFAULT_MAX_LENGTH, show_default=True, help="Prompt (IPA) or passage (FiD) token budget."),
         click.option("--max-target-tokens", type=int, default=64, show_default=True, help="Gold tokens learned per example."),
-        click.option("--precision", type=click.Choice(["auto", "bf16", "fp32"]), default="auto", show_default=True, help="auto: bf16 on CUDA and CPUs with AMX; fp32 otherwise."),
+        click.option("--precision", type=click.Choice(["auto", "bf16", "fp32"]), default="auto", show_default=True, help="auto: bf16 on CUDA and on CPUs with AMX or AVX512-BF16, fp32 otherwise."),
         click.option("--seed", type=int, default=0, show_default=True),
         click.option("--limit", type=int, default=None, help="Only the first N training questions."),
         click.option("--dev-limit", type=int, default=100, show_default=True, help="Dev questions scored at each evaluation (0: none)."),
