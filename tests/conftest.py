@@ -47,3 +47,12 @@ def commits_store(tmp_path: Path, commits_store_path: Path):
     store = Store(path)
     yield store
     store.close()
+
+
+@pytest.fixture(scope="module")
+def module_home(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    """A private LAMPBOX_HOME for one test module (trained models and caches go there)."""
+    path = tmp_path_factory.mktemp("home")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("LAMPBOX_HOME", str(path))
+        yield path
