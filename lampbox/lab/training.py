@@ -127,9 +127,13 @@ class PreparedData:
 class _TokenizerView:
     """What a method's preparer needs of a generator, without loading its weights."""
 
-    def __init__(self, tokenizer: Any, context_size: int) -> None:
+    def __init__(
+        self, tokenizer: Any, context_size: int, *, special_tokens: int = 0, supports_passages: bool = False
+    ) -> None:
         self.tokenizer = tokenizer
         self.context_size = context_size
+        self.special_tokens = special_tokens
+        self.supports_passages = supports_passages
 
 
 def check_name(name: str, overwrite: bool, store: Store | None = None) -> Path:
@@ -178,9 +182,23 @@ def _questions_and_items(spec: TrainSpec, store: Store, task: Any, split: str, l
     return questions, [selected_items(q, rankings.get(q.id), spec.k) for q in questions]
 
 
+def _train_and_dev(
+    spec: TrainSpec, store: Store, task: Any, build: Callable[[str, int | None, bool], list[Any]]
+) -> tuple[list[Any], list[Any]]:
+    """`build(split, limit, dev)` for the training split (an error when no question has a
+    gold) and for the dev split when it exists and dev_limit is not 0."""
+    train = build(spec.split, spec.limit, False)
+    if not train:
+        raise LampboxError(f"no {task.name} {spec.scheme} {spec.split} question has a gold output to train on")
+    dev: list[Any] = []
+    if spec.dev_limit != 0 and store.questions(task.name, spec.scheme, spec.dev_split, limit=1):
+        dev = build(spec.dev_split, spec.dev_limit, True)
+    return train, dev
+
+
 def prepare_fid_data(spec: TrainSpec, store: Store) -> PreparedData:
     """FiD examples: one passage per retrieved item, as the fid method builds them."""
-    from transformers import AutoConfig, AutoTokenizer
+    from transformers import AutoTokenizer
 
     from lampbox.engine.fingerprint import model_fingerprint
     from lampbox.engine.generation.hf import HFTokenizer
@@ -188,12 +206,10 @@ def prepare_fid_data(spec: TrainSpec, store: Store) -> PreparedData:
 
     task = store.task(spec.task)
     source = fid_core.seq2seq_source(spec.model)
-    if not getattr(AutoConfig.from_pretrained(source), "is_encoder_decoder", False):
-        raise LampboxError(f"{spec.model!r} is not an encoder-decoder model; `lampbox train fid` needs one (e.g. a T5)")
+    fid_core.seq2seq_config(source)  # a clear error for a model that is not an encoder-decoder
     tokenizer = AutoTokenizer.from_pretrained(source)
-    view = _TokenizerView(HFTokenizer(tokenizer), int(min(getattr(tokenizer, "model_max_length", 512) or 512, 512)))
-    view.supports_passages = True  # type: ignore[attr-defined]
-    view.special_tokens = len(tokenizer("")["input_ids"])  # type: ignore[attr-defined]
+    limit, special = fid_core.passage_limits(tokenizer)
+    view = _TokenizerView(HFTokenizer(tokenizer), limit, special_tokens=special, supports_passages=True)
     params = GenerationParams(max_new_tokens=default_max_new_tokens(task))
     prepare = get_method("fid").preparer(task, view, params, spec.max_length)  # type: ignore[arg-type]
 
@@ -209,12 +225,7 @@ def prepare_fid_data(spec: TrainSpec, store: Store) -> PreparedData:
                 built.append(fid_core.FiDExample(question.id, passages, target))
         return built
 
-    train = examples(spec.split, spec.limit, False)
-    if not train:
-        raise LampboxError(f"no {task.name} {spec.scheme} {spec.split} question has a gold output to train on")
-    dev = []
-    if spec.dev_limit != 0 and store.questions(task.name, spec.scheme, spec.dev_split, limit=1):
-        dev = examples(spec.dev_split, spec.dev_limit, True)
+    train, dev = _train_and_dev(spec, store, task, examples)
     return PreparedData(train, dev, source, False, model_fingerprint(source), "fid")
 
 
@@ -223,7 +234,7 @@ def prepare_data(spec: TrainSpec, store: Store) -> PreparedData:
     if spec.method == "fid":
         return prepare_fid_data(spec, store)
     from lampbox.engine.fingerprint import model_fingerprint
-    from lampbox.engine.generation.hf import HFTokenizer, load_hf_tokenizer
+    from lampbox.engine.generation.hf import HFTokenizer, context_limit, load_hf_tokenizer
 
     task = store.task(spec.task)
     resolved, source, config = _causal_lm_source(spec)
@@ -231,24 +242,20 @@ def prepare_data(spec: TrainSpec, store: Store) -> PreparedData:
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     chat = resolved.chat if resolved.chat is not None else bool(getattr(tokenizer, "chat_template", None))
-    context = int(getattr(config, "max_position_embeddings", None) or 2048)
-    view = _TokenizerView(HFTokenizer(tokenizer), context)
+    view = _TokenizerView(HFTokenizer(tokenizer), context_limit(config))
     params = GenerationParams(max_new_tokens=default_max_new_tokens(task))
     prepare = get_method(spec.method).preparer(task, view, params, spec.max_length)  # type: ignore[arg-type]
 
-    def prompts(split: str, limit: int | None) -> tuple[list[str], list[str], list[str]]:
+    def examples(split: str, limit: int | None, dev: bool) -> list[Any]:
         questions, selected = _questions_and_items(spec, store, task, split, limit)
+        ids = [q.id for q in questions]
         texts = [prepare(q, items).request.prompt for q, items in zip(questions, selected, strict=True)]
-        return [q.id for q in questions], texts, [q.gold or "" for q in questions]
+        golds = [q.gold or "" for q in questions]
+        if dev:
+            return list(encode_dev(tokenizer, chat, ids, texts, golds))
+        return list(encode_examples(tokenizer, chat, ids, texts, golds, spec.max_target_tokens))
 
-    ids, texts, golds = prompts(spec.split, spec.limit)
-    if not ids:
-        raise LampboxError(f"no {task.name} {spec.scheme} {spec.split} question has a gold output to train on")
-    train = encode_examples(tokenizer, chat, ids, texts, golds, spec.max_target_tokens)
-    dev: list[DevExample] = []
-    if spec.dev_limit != 0 and store.questions(task.name, spec.scheme, spec.dev_split, limit=1):
-        dev_ids, dev_texts, dev_golds = prompts(spec.dev_split, spec.dev_limit)
-        dev = encode_dev(tokenizer, chat, dev_ids, dev_texts, dev_golds)
+    train, dev = _train_and_dev(spec, store, task, examples)
     return PreparedData(train, dev, source, chat, model_fingerprint(resolved.location, is_hub_id=resolved.is_hub_id))
 
 

@@ -12,6 +12,7 @@ from typing import Any
 
 from lampbox.engine.caches import GenerationCache
 from lampbox.engine.generation.base import GenerationParams, GenerationRequest, Generator
+from lampbox.engine.generation.common import GenerationCancelled
 
 
 def generation_cache_key(
@@ -63,8 +64,6 @@ def generate_cached(
     generated = 0
     for start in range(0, len(todo), batch_size):
         if should_cancel and should_cancel():
-            from lampbox.engine.generation.common import GenerationCancelled
-
             raise GenerationCancelled(done, total)
         batch = todo[start : start + batch_size]
         texts = generator.generate(

@@ -48,7 +48,7 @@ class FiDGenerator:
 
         from lampbox.engine.generation.hf import HFTokenizer
         from lampbox.engine.quiet import quiet_transformers
-        from lampbox.engine.training.fid import OFFLINE_BASE, load_seq2seq
+        from lampbox.engine.training.fid import OFFLINE_BASE, load_seq2seq, passage_limits
 
         quiet_transformers()
         if threads:
@@ -59,10 +59,9 @@ class FiDGenerator:
         self._model = load_seq2seq(self.location).to(self.device).eval()
         self._hf_tokenizer = AutoTokenizer.from_pretrained(self.location)
         self._tokenizer = HFTokenizer(self._hf_tokenizer)
-        limit = int(min(getattr(self._hf_tokenizer, "model_max_length", 512) or 512, 512))
+        limit, self.special_tokens = passage_limits(self._hf_tokenizer)
         self.passage_length = passage_length or limit
         self.context_size = limit
-        self.special_tokens = len(self._hf_tokenizer("")["input_ids"])
         self.batch_size = batch_size
         self._lock = threading.Lock()
 

@@ -146,6 +146,11 @@ def prompt_ids(tokenizer: Any, prompt: str, chat: bool) -> list[int]:
     return list(tokenizer(prompt)["input_ids"])
 
 
+def context_limit(config: Any) -> int:
+    """The most tokens (prompt + output) a causal LM takes, from its config."""
+    return int(getattr(config, "max_position_embeddings", None) or 2048)
+
+
 def apply_adapter(model: Any, adapter: str) -> Any:
     """A trained LoRA adapter merged into the model's weights (inference runs at base speed)."""
     try:
@@ -225,7 +230,7 @@ class HFGenerator:
         if chat and not has_template:
             raise LampboxError(f"model {resolved.name!r} has no chat template; use chat=False")
         self.chat = chat
-        limit = getattr(self._model.config, "max_position_embeddings", None) or 2048
+        limit = context_limit(self._model.config)
         self._context_size = min(context_size or limit, limit)
         self._lock = threading.Lock()
 

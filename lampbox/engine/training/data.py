@@ -104,14 +104,15 @@ class PadToLongest:
     the same (attention is masked, and rotary positions only matter relative to each other).
     """
 
-    def __init__(self, pad_token_id: int, tail_logits: bool = False) -> None:
+    def __init__(self, pad_token_id: int, tail_logits: bool = False, min_width: int = 0) -> None:
         self.pad_token_id = pad_token_id
         self.tail_logits = tail_logits
+        self.min_width = min_width  # pad at least this far (a fixed-length reference)
 
     def __call__(self, batch: Sequence[dict[str, list[int]]]) -> dict[str, Any]:
         import torch
 
-        width = max(len(row["input_ids"]) for row in batch)
+        width = max(self.min_width, *(len(row["input_ids"]) for row in batch))
         input_ids = torch.full((len(batch), width), self.pad_token_id, dtype=torch.long)
         labels = torch.full((len(batch), width), IGNORE_INDEX, dtype=torch.long)
         mask = torch.zeros((len(batch), width), dtype=torch.long)
@@ -121,7 +122,7 @@ class PadToLongest:
             input_ids[row, span] = torch.tensor(item["input_ids"], dtype=torch.long)
             labels[row, span] = torch.tensor(item["labels"], dtype=torch.long)
             mask[row, span] = 1
-        padded = {"input_ids": input_ids, "attention_mask": mask, "labels": labels}
+        padded: dict[str, Any] = {"input_ids": input_ids, "attention_mask": mask, "labels": labels}
         if self.tail_logits:
             longest_target = max(sum(1 for label in row["labels"] if label != IGNORE_INDEX) for row in batch)
             keep = min(width, longest_target + 1)

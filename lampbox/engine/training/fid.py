@@ -46,6 +46,13 @@ def passage_ids(tokenizer: Any, passages: Sequence[str], max_length: int) -> tup
     return tuple(tuple(ids) for ids in encoded)
 
 
+def passage_limits(tokenizer: Any) -> tuple[int, int]:
+    """(tokens a passage may have, special tokens the tokenizer adds to each): what the FiD
+    preparer budgets with, in training and at inference alike."""
+    limit = int(min(getattr(tokenizer, "model_max_length", 512) or 512, 512))
+    return limit, len(tokenizer("")["input_ids"])
+
+
 def fid_target_ids(tokenizer: Any, gold: str, max_target_tokens: int) -> tuple[int, ...]:
     """The gold's tokens and an end token (T5's </s>, BERT's [SEP]), without a start token."""
     ids = list(tokenizer(gold, add_special_tokens=False)["input_ids"])[:max_target_tokens]
@@ -134,9 +141,9 @@ def fid_generate(model: Any, tokenizer: Any, batch_passages: Sequence[Sequence[S
     return [tokenizer.decode(row, skip_special_tokens=True) for row in generated.tolist()]
 
 
-def load_seq2seq(source: str) -> Any:
-    """An encoder-decoder model from a folder or hub id (T5 family or EncoderDecoderModel)."""
-    from transformers import AutoConfig, AutoModelForSeq2SeqLM, EncoderDecoderModel
+def seq2seq_config(source: str) -> Any:
+    """The config of an encoder-decoder model; a clear error for anything else."""
+    from transformers import AutoConfig
 
     try:
         config = AutoConfig.from_pretrained(source)
@@ -145,7 +152,14 @@ def load_seq2seq(source: str) -> Any:
     if not getattr(config, "is_encoder_decoder", False):
         architectures = ", ".join(getattr(config, "architectures", None) or []) or config.model_type
         raise LampboxError(f"{source!r} is not an encoder-decoder model ({architectures}); FiD needs one (e.g. a T5)")
-    if config.model_type == "encoder-decoder":
+    return config
+
+
+def load_seq2seq(source: str) -> Any:
+    """An encoder-decoder model from a folder or hub id (T5 family or EncoderDecoderModel)."""
+    from transformers import AutoModelForSeq2SeqLM, EncoderDecoderModel
+
+    if seq2seq_config(source).model_type == "encoder-decoder":
         return EncoderDecoderModel.from_pretrained(source)
     return AutoModelForSeq2SeqLM.from_pretrained(source)
 

@@ -331,19 +331,7 @@ def train(
         collator = fid_core.FiDCollator(pad_id)
         dataset = fid_core.FiDDataset(train_examples)  # type: ignore[arg-type]
     elif config.pad_to:
-        width = config.pad_to
-
-        def collator(batch: Sequence[dict[str, list[int]]]) -> dict[str, Any]:
-            padded = PadToLongest(pad_id)(batch)
-            extra = width - padded["input_ids"].shape[1]
-            if extra > 0:
-                pad = torch.nn.functional.pad
-                padded = {
-                    "input_ids": pad(padded["input_ids"], (0, extra), value=pad_id),
-                    "attention_mask": pad(padded["attention_mask"], (0, extra), value=0),
-                    "labels": pad(padded["labels"], (0, extra), value=-100),
-                }
-            return padded
+        collator = PadToLongest(pad_id, min_width=config.pad_to)
 
     trainer = LampboxTrainer(
         model=model,
