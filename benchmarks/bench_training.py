@@ -7,7 +7,8 @@ BM25 k=4), each trained model at its own k, the model-free baselines (retrieval-
 commit_subject the first sentence of the commit body), with paired randomization tests.
 
     .venv/bin/python benchmarks/bench_training.py quality [--train-limit N] [--dev-limit N]
-        [--epochs E] [--tasks commit_subject,commit_area] [--work DIR] [--fid [--fid-epochs E]]
+        [--epochs E] [--tasks commit_subject,commit_area] [--retrievers bm25,recency] [--work DIR]
+        [--fid [--fid-epochs E]]
 
 (the trained models of a work folder are reused: re-running with --fid adds FiD to a finished run)
 
@@ -106,13 +107,13 @@ def quality(args: argparse.Namespace) -> None:
             sh([*LAMPBOX, "data", "import", str(DATA / task), "--db", db], env, log)
             (work / f"{task}.imported").touch()
         limit = ["--limit", str(args.train_limit)] if args.train_limit else []
-        trained = {}
-        for k in (4, 0):
-            name = f"{task}-lora-k{k}"
-            trained[k] = name
+        trained = {}  # (retriever, k) -> model name; BM25 k=4 keeps its first name, so old work folders are reused
+        for retriever, k in [(r, 4) for r in args.retrievers.split(",")] + [("bm25", 0)]:
+            name = f"{task}-lora-k{k}" if retriever == "bm25" else f"{task}-lora-{retriever}-k{k}"
+            trained[retriever, k] = name
             if not (work / "home" / "models" / name).exists():
                 sh(
-                    [*LAMPBOX, "train", "ipa", "--task", task, "--retriever", "bm25", "--k", str(k), "--name", name,
+                    [*LAMPBOX, "train", "ipa", "--task", task, "--retriever", retriever, "--k", str(k), "--name", name,
                      "--epochs", str(args.epochs), "--dev-limit", str(args.eval_limit), "--precision", args.precision,
                      "--db", db, *limit],
                     env, log,
@@ -121,8 +122,8 @@ def quality(args: argparse.Namespace) -> None:
         rows: dict[str, dict] = {}
         common = [*LAMPBOX, "bench", "--task", task, "--backend", "hf", "--k", "4", "--json", "--db", db, *dev]
         rows.update(bench_rows(common, "smollm2-135m-instruct", "none,bm25,recency", True, env, log))
-        rows.update(bench_rows(common, trained[4], "none,bm25", False, env, log))
-        rows.update(bench_rows(common, trained[0], "none", False, env, log))
+        for (retriever, k), name in trained.items():
+            rows.update(bench_rows(common, name, f"none,{retriever}" if k else "none", False, env, log))
         if args.fid:
             name = f"{task}-fid-k4"
             if not (work / "home" / "models" / name).exists():
@@ -146,15 +147,13 @@ def quality(args: argparse.Namespace) -> None:
             rows[label] = {"metrics": aggregate(spec, per)}
             scores[label] = {q: s.get(key) for q, s in zip(preds, per, strict=True)}
         zero = "zero-shot: no personalization"
-        control = f"{trained[0]}: no personalization"
-        with_retrieval = f"{trained[4]}: bm25 k=4"
+        control = f"{trained['bm25', 0]}: no personalization"
         print(f"\n{task} dev ({args.dev_limit or 'all'} questions), main metric {main}")
         print(f"{'configuration':58} {main:>10}   vs zero-shot        vs LoRA k=0")
         for label, row in rows.items():
             value = row["metrics"].get(main)
             print(f"{label:58} {value:10.4f}   {versus(scores, label, zero):18} {versus(scores, label, control):18}")
             report.append({"task": task, "configuration": label, main: value, "metrics": row["metrics"]})
-        print(f"(LoRA with retrieval: {with_retrieval})")
     (work / "quality.json").write_text(json.dumps(report, indent=2))
     print(f"\nfigures in {work / 'quality.json'}")
 
@@ -226,6 +225,7 @@ def main() -> None:
     q.add_argument("--train-limit", type=int, default=None)
     q.add_argument("--dev-limit", type=int, default=None)
     q.add_argument("--eval-limit", type=int, default=50, help="dev questions scored at each evaluation during training")
+    q.add_argument("--retrievers", default="bm25", help="a LoRA model is trained with each of these at k=4 (and one at k=0)")
     q.add_argument("--epochs", type=float, default=1.0)
     q.add_argument("--precision", default="fp32")
     q.add_argument("--fid", action="store_true", help="also train and score FiD (minilm-bert2bert, BM25 k=4)")

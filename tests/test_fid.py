@@ -27,7 +27,7 @@ def tiny_t5(tmp_path_factory: pytest.TempPathFactory) -> Path:
     config = T5Config(
         vocab_size=len(tokenizer), d_model=32, d_kv=8, d_ff=64, num_layers=2, num_decoder_layers=2, num_heads=4,
         pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.sep_token_id,
-        decoder_start_token_id=tokenizer.pad_token_id,
+        decoder_start_token_id=tokenizer.pad_token_id, dropout_rate=0.0,  # deterministic: the torchrun test compares weights
     )  # fmt: skip
     folder = tmp_path_factory.mktemp("tiny-t5")
     T5ForConditionalGeneration(config).save_pretrained(folder)
@@ -83,3 +83,35 @@ def test_fid_trains_and_runs_as_a_method(commits_store, tiny_t5: Path, home: Pat
     causal = TrainSpec(task="commit_area", scheme="user", method="fid", model="smollm2-135m-instruct", config=config)
     with pytest.raises(LampboxError, match="GGUF|not an encoder-decoder"):
         train_model(causal, commits_store, "not-fid")
+
+
+def test_fid_under_torchrun_matches_one_process(commits_store_path: Path, tiny_t5: Path, tmp_path: Path) -> None:
+    """DDP with gloo on CPU: 2 processes x batch 2 train the FiD model 1 process x batch 4
+    trains (same examples per step, same seed), within float noise: the encoder (run outside
+    DDP's forward, passage by passage) and the decoder are both all-reduced."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    from safetensors.torch import load_file
+
+    db = tmp_path / "store.duckdb"
+    shutil.copy(commits_store_path, db)
+    env = {**os.environ, "LAMPBOX_HOME": str(tmp_path / "home"), "OMP_NUM_THREADS": "1"}
+    common = [
+        "-m", "lampbox", "train", "fid", "--task", "commit_area", "--model", str(tiny_t5), "--k", "2",
+        "--limit", "16", "--dev-limit", "0", "--max-steps", "3", "--random-order", "--precision", "fp32",
+        "--lr", "1e-2", "--db", str(db), "--json",
+    ]  # fmt: skip
+    one = subprocess.run([sys.executable, *common, "--batch-size", "4", "--name", "one"], env=env, capture_output=True, text=True, timeout=600)
+    assert one.returncode == 0, one.stderr[-2000:]
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2"]
+    two = subprocess.run([*launcher, *common, "--batch-size", "2", "--name", "two"], env=env, capture_output=True, text=True, timeout=600)
+    assert two.returncode == 0, two.stderr[-2000:]
+    models = tmp_path / "home" / "models"
+    first, second = (load_file(models / name / "model" / "model.safetensors") for name in ("one", "two"))
+    base = load_file(tiny_t5 / "model.safetensors")
+    assert first.keys() == second.keys()
+    assert max(float((first[k] - base[k]).abs().max()) for k in first if k in base) > 1e-3  # it trained
+    assert max(float((first[k] - second[k]).abs().max()) for k in first) < 1e-5

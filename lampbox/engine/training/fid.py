@@ -122,9 +122,21 @@ def encode_fused(model: Any, passage_ids: Any, passage_mask: Any) -> tuple[Any, 
     return BaseModelOutput(last_hidden_state=fused), passage_mask.reshape(batch, n * width)
 
 
-def fid_loss(model: Any, inputs: dict[str, Any]) -> Any:
+def fid_loss(model: Any, inputs: dict[str, Any], forward: Any = None, num_items: Any = None) -> Any:
+    """The decoder's cross-entropy on the gold tokens given the fused passages: summed, then
+    divided by `num_items` (the Trainer's count of gold tokens in the whole optimizer step,
+    across gradient accumulation and ranks) or, without it, by this batch's gold tokens.
+    `forward` is what runs the model's own forward: under torchrun the DDP wrapper of `model`,
+    so that DDP prepares the gradient all-reduce (the encoder's parameters, run here on the
+    unwrapped model, are all-reduced by DDP's gradient hooks all the same)."""
+    import torch.nn.functional as F
+
     encoded, mask = encode_fused(model, inputs["passage_ids"], inputs["passage_mask"])
-    return model(encoder_outputs=encoded, attention_mask=mask, labels=inputs["labels"]).loss
+    labels = inputs["labels"]
+    logits = (forward or model)(encoder_outputs=encoded, attention_mask=mask, labels=labels).logits
+    labels = labels.to(logits.device)
+    total = F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), ignore_index=IGNORE_INDEX, reduction="sum")
+    return total / (num_items if num_items is not None else labels.ne(IGNORE_INDEX).sum())
 
 
 def fid_generate(model: Any, tokenizer: Any, batch_passages: Sequence[Sequence[Sequence[int]]], new_tokens: int) -> list[str]:

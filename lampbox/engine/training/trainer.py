@@ -285,8 +285,14 @@ def train(
             if not fid:
                 return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
             # FiD: the passages are encoded one by one and fused for the decoder, which a plain
-            # forward cannot express; the loss is the decoder's on the gold tokens.
-            loss = fid_core.fid_loss(self.accelerator.unwrap_model(model), inputs)
+            # forward cannot express; the loss is the decoder's on the gold tokens. The decoder
+            # runs through `model` (DDP's wrapper under torchrun) so gradients are all-reduced.
+            # Like transformers' own losses, it is divided by the gold tokens of the whole
+            # optimizer step (all ranks, all accumulated batches), so every gold token weighs
+            # the same whatever the batch split; DDP averages over ranks, hence the product.
+            loss = fid_core.fid_loss(self.accelerator.unwrap_model(model), inputs, forward=model, num_items=num_items_in_batch)
+            if num_items_in_batch is not None and self.args.average_tokens_across_devices:
+                loss = loss * self.accelerator.num_processes
             return (loss, None) if return_outputs else loss
 
         def evaluate(self, eval_dataset: Any = None, ignore_keys: Any = None, metric_key_prefix: str = "eval") -> dict[str, float]:
@@ -344,6 +350,8 @@ def train(
     from transformers.trainer_callback import PrinterCallback
 
     trainer.remove_callback(PrinterCallback)  # progress goes through on_progress instead
+    if fid:
+        trainer.model_accepts_loss_kwargs = True  # our FiD loss takes the step's gold-token count
     resumed_from: int | None = None
     if resume:
         resumed_from = int(resume[-1].name.split("-")[-1])
