@@ -176,14 +176,35 @@ def load_seq2seq(source: str) -> Any:
     return AutoModelForSeq2SeqLM.from_pretrained(source)
 
 
+def round_trip_tokenizer(tokenizer: Any, folder: Path) -> None:
+    """Save a WordPiece tokenizer that splits on whitespace only, so that what the decoder
+    writes decodes back to the same text. BERT's own pre-tokenizer splits punctuation into
+    words of their own, and decoding joins words with spaces: "git-gui" came back as
+    "git - gui", which can never match a label. Split on whitespace, "git-gui" is "gi ##t
+    ##- ##gui" and decodes to "git-gui" (the vocabulary has the "##" punctuation pieces). The
+    folder loads as a plain fast tokenizer (BertTokenizer would rebuild its pre-tokenizer)."""
+    import json
+
+    from tokenizers import pre_tokenizers
+
+    tokenizer.backend_tokenizer.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tokenizer.save_pretrained(folder)
+    config_path = folder / "tokenizer_config.json"
+    config = json.loads(config_path.read_text())
+    config["tokenizer_class"] = "PreTrainedTokenizerFast"
+    config.pop("do_basic_tokenize", None)
+    config_path.write_text(json.dumps(config, indent=2))
+
+
 def offline_base_folder() -> Path:
-    """The minilm-bert2bert base (built once from the packaged all-MiniLM-L6-v2)."""
+    """The minilm-bert2bert base (built once from the packaged all-MiniLM-L6-v2), with a
+    tokenizer whose outputs round-trip (round_trip_tokenizer)."""
     from transformers import AutoTokenizer, EncoderDecoderModel
 
     from lampbox.engine.retrieval.dense import packaged_model_path
     from lampbox.paths import cache_dir
 
-    target = cache_dir("models") / OFFLINE_BASE
+    target = cache_dir("models") / f"{OFFLINE_BASE}-2"  # -2: the round-trip tokenizer
     if (target / "config.json").is_file():
         return target
     source = packaged_model_path()
@@ -197,7 +218,7 @@ def offline_base_folder() -> Path:
     model.generation_config.eos_token_id = tokenizer.sep_token_id
     partial = target.with_name(target.name + ".partial")
     model.save_pretrained(partial)
-    tokenizer.save_pretrained(partial)
+    round_trip_tokenizer(tokenizer, partial)
     partial.replace(target)
     return target
 
