@@ -8,7 +8,7 @@ commit_subject the first sentence of the commit body), with paired randomization
 
     .venv/bin/python benchmarks/bench_training.py quality [--train-limit N] [--dev-limit N]
         [--epochs E] [--tasks commit_subject,commit_area] [--retrievers bm25,recency] [--work DIR]
-        [--fid [--fid-epochs E]]
+        [--fid [--fid-epochs E] [--fid-lr LR]]
 
 (the trained models of a work folder are reused: re-running with --fid adds FiD to a finished run)
 
@@ -129,7 +129,7 @@ def quality(args: argparse.Namespace) -> None:
             if not (work / "home" / "models" / name).exists():
                 sh(
                     [*LAMPBOX, "train", "fid", "--task", task, "--retriever", "bm25", "--k", "4", "--name", name,
-                     "--epochs", str(args.fid_epochs), "--dev-limit", str(args.eval_limit), "--precision", args.precision,
+                     "--epochs", str(args.fid_epochs), "--lr", str(args.fid_lr), "--dev-limit", str(args.eval_limit), "--precision", args.precision,
                      "--db", db, *limit],
                     env, log,
                 )  # fmt: skip
@@ -230,6 +230,7 @@ def main() -> None:
     q.add_argument("--precision", default="fp32")
     q.add_argument("--fid", action="store_true", help="also train and score FiD (minilm-bert2bert, BM25 k=4)")
     q.add_argument("--fid-epochs", type=float, default=1.0)
+    q.add_argument("--fid-lr", type=float, default=5e-5)
     q.add_argument("--work", default=None)
     t = sub.add_parser("throughput")
     t.add_argument("--steps", type=int, default=20)
