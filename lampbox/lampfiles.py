@@ -134,9 +134,11 @@ def validate_outputs(data: Any, path: str | Path) -> tuple[str | None, dict[str,
     return (None if task is None else str(task)), outputs
 
 
-def write_outputs(path: str | Path, task: str, outputs: Mapping[str, str]) -> None:
-    """Write an outputs file in the official format, atomically."""
-    write_json_atomic(path, {"task": task, "golds": [{"id": qid, "output": text} for qid, text in outputs.items()]})
+def write_outputs(path: str | Path, task: str, outputs: Mapping[str, str], decode: str | None = None) -> None:
+    """Write an outputs file in the official format, atomically; `decode` (how a model's
+    predictions were decoded) is one more key, which the official evaluation ignores."""
+    golds = [{"id": qid, "output": text} for qid, text in outputs.items()]
+    write_json_atomic(path, {"task": task, **({"decode": decode} if decode else {}), "golds": golds})
 
 
 def write_json_atomic(path: str | Path, data: Any, indent: int | None = None) -> None:

@@ -22,10 +22,11 @@ from lampbox.engine.defaults import (
     default_model,
 )
 from lampbox.engine.generation.base import GenerationParams
+from lampbox.engine.generation.labels import DEFAULT_DECODING
 from lampbox.engine.generation.pool import GeneratorPool
 from lampbox.engine.stats import paired_randomization_test
 from lampbox.engine.tasks import TaskSpec
-from lampbox.lab.pipeline import run
+from lampbox.lab.pipeline import check_run_decoding, run
 from lampbox.lab.specs import RunProgress, RunRecord, RunSpec, run_key
 from lampbox.store import runs as run_store
 from lampbox.store.core import Store
@@ -51,6 +52,7 @@ class BenchSpec:
     limit: int | None = None
     users: int | None = None
     baselines: bool = True
+    decode: str = DEFAULT_DECODING  # the model runs' decoding: generate, or labels (classification)
     # Per backend, its options that change outputs (e.g. hf: dtype, quantize), as sorted
     # (backend, ((name, value), ...)) pairs; they become the runs' model_options.
     backend_options: tuple[tuple[str, Options], ...] = ()
@@ -67,6 +69,7 @@ class BenchSpec:
             "ks": list(self.ks),
             "backends": list(self.backends),
             **({"method": self.method} if self.method != "ipa" else {}),
+            **({"decode": self.decode} if self.decode != DEFAULT_DECODING else {}),
             "model": self.model,
             "params": self.params.to_json(),
             "max_length": self.max_length,
@@ -85,7 +88,10 @@ class BenchSpec:
 def build_grid(bench: BenchSpec, task: TaskSpec) -> list[tuple[RunSpec, str]]:
     """The runs of a bench with their roles: baseline (no personalization), retrieval, retrieval-only."""
     common: dict[str, Any] = {"task": bench.task, "scheme": bench.scheme, "split": bench.split, "limit": bench.limit, "users": bench.users}
-    model: dict[str, Any] = {"method": bench.method, "model": bench.model, "params": bench.params, "max_length": bench.max_length, "postprocess": bench.postprocess}
+    model: dict[str, Any] = {
+        "method": bench.method, "model": bench.model, "params": bench.params, "max_length": bench.max_length,
+        "postprocess": bench.postprocess, "decode": bench.decode,
+    }  # fmt: skip
     grid: list[tuple[RunSpec, str]] = []
     personalized = [name for name in bench.retrievers if name != "none"]
     for backend in bench.backends:
@@ -169,6 +175,8 @@ def run_bench(
     """
     task = store.task(bench.task)
     grid = build_grid(bench, task)
+    for spec, _ in grid:
+        check_run_decoding(spec, task)  # one clear error before anything runs
     key = bench_key(grid)
     run_store.save_bench(store, key, bench.to_json(), [(run_key(spec), role) for spec, role in grid])
     pool = generators or GeneratorPool()

@@ -47,6 +47,13 @@ from lampbox.engine.defaults import (
     default="",
     help="Recorded post-processing of outputs: first-line, strip-quotes (comma-separated; default: none, raw outputs stripped).",
 )
+@click.option(
+    "--decode",
+    type=click.Choice(["generate", "labels"]),
+    default="generate",
+    show_default=True,
+    help="generate: the model's raw text is the answer. labels (tasks with labels): every label is scored as the answer by the model's log-likelihood and the most likely one answers (hf, llamacpp, dummy). Recorded in the runs and the predictions files.",
+)
 @click.option("--baselines/--no-baselines", default=True, show_default=True, help="Add model-free retrieval-only baselines.")
 @click.option("--batch-size", type=int, default=8, show_default=True, help="Prompts per generation batch (hf batches them).")
 @click.option(
@@ -81,6 +88,7 @@ def bench_command(
     max_length: int,
     max_new_tokens: int | None,
     postprocess: str,
+    decode: str,
     baselines: bool,
     batch_size: int,
     quantize: str | None,
@@ -131,6 +139,13 @@ def bench_command(
         raise LampboxError(f"--k takes comma-separated whole numbers, not {ks!r}") from None
     store = open_store(db_path)
     task = store.task(task_name)
+    if decode != "generate":
+        from lampbox.engine.generation.labels import check_decoding, check_label_scoring
+        from lampbox.engine.generation.registry import backend_class
+
+        check_decoding(decode, task)
+        for backend in backend_list:
+            check_label_scoring(backend_class(backend))
     scheme = _resolve_scheme(store, task, split, scheme)
     if max_new_tokens is None:
         max_new_tokens = default_max_new_tokens(task)
@@ -150,6 +165,7 @@ def bench_command(
         limit=limit,
         users=users,
         baselines=baselines,
+        decode=decode,
         backend_options=(("hf", hf_options),) if hf_options else (),
     )
     from lampbox.engine.generation.pool import GeneratorPool

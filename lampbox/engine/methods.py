@@ -3,7 +3,8 @@
 A method registers itself (`register_method`) and the run pipeline calls `method.produce`,
 so fine-tuned IPA, FiD, OPPU or RSPG plug in with no edit to the pipeline. The default
 `produce` of a model method builds one GenerationRequest per question (`preparer`) and
-generates through the generation cache; a model-free method answers from the items alone.
+generates through the generation cache (or, with `decode="labels"`, answers each question with
+the label the model finds most likely); a model-free method answers from the items alone.
 """
 
 from __future__ import annotations
@@ -11,12 +12,19 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from lampbox.engine.caches import GenerationCache
 from lampbox.engine.generation.base import GenerationParams, GenerationRequest, Generator
 from lampbox.engine.generation.cached import generate_cached
 from lampbox.engine.generation.common import GenerationCancelled
+from lampbox.engine.generation.labels import (
+    DEFAULT_DECODING,
+    check_decoding,
+    choose_label,
+    label_record,
+    score_labels_cached,
+)
 from lampbox.engine.prompting import Prompt, PromptBuilder
 from lampbox.engine.retrieval.base import Ranking
 from lampbox.engine.tasks import TaskSpec
@@ -57,6 +65,7 @@ class MethodJob:
     batch_size: int = 8
     report: Report | None = None
     should_cancel: Callable[[], bool] | None = None
+    decode: str = DEFAULT_DECODING  # "generate" (the model's text) or "labels" (most likely label)
 
 
 @dataclass
@@ -65,6 +74,7 @@ class MethodResult:
     inputs: list[MethodInput | None]  # None for a model-free method
     generated: int = 0
     cached: int = 0
+    records: list[dict[str, Any]] | None = None  # per question, how the output was decoded (labels)
 
 
 Preparer = Callable[[Question, Sequence[ProfileItem]], MethodInput]
@@ -104,6 +114,8 @@ class Method:
                     job.report("prompt", index, len(job.questions))
             built.append(prepare(question, items))
         report = job.report
+        if job.decode != DEFAULT_DECODING:
+            return _decode_labels(generator, built, job)
         result = generate_cached(
             generator,
             [entry.request for entry in built],
@@ -115,6 +127,26 @@ class Method:
             should_cancel=job.should_cancel,
         )
         return MethodResult(result.outputs, list(built), result.generated, result.cached)
+
+
+def _decode_labels(generator: Generator, built: Sequence[MethodInput], job: MethodJob) -> MethodResult:
+    """The most likely label per question (every label scored as the answer to its prompt)."""
+    check_decoding(job.decode, job.task)
+    labels = job.task.labels
+    report = job.report
+    scores, result = score_labels_cached(
+        generator,
+        [entry.request for entry in built],
+        labels,
+        cache=job.cache,
+        sizes=[entry.prompt.token_count for entry in built],
+        batch_size=job.batch_size,
+        on_progress=(lambda done, total: report("generate", done, total)) if report else None,
+        should_cancel=job.should_cancel,
+    )
+    outputs = [choose_label(labels, row) for row in scores]
+    records = [label_record(labels, row) for row in scores]
+    return MethodResult(outputs, list(built), result.generated, result.cached, records)
 
 
 class IPA(Method):

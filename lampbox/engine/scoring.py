@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from lampbox.engine.methods import MethodInput
 from lampbox.engine.metrics import Scorer, aggregate, question_key
@@ -31,12 +32,15 @@ def predictions(
     selected: Sequence[Sequence[ProfileItem]],
     raw_outputs: Sequence[str],
     steps: Sequence[str] = (),
+    records: Sequence[Mapping[str, Any]] | None = None,
 ) -> list[Prediction]:
-    """One scored Prediction per question (scores empty where the gold is unknown)."""
+    """One scored Prediction per question (scores empty where the gold is unknown); `records`
+    (how each output was decoded, e.g. every label's log-likelihood) go into what it kept."""
     scorer = Scorer(task)
     per_question = question_key(task)
     results = []
-    for question, entry, items, raw in zip(questions, inputs, selected, raw_outputs, strict=True):
+    decoded = records if records is not None else [{}] * len(questions)
+    for question, entry, items, raw, record in zip(questions, inputs, selected, raw_outputs, decoded, strict=True):
         output = postprocess(raw, steps)
         scores = scorer.score(output, question.gold) if question.gold is not None else {}
         prompt = None if entry is None else entry.prompt
@@ -49,7 +53,10 @@ def predictions(
                 prompt=None if prompt is None else prompt.text,
                 item_keys=keys,
                 item_ids=tuple(ids[key] for key in keys if key in ids),
-                kept={} if prompt is None else {k: v for k, v in prompt.to_json().items() if k != "text"},
+                kept={
+                    **({} if prompt is None else {k: v for k, v in prompt.to_json().items() if k != "text"}),
+                    **record,
+                },
                 prompt_tokens=None if prompt is None else prompt.token_count,
                 raw_output=raw,
                 output=output,

@@ -42,8 +42,9 @@ class Question:
 @dataclass(frozen=True)
 class Prediction:
     """One question's result in a run: the prompt (None for a model-free method), the profile
-    items that went in (keys and official ids, in prompt order), what the prompt builder kept,
-    the raw and post-processed output, the gold and the per-question scores."""
+    items that went in (keys and official ids, in prompt order), what the prompt builder kept
+    (and, for label decoding, every label's log-likelihood), the raw and post-processed output,
+    the gold and the per-question scores."""
 
     question_id: str
     user_id: str

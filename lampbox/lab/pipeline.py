@@ -18,6 +18,7 @@ from pathlib import Path
 from lampbox.engine import scoring
 from lampbox.engine.generation.base import Generator
 from lampbox.engine.generation.common import GenerationCancelled
+from lampbox.engine.generation.labels import DEFAULT_DECODING, check_decoding, check_label_scoring
 from lampbox.engine.generation.pool import GeneratorPool
 from lampbox.engine.methods import MethodInput, MethodJob, selected_items
 from lampbox.engine.prompting import Prompt
@@ -97,12 +98,13 @@ def run(
 ) -> RunRecord:
     """Run one configuration end to end (or serve it from the store when it is finished)."""
     started = time.perf_counter()
+    task = store.task(spec.task)
+    check_run_decoding(spec, task)
     key = run_key(spec)
     if not recompute and run_store.run_status(store, key) == "finished":
         record = load_run(store, key, spec)
         record.seconds = time.perf_counter() - started
         return record
-    task = store.task(spec.task)
     questions = select_questions(store, spec)
     run_store.start_run(store, key, spec.label, spec.to_json(), len(questions))
 
@@ -125,16 +127,20 @@ def run(
             batch_size=batch_size,
             report=report,
             should_cancel=should_cancel,
+            decode=spec.decode,
         )
         result = spec.method_impl.produce(job)
-        predictions = scoring.predictions(task, questions, result.inputs, selected, result.raw_outputs, spec.postprocess)
+        predictions = scoring.predictions(
+            task, questions, result.inputs, selected, result.raw_outputs, spec.postprocess, result.records
+        )
         report("score", len(questions), len(questions))
         metrics = scoring.run_metrics(task, predictions)
         users = scoring.user_scores(task, questions, predictions)
         path = None
         if predictions_dir is not None:
             target = Path(predictions_dir) / f"{_slug(spec.label)}-{key[:8]}.json"
-            write_outputs(target, task.file_task, {p.question_id: p.output for p in predictions})
+            decode = spec.decode if spec.uses_model else None
+            write_outputs(target, task.file_task, {p.question_id: p.output for p in predictions}, decode)
             path = str(target)
         run_store.finish_run(store, key, metrics, predictions, users, path)
     except (RunCancelled, GenerationCancelled, KeyboardInterrupt) as error:
@@ -154,6 +160,16 @@ def run(
         cached=result.cached,
         seconds=time.perf_counter() - started,
     )
+
+
+def check_run_decoding(spec: RunSpec, task: TaskSpec) -> None:
+    """Before any work: label decoding needs a task with labels and a backend that scores them."""
+    if spec.decode == DEFAULT_DECODING:
+        return
+    from lampbox.engine.generation.registry import backend_class
+
+    check_decoding(spec.decode, task)
+    check_label_scoring(backend_class(spec.backend))
 
 
 def _slug(text: str) -> str:

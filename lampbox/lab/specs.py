@@ -15,6 +15,7 @@ from typing import Any
 
 from lampbox.engine.defaults import DEFAULT_BACKEND, DEFAULT_MAX_LENGTH, default_model
 from lampbox.engine.generation.base import GenerationParams
+from lampbox.engine.generation.labels import DEFAULT_DECODING, check_decoding
 from lampbox.engine.methods import Method, get_method
 from lampbox.engine.scoring import POSTPROCESSORS
 from lampbox.engine.types import Prediction, UserScore
@@ -42,9 +43,13 @@ class RunSpec:
     model_options: tuple[tuple[str, Any], ...] = ()  # backend options that change outputs; never threads
     limit: int | None = None
     users: int | None = None
+    decode: str = DEFAULT_DECODING  # "generate" (raw model text) or "labels" (most likely label)
 
     def __post_init__(self) -> None:
         get_method(self.method)  # a clear error for an unknown method
+        check_decoding(self.decode)
+        if self.decode != DEFAULT_DECODING and not self.uses_model:
+            raise LampboxError(f"method {self.method} uses no model: it has no decoding to choose")
         unknown = [name for name in self.postprocess if name not in POSTPROCESSORS]
         if unknown:
             raise LampboxError(f"unknown post-processing {', '.join(unknown)} (known: {', '.join(POSTPROCESSORS)})")
@@ -69,6 +74,8 @@ class RunSpec:
         data["postprocess"] = list(self.postprocess)
         data["retriever_options"] = dict(self.retriever_options)
         data["model_options"] = dict(self.model_options)
+        if self.decode == DEFAULT_DECODING:  # absent by default: run keys made before it stay valid
+            data.pop("decode")
         if not self.uses_model:  # a model-free baseline does not depend on these
             for name in ("backend", "model", "params", "max_length", "model_options", "postprocess"):
                 data.pop(name)
@@ -83,7 +90,8 @@ class RunSpec:
         extras = "".join(f" {name}={value}" for name, value in self.retriever_options)
         model_extras = "".join(f" {name}={value}" for name, value in self.model_options)
         method = "" if self.method == "ipa" else f" {self.method}"
-        return f"{retrieval}{extras}{method} {self.backend}:{Path(self.model).name}{model_extras}"
+        decode = "" if self.decode == DEFAULT_DECODING else f" decode={self.decode}"
+        return f"{retrieval}{extras}{method} {self.backend}:{Path(self.model).name}{model_extras}{decode}"
 
 
 def spec_from_json(data: Mapping[str, Any]) -> RunSpec:

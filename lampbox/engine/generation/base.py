@@ -1,8 +1,8 @@
 """The Generator protocol: batch-first text generation behind one small interface.
 
 Backends (llamacpp, hf, openai, dummy, and any registered later) register by name and load
-lazily; they declare what they can do as properties (streaming, log-likelihood scoring,
-passages for Fusion-in-Decoder, per-user adapters), the harlequin way.
+lazily; they declare what they can do as properties (streaming, log-likelihood scoring, label
+scoring, passages for Fusion-in-Decoder, per-user adapters), the harlequin way.
 """
 
 from __future__ import annotations
@@ -117,6 +117,11 @@ class Generator(Protocol):
     def supports_scoring(self) -> bool: ...
 
     @property
+    def supports_label_scoring(self) -> bool:
+        """Scores a task's labels as continuations of prompts (`score_labels`, `--decode labels`)."""
+        ...
+
+    @property
     def supports_passages(self) -> bool:
         """Takes requests with passages (Fusion-in-Decoder)."""
         ...
@@ -147,6 +152,17 @@ class Generator(Protocol):
 
     def score(self, prompts: Sequence[str], continuations: Sequence[str]) -> list[float]:
         """Sum of log-probabilities of each continuation after its prompt (only when supports_scoring)."""
+        ...
+
+    def score_labels(
+        self,
+        prompts: Requests,
+        labels: Sequence[str],
+        should_cancel: Callable[[], bool] | None = None,
+    ) -> list[list[float]]:
+        """For each request, the sum of log-probabilities of each label's tokens as the model's
+        answer to it (after the chat template's opened assistant turn, or after the plain prompt
+        and one space), in label order (only when supports_label_scoring)."""
         ...
 
     def close(self) -> None: ...

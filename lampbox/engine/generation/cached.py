@@ -50,6 +50,30 @@ def generate_cached(
     """
     identity = generator.identity()
     keys = [generation_cache_key(identity, params, request) for request in requests]
+
+    def compute(batch: Sequence[GenerationRequest]) -> list[str]:
+        return generator.generate(batch, params, should_cancel=should_cancel)
+
+    return cached_outputs(
+        generator, requests, keys, compute, cache=cache, sizes=sizes, batch_size=batch_size,
+        on_progress=on_progress, should_cancel=should_cancel,
+    )  # fmt: skip
+
+
+def cached_outputs(
+    generator: Generator,
+    requests: Sequence[GenerationRequest],
+    keys: Sequence[str],
+    compute: Callable[[Sequence[GenerationRequest]], list[str]],
+    *,
+    cache: GenerationCache | None = None,
+    sizes: Sequence[int] | None = None,
+    batch_size: int = 8,
+    on_progress: Callable[[int, int], None] | None = None,
+    should_cancel: Callable[[], bool] | None = None,
+) -> CachedOutputs:
+    """One text per request under its cache key: cached ones served, each distinct missing key
+    computed once (`compute` on a batch of requests), every batch kept as soon as it is done."""
     outputs = cache.load(keys) if cache is not None else {}
     cached = sum(1 for key in keys if key in outputs)
     first = {key: index for index, key in reversed(list(enumerate(keys)))}
@@ -66,9 +90,7 @@ def generate_cached(
         if should_cancel and should_cancel():
             raise GenerationCancelled(done, total)
         batch = todo[start : start + batch_size]
-        texts = generator.generate(
-            [requests[first[key]] for key in batch], params, should_cancel=should_cancel
-        )
+        texts = compute([requests[first[key]] for key in batch])
         fresh = dict(zip(batch, texts, strict=True))
         if cache is not None:
             cache.save(generator.name, generator.backend, fresh)

@@ -1,12 +1,13 @@
 """`dummy`: a deterministic, instant stand-in model for wiring tests (lm-evaluation-harness's idea).
 
 It answers every prompt with the prompt's first `words` words (16 by default), streams them
-word by word, and tokenizes on whitespace. Its identity says it is a stand-in, so its
+word by word, tokenizes on whitespace, and scores labels by how often the prompt quotes them. Its identity says it is a stand-in, so its
 outputs never share a cache key with a real model's. Nothing is loaded.
 """
 
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
@@ -50,6 +51,7 @@ class DummyGenerator:
     backend = "dummy"
     supports_streaming = True
     supports_scoring = False
+    supports_label_scoring = True
     supports_passages = True
     supports_adapters = True
     loads_local_weights = False
@@ -97,6 +99,24 @@ class DummyGenerator:
         from lampbox.errors import LampboxError
 
         raise LampboxError("the dummy backend does not score continuations")
+
+    def score_labels(
+        self,
+        prompts: Requests,
+        labels: Sequence[str],
+        should_cancel: Callable[[], bool] | None = None,
+    ) -> list[list[float]]:
+        """A stand-in log-likelihood: each label's share of the label mentions in the prompt,
+        add-one smoothed (log((1 + count) / (len(labels) + all counts))): deterministic, and with
+        retrieved items in the prompt it votes like the retrieval-only baseline."""
+        results = []
+        for index, request in enumerate(map(as_request, prompts)):
+            if should_cancel and should_cancel():
+                raise GenerationCancelled(index, len(prompts))
+            counts = [request.prompt.count(f'"{label}"') for label in labels]
+            total = len(labels) + sum(counts)
+            results.append([math.log((1 + count) / total) for count in counts])
+        return results
 
     def close(self) -> None:
         pass

@@ -29,6 +29,7 @@ class FiDGenerator:
     backend = "fid"
     supports_streaming = False
     supports_scoring = False
+    supports_label_scoring = False
     supports_passages = True
     supports_adapters = False
     loads_local_weights = True
@@ -111,6 +112,14 @@ class FiDGenerator:
 
     def score(self, prompts: Sequence[str], continuations: Sequence[str]) -> list[float]:
         raise LampboxError("the fid backend does not score continuations")
+
+    def score_labels(
+        self, prompts: Requests, labels: Sequence[str], should_cancel: Callable[[], bool] | None = None
+    ) -> list[list[float]]:
+        from lampbox.engine.generation.labels import check_label_scoring
+
+        check_label_scoring(self)
+        return []
 
     def close(self) -> None:
         self._model = None

@@ -6,6 +6,7 @@ lampbox's cache ("hf-models/<sha256 prefix>"), so later loads take about a secon
 
 from __future__ import annotations
 
+import inspect
 import os
 import shutil
 import threading
@@ -26,6 +27,7 @@ from lampbox.engine.generation.common import (
     stop_filtered,
     user_message,
 )
+from lampbox.engine.generation.labels import label_continuation
 from lampbox.errors import InputFileError, LampboxError
 from lampbox.models import ResolvedModel, resolve_model
 
@@ -167,6 +169,7 @@ class HFGenerator:
     """A transformers causal LM; prompts are sorted by length and generated in left-padded batches."""
 
     backend = "hf"
+    supports_label_scoring = True
     supports_passages = False
     supports_adapters = False  # per-request adapters (OPPU) come later; a trained model's own adapter is merged at load
     # weights are local files: run keys hash their content
@@ -417,6 +420,70 @@ class HFGenerator:
                     if cont
                     else 0.0
                 )
+        return scores
+
+    def score_labels(
+        self,
+        prompts: Requests,
+        labels: Sequence[str],
+        should_cancel: Callable[[], bool] | None = None,
+    ) -> list[list[float]]:
+        """Each label's summed token log-probabilities as the answer to each prompt: one forward
+        pass over the (templated) prompt, then all labels in one batch on its KV cache."""
+        import torch
+
+        label_ids = [self._tokenizer.encode(label_continuation(label, self.chat)) for label in labels]
+        if not labels or not all(label_ids):
+            raise LampboxError("label decoding needs labels that are not empty")
+        longest = max(len(ids) for ids in label_ids)
+        requests = plain_prompts(prompts, self.backend)
+        results = []
+        for index, prompt in enumerate(requests):
+            if should_cancel and should_cancel():
+                raise GenerationCancelled(index, len(requests))
+            ids = self._prompt_ids(prompt)
+            if len(ids) + longest > self._context_size:
+                raise LampboxError(
+                    f"{self.name}: prompt of {len(ids)} tokens + a label of {longest} tokens "
+                    f"exceeds the context size {self._context_size}"
+                )
+            with self._lock, torch.inference_mode():
+                results.append(self._label_logliks(ids, label_ids))
+        return results
+
+    def _label_logliks(self, ids: list[int], label_ids: list[list[int]]) -> list[float]:
+        import torch
+
+        prompt = torch.tensor([ids], dtype=torch.long, device=self.device)
+        out = self._model(input_ids=prompt, use_cache=True)
+        first = torch.log_softmax(out.logits[0, -1].float(), dim=-1)
+        scores = [float(first[tokens[0]]) for tokens in label_ids]
+        longer = [row for row, tokens in enumerate(label_ids) if len(tokens) > 1]
+        if not longer:
+            return scores
+        # The labels' later tokens, right-padded, all on copies of the prompt's cache: row r's
+        # logits at position j predict its token j + 1.
+        width = max(len(label_ids[row]) - 1 for row in longer)
+        pad = self._tokenizer.hf_tokenizer.pad_token_id
+        inputs = torch.full((len(longer), width), pad, dtype=torch.long)
+        mask = torch.ones((len(longer), len(ids) + width), dtype=torch.long)
+        for batch_row, row in enumerate(longer):
+            tokens = label_ids[row][:-1]
+            inputs[batch_row, : len(tokens)] = torch.tensor(tokens, dtype=torch.long)
+            mask[batch_row, len(ids) + len(tokens) :] = 0
+        # transformers 5 names the cache `cache` (`past_key_values` before, now deprecated).
+        cache_name = "cache" if "cache" in inspect.signature(self._model.forward).parameters else "past_key_values"
+        cache = out[cache_name]
+        cache.batch_repeat_interleave(len(longer))
+        logits = self._model(
+            input_ids=inputs.to(self.device), attention_mask=mask.to(self.device), **{cache_name: cache}
+        ).logits.float()
+        log_probs = torch.log_softmax(logits, dim=-1)
+        for batch_row, row in enumerate(longer):
+            targets = label_ids[row][1:]
+            positions = torch.arange(len(targets), device=self.device)
+            picked = log_probs[batch_row, positions, torch.tensor(targets, device=self.device)]
+            scores[row] += float(picked.sum())
         return scores
 
     def close(self) -> None:

@@ -16,6 +16,7 @@ from lampbox.engine.generation.base import (
     plain_prompts,
 )
 from lampbox.engine.generation.common import GenerationCancelled, user_message
+from lampbox.engine.generation.labels import label_continuation
 from lampbox.errors import InputFileError, LampboxError
 from lampbox.models import resolve_model
 
@@ -34,6 +35,15 @@ def _open_llama(path: Path, **kwargs: Any) -> Any:
         return Llama(model_path=str(path), verbose=False, **kwargs)
     except (ValueError, RuntimeError, OSError) as error:
         raise InputFileError(path, f"llama.cpp could not load this GGUF model ({error})") from error
+
+
+def _log_softmax(logits: Any) -> Any:
+    """log_softmax over the last axis, in float64."""
+    import numpy as np
+
+    values = np.asarray(logits, dtype=np.float64)
+    shifted = values - values.max(axis=-1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
 
 
 class LlamaCppTokenizer:
@@ -59,6 +69,7 @@ class LlamaCppGenerator:
     """A GGUF model on llama.cpp; chat template for instruct models, plain completion otherwise."""
 
     backend = "llamacpp"
+    supports_label_scoring = True
     supports_passages = False
     supports_adapters = False
     # weights are local files: run keys hash their content
@@ -106,6 +117,7 @@ class LlamaCppGenerator:
             )
         self.chat = chat
         self._tokenizer = LlamaCppTokenizer(self._llama)
+        self._chat_formatter: Any = None
 
     @property
     def tokenizer(self) -> LlamaCppTokenizer:
@@ -189,6 +201,80 @@ class LlamaCppGenerator:
 
     def score(self, prompts: Sequence[str], continuations: Sequence[str]) -> list[float]:
         raise LampboxError("the llamacpp backend does not score continuations; use the hf backend")
+
+    def prompt_tokens(self, prompt: str) -> list[int]:
+        """The tokens a generation from `prompt` starts with: the GGUF's chat template rendered
+        as llama-cpp-python renders it for create_chat_completion, or the plain prompt with BOS."""
+        llama = self._llama
+        if not self.chat:
+            return list(llama.tokenize(prompt.encode("utf-8"), add_bos=True, special=True))
+        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+        if self._chat_formatter is None:
+            eos, bos = llama.token_eos(), llama.token_bos()
+            self._chat_formatter = Jinja2ChatFormatter(
+                template=llama.metadata["tokenizer.chat_template"],
+                eos_token=llama._model.token_get_text(eos) if eos != -1 else "",
+                bos_token=llama._model.token_get_text(bos) if bos != -1 else "",
+                stop_token_ids=[eos],
+            )
+        rendered = self._chat_formatter(messages=user_message(prompt))
+        return list(
+            llama.tokenize(rendered.prompt.encode("utf-8"), add_bos=not rendered.added_special, special=True)
+        )
+
+    def score_labels(
+        self,
+        prompts: Requests,
+        labels: Sequence[str],
+        should_cancel: Callable[[], bool] | None = None,
+    ) -> list[list[float]]:
+        """Each label's summed token log-probabilities as the answer to each prompt: the prompt
+        is evaluated once, then each label's tokens on its KV cache (the label's own cache
+        entries are dropped before the next label)."""
+        label_ids = [self._tokenizer.encode(label_continuation(label, self.chat)) for label in labels]
+        if not labels or not all(label_ids):
+            raise LampboxError("label decoding needs labels that are not empty")
+        longest = max(len(ids) for ids in label_ids)
+        requests = plain_prompts(prompts, self.backend)
+        results = []
+        for index, prompt in enumerate(requests):
+            if should_cancel and should_cancel():
+                raise GenerationCancelled(index, len(requests))
+            tokens = self.prompt_tokens(prompt)
+            if len(tokens) + longest > self.context_size:
+                raise LampboxError(
+                    f"{self.name}: prompt of {len(tokens)} tokens + a label of {longest} tokens "
+                    f"exceeds the context size {self.context_size}"
+                )
+            with self._lock:
+                try:
+                    results.append(self._label_logliks(tokens, label_ids))
+                finally:
+                    self._llama.reset()  # the next generation starts from an empty cache
+        return results
+
+    def _label_logliks(self, tokens: list[int], label_ids: list[list[int]]) -> list[float]:
+        import numpy as np
+
+        llama = self._llama
+        context = llama._ctx
+        n_vocab = llama.n_vocab()
+        llama.reset()
+        llama.eval(tokens)  # the last token's logits are requested (llama-cpp-python marks it)
+        first = _log_softmax(np.ctypeslib.as_array(context.get_logits_ith(-1), shape=(n_vocab,)))
+        scores = []
+        for label in label_ids:
+            score = float(first[label[0]])
+            if len(label) > 1:
+                context.kv_cache_seq_rm(0, len(tokens), -1)  # the previous label's entries
+                llama._batch.set_batch(batch=label[:-1], n_past=len(tokens), logits_all=True)
+                context.decode(llama._batch)
+                rows = np.ctypeslib.as_array(context.get_logits(), shape=(len(label) - 1, n_vocab))
+                log_probs = _log_softmax(rows)
+                score += float(log_probs[np.arange(len(label) - 1), label[1:]].sum())
+            scores.append(score)
+        return scores
 
     def close(self) -> None:
         llama, self._llama = self._llama, None

@@ -251,6 +251,9 @@ class OpenAIGenerator:
     def supports_scoring(self) -> bool:
         return False
 
+    # Servers' completions APIs do not give every label's log-likelihood the same way.
+    supports_label_scoring = False
+
     def identity(self) -> dict[str, Any]:
         # The server's weights cannot be hashed from here: the served model name stands for them.
         return {
@@ -342,6 +345,14 @@ class OpenAIGenerator:
 
     def score(self, prompts: Sequence[str], continuations: Sequence[str]) -> list[float]:
         raise LampboxError("the openai backend does not score continuations; use the hf backend")
+
+    def score_labels(
+        self, prompts: Requests, labels: Sequence[str], should_cancel: Callable[[], bool] | None = None
+    ) -> list[list[float]]:
+        from lampbox.engine.generation.labels import check_label_scoring
+
+        check_label_scoring(self)
+        return []
 
     def close(self) -> None:
         pass
