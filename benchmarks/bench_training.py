@@ -180,6 +180,7 @@ def throughput_worker(args: argparse.Namespace) -> None:
         precision="fp32" if reference else args.contestant.split("-")[1],
         group_by_length=not reference, pad_to=longest if reference else None, save_total_limit=1,
         tail_logits=not reference and not args.contestant.endswith("-full-logits"),
+        bf16_base=args.contestant.endswith("-base"),
     )  # fmt: skip
     with tempfile.TemporaryDirectory() as work:
         _, result = train(data.model_source, tokenizer, task, data.train, [], config, Path(work))

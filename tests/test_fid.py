@@ -78,6 +78,16 @@ def test_fid_trains_and_runs_as_a_method(commits_store, tiny_t5: Path, home: Pat
     assert prediction.prompt is not None and prediction.prompt.count("\n\n") == 1  # two passages
     assert len(prediction.item_keys) == 2
     assert record.metrics == pytest.approx(dict(artifact.metrics), abs=1e-9)  # what its dev evaluation saw
+    # --decode labels: each answer is the label whose tokens (and end token) the decoder finds
+    # most likely given the fused passages, as computed label by label here
+    labelled = run(
+        RunSpec("commit_area", "user", "dev", retriever="bm25", k=2, method="fid", backend="fid", model="tiny-fid",
+                params=GenerationParams(max_new_tokens=6), limit=4, decode="labels"),
+        commits_store,
+    )  # fmt: skip
+    task = commits_store.task("commit_area")
+    check_label_scores(home / "models" / "tiny-fid" / "model", labelled.predictions[0], task.labels)
+    assert {p.output for p in labelled.predictions} <= set(task.labels)
     with pytest.raises(LampboxError, match="backend that takes passages"):
         run(RunSpec("commit_area", "user", "dev", retriever="bm25", k=2, method="fid", backend="llamacpp", limit=2), commits_store)
     causal = TrainSpec(task="commit_area", scheme="user", method="fid", model="smollm2-135m-instruct", config=config)
@@ -138,3 +148,31 @@ def test_the_offline_base_decodes_what_it_was_taught(home: Path, git_commits: Pa
             assert tokenizer.decode(fid_target_ids(tokenizer, text, 64), skip_special_tokens=True) == text.lower()
     bert = AutoTokenizer.from_pretrained(packaged_model_path())
     assert bert.decode(fid_target_ids(bert, "git-gui", 64), skip_special_tokens=True) == "git - gui"  # why
+
+
+def check_label_scores(folder: Path, prediction, labels) -> None:  # type: ignore[no-untyped-def]
+    """The prediction's recorded label log-likelihoods equal one forward pass per label."""
+    import torch
+    from transformers import AutoTokenizer
+
+    from lampbox.engine.training.fid import (
+        encode_fused,
+        fid_target_ids,
+        load_seq2seq,
+        pad_passages,
+        passage_ids,
+    )
+
+    model = load_seq2seq(str(folder)).eval()
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    passages = passage_ids(tokenizer, (prediction.prompt or "").split("\n\n"), 512)
+    ids, mask = pad_passages([passages], tokenizer.pad_token_id)
+    recorded = prediction.kept["label_logliks"]
+    for label in labels:
+        target = torch.tensor([fid_target_ids(tokenizer, label, 64)])
+        with torch.no_grad():
+            encoded, fused = encode_fused(model, ids, mask)
+            logits = model(encoder_outputs=encoded, attention_mask=fused, labels=target).logits
+        expected = float(torch.log_softmax(logits, -1)[0].gather(-1, target[0].unsqueeze(-1)).sum())
+        assert recorded[label] == pytest.approx(expected, abs=1e-3)
+    assert prediction.output == max(labels, key=lambda label: recorded[label])

@@ -91,11 +91,10 @@ def test_a_labels_run_answers_labels_and_records_its_decoding(commits_store, tmp
 def test_labels_need_a_task_with_labels_and_a_backend_that_scores_them(commits_store) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(LampboxError, match="commit_subject is a generation task without labels"):
         run(dummy_spec(task="commit_subject", decode="labels"), commits_store)
-    for backend in ("openai", "fid"):
-        with pytest.raises(LampboxError, match=f"the {backend} backend cannot score labels"):
-            run(dummy_spec(backend=backend, model="some-model", decode="labels"), commits_store)
+    with pytest.raises(LampboxError, match="the openai backend cannot score labels"):
+        run(dummy_spec(backend="openai", model="some-model", decode="labels"), commits_store)
     assert run_store.list_runs(commits_store) == []  # refused before anything started
-    assert backend_class("hf").supports_label_scoring and backend_class("llamacpp").supports_label_scoring
+    assert all(backend_class(name).supports_label_scoring for name in ("hf", "llamacpp", "fid"))
 
 
 def test_bench_decode_labels_in_the_table_and_one_line_errors(commits_store_path: Path, tmp_path: Path) -> None:

@@ -29,7 +29,7 @@ class FiDGenerator:
     backend = "fid"
     supports_streaming = False
     supports_scoring = False
-    supports_label_scoring = False
+    supports_label_scoring = True
     supports_passages = True
     supports_adapters = False
     loads_local_weights = True
@@ -116,10 +116,19 @@ class FiDGenerator:
     def score_labels(
         self, prompts: Requests, labels: Sequence[str], should_cancel: Callable[[], bool] | None = None
     ) -> list[list[float]]:
-        from lampbox.engine.generation.labels import check_label_scoring
+        """Each label's log-likelihood as the decoder's whole answer (its tokens and the end
+        token) given the request's fused passages."""
+        from lampbox.engine.training.fid import fid_label_logliks, passage_ids
 
-        check_label_scoring(self)
-        return []
+        scores: list[list[float]] = []
+        for index, prompt in enumerate(prompts):
+            if should_cancel and should_cancel():
+                raise GenerationCancelled(index, len(prompts))
+            request = as_request(prompt)
+            passages = passage_ids(self._hf_tokenizer, request.passages or (request.prompt,), self.passage_length)
+            with self._lock:
+                scores.append(fid_label_logliks(self._model, self._hf_tokenizer, passages, labels))
+        return scores
 
     def close(self) -> None:
         self._model = None

@@ -23,7 +23,7 @@ from lampbox.errors import LampboxError
 
 DECODINGS = ("generate", "labels")
 DEFAULT_DECODING = "generate"
-LABEL_BACKENDS = ("hf", "llamacpp", "dummy")  # named in errors; the capability is the flag
+LABEL_BACKENDS = ("hf", "llamacpp", "fid", "dummy")  # named in errors; the capability is the flag
 
 
 def check_decoding(decode: str, task: TaskSpec | None = None) -> None:

@@ -153,6 +153,31 @@ def fid_generate(model: Any, tokenizer: Any, batch_passages: Sequence[Sequence[S
     return [tokenizer.decode(row, skip_special_tokens=True) for row in generated.tolist()]
 
 
+def fid_label_logliks(model: Any, tokenizer: Any, passages: Sequence[Sequence[int]], labels: Sequence[str]) -> list[float]:
+    """Each label's log-likelihood as the decoder's whole answer for one question given as its
+    passages' token ids: the sum of the log-probabilities of the label's tokens and the end
+    token (an encoder-decoder's answer ends there, so a label that is the prefix of another is
+    not favoured). The passages are encoded once; the labels are decoded as one batch."""
+    import torch
+
+    device = next(model.parameters()).device
+    ids, mask = pad_passages([passages], tokenizer.pad_token_id)
+    targets = [fid_target_ids(tokenizer, label, 10_000) for label in labels]
+    width = max(len(t) for t in targets)
+    gold = torch.full((len(labels), width), IGNORE_INDEX, dtype=torch.long)
+    for row, target in enumerate(targets):
+        gold[row, : len(target)] = torch.tensor(target, dtype=torch.long)
+    with torch.inference_mode():
+        encoded, fused_mask = encode_fused(model, ids.to(device), mask.to(device))
+        hidden = encoded.last_hidden_state.expand(len(labels), -1, -1)
+        encoded.last_hidden_state = hidden
+        logits = model(encoder_outputs=encoded, attention_mask=fused_mask.expand(len(labels), -1), labels=gold.to(device)).logits
+        logprobs = torch.log_softmax(logits.float(), dim=-1)
+        gold = gold.to(device)
+        picked = logprobs.gather(-1, gold.clamp(min=0).unsqueeze(-1)).squeeze(-1) * gold.ne(IGNORE_INDEX)
+    return [float(value) for value in picked.sum(-1).tolist()]
+
+
 def seq2seq_config(source: str) -> Any:
     """The config of an encoder-decoder model; a clear error for anything else."""
     from transformers import AutoConfig

@@ -59,6 +59,7 @@ class TrainConfig:
     group_by_length: bool = True
     pad_to: int | None = None  # pad every batch to this length (the reference's way; None: to the longest)
     tail_logits: bool = True  # logits only where there are labels (when the model supports logits_to_keep)
+    bf16_base: bool = False  # LoRA in bf16: hold the frozen base weights in bf16 too (the adapter stays fp32)
     save_total_limit: int = 2
 
     def to_json(self) -> dict[str, Any]:
@@ -216,7 +217,8 @@ def train(
             raise LampboxError("FiD trains the whole encoder-decoder (full fine-tuning); LoRA is for `train ipa`")
         model = fid_core.load_seq2seq(model_source)
     else:
-        model = AutoModelForCausalLM.from_pretrained(model_source, dtype=torch.float32)
+        base_bf16 = config.bf16_base and config.lora is not None and precision == "bf16"
+        model = AutoModelForCausalLM.from_pretrained(model_source, dtype=torch.bfloat16 if base_bf16 else torch.float32)
     if config.lora is not None:
         from peft import LoraConfig, get_peft_model
 
