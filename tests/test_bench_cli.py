@@ -17,7 +17,7 @@ from lampbox.store import runs as run_store
 
 BENCH = [
     "bench", "--task", "LaMP_7", "--retrievers", "none,bm25", "--k", "1", "--limit", "5",
-    "--max-new-tokens", "8", "--batch-size", "1", "--threads", "2",
+    "--max-new-tokens", "8", "--batch-size", "1", "--threads", "2", "--backend", "llamacpp",
 ]  # fmt: skip
 
 
@@ -112,8 +112,8 @@ def test_unreachable_server_fails_clearly_and_marks_the_run(demo_db: Path, tmp_p
         (["--retrievers", "bm52"], "Did you mean bm25"),
         (["--k", "one"], "--k takes"),
         (["--model", "no-such-model"], "unknown model"),
-        (["--dtype", "bfloat16"], "--dtype bfloat16 applies to the hf backend"),
-        (["--quantize", "int8"], "--quantize int8 applies to the hf backend"),
+        (["--backend", "llamacpp", "--dtype", "bfloat16"], "--dtype bfloat16 applies to the hf backend"),
+        (["--backend", "llamacpp", "--quantize", "int8"], "--quantize int8 applies to the hf backend"),
     ],
 )
 def test_bad_options_are_one_clear_line(demo_db: Path, args: list[str], problem: str) -> None:
@@ -128,3 +128,19 @@ def test_missing_data_offline_points_to_import_and_demo(tmp_path: Path) -> None:
     assert result.returncode != 0
     last = result.stderr.strip().splitlines()[-1]
     assert "lampbox data import" in last and "lampbox data demo" in last
+
+
+def test_backend_auto_picks_and_says_the_fastest_path(demo_db: Path) -> None:
+    """No --backend: the choice for this machine is printed in one line and recorded as the
+    run's backend (on a CPU: hf, batched; float32 without AMX)."""
+    from lampbox.engine.generation.auto import choose_backend
+
+    expected = choose_backend("ipa", "gguf", True)
+    result = lampbox("bench", "--task", "LaMP_7", "--limit", "2", "--retrievers", "none", "--no-baselines",
+                     "--max-new-tokens", "4", "--db", str(demo_db), "--json")  # fmt: skip
+    assert expected.line() in result.stderr.splitlines()
+    (row,) = json.loads(result.stdout)["rows"]
+    assert row["label"] == f"no personalization {expected.backend}:smollm2-135m-instruct"
+    with Store(demo_db, read_only=True) as store:
+        (stored,) = run_store.list_runs(store)
+    assert stored.spec["backend"] == expected.backend

@@ -17,7 +17,6 @@ from lampbox.commands.common import (
     split_list,
 )
 from lampbox.engine.defaults import (
-    DEFAULT_BACKEND,
     DEFAULT_KS,
     DEFAULT_MAX_LENGTH,
     DEFAULT_RETRIEVERS,
@@ -36,7 +35,13 @@ from lampbox.engine.defaults import (
 )
 @click.option("--k", "ks", default=",".join(map(str, DEFAULT_KS)), show_default=True, help="Comma-separated numbers of retrieved items.")
 @click.option("--model", default=None, help="Manifest name, .gguf path, HF folder or hub id (default: the manifest's default model).")
-@click.option("--backend", "backends", default=DEFAULT_BACKEND, show_default=True, help="Comma-separated: llamacpp, hf, openai, dummy (a deterministic stand-in for wiring checks).")
+@click.option(
+    "--backend",
+    "backends",
+    default="auto",
+    show_default=True,
+    help="Comma-separated: auto, llamacpp, hf, fid, openai, dummy (a deterministic stand-in for wiring checks). auto: the fastest path on this machine at the reference's quality (hf batched on CPU and CUDA, fid for --method fid, llamacpp for a GGUF file); the choice is printed and recorded.",
+)
 @click.option("--method", default="ipa", show_default=True, help="How the model gets the retrieved items: ipa (in the prompt) or fid (Fusion-in-Decoder, with --backend fid).")
 @click.option("--limit", type=int, default=None, help="Only the first N questions.")
 @click.option("--users", type=int, default=None, help="Only the questions of the first N users.")
@@ -66,7 +71,7 @@ from lampbox.engine.defaults import (
     "--dtype",
     type=click.Choice(["float32", "bfloat16", "float16"]),
     default=None,
-    help="hf backend: weight dtype (default: bfloat16 on CUDA, float32 on CPU; bfloat16 on a CPU with AMX/AVX512-BF16 is about 2x faster than float32 at the same quality).",
+    help="hf backend: weight dtype (default auto: bfloat16 on CUDA and on CPUs with AMX, float32 on other CPUs, where bf16 inference is slower than fp32).",
 )
 @click.option("--threads", type=int, default=None, help="CPU threads for llamacpp (default: all cores).")
 @click.option("--base-url", default=None, help="openai backend: the server's URL (e.g. http://127.0.0.1:8000/v1).")
@@ -117,7 +122,11 @@ def bench_command(
     from lampbox.errors import LampboxError, UnknownNameError
     from lampbox.paths import data_home
 
-    backend_list = split_list(backends) or [DEFAULT_BACKEND]
+    backend_list = split_list(backends) or ["auto"]
+    if "auto" in backend_list:
+        choice = _auto_backend(model, method)
+        click.echo(choice.line(), err=True)
+        backend_list = list(dict.fromkeys(choice.backend if b == "auto" else b for b in backend_list))
     for backend in backend_list:
         if backend not in known_backends():
             raise UnknownNameError("backend", backend, known_backends())
@@ -192,6 +201,19 @@ def bench_command(
     Console(file=sys.stdout, width=max(120, Console().width)).print(results_table(result))
     click.echo(f"predictions: {predictions_dir}", err=True)
     click.echo(f"bench {result.bench_key} stored in {store.path}", err=True)
+
+
+def _auto_backend(model: str | None, method: str) -> Any:
+    from lampbox.engine.defaults import default_model
+    from lampbox.engine.generation.auto import choose_backend
+    from lampbox.errors import LampboxError
+    from lampbox.models import resolve_model
+
+    try:
+        resolved = resolve_model(model or default_model())
+    except LampboxError:  # not a model lampbox can resolve: the backend's own error says why
+        return choose_backend(method, "hf", False)
+    return choose_backend(method, resolved.format, resolved.entry is not None)
 
 
 def _resolve_scheme(store: Any, task: Any, split: str, scheme: str | None) -> str:

@@ -194,8 +194,10 @@ class HFGenerator:
         self.name = resolved.name
         self._resolved = resolved
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        if dtype is None:
-            dtype = "bfloat16" if self.device.startswith("cuda") else "float32"
+        if dtype is None:  # --dtype auto
+            from lampbox.engine.generation.auto import hf_dtype
+
+            dtype = hf_dtype(self.device)
         self.dtype = dtype
         if quantize not in QUANTIZE_MODES:
             known = ", ".join(mode for mode in QUANTIZE_MODES if mode)

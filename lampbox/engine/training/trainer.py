@@ -100,11 +100,9 @@ class TrainResult:
 
 def cpu_has_bf16() -> bool:
     """Whether this CPU computes bf16 natively (AMX or AVX512-BF16)."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return " amx_bf16" in flags or " avx512_bf16" in flags
+    from lampbox.engine.machine import this_machine
+
+    return this_machine().cpu_bf16
 
 
 def resolve_precision(precision: str, device: str) -> str:
