@@ -114,12 +114,27 @@ def test_unreachable_server_fails_clearly_and_marks_the_run(demo_db: Path, tmp_p
         (["--model", "no-such-model"], "unknown model"),
         (["--dtype", "bfloat16"], "--dtype bfloat16 applies to the hf backend"),
         (["--quantize", "int8"], "--quantize int8 applies to the hf backend"),
+        (["--limit", "-1"], "-1 is not in the range x>=1"),
+        (["--users", "0"], "0 is not in the range x>=1"),
+        (["--batch-size", "0"], "0 is not in the range x>=1"),
     ],
 )
 def test_bad_options_are_one_clear_line(demo_db: Path, args: list[str], problem: str) -> None:
     result = lampbox("bench", "--task", "LaMP_7", "--limit", "1", "--db", str(demo_db), *args, check=False)
     assert result.returncode != 0
     assert problem in result.stderr.strip().splitlines()[-1]
+
+
+def test_predictions_folder_under_a_file_is_one_clear_line(demo_db: Path, tmp_path: Path) -> None:
+    a_file = tmp_path / "preds.json"
+    a_file.write_text("{}")
+    out = a_file / "runs"
+    result = lampbox(
+        "bench", "--task", "LaMP_7", "--retrievers", "none", "--backend", "dummy", "--limit", "1",
+        "--db", str(demo_db), "--out", str(out), check=False,
+    )  # fmt: skip
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert f"{out}: cannot write here: {a_file} is a file" in result.stderr.strip().splitlines()[-1]
 
 
 def test_missing_data_offline_points_to_import_and_demo(tmp_path: Path) -> None:

@@ -44,6 +44,15 @@ def test_postprocessing_is_explicit() -> None:
         RunSpec("LaMP_7", "user", "dev", postprocess=("shout",))
 
 
+@pytest.mark.parametrize("field", ["limit", "users"])
+@pytest.mark.parametrize("value", [0, -1])
+def test_limit_and_users_are_at_least_one(field: str, value: int) -> None:
+    from lampbox.errors import LampboxError
+
+    with pytest.raises(LampboxError, match=f"{field} must be at least 1"):
+        RunSpec("LaMP_7", "user", "dev", **{field: value})
+
+
 def test_run_keys_follow_the_spec() -> None:
     base = RunSpec("commit_subject", "user", "dev", retriever="bm25", k=1, method="retrieval-only")
     assert run_key(base) == run_key(RunSpec("commit_subject", "user", "dev", retriever="bm25", k=1, method="retrieval-only"))

@@ -50,6 +50,10 @@ class RunSpec:
             raise LampboxError(f"unknown post-processing {', '.join(unknown)} (known: {', '.join(POSTPROCESSORS)})")
         if self.k < 0:
             raise LampboxError("k cannot be negative")
+        for name in ("limit", "users"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise LampboxError(f"{name} must be at least 1 (or unset for all), not {value}")
 
     @property
     def method_impl(self) -> Method:
