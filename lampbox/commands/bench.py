@@ -35,7 +35,7 @@ from lampbox.engine.defaults import (
     show_default=True,
     help="Comma-separated retrievers; 'none' is the no-personalization baseline (always run).",
 )
-@click.option("--k", "ks", default=",".join(map(str, DEFAULT_KS)), show_default=True, help="Comma-separated numbers of retrieved items.")
+@click.option("--k", "ks", default=",".join(map(str, DEFAULT_KS)), show_default=True, help="Comma-separated numbers of retrieved items (0: no retrieval, which is the no-personalization row every bench has).")
 @click.option("--model", default=None, help="Manifest name, .gguf path, HF folder or hub id (default: the manifest's default model).")
 @click.option("--backend", "backends", default=DEFAULT_BACKEND, show_default=True, help="Comma-separated: llamacpp, hf, openai, dummy (a deterministic stand-in for wiring checks).")
 @click.option("--method", default="ipa", show_default=True, help="How the model gets the retrieved items: ipa (in the prompt) or fid (Fusion-in-Decoder, with --backend fid).")
