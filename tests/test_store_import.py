@@ -217,3 +217,55 @@ def test_empty_profiles_can_be_allowed_explicitly(tmp_path: Path, flag: list[str
     write_lamp7(tmp_path / "data", questions, golds)
     code, _, err = run_cli("data", "import", str(tmp_path / "data"), *flag, db=tmp_path / "s.duckdb")
     assert (code == 0) == bool(flag), err
+
+
+AREA = "Which area does this commit relate to? commit: "
+
+
+def write_area_task(folder: Path, labels: object, golds: list[str], task: dict | None = None) -> Path:
+    """A small custom classification task: task.json, dev questions and golds."""
+    folder.mkdir(parents=True, exist_ok=True)
+    declaration = {
+        "name": "tiny_area", "kind": "classification", "labels": labels, "input_prefix": AREA,
+        "query_after": "commit: ", "profile_fields": ["text", "tag"], "document": ["text"],
+        "ipa_item_template": 'the area for "{text}" is "{tag}" ', **(task or {}),
+    }  # fmt: skip
+    (folder / "task.json").write_text(json.dumps(declaration))
+    questions = [
+        {"id": f"q{i}", "input": AREA + f"change {i}", "user_id": "u1",
+         "profile": [{"id": f"p{i}", "text": f"old change {i}", "tag": gold}]}
+        for i, gold in enumerate(golds)
+    ]  # fmt: skip
+    (folder / "dev_questions.json").write_text(json.dumps(questions))
+    outputs = {"task": "tiny_area", "golds": [{"id": f"q{i}", "output": gold} for i, gold in enumerate(golds)]}
+    (folder / "dev_outputs.json").write_text(json.dumps(outputs))
+    return folder
+
+
+def test_golds_that_are_not_labels_are_named_at_import(tmp_path: Path) -> None:
+    folder = write_area_task(tmp_path / "area", ["doc", "tests"], ["doc", "gui", "web", "gui", "x", "y"])
+    code, _, err = run_cli("data", "import", str(folder), db=tmp_path / "s.duckdb")
+    lines = [line for line in err.strip().splitlines() if not line.startswith("reading")]
+    assert code != 0 and len(lines) == 1, err
+    assert str(folder / "dev_outputs.json") in lines[0]
+    assert "5 gold(s) are not tiny_area labels: 'gui', 'web', 'x' and 1 more" in lines[0]
+    with Store(tmp_path / "s.duckdb") as store:
+        assert table_counts(store)["questions"] == 0 and table_counts(store)["tasks"] == 0
+
+
+def test_labels_that_no_gold_uses_are_fine(tmp_path: Path) -> None:
+    folder = write_area_task(tmp_path / "area", ["doc", "tests", "never-used"], ["doc", " tests "])
+    code, out, err = run_cli("data", "import", str(folder), db=tmp_path / "s.duckdb")
+    assert code == 0 and "tiny_area user dev: imported (2 questions, 2 golds" in out, err
+
+
+def test_a_profile_item_without_any_document_field_is_refused_with_its_id(tmp_path: Path) -> None:
+    folder = write_area_task(tmp_path / "area", ["doc"], ["doc", "doc"])
+    questions = json.loads((folder / "dev_questions.json").read_text())
+    questions[1]["profile"].append({"id": "p-empty", "tag": "doc", "date": "2020-01-01"})
+    (folder / "dev_questions.json").write_text(json.dumps(questions))
+    code, _, err = run_cli("data", "import", str(folder), db=tmp_path / "s.duckdb")
+    lines = [line for line in err.strip().splitlines() if not line.startswith("reading")]
+    assert code != 0 and len(lines) == 1, err
+    assert str(folder / "dev_questions.json") in lines[0]
+    assert "question 'q1': profile item 'p-empty' has none of tiny_area's document fields (text)" in lines[0]

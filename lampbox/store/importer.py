@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -213,6 +213,7 @@ def _parse_split(
 ) -> _ParsedSplit:
     questions = validate_questions(read_json(files.questions), files.questions, allow_empty)
     _check_inputs_fit_task(spec, files.questions, questions, warnings)
+    _check_profile_documents(spec, files.questions, questions)
     golds = None
     if files.outputs is not None:
         file_task, golds = validate_outputs(read_json(files.outputs), files.outputs)
@@ -220,7 +221,37 @@ def _parse_split(
             raise InputFileError(files.outputs, f"is an outputs file for {file_task}, not {spec.file_task}")
         question_ids = {question["id"] for question in questions}
         _check_same_ids(files.outputs, set(golds), question_ids, files.questions)
+        problem = golds_outside_labels(spec, golds.values())
+        if problem:
+            raise InputFileError(files.outputs, problem)
     return _ParsedSplit(files, questions, golds, hashes[0], hashes[1])
+
+
+def _check_profile_documents(spec: TaskSpec, path: Path, questions: list[dict[str, Any]]) -> None:
+    """Every profile item has at least one of the task's document fields (else it is an empty
+    document: retrieval and prompts would see nothing of it)."""
+    document = spec.document
+    for question in questions:
+        for item in question["profile"]:
+            if not any(item.get(name) is not None for name in document):
+                raise InputFileError(
+                    path,
+                    f"question {question['id']!r}: profile item {item['id']!r} has none of "
+                    f"{spec.name}'s document fields ({', '.join(document)})",
+                )
+
+
+def golds_outside_labels(spec: TaskSpec, golds: Iterable[str]) -> str | None:
+    """A classification task's golds must be its labels (compared stripped, as eval does)."""
+    if spec.kind != "classification":
+        return None
+    labels = set(spec.labels)
+    outside = [gold for gold in golds if gold.strip() not in labels]
+    if not outside:
+        return None
+    distinct = list(dict.fromkeys(gold.strip() for gold in outside))
+    shown = ", ".join(repr(gold) for gold in distinct[:3]) + (f" and {len(distinct) - 3} more" if len(distinct) > 3 else "")
+    return f"{len(outside)} gold(s) are not {spec.name} labels: {shown}"
 
 
 def _check_same_ids(path: Path, found: set[str], expected: set[str], other: Path) -> None:
