@@ -269,3 +269,74 @@ def test_a_profile_item_without_any_document_field_is_refused_with_its_id(tmp_pa
     assert code != 0 and len(lines) == 1, err
     assert str(folder / "dev_questions.json") in lines[0]
     assert "question 'q1': profile item 'p-empty' has none of tiny_area's document fields (text)" in lines[0]
+
+
+def test_a_changed_task_json_is_refused_unless_replaced(tmp_path: Path) -> None:
+    db = tmp_path / "s.duckdb"
+    folder = write_area_task(tmp_path / "area", ["doc", "tests"], ["doc", "tests"])
+    code, out, err = run_cli("data", "import", str(folder), db=db)
+    assert code == 0 and "imported" in out, err
+
+    write_area_task(folder, ["doc", "tests", "gui"], ["doc", "tests"])  # same data, new labels
+    code, out, err = run_cli("data", "import", str(folder), db=db)
+    lines = [line for line in err.strip().splitlines() if not line.startswith("reading")]
+    assert code != 0 and len(lines) == 1, err
+    assert str(folder / "task.json") in lines[0] and "changed: labels" in lines[0] and "--replace-task" in lines[0]
+    with Store(db) as store:
+        assert store.task("tiny_area").labels == ("doc", "tests")  # nothing replaced silently
+
+    code, out, err = run_cli("data", "import", str(folder), "--replace-task", db=db)
+    assert code == 0, err
+    assert "tiny_area: task definition replaced (changed: labels)" in out
+    assert "tiny_area user dev: unchanged" in out
+    with Store(db) as store:
+        assert store.task("tiny_area").labels == ("doc", "tests", "gui")
+    code, out, err = run_cli("data", "import", str(folder), db=db)
+    assert code == 0 and "replaced" not in out, err
+
+    # new labels must still fit the golds, stored or imported
+    write_area_task(folder, ["doc", "gui"], ["doc", "tests"])
+    code, out, err = run_cli("data", "import", str(folder), "--replace-task", db=db)
+    assert code != 0 and "1 gold(s) are not tiny_area labels: 'tests'" in err, err
+    with Store(db) as store:
+        assert store.task("tiny_area").labels == ("doc", "tests", "gui")
+
+
+def test_stored_golds_of_other_splits_must_fit_a_replaced_definition(tmp_path: Path) -> None:
+    db = tmp_path / "s.duckdb"
+    folder = write_area_task(tmp_path / "area", ["doc", "tests"], ["doc", "tests"])
+    assert run_cli("data", "import", str(folder), db=db)[0] == 0
+    only_task = tmp_path / "only-train"
+    write_area_task(only_task, ["doc"], ["doc"])
+    (only_task / "dev_questions.json").rename(only_task / "train_questions.json")
+    (only_task / "dev_outputs.json").rename(only_task / "train_outputs.json")
+    code, _, err = run_cli("data", "import", str(only_task), "--replace-task", db=db)
+    assert code != 0 and "stored user dev golds" in err and "'tests'" in err, err
+    with Store(db) as store:
+        assert store.task("tiny_area").labels == ("doc", "tests") and store.schemes("tiny_area", "train") == []
+
+
+def test_runs_keep_the_task_definition_they_were_made_with(tmp_path: Path) -> None:
+    from lampbox.engine.fingerprint import task_fingerprint
+    from lampbox.lab.pipeline import run
+    from lampbox.lab.specs import RunSpec
+    from lampbox.store import runs as run_store
+
+    folder = write_area_task(tmp_path / "area", ["doc", "tests"], ["doc", "tests", "doc"])
+    spec = RunSpec("tiny_area", "user", "dev", retriever="bm25", k=1, method="retrieval-only")
+    with Store(tmp_path / "s.duckdb") as store:
+        import_path(store, folder)
+        first = run(spec, store)
+        old_hash = task_fingerprint(store.task("tiny_area"))
+        assert first.task_hash == old_hash and run(spec, store).from_store
+
+        write_area_task(folder, ["doc", "tests", "gui"], ["doc", "tests", "doc"])
+        report = import_path(store, folder, replace_task=True)
+        assert report.task_status == "replaced" and report.task_changes == ["labels"]
+        second = run(spec, store)
+        assert not second.from_store and second.run_key != first.run_key
+        assert second.task_hash == task_fingerprint(store.task("tiny_area")) != old_hash
+        # the old result stays, under the definition it was made with
+        kept = run_store.get_run(store, first.run_key)
+        assert kept is not None and kept.status == "finished" and kept.task_hash == old_hash
+        assert run_store.get_run(store, second.run_key).task_hash == second.task_hash

@@ -156,8 +156,8 @@ class BenchResult:
         }
 
 
-def bench_key(grid: Sequence[tuple[RunSpec, str]]) -> str:
-    keys = [(run_key(spec), role) for spec, role in grid]
+def bench_key(grid: Sequence[tuple[RunSpec, str]], task: TaskSpec) -> str:
+    keys = [(run_key(spec, task), role) for spec, role in grid]
     return hashlib.sha256(json.dumps(keys).encode()).hexdigest()[:24]
 
 
@@ -177,8 +177,8 @@ def run_bench(
     """
     task = store.task(bench.task)
     grid = build_grid(bench, task)
-    key = bench_key(grid)
-    run_store.save_bench(store, key, bench.to_json(), [(run_key(spec), role) for spec, role in grid])
+    key = bench_key(grid, task)
+    run_store.save_bench(store, key, bench.to_json(), [(run_key(spec, task), role) for spec, role in grid])
     pool = generators or GeneratorPool()
     records: list[tuple[RunRecord, str]] = []
     for index, (spec, role) in enumerate(grid):

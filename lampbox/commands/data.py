@@ -38,16 +38,28 @@ def data() -> None:
 )
 @click.option("--sets", default=None, help="Only these sets, e.g. train,dev (default: all found).")
 @click.option("--allow-empty-profiles", is_flag=True, help="Import questions whose profile is empty.")
+@click.option(
+    "--replace-task",
+    is_flag=True,
+    help="Replace a custom task whose task.json changed since it was stored (runs made under the old definition stay apart).",
+)
 @db_option
 @reports_errors
 def import_command(
-    path: Path, task_name: str | None, scheme: str | None, sets: str | None, allow_empty_profiles: bool, db_path: Path | None
+    path: Path,
+    task_name: str | None,
+    scheme: str | None,
+    sets: str | None,
+    allow_empty_profiles: bool,
+    replace_task: bool,
+    db_path: Path | None,
 ) -> None:
     """Import official-format LaMP files (.json or .json.gz) from PATH.
 
     PATH is a folder ({train,dev,test}_questions.json with their _outputs.json, flat or in
     train/ dev/ test/ subfolders), one questions file, or a custom task's folder with its
-    task.json. Importing is all or nothing; re-importing the same files changes nothing.
+    task.json. Importing is all or nothing; re-importing the same files changes nothing. A
+    task.json that differs from the stored task is refused unless --replace-task is given.
     """
     from lampbox.store.importer import import_path
 
@@ -60,9 +72,12 @@ def import_command(
         sets=split_list(sets),
         allow_empty_profiles=allow_empty_profiles,
         on_progress=lambda message: print(message, file=sys.stderr),
+        replace_task=replace_task,
     )
     for warning in report.warnings:
         click.echo(f"warning: {warning}", err=True)
+    if report.task_status == "replaced":
+        click.echo(f"{report.task}: task definition replaced (changed: {', '.join(report.task_changes)})")
     for split in report.splits:
         click.echo(
             f"{report.task} {report.scheme} {split.split}: {split.status} "

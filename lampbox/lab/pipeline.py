@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lampbox.engine import scoring
+from lampbox.engine.fingerprint import task_fingerprint
 from lampbox.engine.generation.base import Generator
 from lampbox.engine.generation.common import GenerationCancelled
 from lampbox.engine.generation.pool import GeneratorPool
@@ -97,14 +98,15 @@ def run(
 ) -> RunRecord:
     """Run one configuration end to end (or serve it from the store when it is finished)."""
     started = time.perf_counter()
-    key = run_key(spec)
+    task = store.task(spec.task)
+    key = run_key(spec, task)
     if not recompute and run_store.run_status(store, key) == "finished":
         record = load_run(store, key, spec)
         record.seconds = time.perf_counter() - started
         return record
-    task = store.task(spec.task)
+    task_hash = task_fingerprint(task)
     questions = select_questions(store, spec)
-    run_store.start_run(store, key, spec.label, spec.to_json(), len(questions))
+    run_store.start_run(store, key, spec.label, spec.to_json(), len(questions), task_hash)
 
     def report(phase: str, done: int, total: int) -> None:
         if on_progress:
@@ -150,6 +152,7 @@ def run(
         predictions,
         {score.user_id: score for score in users},
         path,
+        task_hash=task_hash,
         generated=result.generated,
         cached=result.cached,
         seconds=time.perf_counter() - started,
@@ -175,6 +178,7 @@ def load_run(store: Store, key: str, spec: RunSpec | None = None) -> RunRecord:
         run_store.user_scores(store, key),
         stored.predictions_path,
         from_store=True,
+        task_hash=stored.task_hash,
     )
 
 

@@ -137,13 +137,18 @@ class Store:
         """A built-in task, or a custom one declared in this store."""
         if name in BUILTIN_TASKS:
             return BUILTIN_TASKS[name]
-        row = self.cursor().execute("SELECT spec FROM tasks WHERE name = ?", [name]).fetchone()
-        if row is not None:
-            return TaskSpec.from_stored(json.loads(row[0]))
+        stored = self.stored_task(name)
+        if stored is not None:
+            return stored
         try:
             return builtin_task(name)
         except UnknownNameError:
             raise UnknownNameError("task", name, self.task_names()) from None
+
+    def stored_task(self, name: str) -> TaskSpec | None:
+        """The definition of a custom task as stored (None if this store has none by that name)."""
+        row = self.cursor().execute("SELECT spec FROM tasks WHERE name = ?", [name]).fetchone()
+        return None if row is None else TaskSpec.from_stored(json.loads(row[0]))
 
     def task_names(self) -> list[str]:
         stored = [row[0] for row in self.cursor().execute("SELECT name FROM tasks").fetchall()]
