@@ -287,13 +287,15 @@ _REQUIRED_KEYS = ("name", "kind", "input_prefix", "document", "ipa_item_template
 
 def load_task_json(path: str | Path) -> TaskSpec:
     """Read a custom task declaration (task.json); errors name the file and the problem."""
+    from lampbox.lampfiles import json_error_problem
+
     path = Path(path)
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except UnicodeDecodeError as error:
         raise InputFileError(path, f"not UTF-8 text ({error.reason} at byte {error.start})") from None
     except json.JSONDecodeError as error:
-        raise InputFileError(path, f"malformed JSON: {error.msg} at line {error.lineno}, column {error.colno}") from None
+        raise InputFileError(path, json_error_problem(error)) from None
     except OSError as error:
         raise InputFileError(path, f"cannot read: {error.strerror}") from None
     if not isinstance(data, dict):
