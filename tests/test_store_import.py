@@ -237,7 +237,7 @@ def write_area_task(folder: Path, labels: object, golds: list[str], task: dict |
         for i, gold in enumerate(golds)
     ]  # fmt: skip
     (folder / "dev_questions.json").write_text(json.dumps(questions))
-    outputs = {"task": "tiny_area", "golds": [{"id": f"q{i}", "output": gold} for i, gold in enumerate(golds)]}
+    outputs = {"task": declaration["name"], "golds": [{"id": f"q{i}", "output": gold} for i, gold in enumerate(golds)]}
     (folder / "dev_outputs.json").write_text(json.dumps(outputs))
     return folder
 
@@ -340,3 +340,19 @@ def test_runs_keep_the_task_definition_they_were_made_with(tmp_path: Path) -> No
         kept = run_store.get_run(store, first.run_key)
         assert kept is not None and kept.status == "finished" and kept.task_hash == old_hash
         assert run_store.get_run(store, second.run_key).task_hash == second.task_hash
+
+
+@pytest.mark.parametrize("columns", ["80", "50"])
+def test_data_list_never_truncates_task_names(tmp_path: Path, columns: str) -> None:
+    db = tmp_path / "s.duckdb"
+    name = "personalized_commit_area_tagging"
+    write_area_task(tmp_path / "area", ["doc"], ["doc"], task={"name": name})
+    questions, golds = small_lamp7()
+    write_lamp7(tmp_path / "tweets", questions, golds)
+    for folder in ("area", "tweets"):
+        assert run_cli("data", "import", str(tmp_path / folder), db=db)[0] == 0
+    result = CliRunner().invoke(cli, ["data", "list", "--db", str(db)], env={"COLUMNS": columns})
+    assert result.exit_code == 0, result.output
+    rows = [line for line in result.stdout.splitlines() if line.startswith("│")]
+    assert len(rows) == 2
+    assert rows[0].startswith("│ LaMP_7 ") and rows[1].startswith(f"│ {name} │"), result.stdout

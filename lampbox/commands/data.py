@@ -122,19 +122,22 @@ def list_command(db_path: Path | None, as_json: bool) -> None:
         click.echo(f"The store {store.path} is empty. Try `lampbox data demo` or `lampbox data import PATH`.")
         return
     table = Table(title=f"lampbox store: {store.path}")
-    for column in ("task", "split", "set", "users", "questions", "golds", "mean profile", "distinct items"):
-        table.add_column(column, justify="right" if column not in ("task", "split", "set") else "left")
-    for summary in summaries:
-        table.add_row(
-            summary.task,
-            summary.scheme,
-            summary.split,
-            str(summary.users),
-            str(summary.questions),
-            str(summary.golds),
-            f"{summary.mean_profile_size:.1f}",
-            str(summary.distinct_items),
-        )
+    rows = [
+        (
+            summary.task, summary.scheme, summary.split, str(summary.users), str(summary.questions),
+            str(summary.golds), f"{summary.mean_profile_size:.1f}", str(summary.distinct_items),
+        )  # fmt: skip
+        for summary in summaries
+    ]
+    # Task names are never cut: their column keeps the width of the longest; on a narrow
+    # terminal the other columns wrap or shrink instead.
+    table.add_column("task", no_wrap=True, min_width=max(len(row[0]) for row in rows))
+    for header in ("split", "set"):
+        table.add_column(header)
+    for header in ("users", "questions", "golds", "mean profile", "distinct items"):
+        table.add_column(header, justify="right")
+    for row in rows:
+        table.add_row(*row)
     Console().print(table)
 
 
