@@ -45,7 +45,14 @@ def parse_json_bytes(raw: bytes, where: str | Path) -> Any:
     try:
         return json.loads(text)
     except json.JSONDecodeError as error:
-        raise InputFileError(where, f"malformed JSON: {error.msg} at line {error.lineno}, column {error.colno}") from None
+        raise InputFileError(where, json_error_problem(error)) from None
+
+
+def json_error_problem(error: json.JSONDecodeError) -> str:
+    """'malformed JSON: <what> at line L, column C' (some of json's messages end in "at" already:
+    "Unterminated string starting at")."""
+    what = error.msg.removesuffix(" at")
+    return f"malformed JSON: {what} at line {error.lineno}, column {error.colno}"
 
 
 def _as_id(value: Any, path: Path, what: str) -> str:
@@ -128,8 +135,13 @@ def validate_outputs(data: Any, path: str | Path) -> tuple[str | None, dict[str,
         if gid in outputs:
             raise InputFileError(path, f"id {gid!r} appears twice")
         output = gold.get("output")
-        if not isinstance(output, (str, int, float)) or isinstance(output, bool):
+        if output is None:
             raise InputFileError(path, f"id {gid!r} has no output text")
+        if isinstance(output, bool) or not isinstance(output, (str, int, float)):
+            kind = {bool: "a boolean", list: "a list", dict: "an object"}.get(type(output), type(output).__name__)
+            shown = json.dumps(output, ensure_ascii=False)
+            shown = shown if len(shown) <= 40 else shown[:37] + "..."
+            raise InputFileError(path, f"id {gid!r}: output is {kind} ({shown}), not a string")
         outputs[gid] = str(output)
     return (None if task is None else str(task)), outputs
 

@@ -114,12 +114,57 @@ def test_unreachable_server_fails_clearly_and_marks_the_run(demo_db: Path, tmp_p
         (["--model", "no-such-model"], "unknown model"),
         (["--backend", "llamacpp", "--dtype", "bfloat16"], "--dtype bfloat16 applies to the hf backend"),
         (["--backend", "llamacpp", "--quantize", "int8"], "--quantize int8 applies to the hf backend"),
+        (["--limit", "-1"], "-1 is not in the range x>=1"),
+        (["--users", "0"], "0 is not in the range x>=1"),
+        (["--batch-size", "0"], "0 is not in the range x>=1"),
     ],
 )
 def test_bad_options_are_one_clear_line(demo_db: Path, args: list[str], problem: str) -> None:
     result = lampbox("bench", "--task", "LaMP_7", "--limit", "1", "--db", str(demo_db), *args, check=False)
     assert result.returncode != 0
     assert problem in result.stderr.strip().splitlines()[-1]
+
+
+def test_predictions_folder_under_a_file_is_one_clear_line(demo_db: Path, tmp_path: Path) -> None:
+    a_file = tmp_path / "preds.json"
+    a_file.write_text("{}")
+    out = a_file / "runs"
+    result = lampbox(
+        "bench", "--task", "LaMP_7", "--retrievers", "none", "--backend", "dummy", "--limit", "1",
+        "--db", str(demo_db), "--out", str(out), check=False,
+    )  # fmt: skip
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert f"{out}: cannot write here: {a_file} is a file" in result.stderr.strip().splitlines()[-1]
+
+
+def table_rows(output: str) -> list[str]:
+    return [line for line in output.splitlines() if line.startswith("│")]
+
+
+def test_k_zero_is_the_no_personalization_row_once(demo_db: Path, tmp_path: Path) -> None:
+    bench = ["bench", "--task", "LaMP_7", "--backend", "dummy", "--limit", "3", "--db", str(demo_db), "--out", str(tmp_path)]
+    result = lampbox(*bench, "--retrievers", "bm25", "--k", "0")
+    rows = table_rows(result.stdout)
+    assert len(rows) == 1 and "no personalization" in rows[0], result.stdout
+    # repeated retrievers, ks and backends make no second row either
+    result = lampbox(*bench, "--retrievers", "none,bm25,bm25", "--k", "0,1,1", "--backend", "dummy,dummy")
+    rows = table_rows(result.stdout)
+    assert len(rows) == len(set(rows)) == 3, result.stdout
+    labels = [row.split("│")[1].strip() for row in rows]
+    assert labels == ["no personalization dummy:smollm2-135m-instruct", "bm25 k=1 dummy:smollm2-135m-instruct", "bm25 k=1 retrieval-only"]
+
+
+def test_grid_has_no_k_zero_retrieval_and_votes_over_positive_ks() -> None:
+    from lampbox.bench.runner import BenchSpec, build_grid
+    from lampbox.engine.tasks import BUILTIN_TASKS
+
+    bench = BenchSpec("LaMP_2", "user", "dev", retrievers=("bm25",), ks=(0, 2, 0, 2), backends=("dummy",))
+    grid = [(spec.retriever, spec.k, spec.method, role) for spec, role in build_grid(bench, BUILTIN_TASKS["LaMP_2"])]
+    assert grid == [
+        ("none", 0, "ipa", "baseline"), ("bm25", 2, "ipa", "retrieval"), ("bm25", 2, "retrieval-only", "retrieval-only"),
+    ]  # fmt: skip
+    only_zero = BenchSpec("LaMP_2", "user", "dev", retrievers=("bm25",), ks=(0,), backends=("dummy",))
+    assert [role for _, role in build_grid(only_zero, BUILTIN_TASKS["LaMP_2"])] == ["baseline"]
 
 
 def test_missing_data_offline_points_to_import_and_demo(tmp_path: Path) -> None:

@@ -159,6 +159,36 @@ def test_malformed_json(tmp_path: Path, good_golds: Path) -> None:
     assert_one_line_error(result, str(preds), "malformed JSON")
 
 
+def test_truncated_json_names_where_in_plain_words(tmp_path: Path, good_golds: Path) -> None:
+    preds = tmp_path / "preds.json"
+    preds.write_text('{"task": "LaMP_3", "golds": [{"id": "a", "output": "4', encoding="utf-8")
+    result = invoke("eval", "--golds", good_golds, "--preds", preds, "--task", "LaMP_3")
+    assert_one_line_error(result, str(preds), "malformed JSON: Unterminated string starting at line 1, column 52")
+    assert "at at" not in result.stderr
+
+
+def test_empty_golds_name_the_file(tmp_path: Path) -> None:
+    golds = write(tmp_path / "golds.json", outputs("LaMP_7", {}))
+    preds = write(tmp_path / "preds.json", outputs("LaMP_7", {}))
+    result = invoke("eval", "--golds", golds, "--preds", preds, "--task", "LaMP_7")
+    assert_one_line_error(result, str(golds), 'holds no golds (its "golds" list is empty)')
+
+
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [
+        (True, "id 'a': output is a boolean (true), not a string"),
+        (["x"], 'output is a list (["x"]), not a string'),
+        ({"text": "x"}, "id 'a': output is an object"),
+        (None, "id 'a' has no output text"),
+    ],
+)
+def test_an_output_that_is_not_text_says_what_it_is(tmp_path: Path, good_golds: Path, value: Any, problem: str) -> None:
+    preds = write(tmp_path / "preds.json", outputs("LaMP_3", {**RATING_PREDS, "a": value}))
+    result = invoke("eval", "--golds", good_golds, "--preds", preds, "--task", "LaMP_3")
+    assert_one_line_error(result, str(preds), problem)
+
+
 def test_non_utf8_file(tmp_path: Path, good_golds: Path) -> None:
     preds = tmp_path / "preds.json"
     preds.write_bytes(

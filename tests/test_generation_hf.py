@@ -119,3 +119,29 @@ def test_unknown_quantization_is_a_clear_error(home: Path) -> None:
 
     with pytest.raises(LampboxError, match="quantize must be one of int8"):
         load_generator("hf", "smollm2-135m-instruct", quantize="int4")
+
+
+def test_loading_prints_no_transformers_progress_bars(tmp_path: Path) -> None:
+    """A first hf bench converts the GGUF, saves and loads it: none of transformers' tqdm bars
+    may print into the bench's output; lampbox's own progress lines stay."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "LAMPBOX_HOME": str(tmp_path / "home")}
+    db = tmp_path / "demo.duckdb"
+
+    def lampbox(*args: str) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run([sys.executable, "-m", "lampbox", *args], capture_output=True, text=True, env=env)
+        assert result.returncode == 0, result.stderr
+        return result
+
+    lampbox("data", "demo", "--db", str(db))
+    result = lampbox(
+        "bench", "--task", "LaMP_7", "--backend", "hf", "--retrievers", "none", "--no-baselines", "--limit", "1",
+        "--max-new-tokens", "2", "--threads", "2", "--db", str(db), "--out", str(tmp_path / "out"),
+    )  # fmt: skip
+    assert list((tmp_path / "home" / "cache" / "hf-models").iterdir())  # it did convert
+    for bar in ("Converting and de-quantizing", "Loading weights", "Writing model shards", "it/s]"):
+        assert bar not in result.stderr and bar not in result.stdout, result.stderr
+    assert "[1/1] no personalization hf:" in result.stderr

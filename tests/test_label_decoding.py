@@ -16,6 +16,7 @@ from click.testing import CliRunner
 from lampbox.engine.generation import GenerationParams, GenerationRequest, load_generator
 from lampbox.engine.generation.labels import choose_label, label_cache_key
 from lampbox.engine.generation.registry import backend_class
+from lampbox.engine.tasks import builtin_task, load_task_json
 from lampbox.errors import LampboxError
 from lampbox.lab.pipeline import run
 from lampbox.lab.specs import RunSpec, run_key, spec_from_json
@@ -39,13 +40,15 @@ def test_the_most_likely_label_answers_and_ties_go_to_the_first() -> None:
     assert choose_label(["a", "b"], [-1.0, -1.0]) == "a"
 
 
-def test_decode_is_part_of_the_run_key_and_the_default_keeps_old_keys() -> None:
+def test_decode_is_part_of_the_run_key_and_the_default_keeps_old_keys(git_commits: Path) -> None:
     default = dummy_spec()
     labels = dummy_spec(decode="labels")
     assert "decode" not in default.to_json()
-    # the key this spec had before decodings existed (commit f756a82)
-    assert run_key(default) == "dd724235a5a08811ddbb84bf"
-    assert run_key(labels) != run_key(default)
+    # the key this spec (on the built-in LaMP_2) had before decodings existed (commit f756a82)
+    builtin = dummy_spec(task="LaMP_2")
+    assert run_key(builtin, builtin_task("LaMP_2")) == "cf69c812b0d6c9011e8db6a0"
+    task = load_task_json(git_commits / "commit_area" / "task.json")
+    assert run_key(labels, task) != run_key(default, task)
     assert spec_from_json(labels.to_json()) == labels
     assert labels.label.endswith("decode=labels") and "decode" not in default.label
     with pytest.raises(LampboxError, match="unknown decoding 'beam'"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -44,12 +45,27 @@ def test_postprocessing_is_explicit() -> None:
         RunSpec("LaMP_7", "user", "dev", postprocess=("shout",))
 
 
-def test_run_keys_follow_the_spec() -> None:
+@pytest.mark.parametrize("field", ["limit", "users"])
+@pytest.mark.parametrize("value", [0, -1])
+def test_limit_and_users_are_at_least_one(field: str, value: int) -> None:
+    from lampbox.errors import LampboxError
+
+    with pytest.raises(LampboxError, match=f"{field} must be at least 1"):
+        RunSpec("LaMP_7", "user", "dev", **{field: value})
+
+
+def test_run_keys_follow_the_spec(git_commits: Path) -> None:
+    from lampbox.engine.tasks import load_task_json
+
+    task = load_task_json(git_commits / "commit_subject" / "task.json")
     base = RunSpec("commit_subject", "user", "dev", retriever="bm25", k=1, method="retrieval-only")
-    assert run_key(base) == run_key(RunSpec("commit_subject", "user", "dev", retriever="bm25", k=1, method="retrieval-only"))
-    assert run_key(base) != run_key(RunSpec("commit_subject", "user", "dev", retriever="bm25", k=2, method="retrieval-only"))
+    assert run_key(base, task) == run_key(RunSpec("commit_subject", "user", "dev", retriever="bm25", k=1, method="retrieval-only"), task)
+    assert run_key(base, task) != run_key(RunSpec("commit_subject", "user", "dev", retriever="bm25", k=2, method="retrieval-only"), task)
     # model settings do not change a model-free baseline
-    assert run_key(base) == run_key(RunSpec("commit_subject", "user", "dev", retriever="bm25", k=1, method="retrieval-only", max_length=512))
+    assert run_key(base, task) == run_key(RunSpec("commit_subject", "user", "dev", retriever="bm25", k=1, method="retrieval-only", max_length=512), task)
+    # a custom task's definition does
+    edited = dataclasses.replace(task, ipa_item_template='"{title}" was the subject of "{text}" ')
+    assert run_key(base, edited) != run_key(base, task)
 
 
 def test_retrieval_only_run_is_stored_scored_and_written(commits_store: Store, tmp_path: Path, git_commits: Path) -> None:
@@ -113,9 +129,10 @@ def test_a_failed_run_is_marked_and_leaves_no_predictions(commits_store: Store, 
     )
     with pytest.raises(Exception, match=r"127\.0\.0\.1:9"):
         run(spec, commits_store, predictions_dir=tmp_path / "out")
-    stored = run_store.get_run(commits_store, run_key(spec))
+    key = run_key(spec, commits_store.task("commit_subject"))
+    stored = run_store.get_run(commits_store, key)
     assert stored is not None and stored.status == "failed" and stored.error
-    assert run_store.run_predictions(commits_store, run_key(spec)) == []
+    assert run_store.run_predictions(commits_store, key) == []
     assert not (tmp_path / "out").exists()
 
 

@@ -14,6 +14,7 @@ from lampbox.engine.generation.cached import generation_cache_key
 from lampbox.engine.generation.dummy import DummyGenerator
 from lampbox.engine.generation.pool import GeneratorPool
 from lampbox.engine.methods import _METHODS, IPA, method_names, register_method
+from lampbox.engine.tasks import BUILTIN_TASKS
 from lampbox.engine.types import ProfileItem, Question
 from lampbox.errors import LampboxError, UnknownNameError
 from lampbox.lab.pipeline import run
@@ -135,4 +136,5 @@ def test_a_registered_method_runs_through_the_pipeline(commits_store: Store, tmp
 def test_run_keys_of_the_dummy_do_not_hash_weights() -> None:
     spec = RunSpec("LaMP_7", "demo", "dev", backend="dummy", model="first-words")
     other = RunSpec("LaMP_7", "demo", "dev", backend="dummy", model="last-words")
-    assert run_key(spec) != run_key(other)
+    task = BUILTIN_TASKS["LaMP_7"]
+    assert run_key(spec, task) != run_key(other, task)

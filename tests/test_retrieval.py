@@ -255,6 +255,32 @@ def test_rank_command_writes_official_files(commits_store_path, tmp_path):
     assert bad.exit_code == 2 and "Did you mean bm25" in bad.output
 
 
+def test_rank_command_bad_limit_and_output_paths_are_one_clear_line(tmp_path):
+    from lampbox.cli import cli
+
+    db = tmp_path / "demo.duckdb"
+    assert CliRunner().invoke(cli, ["data", "demo", "--db", str(db)]).exit_code == 0
+    rank = ["rank", "--db", str(db), "--task", "LaMP_7", "--retriever", "recency"]
+
+    result = CliRunner().invoke(cli, [*rank, "--limit", "-1"])
+    assert result.exit_code == 2 and "-1 is not in the range x>=1" in result.stderr
+
+    nested = tmp_path / "new" / "folder" / "ranks.json"  # missing folders are created
+    result = CliRunner().invoke(cli, [*rank, "--limit", "2", "--output", str(nested)])
+    assert result.exit_code == 0, result.output
+    assert len(json.loads(nested.read_text())) == 2
+
+    a_file = tmp_path / "ranks.json"
+    a_file.write_text("{}")
+    for option in ("--output", "--export-questions"):
+        under = a_file / "sub" / "out.json"
+        result = CliRunner().invoke(cli, [*rank, option, str(under)])
+        assert result.exit_code != 0 and not isinstance(result.exception, OSError)
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and str(under) in lines[0] and f"{a_file} is a file" in lines[0], result.stderr
+    assert a_file.read_text() == "{}"
+
+
 def test_sorted_questions_follow_the_ranking(commits_store):
     task, questions = _questions(commits_store, limit=2)
     reverse = [

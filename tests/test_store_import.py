@@ -217,3 +217,142 @@ def test_empty_profiles_can_be_allowed_explicitly(tmp_path: Path, flag: list[str
     write_lamp7(tmp_path / "data", questions, golds)
     code, _, err = run_cli("data", "import", str(tmp_path / "data"), *flag, db=tmp_path / "s.duckdb")
     assert (code == 0) == bool(flag), err
+
+
+AREA = "Which area does this commit relate to? commit: "
+
+
+def write_area_task(folder: Path, labels: object, golds: list[str], task: dict | None = None) -> Path:
+    """A small custom classification task: task.json, dev questions and golds."""
+    folder.mkdir(parents=True, exist_ok=True)
+    declaration = {
+        "name": "tiny_area", "kind": "classification", "labels": labels, "input_prefix": AREA,
+        "query_after": "commit: ", "profile_fields": ["text", "tag"], "document": ["text"],
+        "ipa_item_template": 'the area for "{text}" is "{tag}" ', **(task or {}),
+    }  # fmt: skip
+    (folder / "task.json").write_text(json.dumps(declaration))
+    questions = [
+        {"id": f"q{i}", "input": AREA + f"change {i}", "user_id": "u1",
+         "profile": [{"id": f"p{i}", "text": f"old change {i}", "tag": gold}]}
+        for i, gold in enumerate(golds)
+    ]  # fmt: skip
+    (folder / "dev_questions.json").write_text(json.dumps(questions))
+    outputs = {"task": declaration["name"], "golds": [{"id": f"q{i}", "output": gold} for i, gold in enumerate(golds)]}
+    (folder / "dev_outputs.json").write_text(json.dumps(outputs))
+    return folder
+
+
+def test_golds_that_are_not_labels_are_named_at_import(tmp_path: Path) -> None:
+    folder = write_area_task(tmp_path / "area", ["doc", "tests"], ["doc", "gui", "web", "gui", "x", "y"])
+    code, _, err = run_cli("data", "import", str(folder), db=tmp_path / "s.duckdb")
+    lines = [line for line in err.strip().splitlines() if not line.startswith("reading")]
+    assert code != 0 and len(lines) == 1, err
+    assert str(folder / "dev_outputs.json") in lines[0]
+    assert "5 gold(s) are not tiny_area labels: 'gui', 'web', 'x' and 1 more" in lines[0]
+    with Store(tmp_path / "s.duckdb") as store:
+        assert table_counts(store)["questions"] == 0 and table_counts(store)["tasks"] == 0
+
+
+def test_labels_that_no_gold_uses_are_fine(tmp_path: Path) -> None:
+    folder = write_area_task(tmp_path / "area", ["doc", "tests", "never-used"], ["doc", " tests "])
+    code, out, err = run_cli("data", "import", str(folder), db=tmp_path / "s.duckdb")
+    assert code == 0 and "tiny_area user dev: imported (2 questions, 2 golds" in out, err
+
+
+def test_a_profile_item_without_any_document_field_is_refused_with_its_id(tmp_path: Path) -> None:
+    folder = write_area_task(tmp_path / "area", ["doc"], ["doc", "doc"])
+    questions = json.loads((folder / "dev_questions.json").read_text())
+    questions[1]["profile"].append({"id": "p-empty", "tag": "doc", "date": "2020-01-01"})
+    (folder / "dev_questions.json").write_text(json.dumps(questions))
+    code, _, err = run_cli("data", "import", str(folder), db=tmp_path / "s.duckdb")
+    lines = [line for line in err.strip().splitlines() if not line.startswith("reading")]
+    assert code != 0 and len(lines) == 1, err
+    assert str(folder / "dev_questions.json") in lines[0]
+    assert "question 'q1': profile item 'p-empty' has none of tiny_area's document fields (text)" in lines[0]
+
+
+def test_a_changed_task_json_is_refused_unless_replaced(tmp_path: Path) -> None:
+    db = tmp_path / "s.duckdb"
+    folder = write_area_task(tmp_path / "area", ["doc", "tests"], ["doc", "tests"])
+    code, out, err = run_cli("data", "import", str(folder), db=db)
+    assert code == 0 and "imported" in out, err
+
+    write_area_task(folder, ["doc", "tests", "gui"], ["doc", "tests"])  # same data, new labels
+    code, out, err = run_cli("data", "import", str(folder), db=db)
+    lines = [line for line in err.strip().splitlines() if not line.startswith("reading")]
+    assert code != 0 and len(lines) == 1, err
+    assert str(folder / "task.json") in lines[0] and "changed: labels" in lines[0] and "--replace-task" in lines[0]
+    with Store(db) as store:
+        assert store.task("tiny_area").labels == ("doc", "tests")  # nothing replaced silently
+
+    code, out, err = run_cli("data", "import", str(folder), "--replace-task", db=db)
+    assert code == 0, err
+    assert "tiny_area: task definition replaced (changed: labels)" in out
+    assert "tiny_area user dev: unchanged" in out
+    with Store(db) as store:
+        assert store.task("tiny_area").labels == ("doc", "tests", "gui")
+    code, out, err = run_cli("data", "import", str(folder), db=db)
+    assert code == 0 and "replaced" not in out, err
+
+    # new labels must still fit the golds, stored or imported
+    write_area_task(folder, ["doc", "gui"], ["doc", "tests"])
+    code, out, err = run_cli("data", "import", str(folder), "--replace-task", db=db)
+    assert code != 0 and "1 gold(s) are not tiny_area labels: 'tests'" in err, err
+    with Store(db) as store:
+        assert store.task("tiny_area").labels == ("doc", "tests", "gui")
+
+
+def test_stored_golds_of_other_splits_must_fit_a_replaced_definition(tmp_path: Path) -> None:
+    db = tmp_path / "s.duckdb"
+    folder = write_area_task(tmp_path / "area", ["doc", "tests"], ["doc", "tests"])
+    assert run_cli("data", "import", str(folder), db=db)[0] == 0
+    only_task = tmp_path / "only-train"
+    write_area_task(only_task, ["doc"], ["doc"])
+    (only_task / "dev_questions.json").rename(only_task / "train_questions.json")
+    (only_task / "dev_outputs.json").rename(only_task / "train_outputs.json")
+    code, _, err = run_cli("data", "import", str(only_task), "--replace-task", db=db)
+    assert code != 0 and "stored user dev golds" in err and "'tests'" in err, err
+    with Store(db) as store:
+        assert store.task("tiny_area").labels == ("doc", "tests") and store.schemes("tiny_area", "train") == []
+
+
+def test_runs_keep_the_task_definition_they_were_made_with(tmp_path: Path) -> None:
+    from lampbox.engine.fingerprint import task_fingerprint
+    from lampbox.lab.pipeline import run
+    from lampbox.lab.specs import RunSpec
+    from lampbox.store import runs as run_store
+
+    folder = write_area_task(tmp_path / "area", ["doc", "tests"], ["doc", "tests", "doc"])
+    spec = RunSpec("tiny_area", "user", "dev", retriever="bm25", k=1, method="retrieval-only")
+    with Store(tmp_path / "s.duckdb") as store:
+        import_path(store, folder)
+        first = run(spec, store)
+        old_hash = task_fingerprint(store.task("tiny_area"))
+        assert first.task_hash == old_hash and run(spec, store).from_store
+
+        write_area_task(folder, ["doc", "tests", "gui"], ["doc", "tests", "doc"])
+        report = import_path(store, folder, replace_task=True)
+        assert report.task_status == "replaced" and report.task_changes == ["labels"]
+        second = run(spec, store)
+        assert not second.from_store and second.run_key != first.run_key
+        assert second.task_hash == task_fingerprint(store.task("tiny_area")) != old_hash
+        # the old result stays, under the definition it was made with
+        kept = run_store.get_run(store, first.run_key)
+        assert kept is not None and kept.status == "finished" and kept.task_hash == old_hash
+        assert run_store.get_run(store, second.run_key).task_hash == second.task_hash
+
+
+@pytest.mark.parametrize("columns", ["80", "50"])
+def test_data_list_never_truncates_task_names(tmp_path: Path, columns: str) -> None:
+    db = tmp_path / "s.duckdb"
+    name = "personalized_commit_area_tagging"
+    write_area_task(tmp_path / "area", ["doc"], ["doc"], task={"name": name})
+    questions, golds = small_lamp7()
+    write_lamp7(tmp_path / "tweets", questions, golds)
+    for folder in ("area", "tweets"):
+        assert run_cli("data", "import", str(tmp_path / folder), db=db)[0] == 0
+    result = CliRunner().invoke(cli, ["data", "list", "--db", str(db)], env={"COLUMNS": columns})
+    assert result.exit_code == 0, result.output
+    rows = [line for line in result.stdout.splitlines() if line.startswith("│")]
+    assert len(rows) == 2
+    assert rows[0].startswith("│ LaMP_7 ") and rows[1].startswith(f"│ {name} │"), result.stdout

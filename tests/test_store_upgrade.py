@@ -62,6 +62,7 @@ def test_old_store_opens_migrates_and_reads_its_runs(old_store: Store) -> None:
         assert stored.status == expected["status"] == "finished"
         assert dict(stored.metrics) == expected["metrics"]
         assert stored.n_questions == expected["n_questions"]
+        assert stored.task_hash is None  # made before runs recorded their task definition (m005)
         predictions = run_predictions(old_store, expected["run_key"])
         assert [p.question_id for p in predictions] == expected["question_ids"]
         assert [p.output for p in predictions] == expected["outputs"]

@@ -94,3 +94,33 @@ def test_bad_task_declarations_name_the_file(tmp_path: Path, declaration: dict, 
     with pytest.raises(InputFileError, match=problem) as caught:
         load_task_json(path)
     assert str(path) in str(caught.value)
+
+
+CLASSIFICATION = {"name": "x", "kind": "classification", "input_prefix": "p", "document": ["text"], "ipa_item_template": "{text}"}
+
+
+@pytest.mark.parametrize(
+    ("labels", "problem"),
+    [
+        ("notalist", 'labels must be a list of strings, not "notalist"'),
+        ({"a": 1}, "labels must be a list of strings"),
+        ([1, 2, 3], "label #0 is 1, not a string"),
+        (["a", None], "label #1 is null, not a string"),
+        (["a", "b", "a"], "label 'a' appears twice"),
+        (["a", ""], "label #1 is empty"),
+        (["a", "  "], "label #1 is empty"),
+        (["a", " b"], "label ' b' has spaces around it"),
+    ],
+)
+def test_labels_are_a_list_of_unique_non_empty_strings(tmp_path: Path, labels: object, problem: str) -> None:
+    path = tmp_path / "task.json"
+    path.write_text(json.dumps({**CLASSIFICATION, "labels": labels}))
+    with pytest.raises(InputFileError, match=problem) as caught:
+        load_task_json(path)
+    assert str(caught.value).startswith(f"{path}: ")
+
+
+def test_good_labels_are_kept_in_order(tmp_path: Path) -> None:
+    path = tmp_path / "task.json"
+    path.write_text(json.dumps({**CLASSIFICATION, "labels": ["b", "a", "never used by a gold"]}))
+    assert load_task_json(path).labels == ("b", "a", "never used by a gold")

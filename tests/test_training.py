@@ -117,10 +117,11 @@ def test_a_trained_adapter_is_registered_and_runs_by_name(commits_store, tiny_lm
 
     with pytest.raises(LampboxError, match="exists"):
         train_model(_spec(tiny_lm), commits_store, "tiny-bm25")
-    before = run_key(spec)
+    task = commits_store.task("commit_subject")
+    before = run_key(spec, task)
     retrained = TrainConfig(max_steps=2, batch_size=2, precision="fp32", lr=5e-3)
     train_model(_spec(tiny_lm, config=retrained), commits_store, "tiny-bm25", overwrite=True)
-    assert run_key(spec) != before  # retrained: its runs and generations are keyed anew
+    assert run_key(spec, task) != before  # retrained: its runs and generations are keyed anew
 
 
 def test_bad_input_is_one_clear_error(commits_store, tiny_lm: Path, home: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

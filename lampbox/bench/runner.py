@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -93,20 +93,28 @@ def build_grid(bench: BenchSpec, task: TaskSpec) -> list[tuple[RunSpec, str]]:
         "postprocess": bench.postprocess, "decode": bench.decode,
     }  # fmt: skip
     grid: list[tuple[RunSpec, str]] = []
-    personalized = [name for name in bench.retrievers if name != "none"]
-    for backend in bench.backends:
+    # k = 0 retrieves nothing: it is the no-personalization row, which every backend has once.
+    # Repeated names and ks make no second row.
+    personalized = _unique(name for name in bench.retrievers if name != "none")
+    retrieval_ks = _unique(k for k in bench.ks if k > 0)
+    for backend in _unique(bench.backends):
         options = bench.options_for(backend)
         grid.append((RunSpec(retriever="none", k=0, backend=backend, model_options=options, **common, **model), "baseline"))
         for retriever in personalized:
-            for k in bench.ks:
+            for k in retrieval_ks:
                 grid.append((RunSpec(retriever=retriever, k=k, backend=backend, model_options=options, **common, **model), "retrieval"))
-    if bench.baselines and task.target_field is not None:
+    if bench.baselines and task.target_field is not None and retrieval_ks:
         # Generation copies the top item (k does not matter beyond 1); labels and ratings vote over k.
-        ks = (1,) if task.kind == "generation" else bench.ks
+        ks = [1] if task.kind == "generation" else retrieval_ks
         for retriever in personalized:
             for k in ks:
                 grid.append((RunSpec(retriever=retriever, k=k, method="retrieval-only", **common), "retrieval-only"))
     return grid
+
+
+def _unique(values: Iterable[Any]) -> list[Any]:
+    """The values in order, each once."""
+    return list(dict.fromkeys(values))
 
 
 @dataclass
@@ -154,8 +162,8 @@ class BenchResult:
         }
 
 
-def bench_key(grid: Sequence[tuple[RunSpec, str]]) -> str:
-    keys = [(run_key(spec), role) for spec, role in grid]
+def bench_key(grid: Sequence[tuple[RunSpec, str]], task: TaskSpec) -> str:
+    keys = [(run_key(spec, task), role) for spec, role in grid]
     return hashlib.sha256(json.dumps(keys).encode()).hexdigest()[:24]
 
 
@@ -177,8 +185,8 @@ def run_bench(
     grid = build_grid(bench, task)
     for spec, _ in grid:
         check_run_decoding(spec, task)  # one clear error before anything runs
-    key = bench_key(grid)
-    run_store.save_bench(store, key, bench.to_json(), [(run_key(spec), role) for spec, role in grid])
+    key = bench_key(grid, task)
+    run_store.save_bench(store, key, bench.to_json(), [(run_key(spec, task), role) for spec, role in grid])
     pool = generators or GeneratorPool()
     records: list[tuple[RunRecord, str]] = []
     for index, (spec, role) in enumerate(grid):

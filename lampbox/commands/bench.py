@@ -9,6 +9,7 @@ from typing import Any
 import click
 
 from lampbox.commands.common import (
+    check_not_under_a_file,
     db_option,
     json_option,
     open_store,
@@ -33,7 +34,7 @@ from lampbox.engine.defaults import (
     show_default=True,
     help="Comma-separated retrievers; 'none' is the no-personalization baseline (always run).",
 )
-@click.option("--k", "ks", default=",".join(map(str, DEFAULT_KS)), show_default=True, help="Comma-separated numbers of retrieved items.")
+@click.option("--k", "ks", default=",".join(map(str, DEFAULT_KS)), show_default=True, help="Comma-separated numbers of retrieved items (0: no retrieval, which is the no-personalization row every bench has).")
 @click.option("--model", default=None, help="Manifest name, .gguf path, HF folder or hub id (default: the manifest's default model).")
 @click.option(
     "--backend",
@@ -43,10 +44,10 @@ from lampbox.engine.defaults import (
     help="Comma-separated: auto, llamacpp, hf, fid, openai, dummy (a deterministic stand-in for wiring checks). auto: the fastest path on this machine at the reference's quality (hf batched on CPU and CUDA, fid for --method fid, llamacpp for a GGUF file); the choice is printed and recorded.",
 )
 @click.option("--method", default="ipa", show_default=True, help="How the model gets the retrieved items: ipa (in the prompt) or fid (Fusion-in-Decoder, with --backend fid).")
-@click.option("--limit", type=int, default=None, help="Only the first N questions.")
-@click.option("--users", type=int, default=None, help="Only the questions of the first N users.")
-@click.option("--max-length", type=int, default=DEFAULT_MAX_LENGTH, show_default=True, help="IPA prompt token budget (official: 256).")
-@click.option("--max-new-tokens", type=int, default=None, help="Tokens to generate (default: 8 for labels and ratings, 32 otherwise).")
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="Only the first N questions.")
+@click.option("--users", type=click.IntRange(min=1), default=None, help="Only the questions of the first N users.")
+@click.option("--max-length", type=click.IntRange(min=1), default=DEFAULT_MAX_LENGTH, show_default=True, help="IPA prompt token budget (official: 256).")
+@click.option("--max-new-tokens", type=click.IntRange(min=1), default=None, help="Tokens to generate (default: 8 for labels and ratings, 32 otherwise).")
 @click.option(
     "--postprocess",
     default="",
@@ -60,7 +61,7 @@ from lampbox.engine.defaults import (
     help="generate: the model's raw text is the answer. labels (tasks with labels): every label is scored as the answer by the model's log-likelihood and the most likely one answers (hf, llamacpp, dummy). Recorded in the runs and the predictions files.",
 )
 @click.option("--baselines/--no-baselines", default=True, show_default=True, help="Add model-free retrieval-only baselines.")
-@click.option("--batch-size", type=int, default=8, show_default=True, help="Prompts per generation batch (hf batches them).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True, help="Prompts per generation batch (hf batches them).")
 @click.option(
     "--quantize",
     type=click.Choice(["int8"]),
@@ -187,6 +188,7 @@ def bench_command(
         backend_options["openai"] = {"base_url": base_url}
     pool = GeneratorPool(backend_options)
     predictions_dir = out_dir or data_home() / "runs" / f"{task.name}-{scheme}-{split}"
+    check_not_under_a_file(predictions_dir, folder=True)  # created when the first run writes
     try:
         result = _run_with_progress(bench, store, pool, predictions_dir, batch_size)
     finally:

@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 
 import click
 
-from lampbox.errors import LampboxError
+from lampbox.errors import InputFileError, LampboxError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -59,6 +59,37 @@ def open_store(db_path: Path | None, read_only: bool = False) -> Any:
     from lampbox.store import Store
 
     return Store(db_path, read_only=read_only)
+
+
+def check_not_under_a_file(path: Path, folder: bool = False) -> None:
+    """An output file (or folder) can go at `path` unless a folder on its way is a file."""
+    target = path if folder else path.parent
+    for ancestor in (target, *target.parents):
+        if ancestor.exists():
+            if not ancestor.is_dir():
+                raise InputFileError(path, f"cannot write here: {ancestor} is a file, not a folder")
+            return
+
+
+def ready_to_write(path: Path) -> Path:
+    """Create the missing folders for an output file; a path under a file is an error naming both."""
+    check_not_under_a_file(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise InputFileError(path, f"cannot create the folder {path.parent}: {error.strerror}") from None
+    return path
+
+
+def write_json_file(path: Path, data: Any, indent: int | None = None) -> None:
+    """Write an output JSON file atomically (missing folders created); errors name the file."""
+    from lampbox.lampfiles import write_json_atomic
+
+    ready_to_write(path)
+    try:
+        write_json_atomic(path, data, indent=indent)
+    except OSError as error:
+        raise InputFileError(path, f"cannot write: {error.strerror}") from None
 
 
 def print_json(data: Any) -> None:

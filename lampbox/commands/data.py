@@ -38,16 +38,28 @@ def data() -> None:
 )
 @click.option("--sets", default=None, help="Only these sets, e.g. train,dev (default: all found).")
 @click.option("--allow-empty-profiles", is_flag=True, help="Import questions whose profile is empty.")
+@click.option(
+    "--replace-task",
+    is_flag=True,
+    help="Replace a custom task whose task.json changed since it was stored (runs made under the old definition stay apart).",
+)
 @db_option
 @reports_errors
 def import_command(
-    path: Path, task_name: str | None, scheme: str | None, sets: str | None, allow_empty_profiles: bool, db_path: Path | None
+    path: Path,
+    task_name: str | None,
+    scheme: str | None,
+    sets: str | None,
+    allow_empty_profiles: bool,
+    replace_task: bool,
+    db_path: Path | None,
 ) -> None:
     """Import official-format LaMP files (.json or .json.gz) from PATH.
 
     PATH is a folder ({train,dev,test}_questions.json with their _outputs.json, flat or in
     train/ dev/ test/ subfolders), one questions file, or a custom task's folder with its
-    task.json. Importing is all or nothing; re-importing the same files changes nothing.
+    task.json. Importing is all or nothing; re-importing the same files changes nothing. A
+    task.json that differs from the stored task is refused unless --replace-task is given.
     """
     from lampbox.store.importer import import_path
 
@@ -60,9 +72,12 @@ def import_command(
         sets=split_list(sets),
         allow_empty_profiles=allow_empty_profiles,
         on_progress=lambda message: print(message, file=sys.stderr),
+        replace_task=replace_task,
     )
     for warning in report.warnings:
         click.echo(f"warning: {warning}", err=True)
+    if report.task_status == "replaced":
+        click.echo(f"{report.task}: task definition replaced (changed: {', '.join(report.task_changes)})")
     for split in report.splits:
         click.echo(
             f"{report.task} {report.scheme} {split.split}: {split.status} "
@@ -107,19 +122,22 @@ def list_command(db_path: Path | None, as_json: bool) -> None:
         click.echo(f"The store {store.path} is empty. Try `lampbox data demo` or `lampbox data import PATH`.")
         return
     table = Table(title=f"lampbox store: {store.path}")
-    for column in ("task", "split", "set", "users", "questions", "golds", "mean profile", "distinct items"):
-        table.add_column(column, justify="right" if column not in ("task", "split", "set") else "left")
-    for summary in summaries:
-        table.add_row(
-            summary.task,
-            summary.scheme,
-            summary.split,
-            str(summary.users),
-            str(summary.questions),
-            str(summary.golds),
-            f"{summary.mean_profile_size:.1f}",
-            str(summary.distinct_items),
-        )
+    rows = [
+        (
+            summary.task, summary.scheme, summary.split, str(summary.users), str(summary.questions),
+            str(summary.golds), f"{summary.mean_profile_size:.1f}", str(summary.distinct_items),
+        )  # fmt: skip
+        for summary in summaries
+    ]
+    # Task names are never cut: their column keeps the width of the longest; on a narrow
+    # terminal the other columns wrap or shrink instead.
+    table.add_column("task", no_wrap=True, min_width=max(len(row[0]) for row in rows))
+    for header in ("split", "set"):
+        table.add_column(header)
+    for header in ("users", "questions", "golds", "mean profile", "distinct items"):
+        table.add_column(header, justify="right")
+    for row in rows:
+        table.add_row(*row)
     Console().print(table)
 
 

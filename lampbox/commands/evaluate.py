@@ -185,6 +185,8 @@ def evaluate_files(
             raise InputFileError(
                 found.source, f"holds {holds}, not {spec.file_task!r} (task {spec.name})"
             )
+    if not golds.outputs:
+        raise InputFileError(golds.source, 'holds no golds (its "golds" list is empty): nothing to score')
     problem = gold_problem(spec, golds.outputs)
     if problem:
         raise InputFileError(golds.source, problem)

@@ -7,7 +7,15 @@ from pathlib import Path
 
 import click
 
-from lampbox.commands.common import db_option, json_option, open_store, print_json, reports_errors
+from lampbox.commands.common import (
+    db_option,
+    json_option,
+    open_store,
+    print_json,
+    ready_to_write,
+    reports_errors,
+    write_json_file,
+)
 from lampbox.errors import LampboxError
 
 
@@ -36,12 +44,12 @@ def _parse_options(pairs: tuple[str, ...]) -> dict[str, str]:
 @click.option("--seed", type=int, default=None, help="random: the seed (default 0).")
 @click.option("--option", "extra_options", multiple=True, metavar="NAME=VALUE",
               help="Other retriever options, e.g. pooling=mean, score=dot, missing_dates=last.")  # fmt: skip
-@click.option("--limit", type=int, default=None, help="Only the first N questions.")
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="Only the first N questions.")
 @click.option("--recompute", is_flag=True, help="Ignore stored rankings and rank again.")
 @click.option("--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Write rank_profiles.py's format: question id -> item ids, best first.")  # fmt: skip
+              help="Write rank_profiles.py's format: question id -> item ids, best first (missing folders are created).")  # fmt: skip
 @click.option("--export-questions", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Write the questions (official format, golds as 'output') with sorted profiles.")  # fmt: skip
+              help="Write the questions (official format, golds as 'output') with sorted profiles (missing folders are created).")  # fmt: skip
 @db_option
 @json_option
 @reports_errors
@@ -65,8 +73,6 @@ def rank_command(
 
     Rankings already stored for the same retriever and options are served from the store.
     """
-    import json
-
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
@@ -82,6 +88,9 @@ def rank_command(
     if seed is not None:
         options["seed"] = seed
     retriever = create_retriever(retriever_name, **options)
+    for path in (output, export_questions):
+        if path is not None:
+            ready_to_write(path)  # before ranking, which can take long
     store = open_store(db_path)
     task = store.task(task_name)
     scheme = store.resolve_scheme(task.name, split, scheme)
@@ -108,12 +117,9 @@ def rank_command(
             on_warning=lambda message: console.print(f"warning: {message}"),
         )
     if output is not None:
-        output.write_text(json.dumps(rankings_file_data(rankings)), encoding="utf-8")
+        write_json_file(output, rankings_file_data(rankings))
     if export_questions is not None:
-        export_questions.write_text(
-            json.dumps(sorted_questions_data(questions, rankings), indent=2, ensure_ascii=False),
-            encoding="utf-8",
-        )
+        write_json_file(export_questions, sorted_questions_data(questions, rankings), indent=2)
     summary = {
         "task": task.name,
         "scheme": scheme,

@@ -1,8 +1,10 @@
-"""Content fingerprints: the one place that says what identifies weights, adapters and files.
+"""Content fingerprints: the one place that says what identifies weights, adapters, files and
+task definitions.
 
 Everything that decides an output (GGUF files, model folders, dense encoders, trained
-checkpoints and adapters) is keyed by the sha256 of its content, never by its path, so a
-checkpoint retrained into the same folder is seen as new. File hashes are cached by
+checkpoints and adapters, a custom task's definition) is keyed by the sha256 of its content,
+never by its path or name, so a checkpoint retrained into the same folder, or a task.json
+edited under the same task name, is seen as new. File hashes are cached by
 (path, size, mtime) under lampbox's cache folder, so large weights are read once.
 """
 
@@ -11,6 +13,10 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from lampbox.engine.tasks import TaskSpec
 
 
 def file_sha256(path: str | Path, *, cached: bool = True) -> str:
@@ -59,3 +65,10 @@ def model_fingerprint(location: str, *, is_hub_id: bool = False, adapter: str | 
     and the content of a LoRA adapter applied on top."""
     base = location if is_hub_id else path_sha256(location)
     return base if adapter is None else f"{base}+adapter:{folder_sha256(adapter)}"
+
+
+def task_fingerprint(task: TaskSpec) -> str:
+    """A task definition's content: the sha256 (first 16 hex digits) of its spec as canonical
+    JSON. Labels, metrics, document fields, templates: any change makes a new fingerprint."""
+    canonical = json.dumps(task.to_json(), sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:16]

@@ -287,13 +287,15 @@ _REQUIRED_KEYS = ("name", "kind", "input_prefix", "document", "ipa_item_template
 
 def load_task_json(path: str | Path) -> TaskSpec:
     """Read a custom task declaration (task.json); errors name the file and the problem."""
+    from lampbox.lampfiles import json_error_problem
+
     path = Path(path)
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except UnicodeDecodeError as error:
         raise InputFileError(path, f"not UTF-8 text ({error.reason} at byte {error.start})") from None
     except json.JSONDecodeError as error:
-        raise InputFileError(path, f"malformed JSON: {error.msg} at line {error.lineno}, column {error.colno}") from None
+        raise InputFileError(path, json_error_problem(error)) from None
     except OSError as error:
         raise InputFileError(path, f"cannot read: {error.strerror}") from None
     if not isinstance(data, dict):
@@ -321,7 +323,7 @@ def task_from_declaration(data: Mapping[str, Any], source: str | Path = "task.js
             like = builtin_task(like_name)
         except UnknownNameError as error:
             raise InputFileError(source, str(error)) from None
-    labels = tuple(str(label) for label in data.get("labels", ()))
+    labels = _labels(data.get("labels", ()), source)
     if kind == "classification" and not labels:
         raise InputFileError(source, "a classification task needs its labels")
     metrics = tuple(str(metric) for metric in data.get("metrics", ())) or METRICS_BY_KIND[kind]
@@ -369,6 +371,24 @@ def task_from_declaration(data: Mapping[str, Any], source: str | Path = "task.js
         custom=True,
         extra={key: value for key, value in data.items() if key not in known_keys},
     )
+
+
+def _labels(value: Any, source: str | Path) -> tuple[str, ...]:
+    """Labels are a list of unique, non-empty strings (golds are compared with them stripped)."""
+    if not isinstance(value, (list, tuple)):
+        raise InputFileError(source, f"labels must be a list of strings, not {json.dumps(value)[:60]}")
+    seen: set[str] = set()
+    for index, label in enumerate(value):
+        if not isinstance(label, str):
+            raise InputFileError(source, f"label #{index} is {json.dumps(label)[:60]}, not a string (quote it)")
+        if not label.strip():
+            raise InputFileError(source, f"label #{index} is empty")
+        if label != label.strip():
+            raise InputFileError(source, f"label {label!r} has spaces around it (golds are compared stripped)")
+        if label in seen:
+            raise InputFileError(source, f"label {label!r} appears twice")
+        seen.add(label)
+    return tuple(value)
 
 
 def _string_tuple(value: Any, key: str, source: str | Path) -> tuple[str, ...]:

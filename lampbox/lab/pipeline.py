@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lampbox.engine import scoring
+from lampbox.engine.fingerprint import task_fingerprint
 from lampbox.engine.generation.base import Generator
 from lampbox.engine.generation.common import GenerationCancelled
 from lampbox.engine.generation.labels import DEFAULT_DECODING, check_decoding, check_label_scoring
@@ -100,13 +101,14 @@ def run(
     started = time.perf_counter()
     task = store.task(spec.task)
     check_run_decoding(spec, task)
-    key = run_key(spec)
+    key = run_key(spec, task)
     if not recompute and run_store.run_status(store, key) == "finished":
         record = load_run(store, key, spec)
         record.seconds = time.perf_counter() - started
         return record
+    task_hash = task_fingerprint(task)
     questions = select_questions(store, spec)
-    run_store.start_run(store, key, spec.label, spec.to_json(), len(questions))
+    run_store.start_run(store, key, spec.label, spec.to_json(), len(questions), task_hash)
 
     def report(phase: str, done: int, total: int) -> None:
         if on_progress:
@@ -156,6 +158,7 @@ def run(
         predictions,
         {score.user_id: score for score in users},
         path,
+        task_hash=task_hash,
         generated=result.generated,
         cached=result.cached,
         seconds=time.perf_counter() - started,
@@ -191,6 +194,7 @@ def load_run(store: Store, key: str, spec: RunSpec | None = None) -> RunRecord:
         run_store.user_scores(store, key),
         stored.predictions_path,
         from_store=True,
+        task_hash=stored.task_hash,
     )
 
 

@@ -1,7 +1,8 @@
 """Run specs, their keys, progress and results.
 
-A RunSpec is frozen and hashable; its JSON and the content fingerprint of its model make the
-run key, so the same configuration always maps to the same stored run.
+A RunSpec is frozen and hashable; its JSON, the content fingerprint of its model and (for a
+custom task) of its task's definition make the run key, so the same configuration always maps
+to the same stored run.
 """
 
 from __future__ import annotations
@@ -14,10 +15,12 @@ from pathlib import Path
 from typing import Any
 
 from lampbox.engine.defaults import DEFAULT_BACKEND, DEFAULT_MAX_LENGTH, default_model
+from lampbox.engine.fingerprint import task_fingerprint
 from lampbox.engine.generation.base import GenerationParams
 from lampbox.engine.generation.labels import DEFAULT_DECODING, check_decoding
 from lampbox.engine.methods import Method, get_method
 from lampbox.engine.scoring import POSTPROCESSORS
+from lampbox.engine.tasks import TaskSpec
 from lampbox.engine.types import Prediction, UserScore
 from lampbox.errors import LampboxError
 
@@ -55,6 +58,10 @@ class RunSpec:
             raise LampboxError(f"unknown post-processing {', '.join(unknown)} (known: {', '.join(POSTPROCESSORS)})")
         if self.k < 0:
             raise LampboxError("k cannot be negative")
+        for name in ("limit", "users"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise LampboxError(f"{name} must be at least 1 (or unset for all), not {value}")
 
     @property
     def method_impl(self) -> Method:
@@ -127,8 +134,15 @@ def model_fingerprint(spec: RunSpec) -> str:
     return weights_fingerprint(resolved.location, is_hub_id=resolved.is_hub_id, adapter=resolved.adapter)
 
 
-def run_key(spec: RunSpec) -> str:
-    data = {"spec": spec.to_json(), "model": model_fingerprint(spec), "version": RUN_KEY_VERSION}
+def run_key(spec: RunSpec, task: TaskSpec) -> str:
+    """The run's key: its spec, its model's content and, for a custom task, the content of the
+    task's definition (a changed task.json makes new runs; results under the old one stay apart).
+    A built-in task's definition is lampbox's code, so its runs keep the keys they always had."""
+    if task.name != spec.task:
+        raise LampboxError(f"run_key: the task given is {task.name}, the spec's is {spec.task}")
+    data: dict[str, Any] = {"spec": spec.to_json(), "model": model_fingerprint(spec), "version": RUN_KEY_VERSION}
+    if task.custom:
+        data["task"] = task_fingerprint(task)
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:24]
 
 
@@ -156,6 +170,7 @@ class RunRecord:
     user_scores: dict[str, UserScore]
     predictions_path: str | None
     from_store: bool = False
+    task_hash: str | None = None  # the task definition's fingerprint it was made under (None: not recorded)
     generated: int = 0  # outputs generated in this call
     cached: int = 0  # outputs served from the generation cache
     seconds: float = 0.0

@@ -19,7 +19,7 @@ import duckdb
 
 from lampbox.engine.tasks import BUILTIN_TASKS, TaskSpec, builtin_task
 from lampbox.engine.types import ProfileItem, Question
-from lampbox.errors import LampboxError, UnknownNameError
+from lampbox.errors import InputFileError, LampboxError, UnknownNameError
 from lampbox.paths import default_db_path
 from lampbox.store.migrations import migrate
 
@@ -50,12 +50,35 @@ class DatasetSummary:
         }
 
 
+# Every DuckDB database file has these bytes at offset 8 (after a checksum).
+DUCKDB_MAGIC = b"DUCK"
+DUCKDB_MAGIC_OFFSET = 8
+
+
+def check_duckdb_file(path: Path) -> None:
+    """Refuse an existing file that is not a DuckDB database. DuckDB opens some other files
+    (a .json, a .csv) as an empty in-memory database, so everything written would be lost."""
+    try:
+        with path.open("rb") as stream:
+            header = stream.read(DUCKDB_MAGIC_OFFSET + len(DUCKDB_MAGIC))
+    except IsADirectoryError:
+        raise InputFileError(path, "is a folder, not a lampbox store") from None
+    except OSError as error:
+        raise InputFileError(path, f"cannot read the store ({error.strerror})") from None
+    if header[DUCKDB_MAGIC_OFFSET:] == DUCKDB_MAGIC:
+        return
+    what = "is an empty file, not a DuckDB database" if not header else "is not a DuckDB database"
+    raise InputFileError(path, f"{what}; refusing to use it as the store (name a new file or an existing store)")
+
+
 class Store:
     """A lampbox store: one DuckDB file, migrated to the current schema on open."""
 
     def __init__(self, path: str | Path | None = None, read_only: bool = False) -> None:
         self.path = Path(path) if path is not None else default_db_path()
         self.read_only = read_only
+        if self.path.exists():
+            check_duckdb_file(self.path)
         if not read_only:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         elif not self.path.exists():
@@ -114,13 +137,18 @@ class Store:
         """A built-in task, or a custom one declared in this store."""
         if name in BUILTIN_TASKS:
             return BUILTIN_TASKS[name]
-        row = self.cursor().execute("SELECT spec FROM tasks WHERE name = ?", [name]).fetchone()
-        if row is not None:
-            return TaskSpec.from_stored(json.loads(row[0]))
+        stored = self.stored_task(name)
+        if stored is not None:
+            return stored
         try:
             return builtin_task(name)
         except UnknownNameError:
             raise UnknownNameError("task", name, self.task_names()) from None
+
+    def stored_task(self, name: str) -> TaskSpec | None:
+        """The definition of a custom task as stored (None if this store has none by that name)."""
+        row = self.cursor().execute("SELECT spec FROM tasks WHERE name = ?", [name]).fetchone()
+        return None if row is None else TaskSpec.from_stored(json.loads(row[0]))
 
     def task_names(self) -> list[str]:
         stored = [row[0] for row in self.cursor().execute("SELECT name FROM tasks").fetchall()]

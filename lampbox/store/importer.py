@@ -3,6 +3,8 @@
 Every file is read and validated before the store is touched; then one transaction replaces
 the splits whose files changed (a split whose files hash the same as last time is skipped,
 so re-importing changes nothing). A failure, Ctrl-C or a kill leaves the store as it was.
+A custom task's definition (task.json) is part of its identity: a changed one is refused
+unless the caller asks to replace it, and then every file is checked against it again.
 """
 
 from __future__ import annotations
@@ -10,12 +12,12 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lampbox.engine.fingerprint import file_sha256
+from lampbox.engine.fingerprint import file_sha256, task_fingerprint
 from lampbox.engine.tasks import BUILTIN_TASKS, SETS, TaskSpec, detect_task, load_task_json
 from lampbox.errors import InputFileError, LampboxError
 from lampbox.lampfiles import read_json, validate_outputs, validate_questions
@@ -48,6 +50,8 @@ class ImportReport:
     scheme: str
     splits: list[SplitReport] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    task_status: str = "unchanged"  # a custom task's definition: "new" | "unchanged" | "replaced"
+    task_changes: list[str] = field(default_factory=list)  # the task.json keys that changed
 
 
 def find_split_files(path: Path) -> list[SplitFiles]:
@@ -125,8 +129,12 @@ def import_path(
     sets: list[str] | None = None,
     allow_empty_profiles: bool = False,
     on_progress: Callable[[str], None] | None = None,
+    replace_task: bool = False,
 ) -> ImportReport:
-    """Import a folder (or one questions file) of LaMP-format data into the store."""
+    """Import a folder (or one questions file) of LaMP-format data into the store.
+
+    A custom task whose task.json differs from the stored definition is refused unless
+    `replace_task`: its definition is part of its identity (runs are keyed by it)."""
     path = Path(path)
     spec, source = resolve_task(path, task_name, store)
     files = find_split_files(path)
@@ -137,7 +145,7 @@ def import_path(
     if scheme is None:
         parts = {part.lower() for part in path.resolve().parts}
         scheme = "time" if "time" in parts else spec.default_split
-    return import_files(store, spec, scheme, files, source, allow_empty_profiles, on_progress)
+    return import_files(store, spec, scheme, files, source, allow_empty_profiles, on_progress, replace_task)
 
 
 def import_files(
@@ -148,22 +156,32 @@ def import_files(
     source: str | None = None,
     allow_empty_profiles: bool = False,
     on_progress: Callable[[str], None] | None = None,
+    replace_task: bool = False,
 ) -> ImportReport:
     """Validate every file, then import them in one transaction."""
     report = ImportReport(spec.name, scheme)
+    if spec.custom:
+        _check_task_definition(store, spec, source, replace_task, report)
+    task_changed = report.task_status != "unchanged"
     parsed: list[_ParsedSplit] = []
     for split_files in files:
         hashes = _file_hashes(split_files)
-        if _stored_hashes(store, spec.name, scheme, split_files.split) == hashes:
+        unchanged = _stored_hashes(store, spec.name, scheme, split_files.split) == hashes
+        if unchanged and not task_changed:
             report.splits.append(_unchanged_report(store, spec.name, scheme, split_files.split))
             continue
         if on_progress:
             on_progress(f"reading {split_files.questions.name}")
-        parsed.append(_parse_split(spec, split_files, hashes, allow_empty_profiles, report.warnings))
-    task_changed = spec.custom and _stored_spec(store, spec.name) != spec.to_json()
+        split = _parse_split(spec, split_files, hashes, allow_empty_profiles, report.warnings)
+        if unchanged:  # read only to check the files against the new definition
+            report.splits.append(_unchanged_report(store, spec.name, scheme, split_files.split))
+        else:
+            parsed.append(split)
     if not parsed and not task_changed:
         return report
     _check_splits_disjoint(parsed)
+    if report.task_status == "replaced":
+        _check_stored_golds(store, spec, source, {(scheme, split.files.split) for split in parsed})
     with store.transaction() as cursor:
         if spec.custom:
             store.save_task(spec, source, cursor)
@@ -181,9 +199,44 @@ def import_files(
     return report
 
 
-def _stored_spec(store: Store, name: str) -> dict[str, Any] | None:
-    row = store.cursor().execute("SELECT spec FROM tasks WHERE name = ?", [name]).fetchone()
-    return None if row is None else json.loads(row[0])
+def _check_task_definition(
+    store: Store, spec: TaskSpec, source: str | None, replace_task: bool, report: ImportReport
+) -> None:
+    """Compare a custom task with its stored definition; a changed one needs `replace_task`."""
+    stored = store.stored_task(spec.name)
+    if stored is None:
+        report.task_status = "new"
+        return
+    if task_fingerprint(stored) == task_fingerprint(spec):
+        return
+    old, new = stored.to_json(), spec.to_json()
+    changes = [key for key in new if old.get(key) != new.get(key)]
+    if not replace_task:
+        where = source or spec.name
+        raise InputFileError(
+            where,
+            f"task {spec.name} differs from its stored definition (changed: {', '.join(changes)}); "
+            "import with --replace-task to replace it (runs made under the old definition keep their results, apart)",
+        )
+    report.task_status = "replaced"
+    report.task_changes = changes
+
+
+def _check_stored_golds(store: Store, spec: TaskSpec, source: str | None, replaced: set[tuple[str, str]]) -> None:
+    """Golds already stored (in splits this import does not replace) must fit new labels."""
+    if spec.kind != "classification":
+        return
+    rows = store.cursor().execute(
+        "SELECT DISTINCT scheme, split, gold FROM questions WHERE task = ? AND gold IS NOT NULL", [spec.name]
+    ).fetchall()
+    kept: dict[tuple[str, str], list[str]] = {}
+    for scheme, split, gold in rows:
+        if (scheme, split) not in replaced:
+            kept.setdefault((scheme, split), []).append(gold)
+    for (scheme, split), golds in sorted(kept.items()):
+        problem = golds_outside_labels(spec, golds)
+        if problem:
+            raise InputFileError(source or spec.name, f"the new definition does not fit the stored {scheme} {split} golds: {problem}")
 
 
 def _file_hashes(files: SplitFiles) -> tuple[str, str | None]:
@@ -213,6 +266,7 @@ def _parse_split(
 ) -> _ParsedSplit:
     questions = validate_questions(read_json(files.questions), files.questions, allow_empty)
     _check_inputs_fit_task(spec, files.questions, questions, warnings)
+    _check_profile_documents(spec, files.questions, questions)
     golds = None
     if files.outputs is not None:
         file_task, golds = validate_outputs(read_json(files.outputs), files.outputs)
@@ -220,7 +274,37 @@ def _parse_split(
             raise InputFileError(files.outputs, f"is an outputs file for {file_task}, not {spec.file_task}")
         question_ids = {question["id"] for question in questions}
         _check_same_ids(files.outputs, set(golds), question_ids, files.questions)
+        problem = golds_outside_labels(spec, golds.values())
+        if problem:
+            raise InputFileError(files.outputs, problem)
     return _ParsedSplit(files, questions, golds, hashes[0], hashes[1])
+
+
+def _check_profile_documents(spec: TaskSpec, path: Path, questions: list[dict[str, Any]]) -> None:
+    """Every profile item has at least one of the task's document fields (else it is an empty
+    document: retrieval and prompts would see nothing of it)."""
+    document = spec.document
+    for question in questions:
+        for item in question["profile"]:
+            if not any(item.get(name) is not None for name in document):
+                raise InputFileError(
+                    path,
+                    f"question {question['id']!r}: profile item {item['id']!r} has none of "
+                    f"{spec.name}'s document fields ({', '.join(document)})",
+                )
+
+
+def golds_outside_labels(spec: TaskSpec, golds: Iterable[str]) -> str | None:
+    """A classification task's golds must be its labels (compared stripped, as eval does)."""
+    if spec.kind != "classification":
+        return None
+    labels = set(spec.labels)
+    outside = [gold for gold in golds if gold.strip() not in labels]
+    if not outside:
+        return None
+    distinct = list(dict.fromkeys(gold.strip() for gold in outside))
+    shown = ", ".join(repr(gold) for gold in distinct[:3]) + (f" and {len(distinct) - 3} more" if len(distinct) > 3 else "")
+    return f"{len(outside)} gold(s) are not {spec.name} labels: {shown}"
 
 
 def _check_same_ids(path: Path, found: set[str], expected: set[str], other: Path) -> None:

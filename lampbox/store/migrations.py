@@ -272,3 +272,10 @@ def m004_artifacts(connection: duckdb.DuckDBPyConnection) -> None:
         )
         """
     )
+
+
+@migration
+def m005_task_hashes(connection: duckdb.DuckDBPyConnection) -> None:
+    """Each run records the fingerprint of the task definition it was made under (NULL for runs
+    made before: not recorded)."""
+    connection.execute("ALTER TABLE runs ADD COLUMN task_hash VARCHAR")

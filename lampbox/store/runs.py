@@ -28,6 +28,7 @@ class StoredRun:
     predictions_path: str | None
     created_at: Any
     finished_at: Any
+    task_hash: str | None = None  # the task definition's fingerprint (None: made before m005)
 
 
 # -- generation cache ------------------------------------------------------------------------
@@ -66,16 +67,19 @@ def run_status(store: Store, run_key: str) -> str | None:
     return None if row is None else str(row[0])
 
 
-def start_run(store: Store, run_key: str, label: str, spec: Mapping[str, Any], n_questions: int) -> None:
-    """Record that a run started (or restarted): status 'running'."""
+def start_run(
+    store: Store, run_key: str, label: str, spec: Mapping[str, Any], n_questions: int, task_hash: str | None = None
+) -> None:
+    """Record that a run started (or restarted): status 'running', with the fingerprint of the
+    task definition it runs under."""
     with store.transaction() as cursor:
         cursor.execute("DELETE FROM runs WHERE run_key = ?", [run_key])
         cursor.execute(
             """
-            INSERT INTO runs (run_key, label, task, scheme, split, spec, status, n_questions)
-            VALUES (?, ?, ?, ?, ?, ?, 'running', ?)
+            INSERT INTO runs (run_key, label, task, scheme, split, spec, status, n_questions, task_hash)
+            VALUES (?, ?, ?, ?, ?, ?, 'running', ?, ?)
             """,
-            [run_key, label, spec["task"], spec["scheme"], spec["split"], json.dumps(spec), n_questions],
+            [run_key, label, spec["task"], spec["scheme"], spec["split"], json.dumps(spec), n_questions, task_hash],
         )
 
 
@@ -157,14 +161,16 @@ def finish_run(
 
 
 def _run_from_row(row: Sequence[Any]) -> StoredRun:
-    run_key, label, spec, status, metrics, n_questions, error, path, created, finished = row
+    run_key, label, spec, status, metrics, n_questions, error, path, created, finished, task_hash = row
     return StoredRun(
         run_key, label, json.loads(spec), status, json.loads(metrics) if metrics else {}, n_questions, error, path,
-        created, finished,
+        created, finished, task_hash,
     )  # fmt: skip
 
 
-_RUN_COLUMNS = "run_key, label, spec, status, metrics, n_questions, error, predictions_path, created_at, finished_at"
+_RUN_COLUMNS = (
+    "run_key, label, spec, status, metrics, n_questions, error, predictions_path, created_at, finished_at, task_hash"
+)
 
 
 def get_run(store: Store, run_key: str) -> StoredRun | None:

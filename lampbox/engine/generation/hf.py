@@ -50,6 +50,9 @@ def converted_gguf_folder(gguf_path: Path) -> Path:
     _import_torch()
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from lampbox.engine.quiet import quiet_transformers
+
+    quiet_transformers()  # before the conversion's own bars
     if not gguf_path.is_file():
         raise InputFileError(gguf_path, "no such GGUF file")
     target = cache_dir("hf-models") / f"{gguf_path.stem}-{file_sha256(gguf_path)[:16]}"
@@ -208,15 +211,15 @@ class HFGenerator:
         self.batch_size = batch_size
         if threads:
             torch.set_num_threads(threads)
+        from lampbox.engine.quiet import quiet_transformers
+
+        quiet_transformers()
         source = _local_folder(resolved)
         self.source = source
         tokenizer = _auto_tokenizer(source, resolved.name)
         tokenizer.padding_side = "left"
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token
-        from lampbox.engine.quiet import quiet_transformers
-
-        quiet_transformers()
         try:
             torch_model: Any = AutoModelForCausalLM.from_pretrained(
                 source, dtype=getattr(torch, dtype)

@@ -196,6 +196,9 @@ def load_seq2seq(source: str) -> Any:
     """An encoder-decoder model from a folder or hub id (T5 family or EncoderDecoderModel)."""
     from transformers import AutoModelForSeq2SeqLM, EncoderDecoderModel
 
+    from lampbox.engine.quiet import quiet_transformers
+
+    quiet_transformers()
     if seq2seq_config(source).model_type == "encoder-decoder":
         return EncoderDecoderModel.from_pretrained(source)
     return AutoModelForSeq2SeqLM.from_pretrained(source)
@@ -226,9 +229,11 @@ def offline_base_folder() -> Path:
     tokenizer whose outputs round-trip (round_trip_tokenizer)."""
     from transformers import AutoTokenizer, EncoderDecoderModel
 
+    from lampbox.engine.quiet import quiet_transformers
     from lampbox.engine.retrieval.dense import packaged_model_path
     from lampbox.paths import cache_dir
 
+    quiet_transformers()  # building and saving it draws transformers' bars otherwise
     target = cache_dir("models") / f"{OFFLINE_BASE}-2"  # -2: the round-trip tokenizer
     if (target / "config.json").is_file():
         return target
