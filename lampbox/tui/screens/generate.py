@@ -42,10 +42,18 @@ class GenerationScreen(LampboxScreen):
         Binding("shift+tab", "focus_previous", "Prev pane", show=False),
     ]
 
-    def __init__(self, dataset: Dataset, question: Question, retrievers: list[str], k: int) -> None:
+    def __init__(
+        self,
+        dataset: Dataset,
+        question: Question,
+        retrievers: list[str],
+        k: int,
+        question_text: str | None = None,
+    ) -> None:
         super().__init__()
         self.dataset = dataset
         self.question = question
+        self.question_text = question_text if question_text is not None else question.input
         self.configs = generation.pane_configs(retrievers, k)
         self.k = k
         self.session = 0  # bumped on each (re)generation; older messages are ignored
@@ -62,7 +70,8 @@ class GenerationScreen(LampboxScreen):
         gold = question.gold if question.gold is not None else "(not known for this split)"
         yield Static(
             Text.assemble(
-                ("Input ", "bold"), cell(question.input, 200), "\n", ("Gold  ", "bold"), gold
+                ("Question ", "bold"), cell(self.question_text, 200), "\n",
+                ("Gold     ", "bold"), gold,
             ),
             id="generate-question",
         )

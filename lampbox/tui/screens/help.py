@@ -26,10 +26,12 @@ Pick a dataset (task · split scheme · set) on the left, then a user.
 | `b` | bench runs and failure cases |
 
 ## User
-The user's questions (top) and profile items (bottom).
+The user's questions (top: each one's own text, without the task's instruction) and
+profile items (bottom).
 
 | key | does |
 | --- | --- |
+| `p` | the highlighted question's whole input (instruction included) |
 | `]` / `[` | next / previous user of the list |
 | `/` | search the profile |
 | `s` / `r` | sort the profile by date, id or a field / reverse |
@@ -37,11 +39,12 @@ The user's questions (top) and profile items (bottom).
 | `escape` | back |
 
 ## Question
-Input, gold and profile; below, the rankings of several retrievers side by side.
+Question text, gold and profile; below, the rankings of several retrievers side by side.
 Items retrieved by more than one retriever are marked with how many rankings hold them.
 
 | key | does |
 | --- | --- |
+| `p` | the whole input (the task's instruction included) |
 | `space` | toggle a retriever (in the retriever list) |
 | `+` / `-` | more / fewer retrieved items (k) |
 | `g` | generate side by side |
