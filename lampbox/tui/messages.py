@@ -118,6 +118,15 @@ class OutputScored(Message):
 
 
 @dataclass
+class PanesFailed(Message):
+    """Generating some panes failed (the panes of one model: the others carry on)."""
+
+    session: int
+    panes: list[int]
+    error: str
+
+
+@dataclass
 class BenchesLoaded(Message):
     """The benches in the store were listed."""
 
