@@ -277,3 +277,91 @@ def test_models_offered_with_the_backends_they_run_on(demo_store, tmp_path: Path
     assert "method fid" in (refusal(PaneChoice("bm25", 4, "fid", fid, "ipa"), listed) or "")
     assert refusal(PaneChoice("bm25", 4, "fid", fid, "fid"), listed) is None
     assert refusal(PaneChoice("bm25", 4, "hf", lora), listed) is None
+
+
+@pytest.fixture(scope="module")
+def tiny_trained(module_home: Path, tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    """A LoRA adapter trained for 2 steps on the LaMP_7 demo set, on a tiny random Llama with
+    SmolLM2's tokenizer (as tests/test_training.py builds it); returns its registry row."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    from lampbox.demo import demo_path
+    from lampbox.engine.training.trainer import TrainConfig
+    from lampbox.lab.training import TrainSpec, train_model
+    from lampbox.models import resolve_model
+    from lampbox.store.importer import import_path
+
+    gguf = resolve_model("smollm2-135m-instruct").path
+    tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=1024,
+        tie_word_embeddings=True, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+    )  # fmt: skip
+    folder = tmp_path_factory.mktemp("tiny-lm")
+    LlamaForCausalLM(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    with Store(tmp_path_factory.mktemp("train") / "train.duckdb") as store:
+        import_path(store, demo_path(), task_name="LaMP_7", scheme="demo")
+        spec = TrainSpec(task="LaMP_7", scheme="demo", retriever="bm25", k=1, model=str(folder), limit=4, dev_limit=0,
+                         config=TrainConfig(max_steps=2, batch_size=2, precision="fp32", lr=1e-3))  # fmt: skip
+        artifact, _ = train_model(spec, store, "tiny-demo")
+    return artifact
+
+
+@pytest.mark.slow
+async def test_a_trained_model_runs_in_panes_on_hf_as_one_batch(demo_store, tiny_trained, settle) -> None:  # type: ignore[no-untyped-def]
+    from textual.widgets import Select
+
+    from lampbox.store.artifacts import save_artifact
+    from lampbox.tui.generation import PaneChoice
+    from lampbox.tui.screens.choose import PaneChoiceScreen
+
+    save_artifact(demo_store, tiny_trained)  # the registry row, as `lampbox train` wrote it
+    app = create_app(store=demo_store, max_new_tokens=TOKENS)
+    app.pane_choices = [PaneChoice("none", 0, "dummy"), PaneChoice("bm25", 1, "dummy")]
+    async with app.run_test(size=SIZE) as pilot:
+        await _to_question(app, pilot, settle)
+        await pilot.press("g")
+        await settle(pilot)
+        screen = app.screen
+        assert isinstance(screen, GenerationScreen)
+        for index in (0, 1):
+            screen.panes[index].focus()
+            await pilot.press("m")
+            await settle(pilot)
+            box = app.screen
+            assert isinstance(box, PaneChoiceScreen)
+            box.query_one("#choice-model", Select).value = "tiny-demo"
+            await pilot.pause()
+            backend = box.query_one("#choice-backend", Select)
+            assert [value for _, value in backend._options] == ["hf"]  # LoRA: hf only
+            assert backend.value == "hf"
+            await pilot.click("#choice-use")
+            await settle(pilot)
+        assert [pane.choice.model_label for pane in screen.panes] == ["hf:tiny-demo", "hf:tiny-demo"]
+        # The next question, with nothing cached: both panes generate as one hf batch.
+        await pilot.press("escape")
+        await settle(pilot)
+        await pilot.press("escape")
+        await settle(pilot)
+        await pilot.press("down", "enter")
+        await settle(pilot)
+        await pilot.press("g")
+        await settle(pilot)
+        screen = app.screen
+        assert isinstance(screen, GenerationScreen)
+        panes = screen.panes
+        assert [pane.choice.model_label for pane in panes] == ["hf:tiny-demo", "hf:tiny-demo"]
+        assert "hf:tiny-demo: 2 panes, one batch" in str(screen.query_one("#generate-status", Static).render())
+        for pane in panes:
+            assert pane.state == "done" and not pane.cached
+            spec = pane.prepared.spec  # type: ignore[union-attr]
+            assert (spec.backend, spec.model) == ("hf", "tiny-demo")
+            assert pipeline.cached_output(demo_store, pane.prepared) == pane.output  # type: ignore[arg-type]
+        # The batch's outputs are what the hf backend generates for the same prompts.
+        generator = app.generators.get("hf", "tiny-demo")
+        requests = [pane.prepared.input.request for pane in panes]  # type: ignore[union-attr]
+        assert generator.generate(requests, panes[0].prepared.spec.params) == [pane.output for pane in panes]  # type: ignore[union-attr]

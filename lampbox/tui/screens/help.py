@@ -52,12 +52,17 @@ Items retrieved by more than one retriever are marked with how many rankings hol
 | `escape` | back |
 
 ## Generations
-One pane for no personalization and one per chosen retriever at k, built, generated,
-cached and scored by the same pipeline as `lampbox bench` (default model
-smollm2-135m-instruct on llama.cpp). Cached outputs show at once; others stream in.
+One pane per choice of retriever, k, backend and model (at first: no personalization and
+each chosen retriever at k on the default model), built, generated, cached and scored by
+the same pipeline as `lampbox bench`. Cached outputs show at once; others stream in. Panes
+on different models run at the same time; panes on one model are one batch on hf and one
+after another on llama.cpp. Changed panes are kept for later questions until you quit.
 
 | key | does |
 | --- | --- |
+| `m` | choose the focused pane's model (manifest or trained), backend, retriever and k |
+| `a` / `d` | add a pane / remove the focused pane |
+| `R` | back to the question's retrievers on the default model |
 | `p` | the exact prompt of the focused pane, with the items that went in |
 | `tab` | next pane |
 | `g` | generate again (cached outputs come back at once) |
