@@ -167,19 +167,24 @@ def generation_times(workdir: Path, tokens: int) -> None:
         started = time.perf_counter()
         pool.get(DEFAULT_BACKEND, default_model())
         print(f"  model load: {(time.perf_counter() - started) * 1000:.0f} ms")
-        for config in generation.pane_configs(["bm25"], 4):
-            spec = generation.run_spec(question, dataset.scheme, dataset.split, config, tokens)
+        for choice in generation.default_choices(["bm25"], 4):
+            spec = generation.run_spec(question, dataset.scheme, dataset.split, choice, tokens)
             started = time.perf_counter()
             prepared, _ = generation.prepare(spec, question, store, pool)
             built = time.perf_counter()
-            first, pieces = None, 0
-            for _ in generation.stream(prepared, pool, lambda: False):
+            first: float | None = None
+            pieces = 0
+
+            def on_piece(row: int, piece: str) -> None:
+                nonlocal first, pieces
                 first = first or time.perf_counter()
                 pieces += 1
+
+            generation.generate_outputs([prepared], pool, on_piece, lambda *_: None, lambda: False)
             done = time.perf_counter()
             rate = (pieces - 1) / (done - first) if first and pieces > 1 and done > first else 0.0
             print(
-                f"  {config.label}: prompt {prepared.prompt.token_count} tokens built in "
+                f"  {choice.label}: prompt {prepared.prompt.token_count} tokens built in "
                 f"{(built - started) * 1000:.0f} ms · first piece after "
                 f"{((first or done) - built) * 1000:.0f} ms · {pieces} pieces, {rate:.1f}/s"
             )

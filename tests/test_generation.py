@@ -11,6 +11,7 @@ import pytest
 
 from lampbox.engine.generation import (
     GenerationParams,
+    GenerationRequest,
     known_backends,
     known_models,
     load_generator,
@@ -86,3 +87,30 @@ def test_word_tokenizer_round_trips_and_counts_words() -> None:
 def test_default_params_are_greedy() -> None:
     params = GenerationParams()
     assert params.temperature == 0.0 and params.seed == 0
+
+
+def test_streaming_several_requests_one_after_another_and_whole() -> None:
+    from lampbox.engine.generation.common import GenerationCancelled
+    from lampbox.engine.generation.streaming import generate_streaming, streams_batches
+
+    generator = load_generator("dummy", words=3)
+    assert not streams_batches(generator)  # the dummy streams request by request
+    requests = [GenerationRequest("a b c d"), GenerationRequest("e f g")]
+    events: list[tuple[str, int, str]] = []
+    outputs = generate_streaming(
+        generator, requests, GenerationParams(max_new_tokens=8),
+        on_piece=lambda index, piece: events.append(("piece", index, piece)),
+        on_output=lambda index, output: events.append(("output", index, output)),
+    )  # fmt: skip
+    assert outputs == generator.generate(requests, GenerationParams(max_new_tokens=8)) == ["a b c", "e f g"]
+    assert events[:4] == [("piece", 0, "a"), ("piece", 0, " b"), ("piece", 0, " c"), ("output", 0, "a b c")]
+    assert events[-1] == ("output", 1, "e f g")
+
+    calls = []
+
+    def cancel_after_two_pieces() -> bool:
+        calls.append(1)
+        return len(calls) > 2
+
+    with pytest.raises(GenerationCancelled):
+        generate_streaming(generator, requests, GenerationParams(), on_piece=lambda *_: None, should_cancel=cancel_after_two_pieces)

@@ -61,6 +61,25 @@ def test_streaming_joins_to_the_generated_text(generator) -> None:
     assert "".join(pieces) == generator.generate([PROMPTS[0]], PARAMS)[0]
 
 
+def test_a_streamed_batch_shows_every_row_and_equals_generate(generator) -> None:
+    from lampbox.engine.generation.streaming import generate_streaming, streams_batches
+
+    assert streams_batches(generator)
+    pieces: dict[int, list[str]] = {0: [], 1: [], 2: []}
+    firsts: list[int] = []
+
+    def on_piece(index: int, piece: str) -> None:
+        if not pieces[index]:
+            firsts.append(index)
+        pieces[index].append(piece)
+
+    outputs = generate_streaming(generator, PROMPTS, PARAMS, on_piece)
+    # One batch: all three rows stream, each in several pieces, and join to the outputs.
+    assert sorted(firsts) == [0, 1, 2] and all(len(pieces[i]) > 1 for i in range(3))
+    assert ["".join(pieces[i]) for i in range(3)] == outputs
+    assert outputs == generator.generate(PROMPTS, PARAMS)
+
+
 def test_tokenizer_matches_the_gguf_vocabulary(generator) -> None:
     text = "Personalized headlines for LaMP users."
     ids = generator.tokenizer.encode(text)

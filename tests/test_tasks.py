@@ -49,6 +49,19 @@ def test_queries_follow_the_official_extraction(task: str, text: str, query: str
     assert BUILTIN_TASKS[task].query(text) == query
 
 
+def test_question_text_is_the_input_after_the_instruction() -> None:
+    lamp7 = BUILTIN_TASKS["LaMP_7"]
+    text = lamp7.input_prefix + " so tired of waiting: again"
+    assert lamp7.question_text(text) == "so tired of waiting: again"
+    lamp2 = BUILTIN_TASKS["LaMP_2"]
+    assert lamp2.question_text(lamp2.input_prefix + " tags: [comedy, classic] description: A film.") == "A film."
+    lamp1 = (
+        'For an author who has written the paper with the title "Deep nets", which reference is related? '
+        'Just answer with [1] or [2] without explanation. [1]: "Old trees" [2]: "New forests"'
+    )
+    assert BUILTIN_TASKS["LaMP_1"].question_text(lamp1) == '"Deep nets": [1] "Old trees" [2] "New forests"'
+
+
 def test_missing_marker_falls_back_to_the_whole_input() -> None:
     assert BUILTIN_TASKS["LaMP_3"].query("  no marker here ") == "no marker here"
 

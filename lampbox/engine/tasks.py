@@ -102,6 +102,19 @@ class TaskSpec:
             return input_text.strip()
         return input_text[index + len(self.query_after) :].strip()
 
+    def question_text(self, input_text: str) -> str:
+        """The question's own text, without the task's instruction (what lists show).
+
+        The input after the instruction, as the retrieval query is cut; for LaMP_1, whose
+        query is only the candidate titles, the paper's title and both candidates.
+        """
+        if self.query_after is None:
+            quoted = extract_strings_between_quotes(input_text)
+            if len(quoted) >= 3:
+                return f'"{quoted[0]}": [1] "{quoted[1]}" [2] "{quoted[2]}"'
+            return input_text.strip()
+        return self.query(input_text)
+
     def document_text(self, fields: Mapping[str, Any], date: str | None = None) -> str:
         """The text a retriever sees for a profile item (date appended with use_date)."""
         text = " ".join(str(fields.get(name, "")) for name in self.document)

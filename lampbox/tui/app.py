@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -17,6 +17,7 @@ from lampbox.store.core import Store
 
 if TYPE_CHECKING:
     from lampbox.engine.generation.pool import GeneratorPool
+    from lampbox.tui.generation import PaneChoice
 
 
 class LampboxApp(App[None]):
@@ -43,7 +44,12 @@ class LampboxApp(App[None]):
         self._generators = generators
         self.owns_generators = generators is None
         self._generators_lock = threading.Lock()
+        self._generating = 0  # generation threads still running (cancelled ones included)
+        self._generating_changed = threading.Condition()
         self.max_new_tokens = max_new_tokens  # None: the bench's default for the task
+        # The generation panes' choices (model, backend, retriever, k), kept while the app runs
+        # once the user changes them; None: each question's retrievers on the default model.
+        self.pane_choices: list[PaneChoice] | None = None
         self.open_error: str | None = None
 
     @property
@@ -62,6 +68,19 @@ class LampboxApp(App[None]):
                 self._generators = new_pool()
             return self._generators
 
+    @contextlib.contextmanager
+    def generating(self) -> Iterator[None]:
+        """Around a generation thread's work: the models are not closed while one runs (a
+        cancelled worker's thread runs on until its next check, maybe inside the model)."""
+        with self._generating_changed:
+            self._generating += 1
+        try:
+            yield
+        finally:
+            with self._generating_changed:
+                self._generating -= 1
+                self._generating_changed.notify_all()
+
     def on_mount(self) -> None:
         from lampbox.tui.screens.dialogs import ErrorDialog
         from lampbox.tui.screens.users import UsersScreen
@@ -77,6 +96,8 @@ class LampboxApp(App[None]):
         self.push_screen(UsersScreen())
 
     def on_unmount(self) -> None:
+        with self._generating_changed:  # freeing a model under a running thread crashes
+            self._generating_changed.wait_for(lambda: self._generating == 0, timeout=60)
         with contextlib.suppress(Exception):  # a replaced or busy worker is fine here
             if self._generators is not None and self.owns_generators:
                 self._generators.close()

@@ -1,7 +1,8 @@
 """The one place the TUI reaches the generation pipeline (lampbox.lab.pipeline).
 
 The generation panes call only the helpers here, which wrap the pipeline's single-question
-functions: `prepare_question` (rank, select top k, build the IPA prompt, as a run would),
+functions with a RunSpec built from each pane's choice (PaneChoice: retriever, k, method,
+backend, model): `prepare_question` (rank, select top k, build the input, as a run would),
 `cached_output` / `remember_output` (the generation cache the bench shares) and
 `score_output` (the task metric). The TUI holds no prompting, generation or scoring code.
 """
@@ -9,13 +10,15 @@ functions: `prepare_question` (rank, select top k, build the IPA prompt, as a ru
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
 
 from lampbox.engine import scoring
 from lampbox.engine.defaults import DEFAULT_BACKEND, default_model
 from lampbox.engine.generation.base import GenerationParams
 from lampbox.engine.generation.pool import GeneratorPool
+from lampbox.engine.generation.streaming import generate_streaming
 from lampbox.engine.tasks import TaskSpec
 from lampbox.engine.types import Question
 from lampbox.lab import pipeline
@@ -25,15 +28,95 @@ from lampbox.store.core import Store
 
 
 @dataclass(frozen=True)
-class PaneConfig:
-    """One generation pane: no personalization, or a retriever at k."""
+class PaneChoice:
+    """What one generation pane runs: a retriever at k, and a method on a backend and model."""
 
     retriever: str
     k: int
+    backend: str = DEFAULT_BACKEND
+    model: str = field(default_factory=default_model)
+    method: str = "ipa"
+
+    @property
+    def personalized(self) -> bool:
+        return self.retriever != "none" and self.k > 0
+
+    @property
+    def retrieval_label(self) -> str:
+        return f"{self.retriever} k={self.k}" if self.personalized else "no personalization"
+
+    @property
+    def model_label(self) -> str:
+        method = "" if self.method == "ipa" else f" ({self.method})"
+        return f"{self.backend}:{Path(self.model).name}{method}"
 
     @property
     def label(self) -> str:
-        return "no personalization" if self.retriever == "none" else f"{self.retriever} k={self.k}"
+        return f"{self.retrieval_label} · {self.model_label}"
+
+    @property
+    def model_key(self) -> tuple[str, str]:
+        """Panes with the same key share one loaded model (and one batch or queue)."""
+        return (self.backend, self.model)
+
+
+@dataclass(frozen=True)
+class ModelOption:
+    """A model a pane can choose: from the manifest or trained (the store's registry)."""
+
+    name: str  # what the backend loads: a manifest name, a trained model's name or folder
+    label: str
+    backends: tuple[str, ...]  # the backends it runs on, the first preferred
+    method: str = "ipa"
+    trained_for: str | None = None  # the task a trained model learned
+    why: str = ""  # why only those backends
+
+
+def model_options(store: Store) -> list[ModelOption]:
+    """The manifest's models, then the registry's trained models (newest first)."""
+    from lampbox.models import load_manifest, trained_model_folder
+    from lampbox.store.artifacts import list_artifacts
+
+    entries, default = load_manifest()
+    options = []
+    for name in sorted(entries, key=lambda name: (name != default, name)):
+        entry = entries[name]
+        if entry.format == "gguf":
+            backends: tuple[str, ...] = ("llamacpp", "hf", "dummy")
+            why = f"{name} is a GGUF model: llama.cpp, transformers (converted) or the dummy stand-in"
+        else:
+            backends = ("hf", "dummy")
+            why = f"{name} is a Hugging Face model: the hf backend (or the dummy stand-in)"
+        options.append(ModelOption(name, f"{name}  (manifest)", backends, why=why))
+    for artifact in list_artifacts(store):
+        if trained_model_folder(artifact.name) is not None:
+            location = artifact.name
+        elif Path(artifact.path).is_dir():
+            location = artifact.path
+        else:
+            continue  # registered, but its folder is gone: it cannot load
+        if artifact.method == "fid":
+            backends, method = ("fid",), "fid"
+            why = f"{artifact.name} is a Fusion-in-Decoder model: method fid on the fid backend"
+        else:
+            backends, method = ("hf",), "ipa"
+            why = f"{artifact.name} is a trained {artifact.kind} model: it runs on the hf backend (transformers)"
+        label = f"{artifact.name}  (trained {artifact.kind} {artifact.method}, {artifact.task})"
+        options.append(ModelOption(location, label, backends, method, artifact.task, why))
+    return options
+
+
+def refusal(choice: PaneChoice, options: list[ModelOption]) -> str | None:
+    """Why a choice cannot run (a LoRA model on llama.cpp, a FiD model on hf, ...), or None."""
+    found = [option for option in options if option.name == choice.model]
+    if not found:
+        return None  # a model chosen elsewhere: its backend says what is wrong when it loads
+    option = found[0]
+    if choice.backend not in option.backends:
+        return f"{option.why}, not {choice.backend}"
+    if choice.method != option.method:
+        return f"{option.name} runs with method {option.method}, not {choice.method}"
+    return None
 
 
 def new_pool() -> GeneratorPool:
@@ -41,30 +124,47 @@ def new_pool() -> GeneratorPool:
     return GeneratorPool(backend_options={"llamacpp": {"threads": os.cpu_count() or 1}})
 
 
-def pane_configs(retrievers: list[str], k: int) -> list[PaneConfig]:
-    """No personalization first, then each chosen retriever at k."""
-    return [PaneConfig("none", 0)] + [
-        PaneConfig(name, k) for name in retrievers if name != "none" and k > 0
+def default_choices(retrievers: list[str], k: int) -> list[PaneChoice]:
+    """No personalization first, then each chosen retriever at k, on the default model."""
+    return [PaneChoice("none", 0)] + [
+        PaneChoice(name, k) for name in retrievers if name != "none" and k > 0
     ]
 
 
-def default_label() -> str:
-    """The panes' model, as 'backend:model'."""
-    return f"{DEFAULT_BACKEND}:{default_model()}"
+def schedule(choices: list[PaneChoice]) -> list[list[int]]:
+    """Pane indexes grouped by model, in pane order: each group is one worker."""
+    groups: dict[tuple[str, str], list[int]] = {}
+    for index, choice in enumerate(choices):
+        groups.setdefault(choice.model_key, []).append(index)
+    return list(groups.values())
+
+
+def how_scheduled(backend: str, panes: int) -> str:
+    """'one batch' or 'one after another': how a backend generates several panes."""
+    from lampbox.engine.generation.registry import backend_class
+    from lampbox.engine.generation.streaming import streams_batches
+
+    if panes < 2:
+        return "1 pane"
+    generator_class = backend_class(backend)
+    # A backend that cannot stream (fid) generates the panes as one batch too.
+    together = streams_batches(generator_class) or getattr(generator_class, "supports_streaming", True) is False
+    return f"{panes} panes, {'one batch' if together else 'one after another'}"
 
 
 def run_spec(
-    question: Question, scheme: str, split: str, config: PaneConfig, tokens: int
+    question: Question, scheme: str, split: str, choice: PaneChoice, tokens: int
 ) -> RunSpec:
-    """The RunSpec a bench would use for this question's configuration (so caches are shared)."""
+    """The RunSpec a bench would use for this pane's choice (so caches are shared)."""
     return RunSpec(
         task=question.task,
         scheme=scheme,
         split=split,
-        retriever=config.retriever,
-        k=config.k if config.retriever != "none" else 0,
-        backend=DEFAULT_BACKEND,
-        model=default_model(),
+        retriever=choice.retriever if choice.personalized else "none",
+        k=choice.k if choice.personalized else 0,
+        method=choice.method,
+        backend=choice.backend,
+        model=choice.model,
         params=GenerationParams(max_new_tokens=tokens),
     )
 
@@ -77,22 +177,19 @@ def prepare(
     return prepared, pipeline.cached_output(store, prepared)
 
 
-def stream(
-    prepared: PreparedPrompt, pool: GeneratorPool, should_cancel: Callable[[], bool]
-) -> Iterator[str]:
-    """Text pieces as the model makes them; stops early (and releases the model) on cancel."""
-    spec = prepared.spec
+def generate_outputs(
+    prepared: list[PreparedPrompt],
+    pool: GeneratorPool,
+    on_piece: Callable[[int, str], None],
+    on_output: Callable[[int, str], None],
+    should_cancel: Callable[[], bool],
+) -> None:
+    """Generate prompts prepared for ONE model, text as it grows: one batch on hf, one after
+    another on llama.cpp (engine.generation.streaming). Raises GenerationCancelled on cancel."""
+    spec = prepared[0].spec
     generator = pool.get(spec.backend, spec.model, spec.model_options)
-    pieces = generator.stream(prepared.input.request, spec.params)
-    try:
-        for piece in pieces:
-            if should_cancel():
-                return
-            yield piece
-    finally:
-        close = getattr(pieces, "close", None)
-        if close is not None:
-            close()
+    requests = [entry.input.request for entry in prepared]
+    generate_streaming(generator, requests, spec.params, on_piece, on_output, should_cancel)
 
 
 def remember(store: Store, prepared: PreparedPrompt, pool: GeneratorPool, output: str) -> None:

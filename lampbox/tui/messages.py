@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from textual.message import Message
 
+from lampbox.engine.tasks import TaskSpec
 from lampbox.engine.types import ProfileItem, Question
 from lampbox.lab.pipeline import PreparedPrompt
 from lampbox.store.browse import Dataset, QuestionRow, UserGain, UserPage, UserRow
@@ -42,6 +43,7 @@ class UserLoaded(Message):
     questions: list[QuestionRow]
     profile_items: list[ProfileItem]
     profile_fields: tuple[str, ...]
+    task: TaskSpec
 
 
 @dataclass
@@ -58,6 +60,7 @@ class QuestionLoaded(Message):
 
     question: Question
     document_fields: tuple[str, ...]
+    task: TaskSpec
 
 
 @dataclass
@@ -112,6 +115,15 @@ class OutputScored(Message):
     output: str
     scores: dict[str, float]
     seconds: float
+
+
+@dataclass
+class PanesFailed(Message):
+    """Generating some panes failed (the panes of one model: the others carry on)."""
+
+    session: int
+    panes: list[int]
+    error: str
 
 
 @dataclass

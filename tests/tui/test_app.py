@@ -71,6 +71,48 @@ async def test_users_to_profile_to_question(commits_store, settle) -> None:  # t
         assert isinstance(app.screen, UsersScreen)
 
 
+async def test_lists_show_the_question_text_and_p_the_whole_input(commits_store, settle) -> None:  # type: ignore[no-untyped-def]
+    from lampbox.tui.screens.prompt import TextScreen
+
+    app = create_app(store=commits_store)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press("enter")
+        await settle(pilot)
+        screen = app.screen
+        assert isinstance(screen, UserScreen) and screen.user is not None
+        dataset = screen.users.dataset
+        task = commits_store.task(dataset.task)
+        stored = browse.user_questions(commits_store, dataset, screen.user.user_id)
+        questions = screen.query_one("#questions", DataTable)
+        shown = [str(questions.get_row_at(row)[1]) for row in range(questions.row_count)]
+        # Each row shows its own text (the input after the instruction), never the instruction.
+        for row, text in zip(stored, shown, strict=True):
+            assert row.input.startswith(task.input_prefix.strip())
+            own = task.question_text(row.input)
+            assert own and own != row.input and text.rstrip("…") == own[: len(text.rstrip("…"))]
+            assert task.input_prefix.strip()[:20] not in text
+        assert len(set(shown)) > 1
+
+        await pilot.press("down", "p")
+        await pilot.pause()
+        assert isinstance(app.screen, TextScreen)
+        assert _text(app.screen.query_one("#full-text", Static)) == stored[1].input
+        await pilot.press("escape")
+        await pilot.pause()
+
+        await pilot.press("enter")
+        await settle(pilot)
+        question_screen = app.screen
+        assert isinstance(question_screen, QuestionScreen)
+        top = _text(question_screen.query_one("#question-input", Static))
+        assert task.question_text(stored[1].input) in top and task.input_prefix.strip() not in top
+        await pilot.press("p")
+        await pilot.pause()
+        assert isinstance(app.screen, TextScreen)
+        assert _text(app.screen.query_one("#full-text", Static)) == stored[1].input
+
+
 async def test_next_user_key_steps_through_the_list(commits_store, settle) -> None:  # type: ignore[no-untyped-def]
     app = create_app(store=commits_store)
     async with app.run_test(size=SIZE) as pilot:

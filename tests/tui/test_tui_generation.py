@@ -54,7 +54,7 @@ async def test_generation_fills_and_scores_the_panes(demo_store, settle) -> None
     async with app.run_test(size=SIZE) as pilot:
         screen = await _open_generation(app, pilot, settle)
         panes = screen.panes
-        assert [pane.config.label for pane in panes] == ["no personalization", "bm25 k=5"]
+        assert [pane.choice.retrieval_label for pane in panes] == ["no personalization", "bm25 k=5"]
         task = demo_store.task(screen.question.task)
         for pane in panes:
             assert pane.state == "done" and not pane.cached
@@ -142,3 +142,226 @@ async def test_a_failing_model_becomes_a_notification(demo_store, settle, monkey
         assert all(pane.state == "failed" for pane in screen.panes)
         messages = [note.message for note in app._notifications]
         assert any("no such model file" in message for message in messages)
+
+
+async def _to_question(app, pilot, settle, question: int = 0) -> None:  # type: ignore[no-untyped-def]
+    await settle(pilot)
+    await pilot.press("enter")  # the first user
+    await settle(pilot)
+    for _ in range(question):
+        await pilot.press("down")
+    await pilot.press("enter")
+    await settle(pilot)
+    assert isinstance(app.screen, QuestionScreen)
+
+
+async def test_each_pane_chooses_and_the_choice_is_kept(demo_store, settle, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from dataclasses import replace
+
+    from textual.widgets import Input, Select
+
+    from lampbox.tui import generation
+    from lampbox.tui.generation import PaneChoice
+    from lampbox.tui.screens.choose import PaneChoiceScreen
+
+    # The default panes on the dummy stand-in instead of llama.cpp: this test is about choices.
+    defaults = generation.default_choices
+    monkeypatch.setattr(generation, "default_choices", lambda retrievers, k: [
+        replace(choice, backend="dummy") for choice in defaults(retrievers, k)
+    ])  # fmt: skip
+    app = create_app(store=demo_store, max_new_tokens=TOKENS)
+    async with app.run_test(size=SIZE) as pilot:
+        await _to_question(app, pilot, settle)
+        # Before any choice, the panes follow the question screen: none, bm25 and recency at 5.
+        await pilot.press("g")
+        await settle(pilot)
+        screen = app.screen
+        assert isinstance(screen, GenerationScreen) and app.pane_choices is None
+        assert [pane.choice for pane in screen.panes] == screen.defaults
+        assert [pane.choice.retrieval_label for pane in screen.panes] == [
+            "no personalization", "bm25 k=5", "recency k=5",
+        ]  # fmt: skip
+
+        # m on the second pane: the dummy stand-in with recency at k=3.
+        screen.panes[1].focus()
+        await pilot.press("m")
+        await settle(pilot)
+        box = app.screen
+        assert isinstance(box, PaneChoiceScreen)
+        assert str(box.query_one("#choice-model", Select).value) == "smollm2-135m-instruct"
+        box.query_one("#choice-backend", Select).value = "dummy"
+        box.query_one("#choice-retriever", Select).value = "recency"
+        box.query_one("#choice-k", Input).value = "3"
+        await pilot.click("#choice-use")
+        await settle(pilot)
+        assert app.screen is screen
+        chosen = PaneChoice("recency", 3, "dummy", "smollm2-135m-instruct")
+        kept = [screen.defaults[0], chosen, screen.defaults[2]]
+        assert app.pane_choices == kept
+        pane = screen.panes[1]
+        assert pane.choice == chosen and pane.has_focus
+        title = str(pane.query_one(".pane-title", Static).render())
+        assert "recency k=3" in title and "dummy:smollm2-135m-instruct" in title
+        assert pane.state == "done" and pane.output
+        spec = pane.prepared.spec  # type: ignore[union-attr]
+        assert (spec.backend, spec.retriever, spec.k) == ("dummy", "recency", 3)
+        assert len(pane.prepared.items) == 3  # type: ignore[union-attr]
+        assert pipeline.cached_output(demo_store, pane.prepared) == pane.output  # type: ignore[arg-type]
+
+        # `a` adds a pane (a copy of the focused one, to change), `d` removes the focused pane.
+        screen.panes[0].focus()
+        await pilot.press("a")
+        await settle(pilot)
+        app.screen.query_one("#choice-retriever", Select).value = "bm25"
+        app.screen.query_one("#choice-k", Input).value = "1"
+        await pilot.click("#choice-use")
+        await settle(pilot)
+        assert [pane.choice.retrieval_label for pane in screen.panes] == [
+            "no personalization", "recency k=3", "recency k=5", "bm25 k=1",
+        ]  # fmt: skip
+        assert all(pane.state == "done" for pane in screen.panes)
+        # Panes on one model are one group, generated one after another on this backend.
+        status = str(screen.query_one("#generate-status", Static).render())
+        assert "dummy:smollm2-135m-instruct: 4 panes, one after another" in status
+        await pilot.press("d")  # the focused (new) pane
+        await settle(pilot)
+        assert [pane.choice for pane in screen.panes] == kept == app.pane_choices
+
+        # Leaving and coming back to another question: the same panes.
+        await pilot.press("escape")
+        await settle(pilot)
+        await pilot.press("escape")
+        await settle(pilot)
+        await pilot.press("down", "enter")
+        await settle(pilot)
+        question_screen = app.screen
+        assert isinstance(question_screen, QuestionScreen)
+        await pilot.press("g")
+        await settle(pilot)
+        again = app.screen
+        assert isinstance(again, GenerationScreen) and again is not screen
+        assert again.question.id != screen.question.id
+        assert [pane.choice for pane in again.panes] == kept
+        assert all(pane.state == "done" and pane.prepared.spec.backend == "dummy" for pane in again.panes)  # type: ignore[union-attr]
+        assert "your choice" in str(again.query_one("#generate-title", Static).render())
+
+        # R: back to the question screen's retrievers on the default model.
+        await pilot.press("R")
+        await pilot.press("ctrl+x")
+        await settle(pilot)
+        assert app.pane_choices is None and [pane.choice for pane in again.panes] == again.defaults
+
+
+def test_models_offered_with_the_backends_they_run_on(demo_store, tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Registry rows only (no weights are loaded): which backends each kind is offered on."""
+    from lampbox.store.artifacts import Artifact, save_artifact
+    from lampbox.tui.generation import PaneChoice, model_options, refusal
+
+    monkeypatch.setenv("LAMPBOX_HOME", str(tmp_path / "home"))
+    for name, kind, method in (("area-fid", "full", "fid"), ("subject-lora", "lora", "ipa")):
+        folder = tmp_path / name
+        folder.mkdir()
+        save_artifact(demo_store, Artifact(name, kind, method, "LaMP_7", "base", "fp", {}, [], {}, str(folder), "h", None))
+    (tmp_path / "gone").mkdir()
+    save_artifact(demo_store, Artifact("gone", "lora", "ipa", "LaMP_7", "base", "fp", {}, [], {}, str(tmp_path / "nowhere"), "h", None))
+
+    options = {Path(option.name).name: option for option in model_options(demo_store)}
+    assert "gone" not in options  # its folder is missing: it could not load
+    assert options["smollm2-135m-instruct"].backends == ("llamacpp", "hf", "dummy")
+    assert options["subject-lora"].backends == ("hf",)
+    assert (options["area-fid"].backends, options["area-fid"].method) == (("fid",), "fid")
+    listed = list(options.values())
+    lora, fid = options["subject-lora"].name, options["area-fid"].name
+    assert "runs on the hf backend" in (refusal(PaneChoice("bm25", 4, "llamacpp", lora), listed) or "")
+    assert "fid backend, not hf" in (refusal(PaneChoice("bm25", 4, "hf", fid, "fid"), listed) or "")
+    assert "method fid" in (refusal(PaneChoice("bm25", 4, "fid", fid, "ipa"), listed) or "")
+    assert refusal(PaneChoice("bm25", 4, "fid", fid, "fid"), listed) is None
+    assert refusal(PaneChoice("bm25", 4, "hf", lora), listed) is None
+
+
+@pytest.fixture(scope="module")
+def tiny_trained(module_home: Path, tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    """A LoRA adapter trained for 2 steps on the LaMP_7 demo set, on a tiny random Llama with
+    SmolLM2's tokenizer (as tests/test_training.py builds it); returns its registry row."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    from lampbox.demo import demo_path
+    from lampbox.engine.training.trainer import TrainConfig
+    from lampbox.lab.training import TrainSpec, train_model
+    from lampbox.models import resolve_model
+    from lampbox.store.importer import import_path
+
+    gguf = resolve_model("smollm2-135m-instruct").path
+    tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=1024,
+        tie_word_embeddings=True, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+    )  # fmt: skip
+    folder = tmp_path_factory.mktemp("tiny-lm")
+    LlamaForCausalLM(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    with Store(tmp_path_factory.mktemp("train") / "train.duckdb") as store:
+        import_path(store, demo_path(), task_name="LaMP_7", scheme="demo")
+        spec = TrainSpec(task="LaMP_7", scheme="demo", retriever="bm25", k=1, model=str(folder), limit=4, dev_limit=0,
+                         config=TrainConfig(max_steps=2, batch_size=2, precision="fp32", lr=1e-3))  # fmt: skip
+        artifact, _ = train_model(spec, store, "tiny-demo")
+    return artifact
+
+
+@pytest.mark.slow
+async def test_a_trained_model_runs_in_panes_on_hf_as_one_batch(demo_store, tiny_trained, settle) -> None:  # type: ignore[no-untyped-def]
+    from textual.widgets import Select
+
+    from lampbox.store.artifacts import save_artifact
+    from lampbox.tui.generation import PaneChoice
+    from lampbox.tui.screens.choose import PaneChoiceScreen
+
+    save_artifact(demo_store, tiny_trained)  # the registry row, as `lampbox train` wrote it
+    app = create_app(store=demo_store, max_new_tokens=TOKENS)
+    app.pane_choices = [PaneChoice("none", 0, "dummy"), PaneChoice("bm25", 1, "dummy")]
+    async with app.run_test(size=SIZE) as pilot:
+        await _to_question(app, pilot, settle)
+        await pilot.press("g")
+        await settle(pilot)
+        screen = app.screen
+        assert isinstance(screen, GenerationScreen)
+        for index in (0, 1):
+            screen.panes[index].focus()
+            await pilot.press("m")
+            await settle(pilot)
+            box = app.screen
+            assert isinstance(box, PaneChoiceScreen)
+            box.query_one("#choice-model", Select).value = "tiny-demo"
+            await pilot.pause()
+            backend = box.query_one("#choice-backend", Select)
+            assert [value for _, value in backend._options] == ["hf"]  # LoRA: hf only
+            assert backend.value == "hf"
+            await pilot.click("#choice-use")
+            await settle(pilot)
+        assert [pane.choice.model_label for pane in screen.panes] == ["hf:tiny-demo", "hf:tiny-demo"]
+        # The next question, with nothing cached: both panes generate as one hf batch.
+        await pilot.press("escape")
+        await settle(pilot)
+        await pilot.press("escape")
+        await settle(pilot)
+        await pilot.press("down", "enter")
+        await settle(pilot)
+        await pilot.press("g")
+        await settle(pilot)
+        screen = app.screen
+        assert isinstance(screen, GenerationScreen)
+        panes = screen.panes
+        assert [pane.choice.model_label for pane in panes] == ["hf:tiny-demo", "hf:tiny-demo"]
+        assert "hf:tiny-demo: 2 panes, one batch" in str(screen.query_one("#generate-status", Static).render())
+        for pane in panes:
+            assert pane.state == "done" and not pane.cached
+            spec = pane.prepared.spec  # type: ignore[union-attr]
+            assert (spec.backend, spec.model) == ("hf", "tiny-demo")
+            assert pipeline.cached_output(demo_store, pane.prepared) == pane.output  # type: ignore[arg-type]
+        # The batch's outputs are what the hf backend generates for the same prompts.
+        generator = app.generators.get("hf", "tiny-demo")
+        requests = [pane.prepared.input.request for pane in panes]  # type: ignore[union-attr]
+        assert generator.generate(requests, panes[0].prepared.spec.params) == [pane.output for pane in panes]  # type: ignore[union-attr]

@@ -168,6 +168,53 @@ def apply_adapter(model: Any, adapter: str) -> Any:
         raise InputFileError(Path(adapter), f"not a LoRA adapter for this model ({error})") from error
 
 
+class _RowStreamer:
+    """A transformers streamer for a whole batch: each row's new text goes to on_piece(row, text)
+    as its tokens arrive (text that may still change, an unfinished UTF-8 character or a
+    different decoding of the same prefix, is held back until it settles)."""
+
+    def __init__(self, tokenizer: Any, rows: int, on_piece: Callable[[int, str], None], stop: Sequence[str]) -> None:
+        self.tokenizer = tokenizer
+        self.tokens: list[list[int]] = [[] for _ in range(rows)]
+        self.shown = [""] * rows
+        self.on_piece = on_piece
+        self.stop = stop
+        self.prompt_seen = False
+
+    def put(self, value: Any) -> None:
+        if not self.prompt_seen:  # the first call hands over the prompts
+            self.prompt_seen = True
+            return
+        for row, token in enumerate(value.reshape(-1).tolist()):
+            self.tokens[row].append(int(token))
+            self.show(row, self.decoded(row))
+
+    def decoded(self, row: int) -> str:
+        text = self.tokenizer.decode(self.tokens[row], skip_special_tokens=True)
+        return cut_at_stop(text, self.stop)
+
+    def show(self, row: int, text: str) -> None:
+        settled = text.rstrip("\ufffd")
+        if len(settled) > len(self.shown[row]) and settled.startswith(self.shown[row]):
+            self.on_piece(row, settled[len(self.shown[row]) :])
+            self.shown[row] = settled
+
+    def end(self) -> None:
+        pass
+
+
+class _Cancelled:
+    """A stopping criterion that ends every row once should_cancel() says so."""
+
+    def __init__(self, should_cancel: Callable[[], bool]) -> None:
+        self.should_cancel = should_cancel
+
+    def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+        import torch
+
+        return torch.full((input_ids.shape[0],), self.should_cancel(), dtype=torch.bool, device=input_ids.device)
+
+
 class HFGenerator:
     """A transformers causal LM; prompts are sorted by length and generated in left-padded batches."""
 
@@ -361,6 +408,41 @@ class HFGenerator:
                 if on_output:
                     on_output(index, text)
         return [output or "" for output in outputs]
+
+    def generate_streaming(
+        self,
+        prompts: Requests,
+        params: GenerationParams,
+        on_piece: Callable[[int, str], None],
+        should_cancel: Callable[[], bool] | None = None,
+    ) -> list[str]:
+        """Generate every prompt in ONE left-padded batch, reporting each row's text as it grows
+        (on_piece(index, text)): every prompt shows its first tokens after one prefill. The
+        outputs are decoded as generate() decodes them (the pieces join to them, except where a
+        tokenizer decodes a prefix differently: the outputs are authoritative)."""
+        import torch
+        from transformers import StoppingCriteriaList
+
+        all_ids = [self._prompt_ids(prompt) for prompt in plain_prompts(prompts, self.backend)]
+        for ids in all_ids:
+            self._check_length(ids, params)
+        input_ids, mask = self._padded(all_ids)
+        tokenizer = self._tokenizer.hf_tokenizer
+        streamer = _RowStreamer(tokenizer, len(all_ids), on_piece, params.stop)
+        kwargs = self._generate_kwargs(params)
+        if should_cancel is not None:
+            kwargs["stopping_criteria"] = StoppingCriteriaList([_Cancelled(should_cancel)])
+        with self._lock, torch.inference_mode():
+            torch.manual_seed(params.seed)
+            generated = self._model.generate(input_ids=input_ids, attention_mask=mask, streamer=streamer, **kwargs)
+        if should_cancel is not None and should_cancel():
+            raise GenerationCancelled(0, len(all_ids))
+        outputs = []
+        for row, tokens in enumerate(generated[:, input_ids.shape[1] :].tolist()):
+            text = cut_at_stop(tokenizer.decode(tokens, skip_special_tokens=True), params.stop)
+            streamer.show(row, text)  # whatever was held back
+            outputs.append(text)
+        return outputs
 
     def stream(self, prompt: GenerationRequest | str, params: GenerationParams) -> Iterator[str]:
         (prompt,) = plain_prompts([prompt], self.backend)

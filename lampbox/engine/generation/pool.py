@@ -51,6 +51,12 @@ class GeneratorPool:
             self._loaded.move_to_end(key)
             return generator
 
+    def make_room(self, models: int) -> None:
+        """Hold at least `models` models at once (a caller about to use that many together:
+        none of them is evicted while another loads)."""
+        with self._lock:
+            self.size = max(self.size, models)
+
     def loaded(self) -> list[PoolKey]:
         """What is loaded now, least recently used first."""
         with self._lock:

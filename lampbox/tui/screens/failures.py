@@ -15,6 +15,7 @@ from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
 from textual.widgets import DataTable, Footer, Header, Static
 
+from lampbox.engine.tasks import TaskSpec
 from lampbox.engine.types import Prediction
 from lampbox.tui import runs
 from lampbox.tui.messages import FailuresLoaded, WorkFailed
@@ -25,7 +26,7 @@ from lampbox.tui.widgets.cells import cell
 from lampbox.tui.widgets.generation_pane import format_scores
 
 
-def case_detail(case: FailureCase, document_fields: tuple[str, ...]) -> Text:
+def case_detail(case: FailureCase, task: TaskSpec) -> Text:
     """Everything about one case, as a scrollable block of text."""
 
     def section(title: str, body: str) -> Text:
@@ -39,11 +40,11 @@ def case_detail(case: FailureCase, document_fields: tuple[str, ...]) -> Text:
 
     question = case.question
     items = "\n".join(
-        f"{rank}. {item.id}  {' '.join(item.get(name) for name in document_fields) or '(no text)'}"
+        f"{rank}. {item.id}  {' '.join(item.get(name) for name in task.document) or '(no text)'}"
         for rank, item in enumerate(case.retrieved, start=1)
     )
     return Text.assemble(
-        section(f"Question {question.id}", question.input),
+        section(f"Question {question.id}", task.question_text(question.input)),
         section("Gold", question.gold if question.gold is not None else "(unknown)"),
         section("This run's output", scored(case.prediction)),
         section("Baseline output (no personalization)", scored(case.baseline)),
@@ -68,7 +69,7 @@ class FailuresScreen(LampboxScreen):
         self.user_id = user_id
         self.only_worse = True
         self.cases: list[FailureCase] = []
-        self.document_fields: tuple[str, ...] = ()
+        self.task_spec: TaskSpec | None = None
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -95,7 +96,7 @@ class FailuresScreen(LampboxScreen):
     def load_cases(self, only_worse: bool) -> None:
         with self.reporting("Reading the user's questions"):
             cases = runs.failure_cases(self.store, self.row, self.user_id, only_worse)
-            self.document_fields = tuple(self.store.task(self.row.task).document)
+            self.task_spec = self.store.task(self.row.task)
             self.post_message(FailuresLoaded(self.user_id, only_worse, cases))
 
     def on_failures_loaded(self, message: FailuresLoaded) -> None:
@@ -133,7 +134,8 @@ class FailuresScreen(LampboxScreen):
             self.show_case(found[0])
 
     def show_case(self, case: FailureCase) -> None:
-        self.query_one("#case-detail", Static).update(case_detail(case, self.document_fields))
+        if self.task_spec is not None:
+            self.query_one("#case-detail", Static).update(case_detail(case, self.task_spec))
         self.query_one("#case-box", VerticalScroll).scroll_home(animate=False)
 
     def work_failed(self, message: WorkFailed) -> None:

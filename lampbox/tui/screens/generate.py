@@ -1,9 +1,11 @@
-"""Generations side by side: one question, no personalization and each chosen retriever.
+"""Generations side by side: one question, one pane per choice (retriever and k, method,
+backend and model; `m` changes the focused pane's, and the choices are kept while the app runs).
 
-Every pane goes through the run pipeline (lampbox.tui.generation): the prompt is built as
-a bench run builds it, a cached output is shown at once, otherwise tokens stream in from the
-model in a thread worker; the finished output is cached for the bench and scored with the
-task's metric.
+Every pane goes through the run pipeline (lampbox.tui.generation): the prompt is built as a
+bench run builds it, a cached output is shown at once, otherwise text streams in; the finished
+output is cached for the bench and scored with the task's metric. Panes on different models
+generate at the same time, one thread worker per model; panes on one model go together: one
+batch on hf, one after another on llama.cpp (docs/tui.md says why).
 """
 
 from __future__ import annotations
@@ -20,11 +22,13 @@ from textual.widgets import Footer, Header, Static
 from textual.worker import Worker, get_current_worker
 
 from lampbox.engine.defaults import default_max_new_tokens
+from lampbox.engine.generation.common import GenerationCancelled
 from lampbox.engine.types import Question
+from lampbox.lab.pipeline import PreparedPrompt
 from lampbox.store.browse import Dataset
 from lampbox.tui import generation
-from lampbox.tui.generation import PaneConfig
-from lampbox.tui.messages import GenerationPrepared, OutputScored, TextGenerated, WorkFailed
+from lampbox.tui.generation import PaneChoice
+from lampbox.tui.messages import GenerationPrepared, OutputScored, PanesFailed, TextGenerated
 from lampbox.tui.screens.base import LampboxScreen, one_line
 from lampbox.tui.widgets.cells import cell
 from lampbox.tui.widgets.generation_pane import GenerationPane
@@ -35,6 +39,10 @@ class GenerationScreen(LampboxScreen):
 
     BINDINGS = [
         Binding("escape", "back", "Back"),
+        Binding("m", "choose", "Model…"),
+        Binding("a", "add_pane", "Add pane"),
+        Binding("d", "remove_pane", "Remove pane"),
+        Binding("R", "reset_panes", "Reset panes", show=False),
         Binding("p", "show_prompt", "Prompt"),
         Binding("g", "generate", "Generate again"),
         Binding("ctrl+x", "cancel", "Cancel"),
@@ -42,33 +50,56 @@ class GenerationScreen(LampboxScreen):
         Binding("shift+tab", "focus_previous", "Prev pane", show=False),
     ]
 
-    def __init__(self, dataset: Dataset, question: Question, retrievers: list[str], k: int) -> None:
+    def __init__(
+        self,
+        dataset: Dataset,
+        question: Question,
+        retrievers: list[str],
+        k: int,
+        question_text: str | None = None,
+    ) -> None:
         super().__init__()
         self.dataset = dataset
         self.question = question
-        self.configs = generation.pane_configs(retrievers, k)
+        self.question_text = question_text if question_text is not None else question.input
+        self.defaults = generation.default_choices(retrievers, k)
+        self.choices: list[PaneChoice] = []
         self.k = k
         self.session = 0  # bumped on each (re)generation; older messages are ignored
         self.max_new_tokens = 0
+        self.schedule_note = ""
+
+    @property
+    def kept(self) -> list[PaneChoice] | None:
+        """The choices the user made earlier in this app, if any."""
+        return getattr(self.app, "pane_choices", None)
 
     def compose(self) -> ComposeResult:
+        kept = self.kept
+        self.choices = list(kept) if kept else list(self.defaults)
         question = self.question
+        panes = (
+            "panes: your choice, kept while lampbox runs (R: the question's retrievers)"
+            if kept
+            else f"panes: the question's retrievers at k={self.k} (m: choose)"
+        )
         yield Header()
         yield Static(
             f"[b]question {question.id}[/b]  ·  user {question.user_id}  ·  "
-            f"{self.dataset.label}  ·  k={self.k}",
+            f"{self.dataset.label}  ·  {panes}",
             id="generate-title",
         )
         gold = question.gold if question.gold is not None else "(not known for this split)"
         yield Static(
             Text.assemble(
-                ("Input ", "bold"), cell(question.input, 200), "\n", ("Gold  ", "bold"), gold
-            ),
+                ("Question ", "bold"), cell(self.question_text, 200), "\n",
+                ("Gold     ", "bold"), gold,
+            ),  # fmt: skip
             id="generate-question",
         )
         with Horizontal(id="generation-panes"):
-            for index, config in enumerate(self.configs):
-                yield GenerationPane(index, config, id=f"pane-{index}")
+            for index, choice in enumerate(self.choices):
+                yield GenerationPane(index, choice, id=f"pane-{index}")
         yield Static("", id="generate-status")
         yield Footer()
 
@@ -82,71 +113,109 @@ class GenerationScreen(LampboxScreen):
     def status(self, text: str) -> None:
         self.query_one("#generate-status", Static).update(text)
 
-    # -- the worker --------------------------------------------------------------------------
+    # -- the workers: one per model ----------------------------------------------------------
 
     def action_generate(self) -> None:
         task = self.store.task(self.question.task)
         limit = getattr(self.app, "max_new_tokens", None)
         self.max_new_tokens = limit or default_max_new_tokens(task)
+        self.workers.cancel_group(self, "generate")
         self.session += 1
         for pane in self.panes:
             pane.set_state("waiting", "waiting…")
-        self.status(
-            f"{generation.default_label()} · "
-            f"{self.max_new_tokens} new tokens · loading the model and building the prompts…"
+        groups = generation.schedule(self.choices)
+        self.app.generators.make_room(len(groups))  # type: ignore[attr-defined]
+        self.schedule_note = "; ".join(
+            f"{self.choices[group[0]].model_label}: "
+            f"{generation.how_scheduled(self.choices[group[0]].backend, len(group))}"
+            for group in groups
         )
-        self.generate(self.session, self.max_new_tokens)
+        self.status(
+            f"{self.schedule_note} · {self.max_new_tokens} new tokens · "
+            "loading the models and building the prompts…"
+        )
+        for group in groups:
+            self.generate_group(
+                self.session, [(index, self.choices[index]) for index in group], self.max_new_tokens
+            )
 
-    @work(thread=True, exclusive=True, group="generate", exit_on_error=False)
-    def generate(self, session: int, max_new_tokens: int) -> None:
+    @work(thread=True, group="generate", exit_on_error=False)
+    def generate_group(
+        self, session: int, panes: list[tuple[int, PaneChoice]], max_new_tokens: int
+    ) -> None:
         worker = get_current_worker()
         try:
-            self.generate_panes(worker, session, max_new_tokens)
+            with self.app.generating():  # type: ignore[attr-defined]
+                self.generate_panes(worker, session, panes, max_new_tokens)
+        except GenerationCancelled:
+            return
         except Exception as error:  # noqa: BLE001 - every failure must reach the user, not crash
             if not worker.is_cancelled:  # after a cancel, a late error is no news
-                self.post_message(WorkFailed("Generating", one_line(error)))
+                indexes = [index for index, _ in panes]
+                self.post_message(PanesFailed(session, indexes, one_line(error)))
 
-    def generate_panes(self, worker: Worker[None], session: int, max_new_tokens: int) -> None:
-        """Each pane in turn: prompt, cached or streamed output, cache, scores (worker thread)."""
+    def generate_panes(
+        self,
+        worker: Worker[None],
+        session: int,
+        panes: list[tuple[int, PaneChoice]],
+        max_new_tokens: int,
+    ) -> None:
+        """The panes of one model (worker thread): every prompt first, cached outputs shown at
+        once, then the rest generated together; each output cached and scored as it finishes."""
         pool = self.app.generators  # type: ignore[attr-defined]
         task = self.store.task(self.question.task)
-        for index, config in enumerate(self.configs):
+        gold = self.question.gold
+        waiting: list[tuple[int, PreparedPrompt]] = []
+        for index, choice in panes:
             if worker.is_cancelled:
                 return
             spec = generation.run_spec(
-                self.question, self.dataset.scheme, self.dataset.split, config, max_new_tokens
+                self.question, self.dataset.scheme, self.dataset.split, choice, max_new_tokens
             )
             prepared, cached = generation.prepare(spec, self.question, self.store, pool)
             if worker.is_cancelled:
                 return
             self.post_message(GenerationPrepared(session, index, prepared, cached))
-            started = time.perf_counter()
-            output = cached
-            if output is None:
-                pieces = []
-                for piece in generation.stream(prepared, pool, lambda: worker.is_cancelled):
-                    pieces.append(piece)
-                    self.post_message(TextGenerated(session, index, piece))
-                if worker.is_cancelled:
-                    return  # a partial output is never cached or scored
-                output = "".join(pieces)
-                generation.remember(self.store, prepared, pool, output)
-            scores = generation.score(task, output, self.question.gold)
+            if cached is not None:
+                scores = generation.score(task, cached, gold)
+                self.post_message(OutputScored(session, index, cached, scores, 0.0))
+            else:
+                waiting.append((index, prepared))
+        if not waiting:
+            return
+        started = time.perf_counter()
+
+        def on_piece(row: int, piece: str) -> None:
+            self.post_message(TextGenerated(session, waiting[row][0], piece))
+
+        def on_output(row: int, output: str) -> None:
+            index, prepared = waiting[row]
+            generation.remember(self.store, prepared, pool, output)
             seconds = time.perf_counter() - started
+            scores = generation.score(task, output, gold)
             self.post_message(OutputScored(session, index, output, scores, seconds))
+
+        generation.generate_outputs(
+            [prepared for _, prepared in waiting],
+            pool,
+            on_piece,
+            on_output,
+            lambda: worker.is_cancelled,
+        )
 
     # -- handlers ----------------------------------------------------------------------------
 
     def pane(self, session: int, index: int) -> GenerationPane | None:
         if session != self.session:
             return None  # a message from a generation that has since been replaced
-        return self.query_one(f"#pane-{index}", GenerationPane)
+        found = self.query(f"#pane-{index}").results(GenerationPane)
+        return next(iter(found), None)
 
     def on_generation_prepared(self, message: GenerationPrepared) -> None:
         pane = self.pane(message.session, message.pane)
         if pane is not None:
             pane.set_prepared(message.prepared, message.cached)
-            self.status(f"{pane.config.label}: {'cached' if message.cached else 'generating'}…")
 
     def on_text_generated(self, message: TextGenerated) -> None:
         pane = self.pane(message.session, message.pane)
@@ -160,15 +229,22 @@ class GenerationScreen(LampboxScreen):
         pane.set_scored(message.output, message.scores, message.seconds)
         done = sum(1 for pane in self.panes if pane.state == "done")
         self.status(
-            f"{done}/{len(self.configs)} configurations done · "
-            f"{self.max_new_tokens} new tokens · p: exact prompt · g: again"
+            f"{done}/{len(self.choices)} panes done · {self.schedule_note} · "
+            f"{self.max_new_tokens} new tokens · m: model · p: exact prompt · g: again"
         )
 
-    def work_failed(self, message: WorkFailed) -> None:
-        for pane in self.panes:
-            if pane.state not in ("done", "cancelled"):
+    def on_panes_failed(self, message: PanesFailed) -> None:
+        if message.session != self.session:
+            return
+        labels = []
+        for index in message.panes:
+            pane = self.pane(message.session, index)
+            if pane is not None and pane.state not in ("done", "cancelled"):
                 pane.set_state("failed", message.error)
-        self.status(f"{message.what} failed: {message.error}")
+                labels.append(pane.choice.model_label)
+        what = labels[0] if labels else "generating"
+        self.notify(f"{what} failed: {message.error}", severity="error", timeout=8)
+        self.status(f"{what} failed: {message.error}")
 
     # -- actions -----------------------------------------------------------------------------
 
@@ -178,33 +254,108 @@ class GenerationScreen(LampboxScreen):
 
     def action_cancel(self) -> None:
         if self.workers.cancel_group(self, "generate"):
-            self.session += 1  # messages the cancelled worker still sends are ignored
+            self.session += 1  # messages the cancelled workers still send are ignored
             for pane in self.panes:
                 if pane.state != "done":
                     pane.set_state("cancelled", "cancelled (g: generate again)")
             self.status("generation cancelled")
 
+    def focused_pane(self) -> GenerationPane:
+        focused = self.focused
+        return focused if isinstance(focused, GenerationPane) else self.panes[0]
+
     def action_show_prompt(self) -> None:
         from lampbox.tui.screens.prompt import PromptScreen
 
-        focused = self.focused
-        pane = focused if isinstance(focused, GenerationPane) else self.panes[0]
+        pane = self.focused_pane()
         if pane.prepared is None:
             self.notify("The prompt of this pane is not built yet", severity="warning")
             return
-        self.app.push_screen(PromptScreen(pane.config.label, pane.prepared))
+        self.app.push_screen(PromptScreen(pane.choice.label, pane.prepared))
+
+    def action_choose(self) -> None:
+        pane = self.focused_pane()
+        self.choose(pane.index, f"Pane {pane.index + 1}: {pane.choice.label}", adding=False)
+
+    def action_add_pane(self) -> None:
+        self.choose(self.focused_pane().index, "A new pane", adding=True)
+
+    def choose(self, index: int, title: str, adding: bool) -> None:
+        """Open the choice box for pane `index` (or for a new pane that starts as a copy of it)."""
+        from lampbox.tui import rankings
+        from lampbox.tui.screens.choose import PaneChoiceScreen
+
+        try:
+            models = generation.model_options(self.store)
+            retrievers = rankings.retriever_names()
+        except Exception as error:  # noqa: BLE001 - shown to the user, never a crash
+            self.notify(f"Listing the models failed: {one_line(error)}", severity="error")
+            return
+
+        def chosen(choice: PaneChoice | None) -> None:
+            if choice is None:
+                return
+            choices = list(self.choices)
+            if adding:
+                choices.append(choice)
+            else:
+                choices[index] = choice
+            self.keep(choices, len(choices) - 1 if adding else index)
+
+        screen = PaneChoiceScreen(title, self.choices[index], models, retrievers)
+        self.app.push_screen(screen, chosen)
+
+    def action_remove_pane(self) -> None:
+        if len(self.choices) == 1:
+            self.notify("The last pane stays (m: change it)", severity="warning")
+            return
+        index = self.focused_pane().index
+        self.keep(self.choices[:index] + self.choices[index + 1 :], max(0, index - 1))
+
+    def action_reset_panes(self) -> None:
+        self.app.pane_choices = None  # type: ignore[attr-defined]
+        self.choices = list(self.defaults)
+        self.rebuild(0)
+
+    def keep(self, choices: list[PaneChoice], focus: int) -> None:
+        """Use these choices here and on every later question, while the app runs."""
+        self.app.pane_choices = list(choices)  # type: ignore[attr-defined]
+        self.choices = choices
+        self.rebuild(focus)
+
+    @work(exclusive=True, group="rebuild")
+    async def rebuild(self, focus: int) -> None:
+        """New panes for the choices; outputs that are cached come back at once."""
+        if self.workers.cancel_group(self, "generate"):
+            self.session += 1
+        await self.recompose()
+        panes = self.panes
+        panes[min(focus, len(panes) - 1)].focus()
+        self.action_generate()
 
     def palette_commands(self) -> Iterable[SystemCommand]:
         yield SystemCommand("Regenerate", "Generate every pane again", self.action_generate)
-        yield SystemCommand("Cancel generation", "Stop the model", self.action_cancel)
+        yield SystemCommand("Cancel generation", "Stop the models", self.action_cancel)
+        yield SystemCommand("Add a pane", "Another model, retriever or k", self.action_add_pane)
+        yield SystemCommand(
+            "Reset the panes",
+            "No personalization and the question's retrievers on the default model",
+            self.action_reset_panes,
+        )
         for pane in self.panes:
             yield SystemCommand(
-                f"Prompt of {pane.config.label}",
+                f"Choose for {pane.choice.label}",
+                "Model, backend, retriever and k of this pane",
+                lambda pane=pane: self.choose(
+                    pane.index, f"Pane {pane.index + 1}: {pane.choice.label}", adding=False
+                ),
+            )
+            yield SystemCommand(
+                f"Prompt of {pane.choice.label}",
                 "Show the exact prompt and the items that went in",
                 lambda pane=pane: self.show_prompt_of(pane),
             )
 
-    def show_prompt_of(self, pane: PaneConfig | GenerationPane) -> None:
-        if isinstance(pane, GenerationPane):
-            pane.focus()
+    def show_prompt_of(self, pane: GenerationPane) -> None:
+        pane.focus()
         self.action_show_prompt()

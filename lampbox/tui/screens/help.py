@@ -26,10 +26,12 @@ Pick a dataset (task · split scheme · set) on the left, then a user.
 | `b` | bench runs and failure cases |
 
 ## User
-The user's questions (top) and profile items (bottom).
+The user's questions (top: each one's own text, without the task's instruction) and
+profile items (bottom).
 
 | key | does |
 | --- | --- |
+| `p` | the highlighted question's whole input (instruction included) |
 | `]` / `[` | next / previous user of the list |
 | `/` | search the profile |
 | `s` / `r` | sort the profile by date, id or a field / reverse |
@@ -37,11 +39,12 @@ The user's questions (top) and profile items (bottom).
 | `escape` | back |
 
 ## Question
-Input, gold and profile; below, the rankings of several retrievers side by side.
+Question text, gold and profile; below, the rankings of several retrievers side by side.
 Items retrieved by more than one retriever are marked with how many rankings hold them.
 
 | key | does |
 | --- | --- |
+| `p` | the whole input (the task's instruction included) |
 | `space` | toggle a retriever (in the retriever list) |
 | `+` / `-` | more / fewer retrieved items (k) |
 | `g` | generate side by side |
@@ -49,12 +52,17 @@ Items retrieved by more than one retriever are marked with how many rankings hol
 | `escape` | back |
 
 ## Generations
-One pane for no personalization and one per chosen retriever at k, built, generated,
-cached and scored by the same pipeline as `lampbox bench` (default model
-smollm2-135m-instruct on llama.cpp). Cached outputs show at once; others stream in.
+One pane per choice of retriever, k, backend and model (at first: no personalization and
+each chosen retriever at k on the default model), built, generated, cached and scored by
+the same pipeline as `lampbox bench`. Cached outputs show at once; others stream in. Panes
+on different models run at the same time; panes on one model are one batch on hf and one
+after another on llama.cpp. Changed panes are kept for later questions until you quit.
 
 | key | does |
 | --- | --- |
+| `m` | choose the focused pane's model (manifest or trained), backend, retriever and k |
+| `a` / `d` | add a pane / remove the focused pane |
+| `R` | back to the question's retrievers on the default model |
 | `p` | the exact prompt of the focused pane, with the items that went in |
 | `tab` | next pane |
 | `g` | generate again (cached outputs come back at once) |

@@ -1,4 +1,5 @@
-"""The exact prompt a configuration sends to the model, and the items that went into it."""
+"""The exact prompt a configuration sends to the model, and the items that went into it;
+a question's whole input (the task's instruction included)."""
 
 from __future__ import annotations
 
@@ -62,6 +63,25 @@ class PromptScreen(ModalScreen[None]):
                 yield table
             yield Static(Text("Prompt text", style="bold"), classes="section-title")
             yield Static(Text(prompt.text), id="prompt-text")
+
+    async def action_dismiss(self, result: None = None) -> None:
+        self.dismiss(result)
+
+
+class TextScreen(ModalScreen[None]):
+    """A titled text in a box (a question's whole input); closed with Escape, p or q."""
+
+    BINDINGS = PromptScreen.BINDINGS
+
+    def __init__(self, title: str, text: str) -> None:
+        super().__init__()
+        self.title_text = title
+        self.text = text
+
+    def compose(self) -> ComposeResult:
+        with VerticalScroll(id="prompt-box"):
+            yield Static(Text(self.title_text, style="bold"), classes="pane-title")
+            yield Static(Text(self.text), id="full-text")
 
     async def action_dismiss(self, result: None = None) -> None:
         self.dismiss(result)

@@ -34,6 +34,7 @@ class QuestionScreen(LampboxScreen):
         Binding("plus,equals_sign", "change_k(1)", "k+1", key_display="+"),
         Binding("minus", "change_k(-1)", "k-1", key_display="-"),
         Binding("g", "generate", "Generate"),
+        Binding("p", "show_input", "Full input"),
         Binding("ctrl+x", "cancel", "Cancel ranking"),
         Binding("tab", "focus_next", "Next pane", show=False),
     ]
@@ -44,6 +45,7 @@ class QuestionScreen(LampboxScreen):
         self.question_id = question_id
         self.question: Question | None = None
         self.document_fields: tuple[str, ...] = ()
+        self.question_text = ""
         self.k = DEFAULT_K
         self.retrievers: list[str] = []
         self.rankings: list[rankings.ShownRanking] = []
@@ -79,8 +81,8 @@ class QuestionScreen(LampboxScreen):
     def load_question(self, dataset: Dataset, question_id: str) -> None:
         with self.reporting("Reading the question"):
             question = browse.question(self.store, dataset, question_id)
-            fields = tuple(self.store.task(dataset.task).document)
-            self.post_message(QuestionLoaded(question, fields))
+            task = self.store.task(dataset.task)
+            self.post_message(QuestionLoaded(question, tuple(task.document), task))
 
     @work(thread=True, exclusive=True, group="rankings", exit_on_error=False)
     def compute_rankings(self, question: Question, retrievers: list[str], k: int) -> None:
@@ -103,12 +105,13 @@ class QuestionScreen(LampboxScreen):
     def on_question_loaded(self, message: QuestionLoaded) -> None:
         question = self.question = message.question
         self.document_fields = message.document_fields
+        self.question_text = message.task.question_text(question.input)
         self.query_one("#question-title", Static).update(
             f"[b]question {question.id}[/b]  ·  user {question.user_id}  ·  {self.dataset.label}  ·  "
             f"{len(question.profile)} profile items"
         )
         self.query_one("#question-input", Static).update(
-            Text.assemble(("Input\n", "bold"), question.input)
+            Text.assemble(("Question", "bold"), ("  (p: full input)\n", "dim"), self.question_text)
         )
         gold = question.gold if question.gold is not None else "(not known for this split)"
         self.query_one("#question-gold", Static).update(Text.assemble(("\nGold\n", "bold"), gold))
@@ -190,8 +193,19 @@ class QuestionScreen(LampboxScreen):
             self.notify("The question is still loading", severity="warning")
             return
         self.app.push_screen(
-            GenerationScreen(self.dataset, self.question, list(self.retrievers), self.k)
+            GenerationScreen(
+                self.dataset, self.question, list(self.retrievers), self.k, self.question_text
+            )
         )
+
+    def action_show_input(self) -> None:
+        """The question's whole input, the task's instruction included."""
+        from lampbox.tui.screens.prompt import TextScreen
+
+        if self.question is None:
+            self.notify("The question is still loading", severity="warning")
+            return
+        self.app.push_screen(TextScreen(f"Input of question {self.question.id}", self.question.input))
 
     def action_change_k(self, step: int) -> None:
         k = max(1, min(50, self.k + step))

@@ -15,7 +15,7 @@ from textual.widgets import DataTable, Footer, Header, Input, Static
 from lampbox.engine.types import ProfileItem
 from lampbox.errors import LampboxError
 from lampbox.store import browse
-from lampbox.store.browse import UserRow
+from lampbox.store.browse import QuestionRow, UserRow
 from lampbox.tui.messages import ProfileItemsLoaded, UserLoaded, WorkFailed
 from lampbox.tui.screens.base import LampboxScreen
 from lampbox.tui.userlist import UserList, resolve_user
@@ -36,6 +36,7 @@ class UserScreen(LampboxScreen):
         Binding("slash", "focus_search", "Search profile", key_display="/"),
         Binding("s", "cycle_sort", "Sort profile"),
         Binding("r", "reverse", "Reverse"),
+        Binding("p", "show_input", "Full input"),
         Binding("tab", "focus_next", "Next pane", show=False),
     ]
 
@@ -44,6 +45,7 @@ class UserScreen(LampboxScreen):
         self.users = users
         self.index = index
         self.user: UserRow | None = None
+        self.questions: list[QuestionRow] = []
         self.profile_fields: tuple[str, ...] = ()
         self.profile_search = ""
         self.profile_sort = "date"
@@ -72,7 +74,7 @@ class UserScreen(LampboxScreen):
         yield Header()
         yield Static("", id="user-title")
         with Vertical(id="user-body"):
-            yield Static("Questions  (enter: open)", classes="section-title")
+            yield Static("Questions  (enter: open · p: full input)", classes="section-title")
             yield PlainTable(id="questions", cursor_type="row", zebra_stripes=True)
             with Horizontal(id="profile-bar"):
                 yield Static("Profile", classes="section-title", id="profile-title")
@@ -82,8 +84,8 @@ class UserScreen(LampboxScreen):
 
     def on_mount(self) -> None:
         questions = self.query_one("#questions", DataTable)
-        questions.add_column("question", key="question", width=26)
-        questions.add_column("input", key="input", width=54)
+        questions.add_column("id", key="id", width=26)
+        questions.add_column("question", key="question", width=54)
         questions.add_column("gold", key="gold", width=22)
         questions.add_column("profile", key="profile", width=7)
         questions.focus()
@@ -124,12 +126,9 @@ class UserScreen(LampboxScreen):
             found = browse.user_summary(self.store, dataset, user_id)
             n_items = found.profile_items if found else 0
         summary = UserRow(user_id, len(questions), n_items)
-        fields = [
-            name
-            for name in self.store.task(dataset.task).profile_fields
-            if name not in ("id", "date")
-        ]
-        return UserLoaded(users, summary, index, questions, items, tuple(fields))
+        task = self.store.task(dataset.task)
+        fields = [name for name in task.profile_fields if name not in ("id", "date")]
+        return UserLoaded(users, summary, index, questions, items, tuple(fields), task)
 
     @work(thread=True, exclusive=True, group="user", exit_on_error=False)
     def load_user(
@@ -179,10 +178,11 @@ class UserScreen(LampboxScreen):
         )
         questions = self.query_one("#questions", DataTable)
         questions.clear()
+        self.questions = message.questions
         for row in message.questions:
             questions.add_row(
                 cell(row.question_id, 26),
-                cell(row.input, 54),
+                cell(message.task.question_text(row.input), 54),
                 cell(row.gold or "—", 22),
                 row.profile_size,
                 key=row.question_id,
@@ -283,6 +283,17 @@ class UserScreen(LampboxScreen):
         target = (self.loading_index if self.loading_index is not None else self.index) + step
         if 0 <= target < self.users.total:
             self.load(target)
+
+    def action_show_input(self) -> None:
+        """The highlighted question's whole input, the task's instruction included."""
+        from lampbox.tui.screens.prompt import TextScreen
+
+        table = self.query_one("#questions", DataTable)
+        if not self.questions or not 0 <= table.cursor_row < len(self.questions):
+            self.notify("No question to show", severity="warning")
+            return
+        row = self.questions[table.cursor_row]
+        self.app.push_screen(TextScreen(f"Input of question {row.question_id}", row.input))
 
     def action_focus_search(self) -> None:
         self.query_one("#profile-search", Input).focus()

@@ -1,4 +1,4 @@
-"""One configuration's generation for a question: status, streamed output and its scores."""
+"""One pane's generation for a question: its choice, status, streamed output and scores."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from textual.containers import Vertical, VerticalScroll
 from textual.widgets import Static
 
 from lampbox.lab.pipeline import PreparedPrompt
-from lampbox.tui.generation import PaneConfig
+from lampbox.tui.generation import PaneChoice
 
 
 def format_scores(scores: dict[str, float]) -> str:
@@ -20,10 +20,10 @@ def format_scores(scores: dict[str, float]) -> str:
 class GenerationPane(Vertical, can_focus=True):
     """A titled pane whose output grows as pieces arrive; the handlers on the screen feed it."""
 
-    def __init__(self, index: int, config: PaneConfig, **kwargs: object) -> None:
+    def __init__(self, index: int, choice: PaneChoice, **kwargs: object) -> None:
         super().__init__(classes="generation-pane", **kwargs)  # type: ignore[arg-type]
         self.index = index
-        self.config = config
+        self.choice = choice
         self.prepared: PreparedPrompt | None = None
         self.output = ""
         self.pieces = 0
@@ -38,8 +38,9 @@ class GenerationPane(Vertical, can_focus=True):
             yield Static("", classes="pane-output", markup=False)
         yield Static("", classes="pane-scores")
 
-    def title_text(self) -> str:
-        return f"[b]{self.config.label}[/b]"
+    def title_text(self) -> Text:
+        """The pane's choice: retrieval on the first line, backend:model on the second."""
+        return Text.assemble((self.choice.retrieval_label, "bold"), "\n", self.choice.model_label)
 
     def set_state(self, state: str, note: str = "") -> None:
         self.state = state
@@ -50,7 +51,7 @@ class GenerationPane(Vertical, can_focus=True):
         prompt = prepared.prompt
         items = f"{len(prompt.items)} item(s) in" if prepared.items else "no items"
         self.query_one(".pane-title", Static).update(
-            f"{self.title_text()}  {items} · {prompt.token_count} prompt tokens"
+            Text.assemble(self.title_text(), f"  {items} · {prompt.token_count} prompt tokens")
         )
         if cached is not None:
             self.cached = True
