@@ -135,9 +135,9 @@ def quality(args: argparse.Namespace) -> None:
             calls.append(([arg if arg != "hf" else "fid" for arg in common] + ["--method", "fid"], name, "bm25"))
         for number, (call, model, retrievers) in enumerate(calls):
             rows.update(bench_rows(call, model, retrievers, number == 0, env, log))
-        if args.decode_labels and task == "commit_area":  # every model again, answering the likeliest label
-            for call, model, retrievers in calls:
-                rows.update(bench_rows([*call, "--decode", "labels"], model, retrievers, False, env, log))
+        if args.decode_labels and task == "commit_area":  # each trained model again, answering the likeliest label
+            for call, model, retrievers in calls[1:]:
+                rows.update(bench_rows([*call, "--decode", "labels"], model, retrievers.split(",")[-1], False, env, log))
         with Store(db, read_only=True) as store:
             spec = store.task(task)
             main = spec.main_metric
@@ -235,7 +235,7 @@ def main() -> None:
     q.add_argument("--fid", action="store_true", help="also train and score FiD (minilm-bert2bert, BM25 k=4)")
     q.add_argument("--fid-epochs", type=float, default=1.0)
     q.add_argument("--fid-lr", type=float, default=5e-5)
-    q.add_argument("--decode-labels", action="store_true", help="commit_area: also score every model with --decode labels")
+    q.add_argument("--decode-labels", action="store_true", help="commit_area: also score each trained model (at its own retriever and k) with --decode labels")
     q.add_argument("--work", default=None)
     t = sub.add_parser("throughput")
     t.add_argument("--steps", type=int, default=20)
