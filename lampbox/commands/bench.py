@@ -9,6 +9,7 @@ from typing import Any
 import click
 
 from lampbox.commands.common import (
+    WRITER_WAIT_S,
     check_not_under_a_file,
     db_option,
     json_option,
@@ -147,7 +148,9 @@ def bench_command(
         k_list = tuple(int(k) for k in split_list(ks) or ["1"])
     except ValueError:
         raise LampboxError(f"--k takes comma-separated whole numbers, not {ks!r}") from None
-    store = open_store(db_path)
+    # The bench takes the write lock only while it writes a batch: readers (data list, eval,
+    # the TUI) open the store between its writes. It waits longer than a reader for the lock.
+    store = open_store(db_path, hold_lock=False, wait_s=WRITER_WAIT_S)
     task = store.task(task_name)
     if decode != "generate":
         from lampbox.engine.generation.labels import check_decoding, check_label_scoring
