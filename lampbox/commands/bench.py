@@ -75,7 +75,7 @@ from lampbox.engine.defaults import (
     default=None,
     help="hf backend: weight dtype (default auto: bfloat16 on CUDA and on CPUs with AMX, float32 on other CPUs, where bf16 inference is slower than fp32).",
 )
-@click.option("--threads", type=int, default=None, help="CPU threads for llamacpp (default: all cores).")
+@click.option("--threads", type=int, default=None, help="CPU threads for llamacpp and hf (default: $LAMPBOX_THREADS, else the usable cores, one fewer on 2 or fewer).")
 @click.option("--base-url", default=None, help="openai backend: the server's URL (e.g. http://127.0.0.1:8000/v1).")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None, help="Folder for the official-format predictions files (default: runs/ in the data folder).")
 @db_option
