@@ -186,7 +186,9 @@ def run_bench(
     for spec, _ in grid:
         check_run_decoding(spec, task)  # one clear error before anything runs
     key = bench_key(grid, task)
+    store.purpose = f"bench {key[:8]}"  # what a reader's busy message names
     run_store.save_bench(store, key, bench.to_json(), [(run_key(spec, task), role) for spec, role in grid])
+    store.idle()
     pool = generators or GeneratorPool()
     records: list[tuple[RunRecord, str]] = []
     for index, (spec, role) in enumerate(grid):

@@ -9,6 +9,7 @@ from typing import Any
 import click
 
 from lampbox.commands.common import (
+    WRITER_WAIT_S,
     check_not_under_a_file,
     db_option,
     json_option,
@@ -74,7 +75,7 @@ from lampbox.engine.defaults import (
     default=None,
     help="hf backend: weight dtype (default auto: bfloat16 on CUDA and on CPUs with AMX, float32 on other CPUs, where bf16 inference is slower than fp32).",
 )
-@click.option("--threads", type=int, default=None, help="CPU threads for llamacpp (default: all cores).")
+@click.option("--threads", type=int, default=None, help="CPU threads for llamacpp and hf (default: $LAMPBOX_THREADS, else the usable cores, one fewer on 2 or fewer).")
 @click.option("--base-url", default=None, help="openai backend: the server's URL (e.g. http://127.0.0.1:8000/v1).")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None, help="Folder for the official-format predictions files (default: runs/ in the data folder).")
 @db_option
@@ -147,7 +148,9 @@ def bench_command(
         k_list = tuple(int(k) for k in split_list(ks) or ["1"])
     except ValueError:
         raise LampboxError(f"--k takes comma-separated whole numbers, not {ks!r}") from None
-    store = open_store(db_path)
+    # The bench takes the write lock only while it writes a batch: readers (data list, eval,
+    # the TUI) open the store between its writes. It waits longer than a reader for the lock.
+    store = open_store(db_path, hold_lock=False, wait_s=WRITER_WAIT_S)
     task = store.task(task_name)
     if decode != "generate":
         from lampbox.engine.generation.labels import check_decoding, check_label_scoring

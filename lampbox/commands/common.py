@@ -55,10 +55,24 @@ def reports_errors(function: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def open_store(db_path: Path | None, read_only: bool = False) -> Any:
+WRITER_WAIT_S = 120.0  # a long job waits this long for readers before it gives up a write
+
+
+def open_store(
+    db_path: Path | None, read_only: bool = False, hold_lock: bool = True, wait_s: float | None = None
+) -> Any:
     from lampbox.store import Store
 
-    return Store(db_path, read_only=read_only)
+    return Store(db_path, read_only=read_only, hold_lock=hold_lock, wait_s=wait_s)
+
+
+def open_store_for_reading(db_path: Path | None, upgradable: bool = False) -> Any:
+    """The store for a command that only reads it: read-only, so that several run side by side
+    and beside a bench between its writes (a new store is created, a pending migration applied).
+    An `upgradable` one takes the write lock at its first write."""
+    from lampbox.store import Store
+
+    return Store.for_reading(db_path, upgradable=upgradable)
 
 
 def check_not_under_a_file(path: Path, folder: bool = False) -> None:

@@ -12,6 +12,7 @@ from lampbox.commands.common import (
     db_option,
     json_option,
     open_store,
+    open_store_for_reading,
     print_json,
     reports_errors,
     split_list,
@@ -113,7 +114,7 @@ def list_command(db_path: Path | None, as_json: bool) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    store = open_store(db_path)
+    store = open_store_for_reading(db_path)
     summaries = store.datasets()
     if as_json:
         print_json([summary.to_json() for summary in summaries])

@@ -8,7 +8,14 @@ from typing import Any
 
 import click
 
-from lampbox.commands.common import db_option, json_option, open_store, print_json, reports_errors
+from lampbox.commands.common import (
+    db_option,
+    json_option,
+    open_store,
+    open_store_for_reading,
+    print_json,
+    reports_errors,
+)
 
 
 @click.group("models")
@@ -37,7 +44,7 @@ def list_models(task: str | None, db_path: Path | None, as_json: bool) -> None:
 
     from lampbox.store.artifacts import list_artifacts
 
-    artifacts = list_artifacts(open_store(db_path), task)
+    artifacts = list_artifacts(open_store_for_reading(db_path), task)
     if as_json:
         print_json([_to_json(a) for a in artifacts])
         return
@@ -64,7 +71,7 @@ def show_model(name: str, width: int, db_path: Path | None, as_json: bool) -> No
     from lampbox.errors import LampboxError
     from lampbox.store.artifacts import get_artifact
 
-    artifact = get_artifact(open_store(db_path), name)
+    artifact = get_artifact(open_store_for_reading(db_path), name)
     if artifact is None:
         raise LampboxError(f"no trained model named {name!r} (see `lampbox models list`)")
     if as_json:

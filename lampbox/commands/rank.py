@@ -10,7 +10,7 @@ import click
 from lampbox.commands.common import (
     db_option,
     json_option,
-    open_store,
+    open_store_for_reading,
     print_json,
     ready_to_write,
     reports_errors,
@@ -91,7 +91,8 @@ def rank_command(
     for path in (output, export_questions):
         if path is not None:
             ready_to_write(path)  # before ranking, which can take long
-    store = open_store(db_path)
+    # Read-only until a ranking is missing: rankings already stored are served beside a bench.
+    store = open_store_for_reading(db_path, upgradable=True)
     task = store.task(task_name)
     scheme = store.resolve_scheme(task.name, split, scheme)
     questions = store.questions(task.name, scheme, split, limit=limit)

@@ -6,7 +6,13 @@ from pathlib import Path
 
 import click
 
-from lampbox.commands.common import db_option, json_option, open_store, print_json, reports_errors
+from lampbox.commands.common import (
+    db_option,
+    json_option,
+    open_store_for_reading,
+    print_json,
+    reports_errors,
+)
 
 
 @click.command("tasks")
@@ -18,7 +24,7 @@ def tasks_command(db_path: Path | None, as_json: bool) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    store = open_store(db_path)
+    store = open_store_for_reading(db_path)
     specs = [store.task(name) for name in store.task_names()]
     if as_json:
         print_json([spec.to_json() for spec in specs])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -50,6 +51,7 @@ def _common_options(function: Any) -> Any:
         click.option("--eval-every", type=int, default=None, help="Steps between dev evaluations (default: each epoch)."),
         click.option("--group-by-length/--random-order", default=True, show_default=True, help="Batches of similar lengths (less padding) or plain shuffled order."),
         click.option("--name", required=True, help="Name of the trained model (use it with --model)."),
+        click.option("--threads", type=int, default=None, help="CPU threads for torch (default: $LAMPBOX_THREADS, else the usable cores, one fewer on 2 or fewer)."),
         click.option("--overwrite", is_flag=True, help="Replace a trained model of the same name."),
         db_option,
         json_option,
@@ -98,8 +100,8 @@ def _train(
     method: str, model: str, lora: Any, task_name: str, split: str, dev_split: str, scheme: str | None,
     retriever: str, k: int, epochs: float, max_steps: int | None, lr: float | None, batch_size: int,
     grad_accum: int, max_length: int, max_target_tokens: int, precision: str, seed: int, limit: int | None,
-    dev_limit: int, eval_every: int | None, group_by_length: bool, name: str, overwrite: bool, db_path: Path | None,
-    as_json: bool,
+    dev_limit: int, eval_every: int | None, group_by_length: bool, name: str, threads: int | None, overwrite: bool,
+    db_path: Path | None, as_json: bool,
 ) -> None:  # fmt: skip
     from lampbox.engine.defaults import default_max_new_tokens
     from lampbox.engine.retrieval import retriever_names
@@ -111,6 +113,10 @@ def _train(
         raise UnknownNameError("retriever", retriever, retriever_names())
     if k < 0:
         raise LampboxError("--k cannot be negative")
+    if threads is not None:
+        if threads < 1:
+            raise LampboxError("--threads must be at least 1")
+        os.environ["LAMPBOX_THREADS"] = str(threads)  # the trainer's torch threads (default_threads)
     if epochs <= 0 or (max_steps is not None and max_steps < 1):
         raise LampboxError("--epochs must be positive and --max-steps at least 1")
     main = is_main_process()

@@ -3,9 +3,12 @@ bench's backend and dtype) are made from, read once."""
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+
+from lampbox.errors import LampboxError
 
 
 @dataclass(frozen=True)
@@ -48,3 +51,39 @@ def this_machine() -> Machine:
         cuda = False
     flags = cpu_flags()
     return Machine(cuda, "amx_bf16" in flags, "avx512_bf16" in flags, "avx512_vnni" in flags)
+
+
+THREADS_ENV = "LAMPBOX_THREADS"
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity: a container's or taskset's share,
+    not the machine's count)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def default_threads(reserve: int = 0) -> int:
+    """CPU threads for llama.cpp and torch: $LAMPBOX_THREADS if set, else the usable cores less
+    `reserve` (the TUI keeps one for its own render loop) less one more on a machine of up to
+    two usable cores, at least one. Why one fewer on small machines: llama.cpp's threads wait for
+    each other at every layer, so one descheduled thread stalls them all: on 2 cores beside one
+    busy process 1 thread was 39x faster than 2, and 1.7x slower on idle cores (docs/backends.md,
+    benchmarks/bench_threads.py)."""
+    value = os.environ.get(THREADS_ENV, "").strip()
+    if value:
+        try:
+            threads = int(value)
+        except ValueError:
+            threads = 0
+        if threads < 1:
+            raise LampboxError(f"{THREADS_ENV}={value!r}: expected a whole number of threads, 1 or more")
+        return threads
+    usable = usable_cores()
+    spare = 1 if usable <= SMALL_MACHINE_CORES else 0
+    return max(1, usable - reserve - spare)
+
+
+SMALL_MACHINE_CORES = 2  # up to this many usable cores, one is left free by default

@@ -43,6 +43,7 @@ from lampbox.store.caches import StoreGenerationCache
 from lampbox.store.core import Store
 
 CancelCheck = Callable[[], bool]
+PROGRESS_EVERY_S = 1.0  # how often a run's progress is written to the store, at most
 
 
 class RunCancelled(LampboxError):
@@ -109,10 +110,17 @@ def run(
     task_hash = task_fingerprint(task)
     questions = select_questions(store, spec)
     run_store.start_run(store, key, spec.label, spec.to_json(), len(questions), task_hash)
+    store.idle()  # a store that does not hold its lock gives the file back between writes
+    recorded = {"phase": "", "at": 0.0}
 
     def report(phase: str, done: int, total: int) -> None:
         if on_progress:
             on_progress(RunProgress(spec, phase, done, total))
+        now = time.monotonic()
+        if phase != recorded["phase"] or done == total or now - float(recorded["at"]) >= PROGRESS_EVERY_S:
+            run_store.record_progress(store, key, phase, done)  # for a TUI watching from elsewhere
+            store.idle()
+            recorded.update(phase=phase, at=now)
 
     try:
         rankings = rank(spec, task, questions, store, report, should_cancel)
@@ -145,6 +153,7 @@ def run(
             write_outputs(target, task.file_task, {p.question_id: p.output for p in predictions}, decode)
             path = str(target)
         run_store.finish_run(store, key, metrics, predictions, users, path)
+        store.idle()
     except (RunCancelled, GenerationCancelled, KeyboardInterrupt) as error:
         run_store.fail_run(store, key, "cancelled", str(error) or "interrupted")
         raise

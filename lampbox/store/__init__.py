@@ -1,5 +1,5 @@
 """The DuckDB store: the only code that talks to the database."""
 
-from lampbox.store.core import DatasetSummary, Store, open_store
+from lampbox.store.core import DatasetSummary, Store, StoreBusy, open_store
 
-__all__ = ["DatasetSummary", "Store", "open_store"]
+__all__ = ["DatasetSummary", "Store", "StoreBusy", "open_store"]

@@ -1,7 +1,9 @@
 """The store's side of the engine's cache protocols (lampbox.engine.caches).
 
 The orchestration floor hands these to the engine, which then reuses stored rankings,
-embeddings and generations without knowing there is a database.
+embeddings and generations without knowing there is a database. Each load and save ends with
+`store.idle()`: the engine computes next, so a store that does not hold its lock (the bench's)
+gives the file back to readers until the next batch is written.
 """
 
 from __future__ import annotations
@@ -29,7 +31,10 @@ class StoreRankingCache:
     def load(
         self, retriever_key: str, task: TaskSpec, scheme: str, questions: Sequence[Question]
     ) -> dict[str, Ranking]:
-        return retrieval_store.load_rankings(self.store, retriever_key, task, scheme, questions)
+        try:
+            return retrieval_store.load_rankings(self.store, retriever_key, task, scheme, questions)
+        finally:
+            self.store.idle()
 
     def save(
         self,
@@ -40,8 +45,11 @@ class StoreRankingCache:
         rankings: Sequence[Ranking],
     ) -> None:
         key, name, options = retriever
-        retrieval_store.save_retriever(self.store, key, name, options)
-        retrieval_store.save_rankings(self.store, task, scheme, questions, rankings)
+        try:
+            retrieval_store.save_retriever(self.store, key, name, options)
+            retrieval_store.save_rankings(self.store, task, scheme, questions, rankings)
+        finally:
+            self.store.idle()
 
 
 class StoreEmbeddingCache:
@@ -51,10 +59,16 @@ class StoreEmbeddingCache:
         self.store = store
 
     def load(self, model_key: str, hashes: Iterable[str]) -> dict[str, np.ndarray]:
-        return retrieval_store.load_embeddings(self.store, model_key, hashes)
+        try:
+            return retrieval_store.load_embeddings(self.store, model_key, hashes)
+        finally:
+            self.store.idle()
 
     def save(self, model_key: str, hashes: Sequence[str], vectors: np.ndarray) -> None:
-        retrieval_store.save_embeddings(self.store, model_key, hashes, vectors)
+        try:
+            retrieval_store.save_embeddings(self.store, model_key, hashes, vectors)
+        finally:
+            self.store.idle()
 
 
 class StoreGenerationCache:
@@ -64,7 +78,13 @@ class StoreGenerationCache:
         self.store = store
 
     def load(self, keys: Sequence[str]) -> dict[str, str]:
-        return runs.cached_generations(self.store, keys)
+        try:
+            return runs.cached_generations(self.store, keys)
+        finally:
+            self.store.idle()
 
     def save(self, model: str, backend: str, outputs: Mapping[str, str]) -> None:
-        runs.cache_generations(self.store, model, backend, outputs)
+        try:
+            runs.cache_generations(self.store, model, backend, outputs)
+        finally:
+            self.store.idle()

@@ -7,10 +7,14 @@ migration). Use one cursor per thread (`Store.cursor()`).
 
 from __future__ import annotations
 
+import atexit
 import json
+import os
+import re
 import threading
+import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,7 +25,7 @@ from lampbox.engine.tasks import BUILTIN_TASKS, TaskSpec, builtin_task
 from lampbox.engine.types import ProfileItem, Question
 from lampbox.errors import InputFileError, LampboxError, UnknownNameError
 from lampbox.paths import default_db_path
-from lampbox.store.migrations import migrate
+from lampbox.store.migrations import migrate, pending_migrations
 
 
 @dataclass(frozen=True)
@@ -71,48 +75,153 @@ def check_duckdb_file(path: Path) -> None:
     raise InputFileError(path, f"{what}; refusing to use it as the store (name a new file or an existing store)")
 
 
-class Store:
-    """A lampbox store: one DuckDB file, migrated to the current schema on open."""
+LOCK_WAIT_S = 10.0  # how long opening waits for another process's lock before saying who has it
 
-    def __init__(self, path: str | Path | None = None, read_only: bool = False) -> None:
+
+def lock_wait_s() -> float:
+    """How long opening waits for another process's lock: $LAMPBOX_LOCK_WAIT seconds, else 10."""
+    value = os.environ.get("LAMPBOX_LOCK_WAIT", "").strip()
+    try:
+        return max(0.0, float(value)) if value else LOCK_WAIT_S
+    except ValueError:
+        raise LampboxError(f"LAMPBOX_LOCK_WAIT={value!r}: expected a number of seconds") from None
+
+
+class StoreBusy(LampboxError):
+    """Another process held the store's lock for longer than this one would wait."""
+
+
+class Store:
+    """A lampbox store: one DuckDB file, migrated to the current schema on open.
+
+    DuckDB lets one process open the file for writing, or any number for reading, not both. A
+    store made with `hold_lock=False` (the bench) gives the file back whenever its caller says
+    it will compute for a while (`idle()`), and reopens it on next use; opening waits up to
+    `wait_s` for another process's lock, then names that process (docs/store.md).
+    """
+
+    def __init__(
+        self,
+        path: str | Path | None = None,
+        read_only: bool = False,
+        *,
+        hold_lock: bool = True,
+        wait_s: float | None = None,
+        purpose: str = "lampbox",
+        upgradable: bool = False,
+    ) -> None:
         self.path = Path(path) if path is not None else default_db_path()
         self.read_only = read_only
+        self.hold_lock = hold_lock
+        self.wait_s = lock_wait_s() if wait_s is None else wait_s
+        self.purpose = purpose  # who is writing, as a busy message names it: "bench 3f2a..."
+        self.upgradable = upgradable  # read-only until the first write (see writable())
         if self.path.exists():
             check_duckdb_file(self.path)
         if not read_only:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         elif not self.path.exists():
             raise LampboxError(f"{self.path}: no lampbox store here")
-        try:
-            self._connection = duckdb.connect(str(self.path), read_only=read_only)
-        except duckdb.IOException as error:
-            raise LampboxError(f"{self.path}: cannot open the store ({error})") from None
-        except duckdb.Error as error:
-            raise LampboxError(f"{self.path}: not a lampbox store ({error})") from None
         self._local = threading.local()
+        self._open_lock = threading.RLock()
+        self._epoch = 0  # bumped by every reconnect: older thread cursors are stale
+        self._closed = False
+        self._connection: duckdb.DuckDBPyConnection | None = None
+        self._connect()
         if not read_only:
-            migrate(self._connection)
+            migrate(self._connection)  # type: ignore[arg-type]
+
+    @classmethod
+    def for_reading(
+        cls, path: str | Path | None = None, wait_s: float | None = None, upgradable: bool = False
+    ) -> Store:
+        """A store opened read-only, so that readers run side by side and beside a bench
+        between its writes; a new path is created, and a pending migration is applied first
+        (the one time a reader needs the write lock). An `upgradable` store takes the write
+        lock if its caller writes after all (`rank` when a ranking is not stored yet)."""
+        target = Path(path) if path is not None else default_db_path()
+        if not target.exists():
+            return cls(target, wait_s=wait_s)
+        store = cls(target, read_only=True, wait_s=wait_s, upgradable=upgradable)
+        if not pending_migrations(store.connection):
+            return store
+        store.close()
+        cls(target, wait_s=wait_s).close()
+        return cls(target, read_only=True, wait_s=wait_s, upgradable=upgradable)
 
     # -- connections -------------------------------------------------------------------------
 
+    def _connect(self) -> duckdb.DuckDBPyConnection:
+        """Open the file, waiting with a growing backoff while another process holds it."""
+        deadline = time.monotonic() + self.wait_s
+        pause = 0.02
+        while True:
+            try:
+                connection = duckdb.connect(str(self.path), read_only=self.read_only)
+                break
+            except duckdb.IOException as error:
+                if "lock" not in str(error).lower():
+                    raise LampboxError(f"{self.path}: cannot open the store ({error})") from None
+                if time.monotonic() + pause > deadline:
+                    raise StoreBusy(busy_message(self.path, str(error), self.wait_s)) from None
+                time.sleep(pause)
+                pause = min(pause * 2, 0.5)
+            except duckdb.Error as error:
+                raise LampboxError(f"{self.path}: not a lampbox store ({error})") from None
+        self._connection = connection
+        self._epoch += 1
+        if not self.read_only:
+            write_holder(self.path, self.purpose)
+        return connection
+
     @property
     def connection(self) -> duckdb.DuckDBPyConnection:
-        """The connection of the thread that opened the store."""
-        return self._connection
+        """The connection of the thread that opened the store (reopened after `idle()`)."""
+        with self._open_lock:
+            if self._connection is None:
+                if self._closed:
+                    raise LampboxError(f"{self.path}: the store is closed")
+                self._connect()
+            return self._connection  # type: ignore[return-value]
 
     def cursor(self) -> duckdb.DuckDBPyConnection:
         """This thread's own cursor (DuckDB connections must not be shared across threads)."""
         if threading.current_thread() is threading.main_thread():
-            return self._connection
+            return self.connection
+        connection = self.connection
         cursor = getattr(self._local, "cursor", None)
-        if cursor is None:
-            cursor = self._connection.cursor()
-            self._local.cursor = cursor
+        if cursor is None or getattr(self._local, "epoch", None) != self._epoch:
+            cursor = connection.cursor()
+            self._local.cursor, self._local.epoch = cursor, self._epoch
         return cursor
+
+    def idle(self) -> None:
+        """The caller will compute without the store for a while: a store that does not hold
+        its lock closes the file, so other processes can read it (or write) until next use."""
+        if not self.hold_lock:
+            self._disconnect()
+
+    def _disconnect(self) -> None:
+        with self._open_lock:
+            if self._connection is None:
+                return
+            self._connection.close()
+            self._connection = None
+            if not self.read_only:
+                remove_holder(self.path)
+
+    def writable(self) -> None:
+        """Before a write: an upgradable read-only store reopens the file for writing."""
+        with self._open_lock:
+            if self.read_only and self.upgradable:
+                self._disconnect()
+                self.read_only = False
+                self._connect()
 
     @contextmanager
     def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
         """All or nothing: commit at the end, roll back on any error (or interrupt)."""
+        self.writable()
         cursor = self.cursor()
         cursor.execute("BEGIN TRANSACTION")
         try:
@@ -123,7 +232,8 @@ class Store:
         cursor.execute("COMMIT")
 
     def close(self) -> None:
-        self._connection.close()
+        self._closed = True
+        self._disconnect()
 
     def __enter__(self) -> Store:
         return self
@@ -278,6 +388,46 @@ class Store:
             [task, scheme, split, count],
         ).fetchall()
         return [row[0] for row in rows]
+
+
+_HOLDING: set[Path] = set()
+
+
+def holder_path(path: Path) -> Path:
+    """Beside the store, while a lampbox process has it open for writing: who that is."""
+    return path.with_name(path.name + ".writer")
+
+
+def write_holder(path: Path, purpose: str) -> None:
+    with suppress(OSError):
+        staged = holder_path(path).with_name(f"{holder_path(path).name}.{os.getpid()}.tmp")
+        staged.write_text(json.dumps({"pid": os.getpid(), "purpose": purpose}))
+        staged.replace(holder_path(path))
+        if path not in _HOLDING:  # a store left open at exit leaves no note behind
+            _HOLDING.add(path)
+            atexit.register(remove_holder, path)
+
+
+def remove_holder(path: Path) -> None:
+    with suppress(OSError, ValueError):
+        if json.loads(holder_path(path).read_text()).get("pid") == os.getpid():
+            holder_path(path).unlink()
+
+
+def busy_message(path: Path, error: str, waited_s: float) -> str:
+    """'busy: bench 3f2a is writing' when the lock holder is a lampbox process that said what
+    it does; DuckDB's own words (program and pid) otherwise."""
+    match = re.search(r"held in (.*?) \(PID (\d+)\)", error)
+    pid = int(match.group(2)) if match else None
+    who = f"{match.group(1)} (pid {pid})" if match else "another process"
+    with suppress(OSError, ValueError, AttributeError):
+        holder = json.loads(holder_path(path).read_text())
+        if holder.get("pid") == pid:
+            who = f"{holder['purpose']} (pid {pid})"
+    return (
+        f"{path}: busy: {who} is writing to the store; waited {waited_s:g} s. "
+        "Try again when it finishes (readers get in between a bench's writes)."
+    )
 
 
 def open_store(path: str | Path | None = None, read_only: bool = False) -> Store:

@@ -20,6 +20,15 @@ def migration(function: Migration) -> Migration:
     return function
 
 
+def pending_migrations(connection: duckdb.DuckDBPyConnection) -> list[str]:
+    """The migrations this store lacks (without changing it: works on a read-only store)."""
+    try:
+        applied = {row[0] for row in connection.execute("SELECT name FROM _lampbox_migrations").fetchall()}
+    except duckdb.CatalogException:
+        applied = set()
+    return [name for name, _ in MIGRATIONS if name not in applied]
+
+
 def migrate(connection: duckdb.DuckDBPyConnection) -> list[str]:
     """Apply the missing migrations in order, each in its own transaction; return their names."""
     connection.execute(
@@ -279,3 +288,11 @@ def m005_task_hashes(connection: duckdb.DuckDBPyConnection) -> None:
     """Each run records the fingerprint of the task definition it was made under (NULL for runs
     made before: not recorded)."""
     connection.execute("ALTER TABLE runs ADD COLUMN task_hash VARCHAR")
+
+
+@migration
+def m006_run_progress(connection: duckdb.DuckDBPyConnection) -> None:
+    """A running run's phase and questions done, written as it goes, so that another process (the
+    TUI beside a bench) can show its progress."""
+    connection.execute("ALTER TABLE runs ADD COLUMN progress_phase VARCHAR")
+    connection.execute("ALTER TABLE runs ADD COLUMN progress_done INTEGER")

@@ -42,6 +42,7 @@ def _task_digest(document: tuple[str, ...], query_after: Any) -> Any:
 
 
 def save_retriever(store: Store, key: str, name: str, options: Mapping[str, Any]) -> None:
+    store.writable()
     cursor = store.cursor()
     cursor.execute(
         "INSERT INTO retrievers (retriever_key, name, options) VALUES (?, ?, ?) "

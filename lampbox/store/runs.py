@@ -83,8 +83,25 @@ def start_run(
         )
 
 
+def record_progress(store: Store, run_key: str, phase: str, done: int) -> None:
+    """A running run's phase (rank, generate, score) and questions done, for other readers."""
+    with store.transaction() as cursor:
+        cursor.execute(
+            "UPDATE runs SET progress_phase = ?, progress_done = ? WHERE run_key = ?", [phase, done, run_key]
+        )
+
+
+def run_progress(store: Store, run_key: str) -> tuple[str, int] | None:
+    """The last recorded (phase, done) of a run (None before any)."""
+    row = store.cursor().execute(
+        "SELECT progress_phase, progress_done FROM runs WHERE run_key = ?", [run_key]
+    ).fetchone()
+    return None if row is None or row[0] is None else (str(row[0]), int(row[1] or 0))
+
+
 def fail_run(store: Store, run_key: str, status: str, error: str) -> None:
     """Mark a run failed or cancelled (its cached generations stay, for a later resume)."""
+    store.writable()
     store.cursor().execute(
         "UPDATE runs SET status = ?, error = ?, finished_at = current_timestamp WHERE run_key = ?",
         [status, error, run_key],

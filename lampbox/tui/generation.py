@@ -9,7 +9,6 @@ backend, model): `prepare_question` (rank, select top k, build the input, as a r
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -120,8 +119,12 @@ def refusal(choice: PaneChoice, options: list[ModelOption]) -> str | None:
 
 
 def new_pool() -> GeneratorPool:
-    """The app's generator pool: a model is loaded once per session, on every core."""
-    return GeneratorPool(backend_options={"llamacpp": {"threads": os.cpu_count() or 1}})
+    """The app's generator pool: a model is loaded once per session, on the usable cores but
+    one, which is left to the app's own render loop (or $LAMPBOX_THREADS)."""
+    from lampbox.engine.machine import default_threads
+
+    threads = default_threads(reserve=1)
+    return GeneratorPool(backend_options={"llamacpp": {"threads": threads}, "hf": {"threads": threads}})
 
 
 def default_choices(retrievers: list[str], k: int) -> list[PaneChoice]:

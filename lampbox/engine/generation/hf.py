@@ -28,6 +28,7 @@ from lampbox.engine.generation.common import (
     user_message,
 )
 from lampbox.engine.generation.labels import label_continuation
+from lampbox.engine.machine import default_threads
 from lampbox.errors import InputFileError, LampboxError
 from lampbox.models import ResolvedModel, resolve_model
 
@@ -256,8 +257,8 @@ class HFGenerator:
             raise LampboxError(f"hf: quantize={quantize} is a CPU speed-up; on {self.device} leave it unset")
         self.quantize = quantize
         self.batch_size = batch_size
-        if threads:
-            torch.set_num_threads(threads)
+        if self.device == "cpu":  # torch's own default is every core, shared machine or not
+            torch.set_num_threads(threads or default_threads())
         from lampbox.engine.quiet import quiet_transformers
 
         quiet_transformers()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -17,6 +16,7 @@ from lampbox.engine.generation.base import (
 )
 from lampbox.engine.generation.common import GenerationCancelled, user_message
 from lampbox.engine.generation.labels import label_continuation
+from lampbox.engine.machine import default_threads
 from lampbox.errors import InputFileError, LampboxError
 from lampbox.models import resolve_model
 
@@ -97,7 +97,7 @@ class LlamaCppGenerator:
             )
         self.name = resolved.name
         self.path = resolved.path
-        threads = threads or os.cpu_count() or 1
+        threads = threads or default_threads()
         self._llama = _open_llama(
             self.path,
             n_ctx=context_size,

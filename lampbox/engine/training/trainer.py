@@ -200,6 +200,10 @@ def train(
     if not train_examples:
         raise LampboxError("nothing to train on: no training example has a gold output")
     device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cpu":  # torch's own default is every core, shared machine or not
+        from lampbox.engine.machine import default_threads
+
+        torch.set_num_threads(default_threads())
     precision = resolve_precision(config.precision, device)
     checkpoints = work_dir / "checkpoints"
     remove_incomplete_checkpoints(checkpoints)

@@ -1,0 +1,221 @@
+"""Readers beside a writer (issue 12, found 5): read-only commands open the store read-only, so
+they run side by side; the bench takes the write lock only while it writes a batch, so readers
+get in between; a reader that cannot get in says who is writing."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from lampbox.demo import demo_path
+from lampbox.store import Store, StoreBusy
+from lampbox.store import runs as run_store
+from lampbox.store.importer import import_path
+from lampbox.store.migrations import MIGRATIONS
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def environment(**extra: str) -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(REPO), **extra}
+
+
+def lampbox_process(*args: str, **env: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "lampbox", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=environment(**env),
+        cwd=REPO,
+    )
+
+
+@pytest.fixture
+def demo_db(tmp_path: Path) -> Path:
+    path = tmp_path / "demo.duckdb"
+    with Store(path) as store:
+        import_path(store, demo_path(), task_name="LaMP_7", scheme="demo")
+    return path
+
+
+def test_four_data_list_at_once_all_succeed(demo_db: Path) -> None:
+    processes = [lampbox_process("data", "list", "--json", "--db", str(demo_db)) for _ in range(4)]
+    results = [(process.wait(timeout=300), *process.communicate()) for process in processes]
+    for code, stdout, stderr in results:
+        assert code == 0, stderr
+        assert '"LaMP_7"' in stdout
+    assert not Path(str(demo_db) + ".writer").exists()  # readers leave no writer's note
+
+
+def test_read_only_commands_do_not_take_the_write_lock(demo_db: Path) -> None:
+    """Each of them succeeds while another process holds the store open for reading (which a
+    write lock could not be taken beside)."""
+    holder = Store(demo_db, read_only=True)
+    try:
+        for command in (["data", "list"], ["tasks"], ["models", "list"]):
+            process = lampbox_process(*command, "--db", str(demo_db), LAMPBOX_LOCK_WAIT="0")
+            code = process.wait(timeout=300)
+            assert code == 0, (command, process.communicate()[1])
+    finally:
+        holder.close()
+
+
+def test_a_reader_applies_a_pending_migration_once_then_reads(tmp_path: Path) -> None:
+    import duckdb
+
+    from lampbox.store.migrations import migrate
+
+    path = tmp_path / "old.duckdb"
+    connection = duckdb.connect(str(path))
+    migrate(connection)
+    connection.execute("DELETE FROM _lampbox_migrations WHERE name = ?", [MIGRATIONS[-1][0]])
+    connection.execute("ALTER TABLE runs DROP COLUMN progress_done")
+    connection.execute("ALTER TABLE runs DROP COLUMN progress_phase")
+    connection.close()
+    with Store.for_reading(path) as store:
+        assert store.read_only
+        assert store.connection.execute("SELECT count(progress_done) FROM runs").fetchone() == (0,)
+
+
+HOLD_FOR_WRITING = """
+import sys
+from lampbox.store import Store
+store = Store(sys.argv[1], purpose="bench 3f2a1b0c")
+print("holding", flush=True)
+sys.stdin.read()
+store.close()
+"""
+
+
+def test_a_reader_waits_then_names_the_writer(demo_db: Path) -> None:
+    writer = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(HOLD_FOR_WRITING), str(demo_db)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=environment(), cwd=REPO,
+    )  # fmt: skip
+    try:
+        assert writer.stdout is not None and writer.stdout.readline().strip() == "holding"
+        started = time.monotonic()
+        with pytest.raises(StoreBusy) as raised:
+            Store.for_reading(demo_db, wait_s=0.6)
+        waited = time.monotonic() - started
+        message = str(raised.value)
+        assert f"busy: bench 3f2a1b0c (pid {writer.pid}) is writing" in message, message
+        assert 0.3 <= waited < 10
+        process = lampbox_process("data", "list", "--db", str(demo_db), LAMPBOX_LOCK_WAIT="0.5")
+        code = process.wait(timeout=300)
+        stderr = process.communicate()[1].strip()
+        assert code == 1 and len(stderr.splitlines()) == 1, stderr
+        assert "busy: bench 3f2a1b0c" in stderr and "Traceback" not in stderr
+    finally:
+        writer.communicate("", timeout=300)
+    with Store.for_reading(demo_db, wait_s=0) as store:  # and once it has gone, readers get in
+        assert store.datasets()
+
+
+def test_a_reader_retries_until_a_short_write_ends(demo_db: Path) -> None:
+    writer = Store(demo_db)
+    subprocess_reader = lampbox_process("data", "list", "--json", "--db", str(demo_db), LAMPBOX_LOCK_WAIT="60")
+    time.sleep(1.5)
+    writer.close()
+    code = subprocess_reader.wait(timeout=300)
+    assert code == 0, subprocess_reader.communicate()[1]
+
+
+SLOW_BENCH = """
+import sys, time
+from lampbox.engine.generation.dummy import DummyGenerator
+from lampbox.engine.generation.registry import register_backend
+from lampbox.bench.runner import BenchSpec, run_bench
+from lampbox.store import Store
+
+class SlowDummy(DummyGenerator):
+    backend = "slow-dummy"
+    def generate(self, prompts, params, on_output=None, should_cancel=None):
+        time.sleep(0.4 * len(prompts))
+        return super().generate(prompts, params, on_output, should_cancel)
+
+register_backend("slow-dummy", SlowDummy)
+store = Store(sys.argv[1], hold_lock=False, wait_s=120)
+spec = BenchSpec("LaMP_7", "demo", "dev", retrievers=("bm25",), ks=(1,), backends=("slow-dummy",))
+print("started", flush=True)
+run_bench(spec, store, batch_size=2)
+store.close()
+print("finished", flush=True)
+"""
+
+
+def test_readers_get_in_between_a_running_bench_s_writes_and_see_its_progress(demo_db: Path) -> None:
+    bench = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(SLOW_BENCH), str(demo_db)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=environment(),
+        cwd=REPO,
+    )
+    try:
+        assert bench.stdout is not None and bench.stdout.readline().strip() == "started"
+        seen: list[tuple[str, int]] = []
+        deadline = time.monotonic() + 240
+        while bench.poll() is None and time.monotonic() < deadline:
+            with Store.for_reading(demo_db, wait_s=30) as store:
+                assert store.datasets()  # what `data list` reads
+                running = [run for run in run_store.list_runs(store) if run.status == "running"]
+                for run in running:
+                    progress = run_store.run_progress(store, run.run_key)
+                    if progress is not None:
+                        seen.append(progress)
+            time.sleep(0.3)
+        code = bench.wait(timeout=300)
+        assert code == 0, bench.communicate()[1]
+    finally:
+        if bench.poll() is None:
+            bench.kill()
+    # the reader saw the bench mid-generation (16 questions, 2 a batch, 0.8 s a batch)
+    assert any(phase == "generate" and 0 < done < 16 for phase, done in seen), seen
+    with Store.for_reading(demo_db) as store:
+        assert {run.status for run in run_store.list_runs(store)} == {"finished"}
+
+
+def test_rank_of_stored_rankings_reads_beside_another_reader(demo_db: Path, tmp_path: Path) -> None:
+    first = lampbox_process("rank", "--task", "LaMP_7", "--split", "dev", "--retriever", "bm25", "--db", str(demo_db))
+    assert first.wait(timeout=300) == 0, first.communicate()[1]
+    holder = Store(demo_db, read_only=True)
+    try:
+        output = tmp_path / "rankings.json"
+        again = lampbox_process(
+            "rank", "--task", "LaMP_7", "--split", "dev", "--retriever", "bm25", "--output", str(output),
+            "--db", str(demo_db), LAMPBOX_LOCK_WAIT="0",
+        )  # fmt: skip
+        assert again.wait(timeout=300) == 0, again.communicate()[1]
+        assert output.exists()
+    finally:
+        holder.close()
+
+
+def test_an_idle_store_reopens_for_each_thread() -> None:
+    """After idle() a worker thread's old cursor is stale; it gets a fresh one."""
+    import tempfile
+    import threading
+
+    with tempfile.TemporaryDirectory() as folder:
+        store = Store(Path(folder) / "s.duckdb", hold_lock=False)
+        results: list[object] = []
+
+        def work() -> None:
+            results.append(store.cursor().execute("SELECT count(*) FROM runs").fetchone())
+            store.idle()
+            results.append(store.cursor().execute("SELECT count(*) FROM runs").fetchone())
+
+        thread = threading.Thread(target=work)
+        thread.start()
+        thread.join()
+        assert results == [(0,), (0,)]
+        store.close()
