@@ -39,6 +39,12 @@ def test_default_threads(monkeypatch: pytest.MonkeyPatch, cores: int, reserve: i
     assert default_threads(reserve=reserve) == expected
 
 
+def test_training_keeps_every_usable_core(monkeypatch: pytest.MonkeyPatch) -> None:
+    for cores in (1, 2, 4):
+        with_cores(monkeypatch, cores)
+        assert default_threads(spare_on_small=False) == cores
+
+
 def test_lampbox_threads_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
     with_cores(monkeypatch, 2)
     monkeypatch.setenv("LAMPBOX_THREADS", "3")

@@ -51,7 +51,7 @@ def _common_options(function: Any) -> Any:
         click.option("--eval-every", type=int, default=None, help="Steps between dev evaluations (default: each epoch)."),
         click.option("--group-by-length/--random-order", default=True, show_default=True, help="Batches of similar lengths (less padding) or plain shuffled order."),
         click.option("--name", required=True, help="Name of the trained model (use it with --model)."),
-        click.option("--threads", type=int, default=None, help="CPU threads for torch (default: $LAMPBOX_THREADS, else the usable cores, one fewer on 2 or fewer)."),
+        click.option("--threads", type=int, default=None, help="CPU threads for torch (default: $LAMPBOX_THREADS, else every usable core; lower it when the machine is shared: threads waiting on a busy core stall each other)."),
         click.option("--overwrite", is_flag=True, help="Replace a trained model of the same name."),
         db_option,
         json_option,

@@ -65,13 +65,14 @@ def usable_cores() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def default_threads(reserve: int = 0) -> int:
+def default_threads(reserve: int = 0, *, spare_on_small: bool = True) -> int:
     """CPU threads for llama.cpp and torch: $LAMPBOX_THREADS if set, else the usable cores less
     `reserve` (the TUI keeps one for its own render loop) less one more on a machine of up to
     two usable cores, at least one. Why one fewer on small machines: llama.cpp's threads wait for
     each other at every layer, so one descheduled thread stalls them all: on 2 cores beside one
     busy process 1 thread was 39x faster than 2, and 1.7x slower on idle cores (docs/backends.md,
-    benchmarks/bench_threads.py)."""
+    benchmarks/bench_threads.py). `spare_on_small=False` (training: the long job a machine runs
+    alone, where one thread of two halves the throughput) keeps every usable core."""
     value = os.environ.get(THREADS_ENV, "").strip()
     if value:
         try:
@@ -82,7 +83,7 @@ def default_threads(reserve: int = 0) -> int:
             raise LampboxError(f"{THREADS_ENV}={value!r}: expected a whole number of threads, 1 or more")
         return threads
     usable = usable_cores()
-    spare = 1 if usable <= SMALL_MACHINE_CORES else 0
+    spare = 1 if spare_on_small and usable <= SMALL_MACHINE_CORES else 0
     return max(1, usable - reserve - spare)
 
 

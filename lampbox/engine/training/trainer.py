@@ -203,7 +203,7 @@ def train(
     if device == "cpu":  # torch's own default is every core, shared machine or not
         from lampbox.engine.machine import default_threads
 
-        torch.set_num_threads(default_threads())
+        torch.set_num_threads(default_threads(spare_on_small=False))  # every usable core unless told
     precision = resolve_precision(config.precision, device)
     checkpoints = work_dir / "checkpoints"
     remove_incomplete_checkpoints(checkpoints)
