@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The main job on a fresh machine: set up, load the built-in demo data (no network needed),
-# then benchmark personalization on it with the real packaged model (SmolLM2-135M, llama.cpp).
+# then benchmark personalization on it with the real packaged model (SmolLM2-135M; the backend
+# `--backend auto` picks for this machine, printed in one line).
 # Extra arguments go to `lampbox bench` (e.g. --limit 4).
 set -euo pipefail
 cd "$(dirname "$0")/.."
