@@ -129,28 +129,6 @@ def test_bench_decode_labels_in_the_table_and_one_line_errors(commits_store_path
 # -- real backends ---------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def tiny_lm(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A 2-layer Llama with random weights and SmolLM2's real tokenizer (and chat template)."""
-    import torch
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
-
-    from lampbox.models import resolve_model
-
-    gguf = resolve_model("smollm2-135m-instruct").path
-    tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-        num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=1024,
-        tie_word_embeddings=True, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-    )  # fmt: skip
-    folder = tmp_path_factory.mktemp("tiny-lm")
-    LlamaForCausalLM(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("chat", [True, False])
 def test_hf_label_scores_are_the_hand_computed_log_likelihoods(tiny_lm: Path, chat: bool) -> None:

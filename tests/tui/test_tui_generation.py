@@ -280,29 +280,15 @@ def test_models_offered_with_the_backends_they_run_on(demo_store, tmp_path: Path
 
 
 @pytest.fixture(scope="module")
-def tiny_trained(module_home: Path, tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+def tiny_trained(module_home: Path, tiny_lm: Path, tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
     """A LoRA adapter trained for 2 steps on the LaMP_7 demo set, on a tiny random Llama with
-    SmolLM2's tokenizer (as tests/test_training.py builds it); returns its registry row."""
-    import torch
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
-
+    SmolLM2's tokenizer (the shared tiny_lm); returns its registry row."""
     from lampbox.demo import demo_path
     from lampbox.engine.training.trainer import TrainConfig
     from lampbox.lab.training import TrainSpec, train_model
-    from lampbox.models import resolve_model
     from lampbox.store.importer import import_path
 
-    gguf = resolve_model("smollm2-135m-instruct").path
-    tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-        num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=1024,
-        tie_word_embeddings=True, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-    )  # fmt: skip
-    folder = tmp_path_factory.mktemp("tiny-lm")
-    LlamaForCausalLM(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
+    folder = tiny_lm
     with Store(tmp_path_factory.mktemp("train") / "train.duckdb") as store:
         import_path(store, demo_path(), task_name="LaMP_7", scheme="demo")
         spec = TrainSpec(task="LaMP_7", scheme="demo", retriever="bm25", k=1, model=str(folder), limit=4, dev_limit=0,

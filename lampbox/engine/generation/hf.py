@@ -27,7 +27,6 @@ from lampbox.engine.generation.common import (
     stop_filtered,
     user_message,
 )
-from lampbox.engine.generation.labels import label_continuation
 from lampbox.engine.machine import default_threads
 from lampbox.errors import InputFileError, LampboxError
 from lampbox.models import ResolvedModel, resolve_model
@@ -520,24 +519,13 @@ class HFGenerator:
         pass over the (templated) prompt, then all labels in one batch on its KV cache."""
         import torch
 
-        label_ids = [self._tokenizer.encode(label_continuation(label, self.chat)) for label in labels]
-        if not labels or not all(label_ids):
-            raise LampboxError("label decoding needs labels that are not empty")
-        longest = max(len(ids) for ids in label_ids)
-        requests = plain_prompts(prompts, self.backend)
-        results = []
-        for index, prompt in enumerate(requests):
-            if should_cancel and should_cancel():
-                raise GenerationCancelled(index, len(requests))
-            ids = self._prompt_ids(prompt)
-            if len(ids) + longest > self._context_size:
-                raise LampboxError(
-                    f"{self.name}: prompt of {len(ids)} tokens + a label of {longest} tokens "
-                    f"exceeds the context size {self._context_size}"
-                )
+        from lampbox.engine.generation.labels import score_each_prompt
+
+        def score(ids: list[int], label_ids: list[list[int]]) -> list[float]:
             with self._lock, torch.inference_mode():
-                results.append(self._label_logliks(ids, label_ids))
-        return results
+                return self._label_logliks(ids, label_ids)
+
+        return score_each_prompt(self, prompts, labels, self._prompt_ids, self._context_size, score, should_cancel)
 
     def _label_logliks(self, ids: list[int], label_ids: list[list[int]]) -> list[float]:
         import torch

@@ -52,6 +52,40 @@ def label_continuation(label: str, chat: bool) -> str:
     return label if chat else f" {label}"
 
 
+def score_each_prompt(
+    generator: Any,
+    prompts: Sequence[Any],
+    labels: Sequence[str],
+    prompt_tokens: Callable[[str], list[int]],
+    context_size: int,
+    score: Callable[[list[int], list[list[int]]], list[float]],
+    should_cancel: Callable[[], bool] | None = None,
+) -> list[list[float]]:
+    """What the hf and llamacpp backends share for `score_labels`: each label's tokens as the
+    answer (label_continuation), each prompt's tokens as the backend builds them for generation,
+    a check that prompt and label fit the context, then `score(prompt, labels)` per prompt."""
+    from lampbox.engine.generation.base import plain_prompts
+    from lampbox.engine.generation.common import GenerationCancelled
+
+    label_ids = [generator.tokenizer.encode(label_continuation(label, generator.chat)) for label in labels]
+    if not labels or not all(label_ids):
+        raise LampboxError("label decoding needs labels that are not empty")
+    longest = max(len(ids) for ids in label_ids)
+    requests = plain_prompts(prompts, generator.backend)
+    results = []
+    for index, prompt in enumerate(requests):
+        if should_cancel and should_cancel():
+            raise GenerationCancelled(index, len(requests))
+        tokens = prompt_tokens(prompt)
+        if len(tokens) + longest > context_size:
+            raise LampboxError(
+                f"{generator.name}: prompt of {len(tokens)} tokens + a label of {longest} tokens "
+                f"exceeds the context size {context_size}"
+            )
+        results.append(score(tokens, label_ids))
+    return results
+
+
 def choose_label(labels: Sequence[str], logliks: Sequence[float]) -> str:
     """The most likely label (ties go to the label listed first)."""
     if len(labels) != len(logliks) or not labels:

@@ -15,7 +15,6 @@ from lampbox.engine.generation.base import (
     plain_prompts,
 )
 from lampbox.engine.generation.common import GenerationCancelled, user_message
-from lampbox.engine.generation.labels import label_continuation
 from lampbox.engine.machine import default_threads
 from lampbox.errors import InputFileError, LampboxError
 from lampbox.models import resolve_model
@@ -232,27 +231,16 @@ class LlamaCppGenerator:
         """Each label's summed token log-probabilities as the answer to each prompt: the prompt
         is evaluated once, then each label's tokens on its KV cache (the label's own cache
         entries are dropped before the next label)."""
-        label_ids = [self._tokenizer.encode(label_continuation(label, self.chat)) for label in labels]
-        if not labels or not all(label_ids):
-            raise LampboxError("label decoding needs labels that are not empty")
-        longest = max(len(ids) for ids in label_ids)
-        requests = plain_prompts(prompts, self.backend)
-        results = []
-        for index, prompt in enumerate(requests):
-            if should_cancel and should_cancel():
-                raise GenerationCancelled(index, len(requests))
-            tokens = self.prompt_tokens(prompt)
-            if len(tokens) + longest > self.context_size:
-                raise LampboxError(
-                    f"{self.name}: prompt of {len(tokens)} tokens + a label of {longest} tokens "
-                    f"exceeds the context size {self.context_size}"
-                )
+        from lampbox.engine.generation.labels import score_each_prompt
+
+        def score(tokens: list[int], label_ids: list[list[int]]) -> list[float]:
             with self._lock:
                 try:
-                    results.append(self._label_logliks(tokens, label_ids))
+                    return self._label_logliks(tokens, label_ids)
                 finally:
                     self._llama.reset()  # the next generation starts from an empty cache
-        return results
+
+        return score_each_prompt(self, prompts, labels, self.prompt_tokens, self.context_size, score, should_cancel)
 
     def _label_logliks(self, tokens: list[int], label_ids: list[list[int]]) -> list[float]:
         import numpy as np
