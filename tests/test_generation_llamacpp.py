@@ -35,7 +35,7 @@ def test_greedy_batch_is_deterministic_and_in_order(generator: Generator) -> Non
     seen: list[int] = []
     first = generator.generate(PROMPTS, PARAMS, on_output=lambda index, _: seen.append(index))
     assert len(first) == 3 and all(first)
-    assert seen == [0, 1, 2]
+    assert sorted(seen) == [0, 1, 2]  # each as it finishes: batched, not in prompt order
     assert generator.generate(PROMPTS, PARAMS) == first
     assert generator.generate(list(reversed(PROMPTS)), PARAMS) == list(reversed(first))
 
@@ -85,5 +85,70 @@ def test_plain_completion_for_base_use(tmp_path: Path, generator: Generator) -> 
         assert plain.identity() != generator.identity()
         text = plain.generate(["The capital of France is"], GenerationParams(max_new_tokens=4))[0]
         assert text and text != generator.generate(["The capital of France is"], PARAMS)[0]
+        # Batched plain completion: the prompt tokens create_completion builds, the same outputs.
+        prompts = ["The capital of France is", "Once upon a time", "1, 2, 3,"]
+        one_by_one = [plain.generate([prompt], PARAMS)[0] for prompt in prompts]
+        assert plain.generate(prompts, PARAMS) == one_by_one
     finally:
         plain.close()
+
+
+def bench_prompts(store_path: Path, questions: int, k: int) -> list[str]:
+    """The IPA prompts `lampbox bench` builds on commit_subject dev (BM25 top-k; k=0: bare inputs)."""
+    from lampbox.engine.methods import selected_items
+    from lampbox.engine.prompting import PromptBuilder
+    from lampbox.lab.pipeline import rank
+    from lampbox.lab.specs import RunSpec
+    from lampbox.store import Store
+
+    with Store(store_path) as store:
+        spec = RunSpec("commit_subject", "user", "dev", retriever="bm25" if k else "none", k=k, limit=questions)
+        task = store.task("commit_subject")
+        selected = store.questions("commit_subject", "user", "dev", limit=questions)
+        rankings = rank(spec, task, selected, store)
+        builder = PromptBuilder(task, load_tokenizer(), max_length=256)
+        return [builder.build(q.input, selected_items(q, rankings.get(q.id), k)).text for q in selected]
+
+
+@pytest.fixture(scope="module")
+def one_at_a_time(generator: Generator) -> Iterator[Generator]:
+    loaded = load_generator("llamacpp", "smollm2-135m-instruct", threads=THREADS, batch_size=1)
+    yield loaded
+    loaded.close()
+
+
+def test_batched_greedy_outputs_equal_one_at_a_time_on_bench_prompts(
+    commits_store_path: Path, one_at_a_time: Generator
+) -> None:
+    # Long (BM25 k=4, ~280 tokens) and short (bare input) prompts, more than the batch holds,
+    # so sequences of different lengths share decode steps and finished slots are reused.
+    long, short = bench_prompts(commits_store_path, 3, 4), bench_prompts(commits_store_path, 3, 0)
+    prompts = [long[0], short[0], short[1], long[1], short[2], long[2]]
+    params = GenerationParams(max_new_tokens=16)
+    batched = load_generator("llamacpp", "smollm2-135m-instruct", threads=THREADS, batch_size=4)
+    try:
+        assert batched.identity() == one_at_a_time.identity()  # same outputs, same cache keys
+        seen: list[int] = []
+        outputs = batched.generate(prompts, params, on_output=lambda index, _: seen.append(index))
+        assert outputs == one_at_a_time.generate(prompts, params)
+        assert sorted(seen) == list(range(len(prompts)))
+        word = outputs[0].split()[1]
+        stopped = GenerationParams(max_new_tokens=16, stop=(word, "\n"))
+        assert batched.generate(prompts, stopped) == one_at_a_time.generate(prompts, stopped)
+    finally:
+        batched.close()
+
+
+def test_batched_decoding_cancels_between_steps(generator: Generator) -> None:
+    calls = 0
+
+    def cancel_after_a_few_steps() -> bool:
+        nonlocal calls
+        calls += 1
+        return calls > 6  # prompts evaluated, a few tokens decoded
+
+    with pytest.raises(GenerationCancelled, match="after 0 of 3"):
+        generator.generate(PROMPTS, GenerationParams(max_new_tokens=32), should_cancel=cancel_after_a_few_steps)
+    assert calls == 7
+    # The batched context is left empty: the next call gives the usual outputs.
+    assert generator.generate(PROMPTS, PARAMS) == [generator.generate([p], PARAMS)[0] for p in PROMPTS]

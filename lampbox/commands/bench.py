@@ -62,7 +62,7 @@ from lampbox.engine.defaults import (
     help="generate: the model's raw text is the answer. labels (tasks with labels): every label is scored as the answer by the model's log-likelihood and the most likely one answers (hf, llamacpp, dummy). Recorded in the runs and the predictions files.",
 )
 @click.option("--baselines/--no-baselines", default=True, show_default=True, help="Add model-free retrieval-only baselines.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True, help="Prompts per generation batch (hf batches them).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True, help="Prompts per generation batch (hf and llamacpp decode them together).")
 @click.option(
     "--quantize",
     type=click.Choice(["int8"]),
@@ -183,9 +183,11 @@ def bench_command(
     )
     from lampbox.engine.generation.pool import GeneratorPool
 
-    backend_options: dict[str, dict[str, Any]] = {}
+    # batch_size does not change outputs (llamacpp's batched greedy outputs are the
+    # one-at-a-time ones), so it is a loading option, not part of the run spec.
+    backend_options: dict[str, dict[str, Any]] = {"llamacpp": {"batch_size": batch_size}}
     if threads:
-        backend_options["llamacpp"] = {"threads": threads}
+        backend_options["llamacpp"]["threads"] = threads
         backend_options["hf"] = {"threads": threads}
     if base_url:
         backend_options["openai"] = {"base_url": base_url}

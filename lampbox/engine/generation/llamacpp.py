@@ -1,4 +1,5 @@
-"""The llamacpp backend: quantized GGUF models through llama-cpp-python, one prompt at a time."""
+"""The llamacpp backend: quantized GGUF models through llama-cpp-python; greedy generation of
+several prompts is batched (llamacpp_batch), anything else goes one prompt at a time."""
 
 from __future__ import annotations
 
@@ -83,6 +84,7 @@ class LlamaCppGenerator:
         threads: int | None = None,
         seed: int = 0,
         gpu_layers: int = 0,
+        batch_size: int = 8,
     ) -> None:
         resolved = resolve_model(model)
         if resolved.adapter is not None:
@@ -106,7 +108,12 @@ class LlamaCppGenerator:
             n_gpu_layers=gpu_layers,
         )
         self._gpu_layers = gpu_layers
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # the Llama's own context (one-at-a-time, streaming, labels)
+        if batch_size < 1:
+            raise LampboxError("batch_size must be at least 1")
+        self.batch_size = batch_size
+        self._batch_lock = threading.Lock()  # the batched context (its own KV cache)
+        self._batch_decoder: Any = None
         has_template = bool(self._llama.metadata.get("tokenizer.chat_template"))
         if chat is None:
             chat = resolved.chat if resolved.chat is not None else has_template
@@ -178,8 +185,63 @@ class LlamaCppGenerator:
         on_output: Callable[[int, str], None] | None = None,
         should_cancel: Callable[[], bool] | None = None,
     ) -> list[str]:
+        """Greedy decoding of several prompts runs `batch_size` sequences at a time in one
+        llama.cpp context (outputs identical to one at a time); sampling, batch_size 1 and
+        single prompts go one prompt at a time through llama-cpp-python's completion API."""
+        texts = plain_prompts(prompts, self.backend)
+        batched = (
+            params.temperature == 0
+            and self.batch_size > 1
+            and len(texts) > 1
+            and (self.chat or all(texts))  # an empty plain prompt starts its completion with BOS
+        )
+        if batched:
+            return self._generate_batched(texts, params, on_output, should_cancel)
+        return self._generate_one_by_one(texts, params, on_output, should_cancel)
+
+    def _generate_batched(
+        self,
+        prompts: list[str],
+        params: GenerationParams,
+        on_output: Callable[[int, str], None] | None,
+        should_cancel: Callable[[], bool] | None,
+    ) -> list[str]:
+        from lampbox.engine.generation.llamacpp_batch import BatchDecoder, Completion
+
+        n_ctx = self.context_size
+        stops = [*params.stop, *([self._chat_stop()] if self.chat else [])]
+        completions = []
+        for index, prompt in enumerate(prompts):
+            tokens = self.prompt_tokens(prompt)
+            if len(tokens) >= n_ctx:
+                raise LampboxError(
+                    f"{self.name}: Requested tokens ({len(tokens)}) exceed context window of {n_ctx}"
+                )
+            # llama-cpp-python's rule: max_tokens <= 0 means up to the context window.
+            wanted = params.max_new_tokens if params.max_new_tokens > 0 else n_ctx - len(tokens)
+            limit = wanted if wanted + len(tokens) < n_ctx else n_ctx - len(tokens)
+            stop_bytes = tuple(stop.encode("utf-8") for stop in stops)
+            completions.append(Completion(index, tokens, limit, stop_bytes))
+        with self._batch_lock:
+            if self._batch_decoder is None:
+                self._batch_decoder = BatchDecoder(self._llama, self.batch_size)
+            self._batch_decoder.generate(completions, on_output, should_cancel)
+        return [completion.output() for completion in completions]
+
+    def _chat_stop(self) -> str:
+        """The stop string llama-cpp-python adds for a GGUF chat template: the EOS token's text."""
+        eos = self._llama.token_eos()
+        return str(self._llama._model.token_get_text(eos)) if eos != -1 else ""
+
+    def _generate_one_by_one(
+        self,
+        prompts: list[str],
+        params: GenerationParams,
+        on_output: Callable[[int, str], None] | None,
+        should_cancel: Callable[[], bool] | None,
+    ) -> list[str]:
         outputs: list[str] = []
-        for index, prompt in enumerate(plain_prompts(prompts, self.backend)):
+        for index, prompt in enumerate(prompts):
             if should_cancel and should_cancel():
                 raise GenerationCancelled(index, len(prompts))
             with self._lock:
@@ -203,10 +265,18 @@ class LlamaCppGenerator:
 
     def prompt_tokens(self, prompt: str) -> list[int]:
         """The tokens a generation from `prompt` starts with: the GGUF's chat template rendered
-        as llama-cpp-python renders it for create_chat_completion, or the plain prompt with BOS."""
+        as llama-cpp-python renders it for create_chat_completion, or the plain prompt as
+        create_completion builds it (BOS, or CLS, when the model adds one; SEP or EOS after it
+        when the model adds one)."""
         llama = self._llama
         if not self.chat:
-            return list(llama.tokenize(prompt.encode("utf-8"), add_bos=True, special=True))
+            model = llama._model
+            start = model.token_cls() if model.token_cls() != -1 else llama.token_bos()
+            end = model.token_sep() if model.token_sep() != -1 else llama.token_eos()
+            body = list(llama.tokenize(prompt.encode("utf-8"), add_bos=False, special=True)) if prompt else []
+            head = [start] if model.add_bos_token() and start != -1 else []
+            tail = [end] if model.add_eos_token() or model.token_sep() != -1 else []
+            return head + body + tail
         from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
         if self._chat_formatter is None:
@@ -265,6 +335,9 @@ class LlamaCppGenerator:
         return scores
 
     def close(self) -> None:
+        decoder, self._batch_decoder = self._batch_decoder, None
+        if decoder is not None:
+            decoder.close()
         llama, self._llama = self._llama, None
         if llama is not None:
             llama.close()

@@ -56,7 +56,8 @@ def load_generator(backend: str, model: str | None = None, **options: Any) -> Ge
     """Load `model` (manifest name, .gguf path, HF folder or hub id; None = default) on `backend`.
 
     Options are the backend's keyword arguments (see docs/backends.md), for example
-    chat=False, context_size=4096, threads=2 (llamacpp), batch_size=8 (hf), base_url=... (openai).
+    chat=False, context_size=4096, threads=2 (llamacpp), batch_size=8 (hf, llamacpp),
+    base_url=... (openai).
     """
     generator: Generator = backend_class(backend)(model, **options)
     return generator

@@ -1,0 +1,210 @@
+"""Batched greedy decoding on llama.cpp: several prompts in one context, one sequence id each.
+
+Each prompt is evaluated alone (in the chunks llama-cpp-python uses), then every live sequence
+advances one token per `llama_decode` call; a finished sequence's slot takes the next prompt.
+The KV cache keeps one stream per sequence (`kv_unified = false`), so each sequence's logits
+are bit for bit those of one-at-a-time decoding (docs/backends.md says why, the tests check it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from lampbox.engine.generation.common import GenerationCancelled
+
+# The KV cells of a sequence are rounded up to this (llama.cpp pads attention to 256 cells):
+# attention then sums over the same padded lengths as in a single-sequence context.
+CELL_PADDING = 256
+# Extra cells past prompt + max tokens: llama-cpp-python keeps decoding while a UTF-8
+# character is incomplete, even past max_tokens.
+SLACK_CELLS = 16
+
+Detokenize = Callable[[list[int], list[int]], bytes]  # (tokens, the prompt's tokens) -> bytes
+
+
+@dataclass
+class Completion:
+    """One prompt's greedy completion, stopped exactly as llama-cpp-python's
+    `Llama._create_completion` stops it: at an end-of-generation token, at the first stop string
+    (in list order) found in the text, or after `max_tokens` tokens, never inside an incomplete
+    UTF-8 character."""
+
+    index: int
+    prompt_tokens: list[int]
+    max_tokens: int
+    stops: tuple[bytes, ...]
+    tokens: list[int] = field(default_factory=list)
+    text: bytes | None = None  # set when finished
+    _multibyte_fix: int = 0
+
+    def push(self, token: int, is_eog: bool, detokenize: Detokenize) -> bool:
+        """Take the next greedy token; True when the completion is finished."""
+        if is_eog:
+            self.text = detokenize(self.tokens, self.prompt_tokens)
+            return True
+        self.tokens.append(token)
+        text = detokenize(self.tokens, self.prompt_tokens)
+        for position, char in enumerate(text[-3:]):
+            left = 3 - position
+            for size, pattern in ((2, 192), (3, 224), (4, 240)):
+                if size > left and pattern & char == pattern:
+                    self._multibyte_fix = size - left
+        if self._multibyte_fix > 0:
+            self._multibyte_fix -= 1
+            return False
+        found = [stop for stop in self.stops if stop in text]
+        if found:
+            self.text = text[: text.index(found[0])]
+            return True
+        if len(self.tokens) >= self.max_tokens:
+            self.text = text
+            return True
+        return False
+
+    @property
+    def length(self) -> int:
+        return len(self.prompt_tokens) + len(self.tokens)
+
+    def output(self) -> str:
+        return (self.text or b"").decode("utf-8", errors="ignore")
+
+
+class BatchDecoder:
+    """Greedy decoding of up to `batch_size` sequences at once on a llama-cpp-python model.
+
+    The decoder owns a second llama.cpp context on the same weights (the Llama's own context
+    stays for streaming and label scoring); it is sized for the batch at hand (sequences x
+    padded cells per sequence) and kept while later batches fit in it.
+    """
+
+    def __init__(self, llama: Any, batch_size: int) -> None:
+        import llama_cpp
+
+        self._llama = llama
+        self.batch_size = max(1, min(batch_size, int(llama_cpp.llama_max_parallel_sequences())))
+        self._context: Any = None
+        self._shape = (0, 0)  # (sequences, cells per sequence) of the context
+        self._batch: Any = None
+
+    def _ensure_context(self, sequences: int, cells: int) -> Any:
+        from llama_cpp import _internals
+
+        if self._context is not None and self._shape[0] >= sequences and self._shape[1] >= cells:
+            return self._context
+        self.close()
+        llama = self._llama
+        params = type(llama.context_params).from_buffer_copy(llama.context_params)
+        params.n_seq_max = sequences
+        params.n_ctx = sequences * cells
+        params.kv_unified = False
+        self._context = _internals.LlamaContext(model=llama._model, params=params, verbose=False)
+        self._shape = (sequences, cells)
+        self._batch = _internals.LlamaBatch(
+            n_tokens=max(llama.n_batch, sequences), embd=0, n_seq_max=1, verbose=False
+        )
+        return self._context
+
+    def generate(
+        self,
+        completions: Sequence[Completion],
+        on_output: Callable[[int, str], None] | None = None,
+        should_cancel: Callable[[], bool] | None = None,
+    ) -> None:
+        """Run every completion to its end (their `text` is set), `batch_size` at a time."""
+        import llama_cpp
+        import numpy as np
+
+        if not completions:
+            return
+        llama = self._llama
+        vocab = llama._model.vocab
+        n_vocab = llama.n_vocab()
+        longest = max(len(c.prompt_tokens) + c.max_tokens for c in completions) + SLACK_CELLS
+        cells = -(-longest // CELL_PADDING) * CELL_PADDING
+        sequences = min(self.batch_size, len(completions))
+        context = self._ensure_context(sequences, cells)
+        ctx, memory, batch = context.ctx, context.memory, self._batch.batch
+        waiting = list(completions)[::-1]
+        live: dict[int, Completion] = {}  # sequence id -> its completion
+        next_token: dict[int, int] = {}
+        finished = 0
+
+        def cancel_check() -> None:
+            if should_cancel and should_cancel():
+                raise GenerationCancelled(finished, len(completions))
+
+        def fill(entries: Sequence[tuple[int, int, int, bool]]) -> None:
+            batch.n_tokens = len(entries)
+            for row, (token, position, sequence, logits) in enumerate(entries):
+                batch.token[row] = token
+                batch.pos[row] = position
+                batch.n_seq_id[row] = 1
+                batch.seq_id[row][0] = sequence
+                batch.logits[row] = logits
+            if llama_cpp.llama_decode(ctx, batch) != 0:
+                raise RuntimeError("llama_decode failed")
+
+        def greedy(row: int) -> int:
+            logits = np.ctypeslib.as_array(
+                llama_cpp.llama_get_logits_ith(ctx, row), shape=(n_vocab,)
+            )
+            return int(np.argmax(logits))  # the first maximum, as llama.cpp's greedy sampler
+
+        def detokenize(tokens: list[int], prompt_tokens: list[int]) -> bytes:
+            return bytes(llama.detokenize(tokens, prev_tokens=prompt_tokens))
+
+        try:
+            llama_cpp.llama_memory_clear(memory, True)
+            while waiting or live:
+                # Free slots take the next prompts, each evaluated alone in the Llama's chunks.
+                for sequence in range(sequences):
+                    if sequence in live or not waiting:
+                        continue
+                    completion = waiting.pop()
+                    llama_cpp.llama_memory_seq_rm(memory, sequence, -1, -1)
+                    tokens = completion.prompt_tokens
+                    for start in range(0, len(tokens), llama.n_batch):
+                        cancel_check()
+                        chunk = tokens[start : start + llama.n_batch]
+                        last = start + len(chunk) == len(tokens)
+                        fill([
+                            (token, start + offset, sequence, last and offset == len(chunk) - 1)
+                            for offset, token in enumerate(chunk)
+                        ])  # fmt: skip
+                    live[sequence] = completion
+                    next_token[sequence] = greedy(len(chunk) - 1)
+                # Every live sequence takes its token; the unfinished ones decode it together.
+                step = []
+                for sequence, completion in sorted(live.items()):
+                    token = next_token[sequence]
+                    done = completion.push(
+                        token, llama_cpp.llama_vocab_is_eog(vocab, token), detokenize
+                    )
+                    if not done and completion.length >= cells:
+                        completion.text = detokenize(completion.tokens, completion.prompt_tokens)
+                        done = True
+                    if done:
+                        del live[sequence]
+                        finished += 1
+                        if on_output:
+                            on_output(completion.index, completion.output())
+                    else:
+                        step.append((token, completion.length - 1, sequence, True))
+                if step:
+                    cancel_check()
+                    fill(step)
+                    for row, (_, _, sequence, _) in enumerate(step):
+                        next_token[sequence] = greedy(row)
+        finally:
+            llama_cpp.llama_memory_clear(memory, True)
+
+    def close(self) -> None:
+        context, self._context = self._context, None
+        batch, self._batch = self._batch, None
+        if batch is not None:
+            batch.close()
+        if context is not None:
+            context.close()
+        self._shape = (0, 0)
