@@ -11,7 +11,7 @@ AMX = Machine(cuda=False, amx_bf16=True, avx512_bf16=True, avx512_vnni=True)
 
 
 def test_cpus_get_hf_batched_in_the_dtype_that_is_fastest_there() -> None:
-    for machine, dtype in ((PLAIN, "float32"), (AVX512_BF16, "float32"), (AMX, "bfloat16")):
+    for machine, dtype in ((PLAIN, "float32"), (AVX512_BF16, "bfloat16"), (AMX, "bfloat16")):
         choice = choose_backend("ipa", "gguf", True, machine)
         assert (choice.backend, choice.dtype) == ("hf", dtype)
         assert hf_dtype("cpu", machine) == dtype

@@ -73,7 +73,7 @@ from lampbox.engine.defaults import (
     "--dtype",
     type=click.Choice(["float32", "bfloat16", "float16"]),
     default=None,
-    help="hf backend: weight dtype (default auto: bfloat16 on CUDA and on CPUs with AMX, float32 on other CPUs, where bf16 inference is slower than fp32).",
+    help="hf backend: weight dtype (default: bfloat16 on CUDA, float32 on CPU; with --backend auto, auto's choice: bfloat16 also on CPUs with AMX or AVX512-BF16).",
 )
 @click.option("--threads", type=int, default=None, help="CPU threads for llamacpp and hf (default: $LAMPBOX_THREADS, else the usable cores, one fewer on 2 or fewer).")
 @click.option("--base-url", default=None, help="openai backend: the server's URL (e.g. http://127.0.0.1:8000/v1).")
@@ -129,6 +129,8 @@ def bench_command(
         choice = _auto_backend(model, method)
         click.echo(choice.line(), err=True)
         backend_list = list(dict.fromkeys(choice.backend if b == "auto" else b for b in backend_list))
+        if choice.backend == "hf" and dtype is None and choice.dtype != "float32":
+            dtype = choice.dtype  # recorded in the run spec like an explicit --dtype
     for backend in backend_list:
         if backend not in known_backends():
             raise UnknownNameError("backend", backend, known_backends())

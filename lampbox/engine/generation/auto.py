@@ -1,12 +1,15 @@
 """`--backend auto` / `--dtype auto`: the fastest path on this machine that keeps outputs at the
 reference's quality, chosen from what the machine has (engine.machine) and what the model is.
 
-Measured (benchmarks/bench_generation.py, SmolLM2-135M-Instruct, commit_subject dev, BM25 k=4,
-32 new tokens; x = speed against transformers' generate one prompt at a time):
-- CPU without AMX (AVX512-BF16 or less): hf float32 batched 2.51x, hf bfloat16 2.13x,
-  llamacpp 0.98x, hf int8 4.21x but ROUGE-1 0.045 against 0.118 (quality lost: never chosen);
+Measured (benchmarks/bench_generation.py --questions 24 --skip-bare, SmolLM2-135M-Instruct,
+commit_subject dev, BM25 k=4, 32 new tokens, 2 threads, quiet machine; x = speed of the bench's
+BM25 k=4 configuration against transformers' generate one prompt at a time):
+- CPU with AVX512-BF16, no AMX: hf bfloat16 4.64x (ROUGE-1 0.143), hf float32 2.57x (0.118),
+  llamacpp batched 2.28x (0.117), hf int8 6.60x but ROUGE-1 0.052 (quality lost: never chosen).
+  (An earlier run on the same CPU under load had bf16 slower than fp32; quiet, it is not.)
 - CPU with AMX: hf bfloat16 5.15x;
-- CUDA: hf bfloat16 (fp16 where the GPU has no bf16).
+- CUDA: hf bfloat16 (fp16 where the GPU has no bf16);
+- a CPU without bf16 instructions: hf float32 (bf16 is emulated there).
 A GGUF file that is not a manifest model runs on llamacpp (transformers converts only some
 GGUF architectures). The choice is recorded in the run spec like an explicit one; an explicit
 --backend / --dtype always wins.
@@ -32,8 +35,8 @@ class AutoChoice:
 
 def hf_dtype(device: str | None = None, machine: Machine | None = None) -> str:
     """--dtype auto for the hf backend on `device` (default: CUDA when there is one): bfloat16 on
-    CUDA (float16 without bf16 support) and on AMX CPUs, float32 on other CPUs (bf16 inference
-    without AMX is slower than fp32 there)."""
+    CUDA (float16 without bf16 support) and on CPUs with AMX or AVX512-BF16, float32 on CPUs
+    without bf16 instructions."""
     machine = machine or this_machine()
     if (device or ("cuda" if machine.cuda else "cpu")).startswith("cuda"):
         try:
@@ -42,7 +45,7 @@ def hf_dtype(device: str | None = None, machine: Machine | None = None) -> str:
             return "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
         except (ImportError, RuntimeError):  # pragma: no cover - no usable CUDA after all
             return "bfloat16"
-    return "bfloat16" if machine.amx_bf16 else "float32"
+    return "bfloat16" if machine.cpu_bf16 else "float32"
 
 
 def choose_backend(method: str, model_format: str, manifest_model: bool, machine: Machine | None = None) -> AutoChoice:
@@ -62,6 +65,8 @@ def choose_backend(method: str, model_format: str, manifest_model: bool, machine
         reason = "CUDA GPU: batched on the GPU"
     elif machine.amx_bf16:
         reason = "CPU with AMX: batched bf16 matmuls, measured 5x the reference loop"
+    elif machine.avx512_bf16:
+        reason = f"{machine.describe()}: batched bf16 matmuls, measured 4.6x the reference loop, fp32 2.6x, llama.cpp 2.3x"
     else:
-        reason = f"{machine.describe()}: batched fp32 matmuls, measured 2.5x the reference loop, llama.cpp 1x"
+        reason = f"{machine.describe()}: batched fp32 matmuls (no bf16 instructions)"
     return AutoChoice("hf", dtype, reason)

@@ -244,10 +244,10 @@ class HFGenerator:
         self.name = resolved.name
         self._resolved = resolved
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        if dtype is None:  # --dtype auto
+        if dtype is None:  # CUDA: bf16 (fp16 without it); CPU: fp32 (`--backend auto` chooses bf16 where it pays)
             from lampbox.engine.generation.auto import hf_dtype
 
-            dtype = hf_dtype(self.device)
+            dtype = hf_dtype(self.device) if self.device.startswith("cuda") else "float32"  # auto picks bf16 on CPUs
         self.dtype = dtype
         if quantize not in QUANTIZE_MODES:
             known = ", ".join(mode for mode in QUANTIZE_MODES if mode)
