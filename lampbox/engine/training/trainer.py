@@ -98,13 +98,6 @@ class TrainResult:
     resumed_from: int | None  # the step a resumed run continued from
 
 
-def cpu_has_bf16() -> bool:
-    """Whether this CPU computes bf16 natively (AMX or AVX512-BF16)."""
-    from lampbox.engine.machine import this_machine
-
-    return this_machine().cpu_bf16
-
-
 def resolve_precision(precision: str, device: str) -> str:
     """auto: bf16 on CUDA and on CPUs with AMX / AVX512-BF16, fp32 otherwise."""
     if precision not in PRECISIONS:
@@ -113,7 +106,9 @@ def resolve_precision(precision: str, device: str) -> str:
         return precision
     if device.startswith("cuda"):
         return "bf16"
-    return "bf16" if cpu_has_bf16() else "fp32"
+    from lampbox.engine.machine import this_machine
+
+    return "bf16" if this_machine().cpu_bf16 else "fp32"
 
 
 def complete_checkpoints(folder: Path) -> list[Path]:
