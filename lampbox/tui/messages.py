@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from textual.message import Message
 
 from lampbox.engine.tasks import TaskSpec
-from lampbox.engine.types import ProfileItem, Question
+from lampbox.engine.types import ProfileItem, Question, SelectorProbabilities
 from lampbox.lab.pipeline import PreparedPrompt
 from lampbox.store.browse import Dataset, QuestionRow, UserGain, UserPage, UserRow
 from lampbox.tui.rankings import ShownRanking
@@ -156,3 +156,29 @@ class FailuresLoaded(Message):
     user_id: str
     only_worse: bool
     cases: list[FailureCase]
+
+
+@dataclass
+class TableExported(Message):
+    """A table's full data was written to `path`."""
+
+    path: str
+    file_format: str
+    rows: int
+    columns: int
+
+
+@dataclass
+class ExportFailed(Message):
+    """Writing a table (or a prompt) to `path` failed; nothing was left there."""
+
+    path: str
+    error: str
+
+
+@dataclass
+class SelectorLoaded(Message):
+    """An RSPG selector's probabilities for a question were read (None: none stored)."""
+
+    question_id: str
+    selector: SelectorProbabilities | None

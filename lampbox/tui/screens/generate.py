@@ -23,12 +23,19 @@ from textual.worker import Worker, get_current_worker
 
 from lampbox.engine.defaults import default_max_new_tokens
 from lampbox.engine.generation.common import GenerationCancelled
-from lampbox.engine.types import Question
+from lampbox.engine.types import Question, SelectorProbabilities
 from lampbox.lab.pipeline import PreparedPrompt
+from lampbox.store import selection
 from lampbox.store.browse import Dataset
 from lampbox.tui import generation
 from lampbox.tui.generation import PaneChoice
-from lampbox.tui.messages import GenerationPrepared, OutputScored, PanesFailed, TextGenerated
+from lampbox.tui.messages import (
+    GenerationPrepared,
+    OutputScored,
+    PanesFailed,
+    SelectorLoaded,
+    TextGenerated,
+)
 from lampbox.tui.screens.base import LampboxScreen, one_line
 from lampbox.tui.widgets.cells import cell
 from lampbox.tui.widgets.generation_pane import GenerationPane
@@ -44,6 +51,7 @@ class GenerationScreen(LampboxScreen):
         Binding("d", "remove_pane", "Remove pane"),
         Binding("R", "reset_panes", "Reset panes", show=False),
         Binding("p", "show_prompt", "Prompt"),
+        Binding("c", "copy_prompt", "Copy prompt"),
         Binding("g", "generate", "Generate again"),
         Binding("ctrl+x", "cancel", "Cancel"),
         Binding("tab", "focus_next", "Next pane", show=False),
@@ -68,6 +76,7 @@ class GenerationScreen(LampboxScreen):
         self.session = 0  # bumped on each (re)generation; older messages are ignored
         self.max_new_tokens = 0
         self.schedule_note = ""
+        self.selector: SelectorProbabilities | None = None  # RSPG probabilities, if stored
 
     @property
     def kept(self) -> list[PaneChoice] | None:
@@ -99,12 +108,28 @@ class GenerationScreen(LampboxScreen):
         )
         with Horizontal(id="generation-panes"):
             for index, choice in enumerate(self.choices):
-                yield GenerationPane(index, choice, id=f"pane-{index}")
+                yield GenerationPane(index, choice, self.selector, id=f"pane-{index}")
         yield Static("", id="generate-status")
         yield Footer()
 
     def on_mount(self) -> None:
+        self.load_selector()
         self.action_generate()
+
+    @work(thread=True, group="selector", exit_on_error=False)
+    def load_selector(self) -> None:
+        """The RSPG selector's probabilities for this question, if any are stored."""
+        with self.reporting("Reading the selector's probabilities"):
+            question = self.question
+            found = selection.selector_probabilities(self.store, question.task, question.scheme, question.id)
+            self.post_message(SelectorLoaded(question.id, found))
+
+    def on_selector_loaded(self, message: SelectorLoaded) -> None:
+        if message.question_id != self.question.id or message.selector is None:
+            return
+        self.selector = message.selector
+        for pane in self.panes:
+            pane.set_selector(message.selector)
 
     @property
     def panes(self) -> list[GenerationPane]:
@@ -272,6 +297,15 @@ class GenerationScreen(LampboxScreen):
             self.notify("The prompt of this pane is not built yet", severity="warning")
             return
         self.app.push_screen(PromptScreen(pane.choice.label, pane.prepared))
+
+    def action_copy_prompt(self) -> None:
+        from lampbox.tui.screens.prompt import copy_text
+
+        pane = self.focused_pane()
+        if pane.prepared is None:
+            self.notify("The prompt of this pane is not built yet", severity="warning")
+            return
+        copy_text(self.app, pane.prepared.prompt.text, f"the prompt of {pane.choice.label}")
 
     def action_choose(self) -> None:
         pane = self.focused_pane()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from functools import partial
 
 from rich.text import Text
 from textual import on, work
@@ -15,11 +16,12 @@ from textual.worker import get_current_worker
 from lampbox.engine.types import Question
 from lampbox.store import browse
 from lampbox.store.browse import Dataset
-from lampbox.tui import rankings
+from lampbox.tui import rankings, table_data
 from lampbox.tui.messages import QuestionLoaded, RankingsComputed, WorkFailed
 from lampbox.tui.screens.base import LampboxScreen
 from lampbox.tui.widgets.cells import cell
 from lampbox.tui.widgets.ranking_pane import RankingPane, shared_counts
+from lampbox.tui.widgets.table import LampboxTable
 
 DEFAULT_K = 5
 PREFERRED_RETRIEVERS = ("bm25", "recency")
@@ -57,7 +59,7 @@ class QuestionScreen(LampboxScreen):
             with VerticalScroll(id="question-text"):
                 yield Static("", id="question-input")
                 yield Static("", id="question-gold")
-            yield DataTable(id="question-profile", cursor_type="row", zebra_stripes=True)
+            yield LampboxTable(id="question-profile", cursor_type="row", zebra_stripes=True)
         with Horizontal(id="rankings-area"):
             with Vertical(id="rankings-controls"):
                 yield Static("Retrievers (space)", classes="section-title")
@@ -115,8 +117,9 @@ class QuestionScreen(LampboxScreen):
         )
         gold = question.gold if question.gold is not None else "(not known for this split)"
         self.query_one("#question-gold", Static).update(Text.assemble(("\nGold\n", "bold"), gold))
-        profile = self.query_one("#question-profile", DataTable)
+        profile = self.query_one("#question-profile", LampboxTable)
         profile.loading = False
+        profile.set_export(partial(table_data.question_profile, question, message.task.profile_fields))
         for position, item in enumerate(question.profile, start=1):
             text = " ".join(item.get(name) for name in self.document_fields)
             profile.add_row(position, cell(item.date or "", 10), cell(text, 48), key=item.key)
@@ -173,7 +176,9 @@ class QuestionScreen(LampboxScreen):
         area.loading = False
         area.remove_children()
         shared = shared_counts(computed)
-        area.mount_all(RankingPane(ranking, shared, self.document_fields) for ranking in computed)
+        area.mount_all(
+            RankingPane(ranking, shared, self.document_fields, self.question) for ranking in computed
+        )
 
     def work_failed(self, message: WorkFailed) -> None:
         self.query_one("#question-profile", DataTable).loading = False

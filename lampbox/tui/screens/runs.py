@@ -18,11 +18,12 @@ from textual.containers import Horizontal, Vertical
 from textual.widgets import DataTable, Footer, Header, OptionList, Static
 from textual.widgets.option_list import Option
 
-from lampbox.tui import runs
+from lampbox.tui import runs, table_data
 from lampbox.tui.messages import BenchCompared, BenchesLoaded, WorkFailed
 from lampbox.tui.runs import BenchSummary, ConfigurationRow
 from lampbox.tui.screens.base import LampboxScreen
 from lampbox.tui.widgets.cells import cell
+from lampbox.tui.widgets.table import LampboxTable
 
 NO_BENCHES = (
     "No benches in this store yet. Run one, e.g.\n"
@@ -65,7 +66,7 @@ class RunsScreen(LampboxScreen):
                 yield OptionList(id="benches")
             with Vertical(id="configurations-column"):
                 yield Static("Configurations  (enter: per-user gains)", classes="section-title")
-                yield DataTable(id="configurations", cursor_type="row", zebra_stripes=True)
+                yield LampboxTable(id="configurations", cursor_type="row", zebra_stripes=True)
                 yield Static("", id="runs-status")
         yield Footer()
 
@@ -128,9 +129,10 @@ class RunsScreen(LampboxScreen):
         task = self.store.task(self.bench.task)
         self.higher_is_better = task.higher_is_better()
         metrics = list(task.metrics)
-        table = self.query_one("#configurations", DataTable)
+        table = self.query_one("#configurations", LampboxTable)
         table.loading = False
         table.clear(columns=True)
+        table.set_export(partial(table_data.configurations, self.bench, self.rows, metrics))
         table.add_column("configuration", key="label", width=38)
         table.add_column("role", key="role", width=14)
         for name in metrics:

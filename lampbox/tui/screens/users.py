@@ -14,6 +14,7 @@ from textual.widgets.option_list import Option
 
 from lampbox.store import browse
 from lampbox.store.browse import Dataset, UserPage
+from lampbox.tui import table_data
 from lampbox.tui.messages import DatasetsLoaded, UsersPageLoaded, WorkFailed
 from lampbox.tui.screens.base import LampboxScreen
 from lampbox.tui.screens.user import UserScreen
@@ -145,6 +146,13 @@ class UsersScreen(LampboxScreen):
         table.clear()
         for row in message.page.rows:
             table.add_row(row.user_id, row.questions, row.profile_items, key=row.user_id)
+        if isinstance(table, PlainTable):  # E exports every page, in this search and order
+            table.set_export(
+                partial(
+                    table_data.users, self.store, message.dataset, message.search,
+                    message.sort, message.descending,  # type: ignore[arg-type]
+                )  # fmt: skip
+            )
         self.query_one("#users-status", Static).update(self.status_text())
 
     def work_failed(self, message: WorkFailed) -> None:

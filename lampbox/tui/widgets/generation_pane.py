@@ -1,4 +1,5 @@
-"""One pane's generation for a question: its choice, status, streamed output and scores."""
+"""One pane's generation for a question: its choice, status, streamed output and scores, and,
+when an RSPG selector's probabilities for the question are stored, this choice's probability."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from textual.app import ComposeResult
 from textual.containers import Vertical, VerticalScroll
 from textual.widgets import Static
 
+from lampbox.engine.types import Candidate, SelectorProbabilities
 from lampbox.lab.pipeline import PreparedPrompt
 from lampbox.tui.generation import PaneChoice
 
@@ -20,10 +22,17 @@ def format_scores(scores: dict[str, float]) -> str:
 class GenerationPane(Vertical, can_focus=True):
     """A titled pane whose output grows as pieces arrive; the handlers on the screen feed it."""
 
-    def __init__(self, index: int, choice: PaneChoice, **kwargs: object) -> None:
+    def __init__(
+        self,
+        index: int,
+        choice: PaneChoice,
+        selector: SelectorProbabilities | None = None,
+        **kwargs: object,
+    ) -> None:
         super().__init__(classes="generation-pane", **kwargs)  # type: ignore[arg-type]
         self.index = index
         self.choice = choice
+        self.selector = selector
         self.prepared: PreparedPrompt | None = None
         self.output = ""
         self.pieces = 0
@@ -39,8 +48,41 @@ class GenerationPane(Vertical, can_focus=True):
         yield Static("", classes="pane-scores")
 
     def title_text(self) -> Text:
-        """The pane's choice: retrieval on the first line, backend:model on the second."""
-        return Text.assemble((self.choice.retrieval_label, "bold"), "\n", self.choice.model_label)
+        """The pane's choice: retrieval on the first line, backend:model on the second; then
+        the selector's probability of this choice, if stored (★: the one it would pick)."""
+        title = Text.assemble((self.choice.retrieval_label, "bold"), "\n", self.choice.model_label)
+        line = self.selector_text()
+        if line is not None:
+            title.append("\n").append_text(line)
+        return title
+
+    @property
+    def candidate(self) -> Candidate:
+        choice = self.choice
+        return Candidate.of(choice.retriever, choice.k, choice.method, choice.backend, choice.model)
+
+    def selector_text(self) -> Text | None:
+        """'RSPG-Post p=0.412 ★ selector's pick', or None when no selector scored the question."""
+        if self.selector is None:
+            return None
+        probability = self.selector.probability(self.candidate)
+        shown = "not a candidate" if probability is None else f"p={probability:.3f}"
+        text = Text(f"{self.selector.label} {shown}", style="italic")
+        if probability is not None and self.selector.chosen == self.candidate:
+            text.append("  ★ selector's pick", style="bold")
+        return text
+
+    def set_selector(self, selector: SelectorProbabilities | None) -> None:
+        self.selector = selector
+        self.query_one(".pane-title", Static).update(self.full_title())
+
+    def full_title(self) -> Text:
+        """The title, and once the prompt is built, how many items and tokens went in."""
+        if self.prepared is None:
+            return self.title_text()
+        prompt = self.prepared.prompt
+        items = f"{len(prompt.items)} item(s) in" if self.prepared.items else "no items"
+        return Text.assemble(self.title_text(), f"  {items} · {prompt.token_count} prompt tokens")
 
     def set_state(self, state: str, note: str = "") -> None:
         self.state = state
@@ -48,11 +90,7 @@ class GenerationPane(Vertical, can_focus=True):
 
     def set_prepared(self, prepared: PreparedPrompt, cached: str | None) -> None:
         self.prepared = prepared
-        prompt = prepared.prompt
-        items = f"{len(prompt.items)} item(s) in" if prepared.items else "no items"
-        self.query_one(".pane-title", Static).update(
-            Text.assemble(self.title_text(), f"  {items} · {prompt.token_count} prompt tokens")
-        )
+        self.query_one(".pane-title", Static).update(self.full_title())
         if cached is not None:
             self.cached = True
             self.output = cached
