@@ -27,9 +27,8 @@ FORMATS = ("csv", "parquet", "json")
 
 @dataclass(frozen=True)
 class TableData:
-    """A table's rows with their column names; `name` is the default file name's stem."""
+    """A table's rows with their column names."""
 
-    name: str
     columns: tuple[str, ...]
     rows: Sequence[Sequence[Any]]
 
@@ -37,8 +36,13 @@ class TableData:
         return [dict(zip(self.columns, row, strict=True)) for row in self.rows]
 
 
-ExportSource = Callable[[], TableData]
-"""Builds a table's full data; called in a worker thread (it may read the store)."""
+@dataclass(frozen=True)
+class TableExport:
+    """What a table's `E` writes: `build` makes the full data in a worker thread (it may read
+    the store, so it must not touch widgets); `name` is the default file name's stem."""
+
+    name: str
+    build: Callable[[], TableData]
 
 
 def file_stem(*parts: object) -> str:

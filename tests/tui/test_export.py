@@ -41,7 +41,6 @@ def read_back(path: Path, file_format: str) -> tuple[list[str], list[dict[str, A
 # -- the writers ------------------------------------------------------------------------------
 
 DATA = TableData(
-    "sample",
     ("user_id", "questions", "score", "item_ids", "gold"),
     [("u1", 3, 0.25, ["a", "b"], "yes"), ("u2", 1, float("nan"), [], None), ('u"3', 2, 1.0, None, "x,y")],
 )
@@ -77,7 +76,7 @@ def test_parquet_columns_are_typed(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("file_format", FORMATS)
 def test_an_empty_table_keeps_its_columns(tmp_path: Path, file_format: str) -> None:
-    path = write_table(TableData("empty", ("a", "b"), []), tmp_path / f"e.{file_format}", file_format)
+    path = write_table(TableData(("a", "b"), []), tmp_path / f"e.{file_format}", file_format)
     if file_format == "csv":
         assert path.read_text().strip() == "a,b"
     elif file_format == "json":
@@ -295,20 +294,22 @@ async def test_a_bad_path_is_reported_in_the_box_and_nothing_is_written(bench_st
         await pilot.pause()
         assert dialog.query_one("#export-path", Input).value == str(default.with_suffix(".json"))
 
-        bad = tmp_path / "missing" / "users.csv"
+        out = tmp_path / "out"
+        out.mkdir()
+        bad = out / "missing" / "users.csv"
         dialog.query_one("#export-path", Input).value = str(bad)
         await pilot.press("enter")
         await settle(pilot)
         assert app.screen is dialog  # still open, saying why
         assert f"no folder {bad.parent}" in str(dialog.query_one("#export-error", Static).render())
-        dialog.query_one("#export-path", Input).value = str(tmp_path)
+        dialog.query_one("#export-path", Input).value = str(out)
         await pilot.press("enter")
         await pilot.pause()
         assert "is a folder" in str(dialog.query_one("#export-error", Static).render())
         await pilot.press("escape")
         await settle(pilot)
         assert not isinstance(app.screen, ExportDialog)
-        assert not bad.parent.exists() and os.listdir(tmp_path) == ["bench.duckdb"]
+        assert os.listdir(out) == []
 
 
 async def test_a_failed_write_is_an_error_notification(bench_store, settle, tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
@@ -321,11 +322,12 @@ async def test_a_failed_write_is_an_error_notification(bench_store, settle, tmp_
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
         table = app.screen.query_one("#users", LampboxTable)
-        await export_table(pilot, table, tmp_path / "users.csv", "csv", settle)
+        out = tmp_path / "out"
+        out.mkdir()
+        await export_table(pilot, table, out / "users.csv", "csv", settle)
         messages = [notification.message for notification in app._notifications]
         assert any("Export failed" in text and "No space left on device" in text for text in messages)
-        assert not (tmp_path / "users.csv").exists()
-        assert os.listdir(tmp_path) == ["bench.duckdb"]
+        assert os.listdir(out) == []
 
 
 # -- the prompt: copy to the clipboard, save to a file -------------------------------------------

@@ -7,7 +7,6 @@ baseline's output, the gold and both scores. `a` switches between worse question
 from __future__ import annotations
 
 from collections.abc import Iterable
-from functools import partial
 
 from rich.text import Text
 from textual import on, work
@@ -110,7 +109,7 @@ class FailuresScreen(LampboxScreen):
         table.clear()
         if self.task_spec is not None:
             table.set_export(
-                partial(table_data.failure_cases, self.row, self.user_id, self.cases, self.task_spec)
+                table_data.failure_cases(self.row, self.user_id, self.cases, self.task_spec)
             )
         for case in self.cases:
             baseline = case.baseline.main_score if case.baseline is not None else None

@@ -4,7 +4,6 @@ clipboard, `w` saves it to a file (for terminals without clipboard support)."""
 
 from __future__ import annotations
 
-from functools import partial
 from pathlib import Path
 
 from rich.text import Text
@@ -103,7 +102,7 @@ class PromptScreen(ModalScreen[None]):
                         f"{kept.kept_tokens}/{kept.total_tokens}",
                         cell(text, 50),
                     )
-                table.set_export(partial(table_data.prompt_items, self.label, self.prepared))
+                table.set_export(table_data.prompt_items(self.label, self.prepared))
                 yield table
             yield Static(Text("Prompt text", style="bold"), classes="section-title")
             yield Static(Text(prompt.text), id="prompt-text")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from functools import partial
 
 from rich.text import Text
 from textual import on, work
@@ -119,7 +118,7 @@ class QuestionScreen(LampboxScreen):
         self.query_one("#question-gold", Static).update(Text.assemble(("\nGold\n", "bold"), gold))
         profile = self.query_one("#question-profile", LampboxTable)
         profile.loading = False
-        profile.set_export(partial(table_data.question_profile, question, message.task.profile_fields))
+        profile.set_export(table_data.question_profile(question, message.task.profile_fields))
         for position, item in enumerate(question.profile, start=1):
             text = " ".join(item.get(name) for name in self.document_fields)
             profile.add_row(position, cell(item.date or "", 10), cell(text, 48), key=item.key)

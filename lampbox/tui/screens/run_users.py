@@ -8,7 +8,6 @@ configuration did worse.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from functools import partial
 
 from rich.text import Text
 from textual import on, work
@@ -103,7 +102,7 @@ class RunUsersScreen(LampboxScreen):
         table.loading = False
         table.clear()
         ordered = self.ordered()
-        table.set_export(partial(table_data.user_gains, self.row, ordered))
+        table.set_export(table_data.user_gains(self.row, ordered))
         for gain in ordered:
             table.add_row(
                 gain.user_id,

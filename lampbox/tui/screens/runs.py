@@ -132,7 +132,7 @@ class RunsScreen(LampboxScreen):
         table = self.query_one("#configurations", LampboxTable)
         table.loading = False
         table.clear(columns=True)
-        table.set_export(partial(table_data.configurations, self.bench, self.rows, metrics))
+        table.set_export(table_data.configurations(self.bench, self.rows, metrics))
         table.add_column("configuration", key="label", width=38)
         table.add_column("role", key="role", width=14)
         for name in metrics:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
-from functools import partial
 
 from textual import on, work
 from textual.app import ComposeResult, SystemCommand
@@ -182,7 +181,7 @@ class UserScreen(LampboxScreen):
         questions.clear()
         self.questions = message.questions
         questions.set_export(
-            partial(table_data.questions, message.users.dataset, user.user_id, message.questions, message.task)
+            table_data.questions(message.users.dataset, user.user_id, message.questions, message.task)
         )
         for row in message.questions:
             questions.add_row(
@@ -243,7 +242,7 @@ class UserScreen(LampboxScreen):
         table.clear()
         if self.user is not None:
             table.set_export(
-                partial(table_data.profile, self.users.dataset, self.user.user_id, profile_items, self.profile_fields)
+                table_data.profile(self.users.dataset, self.user.user_id, profile_items, self.profile_fields)
             )
         for item in profile_items:
             table.add_row(

@@ -3,8 +3,6 @@ when ROPG feedback for the question is stored, each item's utility."""
 
 from __future__ import annotations
 
-from functools import partial
-
 from rich.markup import escape
 from textual.app import ComposeResult
 from textual.containers import Vertical
@@ -70,8 +68,7 @@ class RankingPane(Vertical):
             )
         if self.question is not None:
             table.set_export(
-                partial(
-                    table_data.ranking,
+                table_data.ranking(
                     self.question,
                     ranking,
                     dict(self.shared),

@@ -1,8 +1,8 @@
 """lampbox's tables: every one exports its full data with `E`; PlainTable draws fast.
 
 LampboxTable is the DataTable every lampbox table is: `E` opens the export box (format and
-file) and writes the table's full, typed data (`export_source`, set by the screen when it
-fills the table; without one, the cells as shown) in a worker thread, then says where.
+file) and writes the table's full, typed data (a TableExport the screen sets when it fills
+the table; without one, the cells as shown) in a worker thread, then says where.
 
 PlainTable: fixed-width columns of one-line plain-text cells.
 
@@ -30,7 +30,7 @@ from rich.text import Text
 from textual.binding import Binding
 from textual.widgets import DataTable
 
-from lampbox.tui.export import ExportSource, TableData, write_table
+from lampbox.tui.export import TableData, TableExport, write_table
 from lampbox.tui.messages import ExportFailed, TableExported
 
 
@@ -41,54 +41,55 @@ class LampboxTable(DataTable[Any]):
 
     def __init__(self, *args: Any, export_name: str = "table", **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.export_name = export_name
-        self.export_source: ExportSource | None = None
+        self.export_name = export_name  # the default file name without a source
+        self.export: TableExport | None = None
 
-    def set_export(self, source: ExportSource, name: str | None = None) -> None:
-        """What `E` writes: `source` builds the full data in a worker thread (it may read the
-        store), so it must not touch widgets; `name` is the default file name's stem."""
-        self.export_source = source
-        if name is not None:
-            self.export_name = name
+    def set_export(self, export: TableExport) -> None:
+        """What `E` writes (the screen sets it when it fills the table)."""
+        self.export = export
 
     def shown_data(self) -> TableData:
         """The cells as shown (plain text), for a table whose screen gave no source."""
-        columns = tuple(str(column.label.plain) or str(column.key.value) for column in self.ordered_columns)
+        columns = tuple(
+            column.label.plain or str(column.key.value) for column in self.ordered_columns
+        )
         rows = [
             tuple(cell.plain if isinstance(cell, Text) else cell for cell in self.get_row_at(index))
             for index in range(self.row_count)
         ]
-        return TableData(self.export_name, columns, rows)
+        return TableData(columns, rows)
 
     def action_export(self) -> None:
         from lampbox.tui.screens.export import ExportDialog
 
-        source = self.export_source
-        if source is None:
-            source = partial(lambda data: data, self.shown_data())
+        export = self.export
+        if export is None:
+            shown = self.shown_data()
+            export = TableExport(self.export_name, lambda: shown)
 
         def chosen(answer: tuple[str, Path] | None) -> None:
             if answer is not None:
                 file_format, path = answer
                 self.run_worker(
-                    partial(self.export_to, source, path, file_format),
+                    partial(self.export_to, export, path, file_format),
                     thread=True,
                     group="export",
                     exit_on_error=False,
                 )
 
-        self.app.push_screen(ExportDialog(f"Export · {self.export_name}", self.export_name), chosen)
+        self.app.push_screen(ExportDialog(f"Export · {export.name}", export.name), chosen)
 
-    def export_to(self, source: ExportSource, path: Path, file_format: str) -> None:
+    def export_to(self, export: TableExport, path: Path, file_format: str) -> None:
         """Build the data and write it (worker thread); the outcome comes back as a message."""
         try:
-            data = source()
+            data = export.build()
             write_table(data, path, file_format)
         except Exception as error:  # noqa: BLE001 - every failure must reach the user, not crash
             text = str(error).strip().splitlines()
             self.post_message(ExportFailed(str(path), text[0] if text else type(error).__name__))
         else:
-            self.post_message(TableExported(str(path), file_format, len(data.rows), len(data.columns)))
+            rows, columns = len(data.rows), len(data.columns)
+            self.post_message(TableExported(str(path), file_format, rows, columns))
 
     def on_table_exported(self, message: TableExported) -> None:
         message.stop()
