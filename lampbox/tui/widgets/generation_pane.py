@@ -48,9 +48,14 @@ class GenerationPane(Vertical, can_focus=True):
         yield Static("", classes="pane-scores")
 
     def title_text(self) -> Text:
-        """The pane's choice: retrieval on the first line, backend:model on the second; then
-        the selector's probability of this choice, if stored (★: the one it would pick)."""
+        """The pane's choice: retrieval on the first line, backend:model on the second (with,
+        once the prompt is built, how many items and tokens went in); then the selector's
+        probability of this choice, if one is stored (★: the one it would pick)."""
         title = Text.assemble((self.choice.retrieval_label, "bold"), "\n", self.choice.model_label)
+        if self.prepared is not None:
+            prompt = self.prepared.prompt
+            items = f"{len(prompt.items)} item(s) in" if self.prepared.items else "no items"
+            title.append(f"  {items} · {prompt.token_count} prompt tokens")
         line = self.selector_text()
         if line is not None:
             title.append("\n").append_text(line)
@@ -74,15 +79,7 @@ class GenerationPane(Vertical, can_focus=True):
 
     def set_selector(self, selector: SelectorProbabilities | None) -> None:
         self.selector = selector
-        self.query_one(".pane-title", Static).update(self.full_title())
-
-    def full_title(self) -> Text:
-        """The title, and once the prompt is built, how many items and tokens went in."""
-        if self.prepared is None:
-            return self.title_text()
-        prompt = self.prepared.prompt
-        items = f"{len(prompt.items)} item(s) in" if self.prepared.items else "no items"
-        return Text.assemble(self.title_text(), f"  {items} · {prompt.token_count} prompt tokens")
+        self.query_one(".pane-title", Static).update(self.title_text())
 
     def set_state(self, state: str, note: str = "") -> None:
         self.state = state
@@ -90,7 +87,7 @@ class GenerationPane(Vertical, can_focus=True):
 
     def set_prepared(self, prepared: PreparedPrompt, cached: str | None) -> None:
         self.prepared = prepared
-        self.query_one(".pane-title", Static).update(self.full_title())
+        self.query_one(".pane-title", Static).update(self.title_text())
         if cached is not None:
             self.cached = True
             self.output = cached
