@@ -296,3 +296,11 @@ def m006_run_progress(connection: duckdb.DuckDBPyConnection) -> None:
     TUI beside a bench) can show its progress."""
     connection.execute("ALTER TABLE runs ADD COLUMN progress_phase VARCHAR")
     connection.execute("ALTER TABLE runs ADD COLUMN progress_done INTEGER")
+
+
+@migration
+def m007_run_kinds(connection: duckdb.DuckDBPyConnection) -> None:
+    """What a run is: 'run' (a benchmark run, every run before) or 'whatif' (a what-if edit of
+    one question saved from the TUI: never benchmark data)."""
+    connection.execute("ALTER TABLE runs ADD COLUMN kind VARCHAR DEFAULT 'run'")
+    connection.execute("UPDATE runs SET kind = 'run' WHERE kind IS NULL")
