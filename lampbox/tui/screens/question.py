@@ -39,12 +39,12 @@ class QuestionScreen(LampboxScreen):
         Binding("minus", "change_k(-1)", "k-1", key_display="-"),
         Binding("g", "generate", "Generate"),
         Binding("p", "show_input", "Full input"),
-        Binding("x", "exclude", "Exclude item"),
-        Binding("P", "pin", "Pin item", key_display="P"),
-        Binding("e", "edit_input", "Edit input"),
-        Binding("n", "new_question", "New question"),
-        Binding("u", "clear_edits", "Undo edits"),
-        Binding("ctrl+x", "cancel", "Cancel ranking"),
+        Binding("x", "exclude", "Exclude"),
+        Binding("P", "pin", "Pin", key_display="P"),
+        Binding("e", "edit_input", "Edit input", show=False),
+        Binding("n", "new_question", "New question", show=False),
+        Binding("u", "clear_edits", "Undo edits", show=False),
+        Binding("ctrl+x", "cancel", "Cancel ranking", show=False),
         Binding("tab", "focus_next", "Next pane", show=False),
     ]
 
@@ -160,7 +160,7 @@ class QuestionScreen(LampboxScreen):
             self.query_one("#rankings-status", Static).update("Choose one or more retrievers.")
             return
         self.query_one("#rankings-status", Static).update(
-            f"ranking with {', '.join(self.retrievers)} (k={self.k})…"
+            f"ranking with {', '.join(self.retrievers)} (k={self.k})… ctrl+x: cancel"
         )
         self.query_one("#rankings", Horizontal).loading = True
         self.compute_rankings(self.question, list(self.retrievers), self.k)
@@ -173,7 +173,8 @@ class QuestionScreen(LampboxScreen):
         self.show_rankings(message.rankings)
         shared = sum(1 for count in shared_counts(message.rankings).values() if count > 1)
         self.query_one("#rankings-status", Static).update(
-            f"k={self.k} · {shared} item(s) in more than one ranking (marked ×n)"
+            f"k={self.k} · {shared} item(s) in more than one ranking (marked ×n) · "
+            "what-if: x P e n (? help)"
         )
 
     def show_rankings(self, computed: list[rankings.ShownRanking]) -> None:
@@ -382,6 +383,20 @@ class QuestionScreen(LampboxScreen):
             "No personalization and each chosen retriever at k, streamed and scored",
             self.action_generate,
         )
+        yield SystemCommand(
+            "What-if: edit the input (e)",
+            "Change the question's input; the panes then run it beside the original",
+            self.action_edit_input,
+        )
+        yield SystemCommand(
+            "What-if: a new question as this user (n)",
+            "Type a new question with this user's profile (no gold)",
+            self.action_new_question,
+        )
+        if not self.edit.is_empty:
+            yield SystemCommand(
+                "What-if: undo every edit (u)", self.edit.describe(), self.action_clear_edits
+            )
         yield SystemCommand(
             "More retrieved items (k+1)",
             "Show one more item per ranking",
