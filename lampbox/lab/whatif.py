@@ -48,13 +48,9 @@ class SavedWhatIf:
         return score_delta(self.prediction.scores, self.original_scores)
 
 
-def whatif_key(prepared: PreparedPrompt, question: Question, base_key: str) -> str:
-    data = {
-        "kind": WHATIF_KIND,
-        "run": base_key,
-        "question": question.id,
-        "whatif": prepared.edit.to_json(),
-    }  # type: ignore[union-attr]
+def whatif_key(edit: WhatIf, question_id: str, base_key: str) -> str:
+    """A saved what-if's run key: the pane's run key, the question and the edit."""
+    data = {"kind": WHATIF_KIND, "run": base_key, "question": question_id, "whatif": edit.to_json()}
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:24]
 
 
@@ -91,7 +87,7 @@ def save_whatif(
         "configuration": spec.label,
         "original": original,
     }
-    key = whatif_key(prepared, question, run_key(spec, task))
+    key = whatif_key(edit, question.id, run_key(spec, task))
     label = f"what-if {question.id} ({edit.describe()}) · {spec.label}"
     run_store.start_run(store, key, label, spec_json, 1, task_fingerprint(task), kind=WHATIF_KIND)
     users = scoring.user_scores(task, [asked], predictions)
