@@ -6,7 +6,8 @@ Run: .venv/bin/python benchmarks/bench_tui.py [--workdir DIR] [--switches 100]
 Stores: the git-commits stand-in (../shared/data/git-commits) and a generated LaMP_7-format
 store with 10,000 users (benchmarks/synthetic_store.py; built once, reused from --workdir).
 Targets (issue): user switch p95 <= 100 ms; re-rank of one question over 4 retrievers, warm,
-<= 300 ms.
+<= 300 ms; a what-if (exclude one item, regenerate one pane) shows its first token <= 1 s
+(`--only-whatif` measures that alone).
 """
 
 from __future__ import annotations
@@ -191,6 +192,54 @@ def generation_times(workdir: Path, tokens: int) -> None:
         pool.close()
 
 
+def whatif_times(workdir: Path, tokens: int, repeats: int) -> None:
+    """The what-if target: the bm25 k=4 pane shown, then its top item excluded and the pane
+    regenerated; time from the edit to the first streamed piece (prompt built, model loaded)."""
+    from lampbox.demo import demo_path
+    from lampbox.engine.defaults import DEFAULT_BACKEND, default_model
+    from lampbox.engine.whatif import WhatIf
+    from lampbox.store import Store, browse
+    from lampbox.store.importer import import_path
+    from lampbox.tui import generation
+    from lampbox.tui.generation import PaneChoice
+
+    path = workdir / "demo-whatif.duckdb"
+    path.unlink(missing_ok=True)  # a fresh store: no what-if comes from the cache
+    with Store(path) as store:
+        import_path(store, demo_path(), task_name="LaMP_7", scheme="demo")
+        dataset = next(d for d in browse.datasets(store) if d.split == "dev")
+        questions = [
+            browse.question(store, dataset, row.question_id)
+            for user in browse.user_page(store, dataset, limit=repeats).rows
+            for row in browse.user_questions(store, dataset, user.user_id)[:1]
+        ]
+        pool = generation.new_pool()
+        pool.get(DEFAULT_BACKEND, default_model())
+        firsts, builds = [], []
+        for question in questions:
+            spec = generation.run_spec(
+                question, dataset.scheme, dataset.split, PaneChoice("bm25", 4), tokens
+            )
+            shown, _ = generation.prepare(spec, question, store, pool)  # the pane before the edit
+            edit = WhatIf().toggle_excluded(shown.prompt.item_keys[0])
+            started = time.perf_counter()
+            prepared, cached = generation.prepare_whatif(spec, question, store, pool, edit)
+            assert cached is None and prepared.is_whatif
+            built = time.perf_counter()
+            first: list[float] = []
+
+            def on_piece(row: int, piece: str, first: list[float] = first) -> None:
+                if not first:
+                    first.append(time.perf_counter())
+
+            generation.generate_outputs([prepared], pool, on_piece, lambda *_: None, lambda: False)
+            builds.append(built - started)
+            firsts.append((first[0] if first else time.perf_counter()) - started)
+        pool.close()
+    report("what-if prompt built (rank, edit, tokenize)", builds)
+    report("what-if: edit -> first streamed piece (target <= 1000 ms)", firsts)
+
+
 def report(label: str, values: list[float]) -> None:
     print(
         f"  {label}: n={len(values)}  p50 {percentile(values, 0.5) * 1000:.1f} ms  "
@@ -210,13 +259,23 @@ def main() -> None:
     parser.add_argument("--skip-rerank", action="store_true")
     parser.add_argument("--skip-generation", action="store_true")
     parser.add_argument("--tokens", type=int, default=32, help="new tokens per generation pane")
+    parser.add_argument("--skip-whatif", action="store_true")
+    parser.add_argument(
+        "--only-whatif", action="store_true", help="measure the what-if target and stop"
+    )
+    parser.add_argument("--whatifs", type=int, default=5, help="questions (users) for the what-if")
     args = parser.parse_args()
     args.workdir.mkdir(parents=True, exist_ok=True)
     retrievers = [name.strip() for name in args.retrievers.split(",") if name.strip()]
 
-    if not args.skip_generation:
+    if not args.skip_generation and not args.only_whatif:
         print(f"generation panes (smollm2-135m-instruct on llama.cpp, {args.tokens} new tokens)")
         generation_times(args.workdir, args.tokens)
+    if not args.skip_whatif:
+        print(f"what-if, exclude the top bm25 item of a k=4 pane ({args.tokens} new tokens)")
+        whatif_times(args.workdir, args.tokens, args.whatifs)
+    if args.only_whatif:
+        return
 
     started = time.perf_counter()
     synthetic = build_synthetic_store(args.workdir / "synthetic-10000.duckdb", 10_000)

@@ -83,7 +83,7 @@ def test_a_reader_applies_a_pending_migration_once_then_reads(tmp_path: Path) ->
     connection.close()
     with Store.for_reading(path) as store:
         assert store.read_only
-        assert store.connection.execute("SELECT count(progress_done) FROM runs").fetchone() == (0,)
+        assert store.connection.execute("SELECT count(kind) FROM runs").fetchone() == (0,)
 
 
 HOLD_FOR_WRITING = """

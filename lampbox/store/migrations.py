@@ -336,3 +336,11 @@ def m007_selection_feedback(connection: duckdb.DuckDBPyConnection) -> None:
         )
         """
     )
+
+
+@migration
+def m008_run_kinds(connection: duckdb.DuckDBPyConnection) -> None:
+    """What a run is: 'run' (a benchmark run, every run before) or 'whatif' (a what-if edit of
+    one question saved from the TUI: never benchmark data)."""
+    connection.execute("ALTER TABLE runs ADD COLUMN kind VARCHAR DEFAULT 'run'")
+    connection.execute("UPDATE runs SET kind = 'run' WHERE kind IS NULL")

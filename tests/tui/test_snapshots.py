@@ -79,3 +79,34 @@ def test_failures_screen(snap_compare, bench_store, settle) -> None:  # type: ig
         terminal_size=SIZE,
         run_before=_after(settle, "b", "down", "enter", "enter"),
     )
+
+
+def _whatif(settle, *after: str):  # type: ignore[no-untyped-def]
+    """To the question, exclude the first profile item and pin the third, then the keys."""
+
+    async def run_before(pilot) -> None:  # type: ignore[no-untyped-def]
+        from textual.widgets import DataTable
+
+        await _after(settle, "down", "enter", "enter")(pilot)
+        pilot.app.screen.query_one("#question-profile", DataTable).focus()
+        for key in ("x", "down", "down", "P", *after):
+            await pilot.press(key)
+            await settle(pilot)
+
+    return run_before
+
+
+def test_question_screen_with_whatif_edits(snap_compare, commits_store, settle) -> None:  # type: ignore[no-untyped-def]
+    assert snap_compare(create_app(store=commits_store), terminal_size=SIZE, run_before=_whatif(settle))
+
+
+def test_whatif_generation_screen(snap_compare, commits_store, settle) -> None:  # type: ignore[no-untyped-def]
+    """The edited outputs over the originals and the difference, on the dummy stand-in; the
+    second `g` serves every output from the cache, so no timing shows."""
+    from lampbox.tui.generation import PaneChoice
+
+    app = create_app(store=commits_store, max_new_tokens=8)
+    app.pane_choices = [PaneChoice("none", 0, "dummy"), PaneChoice("bm25", 2, "dummy")]
+    assert snap_compare(
+        app, terminal_size=SIZE, run_before=_whatif(settle, "g", "escape", "g")
+    )

@@ -53,7 +53,12 @@ Items retrieved by more than one retriever are marked with how many rankings hol
 | `p` | the whole input (the task's instruction included) |
 | `space` | toggle a retriever (in the retriever list) |
 | `+` / `-` | more / fewer retrieved items (k) |
-| `g` | generate side by side |
+| `g` | generate side by side (with the what-if edits, beside the original) |
+| `x` | exclude the highlighted item (profile or ranking) from the prompts; again: back |
+| `P` | pin the highlighted item: prompts take pinned items first; again: unpin |
+| `e` | edit the question's input (the gold stays) |
+| `n` | a new question as this user (no gold) |
+| `u` | undo every what-if edit |
 | `ctrl+x` | cancel the ranking in progress |
 | `escape` | back |
 
@@ -79,6 +84,7 @@ OSC 52: not every terminal passes it on), `w` saves it to a file.
 | `c` | copy the focused pane's prompt to the clipboard |
 | `tab` | next pane |
 | `g` | generate again (cached outputs come back at once) |
+| `s` | save a what-if (each finished pane: a small run, under Runs: What-ifs) |
 | `ctrl+x` | cancel the generation |
 
 ## Runs
@@ -87,7 +93,8 @@ of the main metric against no personalization and the paired p-value. `enter` on
 configuration: its users sorted by gain, the biggest losers first (`r` flips), and a plot
 of gain against profile size. Gains are signed so that a loss is always worse (MAE too).
 `enter` on a user: the questions where the configuration did worse, with prompt, retrieved
-items, output, baseline output and gold (`a`: all the user's questions).
+items, output, baseline output and gold (`a`: all the user's questions). Saved what-ifs
+are listed apart ("What-ifs"), never mixed with the benches; `enter` shows one.
 
 ## Getting data
 `lampbox data demo`, `lampbox data import PATH`, `lampbox data fetch LaMP_7`
