@@ -4,8 +4,8 @@ backend and model; `m` changes the focused pane's, and the choices are kept whil
 Every pane goes through the run pipeline (lampbox.tui.generation): the prompt is built as a
 bench run builds it, a cached output is shown at once, otherwise text streams in; the finished
 output is cached for the bench and scored with the task's metric. Panes on different models
-generate at the same time, one thread worker per model; panes on one model go together: one
-batch on hf, one after another on llama.cpp (docs/tui.md says why).
+generate at the same time, one thread worker per model; panes on one model go together, as
+one batch on hf and on llama.cpp (docs/tui.md says how and why).
 """
 
 from __future__ import annotations
