@@ -166,7 +166,9 @@ class BatchDecoder:
         sequences = min(self.batch_size, len(completions))
         context = self._ensure_context(sequences, cells)
         ctx, memory, batch = context.ctx, context.memory, self._batch.batch
-        waiting = list(completions)[::-1]
+        # Shortest prompt first (popped from the end): the prompts are evaluated one by one, so
+        # this shows the most first pieces soonest; outputs do not depend on the order.
+        waiting = sorted(completions, key=lambda c: len(c.prompt_tokens), reverse=True)
         live: dict[int, Completion] = {}  # sequence id -> its completion
         taken: dict[int, int] = {}  # sequence id -> the token it took, decoded at the next step
         finished = 0
