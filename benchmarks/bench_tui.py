@@ -23,6 +23,7 @@ import statistics
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -164,7 +165,20 @@ def demo_generation_store(workdir: Path):  # type: ignore[no-untyped-def]
     return store
 
 
-async def panes_after_g(store, pool, tokens: int, questions: int) -> list[dict[str, object]]:  # type: ignore[no-untyped-def]
+@dataclass
+class PanesTiming:
+    """One `g` on a question: seconds after the key press, and the raw backend's seconds."""
+
+    question: str
+    prompt_tokens: list[int]
+    firsts: list[float]  # each pane's first streamed piece
+    done: float  # the last pane scored
+    raw: float  # the same prompts one at a time, back to back
+    raw_batch: float  # the same prompts as one `generate` batch
+    schedule: str
+
+
+async def panes_after_g(store, pool, tokens: int, questions: int) -> list[PanesTiming]:  # type: ignore[no-untyped-def]
     """The issue's three panes (no personalization, bm25 k=4, recency k=4) on the default
     model, through Pilot: `g` on a question, then the time each pane shows its first streamed
     piece and the time the last pane is done (scored). After each, the raw backend generates
@@ -191,7 +205,7 @@ async def panes_after_g(store, pool, tokens: int, questions: int) -> list[dict[s
     GenerationPane.set_scored = scored  # type: ignore[method-assign]
     app = create_app(store=store, generators=pool, max_new_tokens=tokens)
     app.pane_choices = [PaneChoice("none", 0), PaneChoice("bm25", 4), PaneChoice("recency", 4)]
-    results: list[dict[str, object]] = []
+    results: list[PanesTiming] = []
     try:
         async with app.run_test(size=SIZE) as pilot:
             await settle(pilot)
@@ -221,15 +235,15 @@ async def panes_after_g(store, pool, tokens: int, questions: int) -> list[dict[s
                 batch_done = time.perf_counter()
                 if alone != [pane.output for pane in panes] or batched != alone:
                     raise RuntimeError("the panes' outputs differ from the raw backend's")
-                results.append({
-                    "question": screen.question.id,
-                    "tokens": [entry.prompt.token_count for entry in prepared],  # type: ignore[union-attr]
-                    "firsts": [firsts[pane.index] - started for pane in panes],
-                    "done": max(dones.values()) - started,
-                    "raw": raw_done - raw_started,
-                    "raw_batch": batch_done - raw_done,
-                    "schedule": screen.schedule_note,
-                })  # fmt: skip
+                results.append(PanesTiming(
+                    screen.question.id,
+                    [entry.prompt.token_count for entry in prepared],  # type: ignore[union-attr]
+                    [firsts[pane.index] - started for pane in panes],
+                    max(dones.values()) - started,
+                    raw_done - raw_started,
+                    batch_done - raw_done,
+                    screen.schedule_note,
+                ))  # fmt: skip
                 await pilot.press("escape")
                 await settle(pilot)
                 await pilot.press("escape")
@@ -257,16 +271,16 @@ def generation_times(workdir: Path, tokens: int, questions: int) -> None:
         pool.close()
         store.close()
     for result in results:
-        firsts = ", ".join(f"{value:.2f}" for value in result["firsts"])  # type: ignore[attr-defined]
+        firsts = ", ".join(f"{value:.2f}" for value in result.firsts)
         print(
-            f"  {result['question']}: prompts {result['tokens']} tokens · first piece per pane "
-            f"after g [{firsts}] s · all done {result['done']:.2f} s · raw back to back "
-            f"{result['raw']:.2f} s ({result['done'] / result['raw']:.2f}x) · raw one batch "  # type: ignore[operator]
-            f"{result['raw_batch']:.2f} s"
+            f"  {result.question}: prompts {result.prompt_tokens} tokens · first piece per pane "
+            f"after g [{firsts}] s · all done {result.done:.2f} s · raw back to back "
+            f"{result.raw:.2f} s ({result.done / result.raw:.2f}x) · raw one batch "
+            f"{result.raw_batch:.2f} s"
         )
-    worst_first = [max(result["firsts"]) for result in results]  # type: ignore[type-var]
-    ratios = [result["done"] / result["raw"] for result in results]  # type: ignore[operator]
-    print(f"  schedule: {results[0]['schedule']}")
+    worst_first = [max(result.firsts) for result in results]
+    ratios = [result.done / result.raw for result in results]
+    print(f"  schedule: {results[0].schedule}")
     print(
         f"  target: every pane's first piece <= 1.5 s after g: median of the slowest pane "
         f"{statistics.median(worst_first):.2f} s (max {max(worst_first):.2f} s); all done <= 1.3x "
