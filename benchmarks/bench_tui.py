@@ -1,16 +1,19 @@
-"""TUI speed: user switch time (through Pilot), warm re-rank time over 4 retrievers, and
-three generation panes after `g` (first streamed piece per pane, all done, against the raw
-backend generating the same prompts back to back).
+"""TUI speed: user switch time (through Pilot), warm re-rank time over 4 retrievers, three
+generation panes after `g` (first streamed piece per pane, all done, against the raw backend
+generating the same prompts back to back), and a what-if (edit -> first streamed piece).
 
 Run: .venv/bin/python benchmarks/bench_tui.py [--workdir DIR] [--switches 100]
      [--questions 3] [--skip-generation | --only-generation]
+     [--whatifs 5] [--skip-whatif | --only-whatif]
 
 Stores: the git-commits stand-in (../shared/data/git-commits) and a generated LaMP_7-format
 store with 10,000 users (benchmarks/synthetic_store.py; built once, reused from --workdir).
 Targets (issue): user switch p95 <= 100 ms; re-rank of one question over 4 retrievers, warm,
 <= 300 ms; three panes (no personalization, bm25 k=4, recency k=4, llama.cpp default model):
 every pane's first streamed token <= 1.5 s after `g`, all three done <= 1.3x the raw backend
-generating the same three prompts back to back.
+generating the same three prompts back to back; a what-if (exclude one item, regenerate one
+pane) shows its first token <= 1 s. `--only-generation` and `--only-whatif` measure one of
+those two alone.
 """
 
 from __future__ import annotations
@@ -152,13 +155,14 @@ def rerank_times(
     return cold, warm, warm_with_read
 
 
-def demo_generation_store(workdir: Path):  # type: ignore[no-untyped-def]
-    """A fresh LaMP_7 demo store (nothing comes from the generation cache)."""
+def demo_store(workdir: Path, name: str):  # type: ignore[no-untyped-def]
+    """A fresh LaMP_7 demo store at workdir/name (nothing comes from the generation cache);
+    the caller closes it."""
     from lampbox.demo import demo_path
     from lampbox.store import Store
     from lampbox.store.importer import import_path
 
-    path = workdir / "demo-generation.duckdb"
+    path = workdir / name
     path.unlink(missing_ok=True)
     store = Store(path)
     import_path(store, demo_path(), task_name="LaMP_7", scheme="demo")
@@ -260,7 +264,7 @@ def generation_times(workdir: Path, tokens: int, questions: int) -> None:
     from lampbox.engine.defaults import DEFAULT_BACKEND, default_model
     from lampbox.tui import generation
 
-    store = demo_generation_store(workdir)
+    store = demo_store(workdir, "demo-generation.duckdb")
     pool = generation.new_pool()  # as the app makes it (llama.cpp on the cores but one)
     try:
         started = time.perf_counter()
@@ -288,6 +292,49 @@ def generation_times(workdir: Path, tokens: int, questions: int) -> None:
     )
 
 
+def whatif_times(workdir: Path, tokens: int, repeats: int) -> None:
+    """The what-if target: the bm25 k=4 pane shown, then its top item excluded and the pane
+    regenerated; time from the edit to the first streamed piece (prompt built, model loaded)."""
+    from lampbox.engine.defaults import DEFAULT_BACKEND, default_model
+    from lampbox.engine.whatif import WhatIf
+    from lampbox.store import browse
+    from lampbox.tui import generation
+    from lampbox.tui.generation import PaneChoice
+
+    with demo_store(workdir, "demo-whatif.duckdb") as store:  # no what-if comes from the cache
+        dataset = next(d for d in browse.datasets(store) if d.split == "dev")
+        questions = [
+            browse.question(store, dataset, row.question_id)
+            for user in browse.user_page(store, dataset, limit=repeats).rows
+            for row in browse.user_questions(store, dataset, user.user_id)[:1]
+        ]
+        pool = generation.new_pool()
+        pool.get(DEFAULT_BACKEND, default_model())
+        firsts, builds = [], []
+        for question in questions:
+            spec = generation.run_spec(
+                question, dataset.scheme, dataset.split, PaneChoice("bm25", 4), tokens
+            )
+            shown, _ = generation.prepare(spec, question, store, pool)  # the pane before the edit
+            edit = WhatIf().toggle_excluded(shown.prompt.item_keys[0])
+            started = time.perf_counter()
+            prepared, cached = generation.prepare_whatif(spec, question, store, pool, edit)
+            assert cached is None and prepared.is_whatif
+            built = time.perf_counter()
+            first: list[float] = []
+
+            def on_piece(row: int, piece: str, first: list[float] = first) -> None:
+                if not first:
+                    first.append(time.perf_counter())
+
+            generation.generate_outputs([prepared], pool, on_piece, lambda *_: None, lambda: False)
+            builds.append(built - started)
+            firsts.append((first[0] if first else time.perf_counter()) - started)
+        pool.close()
+    report("what-if prompt built (rank, edit, tokenize)", builds)
+    report("what-if: edit -> first streamed piece (target <= 1000 ms)", firsts)
+
+
 def report(label: str, values: list[float]) -> None:
     print(
         f"  {label}: n={len(values)}  p50 {percentile(values, 0.5) * 1000:.1f} ms  "
@@ -306,24 +353,32 @@ def main() -> None:
     parser.add_argument("--retrievers", default="bm25,bm25-fast,recency,dense")
     parser.add_argument("--skip-rerank", action="store_true")
     parser.add_argument("--skip-generation", action="store_true")
-    parser.add_argument(
-        "--only-generation", action="store_true", help="the generation panes alone"
-    )
+    parser.add_argument("--only-generation", action="store_true", help="the generation panes alone")
     parser.add_argument("--tokens", type=int, default=32, help="new tokens per generation pane")
     parser.add_argument(
         "--questions", type=int, default=3, help="questions timed for the generation panes"
     )
+    parser.add_argument("--skip-whatif", action="store_true")
+    parser.add_argument(
+        "--only-whatif", action="store_true", help="measure the what-if target and stop"
+    )
+    parser.add_argument("--whatifs", type=int, default=5, help="questions (users) for the what-if")
     args = parser.parse_args()
     args.workdir.mkdir(parents=True, exist_ok=True)
     retrievers = [name.strip() for name in args.retrievers.split(",") if name.strip()]
 
-    if not args.skip_generation:
+    if args.only_generation and args.only_whatif:
+        parser.error("--only-generation and --only-whatif exclude each other")
+    if not args.skip_generation and not args.only_whatif:
         print(
             "generation panes: none, bm25 k=4, recency k=4 on the default model "
             f"(llama.cpp), {args.tokens} new tokens, LaMP_7 demo"
         )
         generation_times(args.workdir, args.tokens, args.questions)
-    if args.only_generation:
+    if not args.skip_whatif and not args.only_generation:
+        print(f"what-if, exclude the top bm25 item of a k=4 pane ({args.tokens} new tokens)")
+        whatif_times(args.workdir, args.tokens, args.whatifs)
+    if args.only_generation or args.only_whatif:
         return
 
     started = time.perf_counter()

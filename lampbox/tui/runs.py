@@ -1,4 +1,5 @@
-"""The runs views' reads: benches, a bench's comparison, per-user gains and failure cases.
+"""The runs views' reads: benches, a bench's comparison, per-user gains and failure cases, and
+the saved what-ifs (listed apart: never benchmark data).
 
 Benches and runs come from the store (lampbox.store.runs, written by the pipeline); the
 comparison with the baseline is the bench's own (`lampbox.bench.runner.compare`: relative
@@ -12,6 +13,7 @@ from typing import Any
 
 from lampbox.engine.types import Prediction, ProfileItem, Question
 from lampbox.errors import LampboxError
+from lampbox.lab.whatif import SavedWhatIf
 from lampbox.store import browse
 from lampbox.store.browse import UserGain
 from lampbox.store.core import Store
@@ -61,6 +63,13 @@ class FailureCase:
     baseline: Prediction | None
     gain: float | None  # per-question main score vs the baseline; < 0: the run did worse
     retrieved: tuple[ProfileItem, ...]  # the items that went into the run's prompt
+
+
+def list_whatifs(store: Store) -> list[SavedWhatIf]:
+    """The what-ifs saved from the generation screen (runs of kind 'whatif'), newest first."""
+    from lampbox.lab.whatif import list_whatifs as saved
+
+    return saved(store)
 
 
 def list_benches(store: Store) -> list[BenchSummary]:

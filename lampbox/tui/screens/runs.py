@@ -2,7 +2,9 @@
 
 The table is the bench's own comparison (relative change of the main metric against no
 personalization and the paired p-value), read from the stored runs. `enter` opens a
-configuration's per-user breakdown.
+configuration's per-user breakdown. Saved what-ifs (`s` on an edited question's generations)
+are listed apart, under "What-ifs": each row one pane's edited output, scored, beside the
+unedited question's score and the difference.
 """
 
 from __future__ import annotations
@@ -18,12 +20,15 @@ from textual.containers import Horizontal, Vertical
 from textual.widgets import DataTable, Footer, Header, OptionList, Static
 from textual.widgets.option_list import Option
 
-from lampbox.tui import runs
+from lampbox.tui import runs, table_data
 from lampbox.tui.messages import BenchCompared, BenchesLoaded, WorkFailed
-from lampbox.tui.runs import BenchSummary, ConfigurationRow
+from lampbox.tui.runs import BenchSummary, ConfigurationRow, SavedWhatIf
 from lampbox.tui.screens.base import LampboxScreen
 from lampbox.tui.widgets.cells import cell
+from lampbox.tui.widgets.table import LampboxTable
+from lampbox.tui.widgets.generation_pane import format_delta, format_scores
 
+WHATIFS = "whatifs"  # the option id of the saved what-ifs in the benches list
 NO_BENCHES = (
     "No benches in this store yet. Run one, e.g.\n"
     "  lampbox bench --task LaMP_7 --retrievers none,bm25 --k 1 --limit 8\n"
@@ -38,6 +43,13 @@ def change_text(change: float | None, higher_is_better: bool) -> Text:
     better = change > 0 if higher_is_better else change < 0
     style = "green" if better else ("red" if change != 0 else "")
     return Text(f"{change:+.1%}", style=style)
+
+
+def _delta_text(delta: float, higher_is_better: bool) -> Text:
+    """A score difference, green when the edit did better."""
+    better = delta > 0 if higher_is_better else delta < 0
+    style = "green" if better else ("red" if delta != 0 else "")
+    return Text(f"{delta:+.3f}", style=style)
 
 
 class RunsScreen(LampboxScreen):
@@ -56,6 +68,8 @@ class RunsScreen(LampboxScreen):
         self.bench: BenchSummary | None = None
         self.rows: list[ConfigurationRow] = []
         self.higher_is_better = True
+        self.whatifs: list[SavedWhatIf] = []
+        self.showing_whatifs = False
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -65,7 +79,7 @@ class RunsScreen(LampboxScreen):
                 yield OptionList(id="benches")
             with Vertical(id="configurations-column"):
                 yield Static("Configurations  (enter: per-user gains)", classes="section-title")
-                yield DataTable(id="configurations", cursor_type="row", zebra_stripes=True)
+                yield LampboxTable(id="configurations", cursor_type="row", zebra_stripes=True)
                 yield Static("", id="runs-status")
         yield Footer()
 
@@ -78,7 +92,9 @@ class RunsScreen(LampboxScreen):
     @work(thread=True, exclusive=True, group="benches", exit_on_error=False)
     def load_benches(self) -> None:
         with self.reporting("Listing the benches"):
-            self.post_message(BenchesLoaded(runs.list_benches(self.store)))
+            self.post_message(
+                BenchesLoaded(runs.list_benches(self.store), runs.list_whatifs(self.store))
+            )
 
     @work(thread=True, exclusive=True, group="compare", exit_on_error=False)
     def load_bench(self, bench_key: str) -> None:
@@ -89,10 +105,11 @@ class RunsScreen(LampboxScreen):
 
     def on_benches_loaded(self, message: BenchesLoaded) -> None:
         self.benches = message.benches
+        self.whatifs = message.whatifs
         options = self.query_one("#benches", OptionList)
         options.clear_options()
         table = self.query_one("#configurations", DataTable)
-        if not self.benches:
+        if not self.benches and not self.whatifs:
             table.loading = False
             self.query_one("#runs-status", Static).update(NO_BENCHES)
             return
@@ -103,34 +120,114 @@ class RunsScreen(LampboxScreen):
             )
             for bench in self.benches
         )
+        if self.whatifs:
+            options.add_option(
+                Option(f"What-ifs\n  {len(self.whatifs)} saved (not benchmark data)", id=WHATIFS)
+            )
+        if self.showing_whatifs or not self.benches:
+            with options.prevent(OptionList.OptionHighlighted):
+                options.highlighted = len(self.benches)
+            self.show_whatifs()
+            return
         keep = self.bench if self.bench in self.benches else self.benches[0]
         with options.prevent(OptionList.OptionHighlighted):
             options.highlighted = self.benches.index(keep)
         self.choose_bench(keep, force=True)
 
     def choose_bench(self, bench: BenchSummary, force: bool = False) -> None:
-        if bench == self.bench and not force:
+        if bench == self.bench and not force and not self.showing_whatifs:
             return
+        self.showing_whatifs = False
         self.bench = bench
         self.query_one("#configurations", DataTable).loading = True
         self.load_bench(bench.bench_key)
 
     @on(OptionList.OptionHighlighted, "#benches")
     def bench_highlighted(self, event: OptionList.OptionHighlighted) -> None:
+        if event.option.id == WHATIFS:
+            self.show_whatifs()
+            return
         found = [bench for bench in self.benches if bench.bench_key == event.option.id]
         if found:
             self.choose_bench(found[0])
 
+    def show_whatifs(self) -> None:
+        """The saved what-ifs in the table: edited score, the original's, the difference."""
+        from lampbox.engine.metrics import question_key
+
+        self.showing_whatifs = True
+        self.bench = None
+        table = self.query_one("#configurations", DataTable)
+        table.loading = False
+        table.clear(columns=True)
+        table.add_column("what-if", key="label", width=40)
+        table.add_column("user", key="user", width=10)
+        table.add_column("metric", key="metric", width=8)
+        table.add_column("edited", key="edited", width=7)
+        table.add_column("original", key="original", width=8)
+        table.add_column("Δ", key="delta", width=7)
+        for saved in self.whatifs:
+            task = self.store.task(saved.task)
+            metric = question_key(task)
+            edited = saved.prediction.scores.get(metric)
+            original = saved.original_scores.get(metric)
+            delta = saved.delta.get(metric)
+            higher = task.higher_is_better()
+            table.add_row(
+                cell(saved.label, 40),
+                cell(saved.user_id, 10),
+                cell(metric, 8),
+                "–" if edited is None else f"{edited:.3f}",
+                "–" if original is None else f"{original:.3f}",
+                Text("–") if delta is None else _delta_text(delta, higher),
+                key=saved.run_key,
+            )
+        self.query_one("#runs-status", Static).update(
+            f"{len(self.whatifs)} saved what-if(s): one question each, edited (items excluded or "
+            "pinned, input edited, or a new question) · never benchmark data · enter: details"
+        )
+
+    def show_whatif(self, run_key: str) -> None:
+        from lampbox.tui.screens.prompt import TextScreen
+
+        found = [saved for saved in self.whatifs if saved.run_key == run_key]
+        if not found:
+            return
+        saved = found[0]
+        prediction = saved.prediction
+        lines = [
+            f"question {saved.question_id} · user {saved.user_id} · {saved.configuration}",
+            f"edit: {saved.edit.describe()}",
+            f"excluded items: {', '.join(saved.edit.excluded) or '-'}",
+            f"pinned items (in order): {', '.join(saved.edit.pinned) or '-'}",
+            f"items that went in: {', '.join(prediction.item_ids) or '-'}",
+            "",
+            f"edited output: {prediction.output}",
+            f"scores: {format_scores(dict(prediction.scores)) or 'no gold'}",
+        ]
+        if saved.original_output is not None:
+            lines += [
+                f"original output: {saved.original_output}",
+                f"scores: {format_scores(saved.original_scores) or 'no gold'}",
+                f"difference: {format_delta(saved.delta) or '-'}",
+            ]
+        lines += ["", f"gold: {prediction.gold if prediction.gold is not None else '-'}"]
+        lines += ["", "prompt:", prediction.prompt or ""]
+        self.app.push_screen(TextScreen(f"What-if {saved.run_key[:8]}", "\n".join(lines)))
+
     def on_bench_compared(self, message: BenchCompared) -> None:
+        if self.showing_whatifs:
+            return
         if self.bench is None or message.bench_key != self.bench.bench_key:
             return
         self.rows = message.rows
         task = self.store.task(self.bench.task)
         self.higher_is_better = task.higher_is_better()
         metrics = list(task.metrics)
-        table = self.query_one("#configurations", DataTable)
+        table = self.query_one("#configurations", LampboxTable)
         table.loading = False
         table.clear(columns=True)
+        table.set_export(table_data.configurations(self.bench, self.rows, metrics))
         table.add_column("configuration", key="label", width=38)
         table.add_column("role", key="role", width=14)
         for name in metrics:
@@ -163,6 +260,9 @@ class RunsScreen(LampboxScreen):
     def configuration_chosen(self, event: DataTable.RowSelected) -> None:
         from lampbox.tui.screens.run_users import RunUsersScreen
 
+        if self.showing_whatifs:
+            self.show_whatif(str(event.row_key.value))
+            return
         found = [row for row in self.rows if row.run_key == event.row_key.value]
         if not found:
             return
