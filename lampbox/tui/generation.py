@@ -145,7 +145,8 @@ def schedule(choices: list[PaneChoice]) -> list[list[int]]:
 
 
 def how_scheduled(backend: str, panes: int) -> str:
-    """'one batch' or 'one after another': how a backend generates several panes."""
+    """'one batch' or 'one after another': how a backend generates several (greedy) panes:
+    one batch on hf and llama.cpp (`generate_streaming`), otherwise one after another."""
     from lampbox.engine.generation.registry import backend_class
     from lampbox.engine.generation.streaming import streams_batches
 
@@ -207,8 +208,9 @@ def generate_outputs(
     on_output: Callable[[int, str], None],
     should_cancel: Callable[[], bool],
 ) -> None:
-    """Generate prompts prepared for ONE model, text as it grows: one batch on hf, one after
-    another on llama.cpp (engine.generation.streaming). Raises GenerationCancelled on cancel."""
+    """Generate prompts prepared for ONE model, text as it grows: one batch on hf and (greedy)
+    llama.cpp, every pane's pieces interleaved (engine.generation.streaming). Raises
+    GenerationCancelled on cancel."""
     spec = prepared[0].spec
     generator = pool.get(spec.backend, spec.model, spec.model_options)
     requests = [entry.input.request for entry in prepared]

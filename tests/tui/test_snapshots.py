@@ -14,13 +14,17 @@ SIZE = (120, 36)
 
 
 def _after(settle, *keys: str):  # type: ignore[no-untyped-def]
-    """Press the keys, waiting for the workers before and after each."""
+    """Press the keys, waiting for the workers before and after each; then have the footer
+    show the focused widget's keys (its update after a focus change can otherwise land after
+    the screenshot, e.g. `E Export` of a focused table)."""
 
     async def run_before(pilot) -> None:  # type: ignore[no-untyped-def]
         await settle(pilot)
         for key in keys:
             await pilot.press(key)
             await settle(pilot)
+        pilot.app.screen.refresh_bindings()
+        await settle(pilot)
 
     return run_before
 
@@ -97,7 +101,9 @@ def _whatif(settle, *after: str):  # type: ignore[no-untyped-def]
 
 
 def test_question_screen_with_whatif_edits(snap_compare, commits_store, settle) -> None:  # type: ignore[no-untyped-def]
-    assert snap_compare(create_app(store=commits_store), terminal_size=SIZE, run_before=_whatif(settle))
+    assert snap_compare(
+        create_app(store=commits_store), terminal_size=SIZE, run_before=_whatif(settle)
+    )
 
 
 def test_whatif_generation_screen(snap_compare, commits_store, settle) -> None:  # type: ignore[no-untyped-def]
@@ -107,6 +113,4 @@ def test_whatif_generation_screen(snap_compare, commits_store, settle) -> None: 
 
     app = create_app(store=commits_store, max_new_tokens=8)
     app.pane_choices = [PaneChoice("none", 0, "dummy"), PaneChoice("bm25", 2, "dummy")]
-    assert snap_compare(
-        app, terminal_size=SIZE, run_before=_whatif(settle, "g", "escape", "g")
-    )
+    assert snap_compare(app, terminal_size=SIZE, run_before=_whatif(settle, "g", "escape", "g"))

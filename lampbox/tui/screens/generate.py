@@ -4,8 +4,8 @@ backend and model; `m` changes the focused pane's, and the choices are kept whil
 Every pane goes through the run pipeline (lampbox.tui.generation): the prompt is built as a
 bench run builds it, a cached output is shown at once, otherwise text streams in; the finished
 output is cached for the bench and scored with the task's metric. Panes on different models
-generate at the same time, one thread worker per model; panes on one model go together: one
-batch on hf, one after another on llama.cpp (docs/tui.md says why).
+generate at the same time, one thread worker per model; panes on one model go together, as
+one batch on hf and on llama.cpp (docs/tui.md says how and why).
 
 With a what-if edit from the question screen, every pane runs the edited question (the engine
 applies the edit; its outputs are cached under keys of their own) and shows the unedited
@@ -129,7 +129,12 @@ class GenerationScreen(LampboxScreen):
         with Horizontal(id="generation-panes"):
             for index, choice in enumerate(self.choices):
                 yield GenerationPane(
-                    index, choice, self.selector, whatif=edit is not None, original=original, id=f"pane-{index}"
+                    index,
+                    choice,
+                    self.selector,
+                    whatif=edit is not None,
+                    original=original,
+                    id=f"pane-{index}",
                 )
         yield Static("", id="generate-status")
         yield Footer()
@@ -143,7 +148,9 @@ class GenerationScreen(LampboxScreen):
         """The RSPG selector's probabilities for this question, if any are stored."""
         with self.reporting("Reading the selector's probabilities"):
             question = self.question
-            found = selection.selector_probabilities(self.store, question.task, question.scheme, question.id)
+            found = selection.selector_probabilities(
+                self.store, question.task, question.scheme, question.id
+            )
             self.post_message(SelectorLoaded(question.id, found))
 
     def on_selector_loaded(self, message: SelectorLoaded) -> None:
