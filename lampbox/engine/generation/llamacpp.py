@@ -40,6 +40,7 @@ def load_cpu_backend() -> Path | None:
     fails; this picks, among the variants in the package's folder, the best one this CPU runs
     (ggml scores each by the instruction sets it needs), before llama_backend_init."""
     import ctypes
+    import logging
 
     import llama_cpp
 
@@ -50,11 +51,19 @@ def load_cpu_backend() -> Path | None:
         return None
     load_all = library.ggml_backend_load_all_from_path
     load_all.argtypes = [ctypes.c_char_p]
-    for folder in cpu_backend_folders():
-        if any(folder.glob("libggml-cpu-*.so")):
-            load_all(str(folder).encode())
-            if count() > 0:
-                return folder
+    # llama-cpp-python prints ggml's log to stderr below its logger's level ("loaded CPU backend
+    # from ..."): keep it quiet, as Llama(verbose=False) does afterwards.
+    logger = logging.getLogger("llama-cpp-python")
+    level = logger.level
+    logger.setLevel(max(level, logging.ERROR))
+    try:
+        for folder in cpu_backend_folders():
+            if any(folder.glob("libggml-cpu-*.so")):
+                load_all(str(folder).encode())
+                if count() > 0:
+                    return folder
+    finally:
+        logger.setLevel(level)
     looked = ", ".join(str(folder) for folder in cpu_backend_folders())
     raise LampboxError(
         "llama.cpp has no CPU backend: this llama-cpp-python was built with GGML_BACKEND_DL and "
