@@ -45,5 +45,9 @@ if [ -z "${CMAKE_ARGS:-}" ] && ! "$VENV/bin/python" -c "$is_dispatch_build"; the
     echo "setup: rebuilding llama-cpp-python $version with runtime CPU dispatch" >&2
     CMAKE_ARGS="$LLAMA_CMAKE_ARGS" "$VENV/bin/python" -m pip install --quiet --no-deps --no-cache-dir \
         --force-reinstall --no-binary llama-cpp-python "llama-cpp-python==$version"
+    if ! "$VENV/bin/python" -c "$is_dispatch_build"; then
+        echo "setup: llama-cpp-python $version built without its libggml-cpu-*.so modules" >&2
+        exit 1
+    fi
 fi
 echo "$want" > "$stamp"
