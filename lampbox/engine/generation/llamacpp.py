@@ -221,6 +221,9 @@ class LlamaCppGenerator:
             "context_size": self.context_size,
             "device": "gpu" if self._gpu_layers else "cpu",
             "llama_cpp_python": llama_cpp.__version__,
+            # the instruction sets its CPU code uses: an AVX2 and an AVX512 build of one version
+            # give different outputs (docs/backends.md, "llama.cpp build")
+            "cpu_backend": ",".join(f"{name}={value}" for name, value in cpu_backend_features().items()),
         }
 
     def _request(self, prompt: str, params: GenerationParams, stream: bool) -> Any:
