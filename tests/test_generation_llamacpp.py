@@ -63,6 +63,10 @@ def test_identity_records_file_hash_and_chat_template(generator: Generator) -> N
     assert len(identity["model_sha256"]) == 64
     assert identity["chat"] is True
     assert "threads" not in identity
+    # the build's CPU code (AVX2 or AVX512 kernels) changes outputs: part of the cache key
+    from lampbox.engine.generation.llamacpp import cpu_backend_features
+
+    assert identity["cpu_backend"] == ",".join(f"{k}={v}" for k, v in cpu_backend_features().items())
     assert generator.context_size == 2048
     assert not generator.supports_scoring
 

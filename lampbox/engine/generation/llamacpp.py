@@ -22,6 +22,75 @@ from lampbox.errors import InputFileError, LampboxError
 from lampbox.models import resolve_model
 
 
+def cpu_backend_folders() -> list[Path]:
+    """Where a llama-cpp-python built with GGML_BACKEND_DL keeps its CPU backends
+    (libggml-cpu-<variant>.so, one per instruction-set level): the wheel installs them in `bin/`
+    beside the `llama_cpp` package; `llama_cpp/lib` (beside libllama) is looked at first."""
+    import llama_cpp
+
+    package = Path(llama_cpp.__file__).resolve().parent
+    return [package / "lib", package.parent / "bin"]
+
+
+def load_cpu_backend() -> Path | None:
+    """Load the best CPU backend of a GGML_BACKEND_DL build; return its folder (None when the
+    CPU backend is linked in, as in a build without GGML_BACKEND_DL, or is already loaded).
+
+    ggml looks for backend libraries only beside the Python executable and in the current
+    directory, never beside libggml, so llama-cpp-python alone finds none and every model load
+    fails; this picks, among the variants in the package's folder, the best one this CPU runs
+    (ggml scores each by the instruction sets it needs), before llama_backend_init."""
+    import ctypes
+    import logging
+
+    import llama_cpp
+
+    library = llama_cpp.llama_cpp._lib  # libllama; ggml's symbols resolve through its dependencies
+    count = library.ggml_backend_reg_count
+    count.restype = ctypes.c_size_t
+    if count() > 0:
+        return None
+    load_all = library.ggml_backend_load_all_from_path
+    load_all.argtypes = [ctypes.c_char_p]
+    # llama-cpp-python prints ggml's log to stderr below its logger's level ("loaded CPU backend
+    # from ..."): keep it quiet, as Llama(verbose=False) does afterwards.
+    logger = logging.getLogger("llama-cpp-python")
+    level = logger.level
+    logger.setLevel(max(level, logging.ERROR))
+    try:
+        for folder in cpu_backend_folders():
+            if any(folder.glob("libggml-cpu-*.so")):
+                load_all(str(folder).encode())
+                if count() > 0:
+                    return folder
+    finally:
+        logger.setLevel(level)
+    looked = ", ".join(str(folder) for folder in cpu_backend_folders())
+    raise LampboxError(
+        "llama.cpp has no CPU backend: this llama-cpp-python was built with GGML_BACKEND_DL and "
+        f"none of its libggml-cpu-*.so runs on this CPU or they are missing (looked in {looked}); "
+        "reinstall it with scripts/setup.sh"
+    )
+
+
+def cpu_backend_features() -> dict[str, str]:
+    """What llama.cpp's CPU backend was built with, from llama_print_system_info
+    ({"AVX2": "1", "AVX512": "1", "OPENMP": "1", ...}); loads the backend first."""
+    import llama_cpp
+
+    load_cpu_backend()
+    llama_cpp.llama_backend_init()
+    features: dict[str, str] = {}
+    backend = ""
+    for piece in llama_cpp.llama_print_system_info().decode("utf-8", errors="replace").split("|"):
+        if " : " in piece:  # "CPU : SSE3 = 1": the first feature of the next backend
+            backend, piece = (part.strip() for part in piece.split(" : ", 1))
+        name, _, value = piece.partition("=")
+        if backend == "CPU" and name.strip():
+            features[name.strip()] = value.strip()
+    return features
+
+
 def _open_llama(path: Path, **kwargs: Any) -> Any:
     """Llama(path) with a clear error naming the file when llama.cpp cannot load it."""
     try:
@@ -30,6 +99,7 @@ def _open_llama(path: Path, **kwargs: Any) -> Any:
         raise LampboxError(
             "the llamacpp backend needs llama-cpp-python (pip install 'lampbox[llamacpp]')"
         ) from error
+    load_cpu_backend()
     if not path.is_file():
         raise InputFileError(path, "no such GGUF file")
     try:
@@ -152,6 +222,9 @@ class LlamaCppGenerator:
             "context_size": self.context_size,
             "device": "gpu" if self._gpu_layers else "cpu",
             "llama_cpp_python": llama_cpp.__version__,
+            # the instruction sets its CPU code uses: an AVX2 and an AVX512 build of one version
+            # give different outputs (docs/backends.md, "llama.cpp build")
+            "cpu_backend": ",".join(f"{name}={value}" for name, value in cpu_backend_features().items()),
         }
 
     def _request(self, prompt: str, params: GenerationParams, stream: bool) -> Any:
