@@ -65,7 +65,13 @@ def test_replaces_every_lora_dropout_of_a_peft_model(tiny_lm: Path) -> None:
 
     model = get_peft_model(
         AutoModelForCausalLM.from_pretrained(tiny_lm),
-        LoraConfig(r=4, lora_alpha=8, lora_dropout=0.1, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM"),
+        LoraConfig(
+            r=4,
+            lora_alpha=8,
+            lora_dropout=0.1,
+            target_modules=["q_proj", "v_proj"],
+            task_type="CAUSAL_LM",
+        ),
     )
     assert use_cheap_lora_dropout(model) == 4  # 2 layers x (q, v)
     cheap = [m for m in model.modules() if isinstance(m, CheapDropout)]
@@ -76,7 +82,9 @@ def test_replaces_every_lora_dropout_of_a_peft_model(tiny_lm: Path) -> None:
     model(input_ids=ids, labels=ids).loss.backward()  # trains through it
     without = get_peft_model(
         AutoModelForCausalLM.from_pretrained(tiny_lm),
-        LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules=["q_proj"], task_type="CAUSAL_LM"),
+        LoraConfig(
+            r=4, lora_alpha=8, lora_dropout=0.0, target_modules=["q_proj"], task_type="CAUSAL_LM"
+        ),
     )
     assert use_cheap_lora_dropout(without) == 0  # no dropout: nothing to replace
 
@@ -93,7 +101,13 @@ def test_frozen_linears_in_bf16_compute_what_autocast_computes(tiny_lm: Path) ->
         torch.manual_seed(0)
         model = get_peft_model(
             AutoModelForCausalLM.from_pretrained(tiny_lm),
-            LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM"),
+            LoraConfig(
+                r=4,
+                lora_alpha=8,
+                lora_dropout=0.0,
+                target_modules=["q_proj", "v_proj"],
+                task_type="CAUSAL_LM",
+            ),
         )
         held = hold_frozen_linears_in(model, torch.bfloat16) if hold else 0
         ids = torch.randint(0, 100, (2, 12), generator=torch.Generator().manual_seed(1))
@@ -107,7 +121,11 @@ def test_frozen_linears_in_bf16_compute_what_autocast_computes(tiny_lm: Path) ->
     model, held, held_loss, held_grads = run(True)
     assert held == 2 * 7  # 2 layers x (q, k, v, o, gate, up, down) base linears; lm_head is tied
     assert torch.equal(loss, held_loss)
-    assert grads.keys() == held_grads.keys() and all(torch.equal(grads[n], held_grads[n]) for n in grads)
+    assert grads.keys() == held_grads.keys() and all(
+        torch.equal(grads[n], held_grads[n]) for n in grads
+    )
     dtypes = {n: p.dtype for n, p in model.named_parameters()}
-    assert all(d == torch.float32 for n, d in dtypes.items() if "lora_" in n or "norm" in n or "embed" in n)
+    assert all(
+        d == torch.float32 for n, d in dtypes.items() if "lora_" in n or "norm" in n or "embed" in n
+    )
     assert dtypes["base_model.model.model.layers.0.mlp.up_proj.weight"] == torch.bfloat16

@@ -17,43 +17,61 @@ and stays.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
-
-import numpy as np
-import torch
-from torch import nn
 
 _SPAN = 1 << 32
 
 
-class CheapDropout(nn.Module):
-    """Inverted dropout with a mask from numpy's PCG64 (seeded from torch's generator)."""
+@functools.cache
+def _cheap_dropout_class() -> type:
+    """CheapDropout, made on first use (torch loads only when training starts)."""
+    import numpy as np
+    import torch
+    from torch import nn
 
-    def __init__(self, p: float) -> None:
-        super().__init__()
-        if not 0.0 <= p < 1.0:
-            raise ValueError(f"dropout probability must be in [0, 1), not {p}")
-        self.p = p
-        # An element is kept when its 32-bit draw, read as a signed integer, is >= threshold.
-        self.threshold = round(p * _SPAN) - (1 << 31)
+    class CheapDropout(nn.Module):
+        """Inverted dropout with a mask from numpy's PCG64 (seeded from torch's generator)."""
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.training or self.p == 0.0:
-            return x
-        count = x.numel()
-        seed = int(torch.randint(0, 2**62, (1,)).item())
-        raw = np.random.Generator(np.random.PCG64(seed)).bit_generator.random_raw((count + 1) // 2)
-        draws = torch.from_numpy(raw.view(np.int32)[:count]).view(x.shape)
-        mask = (draws >= self.threshold).to(x.dtype).mul_(1.0 / (1.0 - self.p))
-        return x * mask
+        def __init__(self, p: float) -> None:
+            super().__init__()
+            if not 0.0 <= p < 1.0:
+                raise ValueError(f"dropout probability must be in [0, 1), not {p}")
+            self.p = p
+            # An element is kept when its 32-bit draw, read as a signed integer, is >= threshold.
+            self.threshold = round(p * _SPAN) - (1 << 31)
 
-    def extra_repr(self) -> str:
-        return f"p={self.p}"
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            if not self.training or self.p == 0.0:
+                return x
+            count = x.numel()
+            seed = int(torch.randint(0, 2**62, (1,)).item())
+            raw = np.random.Generator(np.random.PCG64(seed)).bit_generator.random_raw(
+                (count + 1) // 2
+            )
+            draws = torch.from_numpy(raw.view(np.int32)[:count]).view(x.shape)
+            mask = (draws >= self.threshold).to(x.dtype).mul_(1.0 / (1.0 - self.p))
+            return x * mask
+
+        def extra_repr(self) -> str:
+            return f"p={self.p}"
+
+    CheapDropout.__module__ = __name__
+    return CheapDropout
+
+
+def __getattr__(name: str) -> Any:
+    if name == "CheapDropout":
+        return _cheap_dropout_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def use_cheap_lora_dropout(model: Any) -> int:
     """Replace the dropout before every LoRA adapter of a peft model by CheapDropout (same p);
     returns how many were replaced."""
+    from torch import nn
+
+    cheap = _cheap_dropout_class()
     replaced = 0
     for module in model.modules():
         dropouts = getattr(module, "lora_dropout", None)
@@ -61,6 +79,6 @@ def use_cheap_lora_dropout(model: Any) -> int:
             continue
         for name, dropout in list(dropouts.items()):
             if isinstance(dropout, nn.Dropout) and dropout.p > 0.0:
-                dropouts[name] = CheapDropout(dropout.p)
+                dropouts[name] = cheap(dropout.p)
                 replaced += 1
     return replaced

@@ -12,17 +12,24 @@ the difference from `TrainConfig.bf16_base`, which loads the whole base in bf16.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-from torch import nn
+if TYPE_CHECKING:
+    import torch
 
 
 def hold_frozen_linears_in(model: Any, dtype: torch.dtype) -> int:
     """Cast the weight (and bias) of every frozen nn.Linear to `dtype`, except those sharing a
     tensor with a trainable or non-linear module (a tied output layer); returns how many."""
+    from torch import nn
+
     linears = [m for m in model.modules() if type(m) is nn.Linear]
-    shared = {id(p) for m in model.modules() if type(m) is not nn.Linear for p in m.parameters(recurse=False)}
+    shared = {
+        id(p)
+        for m in model.modules()
+        if type(m) is not nn.Linear
+        for p in m.parameters(recurse=False)
+    }
     held = 0
     for module in linears:
         params = list(module.parameters(recurse=False))
