@@ -28,7 +28,14 @@ from lampbox.lab.pipeline import PreparedPrompt
 from lampbox.store.browse import Dataset
 from lampbox.tui import generation
 from lampbox.tui.generation import PaneChoice
-from lampbox.tui.messages import GenerationPrepared, OutputScored, PanesFailed, TextGenerated
+from lampbox.tui.messages import (
+    ChoicesListed,
+    GenerationPrepared,
+    OutputScored,
+    PanesFailed,
+    TextGenerated,
+    WorkFailed,
+)
 from lampbox.tui.screens.base import LampboxScreen, one_line
 from lampbox.tui.widgets.cells import cell
 from lampbox.tui.widgets.generation_pane import GenerationPane
@@ -116,7 +123,7 @@ class GenerationScreen(LampboxScreen):
     # -- the workers: one per model ----------------------------------------------------------
 
     def action_generate(self) -> None:
-        task = self.store.task(self.question.task)
+        task = self.lookup_task(self.question.task)
         limit = getattr(self.app, "max_new_tokens", None)
         self.max_new_tokens = limit or default_max_new_tokens(task)
         self.workers.cancel_group(self, "generate")
@@ -164,7 +171,7 @@ class GenerationScreen(LampboxScreen):
         """The panes of one model (worker thread): every prompt first, cached outputs shown at
         once, then the rest generated together; each output cached and scored as it finishes."""
         pool = self.app.generators  # type: ignore[attr-defined]
-        task = self.store.task(self.question.task)
+        task = self.lookup_task(self.question.task)
         gold = self.question.gold
         waiting: list[tuple[int, PreparedPrompt]] = []
         for index, choice in panes:
@@ -173,7 +180,8 @@ class GenerationScreen(LampboxScreen):
             spec = generation.run_spec(
                 self.question, self.dataset.scheme, self.dataset.split, choice, max_new_tokens
             )
-            prepared, cached = generation.prepare(spec, self.question, self.store, pool)
+            with self.using_store():
+                prepared, cached = generation.prepare(spec, self.question, self.store, pool)
             if worker.is_cancelled:
                 return
             self.post_message(GenerationPrepared(session, index, prepared, cached))
@@ -191,7 +199,8 @@ class GenerationScreen(LampboxScreen):
 
         def on_output(row: int, output: str) -> None:
             index, prepared = waiting[row]
-            generation.remember(self.store, prepared, pool, output)
+            with self.using_store():
+                generation.remember(self.store, prepared, pool, output)
             seconds = time.perf_counter() - started
             scores = generation.score(task, output, gold)
             self.post_message(OutputScored(session, index, output, scores, seconds))
@@ -280,17 +289,25 @@ class GenerationScreen(LampboxScreen):
     def action_add_pane(self) -> None:
         self.choose(self.focused_pane().index, "A new pane", adding=True)
 
+    @work(thread=True, exclusive=True, group="choose", exit_on_error=False)
     def choose(self, index: int, title: str, adding: bool) -> None:
-        """Open the choice box for pane `index` (or for a new pane that starts as a copy of it)."""
+        """List the models (the store's trained ones too), then open the choice box for pane
+        `index` (or for a new pane that starts as a copy of it)."""
         from lampbox.tui import rankings
-        from lampbox.tui.screens.choose import PaneChoiceScreen
 
         try:
-            models = generation.model_options(self.store)
+            with self.using_store():
+                models = generation.model_options(self.store)
             retrievers = rankings.retriever_names()
         except Exception as error:  # noqa: BLE001 - shown to the user, never a crash
-            self.notify(f"Listing the models failed: {one_line(error)}", severity="error")
+            self.post_message(WorkFailed("Listing the models", one_line(error)))
             return
+        self.post_message(ChoicesListed(index, title, adding, models, retrievers))
+
+    def on_choices_listed(self, message: ChoicesListed) -> None:
+        from lampbox.tui.screens.choose import PaneChoiceScreen
+
+        index, adding = message.index, message.adding
 
         def chosen(choice: PaneChoice | None) -> None:
             if choice is None:
@@ -302,7 +319,11 @@ class GenerationScreen(LampboxScreen):
                 choices[index] = choice
             self.keep(choices, len(choices) - 1 if adding else index)
 
-        screen = PaneChoiceScreen(title, self.choices[index], models, retrievers)
+        if index >= len(self.choices):
+            return
+        screen = PaneChoiceScreen(
+            message.title, self.choices[index], message.models, message.retrievers
+        )
         self.app.push_screen(screen, chosen)
 
     def action_remove_pane(self) -> None:
