@@ -18,6 +18,7 @@ from textual.containers import Horizontal, Vertical
 from textual.timer import Timer
 from textual.widgets import DataTable, Footer, Header, OptionList, Static
 from textual.widgets.option_list import Option
+from textual.worker import get_current_worker
 
 from lampbox.tui import runs
 from lampbox.tui.messages import BenchCompared, BenchesLoaded, WorkFailed
@@ -99,7 +100,9 @@ class RunsScreen(LampboxScreen):
     @work(thread=True, exclusive=True, group="benches", exit_on_error=False)
     def load_benches(self, quiet: bool = False) -> None:
         with self.reporting("Listing the benches"):
-            self.post_message(BenchesLoaded(runs.list_benches(self.store), quiet))
+            benches = runs.list_benches(self.store)
+            if not get_current_worker().is_cancelled:  # a newer read replaced this one
+                self.post_message(BenchesLoaded(benches, quiet))
 
     @work(thread=True, exclusive=True, group="compare", exit_on_error=False)
     def load_bench(self, bench_key: str, known: list[ConfigurationRow]) -> None:
@@ -107,7 +110,8 @@ class RunsScreen(LampboxScreen):
             rows = runs.compare_bench(self.store, bench_key, known)
             if rows:
                 self.lookup_task(rows[0].task)  # for the handler, which must not wait for the store
-            self.post_message(BenchCompared(bench_key, rows))
+            if not get_current_worker().is_cancelled:  # a newer read replaced this one
+                self.post_message(BenchCompared(bench_key, rows))
 
     def poll(self) -> None:
         """Timer, while a bench runs: read its progress again, unless the last read is still
