@@ -184,6 +184,8 @@ class Store:
                         self.on_wait(holder)
                     time.sleep(pause)
                     pause = min(pause * 2, 0.5)
+                    if self._closed:  # closed by another thread (the TUI quitting) meanwhile
+                        raise LampboxError(f"{self.path}: the store was closed") from None
                 except duckdb.Error as error:
                     raise LampboxError(f"{self.path}: not a lampbox store ({error})") from None
         finally:

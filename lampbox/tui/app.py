@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -128,16 +129,30 @@ class LampboxApp(App[None]):
 
     @work(thread=True, exclusive=True, group="open", exit_on_error=False)
     def open_when_free(self) -> None:
-        """The store was busy at start: open it once the other process lets go."""
-        try:
-            store = Store(
-                self.store_path, hold_lock=False, wait_s=self._wait_s(), purpose="lampbox tui",
-                on_wait=self.tell_waiting,
-            )  # fmt: skip
-        except LampboxError as error:
-            self.post_message(StoreOpened(None, str(error)))
+        """The store was busy at start: open it once the other process lets go (trying in
+        short waits, so that quitting meanwhile is not held up)."""
+        from textual.worker import get_current_worker
+
+        worker = get_current_worker()
+        deadline = time.monotonic() + self._wait_s()
+        while not worker.is_cancelled:
+            try:
+                store = Store(
+                    self.store_path, hold_lock=False, wait_s=0.5, purpose="lampbox tui",
+                    on_wait=lambda holder: holder and self.tell_waiting(holder),
+                )  # fmt: skip
+            except StoreBusy as error:
+                if time.monotonic() < deadline:
+                    continue
+                self.post_message(StoreOpened(None, str(error)))
+            except LampboxError as error:
+                self.post_message(StoreOpened(None, str(error)))
+            else:
+                if worker.is_cancelled:
+                    store.close()
+                else:
+                    self.post_message(StoreOpened(store, None))
             return
-        self.post_message(StoreOpened(store, None))
 
     def tell_waiting(self, holder: str | None) -> None:
         """The store's on_wait (any thread): a query waits for `holder`'s lock, or got in."""
