@@ -111,6 +111,7 @@ class LampboxApp(App[None]):
 
         if self._store is None:
             try:
+                self._wait_s()  # a bad $LAMPBOX_LOCK_WAIT is refused here, in the dialog
                 # Not waiting here: a busy store is waited for in a worker (the UI stays live).
                 self._store = Store(
                     self.store_path, hold_lock=False, wait_s=0, purpose="lampbox tui"
