@@ -178,12 +178,16 @@ def throughput_worker(args: argparse.Namespace) -> None:
     tokenizer = AutoTokenizer.from_pretrained(data.model_source)
     reference = args.contestant == "reference"
     longest = max(len(e) for e in data.train)
+    # lampbox-PRECISION[-full-logits][-base][-torchdrop][-castfrozen]: the default path with things changed
+    flags = set(args.contestant.split("-")[2:])
     config = TrainConfig(
         epochs=100, max_steps=args.steps, batch_size=4, lr=2e-4, lora=LoraSettings(),
         precision="fp32" if reference else args.contestant.split("-")[1],
         group_by_length=not reference, pad_to=longest if reference else None, save_total_limit=1,
-        tail_logits=not reference and not args.contestant.endswith("-full-logits"),
-        bf16_base=args.contestant.endswith("-base"),
+        tail_logits=not reference and "logits" not in flags,
+        bf16_base="base" in flags,
+        cheap_dropout=not reference and "torchdrop" not in flags,
+        frozen_bf16=not reference and "castfrozen" not in flags,
     )  # fmt: skip
     with tempfile.TemporaryDirectory() as work:
         _, result = train(data.model_source, tokenizer, task, data.train, [], config, Path(work))

@@ -1,12 +1,19 @@
-"""TUI speed: user switch time (through Pilot), warm re-rank time over 4 retrievers, and
-the generation panes' path (prompt build, time to the first streamed piece, pieces per second).
+"""TUI speed: user switch time (through Pilot), warm re-rank time over 4 retrievers, three
+generation panes after `g` (first streamed piece per pane, all done, against the raw backend
+generating the same prompts back to back), and a what-if (edit -> first streamed piece).
 
 Run: .venv/bin/python benchmarks/bench_tui.py [--workdir DIR] [--switches 100]
+     [--questions 3] [--skip-generation | --only-generation]
+     [--whatifs 5] [--skip-whatif | --only-whatif]
 
 Stores: the git-commits stand-in (../shared/data/git-commits) and a generated LaMP_7-format
 store with 10,000 users (benchmarks/synthetic_store.py; built once, reused from --workdir).
 Targets (issue): user switch p95 <= 100 ms; re-rank of one question over 4 retrievers, warm,
-<= 300 ms.
+<= 300 ms; three panes (no personalization, bm25 k=4, recency k=4, llama.cpp default model):
+every pane's first streamed token <= 1.5 s after `g`, all three done <= 1.3x the raw backend
+generating the same three prompts back to back; a what-if (exclude one item, regenerate one
+pane) shows its first token <= 1 s. `--only-generation` and `--only-whatif` measure one of
+those two alone.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ import statistics
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -147,48 +155,184 @@ def rerank_times(
     return cold, warm, warm_with_read
 
 
-def generation_times(workdir: Path, tokens: int) -> None:
-    """The generation panes' path on the LaMP_7 demo set: none, then bm25 k=4 (no cache)."""
+def demo_store(workdir: Path, name: str):  # type: ignore[no-untyped-def]
+    """A fresh LaMP_7 demo store at workdir/name (nothing comes from the generation cache);
+    the caller closes it."""
     from lampbox.demo import demo_path
-    from lampbox.engine.defaults import DEFAULT_BACKEND, default_model
-    from lampbox.store import Store, browse
+    from lampbox.store import Store
     from lampbox.store.importer import import_path
+
+    path = workdir / name
+    path.unlink(missing_ok=True)
+    store = Store(path)
+    import_path(store, demo_path(), task_name="LaMP_7", scheme="demo")
+    return store
+
+
+@dataclass
+class PanesTiming:
+    """One `g` on a question: seconds after the key press, and the raw backend's seconds."""
+
+    question: str
+    prompt_tokens: list[int]
+    firsts: list[float]  # each pane's first streamed piece
+    done: float  # the last pane scored
+    raw: float  # the same prompts one at a time, back to back
+    raw_batch: float  # the same prompts as one `generate` batch
+    schedule: str
+
+
+async def panes_after_g(store, pool, tokens: int, questions: int) -> list[PanesTiming]:  # type: ignore[no-untyped-def]
+    """The issue's three panes (no personalization, bm25 k=4, recency k=4) on the default
+    model, through Pilot: `g` on a question, then the time each pane shows its first streamed
+    piece and the time the last pane is done (scored). After each, the raw backend generates
+    the same three prompts back to back (one at a time, llama-cpp-python's completion API),
+    then as one batch (`generate`). One question per measurement, so nothing is cached."""
+    from lampbox.tui import create_app
+    from lampbox.tui.generation import PaneChoice
+    from lampbox.tui.screens.generate import GenerationScreen
+    from lampbox.tui.widgets.generation_pane import GenerationPane
+
+    firsts: dict[int, float] = {}
+    dones: dict[int, float] = {}
+    add_piece, set_scored = GenerationPane.add_piece, GenerationPane.set_scored
+
+    def first_piece(self, piece: str) -> None:  # type: ignore[no-untyped-def]
+        firsts.setdefault(self.index, time.perf_counter())
+        add_piece(self, piece)
+
+    def scored(self, output, scores, seconds) -> None:  # type: ignore[no-untyped-def]
+        dones[self.index] = time.perf_counter()
+        set_scored(self, output, scores, seconds)
+
+    GenerationPane.add_piece = first_piece  # type: ignore[method-assign]
+    GenerationPane.set_scored = scored  # type: ignore[method-assign]
+    app = create_app(store=store, generators=pool, max_new_tokens=tokens)
+    app.pane_choices = [PaneChoice("none", 0), PaneChoice("bm25", 4), PaneChoice("recency", 4)]
+    results: list[PanesTiming] = []
+    try:
+        async with app.run_test(size=SIZE) as pilot:
+            await settle(pilot)
+            await pilot.press("enter")  # the first user
+            await settle(pilot)
+            for question in range(questions):
+                await pilot.press(*(["down"] if question else []), "enter")
+                await settle(pilot)
+                firsts.clear()
+                dones.clear()
+                started = time.perf_counter()
+                await pilot.press("g")
+                await settle(pilot)
+                screen = app.screen
+                assert isinstance(screen, GenerationScreen)
+                panes = screen.panes
+                if any(pane.cached or pane.state != "done" for pane in panes):
+                    raise RuntimeError(f"panes not generated: {[pane.state for pane in panes]}")
+                prepared = [pane.prepared for pane in panes]
+                requests = [entry.input.request for entry in prepared]  # type: ignore[union-attr]
+                params = prepared[0].spec.params  # type: ignore[union-attr]
+                generator = pool.get(prepared[0].spec.backend, prepared[0].spec.model)  # type: ignore[union-attr]
+                raw_started = time.perf_counter()
+                alone = [generator.generate([request], params)[0] for request in requests]
+                raw_done = time.perf_counter()
+                batched = generator.generate(requests, params)
+                batch_done = time.perf_counter()
+                if alone != [pane.output for pane in panes] or batched != alone:
+                    raise RuntimeError("the panes' outputs differ from the raw backend's")
+                results.append(PanesTiming(
+                    screen.question.id,
+                    [entry.prompt.token_count for entry in prepared],  # type: ignore[union-attr]
+                    [firsts[pane.index] - started for pane in panes],
+                    max(dones.values()) - started,
+                    raw_done - raw_started,
+                    batch_done - raw_done,
+                    screen.schedule_note,
+                ))  # fmt: skip
+                await pilot.press("escape")
+                await settle(pilot)
+                await pilot.press("escape")
+                await settle(pilot)
+    finally:
+        GenerationPane.add_piece = add_piece  # type: ignore[method-assign]
+        GenerationPane.set_scored = set_scored  # type: ignore[method-assign]
+    return results
+
+
+def generation_times(workdir: Path, tokens: int, questions: int) -> None:
+    """Issue 14's generation target on the LaMP_7 demo set: three panes after `g` against the
+    raw backend generating the same prompts back to back."""
+    from lampbox.engine.defaults import DEFAULT_BACKEND, default_model
     from lampbox.tui import generation
 
-    path = workdir / "demo-generation.duckdb"
-    path.unlink(missing_ok=True)  # a fresh store: nothing comes from the generation cache
-    with Store(path) as store:
-        import_path(store, demo_path(), task_name="LaMP_7", scheme="demo")
-        dataset = next(d for d in browse.datasets(store) if d.split == "dev")
-        row = browse.user_page(store, dataset, limit=1).rows[0]
-        question_id = browse.user_questions(store, dataset, row.user_id)[0].question_id
-        question = browse.question(store, dataset, question_id)
-        pool = generation.new_pool()
+    store = demo_store(workdir, "demo-generation.duckdb")
+    pool = generation.new_pool()  # as the app makes it (llama.cpp on the cores but one)
+    try:
         started = time.perf_counter()
         pool.get(DEFAULT_BACKEND, default_model())
-        print(f"  model load: {(time.perf_counter() - started) * 1000:.0f} ms")
-        for choice in generation.default_choices(["bm25"], 4):
-            spec = generation.run_spec(question, dataset.scheme, dataset.split, choice, tokens)
-            started = time.perf_counter()
-            prepared, _ = generation.prepare(spec, question, store, pool)
-            built = time.perf_counter()
-            first: float | None = None
-            pieces = 0
+        print(f"  model load: {(time.perf_counter() - started) * 1000:.0f} ms (before the first g)")
+        results = asyncio.run(panes_after_g(store, pool, tokens, questions))
+    finally:
+        pool.close()
+        store.close()
+    for result in results:
+        firsts = ", ".join(f"{value:.2f}" for value in result.firsts)
+        print(
+            f"  {result.question}: prompts {result.prompt_tokens} tokens · first piece per pane "
+            f"after g [{firsts}] s · all done {result.done:.2f} s · raw back to back "
+            f"{result.raw:.2f} s ({result.done / result.raw:.2f}x) · raw one batch "
+            f"{result.raw_batch:.2f} s"
+        )
+    worst_first = [max(result.firsts) for result in results]
+    ratios = [result.done / result.raw for result in results]
+    print(f"  schedule: {results[0].schedule}")
+    print(
+        f"  target: every pane's first piece <= 1.5 s after g: median of the slowest pane "
+        f"{statistics.median(worst_first):.2f} s (max {max(worst_first):.2f} s); all done <= 1.3x "
+        f"raw back to back: median {statistics.median(ratios):.2f}x (max {max(ratios):.2f}x)"
+    )
 
-            def on_piece(row: int, piece: str) -> None:
-                nonlocal first, pieces
-                first = first or time.perf_counter()
-                pieces += 1
+
+def whatif_times(workdir: Path, tokens: int, repeats: int) -> None:
+    """The what-if target: the bm25 k=4 pane shown, then its top item excluded and the pane
+    regenerated; time from the edit to the first streamed piece (prompt built, model loaded)."""
+    from lampbox.engine.defaults import DEFAULT_BACKEND, default_model
+    from lampbox.engine.whatif import WhatIf
+    from lampbox.store import browse
+    from lampbox.tui import generation
+    from lampbox.tui.generation import PaneChoice
+
+    with demo_store(workdir, "demo-whatif.duckdb") as store:  # no what-if comes from the cache
+        dataset = next(d for d in browse.datasets(store) if d.split == "dev")
+        questions = [
+            browse.question(store, dataset, row.question_id)
+            for user in browse.user_page(store, dataset, limit=repeats).rows
+            for row in browse.user_questions(store, dataset, user.user_id)[:1]
+        ]
+        pool = generation.new_pool()
+        pool.get(DEFAULT_BACKEND, default_model())
+        firsts, builds = [], []
+        for question in questions:
+            spec = generation.run_spec(
+                question, dataset.scheme, dataset.split, PaneChoice("bm25", 4), tokens
+            )
+            shown, _ = generation.prepare(spec, question, store, pool)  # the pane before the edit
+            edit = WhatIf().toggle_excluded(shown.prompt.item_keys[0])
+            started = time.perf_counter()
+            prepared, cached = generation.prepare_whatif(spec, question, store, pool, edit)
+            assert cached is None and prepared.is_whatif
+            built = time.perf_counter()
+            first: list[float] = []
+
+            def on_piece(row: int, piece: str, first: list[float] = first) -> None:
+                if not first:
+                    first.append(time.perf_counter())
 
             generation.generate_outputs([prepared], pool, on_piece, lambda *_: None, lambda: False)
-            done = time.perf_counter()
-            rate = (pieces - 1) / (done - first) if first and pieces > 1 and done > first else 0.0
-            print(
-                f"  {choice.label}: prompt {prepared.prompt.token_count} tokens built in "
-                f"{(built - started) * 1000:.0f} ms · first piece after "
-                f"{((first or done) - built) * 1000:.0f} ms · {pieces} pieces, {rate:.1f}/s"
-            )
+            builds.append(built - started)
+            firsts.append((first[0] if first else time.perf_counter()) - started)
         pool.close()
+    report("what-if prompt built (rank, edit, tokenize)", builds)
+    report("what-if: edit -> first streamed piece (target <= 1000 ms)", firsts)
 
 
 def report(label: str, values: list[float]) -> None:
@@ -209,14 +353,33 @@ def main() -> None:
     parser.add_argument("--retrievers", default="bm25,bm25-fast,recency,dense")
     parser.add_argument("--skip-rerank", action="store_true")
     parser.add_argument("--skip-generation", action="store_true")
+    parser.add_argument("--only-generation", action="store_true", help="the generation panes alone")
     parser.add_argument("--tokens", type=int, default=32, help="new tokens per generation pane")
+    parser.add_argument(
+        "--questions", type=int, default=3, help="questions timed for the generation panes"
+    )
+    parser.add_argument("--skip-whatif", action="store_true")
+    parser.add_argument(
+        "--only-whatif", action="store_true", help="measure the what-if target and stop"
+    )
+    parser.add_argument("--whatifs", type=int, default=5, help="questions (users) for the what-if")
     args = parser.parse_args()
     args.workdir.mkdir(parents=True, exist_ok=True)
     retrievers = [name.strip() for name in args.retrievers.split(",") if name.strip()]
 
-    if not args.skip_generation:
-        print(f"generation panes (smollm2-135m-instruct on llama.cpp, {args.tokens} new tokens)")
-        generation_times(args.workdir, args.tokens)
+    if args.only_generation and args.only_whatif:
+        parser.error("--only-generation and --only-whatif exclude each other")
+    if not args.skip_generation and not args.only_whatif:
+        print(
+            "generation panes: none, bm25 k=4, recency k=4 on the default model "
+            f"(llama.cpp), {args.tokens} new tokens, LaMP_7 demo"
+        )
+        generation_times(args.workdir, args.tokens, args.questions)
+    if not args.skip_whatif and not args.only_generation:
+        print(f"what-if, exclude the top bm25 item of a k=4 pane ({args.tokens} new tokens)")
+        whatif_times(args.workdir, args.tokens, args.whatifs)
+    if args.only_generation or args.only_whatif:
+        return
 
     started = time.perf_counter()
     synthetic = build_synthetic_store(args.workdir / "synthetic-10000.duckdb", 10_000)

@@ -152,3 +152,102 @@ def test_batched_decoding_cancels_between_steps(generator: Generator) -> None:
     assert calls == 7
     # The batched context is left empty: the next call gives the usual outputs.
     assert generator.generate(PROMPTS, PARAMS) == [generator.generate([p], PARAMS)[0] for p in PROMPTS]
+
+
+def test_streamed_batch_interleaves_panes_and_equals_one_at_a_time(
+    commits_store_path: Path, one_at_a_time: Generator
+) -> None:
+    from lampbox.engine.generation.streaming import generate_streaming, streams_batches
+
+    prompts = [*bench_prompts(commits_store_path, 2, 4), bench_prompts(commits_store_path, 1, 0)[0]]
+    params = GenerationParams(max_new_tokens=12)
+    batched = load_generator("llamacpp", "smollm2-135m-instruct", threads=THREADS, batch_size=4)
+    try:
+        assert streams_batches(batched, params)
+        assert not streams_batches(batched, GenerationParams(temperature=0.7))
+        events: list[tuple[int, str]] = []
+        finished: list[int] = []
+        outputs = generate_streaming(
+            batched, prompts, params, lambda index, piece: events.append((index, piece)),
+            on_output=lambda index, _: finished.append(index),
+        )  # fmt: skip
+        assert outputs == one_at_a_time.generate(prompts, params)
+        assert all(outputs) and finished == [0, 1, 2]
+        joined = ["".join(piece for index, piece in events if index == row) for row in range(3)]
+        assert joined == outputs and all(piece for _, piece in events)
+        # Every prompt's first piece comes right after its own prefill (the shortest prompt's
+        # first), before any prompt's second piece: the panes then grow together, interleaved.
+        order = [index for index, _ in events]
+        assert order[:3] == [2, 0, 1]
+        assert order != sorted(order)
+        # A stop string is never streamed past: the pieces still join to the cut outputs.
+        word = outputs[0].split()[1]
+        stopped = GenerationParams(max_new_tokens=12, stop=(word,))
+        events.clear()
+        cut = batched.generate_streaming(prompts, stopped, lambda index, piece: events.append((index, piece)))
+        assert cut == one_at_a_time.generate(prompts, stopped)
+        assert ["".join(p for i, p in events if i == row) for row in range(3)] == cut
+    finally:
+        batched.close()
+
+
+def test_streamed_batch_cancels_and_sampling_streams_one_after_another(generator: Generator) -> None:
+    calls = 0
+    pieces: list[int] = []
+
+    def cancel_after_a_few_steps() -> bool:
+        nonlocal calls
+        calls += 1
+        return calls > 6  # prompts evaluated (first pieces shown), a few tokens decoded
+
+    with pytest.raises(GenerationCancelled, match="after 0 of 3"):
+        generator.generate_streaming(  # type: ignore[attr-defined]
+            PROMPTS, GenerationParams(max_new_tokens=32), lambda index, _: pieces.append(index),
+            should_cancel=cancel_after_a_few_steps,
+        )  # fmt: skip
+    assert sorted(set(pieces)) == [0, 1, 2] and len(pieces) < 3 * 32
+    assert generator.generate(PROMPTS, PARAMS) == [generator.generate([p], PARAMS)[0] for p in PROMPTS]
+
+    # Sampling keeps the old path: each prompt streamed whole before the next one starts.
+    sampled = GenerationParams(max_new_tokens=6, temperature=0.8, seed=3)
+    order: list[int] = []
+    outputs = generator.generate_streaming(PROMPTS, sampled, lambda index, _: order.append(index))  # type: ignore[attr-defined]
+    assert order == sorted(order) and set(order) == {0, 1, 2}
+    assert len(outputs) == 3 and all(outputs)
+
+
+def test_completion_pieces_hold_back_partial_characters_and_stop_strings() -> None:
+    from lampbox.engine.generation.llamacpp_batch import Completion
+
+    texts = {1: b"caf", 2: b"\xc3", 3: b"\xa9 <", 4: b"|im", 5: b" x", 6: b" <|", 7: b"end|> more"}
+
+    def detokenize(tokens: list[int], _prompt: list[int]) -> bytes:
+        return b"".join(texts[token] for token in tokens)
+
+    completion = Completion(0, [9], max_tokens=20, stops=(b"<|end|>",))
+    pieces = []
+    for token in texts:
+        done = completion.push(token, False, detokenize)
+        pieces.append(completion.piece())
+        if done:
+            break
+    # 'é' arrives in two tokens: nothing half-decoded is shown; '<' waits until it turns out
+    # not to start the stop string, ' <|' shows only its space, the stop is never shown.
+    assert pieces == ["caf", "", "é ", "<|im", " x", " ", ""]
+    assert "".join(pieces) == completion.output() == "café <|im x "
+    assert "\ufffd" not in "".join(pieces)
+
+
+def test_streamed_batch_keeps_multibyte_characters_whole(
+    generator: Generator, one_at_a_time: Generator
+) -> None:
+    # Accented letters and emoji that take several tokens each (a 4-byte emoji arrives in
+    # pieces of bytes): every streamed piece is whole characters and they join to the output.
+    prompts = ["Écris une phrase en français sur le café et l'été.", "Write three emoji about the sea."]
+    params = GenerationParams(max_new_tokens=16)
+    events: list[tuple[int, str]] = []
+    outputs = generator.generate_streaming(prompts, params, lambda index, piece: events.append((index, piece)))  # type: ignore[attr-defined]
+    assert outputs == one_at_a_time.generate(prompts, params)
+    assert any(ord(char) > 0xFFFF for char in outputs[1])  # an emoji came out
+    assert all("\ufffd" not in piece for _, piece in events)
+    assert ["".join(p for i, p in events if i == row) for row in range(2)] == outputs

@@ -70,3 +70,76 @@ class UserScore:
     profile_size: float
     metrics: Mapping[str, float]
     main_score: float | None
+
+
+@dataclass(frozen=True)
+class ItemUtility:
+    """ROPG feedback on one candidate profile item of a question: the task metric of the output
+    generated with only that item in the prompt (higher is better; MAE is turned into
+    (worst - mae) / worst)."""
+
+    item_key: str
+    item_id: str
+    utility: float
+
+
+@dataclass(frozen=True)
+class ItemFeedback:
+    """One question's ROPG feedback: each candidate item's utility. `feedback_key` names what
+    made it (the generating model's fingerprint, template and metric), `label` says it briefly."""
+
+    question_id: str
+    feedback_key: str
+    label: str
+    items: tuple[ItemUtility, ...]
+
+    def utility(self, item_key: str) -> float | None:
+        return next((item.utility for item in self.items if item.item_key == item_key), None)
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A configuration an RSPG selector chooses among: a retriever at k with a method on a
+    backend and model (no personalization is retriever "none" at k 0)."""
+
+    retriever: str
+    k: int
+    method: str
+    backend: str
+    model: str
+
+    @classmethod
+    def of(cls, retriever: str, k: int, method: str, backend: str, model: str) -> Candidate:
+        """The candidate, with every unpersonalized choice spelled as "none" at k 0."""
+        if retriever == "none" or k <= 0:
+            retriever, k = "none", 0
+        return cls(retriever, k, method, backend, model)
+
+
+@dataclass(frozen=True)
+class CandidateProbability:
+    candidate: Candidate
+    probability: float
+
+
+@dataclass(frozen=True)
+class SelectorProbabilities:
+    """An RSPG selector's probabilities over the candidates for one question; `selector_key`
+    names the trained selector, `label` says it briefly (e.g. "RSPG-Post")."""
+
+    question_id: str
+    selector_key: str
+    label: str
+    candidates: tuple[CandidateProbability, ...]
+
+    def probability(self, candidate: Candidate) -> float | None:
+        return next(
+            (entry.probability for entry in self.candidates if entry.candidate == candidate), None
+        )
+
+    @property
+    def chosen(self) -> Candidate | None:
+        """The candidate the selector would pick (the most probable; the first on a tie)."""
+        if not self.candidates:
+            return None
+        return max(self.candidates, key=lambda entry: entry.probability).candidate

@@ -27,6 +27,7 @@ from lampbox.engine.retrieval import create_retriever
 from lampbox.engine.retrieval.base import Ranking, RetrievalCancelled
 from lampbox.engine.tasks import TaskSpec
 from lampbox.engine.types import ProfileItem, Question
+from lampbox.engine.whatif import WhatIf
 from lampbox.errors import LampboxError
 from lampbox.lab.ranking import rank_stored
 from lampbox.lab.specs import (
@@ -68,6 +69,7 @@ def rank(
     store: Store | None,
     report: Callable[[str, int, int], None] | None = None,
     should_cancel: CancelCheck | None = None,
+    keep_rankings: bool = True,
 ) -> dict[str, Ranking]:
     """Rankings by question id for a personalized spec (stored ones reused); {} otherwise."""
     if not spec.personalized:
@@ -81,6 +83,7 @@ def rank(
             retriever,
             on_progress=(lambda done, total: report("rank", done, total)) if report else None,
             should_cancel=should_cancel,
+            keep_rankings=keep_rankings,
         )
     except RetrievalCancelled as error:
         raise RunCancelled(str(error)) from None
@@ -193,6 +196,8 @@ def load_run(store: Store, key: str, spec: RunSpec | None = None) -> RunRecord:
     stored = run_store.get_run(store, key)
     if stored is None:
         raise LampboxError(f"no run {key} in {store.path}")
+    if stored.kind != "run":
+        raise LampboxError(f"run {key} is a saved what-if ({stored.label}), not a benchmark run")
     if spec is None:
         spec = spec_from_json(stored.spec)
     return RunRecord(
@@ -212,30 +217,58 @@ def load_run(store: Store, key: str, spec: RunSpec | None = None) -> RunRecord:
 
 @dataclass(frozen=True)
 class PreparedPrompt:
-    """A question's input for one configuration, with the items that went in and its cache key."""
+    """A question's input for one configuration, with the items that went in and its cache key
+    (for a what-if: the edit, and a cache key of its own)."""
 
     spec: RunSpec
     input: MethodInput
     items: tuple[ProfileItem, ...]
     cache_key: str
+    edit: WhatIf | None = None
+    question: Question | None = None  # the question as prepared (edited, for a what-if)
 
     @property
     def prompt(self) -> Prompt:
         return self.input.prompt
 
+    @property
+    def is_whatif(self) -> bool:
+        return self.edit is not None and not self.edit.is_empty
 
-def prepare_question(spec: RunSpec, question: Question, store: Store, generators: GeneratorPool) -> PreparedPrompt:
-    """Rank (stored rankings reused), select top-k and build the input, as a run would."""
+
+def prepare_question(
+    spec: RunSpec,
+    question: Question,
+    store: Store,
+    generators: GeneratorPool,
+    edit: WhatIf | None = None,
+) -> PreparedPrompt:
+    """Rank (stored rankings reused), select top-k and build the input, as a run would.
+
+    With a what-if `edit`: the edited question (its input replaced) is ranked without the
+    stored rankings (its query is not the stored question's), the items are the edit's
+    selection (pinned first, excluded skipped, within the same k and token budget) and the
+    cache key is the edit's own, so it never reads or writes the unedited question's entry."""
     from lampbox.engine.generation.cached import generation_cache_key
 
+    if edit is not None and edit.is_empty:
+        edit = None
     task = store.task(spec.task)
-    rankings = rank(spec, task, [question], store)
-    items = selected_items(question, rankings.get(question.id), spec.k)
+    asked = question if edit is None else edit.question(question)
+    keep = edit is None or not edit.changes_input
+    rankings = rank(spec, task, [asked], store, keep_rankings=keep)
+    ranking = rankings.get(asked.id)
+    if edit is None:
+        items = selected_items(asked, ranking, spec.k)
+    else:
+        items = edit.select(asked, ranking, spec.k)
     generator = generators.get(spec.backend, spec.model, spec.model_options)
     prepare = spec.method_impl.preparer(task, generator, spec.params, spec.max_length)
-    entry = prepare(question, items)
+    entry = prepare(asked, items)
     key = generation_cache_key(generator.identity(), spec.params, entry.request)
-    return PreparedPrompt(spec, entry, tuple(items), key)
+    if edit is not None:
+        key = edit.cache_key(key, question.id)
+    return PreparedPrompt(spec, entry, tuple(items), key, edit, asked)
 
 
 def cached_output(store: Store, prepared: PreparedPrompt) -> str | None:

@@ -26,14 +26,16 @@ def rank_stored(
     recompute: bool = False,
     batch_size: int | None = None,
     on_warning: Callable[[str], None] | None = None,
+    keep_rankings: bool = True,
 ) -> list[Ranking]:
     """The engine's rank_questions with the store as its ranking and embedding cache (or no
-    cache at all when `store` is None)."""
+    cache at all when `store` is None). With keep_rankings off, rankings are neither read from
+    nor kept in the store (a what-if's edited input is not the stored question's query)."""
     return rank_questions(
         task,
         questions,
         retriever,
-        rankings=None if store is None else StoreRankingCache(store),
+        rankings=None if store is None or not keep_rankings else StoreRankingCache(store),
         embeddings=None if store is None else StoreEmbeddingCache(store),
         on_progress=on_progress,
         should_cancel=should_cancel,

@@ -296,3 +296,51 @@ def m006_run_progress(connection: duckdb.DuckDBPyConnection) -> None:
     TUI beside a bench) can show its progress."""
     connection.execute("ALTER TABLE runs ADD COLUMN progress_phase VARCHAR")
     connection.execute("ALTER TABLE runs ADD COLUMN progress_done INTEGER")
+
+
+@migration
+def m007_selection_feedback(connection: duckdb.DuckDBPyConnection) -> None:
+    """ROPG feedback (each candidate item's utility for a question) and RSPG selector
+    probabilities (each candidate configuration's probability for a question), keyed like
+    rankings: by what made them (feedback / selector key) and the question."""
+    connection.execute(
+        """
+        CREATE TABLE ropg_feedback (
+            feedback_key VARCHAR NOT NULL,  -- what made the utilities: model fingerprint, template, metric
+            label VARCHAR NOT NULL,         -- a short name for the screens
+            task VARCHAR NOT NULL,
+            scheme VARCHAR NOT NULL,
+            question_id VARCHAR NOT NULL,
+            item_key VARCHAR NOT NULL,      -- the stored profile item (profile_items.item_key)
+            item_id VARCHAR NOT NULL,
+            utility DOUBLE NOT NULL,
+            created_at TIMESTAMP DEFAULT current_timestamp
+        )
+        """
+    )
+    connection.execute(
+        """
+        CREATE TABLE rspg_probabilities (
+            selector_key VARCHAR NOT NULL,  -- the trained selector (its fingerprint)
+            label VARCHAR NOT NULL,         -- e.g. RSPG-Post
+            task VARCHAR NOT NULL,
+            scheme VARCHAR NOT NULL,
+            question_id VARCHAR NOT NULL,
+            retriever VARCHAR NOT NULL,     -- the candidate configuration: none at k 0 for no
+            k INTEGER NOT NULL,             -- personalization
+            method VARCHAR NOT NULL,
+            backend VARCHAR NOT NULL,
+            model VARCHAR NOT NULL,
+            probability DOUBLE NOT NULL,
+            created_at TIMESTAMP DEFAULT current_timestamp
+        )
+        """
+    )
+
+
+@migration
+def m008_run_kinds(connection: duckdb.DuckDBPyConnection) -> None:
+    """What a run is: 'run' (a benchmark run, every run before) or 'whatif' (a what-if edit of
+    one question saved from the TUI: never benchmark data)."""
+    connection.execute("ALTER TABLE runs ADD COLUMN kind VARCHAR DEFAULT 'run'")
+    connection.execute("UPDATE runs SET kind = 'run' WHERE kind IS NULL")

@@ -29,6 +29,7 @@ class StoredRun:
     created_at: Any
     finished_at: Any
     task_hash: str | None = None  # the task definition's fingerprint (None: made before m005)
+    kind: str = "run"  # run (benchmark data) | whatif (a what-if saved from the TUI)
 
 
 # -- generation cache ------------------------------------------------------------------------
@@ -68,19 +69,28 @@ def run_status(store: Store, run_key: str) -> str | None:
 
 
 def start_run(
-    store: Store, run_key: str, label: str, spec: Mapping[str, Any], n_questions: int, task_hash: str | None = None
+    store: Store,
+    run_key: str,
+    label: str,
+    spec: Mapping[str, Any],
+    n_questions: int,
+    task_hash: str | None = None,
+    kind: str = "run",
 ) -> None:
     """Record that a run started (or restarted): status 'running', with the fingerprint of the
-    task definition it runs under."""
+    task definition it runs under and its kind ('run', or 'whatif' for a saved what-if)."""
     with store.transaction() as cursor:
         cursor.execute("DELETE FROM runs WHERE run_key = ?", [run_key])
         cursor.execute(
             """
-            INSERT INTO runs (run_key, label, task, scheme, split, spec, status, n_questions, task_hash)
-            VALUES (?, ?, ?, ?, ?, ?, 'running', ?, ?)
+            INSERT INTO runs (run_key, label, task, scheme, split, spec, status, n_questions, task_hash, kind)
+            VALUES (?, ?, ?, ?, ?, ?, 'running', ?, ?, ?)
             """,
-            [run_key, label, spec["task"], spec["scheme"], spec["split"], json.dumps(spec), n_questions, task_hash],
-        )
+            [
+                run_key, label, spec["task"], spec["scheme"], spec["split"], json.dumps(spec), n_questions,
+                task_hash, kind,
+            ],
+        )  # fmt: skip
 
 
 def record_progress(store: Store, run_key: str, phase: str, done: int) -> None:
@@ -178,15 +188,16 @@ def finish_run(
 
 
 def _run_from_row(row: Sequence[Any]) -> StoredRun:
-    run_key, label, spec, status, metrics, n_questions, error, path, created, finished, task_hash = row
+    run_key, label, spec, status, metrics, n_questions, error, path, created, finished, task_hash, kind = row
     return StoredRun(
         run_key, label, json.loads(spec), status, json.loads(metrics) if metrics else {}, n_questions, error, path,
-        created, finished, task_hash,
+        created, finished, task_hash, kind or "run",
     )  # fmt: skip
 
 
 _RUN_COLUMNS = (
-    "run_key, label, spec, status, metrics, n_questions, error, predictions_path, created_at, finished_at, task_hash"
+    "run_key, label, spec, status, metrics, n_questions, error, predictions_path, created_at, finished_at, task_hash, "
+    "kind"
 )
 
 
@@ -195,12 +206,16 @@ def get_run(store: Store, run_key: str) -> StoredRun | None:
     return None if row is None else _run_from_row(row)
 
 
-def list_runs(store: Store, task: str | None = None) -> list[StoredRun]:
-    sql = f"SELECT {_RUN_COLUMNS} FROM runs"
+def list_runs(store: Store, task: str | None = None, kind: str | None = "run") -> list[StoredRun]:
+    """Runs newest first: benchmark runs by default; kind='whatif' for saved what-ifs, None for all."""
+    sql = f"SELECT {_RUN_COLUMNS} FROM runs WHERE true"
     params: list[Any] = []
     if task is not None:
-        sql += " WHERE task = ?"
+        sql += " AND task = ?"
         params.append(task)
+    if kind is not None:
+        sql += " AND kind = ?"
+        params.append(kind)
     sql += " ORDER BY created_at DESC"
     return [_run_from_row(row) for row in store.cursor().execute(sql, params).fetchall()]
 

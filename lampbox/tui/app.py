@@ -136,11 +136,16 @@ class LampboxApp(App[None]):
 
         worker = get_current_worker()
         deadline = time.monotonic() + self._wait_s()
+
+        def tell_holder(holder: str | None) -> None:
+            if holder is not None:  # the waiting screen keeps its line between tries
+                self.tell_waiting(holder)
+
         while not worker.is_cancelled:
             try:
                 store = Store(
                     self.store_path, hold_lock=False, wait_s=0.5, purpose="lampbox tui",
-                    on_wait=lambda holder: holder and self.tell_waiting(holder),
+                    on_wait=tell_holder,
                 )  # fmt: skip
             except StoreBusy as error:
                 if time.monotonic() < deadline:

@@ -4,7 +4,8 @@ The generation panes call only the helpers here, which wrap the pipeline's singl
 functions with a RunSpec built from each pane's choice (PaneChoice: retriever, k, method,
 backend, model): `prepare_question` (rank, select top k, build the input, as a run would),
 `cached_output` / `remember_output` (the generation cache the bench shares) and
-`score_output` (the task metric). The TUI holds no prompting, generation or scoring code.
+`score_output` (the task metric); for a what-if, `prepare_whatif` (the engine applies the
+edit, under a cache key of its own) and `save_whatif` (a small run of kind 'whatif'). The TUI holds no prompting, generation or scoring code.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from lampbox.engine.generation.pool import GeneratorPool
 from lampbox.engine.generation.streaming import generate_streaming
 from lampbox.engine.tasks import TaskSpec
 from lampbox.engine.types import Question
+from lampbox.engine.whatif import WhatIf
 from lampbox.lab import pipeline
 from lampbox.lab.pipeline import PreparedPrompt
 from lampbox.lab.specs import RunSpec
@@ -143,7 +145,8 @@ def schedule(choices: list[PaneChoice]) -> list[list[int]]:
 
 
 def how_scheduled(backend: str, panes: int) -> str:
-    """'one batch' or 'one after another': how a backend generates several panes."""
+    """'one batch' or 'one after another': how a backend generates several (greedy) panes:
+    one batch on hf and llama.cpp (`generate_streaming`), otherwise one after another."""
     from lampbox.engine.generation.registry import backend_class
     from lampbox.engine.generation.streaming import streams_batches
 
@@ -180,6 +183,24 @@ def prepare(
     return prepared, pipeline.cached_output(store, prepared)
 
 
+def prepare_whatif(
+    spec: RunSpec, question: Question, store: Store, pool: GeneratorPool, edit: WhatIf
+) -> tuple[PreparedPrompt, str | None]:
+    """The prompt of one pane for an edited question (the engine applies the edit) and its
+    output if this very what-if was generated before: never the unedited question's."""
+    prepared = pipeline.prepare_question(spec, question, store, pool, edit)
+    return prepared, pipeline.cached_output(store, prepared)
+
+
+def save_whatif(
+    store: Store, prepared: PreparedPrompt, question: Question, output: str, original: str | None
+) -> str:
+    """Keep one pane's what-if as a small run of kind 'whatif' (lampbox.lab.whatif)."""
+    from lampbox.lab.whatif import save_whatif as save
+
+    return save(store, prepared, question, output, original)
+
+
 def generate_outputs(
     prepared: list[PreparedPrompt],
     pool: GeneratorPool,
@@ -187,8 +208,9 @@ def generate_outputs(
     on_output: Callable[[int, str], None],
     should_cancel: Callable[[], bool],
 ) -> None:
-    """Generate prompts prepared for ONE model, text as it grows: one batch on hf, one after
-    another on llama.cpp (engine.generation.streaming). Raises GenerationCancelled on cancel."""
+    """Generate prompts prepared for ONE model, text as it grows: one batch on hf and (greedy)
+    llama.cpp, every pane's pieces interleaved (engine.generation.streaming). Raises
+    GenerationCancelled on cancel."""
     spec = prepared[0].spec
     generator = pool.get(spec.backend, spec.model, spec.model_options)
     requests = [entry.input.request for entry in prepared]

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from textual.message import Message
 
 from lampbox.engine.tasks import TaskSpec
-from lampbox.engine.types import ProfileItem, Question
+from lampbox.engine.types import ProfileItem, Question, SelectorProbabilities
 from lampbox.lab.pipeline import PreparedPrompt
+from lampbox.lab.whatif import SavedWhatIf
 from lampbox.store.browse import Dataset, QuestionRow, UserGain, UserPage, UserRow
 from lampbox.store.core import Store
 from lampbox.tui.generation import ModelOption
@@ -120,6 +121,24 @@ class OutputScored(Message):
 
 
 @dataclass
+class OriginalScored(Message):
+    """For a what-if: the unedited question's output in a pane is known (cached or generated)
+    and was scored against the gold."""
+
+    session: int
+    pane: int
+    output: str
+    scores: dict[str, float]
+
+
+@dataclass
+class WhatIfSaved(Message):
+    """A what-if's panes were saved as runs of kind 'whatif'."""
+
+    run_keys: list[str]
+
+
+@dataclass
 class PanesFailed(Message):
     """Generating some panes failed (the panes of one model: the others carry on)."""
 
@@ -130,9 +149,11 @@ class PanesFailed(Message):
 
 @dataclass
 class BenchesLoaded(Message):
-    """The benches in the store were listed (`quiet`: a poll, shown without a loading state)."""
+    """The benches in the store were listed, and the saved what-ifs (`quiet`: a poll, shown
+    without a loading state)."""
 
     benches: list[BenchSummary]
+    whatifs: list[SavedWhatIf] = field(default_factory=list)
     quiet: bool = False
 
 
@@ -186,3 +207,29 @@ class ChoicesListed(Message):
     adding: bool
     models: list[ModelOption]
     retrievers: list[str]
+
+
+@dataclass
+class TableExported(Message):
+    """A table's full data was written to `path`."""
+
+    path: str
+    file_format: str
+    rows: int
+    columns: int
+
+
+@dataclass
+class ExportFailed(Message):
+    """Writing a table (or a prompt) to `path` failed; nothing was left there."""
+
+    path: str
+    error: str
+
+
+@dataclass
+class SelectorLoaded(Message):
+    """An RSPG selector's probabilities for a question were read (None: none stored)."""
+
+    question_id: str
+    selector: SelectorProbabilities | None

@@ -3,7 +3,8 @@
 The rankings panes call only `retriever_names()` and `rank_question()`: they go through the
 engine's registry and the orchestration floor's `rank_stored` (which serves rankings stored
 in the store and stores new ones), and adapt the result to rows the panes show (item,
-score). The TUI holds no retrieval code of its own.
+score, and each item's ROPG utility when feedback for the question is stored). The TUI holds
+no retrieval code of its own.
 """
 
 from __future__ import annotations
@@ -15,9 +16,10 @@ from typing import Any
 
 from lampbox.engine import retrieval
 from lampbox.engine.retrieval.base import Retriever
-from lampbox.engine.types import ProfileItem, Question
+from lampbox.engine.types import ItemFeedback, ProfileItem, Question
 from lampbox.errors import LampboxError
 from lampbox.lab.ranking import rank_stored
+from lampbox.store import selection
 from lampbox.store.core import Store
 
 
@@ -37,6 +39,7 @@ class ShownRanking:
     items: tuple[RankedItem, ...]
     seconds: float
     note: str = ""
+    feedback: ItemFeedback | None = None  # ROPG utilities of the question's items, if stored
 
 
 _retrievers: dict[str, Retriever] = {}
@@ -70,4 +73,5 @@ def rank_question(
     keys = ranking.top_keys(k)
     items = tuple(RankedItem(by_key[key], scores.get(key)) for key in keys if key in by_key)
     note = "" if ranking.context_limit != 0 else "puts no item into the prompt"
-    return ShownRanking(name, items, time.perf_counter() - started, note)
+    feedback = selection.item_feedback(store, question.task, question.scheme, question.id) if store is not None else None
+    return ShownRanking(name, items, time.perf_counter() - started, note, feedback)

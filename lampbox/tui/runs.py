@@ -1,4 +1,5 @@
-"""The runs views' reads: benches, a bench's comparison, per-user gains and failure cases.
+"""The runs views' reads: benches, a bench's comparison, per-user gains and failure cases, and
+the saved what-ifs (listed apart: never benchmark data).
 
 Benches and runs come from the store (lampbox.store.runs, written by the pipeline); the
 comparison with the baseline is the bench's own (`lampbox.bench.runner.compare`: relative
@@ -13,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from lampbox.engine.types import Prediction, ProfileItem, Question
 from lampbox.errors import LampboxError
+from lampbox.lab.whatif import SavedWhatIf
 from lampbox.store import browse
 from lampbox.store.browse import UserGain
 from lampbox.store.core import Store
@@ -34,6 +36,13 @@ class BenchSummary:
     finished: int
     created: Any
     running: int = 0
+    started: int | None = None  # configurations started (None: all of them)
+
+    @property
+    def in_progress(self) -> bool:
+        """A run is running, or a configuration has yet to start (between two runs of a
+        running bench nothing is running for a moment)."""
+        return self.running > 0 or (self.started is not None and self.started < self.runs)
 
     @property
     def label(self) -> str:
@@ -80,6 +89,13 @@ class FailureCase:
     retrieved: tuple[ProfileItem, ...]  # the items that went into the run's prompt
 
 
+def list_whatifs(store: Store) -> list[SavedWhatIf]:
+    """The what-ifs saved from the generation screen (runs of kind 'whatif'), newest first."""
+    from lampbox.lab.whatif import list_whatifs as saved
+
+    return saved(store)
+
+
 def list_benches(store: Store) -> list[BenchSummary]:
     """Every bench in the store, newest first, with its run counts."""
     from lampbox.store import runs as run_store
@@ -90,10 +106,9 @@ def list_benches(store: Store) -> list[BenchSummary]:
         finished = sum(1 for run, _ in runs if run.status == "finished")
         running = sum(1 for run, _ in runs if run.status == "running")
         size = max(run_store.bench_size(store, key), len(runs))  # started or not
+        dataset = (spec["task"], spec["scheme"], spec["split"])
         summaries.append(
-            BenchSummary(
-                key, spec["task"], spec["scheme"], spec["split"], size, finished, created, running
-            )
+            BenchSummary(key, *dataset, size, finished, created, running, started=len(runs))
         )
     return summaries
 

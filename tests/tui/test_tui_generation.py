@@ -90,6 +90,41 @@ async def test_generation_fills_and_scores_the_panes(demo_store, settle) -> None
         assert all(pane.cached and pane.state == "done" for pane in again.panes)
 
 
+@pytest.mark.slow
+async def test_three_llamacpp_panes_stream_as_one_batch(demo_store, settle, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from lampbox.engine.generation.llamacpp_batch import BatchDecoder
+
+    batches: list[tuple[int, bool]] = []  # (completions, streamed) per decoder call
+    decode = BatchDecoder.generate
+
+    def spy(self, completions, on_output=None, should_cancel=None, on_piece=None):  # type: ignore[no-untyped-def]
+        batches.append((len(completions), on_piece is not None))
+        return decode(self, completions, on_output, should_cancel, on_piece)
+
+    monkeypatch.setattr(BatchDecoder, "generate", spy)
+    app = create_app(store=demo_store, max_new_tokens=TOKENS)
+    async with app.run_test(size=SIZE) as pilot:
+        await _to_question(app, pilot, settle)
+        await pilot.press("g")  # none, bm25 and recency at k=5, all on the default llama.cpp model
+        await settle(pilot)
+        screen = app.screen
+        assert isinstance(screen, GenerationScreen)
+        panes = screen.panes
+        assert len(panes) == 3 and {pane.choice.backend for pane in panes} == {"llamacpp"}
+        assert batches == [(3, True)]  # one streamed batch for the three panes
+        status = str(screen.query_one("#generate-status", Static).render())
+        assert "llamacpp:smollm2-135m-instruct: 3 panes, one batch" in status
+        for pane in panes:
+            assert pane.state == "done" and not pane.cached and pane.pieces >= 1
+            assert pipeline.cached_output(demo_store, pane.prepared) == pane.output  # type: ignore[arg-type]
+        # The batch's outputs are the one-at-a-time ones (each prompt alone, the unbatched path).
+        generator = app.generators.get("llamacpp", panes[0].choice.model)
+        params = panes[0].prepared.spec.params  # type: ignore[union-attr]
+        for pane in panes:
+            alone = generator.generate([pane.prepared.input.request], params)  # type: ignore[union-attr]
+            assert alone == [pane.output]
+
+
 async def test_cancel_stops_generation(demo_store, settle, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     import threading
 

@@ -153,6 +153,8 @@ async def test_a_bench_writes_while_the_tui_is_open_and_the_runs_screen_follows_
         # The finished runs appear without R: the last poll read them and stopped polling.
         await wait_until(pilot, lambda: screen.poll_timer is None, 30, "polling to stop")
         await settle(pilot)
+        # This process cannot open the file read-only while the TUI has it open read-write.
+        await wait_until(pilot, lambda: not app.store.is_open, 5, "the TUI to release the store")
         with Store.for_reading(demo_db) as store:
             ((bench_key, _, _),) = run_store.list_benches(store)
             stored = run_store.bench_runs(store, bench_key)

@@ -1,5 +1,6 @@
 """The llamacpp backend: quantized GGUF models through llama-cpp-python; greedy generation of
-several prompts is batched (llamacpp_batch), anything else goes one prompt at a time."""
+several prompts is batched (llamacpp_batch), streamed or not, anything else goes one prompt at
+a time."""
 
 from __future__ import annotations
 
@@ -189,15 +190,42 @@ class LlamaCppGenerator:
         llama.cpp context (outputs identical to one at a time); sampling, batch_size 1 and
         single prompts go one prompt at a time through llama-cpp-python's completion API."""
         texts = plain_prompts(prompts, self.backend)
-        batched = (
-            params.temperature == 0
+        if self._batches(texts, params):
+            return self._generate_batched(texts, params, on_output, should_cancel)
+        return self._generate_one_by_one(texts, params, on_output, should_cancel)
+
+    @staticmethod
+    def streams_together(params: GenerationParams) -> bool:
+        """Whether `generate_streaming` decodes several requests together: greedy ones, yes
+        (one batch); sampled ones stream one after another."""
+        return params.temperature == 0
+
+    def _batches(self, texts: list[str], params: GenerationParams) -> bool:
+        return (
+            self.streams_together(params)
             and self.batch_size > 1
             and len(texts) > 1
             and (self.chat or all(texts))  # an empty plain prompt starts its completion with BOS
         )
-        if batched:
-            return self._generate_batched(texts, params, on_output, should_cancel)
-        return self._generate_one_by_one(texts, params, on_output, should_cancel)
+
+    def generate_streaming(
+        self,
+        prompts: Requests,
+        params: GenerationParams,
+        on_piece: Callable[[int, str], None],
+        should_cancel: Callable[[], bool] | None = None,
+    ) -> list[str]:
+        """Every prompt's output, on_piece(index, text) as each one grows. Greedy decoding of
+        several prompts is one batch (llamacpp_batch: each prompt evaluated, its first piece
+        shown, then every sequence decoded together, pieces interleaved); outputs are those of
+        `generate` and the pieces join to them. Anything else streams one prompt after another.
+        Raises GenerationCancelled on cancel."""
+        texts = plain_prompts(prompts, self.backend)
+        if self._batches(texts, params):
+            return self._generate_batched(texts, params, None, should_cancel, on_piece)
+        from lampbox.engine.generation.streaming import stream_one_after_another
+
+        return stream_one_after_another(self, texts, params, on_piece, None, should_cancel)
 
     def _generate_batched(
         self,
@@ -205,6 +233,7 @@ class LlamaCppGenerator:
         params: GenerationParams,
         on_output: Callable[[int, str], None] | None,
         should_cancel: Callable[[], bool] | None,
+        on_piece: Callable[[int, str], None] | None = None,
     ) -> list[str]:
         from lampbox.engine.generation.llamacpp_batch import BatchDecoder, Completion
 
@@ -225,7 +254,7 @@ class LlamaCppGenerator:
         with self._batch_lock:
             if self._batch_decoder is None:
                 self._batch_decoder = BatchDecoder(self._llama, self.batch_size)
-            self._batch_decoder.generate(completions, on_output, should_cancel)
+            self._batch_decoder.generate(completions, on_output, should_cancel, on_piece)
         return [completion.output() for completion in completions]
 
     def _chat_stop(self) -> str:

@@ -1,13 +1,17 @@
 """Batched greedy decoding on llama.cpp: several prompts in one context, one sequence id each.
 
-Each prompt is evaluated alone (in the chunks llama-cpp-python uses), then every live sequence
-advances one token per `llama_decode` call; a finished sequence's slot takes the next prompt.
-The KV cache keeps one stream per sequence (`kv_unified = false`), so each sequence's logits
-are bit for bit those of one-at-a-time decoding (docs/backends.md says why, the tests check it).
+Each prompt is evaluated alone (in the chunks llama-cpp-python uses) and its first token taken
+at once, then every live sequence advances one token per `llama_decode` call; a finished
+sequence's slot takes the next prompt. The KV cache keeps one stream per sequence
+(`kv_unified = false`), so each sequence's logits are bit for bit those of one-at-a-time
+decoding (docs/backends.md says why, the tests check it). Each sequence's new text can be
+streamed as it grows (`on_piece`): whole UTF-8 characters only, never text a stop string may
+still cut, so the pieces join to the output.
 """
 
 from __future__ import annotations
 
+import codecs
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -38,6 +42,11 @@ class Completion:
     tokens: list[int] = field(default_factory=list)
     text: bytes | None = None  # set when finished
     _multibyte_fix: int = 0
+    _so_far: bytes = b""  # the text of the tokens taken so far
+    _streamed: int = 0  # bytes of it already handed out as pieces
+    _decoder: codecs.IncrementalDecoder = field(
+        default_factory=lambda: codecs.getincrementaldecoder("utf-8")(errors="ignore")
+    )
 
     def push(self, token: int, is_eog: bool, detokenize: Detokenize) -> bool:
         """Take the next greedy token; True when the completion is finished."""
@@ -45,7 +54,7 @@ class Completion:
             self.text = detokenize(self.tokens, self.prompt_tokens)
             return True
         self.tokens.append(token)
-        text = detokenize(self.tokens, self.prompt_tokens)
+        text = self._so_far = detokenize(self.tokens, self.prompt_tokens)
         for position, char in enumerate(text[-3:]):
             left = 3 - position
             for size, pattern in ((2, 192), (3, 224), (4, 240)):
@@ -62,6 +71,33 @@ class Completion:
             self.text = text
             return True
         return False
+
+    def finish_early(self, detokenize: Detokenize) -> None:
+        """Stop here (the sequence's cells are full): the text so far is the output."""
+        self.text = detokenize(self.tokens, self.prompt_tokens)
+
+    def piece(self) -> str:
+        """The text that became final since the last piece ('' if none). Before the end, text
+        a stop string could still cut (a stop found, or the tail that starts one) is held back,
+        and an incomplete UTF-8 character waits in the incremental decoder; the pieces join to
+        `output()`."""
+        if self.text is not None:
+            new, self._streamed = self.text[self._streamed :], len(self.text)
+            return self._decoder.decode(new, final=True)
+        text = self._so_far
+        safe = len(text)
+        for stop in self.stops:
+            found = text.find(stop)
+            if found != -1:
+                safe = min(safe, found)
+            for start in range(max(0, len(text) - len(stop) + 1), len(text)):
+                if stop.startswith(text[start:]):
+                    safe = min(safe, start)
+                    break
+        if safe <= self._streamed:
+            return ""
+        new, self._streamed = text[self._streamed : safe], safe
+        return self._decoder.decode(new)
 
     @property
     def length(self) -> int:
@@ -111,8 +147,12 @@ class BatchDecoder:
         completions: Sequence[Completion],
         on_output: Callable[[int, str], None] | None = None,
         should_cancel: Callable[[], bool] | None = None,
+        on_piece: Callable[[int, str], None] | None = None,
     ) -> None:
-        """Run every completion to its end (their `text` is set), `batch_size` at a time."""
+        """Run every completion to its end (their `text` is set), `batch_size` at a time;
+        on_piece(index, text) as each completion's text grows, on_output(index, output) as
+        each finishes (not in prompt order). Raises GenerationCancelled when should_cancel()
+        says so (checked before every `llama_decode`)."""
         import llama_cpp
         import numpy as np
 
@@ -126,9 +166,11 @@ class BatchDecoder:
         sequences = min(self.batch_size, len(completions))
         context = self._ensure_context(sequences, cells)
         ctx, memory, batch = context.ctx, context.memory, self._batch.batch
-        waiting = list(completions)[::-1]
+        # Shortest prompt first (popped from the end): the prompts are evaluated one by one, so
+        # this shows the most first pieces soonest; outputs do not depend on the order.
+        waiting = sorted(completions, key=lambda c: len(c.prompt_tokens), reverse=True)
         live: dict[int, Completion] = {}  # sequence id -> its completion
-        next_token: dict[int, int] = {}
+        taken: dict[int, int] = {}  # sequence id -> the token it took, decoded at the next step
         finished = 0
 
         def cancel_check() -> None:
@@ -155,10 +197,32 @@ class BatchDecoder:
         def detokenize(tokens: list[int], prompt_tokens: list[int]) -> bytes:
             return bytes(llama.detokenize(tokens, prev_tokens=prompt_tokens))
 
+        def take(sequence: int, token: int) -> None:
+            """The sequence takes its next greedy token: streamed, and finished or queued."""
+            nonlocal finished
+            completion = live[sequence]
+            done = completion.push(token, llama_cpp.llama_vocab_is_eog(vocab, token), detokenize)
+            if not done and completion.length >= cells:
+                completion.finish_early(detokenize)
+                done = True
+            if on_piece:
+                piece = completion.piece()
+                if piece:
+                    on_piece(completion.index, piece)
+            if done:
+                del live[sequence]
+                finished += 1
+                if on_output:
+                    on_output(completion.index, completion.output())
+            else:
+                taken[sequence] = token
+
         try:
             llama_cpp.llama_memory_clear(memory, True)
             while waiting or live:
-                # Free slots take the next prompts, each evaluated alone in the Llama's chunks.
+                # Free slots take the next prompts, each evaluated alone in the Llama's chunks
+                # (one prompt per llama_decode keeps the logits exact) and its first token
+                # taken at once, so every prompt shows its first piece right after its prefill.
                 for sequence in range(sequences):
                     if sequence in live or not waiting:
                         continue
@@ -174,29 +238,18 @@ class BatchDecoder:
                             for offset, token in enumerate(chunk)
                         ])  # fmt: skip
                     live[sequence] = completion
-                    next_token[sequence] = greedy(len(chunk) - 1)
-                # Every live sequence takes its token; the unfinished ones decode it together.
-                step = []
-                for sequence, completion in sorted(live.items()):
-                    token = next_token[sequence]
-                    done = completion.push(
-                        token, llama_cpp.llama_vocab_is_eog(vocab, token), detokenize
-                    )
-                    if not done and completion.length >= cells:
-                        completion.text = detokenize(completion.tokens, completion.prompt_tokens)
-                        done = True
-                    if done:
-                        del live[sequence]
-                        finished += 1
-                        if on_output:
-                            on_output(completion.index, completion.output())
-                    else:
-                        step.append((token, completion.length - 1, sequence, True))
+                    take(sequence, greedy(len(chunk) - 1))
+                # The unfinished sequences decode the tokens they took, together.
+                step = [
+                    (token, live[sequence].length - 1, sequence, True)
+                    for sequence, token in sorted(taken.items())
+                ]
+                taken.clear()
                 if step:
                     cancel_check()
                     fill(step)
                     for row, (_, _, sequence, _) in enumerate(step):
-                        next_token[sequence] = greedy(row)
+                        take(sequence, greedy(row))
         finally:
             llama_cpp.llama_memory_clear(memory, True)
 

@@ -1,9 +1,10 @@
 """Several requests on one model, each output shown as it grows (the TUI's generation panes).
 
-A backend that streams a whole batch (`generate_streaming`, the hf backend) generates them in
-one batch, so every request shows its first tokens after a single prefill. Otherwise the
-requests stream one after another (llama.cpp decodes one sequence per context), and a backend
-that cannot stream (fid) generates them as one batch and reports each output whole.
+A backend that streams a whole batch (`generate_streaming`: hf, and llama.cpp for greedy
+decoding) generates them together, so every request shows its first tokens early (hf: after a
+single prefill; llama.cpp: right after its own prompt is evaluated). Otherwise the requests
+stream one after another, and a backend that cannot stream (fid) generates them as one batch
+and reports each output whole.
 """
 
 from __future__ import annotations
@@ -16,9 +17,13 @@ from lampbox.engine.generation.common import GenerationCancelled
 PieceCallback = Callable[[int, str], None]  # (request index, new text)
 
 
-def streams_batches(generator: object) -> bool:
-    """Whether the generator streams a whole batch at once (`generate_streaming`)."""
-    return callable(getattr(generator, "generate_streaming", None))
+def streams_batches(generator: object, params: GenerationParams | None = None) -> bool:
+    """Whether the generator (or its class) streams a whole batch at once with these params
+    (default: greedy): it has `generate_streaming`, and `streams_together(params)` if it says."""
+    if not callable(getattr(generator, "generate_streaming", None)):
+        return False
+    together = getattr(generator, "streams_together", None)
+    return together is None or bool(together(params or GenerationParams()))
 
 
 def generate_streaming(
@@ -32,7 +37,7 @@ def generate_streaming(
     """One output per request, in order; on_piece(index, text) as text arrives and
     on_output(index, output) as each finishes. Raises GenerationCancelled on cancel (a partial
     output is never reported to on_output)."""
-    if streams_batches(generator):
+    if streams_batches(generator, params):
         outputs: list[str] = generator.generate_streaming(  # type: ignore[attr-defined]
             requests, params, on_piece, should_cancel
         )
@@ -48,7 +53,19 @@ def generate_streaming(
                 on_output(index, output)
 
         return generator.generate(requests, params, on_output=whole, should_cancel=should_cancel)
-    outputs = []
+    return stream_one_after_another(generator, requests, params, on_piece, on_output, should_cancel)
+
+
+def stream_one_after_another(
+    generator: Generator,
+    requests: Sequence[GenerationRequest | str],
+    params: GenerationParams,
+    on_piece: PieceCallback,
+    on_output: PieceCallback | None = None,
+    should_cancel: Callable[[], bool] | None = None,
+) -> list[str]:
+    """Each request streamed in turn (`generator.stream`), the next once the last is done."""
+    outputs: list[str] = []
     for index, request in enumerate(requests):
         pieces: list[str] = []
         stream = generator.stream(request, params)

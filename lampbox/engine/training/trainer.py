@@ -60,6 +60,8 @@ class TrainConfig:
     pad_to: int | None = None  # pad every batch to this length (the reference's way; None: to the longest)
     tail_logits: bool = True  # logits only where there are labels (when the model supports logits_to_keep)
     bf16_base: bool = False  # LoRA in bf16: hold the frozen base weights in bf16 too (the adapter stays fp32)
+    cheap_dropout: bool = True  # on the CPU, LoRA dropout masks from numpy's PCG64 (training/dropout.py)
+    frozen_bf16: bool = True  # LoRA under bf16 autocast: frozen linears held in bf16, the same matmuls (training/frozen.py)
     save_total_limit: int = 2
 
     def to_json(self) -> dict[str, Any]:
@@ -229,6 +231,14 @@ def train(
                 target_modules=targets, task_type="CAUSAL_LM",
             ),
         )  # fmt: skip
+        if config.cheap_dropout and device == "cpu":
+            from lampbox.engine.training.dropout import use_cheap_lora_dropout
+
+            use_cheap_lora_dropout(model)
+        if config.frozen_bf16 and precision == "bf16" and not config.bf16_base:
+            from lampbox.engine.training.frozen import hold_frozen_linears_in
+
+            hold_frozen_linears_in(model, torch.bfloat16)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     main = task.main_metric
     with_dev = bool(dev_examples)

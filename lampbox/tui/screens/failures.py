@@ -17,13 +17,14 @@ from textual.widgets import DataTable, Footer, Header, Static
 
 from lampbox.engine.tasks import TaskSpec
 from lampbox.engine.types import Prediction
-from lampbox.tui import runs
+from lampbox.tui import runs, table_data
 from lampbox.tui.messages import FailuresLoaded, WorkFailed
 from lampbox.tui.runs import ConfigurationRow, FailureCase
 from lampbox.tui.screens.base import LampboxScreen
 from lampbox.tui.screens.run_users import gain_text, score_text
 from lampbox.tui.widgets.cells import cell
 from lampbox.tui.widgets.generation_pane import format_scores
+from lampbox.tui.widgets.table import LampboxTable
 
 
 def case_detail(case: FailureCase, task: TaskSpec) -> Text:
@@ -75,7 +76,7 @@ class FailuresScreen(LampboxScreen):
         yield Header()
         yield Static(f"[b]user {self.user_id}[/b]  ·  {self.row.label}", id="failures-title")
         with Horizontal(id="failures-body"):
-            yield DataTable(id="cases", cursor_type="row", zebra_stripes=True)
+            yield LampboxTable(id="cases", cursor_type="row", zebra_stripes=True)
             with VerticalScroll(id="case-box"):
                 yield Static("", id="case-detail")
         yield Footer()
@@ -103,9 +104,13 @@ class FailuresScreen(LampboxScreen):
         if message.only_worse != self.only_worse:
             return
         self.cases = message.cases
-        table = self.query_one("#cases", DataTable)
+        table = self.query_one("#cases", LampboxTable)
         table.loading = False
         table.clear()
+        if self.task_spec is not None:
+            table.set_export(
+                table_data.failure_cases(self.row, self.user_id, self.cases, self.task_spec)
+            )
         for case in self.cases:
             baseline = case.baseline.main_score if case.baseline is not None else None
             table.add_row(

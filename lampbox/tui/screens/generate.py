@@ -4,8 +4,13 @@ backend and model; `m` changes the focused pane's, and the choices are kept whil
 Every pane goes through the run pipeline (lampbox.tui.generation): the prompt is built as a
 bench run builds it, a cached output is shown at once, otherwise text streams in; the finished
 output is cached for the bench and scored with the task's metric. Panes on different models
-generate at the same time, one thread worker per model; panes on one model go together: one
-batch on hf, one after another on llama.cpp (docs/tui.md says why).
+generate at the same time, one thread worker per model; panes on one model go together, as
+one batch on hf and on llama.cpp (docs/tui.md says how and why).
+
+With a what-if edit from the question screen, every pane runs the edited question (the engine
+applies the edit; its outputs are cached under keys of their own) and shows the unedited
+question's output and score under it, with the difference against the gold; `s` saves the
+what-if as small runs of kind 'whatif'.
 """
 
 from __future__ import annotations
@@ -23,17 +28,22 @@ from textual.worker import Worker, get_current_worker
 
 from lampbox.engine.defaults import default_max_new_tokens
 from lampbox.engine.generation.common import GenerationCancelled
-from lampbox.engine.types import Question
+from lampbox.engine.types import Question, SelectorProbabilities
+from lampbox.engine.whatif import WhatIf
 from lampbox.lab.pipeline import PreparedPrompt
+from lampbox.store import selection
 from lampbox.store.browse import Dataset
 from lampbox.tui import generation
 from lampbox.tui.generation import PaneChoice
 from lampbox.tui.messages import (
     ChoicesListed,
     GenerationPrepared,
+    OriginalScored,
     OutputScored,
     PanesFailed,
+    SelectorLoaded,
     TextGenerated,
+    WhatIfSaved,
     WorkFailed,
 )
 from lampbox.tui.screens.base import LampboxScreen, one_line
@@ -51,7 +61,9 @@ class GenerationScreen(LampboxScreen):
         Binding("d", "remove_pane", "Remove pane"),
         Binding("R", "reset_panes", "Reset panes", show=False),
         Binding("p", "show_prompt", "Prompt"),
+        Binding("c", "copy_prompt", "Copy prompt"),
         Binding("g", "generate", "Generate again"),
+        Binding("s", "save_whatif", "Save what-if"),
         Binding("ctrl+x", "cancel", "Cancel"),
         Binding("tab", "focus_next", "Next pane", show=False),
         Binding("shift+tab", "focus_previous", "Prev pane", show=False),
@@ -64,10 +76,12 @@ class GenerationScreen(LampboxScreen):
         retrievers: list[str],
         k: int,
         question_text: str | None = None,
+        edit: WhatIf | None = None,
     ) -> None:
         super().__init__()
         self.dataset = dataset
         self.question = question
+        self.edit = edit if edit is not None and not edit.is_empty else None
         self.question_text = question_text if question_text is not None else question.input
         self.defaults = generation.default_choices(retrievers, k)
         self.choices: list[PaneChoice] = []
@@ -75,6 +89,7 @@ class GenerationScreen(LampboxScreen):
         self.session = 0  # bumped on each (re)generation; older messages are ignored
         self.max_new_tokens = 0
         self.schedule_note = ""
+        self.selector: SelectorProbabilities | None = None  # RSPG probabilities, if stored
 
     @property
     def kept(self) -> list[PaneChoice] | None:
@@ -91,27 +106,61 @@ class GenerationScreen(LampboxScreen):
             else f"panes: the question's retrievers at k={self.k} (m: choose)"
         )
         yield Header()
-        yield Static(
+        edit = self.edit
+        title = Text.from_markup(
             f"[b]question {question.id}[/b]  ·  user {question.user_id}  ·  "
-            f"{self.dataset.label}  ·  {panes}",
-            id="generate-title",
+            f"{self.dataset.label}  ·  {panes}"
         )
+        if edit is not None:
+            title = Text.assemble(("WHAT-IF ", "bold reverse"), f" {edit.describe()}  ·  ", title)
+        yield Static(title, id="generate-title")
         gold = question.gold if question.gold is not None else "(not known for this split)"
+        if edit is not None and edit.new_question:
+            gold = "(a new question has no gold)"
+        label = "Question " if edit is None or edit.input is None else "Edited   "
+        if edit is not None and edit.new_question:
+            label = "New      "
         yield Static(
             Text.assemble(
-                ("Question ", "bold"), cell(self.question_text, 200), "\n",
+                (label, "bold"), cell(self.question_text, 200), "\n",
                 ("Gold     ", "bold"), gold,
             ),  # fmt: skip
             id="generate-question",
         )
+        original = edit is not None and not edit.new_question
         with Horizontal(id="generation-panes"):
             for index, choice in enumerate(self.choices):
-                yield GenerationPane(index, choice, id=f"pane-{index}")
+                yield GenerationPane(
+                    index,
+                    choice,
+                    self.selector,
+                    whatif=edit is not None,
+                    original=original,
+                    id=f"pane-{index}",
+                )
         yield Static("", id="generate-status")
         yield Footer()
 
     def on_mount(self) -> None:
+        self.load_selector()
         self.action_generate()
+
+    @work(thread=True, group="selector", exit_on_error=False)
+    def load_selector(self) -> None:
+        """The RSPG selector's probabilities for this question, if any are stored."""
+        with self.reporting("Reading the selector's probabilities"):
+            question = self.question
+            found = selection.selector_probabilities(
+                self.store, question.task, question.scheme, question.id
+            )
+            self.post_message(SelectorLoaded(question.id, found))
+
+    def on_selector_loaded(self, message: SelectorLoaded) -> None:
+        if message.question_id != self.question.id or message.selector is None:
+            return
+        self.selector = message.selector
+        for pane in self.panes:
+            pane.set_selector(message.selector)
 
     @property
     def panes(self) -> list[GenerationPane]:
@@ -169,11 +218,15 @@ class GenerationScreen(LampboxScreen):
         max_new_tokens: int,
     ) -> None:
         """The panes of one model (worker thread): every prompt first, cached outputs shown at
-        once, then the rest generated together; each output cached and scored as it finishes."""
+        once, then the rest generated together; each output cached and scored as it finishes.
+        For a what-if, the edited prompts go first and the unedited question's (to compare
+        with) after them, unless they are cached."""
         pool = self.app.generators  # type: ignore[attr-defined]
         task = self.lookup_task(self.question.task)
-        gold = self.question.gold
+        edit = self.edit
+        gold = self.question.gold if edit is None else edit.question(self.question).gold
         waiting: list[tuple[int, PreparedPrompt]] = []
+        originals: list[tuple[int, PreparedPrompt]] = []  # the unedited question, for a what-if
         for index, choice in panes:
             if worker.is_cancelled:
                 return
@@ -181,7 +234,12 @@ class GenerationScreen(LampboxScreen):
                 self.question, self.dataset.scheme, self.dataset.split, choice, max_new_tokens
             )
             with self.using_store():
-                prepared, cached = generation.prepare(spec, self.question, self.store, pool)
+                if edit is None:
+                    prepared, cached = generation.prepare(spec, self.question, self.store, pool)
+                else:
+                    prepared, cached = generation.prepare_whatif(
+                        spec, self.question, self.store, pool, edit
+                    )
             if worker.is_cancelled:
                 return
             self.post_message(GenerationPrepared(session, index, prepared, cached))
@@ -190,20 +248,35 @@ class GenerationScreen(LampboxScreen):
                 self.post_message(OutputScored(session, index, cached, scores, 0.0))
             else:
                 waiting.append((index, prepared))
+            if edit is not None and not edit.new_question:
+                with self.using_store():
+                    original, known = generation.prepare(spec, self.question, self.store, pool)
+                if known is not None:
+                    scores = generation.score(task, known, self.question.gold)
+                    self.post_message(OriginalScored(session, index, known, scores))
+                else:
+                    originals.append((index, original))
+        edited_rows = len(waiting)
+        waiting += originals
         if not waiting:
             return
         started = time.perf_counter()
 
         def on_piece(row: int, piece: str) -> None:
-            self.post_message(TextGenerated(session, waiting[row][0], piece))
+            if row < edited_rows:  # the unedited outputs show when complete
+                self.post_message(TextGenerated(session, waiting[row][0], piece))
 
         def on_output(row: int, output: str) -> None:
             index, prepared = waiting[row]
             with self.using_store():
                 generation.remember(self.store, prepared, pool, output)
             seconds = time.perf_counter() - started
-            scores = generation.score(task, output, gold)
-            self.post_message(OutputScored(session, index, output, scores, seconds))
+            if row < edited_rows:
+                scores = generation.score(task, output, gold)
+                self.post_message(OutputScored(session, index, output, scores, seconds))
+            else:
+                scores = generation.score(task, output, self.question.gold)
+                self.post_message(OriginalScored(session, index, output, scores))
 
         generation.generate_outputs(
             [prepared for _, prepared in waiting],
@@ -242,6 +315,11 @@ class GenerationScreen(LampboxScreen):
             f"{self.max_new_tokens} new tokens · m: model · p: exact prompt · g: again"
         )
 
+    def on_original_scored(self, message: OriginalScored) -> None:
+        pane = self.pane(message.session, message.pane)
+        if pane is not None:
+            pane.set_original(message.output, message.scores)
+
     def on_panes_failed(self, message: PanesFailed) -> None:
         if message.session != self.session:
             return
@@ -273,6 +351,39 @@ class GenerationScreen(LampboxScreen):
         focused = self.focused
         return focused if isinstance(focused, GenerationPane) else self.panes[0]
 
+    def action_save_whatif(self) -> None:
+        """Save the what-if (each finished pane: a small run of kind 'whatif')."""
+        if self.edit is None:
+            self.notify(
+                "Nothing to save: this is the question as it is (x, P, e or n on the question "
+                "screen make a what-if)",
+                severity="warning",
+            )
+            return
+        done = [
+            (pane.prepared, pane.output, pane.original_output)
+            for pane in self.panes
+            if pane.state == "done" and pane.prepared is not None and pane.prepared.is_whatif
+        ]
+        if not done:
+            self.notify("No pane has finished its what-if yet", severity="warning")
+            return
+        self.save_panes(done)
+
+    @work(thread=True, group="save", exit_on_error=False)
+    def save_panes(self, done: list[tuple[PreparedPrompt, str, str | None]]) -> None:
+        with self.reporting("Saving the what-if"):
+            keys = [
+                generation.save_whatif(self.store, prepared, self.question, output, original)
+                for prepared, output, original in done
+            ]
+            self.post_message(WhatIfSaved(keys))
+
+    def on_what_if_saved(self, message: WhatIfSaved) -> None:
+        count = len(message.run_keys)
+        self.notify(f"Saved the what-if: {count} run(s) of kind what-if (Runs: What-ifs)")
+        self.status(f"saved {count} what-if run(s) · see them under Runs (b on the users screen)")
+
     def action_show_prompt(self) -> None:
         from lampbox.tui.screens.prompt import PromptScreen
 
@@ -280,7 +391,19 @@ class GenerationScreen(LampboxScreen):
         if pane.prepared is None:
             self.notify("The prompt of this pane is not built yet", severity="warning")
             return
-        self.app.push_screen(PromptScreen(pane.choice.label, pane.prepared))
+        label = pane.choice.label
+        if pane.prepared.edit is not None:
+            label += f" · what-if: {pane.prepared.edit.describe()}"
+        self.app.push_screen(PromptScreen(label, pane.prepared))
+
+    def action_copy_prompt(self) -> None:
+        from lampbox.tui.screens.prompt import copy_text
+
+        pane = self.focused_pane()
+        if pane.prepared is None:
+            self.notify("The prompt of this pane is not built yet", severity="warning")
+            return
+        copy_text(self.app, pane.prepared.prompt.text, f"the prompt of {pane.choice.label}")
 
     def action_choose(self) -> None:
         pane = self.focused_pane()

@@ -14,6 +14,12 @@ HELP_TEXT = """\
 Browse a LaMP store user by user. Every screen lists its keys in the footer;
 **ctrl+p** opens the command palette, **?** this help, **ctrl+q** quits.
 
+## Every table
+`E` on a table (users, questions, profiles, rankings, runs, per-user gains, failure
+cases, a prompt's items) exports all of its rows (every page, real column names, numbers as
+numbers) to CSV, Parquet or JSON: choose the format and the file (a new file in the
+current directory by default) and lampbox says where it wrote.
+
 ## Users
 Pick a dataset (task · split scheme · set) on the left, then a user.
 
@@ -47,7 +53,12 @@ Items retrieved by more than one retriever are marked with how many rankings hol
 | `p` | the whole input (the task's instruction included) |
 | `space` | toggle a retriever (in the retriever list) |
 | `+` / `-` | more / fewer retrieved items (k) |
-| `g` | generate side by side |
+| `g` | generate side by side (with the what-if edits, beside the original) |
+| `x` | exclude the highlighted item (profile or ranking) from the prompts; again: back |
+| `P` | pin the highlighted item: prompts take pinned items first; again: unpin |
+| `e` | edit the question's input (the gold stays) |
+| `n` | a new question as this user (no gold) |
+| `u` | undo every what-if edit |
 | `ctrl+x` | cancel the ranking in progress |
 | `escape` | back |
 
@@ -57,6 +68,12 @@ each chosen retriever at k on the default model), built, generated, cached and s
 the same pipeline as `lampbox bench`. Cached outputs show at once; others stream in. Panes
 on different models run at the same time; panes on one model are one batch on hf and one
 after another on llama.cpp. Changed panes are kept for later questions until you quit.
+When an RSPG selector scored the question, each pane shows its choice's probability and
+the selector's pick is marked ★; when ROPG feedback exists, the rankings show each
+item's utility (`util`).
+
+On a prompt (or a whole input, `p`): `c` copies it to the clipboard (through the terminal,
+OSC 52: not every terminal passes it on), `w` saves it to a file.
 
 | key | does |
 | --- | --- |
@@ -64,8 +81,10 @@ after another on llama.cpp. Changed panes are kept for later questions until you
 | `a` / `d` | add a pane / remove the focused pane |
 | `R` | back to the question's retrievers on the default model |
 | `p` | the exact prompt of the focused pane, with the items that went in |
+| `c` | copy the focused pane's prompt to the clipboard |
 | `tab` | next pane |
 | `g` | generate again (cached outputs come back at once) |
+| `s` | save a what-if (each finished pane: a small run, under Runs: What-ifs) |
 | `ctrl+x` | cancel the generation |
 
 ## Runs
@@ -74,7 +93,8 @@ of the main metric against no personalization and the paired p-value. `enter` on
 configuration: its users sorted by gain, the biggest losers first (`r` flips), and a plot
 of gain against profile size. Gains are signed so that a loss is always worse (MAE too).
 `enter` on a user: the questions where the configuration did worse, with prompt, retrieved
-items, output, baseline output and gold (`a`: all the user's questions).
+items, output, baseline output and gold (`a`: all the user's questions). Saved what-ifs
+are listed apart ("What-ifs"), never mixed with the benches; `enter` shows one.
 
 ## Getting data
 `lampbox data demo`, `lampbox data import PATH`, `lampbox data fetch LaMP_7`

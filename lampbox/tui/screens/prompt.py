@@ -1,17 +1,52 @@
 """The exact prompt a configuration sends to the model, and the items that went into it;
-a question's whole input (the task's instruction included)."""
+a question's whole input (the task's instruction included). `c` copies the text to the
+clipboard, `w` saves it to a file (for terminals without clipboard support)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from rich.text import Text
-from textual.app import ComposeResult
+from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import VerticalScroll
 from textual.screen import ModalScreen
-from textual.widgets import DataTable, Static
+from textual.widgets import Static
 
+from lampbox.errors import LampboxError
 from lampbox.lab.pipeline import PreparedPrompt
+from lampbox.tui import table_data
+from lampbox.tui.export import file_stem, write_text
 from lampbox.tui.widgets.cells import cell
+from lampbox.tui.widgets.table import LampboxTable
+
+
+def copy_text(app: App[object], text: str, what: str) -> None:
+    """Put `text` on the clipboard (OSC 52, through the terminal) and say so."""
+    app.copy_to_clipboard(text)
+    app.notify(
+        f"Copied {what} ({len(text):,} characters) to the clipboard. If nothing arrives, your "
+        "terminal does not pass OSC 52 on: w (on the prompt) saves it to a file.",
+        title="Copied",
+        timeout=6,
+    )
+
+
+def save_text(app: App[object], text: str, name: str) -> None:
+    """Ask where, then write `text` there (a bad path is reported in the box)."""
+    from lampbox.tui.screens.export import ExportDialog
+
+    def chosen(answer: tuple[str, Path] | None) -> None:
+        if answer is None:
+            return
+        try:
+            path = write_text(text, answer[1])
+        except LampboxError as error:
+            app.notify(f"Saving failed: {error}", severity="error", timeout=8)
+        else:
+            app.notify(f"Saved {len(text):,} characters to {path}", title="Saved", timeout=8)
+
+    app.push_screen(ExportDialog(f"Save · {name}", name, formats=("txt",)), chosen)
 
 
 class PromptScreen(ModalScreen[None]):
@@ -21,6 +56,8 @@ class PromptScreen(ModalScreen[None]):
         Binding("escape", "dismiss", "Close"),
         Binding("p", "dismiss", "Close", show=False),
         Binding("q", "dismiss", "Close", show=False),
+        Binding("c", "copy", "Copy"),
+        Binding("w", "save", "Save to file"),
     ]
 
     def __init__(self, label: str, prepared: PreparedPrompt) -> None:
@@ -28,12 +65,17 @@ class PromptScreen(ModalScreen[None]):
         self.label = label
         self.prepared = prepared
 
+    @property
+    def text(self) -> str:
+        return self.prepared.prompt.text
+
     def compose(self) -> ComposeResult:
         prompt = self.prepared.prompt
         with VerticalScroll(id="prompt-box"):
             yield Static(
                 f"[b]Prompt · {self.label}[/b]  {prompt.token_count} of {prompt.budget} tokens"
-                + (" · fell back to the bare input" if prompt.fell_back else ""),
+                + (" · fell back to the bare input" if prompt.fell_back else "")
+                + "  (c: copy · w: save)",
                 classes="pane-title",
             )
             yield Static(
@@ -43,7 +85,7 @@ class PromptScreen(ModalScreen[None]):
                 id="prompt-summary",
             )
             if prompt.items:
-                table: DataTable[object] = DataTable(id="prompt-items", cursor_type="row")
+                table = LampboxTable(id="prompt-items", cursor_type="row")
                 table.add_column("#", width=3)
                 table.add_column("item id", width=16)
                 table.add_column("kept tokens", width=12)
@@ -60,6 +102,7 @@ class PromptScreen(ModalScreen[None]):
                         f"{kept.kept_tokens}/{kept.total_tokens}",
                         cell(text, 50),
                     )
+                table.set_export(table_data.prompt_items(self.label, self.prepared))
                 yield table
             yield Static(Text("Prompt text", style="bold"), classes="section-title")
             yield Static(Text(prompt.text), id="prompt-text")
@@ -67,11 +110,22 @@ class PromptScreen(ModalScreen[None]):
     async def action_dismiss(self, result: None = None) -> None:
         self.dismiss(result)
 
+    def action_copy(self) -> None:
+        copy_text(self.app, self.text, "the prompt")
+
+    def action_save(self) -> None:
+        save_text(self.app, self.text, file_stem("prompt", self.label))
+
 
 class TextScreen(ModalScreen[None]):
-    """A titled text in a box (a question's whole input); closed with Escape, p or q."""
+    """A titled text in a box (a question's whole input); closed with Escape, p or q; `c`
+    copies it, `w` saves it to a file."""
 
-    BINDINGS = PromptScreen.BINDINGS
+    BINDINGS = [
+        *PromptScreen.BINDINGS[:3],
+        Binding("c", "copy", "Copy"),
+        Binding("w", "save", "Save to file"),
+    ]
 
     def __init__(self, title: str, text: str) -> None:
         super().__init__()
@@ -85,3 +139,9 @@ class TextScreen(ModalScreen[None]):
 
     async def action_dismiss(self, result: None = None) -> None:
         self.dismiss(result)
+
+    def action_copy(self) -> None:
+        copy_text(self.app, self.text, "the text")
+
+    def action_save(self) -> None:
+        save_text(self.app, self.text, file_stem(self.title_text))

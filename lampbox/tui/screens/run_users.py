@@ -18,10 +18,11 @@ from textual.widgets import DataTable, Footer, Header, Static
 from textual_plotext import PlotextPlot
 
 from lampbox.store.browse import UserGain
-from lampbox.tui import runs
+from lampbox.tui import runs, table_data
 from lampbox.tui.messages import UserGainsLoaded, WorkFailed
 from lampbox.tui.runs import ConfigurationRow
 from lampbox.tui.screens.base import LampboxScreen
+from lampbox.tui.widgets.table import LampboxTable
 
 
 def gain_text(gain: float | None) -> Text:
@@ -61,7 +62,7 @@ class RunUsersScreen(LampboxScreen):
                 yield Static(
                     "Users  (enter: questions where it did worse)", classes="section-title"
                 )
-                yield DataTable(id="user-gains", cursor_type="row", zebra_stripes=True)
+                yield LampboxTable(id="user-gains", cursor_type="row", zebra_stripes=True)
             yield PlotextPlot(id="gain-plot")
         yield Static("", id="gains-status")
         yield Footer()
@@ -98,10 +99,12 @@ class RunUsersScreen(LampboxScreen):
         return scored + unscored
 
     def show_table(self) -> None:
-        table = self.query_one("#user-gains", DataTable)
+        table = self.query_one("#user-gains", LampboxTable)
         table.loading = False
         table.clear()
-        for gain in self.ordered():
+        ordered = self.ordered()
+        table.set_export(table_data.user_gains(self.row, ordered))
+        for gain in ordered:
             table.add_row(
                 gain.user_id,
                 gain.questions,

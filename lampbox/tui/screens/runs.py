@@ -2,7 +2,9 @@
 
 The table is the bench's own comparison (relative change of the main metric against no
 personalization and the paired p-value), read from the stored runs. `enter` opens a
-configuration's per-user breakdown.
+configuration's per-user breakdown. Saved what-ifs (`s` on an edited question's generations)
+are listed apart, under "What-ifs": each row one pane's edited output, scored, beside the
+unedited question's score and the difference.
 """
 
 from __future__ import annotations
@@ -20,14 +22,17 @@ from textual.widgets import DataTable, Footer, Header, OptionList, Static
 from textual.widgets.option_list import Option
 from textual.worker import get_current_worker
 
-from lampbox.tui import runs
+from lampbox.tui import runs, table_data
 from lampbox.tui.messages import BenchCompared, BenchesLoaded, WorkFailed
-from lampbox.tui.runs import BenchSummary, ConfigurationRow
+from lampbox.tui.runs import BenchSummary, ConfigurationRow, SavedWhatIf
 from lampbox.tui.screens.base import LampboxScreen
 from lampbox.tui.widgets.cells import cell
+from lampbox.tui.widgets.generation_pane import format_delta, format_scores
+from lampbox.tui.widgets.table import LampboxTable
 
 POLL_S = 1.0  # how often the screen reads a running bench's progress again
 
+WHATIFS = "whatifs"  # the option id of the saved what-ifs in the benches list
 NO_BENCHES = (
     "No benches in this store yet. Run one, e.g.\n"
     "  lampbox bench --task LaMP_7 --retrievers none,bm25 --k 1 --limit 8\n"
@@ -56,6 +61,13 @@ def running_text(bench: BenchSummary, rows: list[ConfigurationRow]) -> str:
     return "; ".join(parts) + f" (read every {POLL_S:g} s)"
 
 
+def _delta_text(delta: float, higher_is_better: bool) -> Text:
+    """A score difference, green when the edit did better."""
+    better = delta > 0 if higher_is_better else delta < 0
+    style = "green" if better else ("red" if delta != 0 else "")
+    return Text(f"{delta:+.3f}", style=style)
+
+
 class RunsScreen(LampboxScreen):
     """The store's benches and, for the chosen one, its configurations against the baseline."""
 
@@ -73,6 +85,8 @@ class RunsScreen(LampboxScreen):
         self.rows: list[ConfigurationRow] = []
         self.higher_is_better = True
         self.poll_timer: Timer | None = None  # set while a bench in the store is running
+        self.whatifs: list[SavedWhatIf] = []
+        self.showing_whatifs = False
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -82,7 +96,7 @@ class RunsScreen(LampboxScreen):
                 yield OptionList(id="benches")
             with Vertical(id="configurations-column"):
                 yield Static("Configurations  (enter: per-user gains)", classes="section-title")
-                yield DataTable(id="configurations", cursor_type="row", zebra_stripes=True)
+                yield LampboxTable(id="configurations", cursor_type="row", zebra_stripes=True)
                 yield Static("", id="runs-status")
         yield Footer()
 
@@ -101,8 +115,11 @@ class RunsScreen(LampboxScreen):
     def load_benches(self, quiet: bool = False) -> None:
         with self.reporting("Listing the benches"):
             benches = runs.list_benches(self.store)
+            whatifs = runs.list_whatifs(self.store)
+            for task in {saved.task for saved in whatifs}:
+                self.lookup_task(task)  # for the handler, which must not wait for the store
             if not get_current_worker().is_cancelled:  # a newer read replaced this one
-                self.post_message(BenchesLoaded(benches, quiet))
+                self.post_message(BenchesLoaded(benches, whatifs, quiet))
 
     @work(thread=True, exclusive=True, group="compare", exit_on_error=False)
     def load_bench(self, bench_key: str, known: list[ConfigurationRow]) -> None:
@@ -131,34 +148,52 @@ class RunsScreen(LampboxScreen):
     # -- handlers ----------------------------------------------------------------------------
 
     def on_benches_loaded(self, message: BenchesLoaded) -> None:
+        shown_whatifs = [saved.run_key for saved in self.whatifs]
         self.benches = message.benches
-        self.keep_polling(any(bench.running for bench in self.benches))
+        self.whatifs = message.whatifs
+        self.keep_polling(any(bench.in_progress for bench in self.benches))
         options = self.query_one("#benches", OptionList)
         table = self.query_one("#configurations", DataTable)
-        if not self.benches:
+        if not self.benches and not self.whatifs:
             options.clear_options()
             table.loading = False
             self.query_one("#runs-status", Static).update(NO_BENCHES)
             return
+        whatifs = bool(self.whatifs) and (self.showing_whatifs or not self.benches)
         with options.prevent(OptionList.OptionHighlighted):
             options.clear_options()
             options.add_options(
                 Option(
                     f"{bench.label}\n  {bench.finished}/{bench.runs} runs"
-                    f"{' · running' if bench.running else ''} · {bench.bench_key[:8]}",
+                    f"{' · running' if bench.in_progress else ''} · {bench.bench_key[:8]}",
                     id=bench.bench_key,
                 )
                 for bench in self.benches
             )
-            shown = self.bench.bench_key if self.bench is not None else None
-            keep = next((b for b in self.benches if b.bench_key == shown), self.benches[0])
-            options.highlighted = self.benches.index(keep)
+            if self.whatifs:
+                options.add_option(
+                    Option(
+                        f"What-ifs\n  {len(self.whatifs)} saved (not benchmark data)", id=WHATIFS
+                    )
+                )
+            if whatifs:
+                options.highlighted = len(self.benches)
+            else:
+                shown = self.bench.bench_key if self.bench is not None else None
+                keep = next((b for b in self.benches if b.bench_key == shown), self.benches[0])
+                options.highlighted = self.benches.index(keep)
+        if whatifs:
+            unchanged = [saved.run_key for saved in self.whatifs] == shown_whatifs
+            if not (message.quiet and self.showing_whatifs and unchanged):
+                self.show_whatifs()  # a poll that found no new what-if keeps the table as it is
+            return
         self.choose_bench(keep, force=True, quiet=message.quiet)
 
     def choose_bench(self, bench: BenchSummary, force: bool = False, quiet: bool = False) -> None:
-        if bench == self.bench and not force:
+        if bench == self.bench and not force and not self.showing_whatifs:
             return
         same = self.bench is not None and bench.bench_key == self.bench.bench_key
+        self.showing_whatifs = False
         self.bench = bench
         if not quiet:
             self.query_one("#configurations", DataTable).loading = True
@@ -166,14 +201,85 @@ class RunsScreen(LampboxScreen):
 
     @on(OptionList.OptionHighlighted, "#benches")
     def bench_highlighted(self, event: OptionList.OptionHighlighted) -> None:
+        if event.option.id == WHATIFS:
+            self.show_whatifs()
+            return
         found = [bench for bench in self.benches if bench.bench_key == event.option.id]
         if found:
             self.choose_bench(found[0])
 
+    def show_whatifs(self) -> None:
+        """The saved what-ifs in the table: edited score, the original's, the difference."""
+        from lampbox.engine.metrics import question_key
+
+        self.showing_whatifs = True
+        self.bench = None
+        self.rows = []  # a bench shown again is drawn afresh
+        table = self.query_one("#configurations", LampboxTable)
+        table.export = None  # E writes the what-ifs as shown, not the last bench
+        table.loading = False
+        table.clear(columns=True)
+        table.add_column("what-if", key="label", width=40)
+        table.add_column("user", key="user", width=10)
+        table.add_column("metric", key="metric", width=8)
+        table.add_column("edited", key="edited", width=7)
+        table.add_column("original", key="original", width=8)
+        table.add_column("Δ", key="delta", width=7)
+        for saved in self.whatifs:
+            task = self.lookup_task(saved.task)  # looked up by load_benches
+            metric = question_key(task)
+            edited = saved.prediction.scores.get(metric)
+            original = saved.original_scores.get(metric)
+            delta = saved.delta.get(metric)
+            higher = task.higher_is_better()
+            table.add_row(
+                cell(saved.label, 40),
+                cell(saved.user_id, 10),
+                cell(metric, 8),
+                "–" if edited is None else f"{edited:.3f}",
+                "–" if original is None else f"{original:.3f}",
+                Text("–") if delta is None else _delta_text(delta, higher),
+                key=saved.run_key,
+            )
+        self.query_one("#runs-status", Static).update(
+            f"{len(self.whatifs)} saved what-if(s): one question each, edited (items excluded or "
+            "pinned, input edited, or a new question) · never benchmark data · enter: details"
+        )
+
+    def show_whatif(self, run_key: str) -> None:
+        from lampbox.tui.screens.prompt import TextScreen
+
+        found = [saved for saved in self.whatifs if saved.run_key == run_key]
+        if not found:
+            return
+        saved = found[0]
+        prediction = saved.prediction
+        lines = [
+            f"question {saved.question_id} · user {saved.user_id} · {saved.configuration}",
+            f"edit: {saved.edit.describe()}",
+            f"excluded items: {', '.join(saved.edit.excluded) or '-'}",
+            f"pinned items (in order): {', '.join(saved.edit.pinned) or '-'}",
+            f"items that went in: {', '.join(prediction.item_ids) or '-'}",
+            "",
+            f"edited output: {prediction.output}",
+            f"scores: {format_scores(dict(prediction.scores)) or 'no gold'}",
+        ]
+        if saved.original_output is not None:
+            lines += [
+                f"original output: {saved.original_output}",
+                f"scores: {format_scores(saved.original_scores) or 'no gold'}",
+                f"difference: {format_delta(saved.delta) or '-'}",
+            ]
+        lines += ["", f"gold: {prediction.gold if prediction.gold is not None else '-'}"]
+        lines += ["", "prompt:", prediction.prompt or ""]
+        self.app.push_screen(TextScreen(f"What-if {saved.run_key[:8]}", "\n".join(lines)))
+
     def on_bench_compared(self, message: BenchCompared) -> None:
+        if self.showing_whatifs:
+            return
         if self.bench is None or message.bench_key != self.bench.bench_key:
             return
-        table = self.query_one("#configurations", DataTable)
+        table = self.query_one("#configurations", LampboxTable)
         table.loading = False
         if message.rows == self.rows and table.row_count:
             return  # a poll that found nothing new: keep the table (and its cursor) as it is
@@ -183,6 +289,7 @@ class RunsScreen(LampboxScreen):
         metrics = list(task.metrics)
         cursor = table.cursor_row
         table.clear(columns=True)
+        table.set_export(table_data.configurations(self.bench, self.rows, metrics))
         table.add_column("configuration", key="label", width=38)
         table.add_column("role", key="role", width=14)
         for name in metrics:
@@ -226,6 +333,9 @@ class RunsScreen(LampboxScreen):
     def configuration_chosen(self, event: DataTable.RowSelected) -> None:
         from lampbox.tui.screens.run_users import RunUsersScreen
 
+        if self.showing_whatifs:
+            self.show_whatif(str(event.row_key.value))
+            return
         found = [row for row in self.rows if row.run_key == event.row_key.value]
         if not found:
             return

@@ -16,6 +16,7 @@ from lampbox.engine.types import ProfileItem
 from lampbox.errors import LampboxError
 from lampbox.store import browse
 from lampbox.store.browse import QuestionRow, UserRow
+from lampbox.tui import table_data
 from lampbox.tui.messages import ProfileItemsLoaded, UserLoaded, WorkFailed
 from lampbox.tui.screens.base import LampboxScreen
 from lampbox.tui.userlist import UserList, resolve_user
@@ -177,9 +178,12 @@ class UserScreen(LampboxScreen):
             f"[b]{user.user_id}[/b]  ·  {message.users.dataset.label}  ·  {user.questions} questions  ·  "
             f"{user.profile_items} profile items  ·  {position}"
         )
-        questions = self.query_one("#questions", DataTable)
+        questions = self.query_one("#questions", PlainTable)
         questions.clear()
         self.questions = message.questions
+        questions.set_export(
+            table_data.questions(message.users.dataset, user.user_id, message.questions, message.task)
+        )
         for row in message.questions:
             questions.add_row(
                 cell(row.question_id, 26),
@@ -234,9 +238,13 @@ class UserScreen(LampboxScreen):
         return 58 if name in long_fields or len(self.profile_fields) == 1 else 28
 
     def show_profile(self, profile_items: list[ProfileItem]) -> None:
-        table = self.query_one("#profile", DataTable)
+        table = self.query_one("#profile", PlainTable)
         table.loading = False
         table.clear()
+        if self.user is not None:
+            table.set_export(
+                table_data.profile(self.users.dataset, self.user.user_id, profile_items, self.profile_fields)
+            )
         for item in profile_items:
             table.add_row(
                 cell(item.date or "", 10),

@@ -14,6 +14,7 @@ from textual.widgets.option_list import Option
 
 from lampbox.store import browse
 from lampbox.store.browse import Dataset, UserPage
+from lampbox.tui import table_data
 from lampbox.tui.messages import DatasetsLoaded, UsersPageLoaded, WorkFailed
 from lampbox.tui.screens.base import LampboxScreen
 from lampbox.tui.screens.user import UserScreen
@@ -140,11 +141,17 @@ class UsersScreen(LampboxScreen):
         if (message.dataset, message.search, message.sort, message.descending) != current:
             return  # an answer to a request that has since changed
         self.page = message.page
-        table = self.query_one("#users", DataTable)
+        table = self.query_one("#users", PlainTable)
         table.loading = False
         table.clear()
         for row in message.page.rows:
             table.add_row(row.user_id, row.questions, row.profile_items, key=row.user_id)
+        # E exports every page of the list, in this search and order.
+        table.set_export(
+            table_data.users(
+                self.store, message.dataset, message.search, message.sort, message.descending  # type: ignore[arg-type]
+            )
+        )
         self.query_one("#users-status", Static).update(self.status_text())
 
     def work_failed(self, message: WorkFailed) -> None:

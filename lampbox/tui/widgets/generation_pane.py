@@ -1,4 +1,6 @@
-"""One pane's generation for a question: its choice, status, streamed output and scores."""
+"""One pane's generation for a question: its choice, status, streamed output and scores; for a
+what-if, the unedited question's output and score under it and the difference; and, when an
+RSPG selector's probabilities for the question are stored, this choice's probability."""
 
 from __future__ import annotations
 
@@ -7,6 +9,8 @@ from textual.app import ComposeResult
 from textual.containers import Vertical, VerticalScroll
 from textual.widgets import Static
 
+from lampbox.engine.types import Candidate, SelectorProbabilities
+from lampbox.engine.whatif import score_delta
 from lampbox.lab.pipeline import PreparedPrompt
 from lampbox.tui.generation import PaneChoice
 
@@ -17,13 +21,32 @@ def format_scores(scores: dict[str, float]) -> str:
     return " · ".join(f"{name} {value:.3f}" for name, value in shown.items())
 
 
+def format_delta(delta: dict[str, float]) -> str:
+    """Score differences as 'Δ rouge-1 +0.050 · Δ rouge-L -0.020'."""
+    shown = {name: value for name, value in delta.items() if not name.endswith("_label")}
+    return " · ".join(f"Δ {name} {value:+.3f}" for name, value in shown.items())
+
+
 class GenerationPane(Vertical, can_focus=True):
     """A titled pane whose output grows as pieces arrive; the handlers on the screen feed it."""
 
-    def __init__(self, index: int, choice: PaneChoice, **kwargs: object) -> None:
+    def __init__(
+        self,
+        index: int,
+        choice: PaneChoice,
+        selector: SelectorProbabilities | None = None,
+        whatif: bool = False,
+        original: bool = False,
+        **kwargs: object,
+    ) -> None:
         super().__init__(classes="generation-pane", **kwargs)  # type: ignore[arg-type]
         self.index = index
         self.choice = choice
+        self.selector = selector
+        self.whatif = whatif  # the pane runs an edited question
+        self.with_original = original  # ... and shows the unedited question's output under it
+        self.original_output: str | None = None
+        self.original_scores: dict[str, float] | None = None
         self.prepared: PreparedPrompt | None = None
         self.output = ""
         self.pieces = 0
@@ -37,10 +60,67 @@ class GenerationPane(Vertical, can_focus=True):
         with VerticalScroll(classes="pane-output-box"):
             yield Static("", classes="pane-output", markup=False)
         yield Static("", classes="pane-scores")
+        if self.with_original:
+            yield Static(Text("original: waiting…", style="dim"), classes="pane-original")
 
     def title_text(self) -> Text:
-        """The pane's choice: retrieval on the first line, backend:model on the second."""
-        return Text.assemble((self.choice.retrieval_label, "bold"), "\n", self.choice.model_label)
+        """The pane's choice: retrieval on the first line, backend:model on the second (with,
+        once the prompt is built, how many items and tokens went in); then the selector's
+        probability of this choice, if one is stored (★: the one it would pick)."""
+        mark = ("  what-if", "bold reverse") if self.whatif else ""
+        title = Text.assemble((self.choice.retrieval_label, "bold"), mark, "\n", self.choice.model_label)
+        if self.prepared is not None:
+            prompt = self.prepared.prompt
+            items = f"{len(prompt.items)} item(s) in" if self.prepared.items else "no items"
+            title.append(f"  {items} · {prompt.token_count} prompt tokens")
+        line = self.selector_text()
+        if line is not None:
+            title.append("\n").append_text(line)
+        return title
+
+    @property
+    def candidate(self) -> Candidate:
+        choice = self.choice
+        return Candidate.of(choice.retriever, choice.k, choice.method, choice.backend, choice.model)
+
+    def selector_text(self) -> Text | None:
+        """'RSPG-Post p=0.412 ★ selector's pick', or None when no selector scored the question."""
+        if self.selector is None:
+            return None
+        probability = self.selector.probability(self.candidate)
+        shown = "not a candidate" if probability is None else f"p={probability:.3f}"
+        text = Text(f"{self.selector.label} {shown}", style="italic")
+        if probability is not None and self.selector.chosen == self.candidate:
+            text.append("  ★ selector's pick", style="bold")
+        return text
+
+    def set_selector(self, selector: SelectorProbabilities | None) -> None:
+        self.selector = selector
+        self.query_one(".pane-title", Static).update(self.title_text())
+
+    @property
+    def delta(self) -> dict[str, float]:
+        """Edited minus original score per metric, once both are scored against a gold."""
+        if self.scores is None or self.original_scores is None:
+            return {}
+        return score_delta(self.scores, self.original_scores)
+
+    def set_original(self, output: str, scores: dict[str, float]) -> None:
+        """The unedited question's output in this pane, and its score."""
+        self.original_output, self.original_scores = output, scores
+        self.show_original()
+
+    def show_original(self) -> None:
+        if not self.with_original or self.original_output is None:
+            return
+        scores = format_scores(self.original_scores or {}) or "no gold to score against"
+        delta = format_delta(self.delta)
+        self.query_one(".pane-original", Static).update(
+            Text.assemble(
+                ("original  ", "bold"), (scores, "bold"), ("\n" + delta if delta else ""), "\n",
+                self.original_output,
+            )  # fmt: skip
+        )
 
     def set_state(self, state: str, note: str = "") -> None:
         self.state = state
@@ -48,11 +128,7 @@ class GenerationPane(Vertical, can_focus=True):
 
     def set_prepared(self, prepared: PreparedPrompt, cached: str | None) -> None:
         self.prepared = prepared
-        prompt = prepared.prompt
-        items = f"{len(prompt.items)} item(s) in" if prepared.items else "no items"
-        self.query_one(".pane-title", Static).update(
-            Text.assemble(self.title_text(), f"  {items} · {prompt.token_count} prompt tokens")
-        )
+        self.query_one(".pane-title", Static).update(self.title_text())
         if cached is not None:
             self.cached = True
             self.output = cached
@@ -74,3 +150,4 @@ class GenerationPane(Vertical, can_focus=True):
         self.set_state("done", source)
         text = format_scores(scores) if scores else "no gold to score against"
         self.query_one(".pane-scores", Static).update(Text(text, style="bold"))
+        self.show_original()

@@ -1,4 +1,10 @@
-"""A DataTable for lampbox's tables: fixed-width columns of one-line plain-text cells.
+"""lampbox's tables: every one exports its full data with `E`; PlainTable draws fast.
+
+LampboxTable is the DataTable every lampbox table is: `E` opens the export box (format and
+file) and writes the table's full, typed data (a TableExport the screen sets when it fills
+the table; without one, the cells as shown) in a worker thread, then says where.
+
+PlainTable: fixed-width columns of one-line plain-text cells.
 
 Textual's DataTable renders every cell through Rich (Padding + Styled + render_lines) and, on
 idle, measures every cell of every new row to size auto-width columns. lampbox's tables set
@@ -13,16 +19,96 @@ It relies on DataTable internals (textual 8); if they are missing it falls back 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from contextlib import nullcontext
+from functools import partial
+from pathlib import Path
 from typing import Any
 
 from rich.cells import cell_len, set_cell_size
 from rich.segment import Segment
 from rich.style import Style
 from rich.text import Text
+from textual.binding import Binding
 from textual.widgets import DataTable
 
+from lampbox.tui.export import TableData, TableExport, write_table
+from lampbox.tui.messages import ExportFailed, TableExported
 
-class PlainTable(DataTable[Any]):
+
+class LampboxTable(DataTable[Any]):
+    """A DataTable that exports its full data (CSV, Parquet, JSON) with `E`."""
+
+    BINDINGS = [Binding("E", "export", "Export")]
+
+    def __init__(self, *args: Any, export_name: str = "table", **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.export_name = export_name  # the default file name without a source
+        self.export: TableExport | None = None
+
+    def set_export(self, export: TableExport) -> None:
+        """What `E` writes (the screen sets it when it fills the table)."""
+        self.export = export
+
+    def shown_data(self) -> TableData:
+        """The cells as shown (plain text), for a table whose screen gave no source."""
+        columns = tuple(
+            column.label.plain or str(column.key.value) for column in self.ordered_columns
+        )
+        rows = [
+            tuple(cell.plain if isinstance(cell, Text) else cell for cell in self.get_row_at(index))
+            for index in range(self.row_count)
+        ]
+        return TableData(columns, rows)
+
+    def action_export(self) -> None:
+        from lampbox.tui.screens.export import ExportDialog
+
+        export = self.export
+        if export is None:
+            shown = self.shown_data()
+            export = TableExport(self.export_name, lambda: shown)
+
+        def chosen(answer: tuple[str, Path] | None) -> None:
+            if answer is not None:
+                file_format, path = answer
+                self.run_worker(
+                    partial(self.export_to, export, path, file_format),
+                    thread=True,
+                    group="export",
+                    exit_on_error=False,
+                )
+
+        self.app.push_screen(ExportDialog(f"Export · {export.name}", export.name), chosen)
+
+    def export_to(self, export: TableExport, path: Path, file_format: str) -> None:
+        """Build the data and write it (worker thread); the outcome comes back as a message."""
+        using = getattr(self.app, "using_store", None)  # a build may query the store
+        try:
+            with using() if using is not None else nullcontext():
+                data = export.build()
+            write_table(data, path, file_format)
+        except Exception as error:  # noqa: BLE001 - every failure must reach the user, not crash
+            text = str(error).strip().splitlines()
+            self.post_message(ExportFailed(str(path), text[0] if text else type(error).__name__))
+        else:
+            rows, columns = len(data.rows), len(data.columns)
+            self.post_message(TableExported(str(path), file_format, rows, columns))
+
+    def on_table_exported(self, message: TableExported) -> None:
+        message.stop()
+        self.notify(
+            f"Wrote {message.rows:,} rows × {message.columns} columns ({message.file_format}) "
+            f"to {message.path}",
+            title="Exported",
+            timeout=8,
+        )
+
+    def on_export_failed(self, message: ExportFailed) -> None:
+        message.stop()
+        self.notify(f"Export failed: {message.error}", severity="error", timeout=8)
+
+
+class PlainTable(LampboxTable):
     """DataTable with a fast path for plain one-line cells in fixed-width columns."""
 
     def _render_cell(

@@ -1,0 +1,165 @@
+"""Store functions for ROPG feedback and RSPG selector probabilities, per question.
+
+`ropg_feedback` holds each candidate item's utility for a question, under the key of what made
+it (feedback_key); `rspg_probabilities` holds a selector's probability of each candidate
+configuration for a question, under the selector's key. Saving replaces what the same key
+stored for the same questions, in one transaction. Reading a question gives the newest
+feedback (or selector) stored for it, or the one asked for by key; None when there is none.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from lampbox.engine.types import (
+    Candidate,
+    CandidateProbability,
+    ItemFeedback,
+    ItemUtility,
+    SelectorProbabilities,
+)
+
+if TYPE_CHECKING:
+    from lampbox.store.core import Store
+
+
+def save_item_feedback(
+    store: Store, task: str, scheme: str, feedback: Sequence[ItemFeedback]
+) -> None:
+    """Store (replace) the item utilities of these questions, each under its feedback key."""
+    if not feedback:
+        return
+    with store.transaction() as cursor:
+        for entry in feedback:
+            cursor.execute(
+                "DELETE FROM ropg_feedback WHERE feedback_key = ? AND task = ? AND scheme = ? "
+                "AND question_id = ?",
+                [entry.feedback_key, task, scheme, entry.question_id],
+            )
+        rows = [
+            [
+                entry.feedback_key,
+                entry.label,
+                task,
+                scheme,
+                entry.question_id,
+                item.item_key,
+                item.item_id,
+                float(item.utility),
+            ]
+            for entry in feedback
+            for item in entry.items
+        ]
+        if rows:
+            cursor.executemany(
+                "INSERT INTO ropg_feedback (feedback_key, label, task, scheme, question_id, "
+                "item_key, item_id, utility) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                rows,
+            )
+
+
+def item_feedback(
+    store: Store, task: str, scheme: str, question_id: str, feedback_key: str | None = None
+) -> ItemFeedback | None:
+    """The question's item utilities: the newest stored, or those of `feedback_key`."""
+    rows = (
+        store.cursor()
+        .execute(
+            """
+            WITH chosen AS (
+                SELECT feedback_key FROM ropg_feedback
+                 WHERE task = ? AND scheme = ? AND question_id = ?
+                   AND (CAST(? AS VARCHAR) IS NULL OR feedback_key = ?)
+                 GROUP BY feedback_key
+                 ORDER BY max(created_at) DESC, feedback_key
+                 LIMIT 1)
+            SELECT f.feedback_key, f.label, f.item_key, f.item_id, f.utility
+              FROM ropg_feedback f JOIN chosen USING (feedback_key)
+             WHERE f.task = ? AND f.scheme = ? AND f.question_id = ?
+             ORDER BY f.utility DESC, f.item_id
+            """,
+            [task, scheme, question_id, feedback_key, feedback_key, task, scheme, question_id],
+        )
+        .fetchall()
+    )
+    if not rows:
+        return None
+    items = tuple(
+        ItemUtility(item_key, item_id, utility) for _, _, item_key, item_id, utility in rows
+    )
+    return ItemFeedback(question_id, rows[0][0], rows[0][1], items)
+
+
+def save_selector_probabilities(
+    store: Store, task: str, scheme: str, selections: Sequence[SelectorProbabilities]
+) -> None:
+    """Store (replace) a selector's candidate probabilities for these questions."""
+    if not selections:
+        return
+    with store.transaction() as cursor:
+        for entry in selections:
+            cursor.execute(
+                "DELETE FROM rspg_probabilities WHERE selector_key = ? AND task = ? AND scheme = ? "
+                "AND question_id = ?",
+                [entry.selector_key, task, scheme, entry.question_id],
+            )
+        rows = [
+            [
+                entry.selector_key,
+                entry.label,
+                task,
+                scheme,
+                entry.question_id,
+                scored.candidate.retriever,
+                scored.candidate.k,
+                scored.candidate.method,
+                scored.candidate.backend,
+                scored.candidate.model,
+                float(scored.probability),
+            ]  # fmt: skip
+            for entry in selections
+            for scored in entry.candidates
+        ]
+        if rows:
+            cursor.executemany(
+                "INSERT INTO rspg_probabilities (selector_key, label, task, scheme, question_id, "
+                "retriever, k, method, backend, model, probability) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                rows,
+            )
+
+
+def selector_probabilities(
+    store: Store, task: str, scheme: str, question_id: str, selector_key: str | None = None
+) -> SelectorProbabilities | None:
+    """A selector's candidate probabilities for the question: the newest stored, or those of
+    `selector_key`; most probable first."""
+    rows = (
+        store.cursor()
+        .execute(
+            """
+            WITH chosen AS (
+                SELECT selector_key FROM rspg_probabilities
+                 WHERE task = ? AND scheme = ? AND question_id = ?
+                   AND (CAST(? AS VARCHAR) IS NULL OR selector_key = ?)
+                 GROUP BY selector_key
+                 ORDER BY max(created_at) DESC, selector_key
+                 LIMIT 1)
+            SELECT p.selector_key, p.label, p.retriever, p.k, p.method, p.backend, p.model,
+                   p.probability
+              FROM rspg_probabilities p JOIN chosen USING (selector_key)
+             WHERE p.task = ? AND p.scheme = ? AND p.question_id = ?
+             ORDER BY p.probability DESC, p.retriever, p.k
+            """,
+            [task, scheme, question_id, selector_key, selector_key, task, scheme, question_id],
+        )
+        .fetchall()
+    )
+    if not rows:
+        return None
+    candidates = tuple(
+        CandidateProbability(Candidate(retriever, int(k), method, backend, model), probability)
+        for _, _, retriever, k, method, backend, model, probability in rows
+    )
+    return SelectorProbabilities(question_id, rows[0][0], rows[0][1], candidates)
