@@ -221,3 +221,61 @@ def test_an_idle_store_reopens_for_each_thread() -> None:
         thread.join()
         assert results == [(0,), (0,)]
         store.close()
+
+
+def test_idle_leaves_the_file_open_while_another_thread_is_using_it(tmp_path: Path) -> None:
+    """The TUI's workers share one store: one worker's idle() must not close the file under
+    another's query; the file closes when the last one leaves, and release_if_unused (the
+    TUI's timer) closes it only once nobody has used it for a while."""
+    import threading
+
+    store = Store(tmp_path / "s.duckdb", hold_lock=False)
+    inside, leave = threading.Event(), threading.Event()
+    results: list[object] = []
+
+    def reader() -> None:
+        with store.using():
+            cursor = store.cursor()
+            inside.set()
+            leave.wait(30)
+            results.append(cursor.execute("SELECT count(*) FROM runs").fetchone())
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    assert inside.wait(30)
+    store.idle()  # another thread is inside using(): the file stays open for it
+    assert store.is_open
+    assert not store.release_if_unused()
+    leave.set()
+    thread.join(30)
+    assert results == [(0,)]
+    assert not store.is_open  # closed as the last user left, as idle() had asked
+    with store.using():
+        store.cursor().execute("SELECT 1").fetchone()
+    assert store.is_open
+    assert not store.release_if_unused(unused_for_s=60)  # used just now
+    assert store.release_if_unused(unused_for_s=0) and not store.is_open
+    with Store.for_reading(tmp_path / "s.duckdb", wait_s=0) as other:  # the file is free
+        assert other.datasets() == []
+    store.close()
+
+
+def test_opening_tells_on_wait_who_holds_the_lock(demo_db: Path) -> None:
+    writer = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(HOLD_FOR_WRITING), str(demo_db)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=environment(), cwd=REPO,
+    )  # fmt: skip
+    told: list[str | None] = []
+    try:
+        assert writer.stdout is not None and writer.stdout.readline().strip() == "holding"
+        store = Store(demo_db, hold_lock=False, wait_s=0.3, on_wait=told.append)
+    except StoreBusy:
+        store = None
+    finally:
+        writer.communicate("", timeout=300)
+    assert store is None
+    assert told == [f"bench 3f2a1b0c (pid {writer.pid})", None]
+    told.clear()
+    with Store(demo_db, hold_lock=False, wait_s=30, on_wait=told.append) as store:
+        assert store.datasets()
+    assert told == []  # nobody held it: nothing to tell

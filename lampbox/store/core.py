@@ -13,7 +13,7 @@ import os
 import re
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -78,11 +78,12 @@ def check_duckdb_file(path: Path) -> None:
 LOCK_WAIT_S = 10.0  # how long opening waits for another process's lock before saying who has it
 
 
-def lock_wait_s() -> float:
-    """How long opening waits for another process's lock: $LAMPBOX_LOCK_WAIT seconds, else 10."""
+def lock_wait_s(default: float = LOCK_WAIT_S) -> float:
+    """How long opening waits for another process's lock: $LAMPBOX_LOCK_WAIT seconds, else
+    `default` (10 s for a command; the TUI waits longer, showing who it waits for)."""
     value = os.environ.get("LAMPBOX_LOCK_WAIT", "").strip()
     try:
-        return max(0.0, float(value)) if value else LOCK_WAIT_S
+        return max(0.0, float(value)) if value else default
     except ValueError:
         raise LampboxError(f"LAMPBOX_LOCK_WAIT={value!r}: expected a number of seconds") from None
 
@@ -95,9 +96,11 @@ class Store:
     """A lampbox store: one DuckDB file, migrated to the current schema on open.
 
     DuckDB lets one process open the file for writing, or any number for reading, not both. A
-    store made with `hold_lock=False` (the bench) gives the file back whenever its caller says
-    it will compute for a while (`idle()`), and reopens it on next use; opening waits up to
-    `wait_s` for another process's lock, then names that process (docs/store.md).
+    store made with `hold_lock=False` (the bench, the TUI) gives the file back whenever its
+    caller says it will compute for a while (`idle()`), and reopens it on next use; opening
+    waits up to `wait_s` for another process's lock, then names that process (docs/store.md).
+    Threads that share one store mark their use with `using()`, so that one thread's `idle()`
+    never closes the file under another's query.
     """
 
     def __init__(
@@ -109,6 +112,7 @@ class Store:
         wait_s: float | None = None,
         purpose: str = "lampbox",
         upgradable: bool = False,
+        on_wait: Callable[[str | None], None] | None = None,
     ) -> None:
         self.path = Path(path) if path is not None else default_db_path()
         self.read_only = read_only
@@ -125,6 +129,13 @@ class Store:
         self._local = threading.local()
         self._open_lock = threading.RLock()
         self._epoch = 0  # bumped by every reconnect: older thread cursors are stale
+        self._users: dict[int, int] = {}  # thread id -> depth of its `using()` blocks
+        self._users_lock = threading.Lock()
+        self._idle_wanted = False  # idle() was asked while another thread used the store
+        self.last_used = time.monotonic()  # when the last `using()` block ended
+        # Told who holds the lock while opening waits for it ("bench 3f2a1b0c (pid 4242)"),
+        # then None once in: the TUI shows it in its status line.
+        self.on_wait = on_wait
         self._closed = False
         self._connection: duckdb.DuckDBPyConnection | None = None
         self._connect()
@@ -155,19 +166,31 @@ class Store:
         """Open the file, waiting with a growing backoff while another process holds it."""
         deadline = time.monotonic() + self.wait_s
         pause = 0.02
-        while True:
-            try:
-                connection = duckdb.connect(str(self.path), read_only=self.read_only)
-                break
-            except duckdb.IOException as error:
-                if "lock" not in str(error).lower():
-                    raise LampboxError(f"{self.path}: cannot open the store ({error})") from None
-                if time.monotonic() + pause > deadline:
-                    raise StoreBusy(busy_message(self.path, str(error), self.wait_s)) from None
-                time.sleep(pause)
-                pause = min(pause * 2, 0.5)
-            except duckdb.Error as error:
-                raise LampboxError(f"{self.path}: not a lampbox store ({error})") from None
+        holder = None  # who held the lock, once told to on_wait
+        try:
+            while True:
+                try:
+                    connection = duckdb.connect(str(self.path), read_only=self.read_only)
+                    break
+                except duckdb.IOException as error:
+                    if "lock" not in str(error).lower():
+                        raise LampboxError(
+                            f"{self.path}: cannot open the store ({error})"
+                        ) from None
+                    if time.monotonic() + pause > deadline:
+                        raise StoreBusy(busy_message(self.path, str(error), self.wait_s)) from None
+                    if self.on_wait is not None and holder is None:
+                        holder = lock_holder(self.path, str(error))
+                        self.on_wait(holder)
+                    time.sleep(pause)
+                    pause = min(pause * 2, 0.5)
+                    if self._closed:  # closed by another thread (the TUI quitting) meanwhile
+                        raise LampboxError(f"{self.path}: the store was closed") from None
+                except duckdb.Error as error:
+                    raise LampboxError(f"{self.path}: not a lampbox store ({error})") from None
+        finally:
+            if holder is not None and self.on_wait is not None:
+                self.on_wait(None)
         self._connection = connection
         self._epoch += 1
         if not self.read_only:
@@ -197,12 +220,65 @@ class Store:
 
     def idle(self) -> None:
         """The caller will compute without the store for a while: a store that does not hold
-        its lock closes the file, so other processes can read it (or write) until next use."""
-        if not self.hold_lock:
+        its lock closes the file, so other processes can read it (or write) until next use.
+        While another thread is inside `using()`, the file closes when the last one leaves."""
+        if self.hold_lock:
+            return
+        with self._open_lock:
+            if self._used_by_others():
+                self._idle_wanted = True
+            else:
+                self._disconnect()
+
+    @contextmanager
+    def using(self) -> Iterator[None]:
+        """Around one thread's queries on a store that several threads share (the TUI's
+        workers): `idle()` from another thread leaves the file open until the block ends."""
+        me = threading.get_ident()
+        with self._users_lock:
+            self._users[me] = self._users.get(me, 0) + 1
+        try:
+            yield
+        finally:
+            with self._users_lock:
+                depth = self._users.pop(me) - 1
+                if depth:
+                    self._users[me] = depth
+                self.last_used = time.monotonic()
+                closing = self._idle_wanted and not self._users
+            if closing:
+                self.idle()
+
+    def _used_by_others(self) -> bool:
+        me = threading.get_ident()
+        with self._users_lock:
+            return any(thread != me for thread in self._users)
+
+    def release_if_unused(self, unused_for_s: float = 0.0) -> bool:
+        """Close the file of a store that does not hold its lock when no thread has used it
+        for `unused_for_s`; never waits (the TUI's main thread calls it on a timer). True when
+        the file is closed afterwards."""
+        if self.hold_lock:
+            return self._connection is None
+        if not self._open_lock.acquire(blocking=False):
+            return False  # a thread is opening the file (maybe waiting for a lock)
+        try:
+            with self._users_lock:
+                if self._users or time.monotonic() - self.last_used < unused_for_s:
+                    return self._connection is None
             self._disconnect()
+            return True
+        finally:
+            self._open_lock.release()
+
+    @property
+    def is_open(self) -> bool:
+        """Whether this process has the file open now."""
+        return self._connection is not None
 
     def _disconnect(self) -> None:
         with self._open_lock:
+            self._idle_wanted = False
             if self._connection is None:
                 return
             self._connection.close()
@@ -414,9 +490,9 @@ def remove_holder(path: Path) -> None:
             holder_path(path).unlink()
 
 
-def busy_message(path: Path, error: str, waited_s: float) -> str:
-    """'busy: bench 3f2a is writing' when the lock holder is a lampbox process that said what
-    it does; DuckDB's own words (program and pid) otherwise."""
+def lock_holder(path: Path, error: str) -> str:
+    """Who holds the store's lock: 'bench 3f2a1b0c (pid 4242)' when it is a lampbox process
+    that said what it does; DuckDB's own words (program and pid) otherwise."""
     match = re.search(r"held in (.*?) \(PID (\d+)\)", error)
     pid = int(match.group(2)) if match else None
     who = f"{match.group(1)} (pid {pid})" if match else "another process"
@@ -424,6 +500,12 @@ def busy_message(path: Path, error: str, waited_s: float) -> str:
         holder = json.loads(holder_path(path).read_text())
         if holder.get("pid") == pid:
             who = f"{holder['purpose']} (pid {pid})"
+    return who
+
+
+def busy_message(path: Path, error: str, waited_s: float) -> str:
+    """'busy: bench 3f2a is writing', naming the lock holder (`lock_holder`)."""
+    who = lock_holder(path, error)
     return (
         f"{path}: busy: {who} is writing to the store; waited {waited_s:g} s. "
         "Try again when it finishes (readers get in between a bench's writes)."

@@ -274,6 +274,12 @@ def list_benches(store: Store) -> list[tuple[str, dict[str, Any], Any]]:
     return [(key, json.loads(spec), created) for key, spec, created in rows]
 
 
+def bench_size(store: Store, bench_key: str) -> int:
+    """How many configurations a bench has (its runs are listed once they start)."""
+    row = store.cursor().execute("SELECT count(*) FROM bench_runs WHERE bench_key = ?", [bench_key]).fetchone()
+    return int(row[0]) if row else 0
+
+
 def bench_runs(store: Store, bench_key: str) -> list[tuple[StoredRun, str]]:
     rows = store.cursor().execute(
         f"""

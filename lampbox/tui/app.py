@@ -4,20 +4,30 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from textual import work
 from textual.app import App, SystemCommand
 from textual.binding import Binding
 from textual.screen import Screen
 
 from lampbox.errors import LampboxError
-from lampbox.store.core import Store
+from lampbox.store.core import Store, StoreBusy, lock_wait_s
+from lampbox.tui.messages import StoreOpened, StoreWaiting
 
 if TYPE_CHECKING:
     from lampbox.engine.generation.pool import GeneratorPool
+    from lampbox.engine.tasks import TaskSpec
     from lampbox.tui.generation import PaneChoice
+
+# The app gives the store's file back between its queries (docs/tui.md): RELEASE_AFTER_S after
+# the last worker used it (checked every RELEASE_EVERY_S), so a bench can write its batches.
+RELEASE_AFTER_S = 0.25
+RELEASE_EVERY_S = 0.25
+STORE_WAIT_S = 120.0  # how long a query waits for another process's lock ($LAMPBOX_LOCK_WAIT)
 
 
 class LampboxApp(App[None]):
@@ -51,6 +61,8 @@ class LampboxApp(App[None]):
         # once the user changes them; None: each question's retrievers on the default model.
         self.pane_choices: list[PaneChoice] | None = None
         self.open_error: str | None = None
+        self.busy: str | None = None  # who holds the store's lock while a query waits for it
+        self._task_specs: dict[str, TaskSpec] = {}
 
     @property
     def store(self) -> Store:
@@ -81,19 +93,123 @@ class LampboxApp(App[None]):
                 self._generating -= 1
                 self._generating_changed.notify_all()
 
+    def using_store(self) -> contextlib.AbstractContextManager[None]:
+        """Around a worker's queries: the file stays open while any worker is inside."""
+        return self._store.using() if self._store is not None else contextlib.nullcontext()
+
+    def task_spec(self, name: str) -> TaskSpec:
+        """A task by name, remembered for the session: a worker looks it up first, so the
+        screens' handlers (main thread) never wait for the store."""
+        spec = self._task_specs.get(name)
+        if spec is None:
+            with self.using_store():
+                spec = self._task_specs[name] = self.store.task(name)
+        return spec
+
     def on_mount(self) -> None:
         from lampbox.tui.screens.dialogs import ErrorDialog
-        from lampbox.tui.screens.users import UsersScreen
 
         if self._store is None:
             try:
-                self._store = Store(self.store_path)
+                self._wait_s()  # a bad $LAMPBOX_LOCK_WAIT is refused here, in the dialog
+                # Not waiting here: a busy store is waited for in a worker (the UI stays live).
+                self._store = Store(
+                    self.store_path, hold_lock=False, wait_s=0, purpose="lampbox tui"
+                )
+            except StoreBusy:
+                from lampbox.tui.screens.waiting import WaitingScreen
+
+                self.push_screen(WaitingScreen(self.store_path))
+                self.open_when_free()
+                return
             except LampboxError as error:
                 self.open_error = str(error)
                 self.push_screen(ErrorDialog("Cannot open the store", str(error), fatal=True))
                 return
-        self.sub_title = self._store.path.name
+        self.store_ready()
+
+    @work(thread=True, exclusive=True, group="open", exit_on_error=False)
+    def open_when_free(self) -> None:
+        """The store was busy at start: open it once the other process lets go (trying in
+        short waits, so that quitting meanwhile is not held up)."""
+        from textual.worker import get_current_worker
+
+        worker = get_current_worker()
+        deadline = time.monotonic() + self._wait_s()
+
+        def tell_holder(holder: str | None) -> None:
+            if holder is not None:  # the waiting screen keeps its line between tries
+                self.tell_waiting(holder)
+
+        while not worker.is_cancelled:
+            try:
+                store = Store(
+                    self.store_path, hold_lock=False, wait_s=0.5, purpose="lampbox tui",
+                    on_wait=tell_holder,
+                )  # fmt: skip
+            except StoreBusy as error:
+                if time.monotonic() < deadline:
+                    continue
+                self.post_message(StoreOpened(None, str(error)))
+            except LampboxError as error:
+                self.post_message(StoreOpened(None, str(error)))
+            else:
+                if worker.is_cancelled:
+                    store.close()
+                else:
+                    self.post_message(StoreOpened(store, None))
+            return
+
+    def tell_waiting(self, holder: str | None) -> None:
+        """The store's on_wait (any thread): a query waits for `holder`'s lock, or got in."""
+        self.post_message(StoreWaiting(holder))
+
+    def on_store_opened(self, message: StoreOpened) -> None:
+        from lampbox.tui.screens.dialogs import ErrorDialog
+
+        self.busy = None
+        if message.store is None:
+            self.open_error = message.error
+            self.push_screen(ErrorDialog("Cannot open the store", message.error or "", fatal=True))
+            return
+        self._store = message.store
+        self.pop_screen()  # the waiting screen
+        self.store_ready()
+
+    def store_ready(self) -> None:
+        """The store is open: show the users, and give the file back between queries."""
+        from lampbox.tui.screens.users import UsersScreen
+
+        store = self.store
+        self.sub_title = store.path.name
+        if not store.hold_lock:
+            store.wait_s = self._wait_s()
+            store.on_wait = self.tell_waiting
+            self.set_interval(RELEASE_EVERY_S, self.release_store)
         self.push_screen(UsersScreen())
+
+    @staticmethod
+    def _wait_s() -> float:
+        return lock_wait_s(default=STORE_WAIT_S)
+
+    def release_store(self) -> None:
+        """Timer: close the file once no worker has used it for a moment (never waits)."""
+        if self._store is not None:
+            self._store.release_if_unused(RELEASE_AFTER_S)
+
+    def on_store_waiting(self, message: StoreWaiting) -> None:
+        """A query waits for another process's lock (or got in): say so in the header."""
+        self.busy = message.holder
+        name = (
+            self._store.path.name
+            if self._store is not None
+            else (self.store_path.name if self.store_path else "the store")
+        )
+        self.sub_title = (
+            name
+            if message.holder is None
+            else f"{name} · busy: {message.holder} is writing; waiting…"
+        )
 
     def on_unmount(self) -> None:
         with self._generating_changed:  # freeing a model under a running thread crashes

@@ -11,6 +11,8 @@ from lampbox.engine.types import ProfileItem, Question, SelectorProbabilities
 from lampbox.lab.pipeline import PreparedPrompt
 from lampbox.lab.whatif import SavedWhatIf
 from lampbox.store.browse import Dataset, QuestionRow, UserGain, UserPage, UserRow
+from lampbox.store.core import Store
+from lampbox.tui.generation import ModelOption
 from lampbox.tui.rankings import ShownRanking
 from lampbox.tui.runs import BenchSummary, ConfigurationRow, FailureCase
 from lampbox.tui.userlist import UserList
@@ -147,10 +149,12 @@ class PanesFailed(Message):
 
 @dataclass
 class BenchesLoaded(Message):
-    """The benches in the store were listed (and the saved what-ifs)."""
+    """The benches in the store were listed, and the saved what-ifs (`quiet`: a poll, shown
+    without a loading state)."""
 
     benches: list[BenchSummary]
     whatifs: list[SavedWhatIf] = field(default_factory=list)
+    quiet: bool = False
 
 
 @dataclass
@@ -176,6 +180,33 @@ class FailuresLoaded(Message):
     user_id: str
     only_worse: bool
     cases: list[FailureCase]
+
+
+@dataclass
+class StoreWaiting(Message):
+    """A query waits for another process's lock on the store (`holder`: who, e.g. 'bench
+    3f2a1b0c (pid 4242)'), or got in (None)."""
+
+    holder: str | None
+
+
+@dataclass
+class StoreOpened(Message):
+    """The store, busy when the app started, was opened (or could not be: `error`)."""
+
+    store: Store | None
+    error: str | None
+
+
+@dataclass
+class ChoicesListed(Message):
+    """The models and retrievers a generation pane can choose were listed."""
+
+    index: int
+    title: str
+    adding: bool
+    models: list[ModelOption]
+    retrievers: list[str]
 
 
 @dataclass

@@ -8,8 +8,9 @@ change and paired p-value), so the TUI and `lampbox bench` print the same number
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lampbox.engine.types import Prediction, ProfileItem, Question
 from lampbox.errors import LampboxError
@@ -18,10 +19,14 @@ from lampbox.store import browse
 from lampbox.store.browse import UserGain
 from lampbox.store.core import Store
 
+if TYPE_CHECKING:
+    from lampbox.bench.runner import BenchRow
+
 
 @dataclass(frozen=True)
 class BenchSummary:
-    """One bench in the store: its dataset and how many of its runs finished."""
+    """One bench in the store: its dataset, its configurations, how many finished and how
+    many are running (a bench in another process, seen between its writes)."""
 
     bench_key: str
     task: str
@@ -30,6 +35,14 @@ class BenchSummary:
     runs: int
     finished: int
     created: Any
+    running: int = 0
+    started: int | None = None  # configurations started (None: all of them)
+
+    @property
+    def in_progress(self) -> bool:
+        """A run is running, or a configuration has yet to start (between two runs of a
+        running bench nothing is running for a moment)."""
+        return self.running > 0 or (self.started is not None and self.started < self.runs)
 
     @property
     def label(self) -> str:
@@ -52,6 +65,17 @@ class ConfigurationRow:
     baseline_key: str | None
     relative_change: float | None  # of the main metric, signed as computed (raw)
     p_value: float | None
+    progress: tuple[str, int] | None = None  # a running run's (phase, questions done)
+
+    @property
+    def progress_text(self) -> str:
+        """'generate 6/16' for a running run (what its bench last wrote), else ''."""
+        if self.status != "running":
+            return ""
+        if self.progress is None:
+            return f"starting 0/{self.n_questions}"
+        phase, done = self.progress
+        return f"{phase} {done}/{self.n_questions}"
 
 
 @dataclass(frozen=True)
@@ -80,31 +104,46 @@ def list_benches(store: Store) -> list[BenchSummary]:
     for key, spec, created in run_store.list_benches(store):
         runs = run_store.bench_runs(store, key)
         finished = sum(1 for run, _ in runs if run.status == "finished")
+        running = sum(1 for run, _ in runs if run.status == "running")
+        size = max(run_store.bench_size(store, key), len(runs))  # started or not
+        dataset = (spec["task"], spec["scheme"], spec["split"])
         summaries.append(
-            BenchSummary(
-                key, spec["task"], spec["scheme"], spec["split"], len(runs), finished, created
-            )
+            BenchSummary(key, *dataset, size, finished, created, running, started=len(runs))
         )
     return summaries
 
 
-def compare_bench(store: Store, bench_key: str) -> list[ConfigurationRow]:
-    """A bench's configurations in grid order, finished ones compared with their baseline."""
+def compare_bench(
+    store: Store, bench_key: str, known: Sequence[ConfigurationRow] = ()
+) -> list[ConfigurationRow]:
+    """A bench's started configurations in grid order, finished ones compared with their
+    baseline, running ones with their progress. `known`: the rows of an earlier read; while
+    no other run has finished since, their comparison is reused (a running bench is re-read
+    every second, and comparing loads every prediction)."""
     from lampbox.bench.runner import compare
     from lampbox.lab.pipeline import load_run
     from lampbox.store import runs as run_store
 
     runs = run_store.bench_runs(store, bench_key)
-    if not runs:
-        raise LampboxError(f"bench {bench_key} has no runs in {store.path.name}")
-    task = store.task(runs[0][0].spec["task"])
-    records = [
-        (load_run(store, run.run_key), role) for run, role in runs if run.status == "finished"
-    ]
-    compared = {row.record.run_key: row for row in compare(task, records)}
-    baseline_keys = {record.label: record.run_key for record, role in records if role == "baseline"}
+    finished = {run.run_key for run, _ in runs if run.status == "finished"}
+    reused = {row.run_key: row for row in known if row.status == "finished"}
+    compared: dict[str, BenchRow] = {}
+    baseline_keys: dict[str, str] = {}
+    if finished != set(reused):
+        reused = {}
+        task = store.task(runs[0][0].spec["task"])
+        records = [
+            (load_run(store, key), role) for run, role in runs if (key := run.run_key) in finished
+        ]
+        compared = {row.record.run_key: row for row in compare(task, records)}
+        baseline_keys = {
+            record.label: record.run_key for record, role in records if role == "baseline"
+        }
     rows = []
     for run, role in runs:
+        if run.run_key in reused:
+            rows.append(reused[run.run_key])
+            continue
         bench_row = compared.get(run.run_key)
         baseline_key = None
         if bench_row is not None and bench_row.baseline_label is not None:
@@ -123,6 +162,7 @@ def compare_bench(store: Store, bench_key: str) -> list[ConfigurationRow]:
                 baseline_key,
                 None if bench_row is None else bench_row.relative_change,
                 None if bench_row is None else bench_row.p_value,
+                run_store.run_progress(store, run.run_key) if run.status == "running" else None,
             )
         )
     return rows

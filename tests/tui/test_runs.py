@@ -134,3 +134,20 @@ def test_gains_flip_sign_when_lower_is_better(bench_store) -> None:  # type: ign
         bench_store, bm25.run_key, baseline.run_key, higher[0].user_id
     )
     assert worse and all(gain is not None and gain < 0 for _, gain in worse)
+
+
+def test_a_bench_between_two_runs_is_still_in_progress(bench_store) -> None:  # type: ignore[no-untyped-def]
+    """Between one configuration's end and the next one's start nothing is running, yet the
+    runs screen must keep polling: a configuration not started yet keeps the bench going."""
+    from lampbox.tui import runs
+
+    (done,) = runs.list_benches(bench_store)
+    assert done.started == done.runs and not done.in_progress
+    stored, _, _ = _bench(bench_store)
+    (bench_key, spec, _), *_ = run_store.list_benches(bench_store)
+    grid = [(run.run_key, role) for run, role in stored]
+    # The same bench as just saved by a new `lampbox bench`: its last configuration not run yet.
+    run_store.save_bench(bench_store, bench_key, spec, [*grid, ("not-started-yet", "retrieval")])
+    (between,) = runs.list_benches(bench_store)
+    assert between.running == 0 and between.started == len(grid) < between.runs
+    assert between.in_progress

@@ -97,7 +97,7 @@ class FailuresScreen(LampboxScreen):
     def load_cases(self, only_worse: bool) -> None:
         with self.reporting("Reading the user's questions"):
             cases = runs.failure_cases(self.store, self.row, self.user_id, only_worse)
-            self.task_spec = self.store.task(self.row.task)
+            self.task_spec = self.lookup_task(self.row.task)
             self.post_message(FailuresLoaded(self.user_id, only_worse, cases))
 
     def on_failures_loaded(self, message: FailuresLoaded) -> None:

@@ -36,6 +36,7 @@ from lampbox.store.browse import Dataset
 from lampbox.tui import generation
 from lampbox.tui.generation import PaneChoice
 from lampbox.tui.messages import (
+    ChoicesListed,
     GenerationPrepared,
     OriginalScored,
     OutputScored,
@@ -43,6 +44,7 @@ from lampbox.tui.messages import (
     SelectorLoaded,
     TextGenerated,
     WhatIfSaved,
+    WorkFailed,
 )
 from lampbox.tui.screens.base import LampboxScreen, one_line
 from lampbox.tui.widgets.cells import cell
@@ -170,7 +172,7 @@ class GenerationScreen(LampboxScreen):
     # -- the workers: one per model ----------------------------------------------------------
 
     def action_generate(self) -> None:
-        task = self.store.task(self.question.task)
+        task = self.lookup_task(self.question.task)
         limit = getattr(self.app, "max_new_tokens", None)
         self.max_new_tokens = limit or default_max_new_tokens(task)
         self.workers.cancel_group(self, "generate")
@@ -220,7 +222,7 @@ class GenerationScreen(LampboxScreen):
         For a what-if, the edited prompts go first and the unedited question's (to compare
         with) after them, unless they are cached."""
         pool = self.app.generators  # type: ignore[attr-defined]
-        task = self.store.task(self.question.task)
+        task = self.lookup_task(self.question.task)
         edit = self.edit
         gold = self.question.gold if edit is None else edit.question(self.question).gold
         waiting: list[tuple[int, PreparedPrompt]] = []
@@ -231,12 +233,13 @@ class GenerationScreen(LampboxScreen):
             spec = generation.run_spec(
                 self.question, self.dataset.scheme, self.dataset.split, choice, max_new_tokens
             )
-            if edit is None:
-                prepared, cached = generation.prepare(spec, self.question, self.store, pool)
-            else:
-                prepared, cached = generation.prepare_whatif(
-                    spec, self.question, self.store, pool, edit
-                )
+            with self.using_store():
+                if edit is None:
+                    prepared, cached = generation.prepare(spec, self.question, self.store, pool)
+                else:
+                    prepared, cached = generation.prepare_whatif(
+                        spec, self.question, self.store, pool, edit
+                    )
             if worker.is_cancelled:
                 return
             self.post_message(GenerationPrepared(session, index, prepared, cached))
@@ -246,7 +249,8 @@ class GenerationScreen(LampboxScreen):
             else:
                 waiting.append((index, prepared))
             if edit is not None and not edit.new_question:
-                original, known = generation.prepare(spec, self.question, self.store, pool)
+                with self.using_store():
+                    original, known = generation.prepare(spec, self.question, self.store, pool)
                 if known is not None:
                     scores = generation.score(task, known, self.question.gold)
                     self.post_message(OriginalScored(session, index, known, scores))
@@ -264,7 +268,8 @@ class GenerationScreen(LampboxScreen):
 
         def on_output(row: int, output: str) -> None:
             index, prepared = waiting[row]
-            generation.remember(self.store, prepared, pool, output)
+            with self.using_store():
+                generation.remember(self.store, prepared, pool, output)
             seconds = time.perf_counter() - started
             if row < edited_rows:
                 scores = generation.score(task, output, gold)
@@ -407,17 +412,25 @@ class GenerationScreen(LampboxScreen):
     def action_add_pane(self) -> None:
         self.choose(self.focused_pane().index, "A new pane", adding=True)
 
+    @work(thread=True, exclusive=True, group="choose", exit_on_error=False)
     def choose(self, index: int, title: str, adding: bool) -> None:
-        """Open the choice box for pane `index` (or for a new pane that starts as a copy of it)."""
+        """List the models (the store's trained ones too), then open the choice box for pane
+        `index` (or for a new pane that starts as a copy of it)."""
         from lampbox.tui import rankings
-        from lampbox.tui.screens.choose import PaneChoiceScreen
 
         try:
-            models = generation.model_options(self.store)
+            with self.using_store():
+                models = generation.model_options(self.store)
             retrievers = rankings.retriever_names()
         except Exception as error:  # noqa: BLE001 - shown to the user, never a crash
-            self.notify(f"Listing the models failed: {one_line(error)}", severity="error")
+            self.post_message(WorkFailed("Listing the models", one_line(error)))
             return
+        self.post_message(ChoicesListed(index, title, adding, models, retrievers))
+
+    def on_choices_listed(self, message: ChoicesListed) -> None:
+        from lampbox.tui.screens.choose import PaneChoiceScreen
+
+        index, adding = message.index, message.adding
 
         def chosen(choice: PaneChoice | None) -> None:
             if choice is None:
@@ -429,7 +442,11 @@ class GenerationScreen(LampboxScreen):
                 choices[index] = choice
             self.keep(choices, len(choices) - 1 if adding else index)
 
-        screen = PaneChoiceScreen(title, self.choices[index], models, retrievers)
+        if index >= len(self.choices):
+            return
+        screen = PaneChoiceScreen(
+            message.title, self.choices[index], message.models, message.retrievers
+        )
         self.app.push_screen(screen, chosen)
 
     def action_remove_pane(self) -> None:

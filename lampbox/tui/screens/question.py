@@ -94,7 +94,7 @@ class QuestionScreen(LampboxScreen):
     def load_question(self, dataset: Dataset, question_id: str) -> None:
         with self.reporting("Reading the question"):
             question = browse.question(self.store, dataset, question_id)
-            task = self.store.task(dataset.task)
+            task = self.lookup_task(dataset.task)
             self.post_message(QuestionLoaded(question, tuple(task.document), task))
 
     @work(thread=True, exclusive=True, group="rankings", exit_on_error=False)

@@ -81,6 +81,7 @@ class RunUsersScreen(LampboxScreen):
     @work(thread=True, exclusive=True, group="gains", exit_on_error=False)
     def load_gains(self) -> None:
         with self.reporting("Reading the per-user scores"):
+            self.lookup_task(self.row.task)  # for the handlers, which must not wait for the store
             self.post_message(
                 UserGainsLoaded(self.row.run_key, runs.user_gains(self.store, self.row))
             )
@@ -113,7 +114,7 @@ class RunUsersScreen(LampboxScreen):
                 gain_text(gain.gain),
                 key=gain.user_id,
             )
-        task = self.store.task(self.row.task)
+        task = self.lookup_task(self.row.task)
         lost = sum(1 for gain in self.gains if gain.gain is not None and gain.gain < 0)
         won = sum(1 for gain in self.gains if gain.gain is not None and gain.gain > 0)
         order = "biggest gains first" if self.gainers_first else "biggest losses first"
@@ -129,7 +130,7 @@ class RunUsersScreen(LampboxScreen):
         plt.clear_data()
         plt.clear_figure()
         points = [gain for gain in self.gains if gain.gain is not None]
-        task = self.store.task(self.row.task)
+        task = self.lookup_task(self.row.task)
         plt.title(f"per-user gain in {task.main_metric} vs profile size")
         plt.xlabel("profile items (mean per question)")
         if points:

@@ -17,16 +17,20 @@ from textual import on, work
 from textual.app import ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
+from textual.timer import Timer
 from textual.widgets import DataTable, Footer, Header, OptionList, Static
 from textual.widgets.option_list import Option
+from textual.worker import get_current_worker
 
 from lampbox.tui import runs, table_data
 from lampbox.tui.messages import BenchCompared, BenchesLoaded, WorkFailed
 from lampbox.tui.runs import BenchSummary, ConfigurationRow, SavedWhatIf
 from lampbox.tui.screens.base import LampboxScreen
 from lampbox.tui.widgets.cells import cell
-from lampbox.tui.widgets.table import LampboxTable
 from lampbox.tui.widgets.generation_pane import format_delta, format_scores
+from lampbox.tui.widgets.table import LampboxTable
+
+POLL_S = 1.0  # how often the screen reads a running bench's progress again
 
 WHATIFS = "whatifs"  # the option id of the saved what-ifs in the benches list
 NO_BENCHES = (
@@ -43,6 +47,18 @@ def change_text(change: float | None, higher_is_better: bool) -> Text:
     better = change > 0 if higher_is_better else change < 0
     style = "green" if better else ("red" if change != 0 else "")
     return Text(f"{change:+.1%}", style=style)
+
+
+def running_text(bench: BenchSummary, rows: list[ConfigurationRow]) -> str:
+    """'running: configuration 2 of 5, bm25 k=1 dummy:m · generate 6/16 questions'."""
+    parts = []
+    for position, row in enumerate(rows, start=1):
+        if row.status == "running":
+            parts.append(
+                f"running: configuration {position} of {bench.runs}, {row.label} · "
+                f"{row.progress_text} questions"
+            )
+    return "; ".join(parts) + f" (read every {POLL_S:g} s)"
 
 
 def _delta_text(delta: float, higher_is_better: bool) -> Text:
@@ -68,6 +84,7 @@ class RunsScreen(LampboxScreen):
         self.bench: BenchSummary | None = None
         self.rows: list[ConfigurationRow] = []
         self.higher_is_better = True
+        self.poll_timer: Timer | None = None  # set while a bench in the store is running
         self.whatifs: list[SavedWhatIf] = []
         self.showing_whatifs = False
 
@@ -87,60 +104,100 @@ class RunsScreen(LampboxScreen):
         self.query_one("#configurations", DataTable).loading = True
         self.load_benches()
 
+    def on_screen_resume(self) -> None:
+        """Back on this screen: runs that finished meanwhile appear (read quietly)."""
+        if self.benches:
+            self.load_benches(quiet=True)
+
     # -- workers -----------------------------------------------------------------------------
 
     @work(thread=True, exclusive=True, group="benches", exit_on_error=False)
-    def load_benches(self) -> None:
+    def load_benches(self, quiet: bool = False) -> None:
         with self.reporting("Listing the benches"):
-            self.post_message(
-                BenchesLoaded(runs.list_benches(self.store), runs.list_whatifs(self.store))
-            )
+            benches = runs.list_benches(self.store)
+            whatifs = runs.list_whatifs(self.store)
+            for task in {saved.task for saved in whatifs}:
+                self.lookup_task(task)  # for the handler, which must not wait for the store
+            if not get_current_worker().is_cancelled:  # a newer read replaced this one
+                self.post_message(BenchesLoaded(benches, whatifs, quiet))
 
     @work(thread=True, exclusive=True, group="compare", exit_on_error=False)
-    def load_bench(self, bench_key: str) -> None:
+    def load_bench(self, bench_key: str, known: list[ConfigurationRow]) -> None:
         with self.reporting("Comparing the bench's runs"):
-            self.post_message(BenchCompared(bench_key, runs.compare_bench(self.store, bench_key)))
+            rows = runs.compare_bench(self.store, bench_key, known)
+            if rows:
+                self.lookup_task(rows[0].task)  # for the handler, which must not wait for the store
+            if not get_current_worker().is_cancelled:  # a newer read replaced this one
+                self.post_message(BenchCompared(bench_key, rows))
+
+    def poll(self) -> None:
+        """Timer, while a bench runs: read its progress again, unless the last read is still
+        waiting (for the store, maybe: the bench may be writing a batch)."""
+        busy = [worker for worker in self.workers if worker.group in ("benches", "compare")]
+        if not any(worker.is_running for worker in busy):
+            self.load_benches(quiet=True)
+
+    def keep_polling(self, running: bool) -> None:
+        """Poll every POLL_S while a bench runs; stop once none does."""
+        if running and self.poll_timer is None:
+            self.poll_timer = self.set_interval(POLL_S, self.poll)
+        elif not running and self.poll_timer is not None:
+            self.poll_timer.stop()
+            self.poll_timer = None
 
     # -- handlers ----------------------------------------------------------------------------
 
     def on_benches_loaded(self, message: BenchesLoaded) -> None:
+        shown_whatifs = [saved.run_key for saved in self.whatifs]
         self.benches = message.benches
         self.whatifs = message.whatifs
+        self.keep_polling(any(bench.in_progress for bench in self.benches))
         options = self.query_one("#benches", OptionList)
-        options.clear_options()
         table = self.query_one("#configurations", DataTable)
         if not self.benches and not self.whatifs:
+            options.clear_options()
             table.loading = False
             self.query_one("#runs-status", Static).update(NO_BENCHES)
             return
-        options.add_options(
-            Option(
-                f"{bench.label}\n  {bench.finished}/{bench.runs} runs · {bench.bench_key[:8]}",
-                id=bench.bench_key,
-            )
-            for bench in self.benches
-        )
-        if self.whatifs:
-            options.add_option(
-                Option(f"What-ifs\n  {len(self.whatifs)} saved (not benchmark data)", id=WHATIFS)
-            )
-        if self.showing_whatifs or not self.benches:
-            with options.prevent(OptionList.OptionHighlighted):
-                options.highlighted = len(self.benches)
-            self.show_whatifs()
-            return
-        keep = self.bench if self.bench in self.benches else self.benches[0]
+        whatifs = bool(self.whatifs) and (self.showing_whatifs or not self.benches)
         with options.prevent(OptionList.OptionHighlighted):
-            options.highlighted = self.benches.index(keep)
-        self.choose_bench(keep, force=True)
+            options.clear_options()
+            options.add_options(
+                Option(
+                    f"{bench.label}\n  {bench.finished}/{bench.runs} runs"
+                    f"{' · running' if bench.in_progress else ''} · {bench.bench_key[:8]}",
+                    id=bench.bench_key,
+                )
+                for bench in self.benches
+            )
+            if self.whatifs:
+                options.add_option(
+                    Option(
+                        f"What-ifs\n  {len(self.whatifs)} saved (not benchmark data)", id=WHATIFS
+                    )
+                )
+            if whatifs:
+                options.highlighted = len(self.benches)
+            else:
+                shown = self.bench.bench_key if self.bench is not None else None
+                keep = next((b for b in self.benches if b.bench_key == shown), self.benches[0])
+                options.highlighted = self.benches.index(keep)
+        if whatifs:
+            unchanged = [saved.run_key for saved in self.whatifs] == shown_whatifs
+            if not (message.quiet and self.showing_whatifs and unchanged):
+                self.show_whatifs()  # a poll that found no new what-if keeps the table as it is
+            return
+        self.choose_bench(keep, force=True, quiet=message.quiet)
 
-    def choose_bench(self, bench: BenchSummary, force: bool = False) -> None:
+    def choose_bench(self, bench: BenchSummary, force: bool = False, quiet: bool = False) -> None:
         if bench == self.bench and not force and not self.showing_whatifs:
             return
+        same = self.bench is not None and bench.bench_key == self.bench.bench_key
         self.showing_whatifs = False
         self.bench = bench
-        self.query_one("#configurations", DataTable).loading = True
-        self.load_bench(bench.bench_key)
+        if not quiet:
+            self.query_one("#configurations", DataTable).loading = True
+        self.load_bench(bench.bench_key, self.rows if same else [])
 
     @on(OptionList.OptionHighlighted, "#benches")
     def bench_highlighted(self, event: OptionList.OptionHighlighted) -> None:
@@ -157,7 +214,9 @@ class RunsScreen(LampboxScreen):
 
         self.showing_whatifs = True
         self.bench = None
-        table = self.query_one("#configurations", DataTable)
+        self.rows = []  # a bench shown again is drawn afresh
+        table = self.query_one("#configurations", LampboxTable)
+        table.export = None  # E writes the what-ifs as shown, not the last bench
         table.loading = False
         table.clear(columns=True)
         table.add_column("what-if", key="label", width=40)
@@ -167,7 +226,7 @@ class RunsScreen(LampboxScreen):
         table.add_column("original", key="original", width=8)
         table.add_column("Δ", key="delta", width=7)
         for saved in self.whatifs:
-            task = self.store.task(saved.task)
+            task = self.lookup_task(saved.task)  # looked up by load_benches
             metric = question_key(task)
             edited = saved.prediction.scores.get(metric)
             original = saved.original_scores.get(metric)
@@ -220,12 +279,15 @@ class RunsScreen(LampboxScreen):
             return
         if self.bench is None or message.bench_key != self.bench.bench_key:
             return
-        self.rows = message.rows
-        task = self.store.task(self.bench.task)
-        self.higher_is_better = task.higher_is_better()
-        metrics = list(task.metrics)
         table = self.query_one("#configurations", LampboxTable)
         table.loading = False
+        if message.rows == self.rows and table.row_count:
+            return  # a poll that found nothing new: keep the table (and its cursor) as it is
+        self.rows = message.rows
+        task = self.lookup_task(self.bench.task)
+        self.higher_is_better = task.higher_is_better()
+        metrics = list(task.metrics)
+        cursor = table.cursor_row
         table.clear(columns=True)
         table.set_export(table_data.configurations(self.bench, self.rows, metrics))
         table.add_column("configuration", key="label", width=38)
@@ -238,7 +300,12 @@ class RunsScreen(LampboxScreen):
             values = [
                 f"{row.metrics[name]:.4f}" if name in row.metrics else "–" for name in metrics
             ]
-            role = row.role if row.status == "finished" else Text(f"{row.status}!", style="red")
+            if row.status == "finished":
+                role: str | Text = row.role
+            elif row.status == "running":
+                role = Text(row.progress_text, style="yellow")
+            else:
+                role = Text(f"{row.status}!", style="red")
             table.add_row(
                 cell(row.label, 38),
                 role,
@@ -247,11 +314,17 @@ class RunsScreen(LampboxScreen):
                 "–" if row.p_value is None else f"{row.p_value:.3f}",
                 key=row.run_key,
             )
+        if self.rows:
+            table.move_cursor(row=min(cursor, len(self.rows) - 1))
         direction = "higher" if self.higher_is_better else "lower"
-        self.query_one("#runs-status", Static).update(
+        status = (
             f"{len(self.rows)} configurations · change: relative change of {task.main_metric} "
             f"({direction} is better) vs no personalization · p: paired randomization test"
         )
+        running = [row for row in self.rows if row.status == "running"]
+        if running:
+            status = f"{running_text(self.bench, self.rows)}\n{status}"
+        self.query_one("#runs-status", Static).update(status)
 
     def work_failed(self, message: WorkFailed) -> None:
         self.query_one("#configurations", DataTable).loading = False
@@ -281,6 +354,7 @@ class RunsScreen(LampboxScreen):
 
     def action_reload(self) -> None:
         self.query_one("#configurations", DataTable).loading = True
+        self.rows = []
         self.load_benches()
 
     def palette_commands(self) -> Iterable[SystemCommand]:

@@ -127,7 +127,7 @@ class UserScreen(LampboxScreen):
             found = browse.user_summary(self.store, dataset, user_id)
             n_items = found.profile_items if found else 0
         summary = UserRow(user_id, len(questions), n_items)
-        task = self.store.task(dataset.task)
+        task = self.lookup_task(dataset.task)
         fields = [name for name in task.profile_fields if name not in ("id", "date")]
         return UserLoaded(users, summary, index, questions, items, tuple(fields), task)
 
@@ -151,7 +151,8 @@ class UserScreen(LampboxScreen):
             if worker.is_cancelled or key in self.prefetched or not 0 <= index < users.total:
                 continue
             try:
-                self.prefetched[key] = self.read_user(users, index, search, sort, descending)
+                with self.using_store():
+                    self.prefetched[key] = self.read_user(users, index, search, sort, descending)
             except Exception:  # noqa: BLE001 - the real read reports it when the user steps there
                 return
 

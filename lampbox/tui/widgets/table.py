@@ -19,6 +19,7 @@ It relies on DataTable internals (textual 8); if they are missing it falls back 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from contextlib import nullcontext
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -81,8 +82,10 @@ class LampboxTable(DataTable[Any]):
 
     def export_to(self, export: TableExport, path: Path, file_format: str) -> None:
         """Build the data and write it (worker thread); the outcome comes back as a message."""
+        using = getattr(self.app, "using_store", None)  # a build may query the store
         try:
-            data = export.build()
+            with using() if using is not None else nullcontext():
+                data = export.build()
             write_table(data, path, file_format)
         except Exception as error:  # noqa: BLE001 - every failure must reach the user, not crash
             text = str(error).strip().splitlines()
