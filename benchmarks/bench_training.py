@@ -8,14 +8,19 @@ commit_subject the first sentence of the commit body), with paired randomization
 
     .venv/bin/python benchmarks/bench_training.py quality [--train-limit N] [--dev-limit N]
         [--epochs E] [--tasks commit_subject,commit_area] [--retrievers bm25,recency] [--work DIR]
-        [--fid [--fid-epochs E] [--fid-lr LR]] [--decode-labels]
+        [--fid [--fid-epochs E] [--fid-lr LR]] [--decode-labels] [--extra NAME:RETRIEVER:EPOCHS,...]
 
-(the trained models of a work folder are reused: re-running with --fid adds FiD to a finished run)
+(the trained models of a work folder are reused: re-running with --fid adds FiD to a finished run;
+--extra adds more LoRA models at k=4, e.g. trained longer). The table has paired tests against
+zero-shot, against the LoRA k=0 control and against the best model-free baseline.
 
 throughput: the same examples and steps through (a) the reference: transformers Trainer + peft
 LoRA, fp32, every batch padded to the max length, random order; and (b) lampbox's trainer:
 length-grouped batches padded to their own longest with logits only at the targets, at fp32 and
-bf16 (and fp32 with full logits, to show that part). Prints tokens/s (real tokens, padding
+bf16 (and fp32 with full logits, to show that part). Contestants are named
+lampbox-PRECISION[-full-logits][-base][-torchdrop][-castfrozen]: the default path with one thing
+changed (full logits; the whole base in bf16; torch's own LoRA dropout; frozen weights cast by
+autocast at every step). Prints tokens/s (real tokens, padding
 excluded; training steps only, model loading excluded) and peak RSS, each in its own process.
 
     .venv/bin/python benchmarks/bench_training.py throughput [--steps 20] [--limit 160]
@@ -118,11 +123,23 @@ def quality(args: argparse.Namespace) -> None:
                      "--db", db, *limit],
                     env, log,
                 )  # fmt: skip
+        extras = []  # --extra NAME:RETRIEVER:EPOCHS: more LoRA models at k=4 (e.g. longer training)
+        for item in filter(None, (args.extra or "").split(",")):
+            name, retriever, epochs = item.split(":")
+            extras.append((name, retriever))
+            if not (work / "home" / "models" / name).exists():
+                sh(
+                    [*LAMPBOX, "train", "ipa", "--task", task, "--retriever", retriever, "--k", "4", "--name", name,
+                     "--epochs", epochs, "--dev-limit", str(args.eval_limit), "--precision", args.precision,
+                     "--db", db, *limit],
+                    env, log,
+                )  # fmt: skip
         dev = ["--limit", str(args.dev_limit)] if args.dev_limit else []
         rows: dict[str, dict] = {}
         common = [*LAMPBOX, "bench", "--task", task, "--backend", "hf", "--k", "4", "--json", "--db", db, *dev]
         calls = [(common, "smollm2-135m-instruct", "none,bm25,recency")]
         calls += [(common, name, f"none,{retriever}" if k else "none") for (retriever, k), name in trained.items()]
+        calls += [(common, name, f"none,{retriever}") for name, retriever in extras]
         if args.fid:
             name = f"{task}-fid-k4"
             if not (work / "home" / "models" / name).exists():
@@ -151,11 +168,17 @@ def quality(args: argparse.Namespace) -> None:
             scores[label] = {q: s.get(key) for q, s in zip(preds, per, strict=True)}
         zero = "zero-shot: no personalization"
         control = f"{trained['bm25', 0]}: no personalization"
-        print(f"\n{task} dev ({args.dev_limit or 'all'} questions), main metric {main}")
-        print(f"{'configuration':58} {main:>10}   vs zero-shot        vs LoRA k=0")
+        free = [label for label in rows if label.startswith("model-free")]
+        sign = 1 if spec.higher_is_better() else -1
+        best_free = max(free, key=lambda label: sign * rows[label]["metrics"].get(main, 0.0)) if free else ""
+        print(f"\n{task} dev ({args.dev_limit or 'all'} questions), main metric {main}; best model-free: {best_free}")
+        print(f"{'configuration':58} {main:>10}   vs zero-shot        vs LoRA k=0         vs best model-free")
         for label, row in rows.items():
             value = row["metrics"].get(main)
-            print(f"{label:58} {value:10.4f}   {versus(scores, label, zero):18} {versus(scores, label, control):18}")
+            print(
+                f"{label:58} {value:10.4f}   {versus(scores, label, zero):18} {versus(scores, label, control):18} "
+                f"{versus(scores, label, best_free):18}"
+            )
             report.append({"task": task, "configuration": label, main: value, "metrics": row["metrics"]})
     (work / "quality.json").write_text(json.dumps(report, indent=2))
     print(f"\nfigures in {work / 'quality.json'}")
@@ -240,6 +263,7 @@ def main() -> None:
     q.add_argument("--fid-epochs", type=float, default=1.0)
     q.add_argument("--fid-lr", type=float, default=5e-5)
     q.add_argument("--decode-labels", action="store_true", help="commit_area: also score each trained model (at its own retriever and k) with --decode labels")
+    q.add_argument("--extra", default=None, help="more LoRA models at k=4, NAME:RETRIEVER:EPOCHS[,...] (trained once, scored like the others)")
     q.add_argument("--work", default=None)
     t = sub.add_parser("throughput")
     t.add_argument("--steps", type=int, default=20)
