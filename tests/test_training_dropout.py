@@ -59,20 +59,17 @@ def test_keeps_bf16_inputs_in_bf16() -> None:
     assert out.dtype == torch.bfloat16
 
 
-def test_replaces_every_lora_dropout_of_a_peft_model(tiny_lm: Path) -> None:
+def _lora_model(tiny_lm: Path, dropout: float, targets: list[str]):  # type: ignore[no-untyped-def]
+    """The tiny Llama with a peft LoRA (r 4, alpha 8) on `targets`."""
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    model = get_peft_model(
-        AutoModelForCausalLM.from_pretrained(tiny_lm),
-        LoraConfig(
-            r=4,
-            lora_alpha=8,
-            lora_dropout=0.1,
-            target_modules=["q_proj", "v_proj"],
-            task_type="CAUSAL_LM",
-        ),
-    )
+    config = LoraConfig(r=4, lora_alpha=8, lora_dropout=dropout, target_modules=targets, task_type="CAUSAL_LM")
+    return get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_lm), config)
+
+
+def test_replaces_every_lora_dropout_of_a_peft_model(tiny_lm: Path) -> None:
+    model = _lora_model(tiny_lm, 0.1, ["q_proj", "v_proj"])
     assert use_cheap_lora_dropout(model) == 4  # 2 layers x (q, v)
     cheap = [m for m in model.modules() if isinstance(m, CheapDropout)]
     assert len(cheap) == 4 and all(m.p == 0.1 for m in cheap)
@@ -80,35 +77,18 @@ def test_replaces_every_lora_dropout_of_a_peft_model(tiny_lm: Path) -> None:
     model.train()
     ids = torch.randint(0, 100, (2, 12))
     model(input_ids=ids, labels=ids).loss.backward()  # trains through it
-    without = get_peft_model(
-        AutoModelForCausalLM.from_pretrained(tiny_lm),
-        LoraConfig(
-            r=4, lora_alpha=8, lora_dropout=0.0, target_modules=["q_proj"], task_type="CAUSAL_LM"
-        ),
-    )
+    without = _lora_model(tiny_lm, 0.0, ["q_proj"])
     assert use_cheap_lora_dropout(without) == 0  # no dropout: nothing to replace
 
 
 def test_frozen_linears_in_bf16_compute_what_autocast_computes(tiny_lm: Path) -> None:
     """Holding the frozen base linears in bf16 changes nothing under bf16 autocast: same loss,
     same adapter gradients, bit for bit; the tied output layer, norms and adapter stay fp32."""
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
     from lampbox.engine.training.frozen import hold_frozen_linears_in
 
     def run(hold: bool):  # type: ignore[no-untyped-def]
         torch.manual_seed(0)
-        model = get_peft_model(
-            AutoModelForCausalLM.from_pretrained(tiny_lm),
-            LoraConfig(
-                r=4,
-                lora_alpha=8,
-                lora_dropout=0.0,
-                target_modules=["q_proj", "v_proj"],
-                task_type="CAUSAL_LM",
-            ),
-        )
+        model = _lora_model(tiny_lm, 0.0, ["q_proj", "v_proj"])
         held = hold_frozen_linears_in(model, torch.bfloat16) if hold else 0
         ids = torch.randint(0, 100, (2, 12), generator=torch.Generator().manual_seed(1))
         with torch.autocast("cpu", dtype=torch.bfloat16):

@@ -28,33 +28,53 @@ def save_item_feedback(
     store: Store, task: str, scheme: str, feedback: Sequence[ItemFeedback]
 ) -> None:
     """Store (replace) the item utilities of these questions, each under its feedback key."""
-    if not feedback:
-        return
-    with store.transaction() as cursor:
-        for entry in feedback:
-            cursor.execute(
-                "DELETE FROM ropg_feedback WHERE feedback_key = ? AND task = ? AND scheme = ? "
-                "AND question_id = ?",
-                [entry.feedback_key, task, scheme, entry.question_id],
-            )
-        rows = [
-            [
-                entry.feedback_key,
-                entry.label,
-                task,
-                scheme,
-                entry.question_id,
-                item.item_key,
-                item.item_id,
-                float(item.utility),
-            ]
-            for entry in feedback
-            for item in entry.items
+    rows = [
+        [
+            entry.feedback_key,
+            entry.label,
+            task,
+            scheme,
+            entry.question_id,
+            item.item_key,
+            item.item_id,
+            float(item.utility),
         ]
+        for entry in feedback
+        for item in entry.items
+    ]
+    _replace_per_question(
+        store, "ropg_feedback", "feedback_key", task, scheme,
+        [(entry.feedback_key, entry.question_id) for entry in feedback],
+        ["item_key", "item_id", "utility"], rows,
+    )  # fmt: skip
+
+
+def _replace_per_question(
+    store: Store,
+    table: str,
+    key_column: str,
+    task: str,
+    scheme: str,
+    replaced: list[tuple[str, str]],
+    columns: list[str],
+    rows: list[list[object]],
+) -> None:
+    """In one transaction, delete the rows of each (key, question id) in `replaced`, then insert
+    `rows` (key, label, task, scheme, question_id, then `columns`): the tables have no primary
+    key (bulk loads), so this keeps them unique."""
+    if not replaced:
+        return
+    names = [key_column, "label", "task", "scheme", "question_id", *columns]
+    with store.transaction() as cursor:
+        for key, question_id in replaced:
+            cursor.execute(
+                f"DELETE FROM {table} WHERE {key_column} = ? AND task = ? AND scheme = ? "
+                "AND question_id = ?",
+                [key, task, scheme, question_id],
+            )
         if rows:
             cursor.executemany(
-                "INSERT INTO ropg_feedback (feedback_key, label, task, scheme, question_id, "
-                "item_key, item_id, utility) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                f"INSERT INTO {table} ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})",
                 rows,
             )
 
@@ -95,39 +115,28 @@ def save_selector_probabilities(
     store: Store, task: str, scheme: str, selections: Sequence[SelectorProbabilities]
 ) -> None:
     """Store (replace) a selector's candidate probabilities for these questions."""
-    if not selections:
-        return
-    with store.transaction() as cursor:
-        for entry in selections:
-            cursor.execute(
-                "DELETE FROM rspg_probabilities WHERE selector_key = ? AND task = ? AND scheme = ? "
-                "AND question_id = ?",
-                [entry.selector_key, task, scheme, entry.question_id],
-            )
-        rows = [
-            [
-                entry.selector_key,
-                entry.label,
-                task,
-                scheme,
-                entry.question_id,
-                scored.candidate.retriever,
-                scored.candidate.k,
-                scored.candidate.method,
-                scored.candidate.backend,
-                scored.candidate.model,
-                float(scored.probability),
-            ]  # fmt: skip
-            for entry in selections
-            for scored in entry.candidates
-        ]
-        if rows:
-            cursor.executemany(
-                "INSERT INTO rspg_probabilities (selector_key, label, task, scheme, question_id, "
-                "retriever, k, method, backend, model, probability) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                rows,
-            )
+    rows = [
+        [
+            entry.selector_key,
+            entry.label,
+            task,
+            scheme,
+            entry.question_id,
+            scored.candidate.retriever,
+            scored.candidate.k,
+            scored.candidate.method,
+            scored.candidate.backend,
+            scored.candidate.model,
+            float(scored.probability),
+        ]  # fmt: skip
+        for entry in selections
+        for scored in entry.candidates
+    ]
+    _replace_per_question(
+        store, "rspg_probabilities", "selector_key", task, scheme,
+        [(entry.selector_key, entry.question_id) for entry in selections],
+        ["retriever", "k", "method", "backend", "model", "probability"], rows,
+    )  # fmt: skip
 
 
 def selector_probabilities(

@@ -93,25 +93,21 @@ def write_table(data: TableData, path: Path, file_format: str) -> Path:
     """Write all of `data` to `path` in `file_format` (csv, parquet or json), atomically."""
     if file_format not in FORMATS:
         raise LampboxError(f"unknown format {file_format!r} (choose one of {', '.join(FORMATS)})")
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.part")
-    try:
-        {"csv": _write_csv, "parquet": _write_parquet, "json": _write_json}[file_format](
-            data, temporary
-        )
-        os.replace(temporary, path)
-    except OSError as error:
-        raise LampboxError(f"cannot write {path}: {error.strerror or error}") from error
-    finally:
-        with contextlib.suppress(OSError):
-            temporary.unlink()
-    return path
+    writer = {"csv": _write_csv, "parquet": _write_parquet, "json": _write_json}[file_format]
+    return _write_atomically(path, lambda temporary: writer(data, temporary))
 
 
 def write_text(text: str, path: Path) -> Path:
     """Write a text (a prompt) to `path`, atomically like `write_table`."""
+    return _write_atomically(path, lambda temporary: temporary.write_text(text, encoding="utf-8"))
+
+
+def _write_atomically(path: Path, write: Callable[[Path], object]) -> Path:
+    """`write` a temporary file beside `path`, then rename it into place: a failed write leaves
+    no part file and an earlier file at `path` untouched."""
     temporary = path.with_name(f".{path.name}.{os.getpid()}.part")
     try:
-        temporary.write_text(text, encoding="utf-8")
+        write(temporary)
         os.replace(temporary, path)
     except OSError as error:
         raise LampboxError(f"cannot write {path}: {error.strerror or error}") from error
