@@ -1,5 +1,6 @@
 """What this machine computes fast: the facts the automatic choices (training precision, the
-bench's backend and dtype) are made from, read once."""
+bench's backend and dtype) are made from, read once; and how busy its cores are right now, for
+the threads of one generation (the TUI's, `idle_threads`)."""
 
 from __future__ import annotations
 
