@@ -113,3 +113,156 @@ def test_hf_sets_torch_threads_from_the_usable_cores(monkeypatch: pytest.MonkeyP
     finally:
         restore(before)
     assert calls == [1]
+
+
+# -- threads per generation from the idle cores (the TUI) ---------------------------------------
+
+TICKS = 100  # per core per second
+
+
+def stat_text(*cores: tuple[int, int], extra: str = "") -> str:
+    """/proc/stat with one `cpuN` line per (busy, idle) tick count (busy split over user and
+    system, idle over idle and iowait), after the machine's `cpu` total line."""
+    total_busy, total_idle = sum(c[0] for c in cores), sum(c[1] for c in cores)
+    lines = [f"cpu  {total_busy} 0 0 {total_idle} 0 0 0 0 0 0"]
+    for index, (busy, idle) in enumerate(cores):
+        lines.append(f"cpu{index} {busy - busy // 3} 0 {busy // 3} {idle - idle // 4} {idle // 4} 0 0 0 0 0")
+    return "\n".join(lines + ["intr 12345 0 0", "ctxt 999", extra])
+
+
+def samples(after_cores: list[tuple[int, int]], own_ticks: float = 0.0) -> tuple[machine.CpuSample, machine.CpuSample]:
+    """Two samples one second apart: all counters start at 1000 busy / 1000 idle per core; the
+    cores' ticks in that second are `after_cores`; this process used `own_ticks` of them."""
+    usable = set(range(len(after_cores)))
+    start = [(1000, 1000)] * len(after_cores)
+    before = machine.parse_cpu_sample(stat_text(*start), usable, 50.0)
+    after = machine.parse_cpu_sample(
+        stat_text(*[(1000 + busy, 1000 + idle) for busy, idle in after_cores]), usable, 50.0 + own_ticks
+    )
+    assert before is not None and after is not None
+    return before, after
+
+
+def test_an_idle_machine_gives_every_usable_core() -> None:
+    assert machine.threads_from_samples(*samples([(0, TICKS)] * 2)).describe() == "2 threads (cores idle)"
+    assert machine.threads_from_samples(*samples([(3, 97)] * 4)).threads == 4  # a little noise
+
+
+def test_one_core_busy_with_another_process_gives_the_rest() -> None:
+    choice = machine.threads_from_samples(*samples([(TICKS, 0), (2, 98)]))
+    assert choice.describe() == "1 thread (another process is busy)"
+    # The busy core's work spread over both cores (the scheduler moves it) counts the same.
+    assert machine.threads_from_samples(*samples([(50, 50), (50, 50)])).threads == 1
+    assert machine.threads_from_samples(*samples([(TICKS, 0)] + [(0, TICKS)] * 3)).threads == 3
+    every = machine.threads_from_samples(*samples([(TICKS, 0)] * 4))
+    assert every.threads == 1 and every.reason == "4 of 4 cores busy elsewhere"
+
+
+def test_our_own_work_is_not_counted_as_other() -> None:
+    """The TUI's own threads (building prompts, a model loading) do not make it think the
+    machine is busy: only what other processes did counts."""
+    own_busy = samples([(TICKS, 0), (40, 60)], own_ticks=140)
+    assert machine.other_busy_cores(*own_busy) == 0.0
+    assert machine.threads_from_samples(*own_busy).threads == 2
+    # Without subtracting our own time, the same counters would say both cores are taken.
+    mixed = samples([(TICKS, 0), (TICKS, 0)], own_ticks=TICKS)
+    assert machine.other_busy_cores(*mixed) == pytest.approx(1.0)
+    assert machine.threads_from_samples(*mixed).threads == 1
+
+
+def test_models_generating_at_once_share_the_idle_cores() -> None:
+    choice = machine.threads_from_samples(*samples([(0, TICKS)] * 4), sharers=2)
+    assert choice.threads == 2 and "2 models share them" in choice.reason
+    assert machine.threads_from_samples(*samples([(0, TICKS)] * 2), sharers=3).threads == 1
+
+
+def test_only_the_usable_cores_are_read() -> None:
+    """A container's or taskset's cores: other cores' work does not count, nor their idle."""
+    text_before = stat_text((1000, 1000), (1000, 1000), (1000, 1000))
+    text_after = stat_text((1000 + TICKS, 1000), (1000, 1000 + TICKS), (1000 + TICKS, 1000))
+    before = machine.parse_cpu_sample(text_before, {1}, 0.0)
+    after = machine.parse_cpu_sample(text_after, {1}, 0.0)
+    assert before is not None and after is not None and after.cores == 1
+    assert machine.threads_from_samples(before, after).describe() == "1 thread (cores idle)"
+    assert machine.parse_cpu_sample(text_after, {7}, 0.0) is None
+
+
+def test_read_cpu_sample_reads_proc_stat(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    stat = tmp_path / "stat"
+    stat.write_text(stat_text((300, 700), (500, 500)))
+    monkeypatch.setattr(machine.os, "sched_getaffinity", lambda pid: {0, 1})
+    sample = machine.read_cpu_sample(stat)
+    assert sample is not None
+    assert (sample.busy, sample.total, sample.cores) == (800.0, 2000.0, 2) and sample.own > 0
+    assert machine.read_cpu_sample(tmp_path / "missing") is None
+
+
+def fake_readings(monkeypatch: pytest.MonkeyPatch, after: machine.CpuSample | None) -> None:
+    monkeypatch.setattr(machine, "read_cpu_sample", lambda stat_path=machine.PROC_STAT: after)
+
+
+def test_idle_threads_measures_from_the_first_sample(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("LAMPBOX_THREADS", raising=False)
+    before, after = samples([(0, TICKS)] * 3)
+    fake_readings(monkeypatch, after)
+    assert machine.idle_threads(before) == machine.ThreadChoice(3, "cores idle")
+    before, after = samples([(TICKS, 0)] + [(0, TICKS)] * 2)
+    fake_readings(monkeypatch, after)
+    assert machine.idle_threads(before).threads == 2
+
+
+def test_lampbox_threads_wins_over_the_measurement(monkeypatch: pytest.MonkeyPatch) -> None:
+    before, after = samples([(TICKS, 0), (TICKS, 0)])  # both cores busy elsewhere
+    fake_readings(monkeypatch, after)
+    monkeypatch.setenv("LAMPBOX_THREADS", "2")
+    assert machine.idle_threads(before) == machine.ThreadChoice(2, "$LAMPBOX_THREADS")
+
+
+def test_without_proc_stat_the_conservative_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    with_cores(monkeypatch, 2)
+    fake_readings(monkeypatch, None)
+    choice = machine.idle_threads(None)
+    assert choice.threads == default_threads(reserve=1) == 1
+    assert choice.reason == "CPU load unknown: the default"
+
+
+@pytest.mark.slow
+def test_llamacpp_changes_threads_per_call_without_reloading(tmp_path: Path) -> None:
+    """set_threads reaches both llama.cpp contexts (the Llama's own and the batch decoder's)
+    before they decode, on the loaded model; the outputs do not change."""
+    import llama_cpp
+
+    from lampbox.engine.generation import load_generator
+    from lampbox.engine.generation.base import GenerationParams
+
+    generator = load_generator("llamacpp", "smollm2-135m-instruct", threads=1)
+    try:
+        llama = generator._llama
+        params = GenerationParams(max_new_tokens=4)
+        prompts = ["Say hi", "Name a fruit"]
+        one_thread = generator.generate(prompts, params)
+        assert llama_cpp.llama_n_threads(generator._batch_decoder._context.ctx) == 1
+        assert generator.set_threads(2) is True
+        assert generator.generate(prompts, params) == one_thread
+        assert generator._llama is llama  # not reloaded
+        batch_context = generator._batch_decoder._context.ctx
+        assert llama_cpp.llama_n_threads(batch_context) == llama_cpp.llama_n_threads_batch(batch_context) == 2
+        assert generator.generate(prompts[:1], params) == one_thread[:1]  # the Llama's own context
+        assert llama_cpp.llama_n_threads(llama.ctx) == llama_cpp.llama_n_threads_batch(llama.ctx) == 2
+        with pytest.raises(LampboxError, match="at least 1"):
+            generator.set_threads(0)
+    finally:
+        generator.close()
+
+
+def test_hf_sets_torch_threads_per_call_on_the_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    torch = pytest.importorskip("torch")
+    from lampbox.engine.generation import hf
+
+    calls: list[int] = []
+    monkeypatch.setattr(torch, "set_num_threads", calls.append)
+    generator = object.__new__(hf.HFGenerator)  # no weights: set_threads only needs the device
+    generator.device = "cpu"
+    assert generator.set_threads(2) is True and calls == [2]
+    generator.device = "cuda"
+    assert generator.set_threads(3) is False and calls == [2]

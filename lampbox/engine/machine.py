@@ -1,8 +1,10 @@
 """What this machine computes fast: the facts the automatic choices (training precision, the
-bench's backend and dtype) are made from, read once."""
+bench's backend and dtype) are made from, read once; and how busy its cores are right now, for
+the threads of one generation (the TUI's, `idle_threads`)."""
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from functools import lru_cache
@@ -88,3 +90,118 @@ def default_threads(reserve: int = 0, *, spare_on_small: bool = True) -> int:
 
 
 SMALL_MACHINE_CORES = 2  # up to this many usable cores, one is left free by default
+
+
+# -- threads for one generation, from how busy the cores are now (the TUI) ---------------------
+
+PROC_STAT = Path("/proc/stat")
+# Other processes' work below this many cores is noise (a shell, the TUI's own terminal): the
+# cores still count as idle.
+IDLE_TOLERANCE_CORES = 0.25
+SAMPLE_INTERVAL_S = 0.08  # the shortest span between the two samples of `idle_threads`
+
+
+@dataclass(frozen=True)
+class CpuSample:
+    """The usable cores' time counters at one moment, in clock ticks (USER_HZ): what every
+    process spent working on them, their time in all, and this process's own CPU time."""
+
+    busy: float  # user, nice, system, irq, softirq, steal on the usable cores
+    total: float  # busy + idle + iowait on the usable cores
+    own: float  # this process's user + system time (all its threads)
+    cores: int
+    at: float = 0.0  # time.monotonic() when read
+
+
+@dataclass(frozen=True)
+class ThreadChoice:
+    """The threads one generation runs on, and why (shown to the user)."""
+
+    threads: int
+    reason: str
+
+    def describe(self) -> str:
+        return f"{self.threads} thread{'' if self.threads == 1 else 's'} ({self.reason})"
+
+
+def parse_cpu_sample(stat_text: str, cores: set[int], own_ticks: float, at: float = 0.0) -> CpuSample | None:
+    """A CpuSample from /proc/stat's text: the per-core `cpuN` lines of the cores in `cores`
+    (None if none of them is listed)."""
+    busy = total = 0.0
+    found = 0
+    for line in stat_text.splitlines():
+        name, _, rest = line.partition(" ")
+        if not name.startswith("cpu") or not name[3:].isdigit() or int(name[3:]) not in cores:
+            continue
+        # user nice system idle iowait irq softirq steal (guest time is already in user/nice)
+        fields = [float(value) for value in rest.split()[:8]]
+        fields += [0.0] * (8 - len(fields))
+        working = fields[0] + fields[1] + fields[2] + fields[5] + fields[6] + fields[7]
+        busy += working
+        total += working + fields[3] + fields[4]
+        found += 1
+    return CpuSample(busy, total, own_ticks, found, at) if found else None
+
+
+def read_cpu_sample(stat_path: Path = PROC_STAT) -> CpuSample | None:
+    """The usable cores' counters now, or None where /proc/stat cannot be read (not Linux)."""
+    import resource
+    import time
+
+    try:
+        text = stat_path.read_text()
+        ticks = os.sysconf("SC_CLK_TCK")
+        cores = set(os.sched_getaffinity(0))
+    except (OSError, ValueError, AttributeError):
+        return None
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return parse_cpu_sample(text, cores, (usage.ru_utime + usage.ru_stime) * ticks, time.monotonic())
+
+
+def other_busy_cores(before: CpuSample, after: CpuSample) -> float:
+    """How many of the usable cores OTHER processes kept busy between the two samples: all
+    work on them less this process's own, in cores (0.0 when no time passed)."""
+    elapsed = after.total - before.total
+    if elapsed <= 0 or after.cores < 1:
+        return 0.0
+    others = (after.busy - before.busy) - (after.own - before.own)
+    return max(0.0, others / (elapsed / after.cores))
+
+
+def threads_from_samples(before: CpuSample, after: CpuSample, sharers: int = 1) -> ThreadChoice:
+    """One thread per usable core that other processes left idle between the samples (a core
+    counts as busy once others use more than IDLE_TOLERANCE_CORES of it), shared among
+    `sharers` generations running at once; at least 1. Why not more: llama.cpp's threads spin
+    at a barrier after every layer, so one thread on a busy core stalls all the others
+    (docs/backends.md, "Threads")."""
+    usable = after.cores
+    busy = min(usable, max(0, math.ceil(other_busy_cores(before, after) - IDLE_TOLERANCE_CORES)))
+    threads = max(1, (usable - busy) // max(1, sharers))
+    if busy == 0:
+        reason = "cores idle"
+    elif busy == 1:
+        reason = "another process is busy"
+    else:
+        reason = f"{busy} of {usable} cores busy elsewhere"
+    if sharers > 1:
+        reason += f", {sharers} models share them"
+    return ThreadChoice(threads, reason)
+
+
+def idle_threads(before: CpuSample | None, sharers: int = 1) -> ThreadChoice:
+    """Threads for a generation about to start: $LAMPBOX_THREADS if set; else one per idle
+    usable core, measured from `before` (read when the user asked, e.g. at `g`) to now, at
+    least SAMPLE_INTERVAL_S apart; where /proc/stat is missing, the conservative default (a
+    core kept spare on small machines, one for the TUI's render loop)."""
+    import time
+
+    if os.environ.get(THREADS_ENV, "").strip():
+        return ThreadChoice(default_threads(), f"${THREADS_ENV}")
+    after = read_cpu_sample()
+    if before is None or after is None:
+        return ThreadChoice(default_threads(reserve=1), "CPU load unknown: the default")
+    wait = SAMPLE_INTERVAL_S - (after.at - before.at)
+    if wait > 0:
+        time.sleep(wait)
+        after = read_cpu_sample() or after
+    return threads_from_samples(before, after, sharers)

@@ -19,6 +19,7 @@ from lampbox.engine.defaults import DEFAULT_BACKEND, default_model
 from lampbox.engine.generation.base import GenerationParams
 from lampbox.engine.generation.pool import GeneratorPool
 from lampbox.engine.generation.streaming import generate_streaming
+from lampbox.engine.machine import CpuSample, ThreadChoice, idle_threads
 from lampbox.engine.tasks import TaskSpec
 from lampbox.engine.types import Question
 from lampbox.engine.whatif import WhatIf
@@ -122,7 +123,8 @@ def refusal(choice: PaneChoice, options: list[ModelOption]) -> str | None:
 
 def new_pool() -> GeneratorPool:
     """The app's generator pool: a model is loaded once per session, on the usable cores but
-    one, which is left to the app's own render loop (or $LAMPBOX_THREADS)."""
+    one, which is left to the app's own render loop (or $LAMPBOX_THREADS); each generation
+    then runs on the threads `choose_threads` picks for it."""
     from lampbox.engine.machine import default_threads
 
     threads = default_threads(reserve=1)
@@ -199,6 +201,23 @@ def save_whatif(
     from lampbox.lab.whatif import save_whatif as save
 
     return save(store, prepared, question, output, original)
+
+
+def choose_threads(
+    prepared: PreparedPrompt, pool: GeneratorPool, before: CpuSample | None, sharers: int
+) -> ThreadChoice | None:
+    """Just before one model's panes generate: one thread per usable core that other processes
+    left idle since `before` (read at `g`), shared among the `sharers` models generating at
+    once, or $LAMPBOX_THREADS (engine.machine.idle_threads); set on the model without
+    reloading it. None for a model that does not run on CPU threads (dummy, openai, fid, hf on
+    a GPU)."""
+    spec = prepared.spec
+    generator = pool.get(spec.backend, spec.model, spec.model_options)
+    set_threads = getattr(generator, "set_threads", None)
+    if not callable(set_threads):
+        return None
+    choice = idle_threads(before, sharers)
+    return choice if set_threads(choice.threads) else None
 
 
 def generate_outputs(

@@ -101,6 +101,15 @@ class GenerationPrepared(Message):
 
 
 @dataclass
+class ThreadsChosen(Message):
+    """The threads one model's panes generate on, chosen just before they start."""
+
+    session: int
+    model_label: str
+    threads: str  # e.g. "2 threads (cores idle)"
+
+
+@dataclass
 class TextGenerated(Message):
     """The model produced the next piece of a pane's output."""
 

@@ -386,3 +386,64 @@ async def test_a_trained_model_runs_in_panes_on_hf_as_one_batch(demo_store, tiny
         generator = app.generators.get("hf", "tiny-demo")
         requests = [pane.prepared.input.request for pane in panes]  # type: ignore[union-attr]
         assert generator.generate(requests, panes[0].prepared.spec.params) == [pane.output for pane in panes]  # type: ignore[union-attr]
+
+
+@pytest.mark.slow
+async def test_each_generation_runs_on_the_idle_cores_measured_at_g(demo_store, settle, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The cores' load is measured from `g` to the start of each generation (faked here: 3
+    usable cores, then one of them busy elsewhere): the pool's llama.cpp model runs on that many
+    threads, set on the loaded model, and the status line says why."""
+    import llama_cpp
+
+    from lampbox.engine import machine
+    from lampbox.engine.generation.llamacpp_batch import BatchDecoder
+
+    monkeypatch.delenv("LAMPBOX_THREADS", raising=False)
+    busy_elsewhere = [0]  # cores other processes keep busy in the second sample
+    readings: list[int] = []
+
+    def reading(stat_path=machine.PROC_STAT):  # type: ignore[no-untyped-def]
+        """Each call a second later; the first sample of a generation has no load yet."""
+        readings.append(1)
+        ticks, busy = 100 * len(readings), busy_elsewhere[0]
+        return machine.CpuSample(busy * ticks, 3 * ticks, 0.0, 3, at=float(len(readings)))
+
+    used: list[int] = []  # the batch decoder's context threads at each generation
+    decode = BatchDecoder.generate
+
+    def spy(self, completions, on_output=None, should_cancel=None, on_piece=None):  # type: ignore[no-untyped-def]
+        decode(self, completions, on_output, should_cancel, on_piece)
+        used.append(llama_cpp.llama_n_threads(self._context.ctx))
+
+    monkeypatch.setattr(machine, "read_cpu_sample", reading)
+    monkeypatch.setattr(BatchDecoder, "generate", spy)
+    app = create_app(store=demo_store, max_new_tokens=TOKENS)
+    async with app.run_test(size=SIZE) as pilot:
+        await _to_question(app, pilot, settle)
+        await pilot.press("g")
+        await settle(pilot)
+        screen = app.screen
+        assert isinstance(screen, GenerationScreen)
+        generator = app.generators.get("llamacpp", screen.panes[0].choice.model)
+        assert generator.threads == 3 and used == [3]
+        status = str(screen.query_one("#generate-status", Static).render())
+        assert "3 panes, one batch, 3 threads (cores idle)" in status
+
+        # Another question while one core is busy elsewhere: the same model, 2 threads.
+        busy_elsewhere[0] = 1
+        first = screen.question.id
+        await pilot.press("escape")  # to the question
+        await settle(pilot)
+        await pilot.press("escape")  # to the user's questions
+        await settle(pilot)
+        await pilot.press("down", "enter")
+        await settle(pilot)
+        assert isinstance(app.screen, QuestionScreen)
+        await pilot.press("g")
+        await settle(pilot)
+        screen = app.screen
+        assert isinstance(screen, GenerationScreen) and screen.question.id != first
+        assert app.generators.get("llamacpp", screen.panes[0].choice.model) is generator
+        assert generator.threads == 2 and used == [3, 2]
+        status = str(screen.query_one("#generate-status", Static).render())
+        assert "2 threads (another process is busy)" in status

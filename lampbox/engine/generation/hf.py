@@ -302,6 +302,16 @@ class HFGenerator:
     def context_size(self) -> int:
         return self._context_size
 
+    def set_threads(self, threads: int) -> bool:
+        """The CPU threads the next calls run on (torch's, process-wide; the TUI chooses them per
+        generation from the idle cores). False on a GPU, where they do not apply."""
+        if threads < 1:
+            raise LampboxError("threads must be at least 1")
+        if self.device != "cpu":
+            return False
+        _import_torch().set_num_threads(threads)
+        return True
+
     @property
     def supports_streaming(self) -> bool:
         return True

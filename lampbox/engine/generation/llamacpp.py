@@ -170,6 +170,7 @@ class LlamaCppGenerator:
         self.name = resolved.name
         self.path = resolved.path
         threads = threads or default_threads()
+        self.threads = threads  # per call: set_threads changes it without reloading
         self._llama = _open_llama(
             self.path,
             n_ctx=context_size,
@@ -227,6 +228,22 @@ class LlamaCppGenerator:
             "cpu_backend": ",".join(f"{name}={value}" for name, value in cpu_backend_features().items()),
         }
 
+    def set_threads(self, threads: int) -> bool:
+        """The threads the next calls run on (the TUI chooses them per generation from the idle
+        cores); applied to each llama.cpp context just before it decodes, no reload. True: a
+        llama.cpp model always runs (some of) its work on CPU threads."""
+        if threads < 1:
+            raise LampboxError("threads must be at least 1")
+        self.threads = threads
+        return True
+
+    def _use_threads(self, context: Any) -> None:
+        """Apply `threads` to a llama.cpp context (a raw llama_context pointer); under the
+        context's lock."""
+        import llama_cpp
+
+        llama_cpp.llama_set_n_threads(context, self.threads, self.threads)
+
     def _request(self, prompt: str, params: GenerationParams, stream: bool) -> Any:
         """One llama.cpp completion; the KV cache is reset so results never depend on order."""
         options: dict[str, Any] = {
@@ -241,6 +258,7 @@ class LlamaCppGenerator:
             "stream": stream,
         }
         self._llama.reset()
+        self._use_threads(self._llama.ctx)
         try:
             if self.chat:
                 return self._llama.create_chat_completion(messages=user_message(prompt), **options)
@@ -327,6 +345,7 @@ class LlamaCppGenerator:
         with self._batch_lock:
             if self._batch_decoder is None:
                 self._batch_decoder = BatchDecoder(self._llama, self.batch_size)
+            self._batch_decoder.threads = self.threads
             self._batch_decoder.generate(completions, on_output, should_cancel, on_piece)
         return [completion.output() for completion in completions]
 
@@ -421,6 +440,7 @@ class LlamaCppGenerator:
         context = llama._ctx
         n_vocab = llama.n_vocab()
         llama.reset()
+        self._use_threads(llama.ctx)
         llama.eval(tokens)  # the last token's logits are requested (llama-cpp-python marks it)
         first = _log_softmax(np.ctypeslib.as_array(context.get_logits_ith(-1), shape=(n_vocab,)))
         scores = []

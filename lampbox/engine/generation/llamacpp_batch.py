@@ -123,6 +123,7 @@ class BatchDecoder:
         self._context: Any = None
         self._shape = (0, 0)  # (sequences, cells per sequence) of the context
         self._batch: Any = None
+        self.threads: int | None = None  # set per call by the generator (None: the Llama's own)
 
     def _ensure_context(self, sequences: int, cells: int) -> Any:
         from llama_cpp import _internals
@@ -166,6 +167,8 @@ class BatchDecoder:
         sequences = min(self.batch_size, len(completions))
         context = self._ensure_context(sequences, cells)
         ctx, memory, batch = context.ctx, context.memory, self._batch.batch
+        if self.threads:
+            llama_cpp.llama_set_n_threads(ctx, self.threads, self.threads)
         # Shortest prompt first (popped from the end): the prompts are evaluated one by one, so
         # this shows the most first pieces soonest; outputs do not depend on the order.
         waiting = sorted(completions, key=lambda c: len(c.prompt_tokens), reverse=True)

@@ -26,8 +26,10 @@ from textual.containers import Horizontal
 from textual.widgets import Footer, Header, Static
 from textual.worker import Worker, get_current_worker
 
+from lampbox.engine import machine
 from lampbox.engine.defaults import default_max_new_tokens
 from lampbox.engine.generation.common import GenerationCancelled
+from lampbox.engine.machine import CpuSample
 from lampbox.engine.types import Question, SelectorProbabilities
 from lampbox.engine.whatif import WhatIf
 from lampbox.lab.pipeline import PreparedPrompt
@@ -43,6 +45,7 @@ from lampbox.tui.messages import (
     PanesFailed,
     SelectorLoaded,
     TextGenerated,
+    ThreadsChosen,
     WhatIfSaved,
     WorkFailed,
 )
@@ -88,7 +91,8 @@ class GenerationScreen(LampboxScreen):
         self.k = k
         self.session = 0  # bumped on each (re)generation; older messages are ignored
         self.max_new_tokens = 0
-        self.schedule_note = ""
+        self.schedule: list[tuple[str, str]] = []  # (model label, how its panes run) per group
+        self.threads: dict[str, str] = {}  # model label -> the threads its panes run on, and why
         self.selector: SelectorProbabilities | None = None  # RSPG probabilities, if stored
 
     @property
@@ -169,6 +173,21 @@ class GenerationScreen(LampboxScreen):
     def status(self, text: str) -> None:
         self.query_one("#generate-status", Static).update(text)
 
+    @property
+    def schedule_note(self) -> str:
+        """How each model's panes run, and on how many threads once chosen."""
+        return "; ".join(
+            f"{label}: {how}" + (f", {self.threads[label]}" if label in self.threads else "")
+            for label, how in self.schedule
+        )
+
+    def show_progress(self) -> None:
+        done = sum(1 for pane in self.panes if pane.state == "done")
+        self.status(
+            f"{done}/{len(self.choices)} panes done · {self.schedule_note} · "
+            f"{self.max_new_tokens} new tokens · m: model · p: exact prompt · g: again"
+        )
+
     # -- the workers: one per model ----------------------------------------------------------
 
     def action_generate(self) -> None:
@@ -181,28 +200,42 @@ class GenerationScreen(LampboxScreen):
             pane.set_state("waiting", "waiting…")
         groups = generation.schedule(self.choices)
         self.app.generators.make_room(len(groups))  # type: ignore[attr-defined]
-        self.schedule_note = "; ".join(
-            f"{self.choices[group[0]].model_label}: "
-            f"{generation.how_scheduled(self.choices[group[0]].backend, len(group))}"
+        self.schedule = [
+            (
+                self.choices[group[0]].model_label,
+                generation.how_scheduled(self.choices[group[0]].backend, len(group)),
+            )
             for group in groups
-        )
+        ]
+        self.threads = {}
+        # How busy the cores are is measured from here to the moment each model starts.
+        before = machine.read_cpu_sample()
         self.status(
             f"{self.schedule_note} · {self.max_new_tokens} new tokens · "
             "loading the models and building the prompts…"
         )
         for group in groups:
             self.generate_group(
-                self.session, [(index, self.choices[index]) for index in group], self.max_new_tokens
+                self.session,
+                [(index, self.choices[index]) for index in group],
+                self.max_new_tokens,
+                before,
+                len(groups),
             )
 
     @work(thread=True, group="generate", exit_on_error=False)
     def generate_group(
-        self, session: int, panes: list[tuple[int, PaneChoice]], max_new_tokens: int
+        self,
+        session: int,
+        panes: list[tuple[int, PaneChoice]],
+        max_new_tokens: int,
+        before: CpuSample | None,
+        sharers: int,
     ) -> None:
         worker = get_current_worker()
         try:
             with self.app.generating():  # type: ignore[attr-defined]
-                self.generate_panes(worker, session, panes, max_new_tokens)
+                self.generate_panes(worker, session, panes, max_new_tokens, before, sharers)
         except GenerationCancelled:
             return
         except Exception as error:  # noqa: BLE001 - every failure must reach the user, not crash
@@ -216,11 +249,15 @@ class GenerationScreen(LampboxScreen):
         session: int,
         panes: list[tuple[int, PaneChoice]],
         max_new_tokens: int,
+        before: CpuSample | None,
+        sharers: int,
     ) -> None:
         """The panes of one model (worker thread): every prompt first, cached outputs shown at
-        once, then the rest generated together; each output cached and scored as it finishes.
-        For a what-if, the edited prompts go first and the unedited question's (to compare
-        with) after them, unless they are cached."""
+        once, then the rest generated together, on the threads chosen for them from the idle
+        cores (`before`: the cores' counters at `g`; `sharers`: the models generating at once);
+        each output cached and scored as it finishes. For a what-if, the edited prompts go
+        first and the unedited question's (to compare with) after them, unless they are
+        cached."""
         pool = self.app.generators  # type: ignore[attr-defined]
         task = self.lookup_task(self.question.task)
         edit = self.edit
@@ -259,6 +296,12 @@ class GenerationScreen(LampboxScreen):
         edited_rows = len(waiting)
         waiting += originals
         if not waiting:
+            return
+        threads = generation.choose_threads(waiting[0][1], pool, before, sharers)
+        if threads is not None:
+            label = panes[0][1].model_label
+            self.post_message(ThreadsChosen(session, label, threads.describe()))
+        if worker.is_cancelled:
             return
         started = time.perf_counter()
 
@@ -309,11 +352,12 @@ class GenerationScreen(LampboxScreen):
         if pane is None:
             return
         pane.set_scored(message.output, message.scores, message.seconds)
-        done = sum(1 for pane in self.panes if pane.state == "done")
-        self.status(
-            f"{done}/{len(self.choices)} panes done · {self.schedule_note} · "
-            f"{self.max_new_tokens} new tokens · m: model · p: exact prompt · g: again"
-        )
+        self.show_progress()
+
+    def on_threads_chosen(self, message: ThreadsChosen) -> None:
+        if message.session == self.session:
+            self.threads[message.model_label] = message.threads
+            self.show_progress()
 
     def on_original_scored(self, message: OriginalScored) -> None:
         pane = self.pane(message.session, message.pane)
