@@ -211,6 +211,32 @@ def test_idle_threads_measures_from_the_first_sample(monkeypatch: pytest.MonkeyP
     assert machine.idle_threads(before).threads == 2
 
 
+def test_the_sampler_starts_from_a_background_sample_old_enough(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A generation measures from the newest background sample at least SAMPLE_INTERVAL_S old
+    (so it waits for no second sample), never from one too recent or too old."""
+    import dataclasses
+
+    clock = {"now": 100.0}
+    monkeypatch.setattr("time.monotonic", lambda: clock["now"])
+    base, _ = samples([(0, TICKS)] * 2)
+    reads: list[float] = []
+
+    def read(stat_path: Path = machine.PROC_STAT) -> machine.CpuSample:
+        reads.append(clock["now"])
+        return dataclasses.replace(base, at=clock["now"])
+
+    monkeypatch.setattr(machine, "read_cpu_sample", read)
+    sampler = machine.CpuSampler()
+    for at in (96.0, 99.5, 99.75, 99.98):  # ticks: too old, right, right and newer, too recent
+        clock["now"] = at
+        sampler.tick()
+    clock["now"] = 100.0
+    assert sampler.start().at == 99.75  # the newest at least 0.08 s old
+    clock["now"] = 104.0  # every sample older than MAX_AGE_S: a fresh one is read
+    assert sampler.start().at == 104.0 and reads[-1] == 104.0
+    assert machine.CpuSampler().start().at == 104.0  # no background sample yet: a fresh one
+
+
 def test_lampbox_threads_wins_over_the_measurement(monkeypatch: pytest.MonkeyPatch) -> None:
     before, after = samples([(TICKS, 0), (TICKS, 0)])  # both cores busy elsewhere
     fake_readings(monkeypatch, after)

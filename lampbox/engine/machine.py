@@ -188,6 +188,35 @@ def threads_from_samples(before: CpuSample, after: CpuSample, sharers: int = 1) 
     return ThreadChoice(threads, reason)
 
 
+class CpuSampler:
+    """Samples taken in the background (the TUI ticks it every SAMPLER_TICK_S), so that a
+    generation measures the load from one already SAMPLE_INTERVAL_S old and starts without
+    waiting for a second sample (`idle_threads` sleeps only when `before` is too recent)."""
+
+    MAX_AGE_S = 3.0  # an older sample would average over a past the user no longer sees
+
+    def __init__(self) -> None:
+        self._samples: list[CpuSample] = []
+
+    def tick(self) -> None:
+        sample = read_cpu_sample()
+        if sample is not None:
+            self._samples = [*self._samples[-3:], sample]
+
+    def start(self) -> CpuSample | None:
+        """The newest sample at least SAMPLE_INTERVAL_S and at most MAX_AGE_S old, else a new one."""
+        import time
+
+        now = time.monotonic()
+        for sample in reversed(self._samples):
+            if SAMPLE_INTERVAL_S <= now - sample.at <= self.MAX_AGE_S:
+                return sample
+        return read_cpu_sample()
+
+
+SAMPLER_TICK_S = 0.25
+
+
 def idle_threads(before: CpuSample | None, sharers: int = 1) -> ThreadChoice:
     """Threads for a generation about to start: $LAMPBOX_THREADS if set; else one per idle
     usable core, measured from `before` (read when the user asked, e.g. at `g`) to now, at

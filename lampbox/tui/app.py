@@ -14,6 +14,7 @@ from textual.app import App, SystemCommand
 from textual.binding import Binding
 from textual.screen import Screen
 
+from lampbox.engine.machine import SAMPLER_TICK_S, CpuSampler
 from lampbox.errors import LampboxError
 from lampbox.store.core import Store, StoreBusy, lock_wait_s
 from lampbox.tui.messages import StoreOpened, StoreWaiting
@@ -63,6 +64,9 @@ class LampboxApp(App[None]):
         self.open_error: str | None = None
         self.busy: str | None = None  # who holds the store's lock while a query waits for it
         self._task_specs: dict[str, TaskSpec] = {}
+        # How busy the cores are, sampled in the background: a generation picks its threads
+        # from the load since a sample already old enough, without waiting (engine.machine).
+        self.cpu_sampler = CpuSampler()
 
     @property
     def store(self) -> Store:
@@ -108,6 +112,9 @@ class LampboxApp(App[None]):
 
     def on_mount(self) -> None:
         from lampbox.tui.screens.dialogs import ErrorDialog
+
+        self.cpu_sampler.tick()
+        self.set_interval(SAMPLER_TICK_S, self.cpu_sampler.tick)
 
         if self._store is None:
             try:

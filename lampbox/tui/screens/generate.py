@@ -208,8 +208,10 @@ class GenerationScreen(LampboxScreen):
             for group in groups
         ]
         self.threads = {}
-        # How busy the cores are is measured from here to the moment each model starts.
-        before = machine.read_cpu_sample()
+        # How busy the cores are is measured from a sample the app took in the background
+        # (old enough: no waiting here) to the moment each model starts.
+        sampler = getattr(self.app, "cpu_sampler", None)
+        before = sampler.start() if sampler is not None else machine.read_cpu_sample()
         self.status(
             f"{self.schedule_note} · {self.max_new_tokens} new tokens · "
             "loading the models and building the prompts…"
