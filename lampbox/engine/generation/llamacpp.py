@@ -92,55 +92,34 @@ def cpu_backend_features() -> dict[str, str]:
 
 
 # What requantize_gguf does, recorded beside a derived model: change it when the recipe changes.
-REQUANTIZE_RECIPE = "pure, token embeddings Q8_0, uniform importance (weighted scale search)"
+REQUANTIZE_RECIPE = "pure, token embeddings Q8_0, plain rounding"
 
 
 def requantize_gguf(source: Path, target: Path, quant: str) -> None:
     """Write `source` (a quantized GGUF) requantized to `quant` ("Q4_0" or "Q8_0") at `target`.
 
     llama.cpp's llama_model_quantize with allow_requantize dequantizes each weight to fp32 and
-    quantizes it again (going through an F16 file instead is no better: it only adds fp16
-    rounding). Every 2-d weight takes `quant` (pure), except the token embeddings (also the
-    output layer when tied), which stay Q8_0. Uniform importance weights switch ggml from plain
-    rounding (the scale set by the largest weight of each block) to its search for the scale
-    with the least squared error: on SmolLM2-135M Q4_1 -> Q4_0 the weights' relative error drops
-    from 6.6e-3 to 5.4e-3 (docs/backends.md, "Derived models").
+    quantizes it again (going through an F32 file gives the identical file; through F16 only
+    adds fp16 rounding). Every 2-d weight takes `quant` (pure), except the token embeddings
+    (also the output layer when tied), which stay Q8_0. ggml's plain rounding is kept: its
+    least-squares scale search (switched on by importance weights) halves the error of fewer
+    weights but lost 0.056 ROUGE-1 on commit_subject where plain rounding lost none
+    (docs/backends.md, "Derived models").
     """
     import ctypes
     import logging
 
     import llama_cpp
-    import numpy as np
-
-    try:
-        from gguf import GGUFReader
-    except ImportError as error:
-        raise LampboxError("requantizing a model needs the gguf package (pip install gguf)") from error
 
     ftypes = {"Q4_0": llama_cpp.LLAMA_FTYPE_MOSTLY_Q4_0, "Q8_0": llama_cpp.LLAMA_FTYPE_MOSTLY_Q8_0}
     if quant not in ftypes:
         raise LampboxError(f"cannot requantize to {quant!r}: choose one of {', '.join(ftypes)}")
-    try:
-        weights = [
-            (tensor.name, int(tensor.shape[0]))
-            for tensor in GGUFReader(source).tensors
-            if len(tensor.shape) >= 2 and tensor.name != "token_embd.weight"
-        ]
-    except (ValueError, OSError) as error:
-        raise InputFileError(source, f"not a readable GGUF file ({error})") from error
-    rows = [np.ones(columns, dtype=np.float32) for _, columns in weights]  # kept alive during the call
-    importance = (llama_cpp.llama_model_imatrix_data * (len(weights) + 1))()  # ends with a NULL name
-    for entry, (name, columns), ones in zip(importance, weights, rows, strict=False):
-        entry.name = name.encode()
-        entry.data = ones.ctypes.data_as(ctypes.POINTER(ctypes.c_float))
-        entry.size = columns
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype = ftypes[quant]
     params.allow_requantize = True
     params.pure = True
     params.token_embedding_type = llama_cpp.GGML_TYPE_Q8_0
     params.nthread = default_threads()
-    params.imatrix = ctypes.cast(importance, ctypes.POINTER(llama_cpp.llama_model_imatrix_data))
     load_cpu_backend()
     logger = logging.getLogger("llama-cpp-python")  # llama.cpp logs every tensor otherwise
     level = logger.level
