@@ -27,6 +27,9 @@ MANIFEST_ENV = "LAMPBOX_MODELS_MANIFEST"
 PACKAGED_MANIFEST = Path(__file__).resolve().parent / "model_manifest.toml"
 
 ModelFormat = Literal["gguf", "hf"]
+# How a manifest model can be derived from another one, and the quantizations it can take.
+DERIVATIONS = ("requantize",)
+DERIVED_QUANTS = ("Q4_0", "Q8_0")
 
 
 @dataclass(frozen=True)
@@ -40,6 +43,9 @@ class ModelEntry:
     package: str | None = None
     file: str | None = None
     assemble: bool = False
+    derive: str | None = None  # "requantize": written once from `source` (a manifest model)
+    source: str | None = None
+    quant: str | None = None  # the derived file's quantization, e.g. "Q4_0"
     path: str | None = None
     hub_id: str | None = None
     install: str | None = None
@@ -94,6 +100,16 @@ def _entry_from_table(name: str, table: dict[str, Any], manifest: Path) -> Model
     model_format = table.get("format")
     if model_format not in ("gguf", "hf"):
         raise InputFileError(manifest, f"model {name!r}: format must be 'gguf' or 'hf'")
+    derive = table.get("derive")
+    if derive is not None:
+        if derive not in DERIVATIONS:
+            raise InputFileError(manifest, f"model {name!r}: derive must be one of {', '.join(DERIVATIONS)}")
+        if not table.get("source") or table.get("quant") not in DERIVED_QUANTS:
+            raise InputFileError(
+                manifest,
+                f"model {name!r}: derive = {derive!r} needs source (a manifest model) and quant "
+                f"({', '.join(DERIVED_QUANTS)})",
+            )
     path = table.get("path")
     if path is not None and not Path(path).expanduser().is_absolute():
         path = str(manifest.parent / path)
@@ -105,6 +121,9 @@ def _entry_from_table(name: str, table: dict[str, Any], manifest: Path) -> Model
         package=table.get("package"),
         file=table.get("file"),
         assemble=bool(table.get("assemble", False)),
+        derive=derive,
+        source=table.get("source"),
+        quant=table.get("quant"),
         path=path,
         hub_id=table.get("hub_id"),
         install=table.get("install"),
@@ -164,8 +183,56 @@ def _assembled_file(entry: ModelEntry) -> Path:
     return target
 
 
+def _derived_file(entry: ModelEntry) -> Path:
+    """Requantize the source model once into lampbox's cache; later calls reuse the file.
+
+    A stamp beside the file records the source file (path, size, mtime) and the recipe: when
+    either changes (a reinstalled package, a new recipe), the file is written again.
+    """
+    import json
+
+    from lampbox.paths import cache_dir
+
+    assert entry.source and entry.quant
+    source_entry = load_manifest()[0].get(entry.source)
+    if source_entry is None or source_entry.format != "gguf" or source_entry.derive:
+        raise LampboxError(
+            f"model {entry.name!r} is derived from {entry.source!r}, which is not a GGUF model "
+            "of the manifest"
+        )
+    try:
+        source = Path(_entry_location(source_entry)[0])
+    except LampboxError as error:
+        raise LampboxError(f"model {entry.name!r} is derived from {entry.source!r}: {error}") from error
+    from lampbox.engine.generation.llamacpp import REQUANTIZE_RECIPE, requantize_gguf
+
+    target = cache_dir("models") / (entry.file or f"{entry.name}.gguf")
+    stamp_path = target.with_name(target.name + ".source.json")
+    status = source.stat()
+    stamp = {"source": str(source.resolve()), "size": status.st_size, "mtime_ns": status.st_mtime_ns,
+             "quant": entry.quant, "recipe": REQUANTIZE_RECIPE}  # fmt: skip
+    if target.is_file() and stamp_path.is_file():
+        try:
+            if json.loads(stamp_path.read_text(encoding="utf-8")) == stamp:
+                return target
+        except ValueError:
+            pass  # a torn stamp: write both again
+    partial = target.with_name(f"{target.name}.{os.getpid()}.partial")
+    try:
+        requantize_gguf(source, partial, entry.quant)
+        partial.replace(target)
+    finally:
+        partial.unlink(missing_ok=True)
+    stamp_partial = stamp_path.with_name(f"{stamp_path.name}.{os.getpid()}.partial")
+    stamp_partial.write_text(json.dumps(stamp), encoding="utf-8")
+    stamp_partial.replace(stamp_path)
+    return target
+
+
 def _entry_location(entry: ModelEntry) -> tuple[str, bool]:
     """(location, is_hub_id) of a manifest entry; raises when it is not installed."""
+    if entry.derive:
+        return str(_derived_file(entry)), False
     if entry.package:
         folder = _package_folder(entry.package)
         if folder is None:

@@ -91,6 +91,47 @@ def cpu_backend_features() -> dict[str, str]:
     return features
 
 
+# What requantize_gguf does, recorded beside a derived model: change it when the recipe changes.
+REQUANTIZE_RECIPE = "pure, token embeddings Q8_0, plain rounding"
+
+
+def requantize_gguf(source: Path, target: Path, quant: str) -> None:
+    """Write `source` (a quantized GGUF) requantized to `quant` ("Q4_0" or "Q8_0") at `target`.
+
+    llama.cpp's llama_model_quantize with allow_requantize dequantizes each weight to fp32 and
+    quantizes it again (going through an F32 file gives the identical file; through F16 only
+    adds fp16 rounding). Every 2-d weight takes `quant` (pure), except the token embeddings
+    (also the output layer when tied), which stay Q8_0. ggml's plain rounding is kept: its
+    least-squares scale search (switched on by importance weights) halves the error of fewer
+    weights but lost 0.056 ROUGE-1 on commit_subject where plain rounding lost none
+    (docs/backends.md, "Derived models").
+    """
+    import ctypes
+    import logging
+
+    import llama_cpp
+
+    ftypes = {"Q4_0": llama_cpp.LLAMA_FTYPE_MOSTLY_Q4_0, "Q8_0": llama_cpp.LLAMA_FTYPE_MOSTLY_Q8_0}
+    if quant not in ftypes:
+        raise LampboxError(f"cannot requantize to {quant!r}: choose one of {', '.join(ftypes)}")
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = ftypes[quant]
+    params.allow_requantize = True
+    params.pure = True
+    params.token_embedding_type = llama_cpp.GGML_TYPE_Q8_0
+    params.nthread = default_threads()
+    load_cpu_backend()
+    logger = logging.getLogger("llama-cpp-python")  # llama.cpp logs every tensor otherwise
+    level = logger.level
+    logger.setLevel(max(level, logging.ERROR))
+    try:
+        failed = llama_cpp.llama_model_quantize(str(source).encode(), str(target).encode(), ctypes.byref(params))
+    finally:
+        logger.setLevel(level)
+    if failed:
+        raise InputFileError(source, f"llama.cpp could not requantize this GGUF model to {quant}")
+
+
 def _open_llama(path: Path, **kwargs: Any) -> Any:
     """Llama(path) with a clear error naming the file when llama.cpp cannot load it."""
     try:
