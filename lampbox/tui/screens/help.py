@@ -11,7 +11,7 @@ from textual.widgets import Markdown
 HELP_TEXT = """\
 # lampbox
 
-Browse a LaMP store user by user. Every screen lists its keys in the footer;
+Browse a LaMP store user by user. Every screen lists its main keys in the footer;
 **ctrl+p** opens the command palette, **?** this help, **ctrl+q** quits.
 
 ## Every table
