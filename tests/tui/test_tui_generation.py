@@ -104,11 +104,7 @@ async def test_three_llamacpp_panes_stream_as_one_batch(demo_store, settle, monk
     monkeypatch.setattr(BatchDecoder, "generate", spy)
     app = create_app(store=demo_store, max_new_tokens=TOKENS)
     async with app.run_test(size=SIZE) as pilot:
-        await _to_question(app, pilot, settle)
-        await pilot.press("g")  # none, bm25 and recency at k=5, all on the default llama.cpp model
-        await settle(pilot)
-        screen = app.screen
-        assert isinstance(screen, GenerationScreen)
+        screen = await _generate(app, pilot, settle)  # none, bm25 and recency at k=5, on llama.cpp
         panes = screen.panes
         assert len(panes) == 3 and {pane.choice.backend for pane in panes} == {"llamacpp"}
         assert batches == [(3, True)]  # one streamed batch for the three panes
@@ -190,6 +186,16 @@ async def _to_question(app, pilot, settle, question: int = 0) -> None:  # type: 
     assert isinstance(app.screen, QuestionScreen)
 
 
+async def _generate(app, pilot, settle) -> GenerationScreen:  # type: ignore[no-untyped-def]
+    """From the users screen to the first question, then `g`: the generation screen, settled."""
+    await _to_question(app, pilot, settle)
+    await pilot.press("g")
+    await settle(pilot)
+    screen = app.screen
+    assert isinstance(screen, GenerationScreen)
+    return screen
+
+
 async def test_each_pane_chooses_and_the_choice_is_kept(demo_store, settle, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     from dataclasses import replace
 
@@ -206,12 +212,9 @@ async def test_each_pane_chooses_and_the_choice_is_kept(demo_store, settle, monk
     ])  # fmt: skip
     app = create_app(store=demo_store, max_new_tokens=TOKENS)
     async with app.run_test(size=SIZE) as pilot:
-        await _to_question(app, pilot, settle)
         # Before any choice, the panes follow the question screen: none, bm25 and recency at 5.
-        await pilot.press("g")
-        await settle(pilot)
-        screen = app.screen
-        assert isinstance(screen, GenerationScreen) and app.pane_choices is None
+        screen = await _generate(app, pilot, settle)
+        assert app.pane_choices is None
         assert [pane.choice for pane in screen.panes] == screen.defaults
         assert [pane.choice.retrieval_label for pane in screen.panes] == [
             "no personalization", "bm25 k=5", "recency k=5",
@@ -344,11 +347,7 @@ async def test_a_trained_model_runs_in_panes_on_hf_as_one_batch(demo_store, tiny
     app = create_app(store=demo_store, max_new_tokens=TOKENS)
     app.pane_choices = [PaneChoice("none", 0, "dummy"), PaneChoice("bm25", 1, "dummy")]
     async with app.run_test(size=SIZE) as pilot:
-        await _to_question(app, pilot, settle)
-        await pilot.press("g")
-        await settle(pilot)
-        screen = app.screen
-        assert isinstance(screen, GenerationScreen)
+        screen = await _generate(app, pilot, settle)
         for index in (0, 1):
             screen.panes[index].focus()
             await pilot.press("m")
@@ -419,11 +418,7 @@ async def test_each_generation_runs_on_the_idle_cores_measured_at_g(demo_store, 
     monkeypatch.setattr(BatchDecoder, "generate", spy)
     app = create_app(store=demo_store, max_new_tokens=TOKENS)
     async with app.run_test(size=SIZE) as pilot:
-        await _to_question(app, pilot, settle)
-        await pilot.press("g")
-        await settle(pilot)
-        screen = app.screen
-        assert isinstance(screen, GenerationScreen)
+        screen = await _generate(app, pilot, settle)
         generator = app.generators.get("llamacpp", screen.panes[0].choice.model)
         assert generator.threads == 3 and used == [3]
         status = str(screen.query_one("#generate-status", Static).render())
