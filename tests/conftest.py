@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import subprocess
+import sys
+import textwrap
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -79,3 +85,50 @@ def tiny_lm(tmp_path_factory: pytest.TempPathFactory) -> Path:
     LlamaForCausalLM(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
+
+
+@pytest.fixture
+def demo_db(tmp_path: Path) -> Path:
+    """A store file with the packaged LaMP_7 demo set imported."""
+    from lampbox.demo import demo_path
+    from lampbox.store import Store
+    from lampbox.store.importer import import_path
+
+    path = tmp_path / "demo.duckdb"
+    with Store(path) as store:
+        import_path(store, demo_path(), task_name="LaMP_7", scheme="demo")
+    return path
+
+
+# Another process holding a store's write lock, as a running bench does.
+HOLD_FOR_WRITING = """
+import sys
+from lampbox.store import Store
+store = Store(sys.argv[1], purpose="bench 3f2a1b0c")
+print("holding", flush=True)
+sys.stdin.read()
+store.close()
+"""
+
+
+@pytest.fixture
+def writer_holding() -> Callable[[Path], contextlib.AbstractContextManager[subprocess.Popen[str]]]:
+    """`with writer_holding(db) as writer:` another process holds db's write lock (its purpose
+    "bench 3f2a1b0c") from the start of the block until `writer.communicate("")` or the block's
+    end."""
+
+    @contextlib.contextmanager
+    def holding(db: Path) -> Iterator[subprocess.Popen[str]]:
+        writer = subprocess.Popen(
+            [sys.executable, "-c", textwrap.dedent(HOLD_FOR_WRITING), str(db)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+            env={**os.environ, "PYTHONPATH": str(REPO)}, cwd=REPO,
+        )  # fmt: skip
+        try:
+            assert writer.stdout is not None and writer.stdout.readline().strip() == "holding"
+            yield writer
+        finally:
+            if writer.poll() is None:
+                writer.communicate("", timeout=300)
+
+    return holding

@@ -13,10 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from lampbox.demo import demo_path
 from lampbox.store import Store, StoreBusy
 from lampbox.store import runs as run_store
-from lampbox.store.importer import import_path
 from lampbox.store.migrations import MIGRATIONS
 
 REPO = Path(__file__).resolve().parent.parent
@@ -35,14 +33,6 @@ def lampbox_process(*args: str, **env: str) -> subprocess.Popen[str]:
         env=environment(**env),
         cwd=REPO,
     )
-
-
-@pytest.fixture
-def demo_db(tmp_path: Path) -> Path:
-    path = tmp_path / "demo.duckdb"
-    with Store(path) as store:
-        import_path(store, demo_path(), task_name="LaMP_7", scheme="demo")
-    return path
 
 
 def test_four_data_list_at_once_all_succeed(demo_db: Path) -> None:
@@ -86,23 +76,8 @@ def test_a_reader_applies_a_pending_migration_once_then_reads(tmp_path: Path) ->
         assert store.connection.execute("SELECT count(kind) FROM runs").fetchone() == (0,)
 
 
-HOLD_FOR_WRITING = """
-import sys
-from lampbox.store import Store
-store = Store(sys.argv[1], purpose="bench 3f2a1b0c")
-print("holding", flush=True)
-sys.stdin.read()
-store.close()
-"""
-
-
-def test_a_reader_waits_then_names_the_writer(demo_db: Path) -> None:
-    writer = subprocess.Popen(
-        [sys.executable, "-c", textwrap.dedent(HOLD_FOR_WRITING), str(demo_db)],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=environment(), cwd=REPO,
-    )  # fmt: skip
-    try:
-        assert writer.stdout is not None and writer.stdout.readline().strip() == "holding"
+def test_a_reader_waits_then_names_the_writer(demo_db: Path, writer_holding) -> None:  # type: ignore[no-untyped-def]
+    with writer_holding(demo_db) as writer:
         started = time.monotonic()
         with pytest.raises(StoreBusy) as raised:
             Store.for_reading(demo_db, wait_s=0.6)
@@ -115,8 +90,6 @@ def test_a_reader_waits_then_names_the_writer(demo_db: Path) -> None:
         stderr = process.communicate()[1].strip()
         assert code == 1 and len(stderr.splitlines()) == 1, stderr
         assert "busy: bench 3f2a1b0c" in stderr and "Traceback" not in stderr
-    finally:
-        writer.communicate("", timeout=300)
     with Store.for_reading(demo_db, wait_s=0) as store:  # and once it has gone, readers get in
         assert store.datasets()
 
@@ -260,19 +233,13 @@ def test_idle_leaves_the_file_open_while_another_thread_is_using_it(tmp_path: Pa
     store.close()
 
 
-def test_opening_tells_on_wait_who_holds_the_lock(demo_db: Path) -> None:
-    writer = subprocess.Popen(
-        [sys.executable, "-c", textwrap.dedent(HOLD_FOR_WRITING), str(demo_db)],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=environment(), cwd=REPO,
-    )  # fmt: skip
+def test_opening_tells_on_wait_who_holds_the_lock(demo_db: Path, writer_holding) -> None:  # type: ignore[no-untyped-def]
     told: list[str | None] = []
-    try:
-        assert writer.stdout is not None and writer.stdout.readline().strip() == "holding"
-        store = Store(demo_db, hold_lock=False, wait_s=0.3, on_wait=told.append)
-    except StoreBusy:
-        store = None
-    finally:
-        writer.communicate("", timeout=300)
+    with writer_holding(demo_db) as writer:
+        try:
+            store = Store(demo_db, hold_lock=False, wait_s=0.3, on_wait=told.append)
+        except StoreBusy:
+            store = None
     assert store is None
     assert told == [f"bench 3f2a1b0c (pid {writer.pid})", None]
     told.clear()

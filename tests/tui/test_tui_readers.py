@@ -12,14 +12,11 @@ import textwrap
 import time
 from pathlib import Path
 
-import pytest
 from textual.pilot import Pilot
 from textual.widgets import DataTable, Static
 
-from lampbox.demo import demo_path
 from lampbox.store import Store
 from lampbox.store import runs as run_store
-from lampbox.store.importer import import_path
 from lampbox.tui import create_app
 from lampbox.tui.screens.runs import RunsScreen
 from lampbox.tui.screens.users import UsersScreen
@@ -48,34 +45,17 @@ sys.argv = ["lampbox", *sys.argv[1:]]
 main()
 """
 
-HOLD_FOR_WRITING = """
-import sys
-from lampbox.store import Store
-store = Store(sys.argv[1], purpose="bench 3f2a1b0c")
-print("holding", flush=True)
-sys.stdin.read()
-store.close()
-"""
 
-
-def python(script: str, *args: str, stdin: bool = False) -> subprocess.Popen[str]:
+def python(script: str, *args: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-c", textwrap.dedent(script), *args],
-        stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
+        stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
         env={**os.environ, "PYTHONPATH": str(REPO), "NO_COLOR": "1"},
         cwd=REPO,
     )
-
-
-@pytest.fixture
-def demo_db(tmp_path: Path) -> Path:
-    path = tmp_path / "demo.duckdb"
-    with Store(path) as store:
-        import_path(store, demo_path(), task_name="LaMP_7", scheme="demo")
-    return path
 
 
 def status_text(screen: RunsScreen) -> str:
@@ -168,15 +148,13 @@ async def test_a_bench_writes_while_the_tui_is_open_and_the_runs_screen_follows_
 
 
 async def test_the_tui_waits_for_a_busy_store_and_says_who_is_writing(  # type: ignore[no-untyped-def]
-    demo_db: Path, settle
+    demo_db: Path, settle, writer_holding
 ) -> None:
     app = create_app(store_path=demo_db)
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
         await wait_until(pilot, lambda: not app.store.is_open, 5, "the TUI to release the store")
-        writer = python(HOLD_FOR_WRITING, str(demo_db), stdin=True)
-        try:
-            assert writer.stdout is not None and writer.stdout.readline().strip() == "holding"
+        with writer_holding(demo_db) as writer:
             await pilot.press("b")  # the runs screen reads the store: it must wait
             busy = f"busy: bench 3f2a1b0c (pid {writer.pid}) is writing"
             await wait_until(pilot, lambda: busy in app.sub_title, 30, "the busy line")
@@ -188,16 +166,12 @@ async def test_the_tui_waits_for_a_busy_store_and_says_who_is_writing(  # type: 
             await pilot.press("escape")
             await pilot.pause()
             assert app.screen is screen and "No benches" not in status_text(screen)
-        finally:
-            writer.communicate("", timeout=60)
         await wait_until(pilot, lambda: "No benches" in status_text(screen), 30, "the read")
         assert app.sub_title == demo_db.name
 
 
-async def test_a_store_busy_at_start_is_opened_once_free(demo_db: Path, settle) -> None:  # type: ignore[no-untyped-def]
-    writer = python(HOLD_FOR_WRITING, str(demo_db), stdin=True)
-    try:
-        assert writer.stdout is not None and writer.stdout.readline().strip() == "holding"
+async def test_a_store_busy_at_start_is_opened_once_free(demo_db: Path, settle, writer_holding) -> None:  # type: ignore[no-untyped-def]
+    with writer_holding(demo_db) as writer:
         app = create_app(store_path=demo_db)
         async with app.run_test(size=SIZE) as pilot:
             await pilot.pause()
@@ -208,6 +182,3 @@ async def test_a_store_busy_at_start_is_opened_once_free(demo_db: Path, settle) 
             await wait_until(pilot, lambda: isinstance(app.screen, UsersScreen), 30, "the users")
             await settle(pilot)
             assert app.sub_title == demo_db.name
-    finally:
-        if writer.poll() is None:
-            writer.kill()
