@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import os
+import time
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -146,7 +147,6 @@ def parse_cpu_sample(stat_text: str, cores: set[int], own_ticks: float, at: floa
 def read_cpu_sample(stat_path: Path = PROC_STAT) -> CpuSample | None:
     """The usable cores' counters now, or None where /proc/stat cannot be read (not Linux)."""
     import resource
-    import time
 
     try:
         text = stat_path.read_text()
@@ -205,8 +205,6 @@ class CpuSampler:
 
     def start(self) -> CpuSample | None:
         """The newest sample at least SAMPLE_INTERVAL_S and at most MAX_AGE_S old, else a new one."""
-        import time
-
         now = time.monotonic()
         for sample in reversed(self._samples):
             if SAMPLE_INTERVAL_S <= now - sample.at <= self.MAX_AGE_S:
@@ -222,8 +220,6 @@ def idle_threads(before: CpuSample | None, sharers: int = 1) -> ThreadChoice:
     usable core, measured from `before` (read when the user asked, e.g. at `g`) to now, at
     least SAMPLE_INTERVAL_S apart; where /proc/stat is missing, the conservative default (a
     core kept spare on small machines, one for the TUI's render loop)."""
-    import time
-
     if os.environ.get(THREADS_ENV, "").strip():
         return ThreadChoice(default_threads(), f"${THREADS_ENV}")
     after = read_cpu_sample()

@@ -26,7 +26,6 @@ from textual.containers import Horizontal
 from textual.widgets import Footer, Header, Static
 from textual.worker import Worker, get_current_worker
 
-from lampbox.engine import machine
 from lampbox.engine.defaults import default_max_new_tokens
 from lampbox.engine.generation.common import GenerationCancelled
 from lampbox.engine.machine import CpuSample
@@ -210,8 +209,7 @@ class GenerationScreen(LampboxScreen):
         self.threads = {}
         # How busy the cores are is measured from a sample the app took in the background
         # (old enough: no waiting here) to the moment each model starts.
-        sampler = getattr(self.app, "cpu_sampler", None)
-        before = sampler.start() if sampler is not None else machine.read_cpu_sample()
+        before = self.app.cpu_sampler.start()  # type: ignore[attr-defined]
         self.status(
             f"{self.schedule_note} · {self.max_new_tokens} new tokens · "
             "loading the models and building the prompts…"
