@@ -4,6 +4,8 @@ a time."""
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -20,6 +22,19 @@ from lampbox.engine.generation.common import GenerationCancelled, user_message
 from lampbox.engine.machine import default_threads
 from lampbox.errors import InputFileError, LampboxError
 from lampbox.models import resolve_model
+
+
+@contextlib.contextmanager
+def _quiet_llama_log() -> Iterator[None]:
+    """llama-cpp-python passes llama.cpp's and ggml's log to stderr below its logger's level:
+    raised to ERROR for the block."""
+    logger = logging.getLogger("llama-cpp-python")
+    level = logger.level
+    logger.setLevel(max(level, logging.ERROR))
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def cpu_backend_folders() -> list[Path]:
@@ -41,7 +56,6 @@ def load_cpu_backend() -> Path | None:
     fails; this picks, among the variants in the package's folder, the best one this CPU runs
     (ggml scores each by the instruction sets it needs), before llama_backend_init."""
     import ctypes
-    import logging
 
     import llama_cpp
 
@@ -52,19 +66,13 @@ def load_cpu_backend() -> Path | None:
         return None
     load_all = library.ggml_backend_load_all_from_path
     load_all.argtypes = [ctypes.c_char_p]
-    # llama-cpp-python prints ggml's log to stderr below its logger's level ("loaded CPU backend
-    # from ..."): keep it quiet, as Llama(verbose=False) does afterwards.
-    logger = logging.getLogger("llama-cpp-python")
-    level = logger.level
-    logger.setLevel(max(level, logging.ERROR))
-    try:
+    # ggml logs "loaded CPU backend from ...": kept quiet, as Llama(verbose=False) does afterwards.
+    with _quiet_llama_log():
         for folder in cpu_backend_folders():
             if any(folder.glob("libggml-cpu-*.so")):
                 load_all(str(folder).encode())
                 if count() > 0:
                     return folder
-    finally:
-        logger.setLevel(level)
     looked = ", ".join(str(folder) for folder in cpu_backend_folders())
     raise LampboxError(
         "llama.cpp has no CPU backend: this llama-cpp-python was built with GGML_BACKEND_DL and "
@@ -107,7 +115,6 @@ def requantize_gguf(source: Path, target: Path, quant: str) -> None:
     (docs/backends.md, "Derived models").
     """
     import ctypes
-    import logging
 
     import llama_cpp
 
@@ -121,13 +128,8 @@ def requantize_gguf(source: Path, target: Path, quant: str) -> None:
     params.token_embedding_type = llama_cpp.GGML_TYPE_Q8_0
     params.nthread = default_threads()
     load_cpu_backend()
-    logger = logging.getLogger("llama-cpp-python")  # llama.cpp logs every tensor otherwise
-    level = logger.level
-    logger.setLevel(max(level, logging.ERROR))
-    try:
+    with _quiet_llama_log():  # llama.cpp logs every tensor otherwise
         failed = llama_cpp.llama_model_quantize(str(source).encode(), str(target).encode(), ctypes.byref(params))
-    finally:
-        logger.setLevel(level)
     if failed:
         raise InputFileError(source, f"llama.cpp could not requantize this GGUF model to {quant}")
 
