@@ -191,6 +191,7 @@ def _derived_file(entry: ModelEntry) -> Path:
     """
     import json
 
+    from lampbox.lampfiles import write_json_atomic
     from lampbox.paths import cache_dir
 
     assert entry.source and entry.quant
@@ -223,9 +224,7 @@ def _derived_file(entry: ModelEntry) -> Path:
         partial.replace(target)
     finally:
         partial.unlink(missing_ok=True)
-    stamp_partial = stamp_path.with_name(f"{stamp_path.name}.{os.getpid()}.partial")
-    stamp_partial.write_text(json.dumps(stamp), encoding="utf-8")
-    stamp_partial.replace(stamp_path)
+    write_json_atomic(stamp_path, stamp)
     return target
 
 
