@@ -46,10 +46,24 @@ CPU_FLAGS = ("avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512_v
              "avx512vbmi", "avx_vnni", "amx_tile", "amx_int8", "amx_bf16")  # fmt: skip
 
 
+def timed_prompt_then_greedy(llama, tokens: list[int], new_tokens: int) -> tuple[float, float]:  # type: ignore[no-untyped-def]
+    """Seconds to evaluate `tokens` from an empty cache in one call, then seconds to take
+    `new_tokens` greedy tokens one at a time (a llama_cpp.Llama)."""
+    import numpy as np
+
+    llama.reset()
+    started = time.perf_counter()
+    llama.eval(tokens)
+    prompt_seconds = time.perf_counter() - started
+    started = time.perf_counter()
+    for _ in range(new_tokens):
+        llama.eval([int(np.argmax(llama.scores[llama.n_tokens - 1]))])
+    return prompt_seconds, time.perf_counter() - started
+
+
 def worker(model: str | None, threads: int, prompt_tokens: int, new_tokens: int) -> dict[str, object]:
     """One measurement in this process (llama_cpp imported from PYTHONPATH's first entry)."""
     import llama_cpp
-    import numpy as np
 
     from lampbox.engine.generation.llamacpp import load_cpu_backend
     from lampbox.models import resolve_model
@@ -64,15 +78,7 @@ def worker(model: str | None, threads: int, prompt_tokens: int, new_tokens: int)
         tokens += llama.tokenize(TEXT.encode(), add_bos=False)
     tokens = tokens[:prompt_tokens]
     llama.eval(tokens[:32])  # warm-up: first-touch of weights and buffers
-    llama.reset()
-    started = time.perf_counter()
-    llama.eval(tokens)
-    prompt_seconds = time.perf_counter() - started
-    started = time.perf_counter()
-    for _ in range(new_tokens):
-        next_token = int(np.argmax(llama.scores[llama.n_tokens - 1]))
-        llama.eval([next_token])
-    generation_seconds = time.perf_counter() - started
+    prompt_seconds, generation_seconds = timed_prompt_then_greedy(llama, tokens, new_tokens)
     mapped = Path("/proc/self/maps").read_text() if Path("/proc/self/maps").exists() else ""
     libraries = sorted({line.split()[-1] for line in mapped.splitlines() if "libggml-cpu" in line})
     return {

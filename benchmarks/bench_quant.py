@@ -64,7 +64,7 @@ def compare(record, reference, metrics: list[str]) -> dict[str, object]:  # type
 
 def speed_round(model: str, prompts: list[str], threads: int, new_tokens: int) -> tuple[float, float]:
     """(prompt tokens/s, new tokens/s) of one model on these prompts, one fresh prompt at a time."""
-    import numpy as np
+    from bench_llama_builds import timed_prompt_then_greedy
 
     from lampbox.engine.generation import load_generator
 
@@ -75,14 +75,9 @@ def speed_round(model: str, prompts: list[str], threads: int, new_tokens: int) -
     llama.eval(token_lists[0][:32])  # warm-up: first touch of the weights
     prompt_seconds = generation_seconds = 0.0
     for tokens in token_lists:
-        llama.reset()
-        started = time.perf_counter()
-        llama.eval(tokens)
-        prompt_seconds += time.perf_counter() - started
-        started = time.perf_counter()
-        for _ in range(new_tokens):
-            llama.eval([int(np.argmax(llama.scores[llama.n_tokens - 1]))])
-        generation_seconds += time.perf_counter() - started
+        prompt, generation = timed_prompt_then_greedy(llama, tokens, new_tokens)
+        prompt_seconds += prompt
+        generation_seconds += generation
     generator.close()
     return sum(map(len, token_lists)) / prompt_seconds, len(token_lists) * new_tokens / generation_seconds
 
