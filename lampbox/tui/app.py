@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import sys
 import threading
 import time
 from collections.abc import Iterable, Iterator
@@ -28,6 +29,11 @@ if TYPE_CHECKING:
 # the last worker used it (checked every RELEASE_EVERY_S), so a bench can write its batches.
 RELEASE_AFTER_S = 0.25
 RELEASE_EVERY_S = 0.25
+# How long a thread holds the GIL while another waits for it (Python's default: 5 ms). The
+# workers' small steps (a store query, a prompt's chat template) each wait that long for the
+# GIL while the app's thread draws a screen: the three prompts of `g` were ready 0.14-0.28 s
+# after the key instead of 0.05-0.11 s (benchmarks/bench_tui.py, docs/tui.md).
+GIL_SWITCH_S = 0.001
 STORE_WAIT_S = 120.0  # how long a query waits for another process's lock ($LAMPBOX_LOCK_WAIT)
 
 
@@ -67,6 +73,7 @@ class LampboxApp(App[None]):
         # How busy the cores are, sampled in the background: a generation picks its threads
         # from the load since a sample already old enough, without waiting (engine.machine).
         self.cpu_sampler = CpuSampler()
+        self._switch_interval = sys.getswitchinterval()
 
     @property
     def store(self) -> Store:
@@ -115,6 +122,8 @@ class LampboxApp(App[None]):
 
         self.cpu_sampler.tick()
         self.set_interval(SAMPLER_TICK_S, self.cpu_sampler.tick)
+        self._switch_interval = sys.getswitchinterval()  # put back when the app ends
+        sys.setswitchinterval(GIL_SWITCH_S)
 
         if self._store is None:
             try:
@@ -219,6 +228,7 @@ class LampboxApp(App[None]):
         )
 
     def on_unmount(self) -> None:
+        sys.setswitchinterval(self._switch_interval)
         with self._generating_changed:  # freeing a model under a running thread crashes
             self._generating_changed.wait_for(lambda: self._generating == 0, timeout=60)
         with contextlib.suppress(Exception):  # a replaced or busy worker is fine here

@@ -268,3 +268,18 @@ async def test_changing_retrievers_reranks(commits_store, settle) -> None:  # ty
             table = pane.query_one(DataTable)
             marks |= {str(key.value) for key in table.rows if "×" in str(table.get_row(key)[2])}
         assert marks == shared
+
+
+async def test_the_app_shortens_the_gil_switch_interval_while_it_runs(commits_store, settle) -> None:  # type: ignore[no-untyped-def]
+    import sys
+
+    from lampbox.tui.app import GIL_SWITCH_S
+
+    before = sys.getswitchinterval()
+    assert before != GIL_SWITCH_S  # Python's default (5 ms) here
+    app = create_app(store=commits_store)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        # the workers' small steps get the GIL soon while the app's thread draws
+        assert sys.getswitchinterval() == GIL_SWITCH_S
+    assert sys.getswitchinterval() == before  # the process gets its own setting back
