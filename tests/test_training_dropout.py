@@ -83,7 +83,8 @@ def test_replaces_every_lora_dropout_of_a_peft_model(tiny_lm: Path) -> None:
 
 def test_frozen_linears_in_bf16_compute_what_autocast_computes(tiny_lm: Path) -> None:
     """Holding the frozen base linears in bf16 changes nothing under bf16 autocast: same loss,
-    same adapter gradients, bit for bit; the tied output layer, norms and adapter stay fp32."""
+    same adapter gradients, bit for bit; the embedding, norms and adapter stay fp32, and the
+    output layer tied to the embedding gets a bf16 copy of its own."""
     from lampbox.engine.training.frozen import hold_frozen_linears_in
 
     def run(hold: bool):  # type: ignore[no-untyped-def]
@@ -99,7 +100,7 @@ def test_frozen_linears_in_bf16_compute_what_autocast_computes(tiny_lm: Path) ->
 
     _, _, loss, grads = run(False)
     model, held, held_loss, held_grads = run(True)
-    assert held == 2 * 7  # 2 layers x (q, k, v, o, gate, up, down) base linears; lm_head is tied
+    assert held == 2 * 7 + 1  # 2 layers x (q, k, v, o, gate, up, down) base linears, lm_head
     assert torch.equal(loss, held_loss)
     assert grads.keys() == held_grads.keys() and all(
         torch.equal(grads[n], held_grads[n]) for n in grads
@@ -109,3 +110,7 @@ def test_frozen_linears_in_bf16_compute_what_autocast_computes(tiny_lm: Path) ->
         d == torch.float32 for n, d in dtypes.items() if "lora_" in n or "norm" in n or "embed" in n
     )
     assert dtypes["base_model.model.model.layers.0.mlp.up_proj.weight"] == torch.bfloat16
+    base = model.get_base_model()
+    assert base.lm_head.weight.dtype == torch.bfloat16 and not base.lm_head.weight.requires_grad
+    assert base.model.embed_tokens.weight.dtype == torch.float32
+    assert torch.equal(base.lm_head.weight, base.model.embed_tokens.weight.to(torch.bfloat16))
