@@ -9,7 +9,8 @@ Run: .venv/bin/python benchmarks/bench_tui.py [--workdir DIR] [--switches 100]
 Stores: the git-commits stand-in (../shared/data/git-commits) and a generated LaMP_7-format
 store with 10,000 users (benchmarks/synthetic_store.py; built once, reused from --workdir).
 Targets (issue): user switch p95 <= 100 ms; re-rank of one question over 4 retrievers, warm,
-<= 300 ms; three panes (no personalization, bm25 k=4, recency k=4, llama.cpp default model):
+<= 300 ms; three panes (no personalization, bm25 k=4, recency k=4, the TUI's default model
+on llama.cpp: the manifest's `interactive`):
 every pane's first streamed token <= 1.5 s after `g`, all three done <= 1.3x the raw backend
 generating the same three prompts back to back; a what-if (exclude one item, regenerate one
 pane) shows its first token <= 1 s. `--only-generation` and `--only-whatif` measure one of
@@ -197,9 +198,9 @@ async def panes_after_g(store, pool, tokens: int, questions: int) -> list[PanesT
     dones: dict[int, float] = {}
     add_piece, set_scored = GenerationPane.add_piece, GenerationPane.set_scored
 
-    def first_piece(self, piece: str) -> None:  # type: ignore[no-untyped-def]
+    def first_piece(self, piece: str, pieces: int = 1) -> None:  # type: ignore[no-untyped-def]
         firsts.setdefault(self.index, time.perf_counter())
-        add_piece(self, piece)
+        add_piece(self, piece, pieces)
 
     def scored(self, output, scores, seconds) -> None:  # type: ignore[no-untyped-def]
         dones[self.index] = time.perf_counter()
@@ -261,14 +262,14 @@ async def panes_after_g(store, pool, tokens: int, questions: int) -> list[PanesT
 def generation_times(workdir: Path, tokens: int, questions: int) -> None:
     """Issue 14's generation target on the LaMP_7 demo set: three panes after `g` against the
     raw backend generating the same prompts back to back."""
-    from lampbox.engine.defaults import DEFAULT_BACKEND, default_model
+    from lampbox.engine.defaults import DEFAULT_BACKEND, interactive_model
     from lampbox.tui import generation
 
     store = demo_store(workdir, "demo-generation.duckdb")
     pool = generation.new_pool()  # as the app makes it (each g then sets the threads)
     try:
         started = time.perf_counter()
-        pool.get(DEFAULT_BACKEND, default_model())
+        pool.get(DEFAULT_BACKEND, interactive_model())
         print(f"  model load: {(time.perf_counter() - started) * 1000:.0f} ms (before the first g)")
         results = asyncio.run(panes_after_g(store, pool, tokens, questions))
     finally:
@@ -297,7 +298,7 @@ def whatif_times(workdir: Path, tokens: int, repeats: int) -> None:
     """The what-if target: the bm25 k=4 pane shown, then its top item excluded and the pane
     regenerated; time from the edit to the first streamed piece (prompt built, model loaded)."""
     from lampbox.engine import machine
-    from lampbox.engine.defaults import DEFAULT_BACKEND, default_model
+    from lampbox.engine.defaults import DEFAULT_BACKEND, interactive_model
     from lampbox.engine.whatif import WhatIf
     from lampbox.store import browse
     from lampbox.tui import generation
@@ -311,7 +312,7 @@ def whatif_times(workdir: Path, tokens: int, repeats: int) -> None:
             for row in browse.user_questions(store, dataset, user.user_id)[:1]
         ]
         pool = generation.new_pool()
-        pool.get(DEFAULT_BACKEND, default_model())
+        pool.get(DEFAULT_BACKEND, interactive_model())
         firsts, builds, threads = [], [], []
         for question in questions:
             spec = generation.run_spec(
@@ -381,9 +382,11 @@ def main() -> None:
     if args.only_generation and args.only_whatif:
         parser.error("--only-generation and --only-whatif exclude each other")
     if not args.skip_generation and not args.only_whatif:
+        from lampbox.engine.defaults import interactive_model
+
         print(
-            "generation panes: none, bm25 k=4, recency k=4 on the default model "
-            f"(llama.cpp), {args.tokens} new tokens, LaMP_7 demo"
+            "generation panes: none, bm25 k=4, recency k=4 on the TUI's default model "
+            f"(llama.cpp, {interactive_model()}), {args.tokens} new tokens, LaMP_7 demo"
         )
         generation_times(args.workdir, args.tokens, args.questions)
     if not args.skip_whatif and not args.only_generation:

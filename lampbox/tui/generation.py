@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lampbox.engine import scoring
-from lampbox.engine.defaults import DEFAULT_BACKEND, default_model
+from lampbox.engine.defaults import DEFAULT_BACKEND, interactive_model
 from lampbox.engine.generation.base import GenerationParams
 from lampbox.engine.generation.pool import GeneratorPool
 from lampbox.engine.generation.streaming import generate_streaming
@@ -36,7 +36,7 @@ class PaneChoice:
     retriever: str
     k: int
     backend: str = DEFAULT_BACKEND
-    model: str = field(default_factory=default_model)
+    model: str = field(default_factory=interactive_model)
     method: str = "ipa"
 
     @property
@@ -76,12 +76,13 @@ class ModelOption:
 
 def model_options(store: Store) -> list[ModelOption]:
     """The manifest's models, then the registry's trained models (newest first)."""
-    from lampbox.models import load_manifest, trained_model_folder
+    from lampbox.models import interactive_model, load_manifest, trained_model_folder
     from lampbox.store.artifacts import list_artifacts
 
-    entries, default = load_manifest()
+    entries, _ = load_manifest()
+    first = interactive_model()  # the panes' default
     options = []
-    for name in sorted(entries, key=lambda name: (name != default, name)):
+    for name in sorted(entries, key=lambda name: (name != first, name)):
         entry = entries[name]
         if entry.format == "gguf":
             backends: tuple[str, ...] = ("llamacpp", "hf", "dummy")
@@ -132,7 +133,7 @@ def new_pool() -> GeneratorPool:
 
 
 def default_choices(retrievers: list[str], k: int) -> list[PaneChoice]:
-    """No personalization first, then each chosen retriever at k, on the default model."""
+    """No personalization first, then each chosen retriever at k, on the TUI's default model."""
     return [PaneChoice("none", 0)] + [
         PaneChoice(name, k) for name in retrievers if name != "none" and k > 0
     ]

@@ -111,11 +111,12 @@ class ThreadsChosen(Message):
 
 @dataclass
 class TextGenerated(Message):
-    """The model produced the next piece of a pane's output."""
+    """The model produced the next piece(s) of a pane's output (`pieces` of them, joined)."""
 
     session: int
     pane: int
     piece: str
+    pieces: int = 1
 
 
 @dataclass

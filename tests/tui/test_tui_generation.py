@@ -109,7 +109,7 @@ async def test_three_llamacpp_panes_stream_as_one_batch(demo_store, settle, monk
         assert len(panes) == 3 and {pane.choice.backend for pane in panes} == {"llamacpp"}
         assert batches == [(3, True)]  # one streamed batch for the three panes
         status = str(screen.query_one("#generate-status", Static).render())
-        assert "llamacpp:smollm2-135m-instruct: 3 panes, one batch" in status
+        assert "llamacpp:smollm2-135m-instruct-q8_0: 3 panes, one batch" in status  # the TUI's default
         for pane in panes:
             assert pane.state == "done" and not pane.cached and pane.pieces >= 1
             assert pipeline.cached_output(demo_store, pane.prepared) == pane.output  # type: ignore[arg-type]
@@ -226,20 +226,20 @@ async def test_each_pane_chooses_and_the_choice_is_kept(demo_store, settle, monk
         await settle(pilot)
         box = app.screen
         assert isinstance(box, PaneChoiceScreen)
-        assert str(box.query_one("#choice-model", Select).value) == "smollm2-135m-instruct"
+        assert str(box.query_one("#choice-model", Select).value) == "smollm2-135m-instruct-q8_0"
         box.query_one("#choice-backend", Select).value = "dummy"
         box.query_one("#choice-retriever", Select).value = "recency"
         box.query_one("#choice-k", Input).value = "3"
         await pilot.click("#choice-use")
         await settle(pilot)
         assert app.screen is screen
-        chosen = PaneChoice("recency", 3, "dummy", "smollm2-135m-instruct")
+        chosen = PaneChoice("recency", 3, "dummy", "smollm2-135m-instruct-q8_0")
         kept = [screen.defaults[0], chosen, screen.defaults[2]]
         assert app.pane_choices == kept
         pane = screen.panes[1]
         assert pane.choice == chosen and pane.has_focus
         title = str(pane.query_one(".pane-title", Static).render())
-        assert "recency k=3" in title and "dummy:smollm2-135m-instruct" in title
+        assert "recency k=3" in title and "dummy:smollm2-135m-instruct-q8_0" in title
         assert pane.state == "done" and pane.output
         spec = pane.prepared.spec  # type: ignore[union-attr]
         assert (spec.backend, spec.retriever, spec.k) == ("dummy", "recency", 3)
@@ -260,7 +260,7 @@ async def test_each_pane_chooses_and_the_choice_is_kept(demo_store, settle, monk
         assert all(pane.state == "done" for pane in screen.panes)
         # Panes on one model are one group, generated one after another on this backend.
         status = str(screen.query_one("#generate-status", Static).render())
-        assert "dummy:smollm2-135m-instruct: 4 panes, one after another" in status
+        assert "dummy:smollm2-135m-instruct-q8_0: 4 panes, one after another" in status
         await pilot.press("d")  # the focused (new) pane
         await settle(pilot)
         assert [pane.choice for pane in screen.panes] == kept == app.pane_choices
@@ -442,3 +442,51 @@ async def test_each_generation_runs_on_the_idle_cores_measured_at_g(demo_store, 
         assert generator.threads == 2 and used == [3, 2]
         status = str(screen.query_one("#generate-status", Static).render())
         assert "2 threads (another process is busy)" in status
+
+
+async def test_streamed_pieces_reach_the_screen_at_most_every_tenth_of_a_second(demo_store, settle, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Each pane's first piece is shown at once; the next ones are sent together at most every
+    PIECE_EVERY_S (each message costs the app's thread a pane update while the model runs), a
+    pane that stopped streaming gets its rest with the next pieces of the others, and the
+    scored output is whole."""
+    import time
+    from dataclasses import replace
+
+    from lampbox.tui import generation
+    from lampbox.tui.screens import generate
+    from lampbox.tui.widgets.generation_pane import GenerationPane
+
+    defaults = generation.default_choices
+    monkeypatch.setattr(generation, "default_choices", lambda retrievers, k: [
+        replace(choice, backend="dummy") for choice in defaults(retrievers, k)
+    ])  # fmt: skip
+
+    def stream(prepared, pool, on_piece, on_output, should_cancel):  # type: ignore[no-untyped-def]
+        on_piece(0, "a")
+        on_piece(1, "x")  # both first pieces: sent at once
+        on_piece(0, "b")
+        on_piece(1, "y")  # pane 1 stops streaming here, its "y" held back
+        time.sleep(generate.PIECE_EVERY_S + 0.05)
+        on_piece(0, "c")  # due: "bc" for pane 0, and pane 1's held "y" with it
+        on_piece(0, "d")  # held: arrives with the scored output
+        on_output(0, "abcd")
+        on_output(1, "xy")
+        for row in range(2, len(prepared)):  # any other pane: no pieces, a whole output
+            on_output(row, "z")
+
+    monkeypatch.setattr(generation, "generate_outputs", stream)
+    shown: list[tuple[int, str, int]] = []
+    add_piece = GenerationPane.add_piece
+
+    def record(self, piece: str, pieces: int = 1) -> None:  # type: ignore[no-untyped-def]
+        shown.append((self.index, piece, pieces))
+        add_piece(self, piece, pieces)
+
+    monkeypatch.setattr(GenerationPane, "add_piece", record)
+    app = create_app(store=demo_store, max_new_tokens=TOKENS)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await _generate(app, pilot, settle)
+        first, second = screen.panes[0].index, screen.panes[1].index
+        assert shown == [(first, "a", 1), (second, "x", 1), (first, "bc", 2), (second, "y", 1)]
+        assert [pane.output for pane in screen.panes][:2] == ["abcd", "xy"]
+        assert {pane.state for pane in screen.panes} == {"done"}

@@ -52,6 +52,8 @@ from lampbox.tui.screens.base import LampboxScreen, one_line
 from lampbox.tui.widgets.cells import cell
 from lampbox.tui.widgets.generation_pane import GenerationPane
 
+PIECE_EVERY_S = 0.1  # a pane's text reaches the screen at most this often while it streams
+
 
 class GenerationScreen(LampboxScreen):
     """Panes of generations for one question; `p` shows the exact prompt of the focused pane."""
@@ -305,9 +307,21 @@ class GenerationScreen(LampboxScreen):
             return
         started = time.perf_counter()
 
+        # A pane's pieces go to the screen at most every PIECE_EVERY_S (its first one at once):
+        # each message costs the app's thread a pane update, taken from llama.cpp's cores.
+        unsent: dict[int, tuple[str, int]] = {}  # row -> (text, pieces) not sent yet
+        sent_at: dict[int, float] = {}
+
         def on_piece(row: int, piece: str) -> None:
-            if row < edited_rows:  # the unedited outputs show when complete
-                self.post_message(TextGenerated(session, waiting[row][0], piece))
+            if row >= edited_rows:  # the unedited outputs show when complete
+                return
+            text, count = unsent.get(row, ("", 0))
+            unsent[row] = (text + piece, count + 1)
+            now = time.perf_counter()
+            for due in [r for r in unsent if r not in sent_at or now - sent_at[r] >= PIECE_EVERY_S]:
+                text, count = unsent.pop(due)  # a pane that has finished is sent with the others'
+                sent_at[due] = now
+                self.post_message(TextGenerated(session, waiting[due][0], text, count))
 
         def on_output(row: int, output: str) -> None:
             index, prepared = waiting[row]
@@ -345,7 +359,7 @@ class GenerationScreen(LampboxScreen):
     def on_text_generated(self, message: TextGenerated) -> None:
         pane = self.pane(message.session, message.pane)
         if pane is not None:
-            pane.add_piece(message.piece)
+            pane.add_piece(message.piece, message.pieces)
 
     def on_output_scored(self, message: OutputScored) -> None:
         pane = self.pane(message.session, message.pane)
@@ -527,7 +541,7 @@ class GenerationScreen(LampboxScreen):
         yield SystemCommand("Add a pane", "Another model, retriever or k", self.action_add_pane)
         yield SystemCommand(
             "Reset the panes",
-            "No personalization and the question's retrievers on the default model",
+            "No personalization and the question's retrievers on the TUI's default model",
             self.action_reset_panes,
         )
         for pane in self.panes:

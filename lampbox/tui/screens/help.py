@@ -64,7 +64,8 @@ Items retrieved by more than one retriever are marked with how many rankings hol
 
 ## Generations
 One pane per choice of retriever, k, backend and model (at first: no personalization and
-each chosen retriever at k on the default model), built, generated, cached and scored by
+each chosen retriever at k on the TUI's default model, the model manifest's
+`interactive`), built, generated, cached and scored by
 the same pipeline as `lampbox bench`. Cached outputs show at once; others stream in. Panes
 on different models run at the same time; panes on one model are one batch on hf and one
 after another on llama.cpp. Changed panes are kept for later questions until you quit.
@@ -79,7 +80,7 @@ OSC 52: not every terminal passes it on), `w` saves it to a file.
 | --- | --- |
 | `m` | choose the focused pane's model (manifest or trained), backend, retriever and k |
 | `a` / `d` | add a pane / remove the focused pane |
-| `R` | back to the question's retrievers on the default model |
+| `R` | back to the question's retrievers on the TUI's default model |
 | `p` | the exact prompt of the focused pane, with the items that went in |
 | `c` | copy the focused pane's prompt to the clipboard |
 | `tab` | next pane |

@@ -137,9 +137,9 @@ class GenerationPane(Vertical, can_focus=True):
         else:
             self.set_state("generating", "generating…")
 
-    def add_piece(self, piece: str) -> None:
+    def add_piece(self, piece: str, pieces: int = 1) -> None:
         self.output += piece
-        self.pieces += 1
+        self.pieces += pieces
         self.query_one(".pane-output", Static).update(self.output)
         self.query_one(".pane-status", Static).update(f"generating… {self.pieces} piece(s)")
 
