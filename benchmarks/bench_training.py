@@ -24,6 +24,14 @@ autocast at every step). Prints tokens/s (real tokens, padding
 excluded; training steps only, model loading excluded) and peak RSS, each in its own process.
 
     .venv/bin/python benchmarks/bench_training.py throughput [--steps 20] [--limit 160]
+        [--contestants reference,lampbox-bf16,...]   (a name may repeat: interleaved rounds)
+
+parity: the throughput target's "at the same final dev metric": the reference and lampbox's
+default path train the same examples for the same epochs (same seed, batch 4); each adapter is
+then put on a fresh fp32 base and scored on the same dev questions (greedy, official ROUGE),
+with a paired randomization test against the reference.
+
+    .venv/bin/python benchmarks/bench_training.py parity [--limit N] [--dev-limit 150] [--epochs 1]
 """
 
 from __future__ import annotations
@@ -192,8 +200,10 @@ def throughput_worker(args: argparse.Namespace) -> None:
     from lampbox.lab.training import TrainSpec, prepare_data
     from lampbox.store import Store
 
+    parity = args.dev_limit > 0  # train whole epochs, then score the adapter on dev
     with Store(args.db) as store:
-        spec = TrainSpec(task="commit_subject", scheme="user", retriever="bm25", k=4, limit=args.limit, dev_limit=0)
+        spec = TrainSpec(task="commit_subject", scheme="user", retriever="bm25", k=4, limit=args.limit,
+                         dev_limit=args.dev_limit)  # fmt: skip
         data = prepare_data(spec, store)
         task = store.task("commit_subject")
     from transformers import AutoTokenizer
@@ -204,7 +214,8 @@ def throughput_worker(args: argparse.Namespace) -> None:
     # lampbox-PRECISION[-full-logits][-base][-torchdrop][-castfrozen]: the default path with things changed
     flags = set(args.contestant.split("-")[2:])
     config = TrainConfig(
-        epochs=100, max_steps=args.steps, batch_size=4, lr=2e-4, lora=LoraSettings(),
+        epochs=args.epochs if parity else 100, max_steps=None if parity else args.steps,
+        batch_size=4, lr=2e-4, lora=LoraSettings(),
         precision="fp32" if reference else args.contestant.split("-")[1],
         group_by_length=not reference, pad_to=longest if reference else None, save_total_limit=1,
         tail_logits=not reference and "logits" not in flags,
@@ -213,18 +224,48 @@ def throughput_worker(args: argparse.Namespace) -> None:
         frozen_bf16=not reference and "castfrozen" not in flags,
     )  # fmt: skip
     with tempfile.TemporaryDirectory() as work:
-        _, result = train(data.model_source, tokenizer, task, data.train, [], config, Path(work))
+        model, result = train(data.model_source, tokenizer, task, data.train, [], config, Path(work))
         seconds = result.seconds  # the Trainer's steps (model loading excluded)
+        dev_scores = dev_scores_of(model, data, tokenizer, task, Path(work)) if parity else None
     losses = [e["loss"] for e in result.history if "loss" in e]
     print(json.dumps({
         "contestant": args.contestant, "steps": result.steps, "seconds": seconds, "tokens": result.train_tokens,
         "tokens_per_second": result.train_tokens / seconds, "final_loss": losses[-1] if losses else None,
         "mean_loss_last5": sum(losses[-5:]) / len(losses[-5:]) if losses else None, "padded_to": longest if reference else None,
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "dev": dev_scores,
     }))  # fmt: skip
 
 
+def dev_scores_of(model, data, tokenizer, task, work: Path) -> dict[str, list[float]]:  # type: ignore[no-untyped-def]
+    """The trained adapter scored on dev as inference would run it: saved, put on a fresh fp32
+    base model, greedy outputs (lampbox's generate_dev), the official metric per question."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from lampbox.engine.metrics import Scorer
+    from lampbox.engine.training.trainer import generate_dev
+
+    model.save_pretrained(work / "adapter")  # the adapter only
+    base = AutoModelForCausalLM.from_pretrained(data.model_source, dtype=torch.float32)
+    fresh = PeftModel.from_pretrained(base, str(work / "adapter"))
+    outputs = generate_dev(fresh, tokenizer, data.dev, 32, 8, "fp32")
+    scores = Scorer(task).score_all(zip((o.strip() for o in outputs), (e.gold for e in data.dev), strict=True))
+    return {metric: [float(row[metric]) for row in scores] for metric in scores[0]}
+
+
 def throughput(args: argparse.Namespace) -> None:
+    results = run_contestants(args, ["--steps", str(args.steps), "--limit", str(args.limit)])
+    base = results[0]["tokens_per_second"]
+    print(f"\ncommit_subject train, BM25 k=4 prompts, SmolLM2-135M LoRA r8 q/k/v/o, batch 4, {args.steps} steps")
+    print(f"{'contestant':14} {'tokens/s':>9} {'vs ref':>7} {'seconds':>8} {'loss (last 5)':>14} {'peak RSS MB':>12}")
+    for r in results:
+        print(f"{r['contestant']:14} {r['tokens_per_second']:9.0f} {r['tokens_per_second'] / base:6.2f}x {r['seconds']:8.1f} "
+              f"{r['mean_loss_last5']:14.4f} {r['peak_rss_mb']:12.0f}")  # fmt: skip
+
+
+def run_contestants(args: argparse.Namespace, extra: list[str]) -> list[dict]:
+    """Each contestant in its own process on one imported store; their JSON results."""
     work = Path(tempfile.mkdtemp(prefix="lampbox-train-speed-"))
     env = {**os.environ, "LAMPBOX_HOME": str(work / "home")}
     db = str(work / "store.duckdb")
@@ -232,20 +273,38 @@ def throughput(args: argparse.Namespace) -> None:
     results = []
     for contestant in args.contestants.split(","):
         out = subprocess.run(
-            [sys.executable, __file__, "throughput-worker", "--contestant", contestant, "--db", db,
-             "--steps", str(args.steps), "--limit", str(args.limit)],
+            [sys.executable, __file__, "throughput-worker", "--contestant", contestant, "--db", db, *extra],
             env=env, capture_output=True, text=True,
         )  # fmt: skip
         if out.returncode != 0:
             raise SystemExit(out.stderr[-3000:])
         results.append(json.loads(out.stdout.strip().splitlines()[-1]))
         print(f"  {contestant}: {results[-1]['tokens_per_second']:.0f} tokens/s", flush=True)
-    base = results[0]["tokens_per_second"]
-    print(f"\ncommit_subject train, BM25 k=4 prompts, SmolLM2-135M LoRA r8 q/k/v/o, batch 4, {args.steps} steps")
-    print(f"{'contestant':14} {'tokens/s':>9} {'vs ref':>7} {'seconds':>8} {'loss (last 5)':>14} {'peak RSS MB':>12}")
+    return results
+
+
+def parity(args: argparse.Namespace) -> None:
+    """The throughput target's other half: the same training (data, effective batch, epochs,
+    seed) through each contestant, then each adapter scored on the same dev questions the same
+    way (fresh fp32 base + adapter, greedy, official ROUGE), with a paired test against the
+    first contestant (the reference)."""
+    from lampbox.engine.stats import paired_randomization_test
+
+    limit = ["--limit", str(args.limit)] if args.limit else ["--limit", "100000"]
+    results = run_contestants(args, [*limit, "--epochs", str(args.epochs), "--dev-limit", str(args.dev_limit)])
+    base = results[0]
+    print(f"\ncommit_subject train ({args.epochs:g} epoch), BM25 k=4, LoRA r8 q/k/v/o, batch 4; "
+          f"dev: first {args.dev_limit} questions")  # fmt: skip
+    print(f"{'contestant':14} {'steps':>6} {'tokens/s':>9} {'vs ref':>7} {'rouge-1':>8} {'rouge-L':>8}  vs reference")
     for r in results:
-        print(f"{r['contestant']:14} {r['tokens_per_second']:9.0f} {r['tokens_per_second'] / base:6.2f}x {r['seconds']:8.1f} "
-              f"{r['mean_loss_last5']:14.4f} {r['peak_rss_mb']:12.0f}")  # fmt: skip
+        dev, ref = r["dev"], base["dev"]
+        paired = {m: paired_randomization_test(dev[m], ref[m]) for m in ("rouge-1", "rouge-L")}
+        tests = "" if r is base else ", ".join(
+            f"{m} {t.mean_difference:+.4f} (p {t.p_value:.2f})" for m, t in paired.items()
+        )
+        mean = {m: sum(v) / len(v) for m, v in dev.items()}
+        print(f"{r['contestant']:14} {r['steps']:6d} {r['tokens_per_second']:9.0f} "
+              f"{r['tokens_per_second'] / base['tokens_per_second']:6.2f}x {mean['rouge-1']:8.4f} {mean['rouge-L']:8.4f}  {tests}")  # fmt: skip
 
 
 def main() -> None:
@@ -274,8 +333,16 @@ def main() -> None:
     w.add_argument("--db", required=True)
     w.add_argument("--steps", type=int, default=20)
     w.add_argument("--limit", type=int, default=160)
+    w.add_argument("--epochs", type=float, default=1.0)
+    w.add_argument("--dev-limit", type=int, default=0, help="> 0: train --epochs, then score on dev")
+    r = sub.add_parser("parity")
+    r.add_argument("--limit", type=int, default=None, help="training questions (default: all)")
+    r.add_argument("--dev-limit", type=int, default=150)
+    r.add_argument("--epochs", type=float, default=1.0)
+    r.add_argument("--contestants", default="reference,lampbox-bf16")
     args = parser.parse_args()
-    {"quality": quality, "throughput": throughput, "throughput-worker": throughput_worker}[args.mode](args)
+    modes = {"quality": quality, "throughput": throughput, "throughput-worker": throughput_worker, "parity": parity}
+    modes[args.mode](args)
 
 
 if __name__ == "__main__":
