@@ -298,10 +298,8 @@ def parity(args: argparse.Namespace) -> None:
     print(f"{'contestant':14} {'steps':>6} {'tokens/s':>9} {'vs ref':>7} {'rouge-1':>8} {'rouge-L':>8}  vs reference")
     for r in results:
         dev, ref = r["dev"], base["dev"]
-        paired = {m: paired_randomization_test(dev[m], ref[m]) for m in ("rouge-1", "rouge-L")}
-        tests = "" if r is base else ", ".join(
-            f"{m} {t.mean_difference:+.4f} (p {t.p_value:.2f})" for m, t in paired.items()
-        )
+        paired = {} if r is base else {m: paired_randomization_test(dev[m], ref[m]) for m in ("rouge-1", "rouge-L")}
+        tests = ", ".join(f"{m} {t.mean_difference:+.4f} (p {t.p_value:.2f})" for m, t in paired.items())
         mean = {m: sum(v) / len(v) for m, v in dev.items()}
         print(f"{r['contestant']:14} {r['steps']:6d} {r['tokens_per_second']:9.0f} "
               f"{r['tokens_per_second'] / base['tokens_per_second']:6.2f}x {mean['rouge-1']:8.4f} {mean['rouge-L']:8.4f}  {tests}")  # fmt: skip

@@ -73,7 +73,7 @@ class LampboxApp(App[None]):
         # How busy the cores are, sampled in the background: a generation picks its threads
         # from the load since a sample already old enough, without waiting (engine.machine).
         self.cpu_sampler = CpuSampler()
-        self._switch_interval = sys.getswitchinterval()
+        self._switch_interval = sys.getswitchinterval()  # put back when the app ends
 
     @property
     def store(self) -> Store:
@@ -122,8 +122,7 @@ class LampboxApp(App[None]):
 
         self.cpu_sampler.tick()
         self.set_interval(SAMPLER_TICK_S, self.cpu_sampler.tick)
-        self._switch_interval = sys.getswitchinterval()  # put back when the app ends
-        sys.setswitchinterval(GIL_SWITCH_S)
+        sys.setswitchinterval(GIL_SWITCH_S)  # the process's own comes back in on_unmount
 
         if self._store is None:
             try:
