@@ -21,6 +21,16 @@ Building the installs (one at a time; each is minutes):
 
 Run: .venv/bin/python benchmarks/bench_llama_builds.py portable=builds/portable \\
          native=builds/native dispatch=builds/dispatch [--threads 1,2] [--repeats 3]
+
+A dispatch build's CPU variants side by side: `NAME=DIR@VARIANT` forces one variant
+(LAMPBOX_LLAMA_CPU_VARIANT) for that column, e.g. with the venv's own install
+
+    SP=$(.venv/bin/python -c "import llama_cpp, pathlib; print(pathlib.Path(llama_cpp.__file__).parents[1])")
+    .venv/bin/python benchmarks/bench_llama_builds.py chosen=$SP cooperlake=$SP@cooperlake \\
+        amx=$SP@sapphirerapids --threads 1,2
+
+A measurement whose process dies from a signal (the AMX variant of llama-cpp-python 0.3.36 does
+on some prompts) is reported as such instead of stopping the script.
 """
 
 from __future__ import annotations
@@ -28,6 +38,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -92,14 +103,19 @@ def worker(model: str | None, threads: int, prompt_tokens: int, new_tokens: int)
     }
 
 
-def measure(install: Path, args: argparse.Namespace, threads: int) -> dict[str, object]:
+def measure(install: Path, variant: str | None, args: argparse.Namespace, threads: int) -> dict[str, object]:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(install), str(REPO)])
+    env.pop("LAMPBOX_LLAMA_CPU_VARIANT", None)
+    if variant:
+        env["LAMPBOX_LLAMA_CPU_VARIANT"] = variant
     command = [sys.executable, __file__, "--worker", "--threads", str(threads),
                "--prompt-tokens", str(args.prompt_tokens), "--new-tokens", str(args.new_tokens)]  # fmt: skip
     if args.model:
         command += ["--model", args.model]
     done = subprocess.run(command, env=env, capture_output=True, text=True, cwd=REPO)
+    if done.returncode < 0:
+        return {"died": signal.Signals(-done.returncode).name}
     if done.returncode != 0:
         raise SystemExit(f"{install}: the measurement failed:\n{done.stderr.strip()}")
     result: dict[str, object] = json.loads(done.stdout.strip().splitlines()[-1])
@@ -129,32 +145,45 @@ def main() -> None:
         return
     if not args.installs:
         parser.error("give at least one folder holding an installed llama-cpp-python")
-    installs: dict[str, Path] = {}
+    installs: dict[str, tuple[Path, str | None]] = {}
     for item in args.installs:
         name, _, folder = item.rpartition("=")
+        folder, _, variant = folder.partition("@")
         path = Path(folder).resolve()
         if not (path / "llama_cpp" / "__init__.py").is_file():
             parser.error(f"{folder}: no installed llama_cpp in this folder")
-        installs[name or path.name] = path
+        installs[name or path.name] = (path, variant or None)
 
     print(f"CPU flags: {' '.join(cpu_flags()) or 'none of ' + ', '.join(CPU_FLAGS)}")
     print(f"load average before: {os.getloadavg()[0]:.2f}", flush=True)
     runs: dict[tuple[str, int], list[dict[str, object]]] = {}
     for repeat in range(args.repeats):
-        for name, path in installs.items():
+        for name, (path, variant) in installs.items():
             for threads in thread_counts:
-                result = measure(path, args, threads)
+                result = measure(path, variant, args, threads)
                 runs.setdefault((name, threads), []).append(result)
+                if "died" in result:
+                    print(f"  repeat {repeat + 1} {name} t{threads}: died from {result['died']}", flush=True)
+                    continue
                 print(f"  repeat {repeat + 1} {name} t{threads}: prompt {result['prompt_tps']:.0f} tok/s, "
                       f"generation {result['generation_tps']:.1f} tok/s", flush=True)  # fmt: skip
     print(f"load average after: {os.getloadavg()[0]:.2f}")
     for name in installs:
-        first = runs[(name, thread_counts[0])][0]
+        lived = [result for result in runs[(name, thread_counts[0])] if "died" not in result]
+        if not lived:
+            continue
+        first = lived[0]
         print(f"{name}: llama-cpp-python {first['llama_cpp']}; {first['system_info']}")
         print(f"  CPU backend: {', '.join(first['mapped_cpu_libraries']) or 'linked into libggml'}")  # type: ignore[arg-type]
     print(f"\n{args.prompt_tokens}-token prompt, {args.new_tokens} new tokens; median of {args.repeats} (best)")
     print(f"{'build':<12} {'threads':>7} {'prompt tok/s':>18} {'generation tok/s':>18}")
-    for (name, threads), results in runs.items():
+    for (name, threads), every in runs.items():
+        results = [result for result in every if "died" not in result]
+        if len(results) < len(every):
+            died = sorted({str(result["died"]) for result in every if "died" in result})
+            print(f"{name:<12} {threads:>7} died from {', '.join(died)} in {len(every) - len(results)} of {len(every)} runs")
+        if not results:
+            continue
         prompt = [float(r["prompt_tps"]) for r in results]  # type: ignore[arg-type]
         generation = [float(r["generation_tps"]) for r in results]  # type: ignore[arg-type]
         print(f"{name:<12} {threads:>7} {statistics.median(prompt):>10.0f} ({max(prompt):>5.0f}) "

@@ -41,6 +41,13 @@ def cli(ctx: click.Context, db_path: Path | None) -> None:
     Score predictions: lampbox eval --task LaMP_7 --golds G.json --preds P.json
     Explore (TUI):     lampbox
     """
+    if _watch_for_crashes and ctx.invoked_subcommand in WATCHED:
+        from lampbox.supervise import supervise, supervision_wanted
+
+        # a native crash in a backend is then reported, not silent (lampbox/supervise.py)
+        if supervision_wanted():
+            what, hint = WATCHED[ctx.invoked_subcommand]
+            supervise(what, terminal=ctx.invoked_subcommand is None, hint=hint)
     if ctx.invoked_subcommand is None:
         from lampbox.tui import create_app  # textual loads only when the TUI opens
 
@@ -53,7 +60,18 @@ for command in (data, bench_command, rank_command, eval_command, eval_all_comman
     cli.add_command(command)
 
 
+# The commands that run model backends for long, watched by a parent for a native crash; only
+# in a process of their own (main), never inside a caller's process (tests' CliRunner).
+WATCHED = {
+    None: ("the TUI", None),
+    "bench": ("the bench", "what was stored is kept: the same command resumes where it stopped"),
+}
+_watch_for_crashes = False
+
+
 def main() -> None:
+    global _watch_for_crashes
+    _watch_for_crashes = True
     cli(prog_name="lampbox")
 
 

@@ -84,6 +84,46 @@ def test_bench_runs_prints_and_resumes_after_a_kill(demo_db: Path, tmp_path: Pat
     assert again.stdout.count("stored") >= 3
 
 
+def watched_child(parent: int) -> int:
+    """The pid of the child that does a watched command's work (lampbox/supervise.py)."""
+    (child,) = Path(f"/proc/{parent}/task/{parent}/children").read_text().split()
+    return int(child)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("crash", [signal.SIGILL, signal.SIGSEGV])
+def test_a_native_crash_is_reported_and_the_bench_resumes(demo_db: Path, tmp_path: Path, crash: int) -> None:
+    """A backend's native code crashing (SIGILL as the AMX variant did, or SIGSEGV) ends the
+    bench with a message naming the signal, the backend and llama.cpp's CPU variant, and the
+    same command then resumes without redoing what was stored."""
+    env = {**os.environ, "LAMPBOX_HOME": str(tmp_path / "home")}
+    args = [*BENCH, "--db", str(demo_db), "--out", str(tmp_path / "preds"), "--json"]
+    process = subprocess.Popen([sys.executable, "-m", "lampbox", *args], stderr=subprocess.PIPE, text=True, env=env)
+    assert process.stderr is not None
+    seen = []
+    for line in process.stderr:
+        seen.append(line)
+        if ": generate 2/5" in line and line.startswith("[2/3]"):
+            os.kill(watched_child(process.pid), crash)  # as if llama.cpp faulted inside the child
+            break
+    seen += process.stderr.readlines()
+    process.wait()
+    text = "".join(seen)
+    name = signal.Signals(crash).name
+    assert process.returncode == 128 + crash, text
+    assert f"lampbox: the bench died from {name}" in text
+    assert "the llamacpp backend: smollm2-135m-instruct" in text and "llama.cpp CPU variant" in text
+    assert "LAMPBOX_LLAMA_CPU_VARIANT" in text and "Traceback" not in text
+    assert "the same command resumes where it stopped" in text
+    stack = Path(text.split("the Python stack at the crash: ")[1].split()[0])
+    assert stack.is_relative_to(tmp_path / "home") and "Fatal Python error" in stack.read_text()
+
+    rows = rows_by_label(lampbox(*args, env=env).stdout)
+    assert rows["no personalization llamacpp:smollm2-135m-instruct"]["from_store"] is True
+    personalized = rows["bm25 k=1 llamacpp:smollm2-135m-instruct"]
+    assert personalized["cached"] == 2 and personalized["generated"] == 3  # resumed, not redone
+
+
 def closed_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

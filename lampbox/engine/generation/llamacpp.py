@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from lampbox.crashnote import forget_running, note_running
 from lampbox.engine.fingerprint import file_sha256
 from lampbox.engine.generation.base import (
     GenerationParams,
@@ -19,6 +21,13 @@ from lampbox.engine.generation.base import (
     plain_prompts,
 )
 from lampbox.engine.generation.common import GenerationCancelled, user_message
+from lampbox.engine.generation.llamacpp_cpu import (
+    VARIANT_ENV,
+    VariantChoice,
+    cached_canary_verdict,
+    choose_variant,
+    score_variants,
+)
 from lampbox.engine.machine import default_threads
 from lampbox.errors import InputFileError, LampboxError
 from lampbox.models import resolve_model
@@ -47,38 +56,60 @@ def cpu_backend_folders() -> list[Path]:
     return [package / "lib", package.parent / "bin"]
 
 
+_variant_choice: VariantChoice | None = None
+
+
 def load_cpu_backend() -> Path | None:
-    """Load the best CPU backend of a GGML_BACKEND_DL build; return its folder (None when the
-    CPU backend is linked in, as in a build without GGML_BACKEND_DL, or is already loaded).
+    """Load the CPU backend of a GGML_BACKEND_DL build; return its folder (None when the CPU
+    backend is linked in, as in a build without GGML_BACKEND_DL, or is already loaded).
 
     ggml looks for backend libraries only beside the Python executable and in the current
     directory, never beside libggml, so llama-cpp-python alone finds none and every model load
-    fails; this picks, among the variants in the package's folder, the best one this CPU runs
-    (ggml scores each by the instruction sets it needs), before llama_backend_init."""
+    fails. This scores the variants in the package's folder as ggml does and loads one file:
+    the best this CPU runs, less any known to crash here, or the one LAMPBOX_LLAMA_CPU_VARIANT
+    names (llamacpp_cpu); before llama_backend_init."""
     import ctypes
 
     import llama_cpp
 
+    global _variant_choice
     library = llama_cpp.llama_cpp._lib  # libllama; ggml's symbols resolve through its dependencies
     count = library.ggml_backend_reg_count
     count.restype = ctypes.c_size_t
     if count() > 0:
         return None
-    load_all = library.ggml_backend_load_all_from_path
-    load_all.argtypes = [ctypes.c_char_p]
-    # ggml logs "loaded CPU backend from ...": kept quiet, as Llama(verbose=False) does afterwards.
-    with _quiet_llama_log():
-        for folder in cpu_backend_folders():
-            if any(folder.glob("libggml-cpu-*.so")):
-                load_all(str(folder).encode())
-                if count() > 0:
-                    return folder
+    for folder in cpu_backend_folders():
+        modules = sorted(folder.glob("libggml-cpu-*.so"))
+        if not modules:
+            continue
+        version = llama_cpp.__version__
+        choice = choose_variant(
+            score_variants(modules), version, os.environ.get(VARIANT_ENV) or None, cached_canary_verdict(version)
+        )
+        load = library.ggml_backend_load
+        load.argtypes = [ctypes.c_char_p]
+        load.restype = ctypes.c_void_p
+        # ggml logs "loaded CPU backend from ...": kept quiet, as Llama(verbose=False) does afterwards.
+        with _quiet_llama_log():
+            load(str(choice.chosen.path).encode())
+        if count() > 0:
+            _variant_choice = choice
+            if choice.skipped:
+                logging.getLogger("lampbox").warning(choice.line())
+            return folder
     looked = ", ".join(str(folder) for folder in cpu_backend_folders())
     raise LampboxError(
         "llama.cpp has no CPU backend: this llama-cpp-python was built with GGML_BACKEND_DL and "
         f"none of its libggml-cpu-*.so runs on this CPU or they are missing (looked in {looked}); "
         "reinstall it with scripts/setup.sh"
     )
+
+
+def cpu_variant_choice() -> VariantChoice | None:
+    """The CPU variant this process loaded and why (None for a build without variants); loads
+    the backend first."""
+    load_cpu_backend()
+    return _variant_choice
 
 
 def cpu_backend_features() -> dict[str, str]:
@@ -239,6 +270,9 @@ class LlamaCppGenerator:
         self.chat = chat
         self._tokenizer = LlamaCppTokenizer(self._llama)
         self._chat_formatter: Any = None
+        choice = _variant_choice
+        variant = f"llama.cpp CPU variant {choice.chosen.name}" if choice else "llama.cpp without CPU variants"
+        note_running(f"llamacpp-{id(self)}", f"the llamacpp backend: {self.name} ({self.path.name}), {variant}")
 
     @property
     def tokenizer(self) -> LlamaCppTokenizer:
@@ -500,6 +534,7 @@ class LlamaCppGenerator:
         return scores
 
     def close(self) -> None:
+        forget_running(f"llamacpp-{id(self)}")
         decoder, self._batch_decoder = self._batch_decoder, None
         if decoder is not None:
             decoder.close()
