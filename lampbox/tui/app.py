@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import sys
 import threading
 import time
@@ -35,6 +36,23 @@ RELEASE_EVERY_S = 0.25
 # after the key instead of 0.05-0.11 s (benchmarks/bench_tui.py, docs/tui.md).
 GIL_SWITCH_S = 0.001
 STORE_WAIT_S = 120.0  # how long a query waits for another process's lock ($LAMPBOX_LOCK_WAIT)
+
+
+class NotifyHandler(logging.Handler):
+    """lampbox's warnings (e.g. a llama.cpp CPU variant skipped) as the app's notifications: on
+    the terminal they would draw over the screen."""
+
+    def __init__(self, app: App[None]) -> None:
+        super().__init__(logging.WARNING)
+        self.app = app
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        if threading.get_ident() == self.app._thread_id:
+            self.app.notify(message, severity="warning", timeout=12)
+        else:
+            with contextlib.suppress(Exception):  # the app may be closing
+                self.app.call_from_thread(self.app.notify, message, severity="warning", timeout=12)
 
 
 class LampboxApp(App[None]):
@@ -74,6 +92,7 @@ class LampboxApp(App[None]):
         # from the load since a sample already old enough, without waiting (engine.machine).
         self.cpu_sampler = CpuSampler()
         self._switch_interval = sys.getswitchinterval()  # put back when the app ends
+        self._warnings = NotifyHandler(self)
 
     @property
     def store(self) -> Store:
@@ -123,6 +142,7 @@ class LampboxApp(App[None]):
         self.cpu_sampler.tick()
         self.set_interval(SAMPLER_TICK_S, self.cpu_sampler.tick)
         sys.setswitchinterval(GIL_SWITCH_S)  # the process's own comes back in on_unmount
+        logging.getLogger("lampbox").addHandler(self._warnings)  # removed in on_unmount
 
         if self._store is None:
             try:
@@ -228,6 +248,7 @@ class LampboxApp(App[None]):
 
     def on_unmount(self) -> None:
         sys.setswitchinterval(self._switch_interval)
+        logging.getLogger("lampbox").removeHandler(self._warnings)
         with self._generating_changed:  # freeing a model under a running thread crashes
             self._generating_changed.wait_for(lambda: self._generating == 0, timeout=60)
         with contextlib.suppress(Exception):  # a replaced or busy worker is fine here
