@@ -22,8 +22,8 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from lampbox.errors import LampboxError
@@ -51,12 +51,15 @@ class CpuVariant:
     score: int  # ggml's: 0 when this CPU lacks an instruction the variant needs
 
 
+# verdict(variant): None when the variant runs here, else why it does not
+Verdict = Callable[[CpuVariant], "str | None"]
+
+
 @dataclass(frozen=True)
 class VariantChoice:
     chosen: CpuVariant
     skipped: tuple[tuple[CpuVariant, str], ...] = ()  # better-scoring variants passed over, why
     forced: bool = False
-    notes: tuple[str, ...] = field(default=())
 
     def line(self) -> str:
         """One line for the user: the variant, and why a better-scoring one was not used."""
@@ -114,7 +117,7 @@ def choose_variant(
     variants: Sequence[CpuVariant],
     version: str,
     forced: str | None = None,
-    verdict: object = None,
+    verdict: Verdict | None = None,
 ) -> VariantChoice:
     """The variant to load: `forced` when given (it must exist and run on this CPU), else the
     best-scoring one that is neither known to fault in this version nor failed its canary
@@ -135,7 +138,7 @@ def choose_variant(
     skipped: list[tuple[CpuVariant, str]] = []
     for variant in runnable:
         reason = known_fault(variant.name, version)
-        if reason is None and variant.name in AMX_VARIANTS and callable(verdict):
+        if reason is None and variant.name in AMX_VARIANTS and verdict is not None:
             reason = verdict(variant)
         if reason is None:
             return VariantChoice(variant, tuple(skipped))
@@ -214,7 +217,7 @@ def verdict_key(variant: CpuVariant, version: str) -> str:
     return hashlib.sha256(raw.encode()).hexdigest()[:24]
 
 
-def cached_canary_verdict(version: str) -> object:
+def cached_canary_verdict(version: str) -> Verdict:
     """verdict(variant) for choose_variant: a cached verdict, else a canary run (then cached)."""
 
     def verdict(variant: CpuVariant) -> str | None:
