@@ -183,9 +183,20 @@ def _print_comparison(comparison: Any, show: int) -> None:
         if not flips or show == 0:
             continue
         table = Table(title=f"questions that flip, {title} ({len(flips)}; biggest {min(show, len(flips))})", show_edge=False)
-        for column in ("question", "user", "A", "B", "A output", "B output", "gold"):
-            table.add_column(column, justify="right" if column in ("A", "B") else "left", no_wrap=True, overflow="ellipsis")
-        for flip in flips[:show]:
+        shown = flips[:show]
+        id_widths = {
+            "question": max(len("question"), *(len(flip.question_id) for flip in shown)),
+            "user": max(len("user"), *(len(flip.user_id) for flip in shown)),
+        }
+        for column, width in id_widths.items():
+            table.add_column(column, no_wrap=True, min_width=width)
+        for column in ("A", "B"):
+            table.add_column(column, justify="right", no_wrap=True, min_width=6)
+        # the texts share what the ids, the scores and the separators (about 32) leave
+        text_width = max(8, (console.width - sum(id_widths.values()) - 32) // 3)
+        for column in ("A output", "B output", "gold"):
+            table.add_column(column, no_wrap=True, overflow="ellipsis", max_width=text_width)
+        for flip in shown:
             table.add_row(
                 flip.question_id, flip.user_id, f"{flip.score_a:.4f}", f"{flip.score_b:.4f}",
                 _short(flip.output_a), _short(flip.output_b), _short(flip.gold or ""),
