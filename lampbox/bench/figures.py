@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from lampbox.bench.paper import BenchReport, gain_by_history
+from lampbox.errors import LampboxError
 
 FIGURE_DPI = 150
 FIGURE_NAMES = ("means", "user_gains", "gain_by_history")
@@ -40,6 +41,10 @@ def figure_inches(name: str, report: BenchReport) -> tuple[float, float]:
 
 def render_figures(report: BenchReport) -> list[RenderedFigure]:
     """The three figures, rendered in memory."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise LampboxError("figures need matplotlib: pip install 'lampbox[report]'") from None
     drawers = {"means": _means, "user_gains": _user_gains, "gain_by_history": _gain_by_history}
     rendered = []
     for name in FIGURE_NAMES:
@@ -144,7 +149,8 @@ def terminal_means(report: BenchReport, width: int = 100, color: bool = True) ->
     plt.ylim(0.5, len(rows) + 0.5)
     plt.title(f"{main}, {round(report.confidence * 100)}% CI")
     longest = max((len(row.label) for row in rows), default=0)
-    plt.plotsize(max(width, longest + 40), max(8, 2 * len(rows) + 4))  # room beside the labels
+    plt.limitsize(False)  # the caller sized it; plotext would clamp it to a terminal it guesses
+    plt.plotsize(max(width, longest + 40), 2 * len(rows) + 5)  # room beside the labels
     plt.theme("clear")
     drawn = str(plt.build())
     return drawn if color else plt.uncolorize(drawn)
