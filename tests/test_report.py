@@ -134,6 +134,21 @@ def test_figures_open_at_their_size_and_the_terminal_shows_the_means(written: di
     assert written["stderr"].count("wrote ") == 10
 
 
+def test_the_same_bench_gives_the_same_bytes(bench: dict) -> None:
+    from lampbox.bench.figures import render_figures
+    from lampbox.bench.formats import FORMATS, render
+    from lampbox.bench.paper import build_report
+    from lampbox.store import Store
+
+    def rendered() -> list[bytes]:
+        with Store(bench["db"], read_only=True) as store:
+            report = build_report(store, bench["key"])
+        tables = [render(report, fmt).encode() for fmt in FORMATS]
+        return tables + [data for figure in render_figures(report) for data in (figure.png, figure.svg)]
+
+    assert rendered() == rendered()
+
+
 def test_a_chosen_reference_row(bench: dict) -> None:
     result = lampbox(
         "report", bench["key"], "--db", str(bench["db"]), "--format", "csv", "--reference", "bm25 k=1 retrieval", "--no-plot",
@@ -225,3 +240,15 @@ def test_paired_test_is_symmetric_in_its_p() -> None:
     rng = np.random.default_rng(5)
     a, b = rng.random(50), rng.random(50)
     assert paired_randomization_test(a, b).p_value == paired_randomization_test(b, a).p_value
+
+
+def test_best_is_the_lowest_error_and_ties_share_it() -> None:
+    from lampbox.bench.paper import best_rows
+    from lampbox.engine.bootstrap import Interval
+
+    def row(mae: float, rmse: float) -> dict[str, Interval]:
+        return {"mae": Interval(mae, mae - 0.1, mae + 0.1), "rmse": Interval(rmse, rmse - 0.1, rmse + 0.1)}
+
+    rating = builtin_task("LaMP_3")
+    assert best_rows(rating, [row(0.5, 0.9), row(0.4, 0.9), row(0.6, 1.0)]) == {"mae": {1}, "rmse": {0, 1}}
+    assert best_rows(builtin_task("LaMP_7"), [{}, {"rouge-1": Interval(0.2, 0.1, 0.3)}]) == {"rouge-1": {1}}

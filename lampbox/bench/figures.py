@@ -45,14 +45,18 @@ def render_figures(report: BenchReport) -> list[RenderedFigure]:
         import matplotlib  # noqa: F401
     except ImportError:
         raise LampboxError("figures need matplotlib: pip install 'lampbox[report]'") from None
+    from matplotlib import rc_context
+
     drawers = {"means": _means, "user_gains": _user_gains, "gain_by_history": _gain_by_history}
     rendered = []
     for name in FIGURE_NAMES:
-        figure = _figure(figure_inches(name, report))
-        drawers[name](figure, report)
         png, svg = io.BytesIO(), io.BytesIO()
-        figure.savefig(png, format="png", dpi=FIGURE_DPI, metadata={"Software": None})
-        figure.savefig(svg, format="svg", metadata={"Date": None})
+        # a fixed salt for the SVG's element ids and no dates: the same report, the same bytes
+        with rc_context({"svg.hashsalt": "lampbox"}):
+            figure = _figure(figure_inches(name, report))
+            drawers[name](figure, report)
+            figure.savefig(png, format="png", dpi=FIGURE_DPI, metadata={"Software": None})
+            figure.savefig(svg, format="svg", metadata={"Date": None})
         width, height = figure_inches(name, report)
         rendered.append(RenderedFigure(name, png.getvalue(), svg.getvalue(), (round(width * FIGURE_DPI), round(height * FIGURE_DPI))))
     return rendered

@@ -175,7 +175,7 @@ def build_report(store: Store, key_or_prefix: str, reference: str | None = None)
     tested = [index for index, row in enumerate(compared) if row.p_value is not None]
     holm = dict(zip(tested, holm_adjust([compared[i].p_value for i in tested]), strict=True))  # type: ignore[misc]
     intervals = [_intervals(task, record) for record, _ in records]
-    best = _best(task, intervals)
+    best = best_rows(task, intervals)
     by_label = {record.label: record for record, _ in records}
     reference_labels = {row.baseline_label for row in compared}
     rows = []
@@ -215,7 +215,7 @@ def _intervals(task: TaskSpec, record: RunRecord) -> dict[str, Interval]:
     return metric_intervals(task, scored, record.metrics)
 
 
-def _best(task: TaskSpec, intervals: Sequence[dict[str, Interval]]) -> dict[str, set[int]]:
+def best_rows(task: TaskSpec, intervals: Sequence[dict[str, Interval]]) -> dict[str, set[int]]:
     """For each metric, the rows holding its best value (ties all count)."""
     best: dict[str, set[int]] = {}
     for metric in task.metrics:
