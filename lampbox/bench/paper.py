@@ -39,7 +39,7 @@ class ReportRow:
     label: str
     role: str
     run_key: str
-    n_questions: int
+    n_questions: int  # scored
     metrics: dict[str, Interval]
     best: frozenset[str]  # the metrics on which this row is best (bold)
     reference: str | None  # the label of the row it is compared with (None: not compared)
@@ -184,7 +184,7 @@ def build_report(store: Store, key_or_prefix: str, reference: str | None = None)
         record = bench_row.record
         rows.append(
             ReportRow(
-                record.label, bench_row.role, record.run_key, len(record.predictions), intervals[index],
+                record.label, bench_row.role, record.run_key, _scored(record), intervals[index],
                 frozenset(metric for metric, rows_best in best.items() if index in rows_best),
                 bench_row.baseline_label, bench_row.relative_change, bench_row.p_value, holm.get(index),
                 record.label in reference_labels,
@@ -208,6 +208,11 @@ def _reference(records: Sequence[tuple[RunRecord, str]], label: str, key: str, l
     if unfinished:
         raise LampboxError(f"reference {label!r} is not finished in bench {key[:12]}: {unfinished[0]}")
     raise LampboxError(f"no row {label!r} in bench {key[:12]}; its rows: {'; '.join(labels)}")
+
+
+def _scored(record: RunRecord) -> int:
+    """Questions with a score (a question without a gold has none)."""
+    return sum(1 for prediction in record.predictions if prediction.main_score is not None)
 
 
 def _intervals(task: TaskSpec, record: RunRecord) -> dict[str, Interval]:
