@@ -167,10 +167,13 @@ def test_a_chosen_reference_row(bench: dict) -> None:
         (["feedface"], "no bench 'feedface'"),
         (["KEY", "--reference", "dense k=9"], "no row 'dense k=9' in bench"),
         (["KEY", "--format", "md", "--format", "csv"], "several formats need --output"),
+        (["KEY", "--figures", "FILE/figures"], "is a file, not a folder"),
     ],
 )
 def test_bad_input_is_one_line(bench: dict, args: list[str], message: str) -> None:
-    args = [bench["key"] if arg == "KEY" else arg for arg in args]
+    a_file = bench["folder"] / "a-file"
+    a_file.write_text("")
+    args = [bench["key"] if arg == "KEY" else arg.replace("FILE", str(a_file)) for arg in args]
     result = lampbox("report", *args, "--db", str(bench["db"]), env=bench["env"], check=False)
     assert result.returncode != 0 and result.stdout == ""
     assert result.stderr.count("\n") == 1 and message in result.stderr
