@@ -12,6 +12,7 @@ from lampbox.commands.data import data
 from lampbox.commands.evaluate import eval_all_command, eval_command
 from lampbox.commands.models import models
 from lampbox.commands.rank import rank_command
+from lampbox.commands.report import compare_command, report_command
 from lampbox.commands.tasks import tasks_command
 from lampbox.commands.train import train
 
@@ -36,6 +37,8 @@ def cli(ctx: click.Context, db_path: Path | None) -> None:
     See what is there: lampbox data list
     Rank profiles:     lampbox rank --task LaMP_7 --split dev --retriever bm25
     Benchmark:         lampbox bench --task LaMP_7 --limit 50
+    Paper table:       lampbox report BENCH --format latex --figures figs/
+    Two runs:          lampbox compare RUN RUN
     Train:             lampbox train ipa --task LaMP_7 --retriever bm25 --k 4 --name my-model
     Trained models:    lampbox models list
     Score predictions: lampbox eval --task LaMP_7 --golds G.json --preds P.json
@@ -56,7 +59,10 @@ def cli(ctx: click.Context, db_path: Path | None) -> None:
         ctx.exit(app.return_code or 0)
 
 
-for command in (data, bench_command, rank_command, eval_command, eval_all_command, tasks_command, train, models):
+for command in (
+    data, bench_command, report_command, compare_command, rank_command, eval_command, eval_all_command, tasks_command,
+    train, models,
+):  # fmt: skip
     cli.add_command(command)
 
 

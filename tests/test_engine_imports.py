@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-HEAVY = ("textual", "torch", "llama_cpp", "transformers", "sentence_transformers")
+HEAVY = ("textual", "torch", "llama_cpp", "transformers", "sentence_transformers", "matplotlib")
 
 
 def test_engine_and_store_do_not_import_heavy_libraries() -> None:

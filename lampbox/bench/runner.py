@@ -205,15 +205,23 @@ def run_bench(
     return BenchResult(key, bench, task, compare(task, records))
 
 
-def compare(task: TaskSpec, records: Sequence[tuple[RunRecord, str]]) -> list[BenchRow]:
-    """Rows with the relative change of the main metric and a paired test vs no personalization."""
+def compare(
+    task: TaskSpec, records: Sequence[tuple[RunRecord, str]], reference: RunRecord | None = None
+) -> list[BenchRow]:
+    """Rows with the relative change of the main metric and a paired test vs no personalization
+    (each backend's own baseline row; the first one for retrieval-only rows). With `reference`,
+    every other row is compared with that run instead."""
     baselines = {record.spec.backend: record for record, role in records if role == "baseline"}
     first_baseline = next(iter(baselines.values()), None)
     main = task.main_metric
     rows = []
     for record, role in records:
-        baseline = baselines.get(record.spec.backend) if role != "retrieval-only" else first_baseline
-        if role == "baseline" or baseline is None:
+        if reference is not None:
+            baseline = None if record.run_key == reference.run_key else reference
+        else:
+            baseline = baselines.get(record.spec.backend) if role != "retrieval-only" else first_baseline
+            baseline = None if role == "baseline" else baseline
+        if baseline is None:
             rows.append(BenchRow(record, role, None, None, None))
             continue
         rows.append(
@@ -222,7 +230,7 @@ def compare(task: TaskSpec, records: Sequence[tuple[RunRecord, str]]) -> list[Be
                 role,
                 baseline.label,
                 _relative_change(record.metrics.get(main), baseline.metrics.get(main)),
-                _paired_p_value(record, baseline),
+                paired_p_value(record, baseline),
             )
         )
     return rows
@@ -234,7 +242,8 @@ def _relative_change(value: float | None, base: float | None) -> float | None:
     return (value - base) / abs(base)
 
 
-def _paired_p_value(record: RunRecord, baseline: RunRecord) -> float | None:
+def paired_p_value(record: RunRecord, baseline: RunRecord) -> float | None:
+    """The paired randomization test's p on the main per-question scores both runs have."""
     base_scores = {p.question_id: p.main_score for p in baseline.predictions}
     pairs = [
         (p.main_score, base_scores[p.question_id])

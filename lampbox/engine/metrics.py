@@ -170,21 +170,31 @@ def macro_f1(predicted: Sequence[int], gold: Sequence[int], n_labels: int) -> fl
     """
     import numpy as np
 
-    predicted_array = np.asarray(predicted, dtype=np.int64)
-    gold_array = np.asarray(gold, dtype=np.int64)
-    predicted_counts = _label_counts(predicted_array, n_labels)
-    gold_counts = _label_counts(gold_array, n_labels)
-    hits = _label_counts(gold_array[predicted_array == gold_array], n_labels)
-    denominator = (predicted_counts + gold_counts).astype(np.float64)
-    per_label = np.divide(2.0 * hits, denominator, out=np.zeros(n_labels), where=denominator > 0)
-    return float(per_label.mean())
+    rows = macro_f1_rows(np.asarray([predicted], dtype=np.int64), np.asarray([gold], dtype=np.int64), n_labels)
+    return float(rows[0])
 
 
-def _label_counts(indices: np.ndarray, n_labels: int) -> np.ndarray:
+def macro_f1_rows(predicted: np.ndarray, gold: np.ndarray, n_labels: int) -> np.ndarray:
+    """macro_f1 of each row of two (rows, questions) label-index arrays (bootstrap resamples)."""
     import numpy as np
 
-    real = indices[(indices >= 0) & (indices < n_labels)]
-    return np.bincount(real, minlength=n_labels)
+    rows = predicted.shape[0]
+    predicted_counts = _row_label_counts(predicted, n_labels)
+    gold_counts = _row_label_counts(gold, n_labels)
+    hits = _row_label_counts(np.where(predicted == gold, gold, -1), n_labels)
+    denominator = (predicted_counts + gold_counts).astype(np.float64)
+    per_label = np.divide(2.0 * hits, denominator, out=np.zeros((rows, n_labels)), where=denominator > 0)
+    return per_label.mean(axis=1)
+
+
+def _row_label_counts(indices: np.ndarray, n_labels: int) -> np.ndarray:
+    """How often each real label (0..n_labels-1) occurs in each row."""
+    import numpy as np
+
+    rows = indices.shape[0]
+    real = (indices >= 0) & (indices < n_labels)
+    offsets = (np.arange(rows)[:, None] * n_labels + indices)[real]
+    return np.bincount(offsets, minlength=rows * n_labels).reshape(rows, n_labels)
 
 
 def aggregate(spec: TaskSpec, per_question: Sequence[Mapping[str, float]]) -> dict[str, float]:

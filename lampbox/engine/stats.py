@@ -52,3 +52,20 @@ def paired_randomization_test(
         extreme += int((means >= observed - 1e-12).sum())
         done += size
     return PairedTest("paired randomization", n, float(differences.mean()), (extreme + 1) / (resamples + 1))
+
+
+def holm_adjust(p_values: Sequence[float]) -> list[float]:
+    """Holm's step-down adjustment of m p-values (family-wise error control), in input order.
+
+    The i-th smallest p is multiplied by m - i + 1 (i from 1), capped at 1, and made
+    non-decreasing in the order of the raw p-values; so every adjusted p is >= its raw p.
+    """
+    raw = np.asarray(p_values, dtype=np.float64)
+    m = int(raw.size)
+    if m == 0:
+        return []
+    order = np.argsort(raw, kind="stable")
+    scaled = np.minimum(1.0, raw[order] * (m - np.arange(m)))
+    adjusted = np.empty(m)
+    adjusted[order] = np.maximum.accumulate(scaled)
+    return [float(value) for value in adjusted]
