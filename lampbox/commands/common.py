@@ -59,11 +59,15 @@ WRITER_WAIT_S = 120.0  # a long job waits this long for readers before it gives 
 
 
 def open_store(
-    db_path: Path | None, read_only: bool = False, hold_lock: bool = True, wait_s: float | None = None
+    db_path: Path | None,
+    read_only: bool = False,
+    hold_lock: bool = True,
+    wait_s: float | None = None,
+    purpose: str = "lampbox",
 ) -> Any:
     from lampbox.store import Store
 
-    return Store(db_path, read_only=read_only, hold_lock=hold_lock, wait_s=wait_s)
+    return Store(db_path, read_only=read_only, hold_lock=hold_lock, wait_s=wait_s, purpose=purpose)
 
 
 def open_store_for_reading(db_path: Path | None, upgradable: bool = False) -> Any:

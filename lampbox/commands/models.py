@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +43,8 @@ def list_models(task: str | None, db_path: Path | None, as_json: bool) -> None:
 
     from lampbox.store.artifacts import list_artifacts
 
-    artifacts = list_artifacts(open_store_for_reading(db_path), task)
+    with open_store_for_reading(db_path) as store:
+        artifacts = list_artifacts(store, task)
     if as_json:
         print_json([_to_json(a) for a in artifacts])
         return
@@ -69,9 +69,12 @@ def list_models(task: str | None, db_path: Path | None, as_json: bool) -> None:
 def show_model(name: str, width: int, db_path: Path | None, as_json: bool) -> None:
     """A trained model: how it was made, and its loss and dev-metric curves."""
     from lampbox.errors import LampboxError
+    from lampbox.model_folders import check_model_name
     from lampbox.store.artifacts import get_artifact
 
-    artifact = get_artifact(open_store_for_reading(db_path), name)
+    check_model_name(name)
+    with open_store_for_reading(db_path) as store:
+        artifact = get_artifact(store, name)
     if artifact is None:
         raise LampboxError(f"no trained model named {name!r} (see `lampbox models list`)")
     if as_json:
@@ -110,17 +113,14 @@ def _plot(title: str, xs: list[Any], ys: list[float], width: int) -> str:
 @db_option
 @reports_errors
 def remove_model(name: str, db_path: Path | None) -> None:
-    """Delete a trained model: its folder and its registration."""
-    from lampbox.errors import LampboxError
-    from lampbox.models import trained_models_dir
-    from lampbox.store.artifacts import delete_artifact, get_artifact
+    """Delete a trained model: its folder, its unfinished job and its registration.
 
-    store = open_store(db_path)
-    artifact = get_artifact(store, name)
-    folder = Path(artifact.path) if artifact is not None else trained_models_dir() / name
-    if artifact is None and not folder.is_dir():
-        raise LampboxError(f"no trained model named {name!r} (see `lampbox models list`)")
-    if folder.is_dir():
-        shutil.rmtree(folder)
-    delete_artifact(store, name)
-    click.echo(f"removed {name} ({folder})")
+    Only a trained model's name (as `lampbox train --name` takes it) and only a lampbox model
+    folder inside the models folder; refused while a job of that name runs."""
+    from lampbox.lab import registry
+    from lampbox.model_folders import check_model_name
+
+    check_model_name(name)  # before the store is opened: a path or '..' is refused at once
+    with open_store(db_path, purpose=f"models rm {name}") as store:
+        removed = registry.remove_model(store, name)
+    click.echo(f"removed {name}: " + ", ".join(removed))

@@ -34,13 +34,15 @@ from lampbox.engine.training.trainer import (
 )
 from lampbox.errors import LampboxError
 from lampbox.lab.ranking import rank_stored
-from lampbox.models import (
+from lampbox.model_folders import (
     TRAINED_INFO,
-    TRAINED_NAME,
-    load_manifest,
-    resolve_model,
-    trained_models_dir,
+    WORK_SUFFIXES,
+    check_model_name,
+    hold_name,
+    model_path,
+    work_path,
 )
+from lampbox.models import load_manifest, resolve_model
 from lampbox.store.artifacts import Artifact, get_artifact, save_artifact
 from lampbox.store.core import Store
 
@@ -138,11 +140,10 @@ class _TokenizerView:
 
 def check_name(name: str, overwrite: bool, store: Store | None = None) -> Path:
     """The folder a trained model of this name goes to; a clear error when it cannot."""
-    if not TRAINED_NAME.match(name):
-        raise LampboxError(f"model name {name!r}: use letters, digits, '.', '_' and '-' (at most 100)")
+    check_model_name(name)
     if name in load_manifest()[0]:
         raise LampboxError(f"{name!r} is a model of the manifest; choose another name")
-    target = trained_models_dir() / name
+    target = model_path(name)
     taken = target.exists() or (store is not None and get_artifact(store, name) is not None)
     if taken and not overwrite:
         raise LampboxError(f"a trained model named {name!r} exists; choose another name or pass --overwrite")
@@ -270,18 +271,37 @@ def train_model(
     on_note: Callable[[str], None] | None = None,
 ) -> tuple[Artifact | None, TrainResult]:
     """Train, save and register a model called `name` (rank 0 returns its Artifact; other
-    ranks, which get store=None, return None)."""
+    ranks, which get store=None, return None).
+
+    Rank 0 holds the name's lock (models/.NAME.lock) from the first check to the registration,
+    so a second job of that name, its --overwrite or `models rm NAME` is refused meanwhile."""
+    check_model_name(name)
+    if not is_main_process():
+        return _train(spec, None, name, overwrite, on_progress, should_stop, on_note)
+    if store is None:
+        raise LampboxError("the main process needs the store")
+    with hold_name(name, f"train {name}"):
+        return _train(spec, store, name, overwrite, on_progress, should_stop, on_note)
+
+
+def _train(
+    spec: TrainSpec,
+    store: Store | None,
+    name: str,
+    overwrite: bool,
+    on_progress: Callable[[TrainProgress], None] | None,
+    should_stop: Callable[[], bool] | None,
+    on_note: Callable[[str], None] | None,
+) -> tuple[Artifact | None, TrainResult]:
     from lampbox.engine.generation.hf import load_hf_tokenizer
     from lampbox.engine.training.trainer import train
 
-    main = is_main_process()
-    work = trained_models_dir() / f".{name}.training"
-    target = check_name(name, overwrite, store if main else None)
+    main = store is not None
+    work = work_path(name, "training")
+    target = check_name(name, overwrite, store)
     data_file = work / "examples.json"
     spec_file = work / "spec.json"
-    if main:
-        if store is None:
-            raise LampboxError("the main process needs the store")
+    if store is not None:
         if spec_file.is_file() and json.loads(spec_file.read_text()) != spec.to_json():
             if not overwrite:
                 raise LampboxError(
@@ -292,15 +312,17 @@ def train_model(
         if overwrite and not spec_file.is_file():
             shutil.rmtree(work, ignore_errors=True)
         data = prepare_data(spec, store)
+        task = store.task(spec.task)
         work.mkdir(parents=True, exist_ok=True)
         _write_json(data_file, data.to_json())
-        _write_json(work / "task.json", store.task(spec.task).to_json())
+        _write_json(work / "task.json", task.to_json())
         _write_json(spec_file, spec.to_json())
         if on_note and any(p.name.startswith("checkpoint-") for p in (work / "checkpoints").glob("checkpoint-*")):
             on_note(f"resuming from the checkpoints in {work / 'checkpoints'}")
     _barrier()
     if not main:
         data = PreparedData.from_json(json.loads(data_file.read_text()))
+        task = TaskSpec.from_stored(json.loads((work / "task.json").read_text()))
     if data.architecture == "fid":
         from transformers import AutoTokenizer
 
@@ -309,17 +331,16 @@ def train_model(
         tokenizer = load_hf_tokenizer(resolve_model(spec.model)).hf_tokenizer
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
-    task = store.task(spec.task) if store is not None else TaskSpec.from_stored(json.loads((work / "task.json").read_text()))
     model, result = train(
         data.model_source, tokenizer, task, data.train, data.dev, spec.config, work,
         architecture=data.architecture, on_progress=on_progress, should_stop=should_stop,
     )  # fmt: skip
-    if not main:
+    if store is None:
         return None, result
-    assert store is not None
-    artifact = _save(spec, name, target, work, model, tokenizer, data, result)
+    artifact = _save(spec, name, target, model, tokenizer, data, result)
     save_artifact(store, artifact)
-    shutil.rmtree(work, ignore_errors=True)
+    for suffix in WORK_SUFFIXES:
+        shutil.rmtree(work_path(name, suffix), ignore_errors=True)
     return artifact, result
 
 
@@ -336,14 +357,14 @@ def _barrier() -> None:
     dist.barrier()
 
 
-def _write_json(path: Path, data: Any) -> None:
+def _write_json(path: Path, data: Any, indent: int | None = None) -> None:
     partial = path.with_name(path.name + ".partial")
-    partial.write_text(json.dumps(data), encoding="utf-8")
+    partial.write_text(json.dumps(data, indent=indent), encoding="utf-8")
     partial.replace(path)
 
 
 def _save(
-    spec: TrainSpec, name: str, target: Path, work: Path, model: Any, tokenizer: Any, data: PreparedData, result: TrainResult
+    spec: TrainSpec, name: str, target: Path, model: Any, tokenizer: Any, data: PreparedData, result: TrainResult
 ) -> Artifact:
     """Write the model folder atomically (staging folder, then one rename) and describe it."""
     from lampbox.engine.fingerprint import folder_sha256

@@ -1,0 +1,204 @@
+"""What a trained model survives (issue 23; docs/store.md, "Guarantees"): one test per guarantee.
+
+`models rm` deletes only lampbox model folders inside the models folder; a name in use by a
+job is refused to a second job, to --overwrite and to rm, naming the holder.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+
+from lampbox.cli import cli
+from lampbox.errors import LampboxError
+from lampbox.store import Store
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    path = tmp_path / "home"
+    path.mkdir()
+    monkeypatch.setenv("LAMPBOX_HOME", str(path))
+    return path
+
+
+@pytest.fixture
+def db(home: Path) -> Path:
+    """An empty store inside the lampbox home, where the default store lives."""
+    path = home / "lampbox.duckdb"
+    Store(path).close()
+    return path
+
+
+def lampbox(*args: object) -> Result:
+    return CliRunner().invoke(cli, [str(arg) for arg in args])
+
+
+def one_line_error(result: Result) -> str:
+    """The failed command's message: one line, no traceback."""
+    assert result.exit_code != 0, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+    lines = [line for line in result.output.strip().splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in result.output, result.output
+    return lines[0]
+
+
+def fake_model(home: Path, name: str, kind: str = "lora", **info: object) -> Path:
+    """A model folder as `lampbox train` writes it (weights replaced by a small file)."""
+    folder = home / "models" / name
+    weights = folder / ("adapter" if kind == "lora" else "model")
+    weights.mkdir(parents=True)
+    (weights / "weights.bin").write_bytes(b"\0" * 16)
+    record = {"name": name, "kind": kind, "method": "ipa", "task": "commit_subject", "base": "smollm2-135m-instruct",
+              "base_fingerprint": "fp", "spec": {"task": "commit_subject"}, "history": [{"step": 1, "loss": 2.0}],
+              "metrics": {"rouge-1": 0.5}, **info}  # fmt: skip
+    (folder / "lampbox-model.json").write_text(json.dumps(record))
+    return folder
+
+
+def registered(db: Path, name: str) -> bool:
+    from lampbox.store.artifacts import get_artifact
+
+    with Store(db, read_only=True) as store:
+        return get_artifact(store, name) is not None
+
+
+def register(db: Path, name: str) -> None:
+    """A row for models/NAME, as `lampbox train` registers it."""
+    from lampbox.store.artifacts import Artifact, save_artifact
+
+    folder = Path(os.environ["LAMPBOX_HOME"]) / "models" / name
+    with Store(db) as store:
+        save_artifact(store, Artifact(name, "lora", "ipa", "commit_subject", "smollm2-135m-instruct", "fp", {}, [], {}, str(folder), "hash", None))
+
+
+# -- models rm: only lampbox model folders, only inside the models folder ---------------------
+
+
+def test_models_rm_refuses_paths_dots_and_leaves_everything(home: Path, db: Path, tmp_path: Path) -> None:
+    victim = tmp_path / "x" / "victim"
+    victim.mkdir(parents=True)
+    (victim / "precious.txt").write_text("keep me")
+    fake_model(home, "keep")
+    register(db, "keep")
+    for name in (str(victim), "..", ".", "../home", "keep/adapter", ""):
+        line = one_line_error(lampbox("models", "rm", name, "--db", db))
+        assert "letters, digits" in line, (name, line)
+    assert (victim / "precious.txt").read_text() == "keep me"
+    assert db.is_file() and (home / "models" / "keep" / "adapter").is_dir() and registered(db, "keep")
+
+
+def test_models_rm_deletes_a_lampbox_model_and_nothing_else(home: Path, db: Path, tmp_path: Path) -> None:
+    fake_model(home, "keep")
+    register(db, "keep")
+    mine = home / "models" / "notes"  # a folder a user put there: no lampbox-model.json
+    mine.mkdir()
+    (mine / "notes.txt").write_text("mine")
+    outside = fake_model(tmp_path, "elsewhere")  # a model folder outside the models folder...
+    (home / "models" / "link").symlink_to(outside)  # ...reached through a link inside it
+    assert "not a lampbox model folder" in one_line_error(lampbox("models", "rm", "notes", "--db", db))
+    assert "leads outside" in one_line_error(lampbox("models", "rm", "link", "--db", db))
+    assert (mine / "notes.txt").is_file() and (outside / "lampbox-model.json").is_file()
+    result = lampbox("models", "rm", "keep", "--db", db)
+    assert result.exit_code == 0, result.output
+    assert not (home / "models" / "keep").exists() and not registered(db, "keep")
+    assert "no trained model named 'keep'" in one_line_error(lampbox("models", "rm", "keep", "--db", db))
+
+
+def test_models_show_and_resolution_validate_names(home: Path, db: Path, tmp_path: Path) -> None:
+    from lampbox.models import resolve_model, trained_model_folder
+
+    assert "letters, digits" in one_line_error(lampbox("models", "show", "../x", "--db", db))
+    outside = fake_model(tmp_path, "elsewhere")
+    (home / "models").mkdir(exist_ok=True)
+    (home / "models" / "link").symlink_to(outside)
+    assert trained_model_folder("link") is None  # a link out of the models folder is not a model
+    fake_model(home, "kept")
+    assert trained_model_folder("kept") == home / "models" / "kept"
+    assert resolve_model("kept").adapter == str(home / "models" / "kept" / "adapter")
+
+
+# -- one job per name: a per-name lock under the models folder --------------------------------
+
+HOLD_NAME = """
+import sys
+from lampbox.model_folders import hold_name
+with hold_name(sys.argv[1], "train " + sys.argv[1]):
+    print("holding", flush=True)
+    sys.stdin.read()
+"""
+
+
+@pytest.fixture
+def name_held(home: Path) -> Iterator[subprocess.Popen[str]]:
+    """Another process holds the name 'k9' (as a training job does) until the test ends."""
+    holder = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(HOLD_NAME), "k9"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        text=True, env={**os.environ, "PYTHONPATH": str(REPO)}, cwd=REPO,
+    )  # fmt: skip
+    assert holder.stdout is not None and holder.stdout.readline().strip() == "holding"
+    yield holder
+    if holder.poll() is None:
+        holder.communicate("", timeout=60)
+
+
+def test_a_name_in_use_is_refused_to_rm_overwrite_and_a_second_job(home: Path, db: Path, name_held) -> None:  # type: ignore[no-untyped-def]
+    from lampbox.lab.training import TrainSpec, train_model
+    from lampbox.model_folders import ModelInUse
+
+    fake_model(home, "k9")
+    register(db, "k9")
+    work = home / "models" / ".k9.training"
+    (work / "checkpoints").mkdir(parents=True)
+    line = one_line_error(lampbox("models", "rm", "k9", "--db", db))
+    assert f"in use by train k9 (pid {name_held.pid}" in line
+    with Store(db) as store:
+        for overwrite in (True, False):
+            with pytest.raises(ModelInUse, match=f"in use by train k9 \\(pid {name_held.pid}"):
+                train_model(TrainSpec(task="commit_subject", scheme="user"), store, "k9", overwrite=overwrite)
+    assert (work / "checkpoints").is_dir() and (home / "models" / "k9" / "adapter").is_dir() and registered(db, "k9")
+    name_held.communicate("", timeout=60)  # the holder ends: the name is free again
+    assert lampbox("models", "rm", "k9", "--db", db).exit_code == 0
+    assert not work.exists() and not registered(db, "k9")
+
+
+def test_name_checks_never_reach_the_store(home: Path) -> None:
+    from lampbox.model_folders import check_model_name, model_path
+
+    for bad in ("..", ".", "/tmp/x", "a/b", ".hidden", "x" * 101, ""):
+        with pytest.raises(LampboxError, match="letters, digits"):
+            model_path(bad)
+    assert check_model_name("subject-bm25_k4.v2") == "subject-bm25_k4.v2"
+
+
+def test_a_lock_is_released_when_its_process_is_killed(home: Path) -> None:
+    from lampbox.model_folders import hold_name, name_holder
+
+    holder = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(HOLD_NAME), "k9"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        text=True, env={**os.environ, "PYTHONPATH": str(REPO)}, cwd=REPO,
+    )  # fmt: skip
+    assert holder.stdout is not None and holder.stdout.readline().strip() == "holding"
+    assert name_holder("k9") == f"train k9 (pid {holder.pid}: lampbox k9)"
+    holder.kill()
+    holder.wait(timeout=60)
+    deadline = time.time() + 10
+    while name_holder("k9") is not None and time.time() < deadline:
+        time.sleep(0.05)
+    assert (home / "models" / ".k9.lock").is_file()  # left by the killed holder, unlocked
+    with hold_name("k9", "train k9"):
+        assert name_holder("k9") is not None
+    assert name_holder("k9") is None and not (home / "models" / ".k9.lock").exists()
+
+
