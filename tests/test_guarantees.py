@@ -1,13 +1,15 @@
 """What a trained model survives (issue 23; docs/store.md, "Guarantees"): one test per guarantee.
 
 `models rm` deletes only lampbox model folders inside the models folder; a name in use by a
-job is refused to a second job, to --overwrite and to rm, naming the holder.
+job is refused to a second job, to --overwrite and to rm, naming the holder; a kill between
+the save and the registration is finished by the same command or by `models doctor --fix`.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -173,6 +175,35 @@ def test_a_name_in_use_is_refused_to_rm_overwrite_and_a_second_job(home: Path, d
     assert not work.exists() and not registered(db, "k9")
 
 
+# -- save and registration: a kill between them is repaired --------------------------------
+
+
+def test_list_reports_and_doctor_fixes_folders_without_rows_and_rows_without_folders(home: Path, db: Path) -> None:
+    fake_model(home, "orphan")  # renamed into place, then killed before its registration
+    gone = fake_model(home, "gone")
+    register(db, "gone")
+    shutil.rmtree(gone)  # registered, then its folder removed by hand
+    staged = fake_model(home, "staged")  # killed between moving the old model aside and the rename
+    staged.rename(home / "models" / ".staged.staging")
+    listed = lampbox("models", "list", "--db", db)
+    assert listed.exit_code == 0
+    assert "orphan: folder" in listed.output and "not registered" in listed.output
+    assert "gone: registered, but its folder" in listed.output and "staged: a complete save" in listed.output
+    assert "models doctor --fix" in listed.output
+    report = lampbox("models", "doctor", "--db", db)
+    assert report.exit_code == 0 and "orphan" in report.output and not registered(db, "orphan")
+    fixed = lampbox("models", "doctor", "--fix", "--db", db)
+    assert fixed.exit_code == 0, fixed.output
+    assert registered(db, "orphan") and not registered(db, "gone") and registered(db, "staged")
+    assert (home / "models" / "staged" / "adapter").is_dir()
+    assert lampbox("models", "doctor", "--db", db).output.strip() == "models folder and store agree"
+    from lampbox.store.artifacts import get_artifact
+
+    with Store(db, read_only=True) as store:
+        orphan = get_artifact(store, "orphan")
+    assert orphan is not None and orphan.metrics == {"rouge-1": 0.5} and orphan.history == [{"step": 1, "loss": 2.0}]
+
+
 def test_name_checks_never_reach_the_store(home: Path) -> None:
     from lampbox.model_folders import check_model_name, model_path
 
@@ -202,3 +233,57 @@ def test_a_lock_is_released_when_its_process_is_killed(home: Path) -> None:
     assert name_holder("k9") is None and not (home / "models" / ".k9.lock").exists()
 
 
+# -- with a real (tiny) training ------------------------------------------------------------
+
+
+def _spec(tiny_lm: Path, **overrides):  # type: ignore[no-untyped-def]
+    """The tiniest training of tests/test_training.py."""
+    from lampbox.engine.training.trainer import TrainConfig
+    from lampbox.lab.training import TrainSpec
+
+    config = TrainConfig(max_steps=4, eval_every=2, batch_size=2, precision="fp32", lr=1e-3, eval_new_tokens=8)
+    values = dict(task="commit_subject", scheme="user", retriever="bm25", k=2, model=str(tiny_lm), limit=8, dev_limit=4, config=config)
+    values.update(overrides)
+    return TrainSpec(**values)
+
+
+class Killed(BaseException):
+    """Stands for a kill -9: no except clause and no cleanup runs."""
+
+
+@pytest.mark.slow
+def test_a_kill_between_save_and_registration_is_finished_by_the_same_command(  # type: ignore[no-untyped-def]
+    commits_store, tiny_lm: Path, home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from lampbox.lab import training
+    from lampbox.lab.registry import leftovers
+    from lampbox.lab.training import train_model
+    from lampbox.models import resolve_model
+    from lampbox.store.artifacts import get_artifact
+
+    def killed(store, artifact):  # type: ignore[no-untyped-def]
+        raise Killed  # the folder was renamed into place; the row is never written
+
+    with monkeypatch.context() as patch:
+        patch.setattr(training, "save_artifact", killed)
+        with pytest.raises(Killed):
+            train_model(_spec(tiny_lm), commits_store, "half")
+    folder, work = home / "models" / "half", home / "models" / ".half.training"
+    assert (folder / "adapter").is_dir() and work.is_dir() and get_artifact(commits_store, "half") is None
+    assert resolve_model("half").adapter == str(folder / "adapter")  # complete: it resolves...
+    found = [(leftover.name, leftover.problem) for leftover in leftovers(commits_store)]
+    assert found == [("half", "unregistered"), ("half", "stale")]  # ...and `models list` reports it
+
+    def no_training(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise AssertionError("the saved model was trained again")
+
+    notes: list[str] = []
+    monkeypatch.setattr("lampbox.engine.training.trainer.train", no_training)
+    artifact, result = train_model(_spec(tiny_lm), commits_store, "half", on_note=notes.append)
+    assert artifact is not None and result.steps == 4 and "registered it" in notes[0]
+    stored = get_artifact(commits_store, "half")
+    assert stored is not None and stored.content_hash == artifact.content_hash and set(stored.metrics) == {"rouge-1", "rouge-L"}
+    assert [e["step"] for e in stored.history if "eval_rouge-1" in e] == [2, 4]
+    assert not work.exists()
+    with pytest.raises(LampboxError, match="exists"):  # finished now: the name is taken as before
+        train_model(_spec(tiny_lm), commits_store, "half")

@@ -1,4 +1,4 @@
-"""`lampbox models`: the trained models in the store (list, show with curves, remove)."""
+"""`lampbox models`: the trained models in the store (list, show with curves, remove, doctor)."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from lampbox.commands.common import (
 
 @click.group("models")
 def models() -> None:
-    """Trained models (from `lampbox train`): list, show, rm."""
+    """Trained models (from `lampbox train`): list, show, rm, doctor."""
 
 
 def _to_json(artifact: Any) -> dict[str, Any]:
@@ -41,10 +41,12 @@ def list_models(task: str | None, db_path: Path | None, as_json: bool) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    from lampbox.lab.registry import leftovers
     from lampbox.store.artifacts import list_artifacts
 
     with open_store_for_reading(db_path) as store:
         artifacts = list_artifacts(store, task)
+        _report_leftovers(leftovers(store))
     if as_json:
         print_json([_to_json(a) for a in artifacts])
         return
@@ -124,3 +126,37 @@ def remove_model(name: str, db_path: Path | None) -> None:
     with open_store(db_path, purpose=f"models rm {name}") as store:
         removed = registry.remove_model(store, name)
     click.echo(f"removed {name}: " + ", ".join(removed))
+
+
+@models.command("doctor")
+@click.option("--fix", is_flag=True, help="Repair what can be repaired (register folders, drop rows whose folder is gone, remove stale saves).")
+@db_option
+@reports_errors
+def doctor(fix: bool, db_path: Path | None) -> None:
+    """Check that the models folder and the store's registrations agree (after a kill, a
+    folder removed by hand, another store), and with --fix repair them."""
+    from lampbox.lab.registry import leftovers, repair
+
+    with open_store(db_path, purpose="models doctor") if fix else open_store_for_reading(db_path) as store:
+        found = leftovers(store)
+        if not found:
+            click.echo("models folder and store agree")
+            return
+        for leftover in found:
+            if fix and leftover.fixable:
+                click.echo(f"{leftover.name}: {repair(store, leftover)}")
+            else:
+                click.echo(leftover.line)
+    if not fix and any(leftover.fixable for leftover in found):
+        click.echo("run `lampbox models doctor --fix` to repair the fixable ones", err=True)
+
+
+def _report_leftovers(found: list[Any]) -> None:
+    """One stderr line per leftover, and how to repair them (models list)."""
+    from lampbox.lab.registry import Leftover
+
+    shown = [leftover for leftover in found if isinstance(leftover, Leftover) and leftover.problem != "busy"]
+    for leftover in shown:
+        click.echo(f"warning: {leftover.line}", err=True)
+    if any(leftover.fixable for leftover in shown):
+        click.echo("warning: `lampbox models doctor --fix` repairs these", err=True)

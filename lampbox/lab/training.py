@@ -34,12 +34,15 @@ from lampbox.engine.training.trainer import (
 )
 from lampbox.errors import LampboxError
 from lampbox.lab.ranking import rank_stored
+from lampbox.lab.registry import artifact_from_folder, register_folder
 from lampbox.model_folders import (
     TRAINED_INFO,
     WORK_SUFFIXES,
     check_model_name,
     hold_name,
+    is_model_folder,
     model_path,
+    read_info,
     work_path,
 )
 from lampbox.models import load_manifest, resolve_model
@@ -277,11 +280,45 @@ def train_model(
     so a second job of that name, its --overwrite or `models rm NAME` is refused meanwhile."""
     check_model_name(name)
     if not is_main_process():
+        folder = model_path(name)
+        if not overwrite and is_model_folder(folder) and read_info(folder).get("spec") == spec.to_json():
+            return None, TrainResult([], None, None, 0, 0, 0.0, None)  # rank 0 finishes its registration
         return _train(spec, None, name, overwrite, on_progress, should_stop, on_note)
     if store is None:
         raise LampboxError("the main process needs the store")
     with hold_name(name, f"train {name}"):
+        finished = _finish_saved(spec, store, name, overwrite, on_note)
+        if finished is not None:
+            return finished
         return _train(spec, store, name, overwrite, on_progress, should_stop, on_note)
+
+
+def _finish_saved(
+    spec: TrainSpec, store: Store, name: str, overwrite: bool, on_note: Callable[[str], None] | None
+) -> tuple[Artifact, TrainResult] | None:
+    """A job of the same spec killed after its save: finish the registration and clean up
+    (None when there is nothing to finish)."""
+    if overwrite:
+        return None
+    folder, staged = model_path(name), work_path(name, "staging")
+    wanted = spec.to_json()
+    if not folder.exists() and is_model_folder(staged) and read_info(staged).get("spec") == wanted:
+        staged.replace(folder)  # killed between moving the old model aside and this rename
+    if not is_model_folder(folder) or read_info(folder).get("spec") != wanted:
+        return None
+    row = get_artifact(store, name)
+    if row is not None and not work_path(name, "training").exists():
+        return None  # a finished job run again: check_name says the name is taken
+    artifact = register_folder(store, name) if row is None else row
+    for suffix in WORK_SUFFIXES:
+        shutil.rmtree(work_path(name, suffix), ignore_errors=True)
+    if on_note:
+        on_note(f"{name} was trained and saved before; registered it from {folder}")
+    result = read_info(folder).get("result") or {}
+    return artifact, TrainResult(
+        list(artifact.history), result.get("best_metric"), result.get("best_step"), int(result.get("steps", 0)),
+        int(result.get("train_tokens", 0)), 0.0, result.get("resumed_from"),
+    )  # fmt: skip
 
 
 def _train(
@@ -366,16 +403,26 @@ def _write_json(path: Path, data: Any, indent: int | None = None) -> None:
 def _save(
     spec: TrainSpec, name: str, target: Path, model: Any, tokenizer: Any, data: PreparedData, result: TrainResult
 ) -> Artifact:
-    """Write the model folder atomically (staging folder, then one rename) and describe it."""
+    """Write the model folder atomically (staging folder, then one rename) and describe it.
+
+    Its lampbox-model.json, written last, holds everything its store row holds (history, dev
+    metrics), so a kill before the registration is repaired from the folder alone."""
     from lampbox.engine.fingerprint import folder_sha256
 
     kind = "lora" if spec.config.lora is not None else "full"
-    staging = target.with_name(f".{name}.staging")
+    staging = work_path(name, "staging")
     shutil.rmtree(staging, ignore_errors=True)
+    evals = [entry for entry in result.history if any(key.startswith("eval_") for key in entry)]
+    best = next((e for e in evals if e.get("step") == result.best_step), evals[-1] if evals else {})
+    metrics = {k[5:]: v for k, v in best.items() if k.startswith("eval_") and isinstance(v, (int, float))}
     info = {
         "name": name, "kind": kind, "method": spec.method, "task": spec.task, "base": spec.model,
         "base_fingerprint": data.base_fingerprint, "chat": data.chat, "architecture": data.architecture,
-        "spec": spec.to_json(),
+        "spec": spec.to_json(), "history": result.history, "metrics": metrics,
+        "result": {
+            "best_metric": result.best_metric, "best_step": result.best_step, "steps": result.steps,
+            "train_tokens": result.train_tokens, "resumed_from": result.resumed_from,
+        },
     }  # fmt: skip
     try:
         staging.mkdir(parents=True)
@@ -384,10 +431,10 @@ def _save(
         else:
             model.save_pretrained(str(staging / "model"))
             tokenizer.save_pretrained(str(staging / "model"))
-        (staging / TRAINED_INFO).write_text(json.dumps(info, indent=2), encoding="utf-8")
+        _write_json(staging / TRAINED_INFO, info, indent=2)
         content = folder_sha256(staging)
         if target.exists():
-            old = target.with_name(f".{name}.old")
+            old = work_path(name, "old")
             shutil.rmtree(old, ignore_errors=True)
             target.replace(old)
             staging.replace(target)
@@ -397,13 +444,7 @@ def _save(
     except OSError as error:
         shutil.rmtree(staging, ignore_errors=True)
         raise LampboxError(f"could not save the trained model to {target}: {error}") from error
-    evals = [entry for entry in result.history if any(key.startswith("eval_") for key in entry)]
-    best = next((e for e in evals if e.get("step") == result.best_step), evals[-1] if evals else {})
-    metrics = {k[5:]: v for k, v in best.items() if k.startswith("eval_") and isinstance(v, (int, float))}
-    return Artifact(
-        name, kind, spec.method, spec.task, spec.model, data.base_fingerprint, spec.to_json(), result.history,
-        metrics, str(target), content, None,
-    )  # fmt: skip
+    return artifact_from_folder(target, content)
 
 
 def lora_settings(r: int, alpha: int, dropout: float, targets: str) -> LoraSettings:
