@@ -2,7 +2,8 @@
 
 `models rm` deletes only lampbox model folders inside the models folder; a name in use by a
 job is refused to a second job, to --overwrite and to rm, naming the holder; a kill between
-the save and the registration is finished by the same command or by `models doctor --fix`.
+the save and the registration is finished by the same command or by `models doctor --fix`;
+a training gives the store back while it trains.
 """
 
 from __future__ import annotations
@@ -287,3 +288,88 @@ def test_a_kill_between_save_and_registration_is_finished_by_the_same_command(  
     assert not work.exists()
     with pytest.raises(LampboxError, match="exists"):  # finished now: the name is taken as before
         train_model(_spec(tiny_lm), commits_store, "half")
+
+
+@pytest.mark.slow
+def test_training_gives_the_store_back_and_names_itself_when_it_writes(  # type: ignore[no-untyped-def]
+    tmp_path: Path, commits_store_path: Path, tiny_lm: Path, home: Path
+) -> None:
+    """While it trains (in the progress callback, mid-training) another process lists the data
+    and the models; when the job holds the store (as it does while it registers) a reader's
+    busy message names it and its step."""
+    from lampbox.lab.training import train_model
+
+    db = tmp_path / "store.duckdb"
+    shutil.copy(commits_store_path, db)
+    store = Store(db, hold_lock=False, purpose="train beside")
+    seen: dict[str, object] = {}
+
+    def reader(*command: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "lampbox", *command, "--db", str(db)], capture_output=True, text=True, timeout=300,
+            env={**os.environ, "PYTHONPATH": str(REPO), "LAMPBOX_LOCK_WAIT": "0"}, cwd=REPO,
+        )  # fmt: skip
+
+    def on_progress(event) -> None:  # type: ignore[no-untyped-def]
+        if event.step != 2 or event.metrics or "data" in seen:
+            return
+        seen["open"] = store.is_open
+        seen["data"], seen["models"] = reader("data", "list"), reader("models", "list")
+        store.connection  # noqa: B018 - the job takes the store (as for a write): readers are refused
+        seen["busy"] = reader("data", "list")
+        store.idle()
+
+    try:
+        artifact, _ = train_model(_spec(tiny_lm), store, "beside", on_progress=on_progress)
+    finally:
+        store.close()
+    assert artifact is not None and seen["open"] is False
+    data, models, busy = seen["data"], seen["models"], seen["busy"]
+    assert data.returncode == 0 and "commit_subject" in data.stdout, data.stderr  # type: ignore[union-attr]
+    assert models.returncode == 0, models.stderr  # type: ignore[union-attr]
+    assert busy.returncode != 0  # type: ignore[union-attr]
+    assert f"busy: train beside, step 2/4 (pid {os.getpid()}) is writing" in busy.stderr  # type: ignore[union-attr]
+
+
+@pytest.mark.slow
+def test_a_running_train_command_keeps_its_name_and_lets_readers_in(  # type: ignore[no-untyped-def]
+    tmp_path: Path, commits_store_path: Path, tiny_lm: Path
+) -> None:
+    """`lampbox train` in one process; in others, on another store of the same home: its
+    --overwrite and `models rm` are refused naming it, and `data list` / `models list` on its
+    own store run while it trains."""
+    first, second = tmp_path / "a.duckdb", tmp_path / "b.duckdb"
+    shutil.copy(commits_store_path, first)
+    shutil.copy(commits_store_path, second)
+    env = {**os.environ, "LAMPBOX_HOME": str(tmp_path / "home"), "PYTHONPATH": str(REPO), "LAMPBOX_LOCK_WAIT": "0"}
+    train = [
+        sys.executable, "-m", "lampbox", "train", "ipa", "--task", "commit_subject", "--model", str(tiny_lm),
+        "--k", "2", "--limit", "24", "--dev-limit", "2", "--max-steps", "100000", "--eval-every", "50000",
+        "--batch-size", "2", "--precision", "fp32", "--name", "k9", "--json",
+    ]  # fmt: skip
+
+    def lampbox_run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "lampbox", *args], env=env, capture_output=True, text=True, timeout=300, cwd=REPO)
+
+    job = subprocess.Popen([*train, "--db", str(first)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
+    try:
+        job_spec = tmp_path / "home" / "models" / ".k9.training" / "spec.json"
+        deadline = time.time() + 300
+        while not job_spec.is_file():
+            assert job.poll() is None and time.time() < deadline, job.communicate()[1][-2000:]
+            time.sleep(0.2)
+        overwrite = subprocess.run([*train, "--overwrite", "--db", str(second)], env=env, capture_output=True, text=True, timeout=300, cwd=REPO)
+        removed = lampbox_run("models", "rm", "k9", "--db", str(second))
+        data = lampbox_run("data", "list", "--db", str(first))
+        models = lampbox_run("models", "list", "--db", str(first))
+        still_training = job.poll() is None
+    finally:
+        job.kill()
+        job.communicate()
+    assert still_training, "the training ended before the checks: give it more steps"
+    for refused in (overwrite, removed):
+        assert refused.returncode != 0
+        assert f"model 'k9' is in use by train k9 (pid {job.pid}" in refused.stderr, refused.stderr
+    assert data.returncode == 0 and "commit_subject" in data.stdout, data.stderr
+    assert models.returncode == 0, models.stderr
+    assert job_spec.is_file()  # --overwrite did not touch the running job's folder

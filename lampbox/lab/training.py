@@ -277,7 +277,9 @@ def train_model(
     ranks, which get store=None, return None).
 
     Rank 0 holds the name's lock (models/.NAME.lock) from the first check to the registration,
-    so a second job of that name, its --overwrite or `models rm NAME` is refused meanwhile."""
+    so a second job of that name, its --overwrite or `models rm NAME` is refused meanwhile. It
+    uses the store at the start (questions, rankings) and at the end (the registration) only:
+    a store opened with hold_lock=False is given back to other processes while it trains."""
     check_model_name(name)
     if not is_main_process():
         folder = model_path(name)
@@ -339,6 +341,7 @@ def _train(
     data_file = work / "examples.json"
     spec_file = work / "spec.json"
     if store is not None:
+        store.purpose = f"train {name}, preparing"
         if spec_file.is_file() and json.loads(spec_file.read_text()) != spec.to_json():
             if not overwrite:
                 raise LampboxError(
@@ -354,6 +357,7 @@ def _train(
         _write_json(data_file, data.to_json())
         _write_json(work / "task.json", task.to_json())
         _write_json(spec_file, spec.to_json())
+        store.idle()  # read what it needs: other processes may use the store while it trains
         if on_note and any(p.name.startswith("checkpoint-") for p in (work / "checkpoints").glob("checkpoint-*")):
             on_note(f"resuming from the checkpoints in {work / 'checkpoints'}")
     _barrier()
@@ -368,14 +372,23 @@ def _train(
         tokenizer = load_hf_tokenizer(resolve_model(spec.model)).hf_tokenizer
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
+
+    def progress(event: TrainProgress) -> None:
+        if store is not None:  # a busy message names the job and how far it got
+            store.purpose = f"train {name}, step {event.step}/{event.max_steps}"
+        if on_progress:
+            on_progress(event)
+
     model, result = train(
         data.model_source, tokenizer, task, data.train, data.dev, spec.config, work,
-        architecture=data.architecture, on_progress=on_progress, should_stop=should_stop,
+        architecture=data.architecture, on_progress=progress, should_stop=should_stop,
     )  # fmt: skip
     if store is None:
         return None, result
+    store.purpose = f"train {name}, registering (step {result.steps}/{result.steps})"
     artifact = _save(spec, name, target, model, tokenizer, data, result)
     save_artifact(store, artifact)
+    store.idle()
     for suffix in WORK_SUFFIXES:
         shutil.rmtree(work_path(name, suffix), ignore_errors=True)
     return artifact, result
