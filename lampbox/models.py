@@ -313,6 +313,10 @@ def _resolve_trained(name: str, folder: Path) -> ResolvedModel:
     if kind not in ("full", "lora"):
         raise InputFileError(info_path, f"unknown trained-model kind {kind!r}")
     weights = folder / ("model" if kind == "full" else "adapter")
+    if not weights.is_dir():
+        raise InputFileError(
+            info_path, f"names a {kind} model but {weights.name}/ is missing; retrain it or `lampbox models rm {folder.name}`"
+        )
     if kind == "full":
         return ResolvedModel(name, "hf", str(weights), info.get("chat"), trained=info)
     if "base" not in info:

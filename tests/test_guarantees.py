@@ -3,7 +3,7 @@
 `models rm` deletes only lampbox model folders inside the models folder; a name in use by a
 job is refused to a second job, to --overwrite and to rm, naming the holder; a kill between
 the save and the registration is finished by the same command or by `models doctor --fix`;
-a training gives the store back while it trains.
+a training gives the store back while it trains; bad settings and damaged files are one line.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from lampbox.cli import cli
-from lampbox.errors import LampboxError
+from lampbox.errors import InputFileError, LampboxError
 from lampbox.store import Store
 
 REPO = Path(__file__).resolve().parent.parent
@@ -205,6 +205,47 @@ def test_list_reports_and_doctor_fixes_folders_without_rows_and_rows_without_fol
     assert orphan is not None and orphan.metrics == {"rouge-1": 0.5} and orphan.history == [{"step": 1, "loss": 2.0}]
 
 
+# -- settings checked before any work, one line each ----------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--lr", "-1"], "--lr must be greater than 0"),
+        (["--lr", "0"], "--lr must be greater than 0"),
+        (["--eval-every", "0"], "--eval-every must be at least 1"),
+        (["--max-target-tokens", "0"], "--max-target-tokens must be at least 1"),
+        (["--max-target-tokens", "-3"], "--max-target-tokens must be at least 1"),
+        (["--dev-split", "nope"], "no commit_subject user 'nope' questions to evaluate on"),
+    ],
+)
+def test_bad_training_settings_are_one_line_before_any_work(
+    flags: list[str], message: str, home: Path, tmp_path: Path, commits_store_path: Path
+) -> None:
+    db = tmp_path / "commits.duckdb"
+    shutil.copy(commits_store_path, db)
+    line = one_line_error(lampbox("train", "ipa", "--task", "commit_subject", "--name", "bad", "--db", db, *flags))
+    assert message in line
+    assert not (home / "models" / ".bad.training").exists() and not (home / "models" / "bad").exists()
+
+
+# -- damaged files: one line naming the file ------------------------------------------------
+
+
+def test_a_record_naming_missing_weights_is_one_line(home: Path) -> None:
+    from lampbox.models import resolve_model
+
+    for kind, weights in (("full", "model"), ("lora", "adapter")):
+        folder = fake_model(home, f"no-{weights}", kind)
+        shutil.rmtree(folder / weights)
+        with pytest.raises(InputFileError, match=f"{weights}/ is missing"):
+            resolve_model(f"no-{weights}")
+    (home / "models" / "torn").mkdir()
+    (home / "models" / "torn" / "lampbox-model.json").write_text('{"kind": "lo')
+    with pytest.raises(InputFileError, match="lampbox-model.json: not a readable"):
+        resolve_model("torn")
+
+
 def test_name_checks_never_reach_the_store(home: Path) -> None:
     from lampbox.model_folders import check_model_name, model_path
 
@@ -373,3 +414,49 @@ def test_a_running_train_command_keeps_its_name_and_lets_readers_in(  # type: ig
     assert data.returncode == 0 and "commit_subject" in data.stdout, data.stderr
     assert models.returncode == 0, models.stderr
     assert job_spec.is_file()  # --overwrite did not touch the running job's folder
+
+
+@pytest.mark.slow
+def test_a_damaged_adapter_is_one_line(commits_store, tiny_lm: Path, home: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from lampbox.engine.generation.base import GenerationParams
+    from lampbox.lab.pipeline import run
+    from lampbox.lab.specs import RunSpec
+    from lampbox.lab.training import train_model
+
+    train_model(_spec(tiny_lm, dev_limit=0), commits_store, "torn")
+    weights = home / "models" / "torn" / "adapter" / "adapter_model.safetensors"
+    spec = RunSpec("commit_subject", "user", "dev", retriever="bm25", k=2, backend="hf", model="torn",
+                   params=GenerationParams(max_new_tokens=4), limit=2)  # fmt: skip
+    whole = weights.read_bytes()
+    for damaged in (whole[: len(whole) // 2], b"garbage" * 10):
+        weights.write_bytes(damaged)
+        with pytest.raises(InputFileError, match="adapter: not a LoRA adapter for this model, or a damaged one"):
+            run(spec, commits_store)
+
+
+# -- a damaged store file -------------------------------------------------------------------
+
+
+def _damage(db: Path, how: str) -> None:
+    """Truncate the store file, or overwrite bytes inside its first data block (its checksum no
+    longer matches)."""
+    data = bytearray(db.read_bytes())
+    if how == "truncated":
+        db.write_bytes(bytes(data[: len(data) // 3]))
+    else:
+        start = 3 * 4096 + 64  # past DuckDB's file and database headers, inside the first block
+        data[start : start + 256] = bytes(255 - b for b in data[start : start + 256])
+        db.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("how", ["truncated", "checksum"])
+@pytest.mark.parametrize(
+    "command",
+    [["data", "list"], ["models", "list"], ["models", "show", "k9"], ["bench", "--task", "LaMP_7", "--backend", "dummy", "--retrievers", "none", "--limit", "2"]],
+    ids=["data list", "models list", "models show", "bench"],
+)
+def test_a_damaged_store_is_one_line_naming_it(how: str, command: list[str], demo_db: Path, home: Path) -> None:
+    _damage(demo_db, how)
+    line = one_line_error(lampbox(*command, "--db", demo_db))
+    assert line.startswith(f"Error: {demo_db}: the store file is damaged"), line
+    assert "'Backup and restore' in docs/store.md" in line

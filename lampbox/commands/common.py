@@ -51,6 +51,14 @@ def reports_errors(function: F) -> F:
             return function(*args, **kwargs)
         except LampboxError as error:
             raise CommandError(str(error), getattr(error, "exit_code", 1)) from None
+        except Exception as error:
+            duckdb = sys.modules.get("duckdb")  # a DuckDB error mid-command: a damaged store file
+            if duckdb is None or not isinstance(error, duckdb.Error):
+                raise
+            from lampbox.paths import default_db_path
+            from lampbox.store.core import store_error
+
+            raise CommandError(str(store_error(kwargs.get("db_path") or default_db_path(), error, "store error"))) from None
 
     return wrapper  # type: ignore[return-value]
 

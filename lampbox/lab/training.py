@@ -69,14 +69,28 @@ class TrainSpec:
     config: TrainConfig = field(default_factory=TrainConfig)
 
     def __post_init__(self) -> None:
+        """Every setting checked here, before a job touches the store or the models folder."""
         if self.k < 0:
             raise LampboxError("k cannot be negative")
         for name in ("limit", "dev_limit"):
             value = getattr(self, name)
             if value is not None and value < 0:
                 raise LampboxError(f"{name} cannot be negative")
-        if self.config.batch_size < 1 or self.config.grad_accum < 1:
+        config = self.config
+        if config.batch_size < 1 or config.grad_accum < 1:
             raise LampboxError("batch size and gradient accumulation must be at least 1")
+        if not config.lr > 0:  # also refuses NaN
+            raise LampboxError(f"--lr must be greater than 0 (got {config.lr:g})")
+        if not config.epochs > 0 or (config.max_steps is not None and config.max_steps < 1):
+            raise LampboxError("--epochs must be positive and --max-steps at least 1")
+        if config.eval_every is not None and config.eval_every < 1:
+            raise LampboxError(f"--eval-every must be at least 1 step (got {config.eval_every})")
+        if self.max_target_tokens < 1:
+            raise LampboxError(f"--max-target-tokens must be at least 1 (got {self.max_target_tokens})")
+        if self.max_length < 1:
+            raise LampboxError(f"--max-length must be at least 1 (got {self.max_length})")
+        if not self.split or not self.dev_split:
+            raise LampboxError("--split and --dev-split cannot be empty")
         get_method(self.method)
 
     @property
@@ -195,9 +209,21 @@ def _train_and_dev(
     if not train:
         raise LampboxError(f"no {task.name} {spec.scheme} {spec.split} question has a gold output to train on")
     dev: list[Any] = []
-    if spec.dev_limit != 0 and store.questions(task.name, spec.scheme, spec.dev_split, limit=1):
+    if spec.dev_limit != 0:
         dev = build(spec.dev_split, spec.dev_limit, True)
     return train, dev
+
+
+def check_splits(spec: TrainSpec, store: Store) -> None:
+    """The dev split evaluated during training exists (unless dev_limit is 0): a typo would
+    otherwise train without any dev evaluation."""
+    if spec.dev_limit == 0 or store.count_questions(spec.task, spec.scheme, spec.dev_split):
+        return
+    stored = sorted({d.split for d in store.datasets() if (d.task, d.scheme) == (spec.task, spec.scheme)})
+    raise LampboxError(
+        f"no {spec.task} {spec.scheme} {spec.dev_split!r} questions to evaluate on (stored splits: "
+        f"{', '.join(stored) or 'none'}); name one with --dev-split, or pass --dev-limit 0 to train without a dev set"
+    )
 
 
 def prepare_fid_data(spec: TrainSpec, store: Store) -> PreparedData:
@@ -349,6 +375,7 @@ def _train(
                     "run it with the same settings to resume, or pass --overwrite to start over"
                 )
             shutil.rmtree(work)
+        check_splits(spec, store)
         if overwrite and not spec_file.is_file():
             shutil.rmtree(work, ignore_errors=True)
         data = prepare_data(spec, store)

@@ -163,9 +163,15 @@ def apply_adapter(model: Any, adapter: str) -> Any:
     except ImportError as error:
         raise LampboxError("trained adapters need peft (pip install 'lampbox[torch]')") from error
     try:
+        from safetensors import SafetensorError
+    except ImportError:  # an older safetensors: its errors are the ones below
+        SafetensorError = OSError  # noqa: N806
+    try:
         return PeftModel.from_pretrained(model, adapter).merge_and_unload()
-    except (OSError, ValueError) as error:
-        raise InputFileError(Path(adapter), f"not a LoRA adapter for this model ({error})") from error
+    except (OSError, ValueError, KeyError, RuntimeError, SafetensorError) as error:
+        # A truncated or garbage weights file, a config of another model: one line naming it.
+        reason = " ".join(f"{type(error).__name__}: {error}".split())[:300]
+        raise InputFileError(Path(adapter), f"not a LoRA adapter for this model, or a damaged one ({reason})") from None
 
 
 class _RowStreamer:
