@@ -460,3 +460,12 @@ def test_a_damaged_store_is_one_line_naming_it(how: str, command: list[str], dem
     line = one_line_error(lampbox(*command, "--db", demo_db))
     assert line.startswith(f"Error: {demo_db}: the store file is damaged"), line
     assert "'Backup and restore' in docs/store.md" in line
+
+
+def test_the_fid_backend_refuses_a_lora_model_in_one_line(home: Path) -> None:
+    """Issue 23, found 8: it said the base GGUF was 'not a valid JSON file'."""
+    from lampbox.engine.generation.fid import locate
+
+    fake_model(home, "subject-lora")
+    with pytest.raises(LampboxError, match="'subject-lora' is a LoRA model, not an encoder-decoder.*--backend hf"):
+        locate("subject-lora")
