@@ -344,7 +344,7 @@ def _finish_saved(
         on_note(f"{name} was trained and saved before; registered it from {folder}")
     result = read_info(folder).get("result") or {}
     return artifact, TrainResult(
-        list(artifact.history), result.get("best_metric"), result.get("best_step"), int(result.get("steps", 0)),
+        [dict(entry) for entry in artifact.history], result.get("best_metric"), result.get("best_step"), int(result.get("steps", 0)),
         int(result.get("train_tokens", 0)), 0.0, result.get("resumed_from"),
     )  # fmt: skip
 

@@ -162,10 +162,8 @@ def apply_adapter(model: Any, adapter: str) -> Any:
         from peft import PeftModel
     except ImportError as error:
         raise LampboxError("trained adapters need peft (pip install 'lampbox[torch]')") from error
-    try:
-        from safetensors import SafetensorError
-    except ImportError:  # an older safetensors: its errors are the ones below
-        SafetensorError = OSError  # noqa: N806
+    from safetensors import SafetensorError  # a truncated or garbage weights file
+
     try:
         return PeftModel.from_pretrained(model, adapter).merge_and_unload()
     except (OSError, ValueError, KeyError, RuntimeError, SafetensorError) as error:
