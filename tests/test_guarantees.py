@@ -246,6 +246,19 @@ def test_a_record_naming_missing_weights_is_one_line(home: Path) -> None:
         resolve_model("torn")
 
 
+def test_links_out_of_the_models_folder_are_reported_never_followed(home: Path, db: Path, tmp_path: Path) -> None:
+    outside = tmp_path / "elsewhere"
+    (outside / "checkpoints").mkdir(parents=True)
+    fake_model(home, "k9")
+    register(db, "k9")
+    (home / "models" / ".k9.training").symlink_to(outside)  # a job folder that leads elsewhere
+    listed = lampbox("models", "list", "--db", db)
+    assert listed.exit_code == 0 and "leads outside" in listed.output
+    assert "leads outside" in one_line_error(lampbox("models", "rm", "k9", "--db", db))
+    assert lampbox("models", "doctor", "--fix", "--db", db).exit_code == 0
+    assert (outside / "checkpoints").is_dir() and (home / "models" / "k9" / "adapter").is_dir()
+
+
 def test_name_checks_never_reach_the_store(home: Path) -> None:
     from lampbox.model_folders import check_model_name, model_path
 

@@ -69,7 +69,7 @@ class Leftover:
     """Something a kill (or a hand-removed folder) left: what it is, and what fixes it."""
 
     name: str
-    problem: str  # unregistered | missing-folder | staged | stale | unfinished | busy
+    problem: str  # unregistered | missing-folder | staged | stale | unfinished | busy | outside
     detail: str
     fixable: bool
 
@@ -104,8 +104,12 @@ def leftovers(store: Store) -> list[Leftover]:
         if holder is not None:
             found.append(Leftover(name, "busy", f"in use by {holder}; left alone", False))
             continue
-        folder, row = model_path(name), rows.get(name)
-        staged, old, training = (work_path(name, suffix) for suffix in ("staging", "old", "training"))
+        try:
+            folder, row = model_path(name), rows.get(name)
+            staged, old, training = (work_path(name, suffix) for suffix in ("staging", "old", "training"))
+        except LampboxError as error:  # a link out of the models folder: reported, never followed
+            found.append(Leftover(name, "outside", str(error), False))
+            continue
         if name in folders and row is None:
             found.append(Leftover(name, "unregistered", f"folder {folder} is not registered in this store", True))
         if row is not None and not Path(row.path).exists() and name not in folders:
@@ -176,6 +180,7 @@ def remove_model(store: Store, name: str) -> list[str]:
     that is a lampbox model folder (or the one its row names); refused while the name is in use."""
     check_model_name(name)
     folder = model_path(name)
+    work = [work_path(name, suffix) for suffix in WORK_SUFFIXES]  # every path checked before any delete
     with hold_name(name, f"models rm {name}"):
         artifact = get_artifact(store, name)
         registered_here = artifact is not None and Path(artifact.path).resolve() == folder.resolve()
@@ -185,8 +190,7 @@ def remove_model(store: Store, name: str) -> list[str]:
                 raise LampboxError(f"{folder} is not a lampbox model folder (no lampbox-model.json); not deleting it")
             shutil.rmtree(folder)
             removed.append(str(folder))
-        for suffix in WORK_SUFFIXES:
-            path = work_path(name, suffix)
+        for path in work:
             if path.is_dir() and not path.is_symlink():
                 shutil.rmtree(path)
                 removed.append(str(path))
