@@ -8,13 +8,20 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import re
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
 from lampbox.errors import InputFileError, LampboxError, UnknownNameError
+from lampbox.model_folders import (
+    TRAINED_INFO,
+    TRAINED_NAME,
+    model_names,
+    model_path,
+    models_dir,
+    read_info,
+)
 
 try:
     import tomllib
@@ -282,44 +289,43 @@ def _looks_like_hub_id(name: str) -> bool:
     return len(parts) == 2 and all(parts) and not name.startswith((".", "~"))
 
 
-TRAINED_INFO = "lampbox-model.json"
-TRAINED_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
-
-
 def trained_models_dir() -> Path:
     """Where `lampbox train` keeps trained models: one folder per name."""
-    from lampbox.paths import data_home
-
-    return data_home() / "models"
+    return models_dir()
 
 
 def trained_model_folder(name: str) -> Path | None:
-    """The folder of a trained model called `name`, if there is one."""
+    """The folder of a trained model called `name`, if there is one (inside the models folder)."""
     if not TRAINED_NAME.match(name):
         return None
-    folder = trained_models_dir() / name
+    try:
+        folder = model_path(name)
+    except LampboxError:
+        return None  # a link leading out of the models folder is not a trained model
     return folder if (folder / TRAINED_INFO).is_file() else None
 
 
 def _resolve_trained(name: str, folder: Path) -> ResolvedModel:
     """A trained model: full weights in model/, or a LoRA adapter on its base model."""
-    import json
-
     info_path = folder / TRAINED_INFO
-    try:
-        info = json.loads(info_path.read_text(encoding="utf-8"))
-        kind = info["kind"]
-    except (ValueError, KeyError) as error:
-        raise InputFileError(info_path, f"not a lampbox trained-model record ({error})") from error
-    if kind == "full":
-        return ResolvedModel(name, "hf", str(folder / "model"), info.get("chat"), trained=info)
-    if kind != "lora":
+    info = read_info(folder)
+    kind = info["kind"]
+    if kind not in ("full", "lora"):
         raise InputFileError(info_path, f"unknown trained-model kind {kind!r}")
+    weights = folder / ("model" if kind == "full" else "adapter")
+    if not weights.is_dir():
+        raise InputFileError(
+            info_path, f"names a {kind} model but {weights.name}/ is missing; retrain it or `lampbox models rm {folder.name}`"
+        )
+    if kind == "full":
+        return ResolvedModel(name, "hf", str(weights), info.get("chat"), trained=info)
+    if "base" not in info:
+        raise InputFileError(info_path, "a LoRA model record without its 'base' model")
     base = resolve_model(str(info["base"]))
     chat = info.get("chat", base.chat)
     return ResolvedModel(
         name, base.format, base.location, chat, base.is_hub_id, base.entry,
-        adapter=str(folder / "adapter"), trained=info,
+        adapter=str(weights), trained=info,
     )  # fmt: skip
 
 
@@ -355,7 +361,4 @@ def resolve_model(name: str | None = None) -> ResolvedModel:
 
 
 def _trained_names() -> list[str]:
-    folder = trained_models_dir()
-    if not folder.is_dir():
-        return []
-    return sorted(p.name for p in folder.iterdir() if (p / TRAINED_INFO).is_file())
+    return model_names()

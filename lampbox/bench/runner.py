@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable, Iterable, Sequence
+from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,11 +23,12 @@ from lampbox.engine.defaults import (
     default_model,
 )
 from lampbox.engine.generation.base import GenerationParams
+from lampbox.engine.generation.common import GenerationCancelled
 from lampbox.engine.generation.labels import DEFAULT_DECODING
 from lampbox.engine.generation.pool import GeneratorPool
 from lampbox.engine.stats import paired_randomization_test
 from lampbox.engine.tasks import TaskSpec
-from lampbox.lab.pipeline import check_run_decoding, run
+from lampbox.lab.pipeline import RunCancelled, check_run_decoding, run
 from lampbox.lab.specs import RunProgress, RunRecord, RunSpec, run_key
 from lampbox.store import runs as run_store
 from lampbox.store.core import Store
@@ -191,17 +193,27 @@ def run_bench(
     store.idle()
     pool = generators or GeneratorPool()
     records: list[tuple[RunRecord, str]] = []
-    for index, (spec, role) in enumerate(grid):
-        record = run(
-            spec,
-            store,
-            generators=pool,
-            predictions_dir=predictions_dir,
-            on_progress=(lambda progress, i=index: on_progress(progress, i, len(grid))) if on_progress else None,
-            should_cancel=should_cancel,
-            batch_size=batch_size,
-        )
-        records.append((record, role))
+    try:
+        for index, (spec, role) in enumerate(grid):
+            record = run(
+                spec,
+                store,
+                generators=pool,
+                predictions_dir=predictions_dir,
+                on_progress=(lambda progress, i=index: on_progress(progress, i, len(grid))) if on_progress else None,
+                should_cancel=should_cancel,
+                batch_size=batch_size,
+            )
+            records.append((record, role))
+    except BaseException as error:
+        # A bench that stops is recorded as stopped, so no reader waits for its other runs.
+        cancelled = isinstance(error, (RunCancelled, GenerationCancelled, KeyboardInterrupt))
+        with suppress(Exception):
+            run_store.end_bench(store, key, "cancelled" if cancelled else "failed", str(error) or type(error).__name__)
+            store.idle()
+        raise
+    run_store.end_bench(store, key, "finished")
+    store.idle()
     return BenchResult(key, bench, task, compare(task, records))
 
 

@@ -51,6 +51,14 @@ def reports_errors(function: F) -> F:
             return function(*args, **kwargs)
         except LampboxError as error:
             raise CommandError(str(error), getattr(error, "exit_code", 1)) from None
+        except Exception as error:
+            duckdb = sys.modules.get("duckdb")  # a DuckDB error mid-command: a damaged store file
+            if duckdb is None or not isinstance(error, duckdb.Error):
+                raise
+            from lampbox.paths import default_db_path
+            from lampbox.store.core import store_error
+
+            raise CommandError(str(store_error(kwargs.get("db_path") or default_db_path(), error, "store error"))) from None
 
     return wrapper  # type: ignore[return-value]
 
@@ -59,11 +67,15 @@ WRITER_WAIT_S = 120.0  # a long job waits this long for readers before it gives 
 
 
 def open_store(
-    db_path: Path | None, read_only: bool = False, hold_lock: bool = True, wait_s: float | None = None
+    db_path: Path | None,
+    read_only: bool = False,
+    hold_lock: bool = True,
+    wait_s: float | None = None,
+    purpose: str = "lampbox",
 ) -> Any:
     from lampbox.store import Store
 
-    return Store(db_path, read_only=read_only, hold_lock=hold_lock, wait_s=wait_s)
+    return Store(db_path, read_only=read_only, hold_lock=hold_lock, wait_s=wait_s, purpose=purpose)
 
 
 def open_store_for_reading(db_path: Path | None, upgradable: bool = False) -> Any:

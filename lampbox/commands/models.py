@@ -1,8 +1,7 @@
-"""`lampbox models`: the trained models in the store (list, show with curves, remove)."""
+"""`lampbox models`: the trained models in the store (list, show with curves, remove, doctor)."""
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +19,7 @@ from lampbox.commands.common import (
 
 @click.group("models")
 def models() -> None:
-    """Trained models (from `lampbox train`): list, show, rm."""
+    """Trained models (from `lampbox train`): list, show, rm, doctor."""
 
 
 def _to_json(artifact: Any) -> dict[str, Any]:
@@ -42,9 +41,12 @@ def list_models(task: str | None, db_path: Path | None, as_json: bool) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    from lampbox.lab.registry import leftovers
     from lampbox.store.artifacts import list_artifacts
 
-    artifacts = list_artifacts(open_store_for_reading(db_path), task)
+    with open_store_for_reading(db_path) as store:
+        artifacts = list_artifacts(store, task)
+        _report_leftovers(leftovers(store))
     if as_json:
         print_json([_to_json(a) for a in artifacts])
         return
@@ -69,9 +71,12 @@ def list_models(task: str | None, db_path: Path | None, as_json: bool) -> None:
 def show_model(name: str, width: int, db_path: Path | None, as_json: bool) -> None:
     """A trained model: how it was made, and its loss and dev-metric curves."""
     from lampbox.errors import LampboxError
+    from lampbox.model_folders import check_model_name
     from lampbox.store.artifacts import get_artifact
 
-    artifact = get_artifact(open_store_for_reading(db_path), name)
+    check_model_name(name)
+    with open_store_for_reading(db_path) as store:
+        artifact = get_artifact(store, name)
     if artifact is None:
         raise LampboxError(f"no trained model named {name!r} (see `lampbox models list`)")
     if as_json:
@@ -110,17 +115,48 @@ def _plot(title: str, xs: list[Any], ys: list[float], width: int) -> str:
 @db_option
 @reports_errors
 def remove_model(name: str, db_path: Path | None) -> None:
-    """Delete a trained model: its folder and its registration."""
-    from lampbox.errors import LampboxError
-    from lampbox.models import trained_models_dir
-    from lampbox.store.artifacts import delete_artifact, get_artifact
+    """Delete a trained model: its folder, its unfinished job and its registration.
 
-    store = open_store(db_path)
-    artifact = get_artifact(store, name)
-    folder = Path(artifact.path) if artifact is not None else trained_models_dir() / name
-    if artifact is None and not folder.is_dir():
-        raise LampboxError(f"no trained model named {name!r} (see `lampbox models list`)")
-    if folder.is_dir():
-        shutil.rmtree(folder)
-    delete_artifact(store, name)
-    click.echo(f"removed {name} ({folder})")
+    Only a trained model's name (as `lampbox train --name` takes it) and only a lampbox model
+    folder inside the models folder; refused while a job of that name runs."""
+    from lampbox.lab import registry
+    from lampbox.model_folders import check_model_name
+
+    check_model_name(name)  # before the store is opened: a path or '..' is refused at once
+    with open_store(db_path, purpose=f"models rm {name}") as store:
+        removed = registry.remove_model(store, name)
+    click.echo(f"removed {name}: " + ", ".join(removed))
+
+
+@models.command("doctor")
+@click.option("--fix", is_flag=True, help="Repair what can be repaired (register folders, drop rows whose folder is gone, remove stale saves).")
+@db_option
+@reports_errors
+def doctor(fix: bool, db_path: Path | None) -> None:
+    """Check that the models folder and the store's registrations agree (after a kill, a
+    folder removed by hand, another store), and with --fix repair them."""
+    from lampbox.lab.registry import leftovers, repair
+
+    with open_store(db_path, purpose="models doctor") if fix else open_store_for_reading(db_path) as store:
+        found = leftovers(store)
+        if not found:
+            click.echo("models folder and store agree")
+            return
+        for leftover in found:
+            if fix and leftover.fixable:
+                click.echo(f"{leftover.name}: {repair(store, leftover)}")
+            else:
+                click.echo(leftover.line)
+    if not fix and any(leftover.fixable for leftover in found):
+        click.echo("run `lampbox models doctor --fix` to repair the fixable ones", err=True)
+
+
+def _report_leftovers(found: list[Any]) -> None:
+    """One stderr line per leftover, and how to repair them (models list)."""
+    from lampbox.lab.registry import Leftover
+
+    shown = [leftover for leftover in found if isinstance(leftover, Leftover) and leftover.problem != "busy"]
+    for leftover in shown:
+        click.echo(f"warning: {leftover.line}", err=True)
+    if any(leftover.fixable for leftover in shown):
+        click.echo("warning: `lampbox models doctor --fix` repairs these", err=True)

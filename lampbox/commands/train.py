@@ -9,7 +9,14 @@ from typing import Any
 
 import click
 
-from lampbox.commands.common import db_option, json_option, open_store, print_json, reports_errors
+from lampbox.commands.common import (
+    WRITER_WAIT_S,
+    db_option,
+    json_option,
+    open_store,
+    print_json,
+    reports_errors,
+)
 from lampbox.engine.defaults import DEFAULT_MAX_LENGTH
 
 
@@ -120,7 +127,8 @@ def _train(
     if epochs <= 0 or (max_steps is not None and max_steps < 1):
         raise LampboxError("--epochs must be positive and --max-steps at least 1")
     main = is_main_process()
-    store = open_store(db_path) if main else None
+    # The store is given back between its reads at the start and the registration at the end.
+    store = open_store(db_path, hold_lock=False, wait_s=WRITER_WAIT_S, purpose=f"train {name}") if main else None
     task = store.task(task_name) if store is not None else None
     resolved_scheme = store.resolve_scheme(task.name, split, scheme) if store is not None and task else (scheme or "user")
     config = TrainConfig(

@@ -34,13 +34,18 @@ from lampbox.engine.training.trainer import (
 )
 from lampbox.errors import LampboxError
 from lampbox.lab.ranking import rank_stored
-from lampbox.models import (
+from lampbox.lab.registry import artifact_from_folder, register_folder
+from lampbox.model_folders import (
     TRAINED_INFO,
-    TRAINED_NAME,
-    load_manifest,
-    resolve_model,
-    trained_models_dir,
+    WORK_SUFFIXES,
+    check_model_name,
+    hold_name,
+    is_model_folder,
+    model_path,
+    read_info,
+    work_path,
 )
+from lampbox.models import load_manifest, resolve_model
 from lampbox.store.artifacts import Artifact, get_artifact, save_artifact
 from lampbox.store.core import Store
 
@@ -64,14 +69,28 @@ class TrainSpec:
     config: TrainConfig = field(default_factory=TrainConfig)
 
     def __post_init__(self) -> None:
+        """Every setting checked here, before a job touches the store or the models folder."""
         if self.k < 0:
             raise LampboxError("k cannot be negative")
         for name in ("limit", "dev_limit"):
             value = getattr(self, name)
             if value is not None and value < 0:
                 raise LampboxError(f"{name} cannot be negative")
-        if self.config.batch_size < 1 or self.config.grad_accum < 1:
+        config = self.config
+        if config.batch_size < 1 or config.grad_accum < 1:
             raise LampboxError("batch size and gradient accumulation must be at least 1")
+        if not config.lr > 0:  # also refuses NaN
+            raise LampboxError(f"--lr must be greater than 0 (got {config.lr:g})")
+        if not config.epochs > 0 or (config.max_steps is not None and config.max_steps < 1):
+            raise LampboxError("--epochs must be positive and --max-steps at least 1")
+        if config.eval_every is not None and config.eval_every < 1:
+            raise LampboxError(f"--eval-every must be at least 1 step (got {config.eval_every})")
+        if self.max_target_tokens < 1:
+            raise LampboxError(f"--max-target-tokens must be at least 1 (got {self.max_target_tokens})")
+        if self.max_length < 1:
+            raise LampboxError(f"--max-length must be at least 1 (got {self.max_length})")
+        if not self.split or not self.dev_split:
+            raise LampboxError("--split and --dev-split cannot be empty")
         get_method(self.method)
 
     @property
@@ -138,11 +157,10 @@ class _TokenizerView:
 
 def check_name(name: str, overwrite: bool, store: Store | None = None) -> Path:
     """The folder a trained model of this name goes to; a clear error when it cannot."""
-    if not TRAINED_NAME.match(name):
-        raise LampboxError(f"model name {name!r}: use letters, digits, '.', '_' and '-' (at most 100)")
+    check_model_name(name)
     if name in load_manifest()[0]:
         raise LampboxError(f"{name!r} is a model of the manifest; choose another name")
-    target = trained_models_dir() / name
+    target = model_path(name)
     taken = target.exists() or (store is not None and get_artifact(store, name) is not None)
     if taken and not overwrite:
         raise LampboxError(f"a trained model named {name!r} exists; choose another name or pass --overwrite")
@@ -191,9 +209,21 @@ def _train_and_dev(
     if not train:
         raise LampboxError(f"no {task.name} {spec.scheme} {spec.split} question has a gold output to train on")
     dev: list[Any] = []
-    if spec.dev_limit != 0 and store.questions(task.name, spec.scheme, spec.dev_split, limit=1):
+    if spec.dev_limit != 0:
         dev = build(spec.dev_split, spec.dev_limit, True)
     return train, dev
+
+
+def check_splits(spec: TrainSpec, store: Store) -> None:
+    """The dev split evaluated during training exists (unless dev_limit is 0): a typo would
+    otherwise train without any dev evaluation."""
+    if spec.dev_limit == 0 or store.count_questions(spec.task, spec.scheme, spec.dev_split):
+        return
+    stored = sorted({d.split for d in store.datasets() if (d.task, d.scheme) == (spec.task, spec.scheme)})
+    raise LampboxError(
+        f"no {spec.task} {spec.scheme} {spec.dev_split!r} questions to evaluate on (stored splits: "
+        f"{', '.join(stored) or 'none'}); name one with --dev-split, or pass --dev-limit 0 to train without a dev set"
+    )
 
 
 def prepare_fid_data(spec: TrainSpec, store: Store) -> PreparedData:
@@ -270,18 +300,74 @@ def train_model(
     on_note: Callable[[str], None] | None = None,
 ) -> tuple[Artifact | None, TrainResult]:
     """Train, save and register a model called `name` (rank 0 returns its Artifact; other
-    ranks, which get store=None, return None)."""
+    ranks, which get store=None, return None).
+
+    Rank 0 holds the name's lock (models/.NAME.lock) from the first check to the registration,
+    so a second job of that name, its --overwrite or `models rm NAME` is refused meanwhile. It
+    uses the store at the start (questions, rankings) and at the end (the registration) only:
+    a store opened with hold_lock=False is given back to other processes while it trains."""
+    check_model_name(name)
+    if not is_main_process():
+        folder = model_path(name)
+        if not overwrite and is_model_folder(folder) and read_info(folder).get("spec") == spec.to_json():
+            return None, TrainResult([], None, None, 0, 0, 0.0, None)  # rank 0 finishes its registration
+        return _train(spec, None, name, overwrite, on_progress, should_stop, on_note)
+    if store is None:
+        raise LampboxError("the main process needs the store")
+    with hold_name(name, f"train {name}"):
+        finished = _finish_saved(spec, store, name, overwrite, on_note)
+        if finished is not None:
+            return finished
+        return _train(spec, store, name, overwrite, on_progress, should_stop, on_note)
+
+
+def _finish_saved(
+    spec: TrainSpec, store: Store, name: str, overwrite: bool, on_note: Callable[[str], None] | None
+) -> tuple[Artifact, TrainResult] | None:
+    """A job of the same spec killed after its save: finish the registration and clean up
+    (None when there is nothing to finish)."""
+    if overwrite:
+        return None
+    folder, staged = model_path(name), work_path(name, "staging")
+    wanted = spec.to_json()
+    if not folder.exists() and is_model_folder(staged) and read_info(staged).get("spec") == wanted:
+        staged.replace(folder)  # killed between moving the old model aside and this rename
+    if not is_model_folder(folder) or read_info(folder).get("spec") != wanted:
+        return None
+    row = get_artifact(store, name)
+    if row is not None and not work_path(name, "training").exists():
+        return None  # a finished job run again: check_name says the name is taken
+    artifact = register_folder(store, name) if row is None else row
+    for suffix in WORK_SUFFIXES:
+        shutil.rmtree(work_path(name, suffix), ignore_errors=True)
+    if on_note:
+        on_note(f"{name} was trained and saved before; registered it from {folder}")
+    result = read_info(folder).get("result") or {}
+    return artifact, TrainResult(
+        [dict(entry) for entry in artifact.history], result.get("best_metric"), result.get("best_step"), int(result.get("steps", 0)),
+        int(result.get("train_tokens", 0)), 0.0, result.get("resumed_from"),
+    )  # fmt: skip
+
+
+def _train(
+    spec: TrainSpec,
+    store: Store | None,
+    name: str,
+    overwrite: bool,
+    on_progress: Callable[[TrainProgress], None] | None,
+    should_stop: Callable[[], bool] | None,
+    on_note: Callable[[str], None] | None,
+) -> tuple[Artifact | None, TrainResult]:
     from lampbox.engine.generation.hf import load_hf_tokenizer
     from lampbox.engine.training.trainer import train
 
-    main = is_main_process()
-    work = trained_models_dir() / f".{name}.training"
-    target = check_name(name, overwrite, store if main else None)
+    main = store is not None
+    work = work_path(name, "training")
+    target = check_name(name, overwrite, store)
     data_file = work / "examples.json"
     spec_file = work / "spec.json"
-    if main:
-        if store is None:
-            raise LampboxError("the main process needs the store")
+    if store is not None:
+        store.purpose = f"train {name}, preparing"
         if spec_file.is_file() and json.loads(spec_file.read_text()) != spec.to_json():
             if not overwrite:
                 raise LampboxError(
@@ -289,18 +375,22 @@ def train_model(
                     "run it with the same settings to resume, or pass --overwrite to start over"
                 )
             shutil.rmtree(work)
+        check_splits(spec, store)
         if overwrite and not spec_file.is_file():
             shutil.rmtree(work, ignore_errors=True)
         data = prepare_data(spec, store)
+        task = store.task(spec.task)
         work.mkdir(parents=True, exist_ok=True)
         _write_json(data_file, data.to_json())
-        _write_json(work / "task.json", store.task(spec.task).to_json())
+        _write_json(work / "task.json", task.to_json())
         _write_json(spec_file, spec.to_json())
+        store.idle()  # read what it needs: other processes may use the store while it trains
         if on_note and any(p.name.startswith("checkpoint-") for p in (work / "checkpoints").glob("checkpoint-*")):
             on_note(f"resuming from the checkpoints in {work / 'checkpoints'}")
     _barrier()
     if not main:
         data = PreparedData.from_json(json.loads(data_file.read_text()))
+        task = TaskSpec.from_stored(json.loads((work / "task.json").read_text()))
     if data.architecture == "fid":
         from transformers import AutoTokenizer
 
@@ -309,17 +399,25 @@ def train_model(
         tokenizer = load_hf_tokenizer(resolve_model(spec.model)).hf_tokenizer
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
-    task = store.task(spec.task) if store is not None else TaskSpec.from_stored(json.loads((work / "task.json").read_text()))
+
+    def progress(event: TrainProgress) -> None:
+        if store is not None:  # a busy message names the job and how far it got
+            store.purpose = f"train {name}, step {event.step}/{event.max_steps}"
+        if on_progress:
+            on_progress(event)
+
     model, result = train(
         data.model_source, tokenizer, task, data.train, data.dev, spec.config, work,
-        architecture=data.architecture, on_progress=on_progress, should_stop=should_stop,
+        architecture=data.architecture, on_progress=progress, should_stop=should_stop,
     )  # fmt: skip
-    if not main:
+    if store is None:
         return None, result
-    assert store is not None
-    artifact = _save(spec, name, target, work, model, tokenizer, data, result)
+    store.purpose = f"train {name}, registering (step {result.steps}/{result.steps})"
+    artifact = _save(spec, name, target, model, tokenizer, data, result)
     save_artifact(store, artifact)
-    shutil.rmtree(work, ignore_errors=True)
+    store.idle()
+    for suffix in WORK_SUFFIXES:
+        shutil.rmtree(work_path(name, suffix), ignore_errors=True)
     return artifact, result
 
 
@@ -336,25 +434,35 @@ def _barrier() -> None:
     dist.barrier()
 
 
-def _write_json(path: Path, data: Any) -> None:
+def _write_json(path: Path, data: Any, indent: int | None = None) -> None:
     partial = path.with_name(path.name + ".partial")
-    partial.write_text(json.dumps(data), encoding="utf-8")
+    partial.write_text(json.dumps(data, indent=indent), encoding="utf-8")
     partial.replace(path)
 
 
 def _save(
-    spec: TrainSpec, name: str, target: Path, work: Path, model: Any, tokenizer: Any, data: PreparedData, result: TrainResult
+    spec: TrainSpec, name: str, target: Path, model: Any, tokenizer: Any, data: PreparedData, result: TrainResult
 ) -> Artifact:
-    """Write the model folder atomically (staging folder, then one rename) and describe it."""
+    """Write the model folder atomically (staging folder, then one rename) and describe it.
+
+    Its lampbox-model.json, written last, holds everything its store row holds (history, dev
+    metrics), so a kill before the registration is repaired from the folder alone."""
     from lampbox.engine.fingerprint import folder_sha256
 
     kind = "lora" if spec.config.lora is not None else "full"
-    staging = target.with_name(f".{name}.staging")
+    staging = work_path(name, "staging")
     shutil.rmtree(staging, ignore_errors=True)
+    evals = [entry for entry in result.history if any(key.startswith("eval_") for key in entry)]
+    best = next((e for e in evals if e.get("step") == result.best_step), evals[-1] if evals else {})
+    metrics = {k[5:]: v for k, v in best.items() if k.startswith("eval_") and isinstance(v, (int, float))}
     info = {
         "name": name, "kind": kind, "method": spec.method, "task": spec.task, "base": spec.model,
         "base_fingerprint": data.base_fingerprint, "chat": data.chat, "architecture": data.architecture,
-        "spec": spec.to_json(),
+        "spec": spec.to_json(), "history": result.history, "metrics": metrics,
+        "result": {
+            "best_metric": result.best_metric, "best_step": result.best_step, "steps": result.steps,
+            "train_tokens": result.train_tokens, "resumed_from": result.resumed_from,
+        },
     }  # fmt: skip
     try:
         staging.mkdir(parents=True)
@@ -363,10 +471,10 @@ def _save(
         else:
             model.save_pretrained(str(staging / "model"))
             tokenizer.save_pretrained(str(staging / "model"))
-        (staging / TRAINED_INFO).write_text(json.dumps(info, indent=2), encoding="utf-8")
+        _write_json(staging / TRAINED_INFO, info, indent=2)
         content = folder_sha256(staging)
         if target.exists():
-            old = target.with_name(f".{name}.old")
+            old = work_path(name, "old")
             shutil.rmtree(old, ignore_errors=True)
             target.replace(old)
             staging.replace(target)
@@ -376,13 +484,7 @@ def _save(
     except OSError as error:
         shutil.rmtree(staging, ignore_errors=True)
         raise LampboxError(f"could not save the trained model to {target}: {error}") from error
-    evals = [entry for entry in result.history if any(key.startswith("eval_") for key in entry)]
-    best = next((e for e in evals if e.get("step") == result.best_step), evals[-1] if evals else {})
-    metrics = {k[5:]: v for k, v in best.items() if k.startswith("eval_") and isinstance(v, (int, float))}
-    return Artifact(
-        name, kind, spec.method, spec.task, spec.model, data.base_fingerprint, spec.to_json(), result.history,
-        metrics, str(target), content, None,
-    )  # fmt: skip
+    return artifact_from_folder(target, content)
 
 
 def lora_settings(r: int, alpha: int, dropout: float, targets: str) -> LoraSettings:

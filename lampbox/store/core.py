@@ -75,6 +75,26 @@ def check_duckdb_file(path: Path) -> None:
     raise InputFileError(path, f"{what}; refusing to use it as the store (name a new file or an existing store)")
 
 
+BACKUP_HELP = "see 'Backup and restore' in docs/store.md"
+# Words of DuckDB's errors about a damaged file (a bad checksum, a truncated file).
+_DAMAGED = ("corrupt", "checksum", "could not read enough bytes", "truncated", "invalid block", "serialization")
+
+
+def is_lock_error(message: str) -> bool:
+    """Whether a DuckDB IOException says another process holds the file's lock."""
+    lowered = message.lower()
+    return "conflicting lock" in lowered or "could not set lock" in lowered
+
+
+def store_error(path: Path, error: BaseException, what: str = "cannot open the store") -> LampboxError:
+    """One line for a DuckDB error on the store file: a damaged file names itself and says
+    where backup and restore are explained."""
+    text = " ".join(str(error).split())[:300]
+    if any(word in text.lower() for word in _DAMAGED) or isinstance(error, duckdb.SerializationException):
+        return LampboxError(f"{path}: the store file is damaged ({text}); restore a copy or start anew: {BACKUP_HELP}")
+    return LampboxError(f"{path}: {what} ({text})")
+
+
 LOCK_WAIT_S = 10.0  # how long opening waits for another process's lock before saying who has it
 
 
@@ -173,10 +193,8 @@ class Store:
                     connection = duckdb.connect(str(self.path), read_only=self.read_only)
                     break
                 except duckdb.IOException as error:
-                    if "lock" not in str(error).lower():
-                        raise LampboxError(
-                            f"{self.path}: cannot open the store ({error})"
-                        ) from None
+                    if not is_lock_error(str(error)):  # "Corrupt ... in block ..." is not a lock
+                        raise store_error(self.path, error) from None
                     if time.monotonic() + pause > deadline:
                         raise StoreBusy(busy_message(self.path, str(error), self.wait_s)) from None
                     if self.on_wait is not None and holder is None:
@@ -187,7 +205,7 @@ class Store:
                     if self._closed:  # closed by another thread (the TUI quitting) meanwhile
                         raise LampboxError(f"{self.path}: the store was closed") from None
                 except duckdb.Error as error:
-                    raise LampboxError(f"{self.path}: not a lampbox store ({error})") from None
+                    raise store_error(self.path, error, "not a lampbox store") from None
         finally:
             if holder is not None and self.on_wait is not None:
                 self.on_wait(None)

@@ -344,3 +344,11 @@ def m008_run_kinds(connection: duckdb.DuckDBPyConnection) -> None:
     one question saved from the TUI: never benchmark data)."""
     connection.execute("ALTER TABLE runs ADD COLUMN kind VARCHAR DEFAULT 'run'")
     connection.execute("UPDATE runs SET kind = 'run' WHERE kind IS NULL")
+
+
+@migration
+def m009_bench_status(connection: duckdb.DuckDBPyConnection) -> None:
+    """Whether a bench is running, finished, failed or cancelled (and why it stopped), so a
+    bench that stopped on an error is not shown running forever; NULL for benches made before."""
+    connection.execute("ALTER TABLE benches ADD COLUMN status VARCHAR")
+    connection.execute("ALTER TABLE benches ADD COLUMN error VARCHAR")

@@ -259,7 +259,7 @@ def save_bench(store: Store, bench_key: str, spec: Mapping[str, Any], run_keys: 
         cursor.execute("DELETE FROM bench_runs WHERE bench_key = ?", [bench_key])
         cursor.execute("DELETE FROM benches WHERE bench_key = ?", [bench_key])
         cursor.execute(
-            "INSERT INTO benches (bench_key, task, scheme, split, spec) VALUES (?, ?, ?, ?, ?)",
+            "INSERT INTO benches (bench_key, task, scheme, split, spec, status) VALUES (?, ?, ?, ?, ?, 'running')",
             [bench_key, spec["task"], spec["scheme"], spec["split"], json.dumps(spec)],
         )
         for position, (run_key, role) in enumerate(run_keys):
@@ -267,6 +267,18 @@ def save_bench(store: Store, bench_key: str, spec: Mapping[str, Any], run_keys: 
                 "INSERT INTO bench_runs (bench_key, run_key, position, role) VALUES (?, ?, ?, ?)",
                 [bench_key, run_key, position, role],
             )
+
+
+def end_bench(store: Store, bench_key: str, status: str, error: str | None = None) -> None:
+    """Record how a bench ended: finished, failed or cancelled (with the error that stopped it)."""
+    store.writable()
+    store.cursor().execute("UPDATE benches SET status = ?, error = ? WHERE bench_key = ?", [status, error, bench_key])
+
+
+def bench_status(store: Store, bench_key: str) -> tuple[str | None, str | None]:
+    """(status, error) of a bench: status None for a bench recorded before statuses were."""
+    row = store.cursor().execute("SELECT status, error FROM benches WHERE bench_key = ?", [bench_key]).fetchone()
+    return (None, None) if row is None else (row[0], row[1])
 
 
 def list_benches(store: Store) -> list[tuple[str, dict[str, Any], Any]]:

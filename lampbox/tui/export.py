@@ -70,6 +70,18 @@ def format_of(path: str | Path) -> str | None:
     return suffix if suffix in FORMATS else None
 
 
+def chosen_format(path: Path, file_format: str, formats: tuple[str, ...] = FORMATS) -> str:
+    """The format to write `path` in: the one its extension names, else `file_format`. Where
+    there is a choice of formats, an extension lampbox does not write (out.xlsx) is a
+    LampboxError rather than a CSV file under that name."""
+    suffix = path.suffix.lower().lstrip(".")
+    if suffix in formats:
+        return suffix
+    if suffix and len(formats) > 1:
+        raise LampboxError(f".{suffix} is not a format lampbox writes: end the name with .{', .'.join(formats)}")
+    return file_format
+
+
 def check_path(text: str) -> Path:
     """The file an export may write to, or a LampboxError saying in one line why not."""
     if not text.strip():

@@ -37,16 +37,27 @@ class BenchSummary:
     created: Any
     running: int = 0
     started: int | None = None  # configurations started (None: all of them)
+    status: str | None = None  # running | finished | failed | cancelled (None: not recorded)
+    error: str | None = None  # what stopped a failed or cancelled bench
 
     @property
     def in_progress(self) -> bool:
         """A run is running, or a configuration has yet to start (between two runs of a
-        running bench nothing is running for a moment)."""
+        running bench nothing is running for a moment); never once the bench has ended."""
+        if self.status not in (None, "running"):
+            return False
         return self.running > 0 or (self.started is not None and self.started < self.runs)
 
     @property
     def label(self) -> str:
         return f"{self.task} · {self.scheme} · {self.split}"
+
+    @property
+    def state_text(self) -> str:
+        """' · running', ' · failed' or ' · cancelled' as the bench list shows it ('' when done)."""
+        if self.in_progress:
+            return " · running"
+        return f" · {self.status}" if self.status in ("failed", "cancelled") else ""
 
 
 @dataclass(frozen=True)
@@ -107,8 +118,9 @@ def list_benches(store: Store) -> list[BenchSummary]:
         running = sum(1 for run, _ in runs if run.status == "running")
         size = max(run_store.bench_size(store, key), len(runs))  # started or not
         dataset = (spec["task"], spec["scheme"], spec["split"])
+        status, error = run_store.bench_status(store, key)
         summaries.append(
-            BenchSummary(key, *dataset, size, finished, created, running, started=len(runs))
+            BenchSummary(key, *dataset, size, finished, created, running, started=len(runs), status=status, error=error)
         )
     return summaries
 

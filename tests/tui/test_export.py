@@ -384,3 +384,14 @@ async def test_copy_and_save_a_prompt(bench_store, settle, tmp_path, monkeypatch
         await settle(pilot)
         assert target.read_text(encoding="utf-8") == pane.prepared.prompt.text
         assert any(str(target) in notification.message for notification in app._notifications)
+
+
+def test_an_extension_lampbox_does_not_write_is_refused_not_written_as_csv(tmp_path: Path) -> None:
+    """Issue 23, found 8: out.xlsx was written as CSV under that name."""
+    from lampbox.tui.export import chosen_format
+
+    with pytest.raises(LampboxError, match=r"\.xlsx is not a format lampbox writes: end the name with \.csv, \.parquet, \.json"):
+        chosen_format(tmp_path / "out.xlsx", "csv")
+    assert chosen_format(tmp_path / "out.JSON", "csv") == "json"
+    assert chosen_format(tmp_path / "out", "parquet") == "parquet"
+    assert chosen_format(tmp_path / "prompt.md", "txt", ("txt",)) == "txt"  # a prompt is text, any name

@@ -59,3 +59,22 @@ async def test_every_screen_footer_fits_at_120_columns(bench_store, settle) -> N
         "FailuresScreen",
     }
     assert seen == {name: [] for name in seen}
+
+
+async def test_the_question_text_keeps_room_at_60_by_20(bench_store, settle) -> None:  # type: ignore[no-untyped-def]
+    """Issue 23, found 8: at 60x20 the profile table (66 columns wide) took the whole width
+    and the question's text had none."""
+    from textual.widgets import Static
+
+    from lampbox.tui.screens.question import QuestionScreen
+
+    app = create_app(store=bench_store)
+    async with app.run_test(size=(60, 20)) as pilot:
+        await settle(pilot)
+        await pilot.press("enter", "enter")  # the first user, their first question
+        await settle(pilot)
+        screen = app.screen
+        assert isinstance(screen, QuestionScreen) and screen.question is not None
+        text = screen.query_one("#question-input", Static)
+        assert text.region.width >= 20 and text.region.height >= 1  # on screen, wide enough to read
+        assert str(text.render()).startswith("Question")

@@ -151,3 +151,46 @@ def test_a_bench_between_two_runs_is_still_in_progress(bench_store) -> None:  # 
     (between,) = runs.list_benches(bench_store)
     assert between.running == 0 and between.started == len(grid) < between.runs
     assert between.in_progress
+
+
+def _failed_bench(db):  # type: ignore[no-untyped-def]
+    """Run a bench that stops on an error in its first run (method fid on llama.cpp, a
+    backend without passages: issue 23, found 7); returns the error's text."""
+    import pytest
+
+    from lampbox.bench.runner import BenchSpec, run_bench
+    from lampbox.errors import LampboxError
+    from lampbox.store import Store
+
+    bench = BenchSpec("LaMP_7", "demo", "dev", retrievers=("bm25",), ks=(1,), backends=("llamacpp",), method="fid", limit=2)
+    with Store(db) as store, pytest.raises(LampboxError, match="backend that takes passages") as raised:
+        run_bench(bench, store)
+    return str(raised.value)
+
+
+def test_a_bench_that_stops_on_an_error_is_recorded_failed(demo_db) -> None:  # type: ignore[no-untyped-def]
+    from lampbox.store import Store
+    from lampbox.tui import runs
+
+    error = _failed_bench(demo_db)
+    with Store(demo_db, read_only=True) as store:
+        (summary,) = runs.list_benches(store)
+        (bench_key, _, _), *_ = run_store.list_benches(store)
+        assert run_store.bench_status(store, bench_key) == ("failed", error)
+    assert summary.started is not None and summary.started < summary.runs  # the rest never started
+    assert not summary.in_progress and summary.state_text == " · failed"
+
+
+async def test_the_runs_screen_shows_a_failed_bench_and_does_not_poll_it(demo_db, settle) -> None:  # type: ignore[no-untyped-def]
+    _failed_bench(demo_db)
+    app = create_app(store_path=demo_db)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press("b")
+        await settle(pilot)
+        screen = app.screen
+        assert isinstance(screen, RunsScreen)
+        assert screen.poll_timer is None
+        assert "bench failed: method fid needs a backend that takes passages" in str(
+            screen.query_one("#runs-status", Static).render()
+        )

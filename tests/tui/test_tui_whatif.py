@@ -222,3 +222,30 @@ async def test_save_without_an_edit_says_there_is_nothing_to_save(demo_store, se
         await settle(pilot)
         assert list_whatifs(demo_store) == []
         assert any("Nothing to save" in note.message for note in app._notifications)
+
+
+async def test_a_failed_original_says_so_instead_of_waiting(demo_store, settle, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Issue 23, found 8: a pane whose model fails (a model removed meanwhile) kept
+    "original: waiting…" forever."""
+    from lampbox.errors import LampboxError
+    from lampbox.tui import generation
+
+    def removed(spec, question, store, pool):  # type: ignore[no-untyped-def]
+        raise LampboxError("no trained model named 'gone'")
+
+    monkeypatch.setattr(generation, "prepare", removed)  # the unedited question's prompt
+    app = create_app(store=demo_store, max_new_tokens=8)
+    app.pane_choices = list(PANES)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await _question(app, pilot, settle)
+        bm25 = next(r for r in screen.rankings if r.retriever == "bm25")
+        next(iter(screen.query(".ranking-table").results(DataTable))).focus()
+        await pilot.press("x")
+        assert screen.edit.excluded == (bm25.items[0].item.key,)
+        await pilot.press("g")
+        await settle(pilot)
+        generations = app.screen
+        assert isinstance(generations, GenerationScreen)
+        for pane in generations.panes:
+            shown = _text(pane.query_one(".pane-original", Static))
+            assert "waiting" not in shown and "original: failed (no trained model named 'gone')" in shown

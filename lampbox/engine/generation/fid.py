@@ -22,6 +22,12 @@ def locate(model: str | None) -> tuple[str, bool, str | None]:
     if model in (None, OFFLINE_BASE):
         return str(offline_base_folder()), False, None
     resolved = resolve_model(model)
+    if resolved.adapter is not None or resolved.format != "hf":
+        what = "a LoRA model" if resolved.adapter is not None else "a GGUF model"
+        raise LampboxError(
+            f"{model!r} is {what}, not an encoder-decoder: the fid backend runs FiD models "
+            "(`lampbox train fid`, a T5); run this one with --backend hf or llamacpp"
+        )
     return resolved.location, resolved.is_hub_id, None
 
 

@@ -162,10 +162,14 @@ def apply_adapter(model: Any, adapter: str) -> Any:
         from peft import PeftModel
     except ImportError as error:
         raise LampboxError("trained adapters need peft (pip install 'lampbox[torch]')") from error
+    from safetensors import SafetensorError  # a truncated or garbage weights file
+
     try:
         return PeftModel.from_pretrained(model, adapter).merge_and_unload()
-    except (OSError, ValueError) as error:
-        raise InputFileError(Path(adapter), f"not a LoRA adapter for this model ({error})") from error
+    except (OSError, ValueError, KeyError, RuntimeError, SafetensorError) as error:
+        # A truncated or garbage weights file, a config of another model: one line naming it.
+        reason = " ".join(f"{type(error).__name__}: {error}".split())[:300]
+        raise InputFileError(Path(adapter), f"not a LoRA adapter for this model, or a damaged one ({reason})") from None
 
 
 class _RowStreamer:

@@ -12,7 +12,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Input, RadioButton, RadioSet, Static
 
 from lampbox.errors import LampboxError
-from lampbox.tui.export import FORMATS, check_path, default_path, format_of
+from lampbox.tui.export import FORMATS, check_path, chosen_format, default_path, format_of
 
 
 class ExportDialog(ModalScreen["tuple[str, Path] | None"]):
@@ -67,11 +67,11 @@ class ExportDialog(ModalScreen["tuple[str, Path] | None"]):
         text = self.query_one("#export-path", Input).value
         try:
             path = check_path(text)
+            chosen = chosen_format(path, self.file_format, tuple(self.formats))
         except LampboxError as error:
             self.query_one("#export-error", Static).update(f"Cannot write there: {error}")
             return
-        chosen = format_of(path)
-        self.dismiss((chosen if chosen in self.formats else self.file_format, path))
+        self.dismiss((chosen, path))
 
     @on(Button.Pressed, "#export-cancel")
     def cancel_pressed(self, event: Button.Pressed) -> None:

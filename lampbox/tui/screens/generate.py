@@ -384,6 +384,8 @@ class GenerationScreen(LampboxScreen):
         labels = []
         for index in message.panes:
             pane = self.pane(message.session, index)
+            if pane is not None:
+                pane.original_missing(f"failed ({message.error})")  # it comes from the same model
             if pane is not None and pane.state not in ("done", "cancelled"):
                 pane.set_state("failed", message.error)
                 labels.append(pane.choice.model_label)
@@ -401,6 +403,7 @@ class GenerationScreen(LampboxScreen):
         if self.workers.cancel_group(self, "generate"):
             self.session += 1  # messages the cancelled workers still send are ignored
             for pane in self.panes:
+                pane.original_missing("cancelled (g: generate again)")
                 if pane.state != "done":
                     pane.set_state("cancelled", "cancelled (g: generate again)")
             self.status("generation cancelled")

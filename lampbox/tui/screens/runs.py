@@ -165,7 +165,7 @@ class RunsScreen(LampboxScreen):
             options.add_options(
                 Option(
                     f"{bench.label}\n  {bench.finished}/{bench.runs} runs"
-                    f"{' · running' if bench.in_progress else ''} · {bench.bench_key[:8]}",
+                    f"{bench.state_text} · {bench.bench_key[:8]}",
                     id=bench.bench_key,
                 )
                 for bench in self.benches
@@ -322,7 +322,9 @@ class RunsScreen(LampboxScreen):
             f"({direction} is better) vs no personalization · p: paired randomization test"
         )
         running = [row for row in self.rows if row.status == "running"]
-        if running:
+        if self.bench.status in ("failed", "cancelled"):
+            status = f"bench {self.bench.status}: {self.bench.error or 'no reason recorded'}\n{status}"
+        elif running:
             status = f"{running_text(self.bench, self.rows)}\n{status}"
         self.query_one("#runs-status", Static).update(status)
 

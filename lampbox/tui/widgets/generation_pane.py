@@ -122,6 +122,12 @@ class GenerationPane(Vertical, can_focus=True):
             )  # fmt: skip
         )
 
+    def original_missing(self, reason: str) -> None:
+        """The unedited question's output will not come (its generation failed or was
+        cancelled): say why instead of waiting for it."""
+        if self.with_original and self.original_output is None:
+            self.query_one(".pane-original", Static).update(Text(f"original: {reason}", style="red"))
+
     def set_state(self, state: str, note: str = "") -> None:
         self.state = state
         self.query_one(".pane-status", Static).update(note or state)
