@@ -25,6 +25,7 @@ from lampbox.engine.methods import get_method, selected_items
 from lampbox.engine.retrieval import create_retriever
 from lampbox.engine.tasks import TaskSpec
 from lampbox.engine.training.data import DevExample, SFTExample, encode_dev, encode_examples
+from lampbox.engine.training.objective import TrainingObjective
 from lampbox.engine.training.trainer import (
     LoraSettings,
     TrainConfig,
@@ -310,17 +311,26 @@ def train_model(
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     task = store.task(spec.task) if store is not None else TaskSpec.from_stored(json.loads((work / "task.json").read_text()))
-    model, result = train(
-        data.model_source, tokenizer, task, data.train, data.dev, spec.config, work,
-        architecture=data.architecture, on_progress=on_progress, should_stop=should_stop,
-    )  # fmt: skip
+    objective = training_objective(data, tokenizer, task)
+    model, result = train(objective, spec.config, work, on_progress=on_progress, should_stop=should_stop)
     if not main:
         return None, result
     assert store is not None
-    artifact = _save(spec, name, target, work, model, tokenizer, data, result)
+    artifact = _save(spec, name, target, work, model, objective, data, result)
     save_artifact(store, artifact)
     shutil.rmtree(work, ignore_errors=True)
     return artifact, result
+
+
+def training_objective(data: PreparedData, tokenizer: Any, task: TaskSpec) -> TrainingObjective:
+    """The engine's objective for a job's prepared examples: FiD or IPA fine-tuning."""
+    if data.architecture == "fid":
+        from lampbox.engine.training.fid import FiDObjective
+
+        return FiDObjective(data.model_source, tokenizer, task, data.train, data.dev)
+    from lampbox.engine.training.sft import SFTObjective
+
+    return SFTObjective(data.model_source, tokenizer, task, data.train, data.dev)
 
 
 def _barrier() -> None:
@@ -343,7 +353,8 @@ def _write_json(path: Path, data: Any) -> None:
 
 
 def _save(
-    spec: TrainSpec, name: str, target: Path, work: Path, model: Any, tokenizer: Any, data: PreparedData, result: TrainResult
+    spec: TrainSpec, name: str, target: Path, work: Path, model: Any, objective: TrainingObjective, data: PreparedData,
+    result: TrainResult,
 ) -> Artifact:
     """Write the model folder atomically (staging folder, then one rename) and describe it."""
     from lampbox.engine.fingerprint import folder_sha256
@@ -358,11 +369,7 @@ def _save(
     }  # fmt: skip
     try:
         staging.mkdir(parents=True)
-        if kind == "lora":
-            model.save_pretrained(str(staging / "adapter"))
-        else:
-            model.save_pretrained(str(staging / "model"))
-            tokenizer.save_pretrained(str(staging / "model"))
+        objective.save(model, staging)  # adapter/ (LoRA) or model/ (full, FiD)
         (staging / TRAINED_INFO).write_text(json.dumps(info, indent=2), encoding="utf-8")
         content = folder_sha256(staging)
         if target.exists():
