@@ -303,8 +303,10 @@ def _train(
 
 
 def _unwrap_forward(model: Any) -> None:
-    """Undo the autocast wrapper accelerate puts on the model's forward for mixed precision, so a
-    model trained again (one adapter after another) is not wrapped once more each time."""
+    """Undo what accelerate leaves on a prepared model: the autocast wrapper of its forward
+    (mixed precision) and the mark that it was prepared. A model trained again (one adapter
+    after another) is then prepared afresh, with one wrapper, as the first time."""
+    model.__dict__.pop("_is_accelerate_prepared", None)
     original = model.__dict__.pop("_original_forward", None)
     if original is None:
         return
