@@ -4,8 +4,8 @@
         [--precision auto] [--one-shot 2]
 
 SmolLM2-135M-Instruct (the packaged GGUF, converted once to an HF folder in the lampbox
-cache), each LaMP_7 demo user's tweets as that user's examples (plain language modelling
-after a fixed instruction), LoRA r8 q/k/v/o, batch 4, no checkpoints, no dev evaluation.
+cache), each LaMP_7 demo user's tweets as that user's examples (plain language modelling of
+each tweet, the task's profile pairs), LoRA r8 q/k/v/o, batch 4, no checkpoints, no dev evaluation.
 `AdapterTrainer` loads the base once, then trains one adapter per user. For each adapter:
 the wall time of `train_adapter` (adapter added, Trainer made, steps, adapter saved and
 removed) and the time inside its optimizer steps (on_step_begin -> on_step_end: forward,
@@ -28,17 +28,21 @@ from typing import Any
 
 
 def user_examples(tokenizer: Any) -> dict[str, list[Any]]:
-    """Each demo user's tweets (profile items) as SFT examples after one instruction."""
+    """Each demo user's tweets (profile items) as LaMP_7's training pairs (plain language
+    modelling of each tweet: TaskSpec.profile_pair)."""
     from lampbox.demo import demo_path
-    from lampbox.engine.training.data import encode_examples
+    from lampbox.engine.tasks import builtin_task
+    from lampbox.engine.training.data import encode_profile_examples
+    from lampbox.engine.types import ProfileItem
 
-    tweets: dict[str, dict[str, str]] = defaultdict(dict)
+    items: dict[str, dict[str, ProfileItem]] = defaultdict(dict)
     for question in json.loads((demo_path() / "train_questions.json").read_text()):
         for item in question["profile"]:
-            tweets[question["user_id"]][item["id"]] = item["text"]
+            items[question["user_id"]][item["id"]] = ProfileItem(item["id"], item["id"], {"text": item["text"]})
+    task = builtin_task("LaMP_7")
     return {
-        user: encode_examples(tokenizer, True, list(items), ["Write a tweet."] * len(items), list(items.values()))
-        for user, items in sorted(tweets.items())
+        user: encode_profile_examples(tokenizer, True, task, list(profile.values()))
+        for user, profile in sorted(items.items())
     }
 
 

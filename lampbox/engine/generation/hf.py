@@ -444,10 +444,11 @@ class HFGenerator:
             groups.setdefault(adapter, []).append(index)
         outputs = [""] * len(all_ids)
         for adapter, rows in groups.items():  # requests naming different adapters: one batch each
-            texts = self._stream_batch(
-                [all_ids[index] for index in rows], adapter, params, lambda row, piece, rows=rows: on_piece(rows[row], piece),
-                should_cancel,
-            )  # fmt: skip
+
+            def on_row_piece(row: int, piece: str, rows: list[int] = rows) -> None:
+                on_piece(rows[row], piece)
+
+            texts = self._stream_batch([all_ids[index] for index in rows], adapter, params, on_row_piece, should_cancel)
             for index, text in zip(rows, texts, strict=True):
                 outputs[index] = text
         return outputs

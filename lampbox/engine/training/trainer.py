@@ -358,6 +358,9 @@ def _objective_trainer_class() -> type:
     from transformers import Trainer
 
     class ObjectiveTrainer(Trainer):
+        objective: TrainingObjective
+        context: TrainContext
+
         def __init__(self, *args: Any, objective: TrainingObjective, context: TrainContext, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
             self.objective = objective
