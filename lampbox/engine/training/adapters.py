@@ -90,7 +90,9 @@ class AdapterTrainer:
     ) -> TrainResult:
         """Train a fresh adapter on `objective`'s examples (its load_model is not called: the
         model is this trainer's base with the new adapter), save it with `objective.save`
-        into `folder` (created), then remove it from the base."""
+        into `folder` (created), then remove it from the base. With checkpoints on, `work_dir`
+        must be this adapter's own (a killed training of it resumes from there); None: a
+        scratch folder, removed afterwards."""
         from lampbox.engine.training.trainer import train
 
         with tempfile.TemporaryDirectory(prefix="lampbox-adapter-") as scratch:

@@ -93,7 +93,9 @@ class SFTObjective:
         return sum(len(e) for e in self.train_examples) / max(len(self.train_examples), 1)
 
     def save(self, model: Any, folder: Path) -> None:
-        if hasattr(model, "peft_config"):
+        from peft import PeftModel
+
+        if isinstance(model, PeftModel):
             model.save_pretrained(str(folder / "adapter"))  # the adapter only
         else:
             model.save_pretrained(str(folder / "model"))
