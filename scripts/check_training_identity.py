@@ -8,7 +8,8 @@ training history (times excluded) and the sha256 of every saved weight file:
 
 e.g. OLD_TREE from `git archive main | tar -x -C /tmp/lampbox-main`. The jobs: IPA LoRA in
 bf16 with dev evaluation (the CPU speed-ups, best checkpoint), IPA full fine-tuning in fp32,
-and FiD with dev evaluation. The models are a tiny random Llama with SmolLM2's tokenizer and a
+and FiD with dev evaluation; the LoRA and FiD models are then scored by a bench run (run keys,
+metrics and every output compared). The models are a tiny random Llama with SmolLM2's tokenizer and a
 tiny random T5 with the packaged MiniLM's tokenizer (as in the tests), made once, seeded.
 Exit status 0 when everything is identical.
 """
@@ -35,6 +36,11 @@ JOBS = {
     "fid-fp32": ["fid", "--task", "commit_area", "--k", "2", "--precision", "fp32", "--dev-limit", "4",
                  "--eval-every", "4", *COMMON],
 }  # fmt: skip
+# each trained model then scored by a bench run on 6 dev questions (hf / fid backend)
+BENCHES = {
+    "ipa-lora-bf16": ["--task", "commit_subject", "--backend", "hf", "--retrievers", "bm25", "--k", "2"],
+    "fid-fp32": ["--task", "commit_area", "--method", "fid", "--backend", "fid", "--retrievers", "bm25", "--k", "2"],
+}
 
 
 def tiny_models(work: Path) -> tuple[Path, Path]:
@@ -77,7 +83,9 @@ def tiny_models(work: Path) -> tuple[Path, Path]:
 
 
 def lampbox(tree: Path, home: Path, args: list[str]) -> str:
-    env = {**os.environ, "PYTHONPATH": str(tree), "LAMPBOX_HOME": str(home), "LAMPBOX_THREADS": "2"}
+    # PYTHONHASHSEED: peft saves target_modules (a set) in hash order, which would make the two
+    # adapter folders' content hashes, and so the run keys, differ for identical weights
+    env = {**os.environ, "PYTHONPATH": str(tree), "LAMPBOX_HOME": str(home), "LAMPBOX_THREADS": "2", "PYTHONHASHSEED": "0"}
     done = subprocess.run([sys.executable, "-m", "lampbox", *args], env=env, capture_output=True, text=True)
     if done.returncode != 0:
         raise SystemExit(f"lampbox {' '.join(args)} failed in {tree}:\n{done.stderr[-3000:]}")
@@ -105,6 +113,16 @@ def train_all(tree: Path, work: Path, lm: Path, t5: Path) -> dict[str, dict]:
             for path in sorted(folder.rglob("*.safetensors"))
         }
         found[job] = {"history": history, "weights": weights, "metrics": shown.get("metrics")}
+        if job in BENCHES:
+            out = work / "bench" / job
+            report = json.loads(lampbox(tree, home, [
+                "bench", *BENCHES[job], "--model", job, "--limit", "6", "--no-baselines", "--out", str(out),
+                "--db", db, "--json",
+            ]))  # fmt: skip
+            found[job]["bench"] = {
+                "runs": [[row["run_key"], row["metrics"]] for row in report["rows"]],
+                "outputs": {path.name: json.loads(path.read_text()) for path in sorted(out.glob("*.json"))},
+            }
     return found
 
 
@@ -126,7 +144,8 @@ def main() -> None:
         identical = old == new
         same &= identical
         print(f"{job:14} {'IDENTICAL' if identical else 'DIFFERENT'}: losses {losses}; dev {evals}; "
-              f"weights {', '.join(f'{k} {v[:12]}' for k, v in old['weights'].items())}")  # fmt: skip
+              f"weights {', '.join(f'{k} {v[:12]}' for k, v in old['weights'].items())}"
+              + (f"; bench run keys {[run[0] for run in old['bench']['runs']]}" if "bench" in old else ""))  # fmt: skip
         if not identical:
             print(f"  old: {json.dumps(old)[:2000]}\n  new: {json.dumps(new)[:2000]}")
     print(f"details in {work / 'identity.json'}")
