@@ -78,3 +78,19 @@ def test_adapters_beyond_the_bound_are_dropped_least_recently_used_first(tiny_lm
     assert slots is not None and slots.loaded == [str((adapters[1] / "adapter").resolve())]
     # the model as loaded again for a plain prompt, after an adapter was active
     assert generator.generate(PROMPTS[:1], params) == HFGenerator(str(tiny_lm)).generate(PROMPTS[:1], params)
+
+
+def test_labels_are_scored_with_each_requests_adapter(tiny_lm: Path, adapters: list[Path]) -> None:
+    from lampbox.engine.generation.base import GenerationRequest
+    from lampbox.engine.generation.hf import HFGenerator
+
+    labels = ["parser", "diff", "git-gui"]
+    merged = [HFGenerator(str(folder)).score_labels(PROMPTS[:2], labels) for folder in adapters]
+    plain = HFGenerator(str(tiny_lm)).score_labels(PROMPTS[:2], labels)
+    generator = HFGenerator(str(tiny_lm))
+    first, second = (str(folder) for folder in adapters)
+    requests = [GenerationRequest(PROMPTS[0], adapter=second), GenerationRequest(PROMPTS[1]), GenerationRequest(PROMPTS[1], adapter=first)]
+    scored = generator.score_labels(requests, labels)
+    expected = [merged[1][0], plain[1], merged[0][1]]
+    assert all(got == pytest.approx(want, abs=1e-4) for got, want in zip(scored, expected, strict=True))
+    assert scored[0] != pytest.approx(plain[0], abs=1e-3)  # the adapter changed the scores

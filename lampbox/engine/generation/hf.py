@@ -576,17 +576,31 @@ class HFGenerator:
         should_cancel: Callable[[], bool] | None = None,
     ) -> list[list[float]]:
         """Each label's summed token log-probabilities as the answer to each prompt: one forward
-        pass over the (templated) prompt, then all labels in one batch on its KV cache."""
+        pass over the (templated) prompt, then all labels in one batch on its KV cache. Requests
+        naming an adapter are scored with it (grouped by adapter)."""
         import torch
 
         from lampbox.engine.generation.labels import score_each_prompt
 
-        def score(ids: list[int], label_ids: list[list[int]]) -> list[float]:
-            with self._lock, torch.inference_mode():
-                self._use(None)  # label scoring takes plain requests (score_each_prompt)
-                return self._label_logliks(ids, label_ids)
+        requests = prompts_and_adapters(prompts, self.backend)
+        groups: dict[str | None, list[int]] = {}
+        for index, (_, adapter) in enumerate(requests):
+            groups.setdefault(adapter, []).append(index)
+        results: list[list[float]] = [[] for _ in requests]
+        for adapter, rows in groups.items():
 
-        return score_each_prompt(self, prompts, labels, self._prompt_ids, self._context_size, score, should_cancel)
+            def score(ids: list[int], label_ids: list[list[int]], adapter: str | None = adapter) -> list[float]:
+                with self._lock, torch.inference_mode():
+                    self._use(adapter)
+                    return self._label_logliks(ids, label_ids)
+
+            prompts_of_group = [requests[index][0] for index in rows]
+            scored = score_each_prompt(
+                self, prompts_of_group, labels, self._prompt_ids, self._context_size, score, should_cancel
+            )
+            for index, scores in zip(rows, scored, strict=True):
+                results[index] = scores
+        return results
 
     def _label_logliks(self, ids: list[int], label_ids: list[list[int]]) -> list[float]:
         import torch
