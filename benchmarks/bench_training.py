@@ -196,6 +196,7 @@ def throughput_worker(args: argparse.Namespace) -> None:
     """One contestant in its own process: prepare examples, train `steps` steps, print JSON."""
     import resource
 
+    from lampbox.engine.training.sft import SFTObjective
     from lampbox.engine.training.trainer import LoraSettings, TrainConfig, train
     from lampbox.lab.training import TrainSpec, prepare_data
     from lampbox.store import Store
@@ -224,7 +225,7 @@ def throughput_worker(args: argparse.Namespace) -> None:
         frozen_bf16=not reference and "castfrozen" not in flags,
     )  # fmt: skip
     with tempfile.TemporaryDirectory() as work:
-        model, result = train(data.model_source, tokenizer, task, data.train, [], config, Path(work))
+        model, result = train(SFTObjective(data.model_source, tokenizer, task, data.train), config, Path(work))
         seconds = result.seconds  # the Trainer's steps (model loading excluded)
         dev_scores = dev_scores_of(model, data, tokenizer, task, Path(work)) if parity else None
     losses = [e["loss"] for e in result.history if "loss" in e]

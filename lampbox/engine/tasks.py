@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from lampbox.errors import InputFileError, UnknownNameError
+from lampbox.errors import InputFileError, LampboxError, UnknownNameError
 
 TaskKind = Literal["classification", "rating", "generation"]
 
@@ -71,6 +71,12 @@ class TaskSpec:
     default_split: str = "user"
     custom: bool = False
     extra: Mapping[str, Any] = field(default_factory=dict)
+    # How a profile item becomes an (input, target) training pair in the task's own format
+    # (OPPU's per-user data): templates over the item's fields ({labels}: the task's labels,
+    # comma-separated); an empty input is plain language modelling of the target. None:
+    # derived (`profile_templates`).
+    profile_input: str | None = None
+    profile_target: str | None = None
 
     def __post_init__(self) -> None:
         if not self.metrics:
@@ -122,9 +128,40 @@ class TaskSpec:
             text = f"{text} date: {date}"
         return text
 
+    def profile_templates(self) -> tuple[str, str]:
+        """(input, target) templates for a profile item: the declared ones, else derived. The
+        target is the item's target field (or its first document field). The input is plain
+        language modelling ("") for a generation task shaped like one whose items are modelled
+        plainly (LaMP_1, LaMP_4, LaMP_7), otherwise the task's input prefix followed by the
+        item's main text (`ipa_truncate_field`)."""
+        target = self.profile_target
+        if target is None:
+            target = "{" + (self.target_field or self.document[0]) + "}"
+        if self.profile_input is not None:
+            return self.profile_input, target
+        like = BUILTIN_TASKS.get(self.like) if self.like != self.name else None
+        if self.kind == "generation" and like is not None and like.profile_input == "":
+            return "", target
+        prefix = self.input_prefix.replace("{", "{{").replace("}", "}}")
+        separator = "" if not prefix or prefix[-1].isspace() else " "
+        return prefix + separator + "{" + self.ipa_truncate_field + "}", target
+
+    def profile_pair(self, fields: Mapping[str, Any]) -> tuple[str, str]:
+        """A profile item (its fields) as an (input, target) training pair; input "" means plain
+        language modelling of the target."""
+        input_template, target_template = self.profile_templates()
+        values = {**{name: str(value) for name, value in fields.items()}, "labels": ", ".join(self.labels)}
+        try:
+            return input_template.format_map(values), target_template.format_map(values)
+        except KeyError as error:
+            raise LampboxError(f"{self.name}: a profile item has no field {error} (its fields: {', '.join(fields)})") from None
+
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         data["extra"] = dict(self.extra)
+        for key in ("profile_input", "profile_target"):  # left out when derived: older fingerprints stay
+            if data[key] is None:
+                del data[key]
         return data
 
     @classmethod
@@ -168,6 +205,8 @@ BUILTIN_TASKS: dict[str, TaskSpec] = {
             ipa_connector="",
             ipa_splice_after_title=True,
             target_field=None,
+            profile_input="",  # the author's own titles, modelled as text
+            profile_target="{title}",
             url_path="LaMP_1",
             time_url_path="time/LaMP_1",
         ),
@@ -183,6 +222,11 @@ BUILTIN_TASKS: dict[str, TaskSpec] = {
             ipa_item_template='the tag for the movie: "{description}" is "{tag}" ',
             ipa_truncate_field="description",
             target_field="tag",
+            profile_input=(
+                "Which tag does this movie relate to among the following tags? Just answer with the tag name "
+                "without further explanation. tags: [{labels}] description: {description}"
+            ),
+            profile_target="{tag}",
             url_path="LaMP_2/new",
             time_url_path="time/LaMP_2/new",
         ),
@@ -198,6 +242,11 @@ BUILTIN_TASKS: dict[str, TaskSpec] = {
             ipa_item_template='the category for the article: "{text}" is "{category}" ',
             ipa_truncate_field="text",
             target_field="category",
+            profile_input=(
+                "Which category does this article relate to among the following categories? Just answer with the "
+                "category name without further explanation. categories: [{labels}] article: {text}"
+            ),
+            profile_target="{category}",
             file_task="LaMP_2",
             url_path=None,  # no longer served by the LaMP site: import a copy
         ),
@@ -213,6 +262,11 @@ BUILTIN_TASKS: dict[str, TaskSpec] = {
             ipa_item_template='{score} is the score for "{text}" ',
             ipa_truncate_field="text",
             target_field="score",
+            profile_input=(
+                "What is the score of the following review on a scale of 1 to 5? just answer with 1, 2, 3, 4, or 5 "
+                "without further explanation. review: {text}"
+            ),
+            profile_target="{score}",
             url_path="LaMP_3",
             time_url_path="time/LaMP_3",
         ),
@@ -227,6 +281,8 @@ BUILTIN_TASKS: dict[str, TaskSpec] = {
             ipa_item_template='"{title}" is the title for "{text}" ',
             ipa_truncate_field="text",
             target_field="title",
+            profile_input="",  # the user's headlines, modelled as text
+            profile_target="{title}",
             url_path="LaMP_4",
             time_url_path="time/LaMP_4",
         ),
@@ -242,6 +298,8 @@ BUILTIN_TASKS: dict[str, TaskSpec] = {
             ipa_truncate_field="abstract",
             ipa_connector=IPA_PATTERNS_CONNECTOR,
             target_field="title",
+            profile_input="Generate a title for the following abstract of a paper: {abstract}",
+            profile_target="{title}",
             url_path="LaMP_5",
             time_url_path="time/LaMP_5",
         ),
@@ -256,6 +314,8 @@ BUILTIN_TASKS: dict[str, TaskSpec] = {
             ipa_item_template='"{title}" is the title for "{text}" ',
             ipa_truncate_field="text",
             target_field="title",
+            profile_input="Generate a subject for the following email: {text}",
+            profile_target="{title}",
             url_path=None,  # not public: built from a licensed Avocado copy
         ),
         TaskSpec(
@@ -270,6 +330,8 @@ BUILTIN_TASKS: dict[str, TaskSpec] = {
             ipa_truncate_field="text",
             ipa_connector=IPA_WRITTEN_BY_CONNECTOR,
             target_field="text",
+            profile_input="",  # the user's tweets, modelled as text
+            profile_target="{text}",
             url_path="LaMP_7",
             time_url_path="time/LaMP_7",
         ),
@@ -361,9 +423,18 @@ def task_from_declaration(data: Mapping[str, Any], source: str | Path = "task.js
     split = str(data.get("split", "user"))
     if split not in SPLIT_SCHEMES:
         raise InputFileError(source, f"split {split!r} is not one of {', '.join(SPLIT_SCHEMES)}")
+    profile_templates = {key: data.get(key) for key in ("profile_input", "profile_target")}
+    for key, value in profile_templates.items():
+        if value is None:
+            continue
+        if not isinstance(value, str):
+            raise InputFileError(source, f"{key} must be a string (a template over the profile fields)")
+        unknown = [name for name in _template_fields(value) if name not in known_fields | {"labels"}]
+        if unknown:
+            raise InputFileError(source, f"{key} uses unknown field(s): {', '.join(unknown)}")
     known_keys = set(_REQUIRED_KEYS) | {
         "like", "description", "labels", "metrics", "query_after", "profile_fields",
-        "ipa_truncate_field", "target_field", "ipa_connector", "split",
+        "ipa_truncate_field", "target_field", "ipa_connector", "split", "profile_input", "profile_target",
     }  # fmt: skip
     return TaskSpec(
         name=name,
@@ -383,6 +454,8 @@ def task_from_declaration(data: Mapping[str, Any], source: str | Path = "task.js
         default_split=split,
         custom=True,
         extra={key: value for key, value in data.items() if key not in known_keys},
+        profile_input=profile_templates["profile_input"],
+        profile_target=profile_templates["profile_target"],
     )
 
 

@@ -25,6 +25,7 @@ from lampbox.engine.methods import get_method, selected_items
 from lampbox.engine.retrieval import create_retriever
 from lampbox.engine.tasks import TaskSpec
 from lampbox.engine.training.data import DevExample, SFTExample, encode_dev, encode_examples
+from lampbox.engine.training.objective import TrainingObjective
 from lampbox.engine.training.trainer import (
     LoraSettings,
     TrainConfig,
@@ -406,19 +407,28 @@ def _train(
         if on_progress:
             on_progress(event)
 
-    model, result = train(
-        data.model_source, tokenizer, task, data.train, data.dev, spec.config, work,
-        architecture=data.architecture, on_progress=progress, should_stop=should_stop,
-    )  # fmt: skip
+    objective = training_objective(data, tokenizer, task)
+    model, result = train(objective, spec.config, work, on_progress=progress, should_stop=should_stop)
     if store is None:
         return None, result
     store.purpose = f"train {name}, registering (step {result.steps}/{result.steps})"
-    artifact = _save(spec, name, target, model, tokenizer, data, result)
+    artifact = _save(spec, name, target, model, objective, data, result)
     save_artifact(store, artifact)
     store.idle()
     for suffix in WORK_SUFFIXES:
         shutil.rmtree(work_path(name, suffix), ignore_errors=True)
     return artifact, result
+
+
+def training_objective(data: PreparedData, tokenizer: Any, task: TaskSpec) -> TrainingObjective:
+    """The engine's objective for a job's prepared examples: FiD or IPA fine-tuning."""
+    if data.architecture == "fid":
+        from lampbox.engine.training.fid import FiDObjective
+
+        return FiDObjective(data.model_source, tokenizer, task, data.train, data.dev)
+    from lampbox.engine.training.sft import SFTObjective
+
+    return SFTObjective(data.model_source, tokenizer, task, data.train, data.dev)
 
 
 def _barrier() -> None:
@@ -441,7 +451,8 @@ def _write_json(path: Path, data: Any, indent: int | None = None) -> None:
 
 
 def _save(
-    spec: TrainSpec, name: str, target: Path, model: Any, tokenizer: Any, data: PreparedData, result: TrainResult
+    spec: TrainSpec, name: str, target: Path, model: Any, objective: TrainingObjective, data: PreparedData,
+    result: TrainResult,
 ) -> Artifact:
     """Write the model folder atomically (staging folder, then one rename) and describe it.
 
@@ -466,11 +477,7 @@ def _save(
     }  # fmt: skip
     try:
         staging.mkdir(parents=True)
-        if kind == "lora":
-            model.save_pretrained(str(staging / "adapter"))
-        else:
-            model.save_pretrained(str(staging / "model"))
-            tokenizer.save_pretrained(str(staging / "model"))
+        objective.save(model, staging)  # adapter/ (LoRA) or model/ (full, FiD)
         _write_json(staging / TRAINED_INFO, info, indent=2)
         content = folder_sha256(staging)
         if target.exists():

@@ -67,18 +67,27 @@ def as_request(request: GenerationRequest | str) -> GenerationRequest:
     return request if isinstance(request, GenerationRequest) else GenerationRequest(request)
 
 
-def plain_prompts(requests: Requests, backend: str) -> list[str]:
-    """The prompts of plain requests; a clear error for what this backend cannot take."""
-    prompts = []
+def prompts_and_adapters(requests: Requests, backend: str) -> list[tuple[str, str | None]]:
+    """Each request's prompt and adapter (None: the model alone), for a backend that loads
+    adapters; a clear error for passages."""
+    found = []
     for request in map(as_request, requests):
         if request.passages:
             raise LampboxError(
                 f"the {backend} backend takes one prompt per request, not passages "
                 "(Fusion-in-Decoder needs an encoder-decoder backend)"
             )
-        if request.adapter is not None:
-            raise LampboxError(f"the {backend} backend cannot load adapters ({request.adapter})")
-        prompts.append(request.prompt)
+        found.append((request.prompt, request.adapter))
+    return found
+
+
+def plain_prompts(requests: Requests, backend: str) -> list[str]:
+    """The prompts of plain requests; a clear error for what this backend cannot take."""
+    prompts = []
+    for prompt, adapter in prompts_and_adapters(requests, backend):
+        if adapter is not None:
+            raise LampboxError(f"the {backend} backend cannot load adapters ({adapter})")
+        prompts.append(prompt)
     return prompts
 
 

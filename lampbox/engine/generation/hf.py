@@ -19,7 +19,7 @@ from lampbox.engine.generation.base import (
     GenerationParams,
     GenerationRequest,
     Requests,
-    plain_prompts,
+    prompts_and_adapters,
 )
 from lampbox.engine.generation.common import (
     GenerationCancelled,
@@ -27,6 +27,7 @@ from lampbox.engine.generation.common import (
     stop_filtered,
     user_message,
 )
+from lampbox.engine.generation.hf_adapters import DEFAULT_CAPACITY, AdapterSlots
 from lampbox.engine.machine import default_threads
 from lampbox.errors import InputFileError, LampboxError
 from lampbox.models import ResolvedModel, resolve_model
@@ -225,7 +226,9 @@ class HFGenerator:
     backend = "hf"
     supports_label_scoring = True
     supports_passages = False
-    supports_adapters = False  # per-request adapters (OPPU) come later; a trained model's own adapter is merged at load
+    # Per-request adapters (GenerationRequest.adapter, OPPU) are loaded onto the one loaded model
+    # (hf_adapters.AdapterSlots); a trained model's own adapter is merged at load.
+    supports_adapters = True
     # weights are local files: run keys hash their content
     loads_local_weights = True
 
@@ -240,6 +243,7 @@ class HFGenerator:
         context_size: int | None = None,
         threads: int | None = None,
         quantize: str | None = None,
+        max_adapters: int = DEFAULT_CAPACITY,
     ) -> None:
         torch = _import_torch()
         from transformers import AutoModelForCausalLM
@@ -292,6 +296,8 @@ class HFGenerator:
         limit = context_limit(self._model.config)
         self._context_size = min(context_size or limit, limit)
         self._lock = threading.Lock()
+        # int8 layers are not the nn.Linear peft puts adapters on
+        self._adapters = AdapterSlots(self._model, max_adapters) if quantize is None else None
 
     @property
     def tokenizer(self) -> HFTokenizer:
@@ -397,20 +403,19 @@ class HFGenerator:
     ) -> list[str]:
         import torch
 
-        all_ids = [self._prompt_ids(prompt) for prompt in plain_prompts(prompts, self.backend)]
+        requests = prompts_and_adapters(prompts, self.backend)
+        all_ids = [self._prompt_ids(prompt) for prompt, _ in requests]
         for ids in all_ids:
             self._check_length(ids, params)
-        # Longest first: similar lengths share a batch (less padding); order is restored below.
-        order = sorted(range(len(prompts)), key=lambda index: -len(all_ids[index]))
         outputs: list[str | None] = [None] * len(prompts)
         done = 0
         kwargs = self._generate_kwargs(params)
-        for start in range(0, len(order), self.batch_size):
+        for adapter, batch in self._batches(requests, all_ids):
             if should_cancel and should_cancel():
                 raise GenerationCancelled(done, len(prompts))
-            batch = order[start : start + self.batch_size]
             input_ids, mask = self._padded([all_ids[index] for index in batch])
             with self._lock, torch.inference_mode():
+                self._use(adapter)
                 torch.manual_seed(params.seed)
                 generated = self._model.generate(input_ids=input_ids, attention_mask=mask, **kwargs)
             new_tokens = generated[:, input_ids.shape[1] :].tolist()
@@ -434,12 +439,35 @@ class HFGenerator:
         (on_piece(index, text)): every prompt shows its first tokens after one prefill. The
         outputs are decoded as generate() decodes them (the pieces join to them, except where a
         tokenizer decodes a prefix differently: the outputs are authoritative)."""
+        requests = prompts_and_adapters(prompts, self.backend)
+        all_ids = [self._prompt_ids(prompt) for prompt, _ in requests]
+        for ids in all_ids:
+            self._check_length(ids, params)
+        groups: dict[str | None, list[int]] = {}
+        for index, (_, adapter) in enumerate(requests):
+            groups.setdefault(adapter, []).append(index)
+        outputs = [""] * len(all_ids)
+        for adapter, rows in groups.items():  # requests naming different adapters: one batch each
+
+            def on_row_piece(row: int, piece: str, rows: list[int] = rows) -> None:
+                on_piece(rows[row], piece)
+
+            texts = self._stream_batch([all_ids[index] for index in rows], adapter, params, on_row_piece, should_cancel)
+            for index, text in zip(rows, texts, strict=True):
+                outputs[index] = text
+        return outputs
+
+    def _stream_batch(
+        self,
+        all_ids: list[list[int]],
+        adapter: str | None,
+        params: GenerationParams,
+        on_piece: Callable[[int, str], None],
+        should_cancel: Callable[[], bool] | None,
+    ) -> list[str]:
         import torch
         from transformers import StoppingCriteriaList
 
-        all_ids = [self._prompt_ids(prompt) for prompt in plain_prompts(prompts, self.backend)]
-        for ids in all_ids:
-            self._check_length(ids, params)
         input_ids, mask = self._padded(all_ids)
         tokenizer = self._tokenizer.hf_tokenizer
         streamer = _RowStreamer(tokenizer, len(all_ids), on_piece, params.stop)
@@ -447,6 +475,7 @@ class HFGenerator:
         if should_cancel is not None:
             kwargs["stopping_criteria"] = StoppingCriteriaList([_Cancelled(should_cancel)])
         with self._lock, torch.inference_mode():
+            self._use(adapter)
             torch.manual_seed(params.seed)
             generated = self._model.generate(input_ids=input_ids, attention_mask=mask, streamer=streamer, **kwargs)
         if should_cancel is not None and should_cancel():
@@ -458,8 +487,27 @@ class HFGenerator:
             outputs.append(text)
         return outputs
 
+    def _batches(self, requests: list[tuple[str, str | None]], all_ids: list[list[int]]) -> Iterator[tuple[str | None, list[int]]]:
+        """Batches of request indices, each with one adapter (or none): requests grouped by
+        adapter, longest first within a group (similar lengths share a batch, less padding)."""
+        groups: dict[str | None, list[int]] = {}
+        for index, (_, adapter) in enumerate(requests):
+            groups.setdefault(adapter, []).append(index)
+        for adapter, indices in groups.items():
+            order = sorted(indices, key=lambda index: -len(all_ids[index]))
+            for start in range(0, len(order), self.batch_size):
+                yield adapter, order[start : start + self.batch_size]
+
+    def _use(self, adapter: str | None) -> None:
+        """Make the model compute with `adapter` (None: as loaded); called under the lock."""
+        if self._adapters is None:
+            if adapter is not None:
+                raise LampboxError(f"{self.name}: per-request adapters need quantize unset ({adapter})")
+            return
+        self._adapters.activate(adapter)
+
     def stream(self, prompt: GenerationRequest | str, params: GenerationParams) -> Iterator[str]:
-        (prompt,) = plain_prompts([prompt], self.backend)
+        ((prompt, adapter),) = prompts_and_adapters([prompt], self.backend)
         import torch
         from transformers import TextIteratorStreamer
 
@@ -474,6 +522,7 @@ class HFGenerator:
         def run() -> None:
             try:
                 with self._lock, torch.inference_mode():
+                    self._use(adapter)
                     torch.manual_seed(params.seed)
                     self._model.generate(
                         input_ids=input_ids,
@@ -510,6 +559,7 @@ class HFGenerator:
             batch = pairs[start : start + self.batch_size]
             input_ids, mask = self._padded([context + cont for context, cont in batch])
             with self._lock, torch.inference_mode():
+                self._use(None)
                 logits = self._model(input_ids=input_ids, attention_mask=mask).logits.float()
             log_probs = torch.log_softmax(logits[:, :-1], dim=-1)
             targets = input_ids[:, 1:]
@@ -530,16 +580,31 @@ class HFGenerator:
         should_cancel: Callable[[], bool] | None = None,
     ) -> list[list[float]]:
         """Each label's summed token log-probabilities as the answer to each prompt: one forward
-        pass over the (templated) prompt, then all labels in one batch on its KV cache."""
+        pass over the (templated) prompt, then all labels in one batch on its KV cache. Requests
+        naming an adapter are scored with it (grouped by adapter)."""
         import torch
 
         from lampbox.engine.generation.labels import score_each_prompt
 
-        def score(ids: list[int], label_ids: list[list[int]]) -> list[float]:
-            with self._lock, torch.inference_mode():
-                return self._label_logliks(ids, label_ids)
+        requests = prompts_and_adapters(prompts, self.backend)
+        groups: dict[str | None, list[int]] = {}
+        for index, (_, adapter) in enumerate(requests):
+            groups.setdefault(adapter, []).append(index)
+        results: list[list[float]] = [[] for _ in requests]
+        for adapter, rows in groups.items():
 
-        return score_each_prompt(self, prompts, labels, self._prompt_ids, self._context_size, score, should_cancel)
+            def score(ids: list[int], label_ids: list[list[int]], adapter: str | None = adapter) -> list[float]:
+                with self._lock, torch.inference_mode():
+                    self._use(adapter)
+                    return self._label_logliks(ids, label_ids)
+
+            prompts_of_group = [requests[index][0] for index in rows]
+            scored = score_each_prompt(
+                self, prompts_of_group, labels, self._prompt_ids, self._context_size, score, should_cancel
+            )
+            for index, scores in zip(rows, scored, strict=True):
+                results[index] = scores
+        return results
 
     def _label_logliks(self, ids: list[int], label_ids: list[list[int]]) -> list[float]:
         import torch
@@ -578,3 +643,4 @@ class HFGenerator:
 
     def close(self) -> None:
         self._model = None  # frees the weights once the caller drops the generator
+        self._adapters = None

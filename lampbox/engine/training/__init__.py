@@ -1,8 +1,10 @@
-"""The shared training core: supervised fine-tuning on the prompts the pipeline builds.
+"""The shared training core: one trainer, handed an objective per method.
 
-Every method that trains (IPA fine-tuning, FiD, OPPU, ROPG, RSPG) builds its examples here
-(`data`), trains with transformers' Trainer (`trainer`: loss on the gold only, length-grouped
-batches, gradient accumulation, bf16 where the device has it, dev evaluation with the task's
-official metric, the best checkpoint kept, checkpoints that count only once complete), and
-gets back a TrainResult. torch, transformers and peft load only when training starts.
+`trainer.train(objective, config, work_dir)` trains what a `TrainingObjective`
+(`objective.py`) describes (its model, data, collator, loss, dev evaluation, save) with
+transformers' Trainer: length-grouped batches, gradient accumulation, bf16 where the device has
+it, dev evaluation that picks the best checkpoint, checkpoints that count only once complete,
+resume, torchrun. The objectives: IPA fine-tuning (`sft.py`), Fusion-in-Decoder (`fid.py`);
+`adapters.AdapterTrainer` trains many LoRA adapters in turn on one loaded base (OPPU). torch,
+transformers and peft load only when training starts.
 """

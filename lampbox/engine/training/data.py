@@ -9,7 +9,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from lampbox.engine.tasks import TaskSpec
+    from lampbox.engine.types import ProfileItem
 
 IGNORE_INDEX = -100  # labels the loss skips (torch's cross-entropy default)
 
@@ -67,6 +71,26 @@ def encode_examples(
         SFTExample(qid, tuple(prompt_ids(tokenizer, prompt, chat)), target_ids(tokenizer, gold, max_target_tokens))
         for qid, prompt, gold in zip(question_ids, prompts, golds, strict=True)
     ]
+
+
+def encode_profile_examples(
+    tokenizer: Any, chat: bool, task: TaskSpec, items: Sequence[ProfileItem], max_target_tokens: int = 256
+) -> list[SFTExample]:
+    """A user's profile items as training examples, each the (input, target) pair the task
+    defines (`TaskSpec.profile_pair`): the input as a prompt (as the hf backend builds it), or,
+    for plain language modelling (input ""), no prompt but the beginning-of-text token when the
+    tokenizer has one, so that the loss covers every token of the item's text."""
+    from lampbox.engine.generation.hf import prompt_ids
+
+    examples = []
+    for item in items:
+        text, target = task.profile_pair(item.fields)
+        if text:
+            prompt = tuple(prompt_ids(tokenizer, text, chat))
+        else:
+            prompt = (int(tokenizer.bos_token_id),) if tokenizer.bos_token_id is not None else ()
+        examples.append(SFTExample(item.key, prompt, target_ids(tokenizer, target, max_target_tokens)))
+    return examples
 
 
 def encode_dev(

@@ -12,9 +12,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lampbox.errors import LampboxError
+
+if TYPE_CHECKING:
+    from lampbox.engine.tasks import TaskSpec
+    from lampbox.engine.training.objective import DevMetric, TrainContext
 
 OFFLINE_BASE = "minilm-bert2bert"
 IGNORE_INDEX = -100
@@ -176,6 +180,73 @@ def fid_label_logliks(model: Any, tokenizer: Any, passages: Sequence[Sequence[in
         gold = gold.to(device)
         picked = logprobs.gather(-1, gold.clamp(min=0).unsqueeze(-1)).squeeze(-1) * gold.ne(IGNORE_INDEX)
     return [float(value) for value in picked.sum(-1).tolist()]
+
+
+class FiDObjective:
+    """Fusion-in-Decoder as a training objective: the whole encoder-decoder trains on
+    FiDExamples with the fused loss (`fid_loss`); dev evaluation decodes greedily from the
+    fused passages and scores with the task's official metric; the result is `model/` with
+    its tokenizer."""
+
+    loss_counts_tokens = True  # fid_loss divides by the step's gold tokens (all ranks)
+
+    def __init__(
+        self,
+        model_source: str,
+        tokenizer: Any,
+        task: TaskSpec,
+        train_examples: Sequence[FiDExample],
+        dev_examples: Sequence[FiDDevExample] = (),
+    ) -> None:
+        self.model_source = model_source
+        self.tokenizer = tokenizer
+        self.task = task
+        self.train_examples = list(train_examples)
+        self.dev_examples = list(dev_examples)
+
+    @property
+    def dev_metric(self) -> DevMetric | None:
+        from lampbox.engine.training.objective import task_dev_metric
+
+        return task_dev_metric(self.task, bool(self.dev_examples))
+
+    def load_model(self, context: TrainContext) -> Any:
+        if context.config.lora is not None:
+            raise LampboxError("FiD trains the whole encoder-decoder (full fine-tuning); LoRA is for `train ipa`")
+        return load_seq2seq(self.model_source)
+
+    def train_dataset(self) -> Any:
+        return FiDDataset(self.train_examples)
+
+    def collator(self, model: Any, context: TrainContext) -> Any:
+        tokenizer = self.tokenizer
+        return FiDCollator(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id)
+
+    def loss(self, model: Any, inputs: dict[str, Any], forward: Any, num_items: Any) -> Any | None:
+        # The passages are encoded one by one and fused for the decoder, which a plain forward
+        # cannot express; the decoder runs through `forward` so that DDP all-reduces.
+        return fid_loss(model, inputs, forward=forward, num_items=num_items)
+
+    def evaluate(self, model: Any, context: TrainContext) -> dict[str, float]:
+        from lampbox.engine.training.objective import score_outputs
+
+        config = context.config
+        outputs: list[str] = []
+        model.eval()
+        try:
+            for start in range(0, len(self.dev_examples), config.eval_batch_size):
+                batch = self.dev_examples[start : start + config.eval_batch_size]
+                outputs += fid_generate(model, self.tokenizer, [e.passages for e in batch], config.eval_new_tokens)
+        finally:
+            model.train()
+        return score_outputs(self.task, outputs, [e.gold for e in self.dev_examples])
+
+    def mean_example_tokens(self) -> float:
+        return sum(len(e) for e in self.train_examples) / max(len(self.train_examples), 1)
+
+    def save(self, model: Any, folder: Path) -> None:
+        model.save_pretrained(str(folder / "model"))
+        self.tokenizer.save_pretrained(str(folder / "model"))
 
 
 def seq2seq_config(source: str) -> Any:

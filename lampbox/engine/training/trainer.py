@@ -1,9 +1,11 @@
-"""Supervised fine-tuning with transformers' Trainer (and peft for LoRA).
+"""The training core: transformers' Trainer driven by a TrainingObjective (objective.py).
 
-The Trainer brings gradient accumulation, length-grouped batches, seeds, checkpoints, resume
-and torchrun (DDP) support; lampbox adds what it lacks:
-- evaluation by generating on dev and scoring with the task's official metric (Trainer's own
-  evaluation only knows the loss), which also picks the best checkpoint;
+An objective says what is trained (model, data, loss, dev evaluation, save); the core holds
+no method's branch. The Trainer brings gradient accumulation, length-grouped batches, seeds,
+checkpoints, resume and torchrun (DDP) support; lampbox adds what it lacks:
+- dev evaluation by the objective (generating on dev and scoring with the task's official
+  metric, or a metric of its own; Trainer's own evaluation only knows the loss), which also
+  picks the best checkpoint;
 - checkpoints that count only once complete: a marker file is written after Trainer has
   written everything, and resume takes the newest checkpoint with the marker (a kill -9 in
   the middle of a save leaves a folder that is ignored and removed);
@@ -12,18 +14,20 @@ and torchrun (DDP) support; lampbox adds what it lacks:
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
 import shutil
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lampbox.engine.tasks import TaskSpec
-from lampbox.engine.training.data import DevExample, PadToLongest, SFTDataset, SFTExample
+from lampbox.engine.training.data import DevExample
+from lampbox.engine.training.objective import TrainContext, TrainingObjective
 from lampbox.errors import LampboxError
 
 COMPLETE_MARKER = "lampbox-complete"
@@ -63,9 +67,12 @@ class TrainConfig:
     cheap_dropout: bool = True  # on the CPU, LoRA dropout masks from numpy's PCG64 (training/dropout.py)
     frozen_bf16: bool = True  # LoRA under bf16 autocast: frozen linears held in bf16, the same matmuls (training/frozen.py)
     save_total_limit: int = 2
+    checkpoints: bool = True  # False: none written and none resumed (small jobs, e.g. one adapter per user)
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
+        if self.checkpoints:  # the default is left out: specs stored before it existed stay the same
+            del data["checkpoints"]
         if self.lora is not None:
             data["lora"]["targets"] = list(self.lora.targets)
         return data
@@ -171,77 +178,62 @@ def generate_dev(
 
 
 def train(
-    model_source: str,
-    tokenizer: Any,
-    task: TaskSpec,
-    train_examples: Sequence[SFTExample],
-    dev_examples: Sequence[DevExample],
+    objective: TrainingObjective,
     config: TrainConfig,
     work_dir: Path,
     *,
-    architecture: str = "causal",
     on_progress: Callable[[TrainProgress], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    callbacks: Sequence[Any] = (),
 ) -> tuple[Any, TrainResult]:
-    """Fine-tune the model at `model_source`: a causal LM on SFTExamples, or (architecture
-    "fid") an encoder-decoder on FiDExamples with Fusion-in-Decoder. Returns the trained model
-    (the best dev checkpoint loaded when there is a dev set) and the result. Checkpoints go to
-    work_dir/checkpoints; a run that finds complete checkpoints there continues from the newest."""
+    """Train what `objective` describes. Returns the trained model (the best dev checkpoint
+    loaded when the objective evaluates on dev and checkpoints are on) and the result.
+    Checkpoints go to work_dir/checkpoints; a run that finds complete checkpoints there
+    continues from the newest (config.checkpoints=False: none written, none resumed).
+    `callbacks`: more TrainerCallbacks (e.g. a benchmark's timings)."""
     import torch
-    from transformers import AutoModelForCausalLM, Trainer, TrainerCallback, TrainingArguments
 
-    from lampbox.engine.metrics import Scorer, aggregate
     from lampbox.engine.quiet import quiet_training
 
     quiet_training()
-    if not train_examples:
-        raise LampboxError("nothing to train on: no training example has a gold output")
+    dataset = objective.train_dataset()
+    if len(dataset) == 0:
+        raise LampboxError("nothing to train on: the objective has no training example")
     device = "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cpu":  # torch's own default is every core, shared machine or not
         from lampbox.engine.machine import default_threads
 
         torch.set_num_threads(default_threads(spare_on_small=False))  # every usable core unless told
-    precision = resolve_precision(config.precision, device)
+    context = TrainContext(config, device, resolve_precision(config.precision, device))
+    if not config.checkpoints:  # the Trainer still wants an output folder: a scratch one
+        with tempfile.TemporaryDirectory(prefix="lampbox-train-") as scratch:
+            return _train(objective, context, dataset, Path(scratch), [], on_progress, should_stop, callbacks)
     checkpoints = work_dir / "checkpoints"
     remove_incomplete_checkpoints(checkpoints)
     resume = complete_checkpoints(checkpoints)
-    from transformers import set_seed
+    return _train(objective, context, dataset, checkpoints, resume, on_progress, should_stop, callbacks)
 
+
+def _train(
+    objective: TrainingObjective,
+    context: TrainContext,
+    dataset: Any,
+    checkpoints: Path,
+    resume: list[Path],
+    on_progress: Callable[[TrainProgress], None] | None,
+    should_stop: Callable[[], bool] | None,
+    callbacks: Sequence[Any],
+) -> tuple[Any, TrainResult]:
+    from transformers import TrainingArguments, set_seed
+    from transformers.trainer_callback import PrinterCallback
+
+    from lampbox.engine.training.lora import speed_up_frozen
+
+    config = context.config
     set_seed(config.seed)  # before the model: LoRA's random A matrices come from this seed too
-    fid = architecture == "fid"
-    if fid:
-        from lampbox.engine.training import fid as fid_core
-
-        if config.lora is not None:
-            raise LampboxError("FiD trains the whole encoder-decoder (full fine-tuning); LoRA is for `train ipa`")
-        model = fid_core.load_seq2seq(model_source)
-    else:
-        base_bf16 = config.bf16_base and config.lora is not None and precision == "bf16"
-        model = AutoModelForCausalLM.from_pretrained(model_source, dtype=torch.bfloat16 if base_bf16 else torch.float32)
-    if config.lora is not None:
-        from peft import LoraConfig, get_peft_model
-
-        targets = [name for name in config.lora.targets if any(n.endswith(name) for n, _ in model.named_modules())]
-        if not targets:
-            raise LampboxError(f"none of the LoRA targets {', '.join(config.lora.targets)} is a module of this model")
-        model = get_peft_model(
-            model,
-            LoraConfig(
-                r=config.lora.r, lora_alpha=config.lora.alpha, lora_dropout=config.lora.dropout,
-                target_modules=targets, task_type="CAUSAL_LM",
-            ),
-        )  # fmt: skip
-        if config.cheap_dropout and device == "cpu":
-            from lampbox.engine.training.dropout import use_cheap_lora_dropout
-
-            use_cheap_lora_dropout(model)
-        if config.frozen_bf16 and precision == "bf16" and not config.bf16_base:
-            from lampbox.engine.training.frozen import hold_frozen_linears_in
-
-            hold_frozen_linears_in(model, torch.bfloat16)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    main = task.main_metric
-    with_dev = bool(dev_examples)
+    model = objective.load_model(context)
+    speed_up_frozen(model, context)
+    dev = objective.dev_metric
     strategy = "steps" if config.eval_every else "epoch"
     args = TrainingArguments(
         output_dir=str(checkpoints),
@@ -254,17 +246,17 @@ def train(
         gradient_accumulation_steps=config.grad_accum,
         seed=config.seed,
         data_seed=config.seed,
-        bf16=precision == "bf16",
-        use_cpu=device == "cpu",
+        bf16=context.precision == "bf16",
+        use_cpu=context.device == "cpu",
         train_sampling_strategy="group_by_length" if config.group_by_length else "random",
-        eval_strategy=strategy if with_dev else "no",
-        save_strategy=strategy,
+        eval_strategy=strategy if dev else "no",
+        save_strategy=strategy if config.checkpoints else "no",
         eval_steps=config.eval_every,
         save_steps=config.eval_every or 500,  # used only with eval_every (save_strategy "steps")
         save_total_limit=config.save_total_limit,
-        load_best_model_at_end=with_dev,
-        metric_for_best_model=main if with_dev else None,
-        greater_is_better=task.higher_is_better() if with_dev else None,
+        load_best_model_at_end=dev is not None and config.checkpoints,
+        metric_for_best_model=dev.name if dev else None,
+        greater_is_better=dev.higher_is_better if dev else None,
         logging_steps=1,
         report_to=[],
         disable_tqdm=True,
@@ -273,56 +265,120 @@ def train(
         ddp_find_unused_parameters=False,
     )
     started = time.perf_counter()
+    trainer = _objective_trainer_class()(
+        objective=objective,
+        context=context,
+        model=model,
+        args=args,
+        train_dataset=dataset,
+        eval_dataset=[0] if dev else None,  # a placeholder: the objective evaluates (evaluate())
+        data_collator=objective.collator(model, context),
+        callbacks=[_progress_callback_class()(on_progress, should_stop, started), *callbacks],
+    )
+    trainer.remove_callback(PrinterCallback)  # progress goes through on_progress instead
+    if objective.loss_counts_tokens:
+        trainer.model_accepts_loss_kwargs = True  # the objective's loss takes the step's target-token count
+    resumed_from = int(resume[-1].name.split("-")[-1]) if resume else None
+    try:
+        trainer.train(resume_from_checkpoint=str(resume[-1]) if resume else None)
+    finally:
+        _unwrap_forward(model)
+    state = trainer.state
+    best_step = None
+    if state.best_model_checkpoint:
+        best_step = int(Path(state.best_model_checkpoint).name.split("-")[-1])
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    trained_steps = state.global_step - (resumed_from or 0)
+    tokens = int(trained_steps * config.batch_size * config.grad_accum * world * objective.mean_example_tokens())
+    result = TrainResult(
+        history=list(state.log_history),
+        best_metric=state.best_metric,
+        best_step=best_step,
+        steps=state.global_step,
+        train_tokens=tokens,
+        seconds=time.perf_counter() - started,
+        resumed_from=resumed_from,
+    )
+    return trainer.model, result
+
+
+def _unwrap_forward(model: Any) -> None:
+    """Undo what accelerate leaves on a prepared model: the autocast wrapper of its forward
+    (mixed precision) and the mark that it was prepared. A model trained again (one adapter
+    after another) is then prepared afresh, with one wrapper, as the first time."""
+    model.__dict__.pop("_is_accelerate_prepared", None)
+    original = model.__dict__.pop("_original_forward", None)
+    if original is None:
+        return
+    own = getattr(original, "__self__", None) is model and getattr(original, "__func__", None) is getattr(type(model), "forward", None)
+    if own:
+        model.__dict__.pop("forward", None)  # the class's own forward again
+    else:
+        model.forward = original
+
+
+@functools.cache
+def _progress_callback_class() -> type:
+    """A TrainerCallback that reports progress events and stops when asked (made on first
+    use: transformers loads only when training starts)."""
+    from transformers import TrainerCallback
 
     class Progress(TrainerCallback):
+        def __init__(
+            self,
+            on_progress: Callable[[TrainProgress], None] | None,
+            should_stop: Callable[[], bool] | None,
+            started: float,
+        ) -> None:
+            self.on_progress = on_progress
+            self.should_stop = should_stop
+            self.started = started
+
         def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kwargs: Any) -> None:
-            if on_progress and logs is not None and state.is_world_process_zero:
+            if self.on_progress and logs is not None and state.is_world_process_zero:
                 metrics = {k[5:]: v for k, v in logs.items() if k.startswith("eval_") and isinstance(v, float)}
-                on_progress(
+                self.on_progress(
                     TrainProgress(
                         state.global_step, state.max_steps, float(state.epoch or 0.0), logs.get("loss"),
-                        metrics or None, time.perf_counter() - started,
+                        metrics or None, time.perf_counter() - self.started,
                     )
                 )  # fmt: skip
 
         def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-            if should_stop and should_stop():
+            if self.should_stop and self.should_stop():
                 control.should_training_stop = True
 
-    class LampboxTrainer(Trainer):
+    return Progress
+
+
+@functools.cache
+def _objective_trainer_class() -> type:
+    """transformers' Trainer with the objective's loss and dev evaluation, and checkpoints that
+    count only once their completion marker is written."""
+    from transformers import Trainer
+
+    class ObjectiveTrainer(Trainer):
+        objective: TrainingObjective
+        context: TrainContext
+
+        def __init__(self, *args: Any, objective: TrainingObjective, context: TrainContext, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self.objective = objective
+            self.context = context
+
         def compute_loss(self, model: Any, inputs: Any, return_outputs: bool = False, num_items_in_batch: Any = None) -> Any:
-            if not fid:
+            loss = self.objective.loss(self.accelerator.unwrap_model(model), inputs, model, num_items_in_batch)
+            if loss is None:
                 return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
-            # FiD: the passages are encoded one by one and fused for the decoder, which a plain
-            # forward cannot express; the loss is the decoder's on the gold tokens. The decoder
-            # runs through `model` (DDP's wrapper under torchrun) so gradients are all-reduced.
-            # Like transformers' own losses, it is divided by the gold tokens of the whole
-            # optimizer step (all ranks, all accumulated batches), so every gold token weighs
-            # the same whatever the batch split; DDP averages over ranks, hence the product.
-            loss = fid_core.fid_loss(self.accelerator.unwrap_model(model), inputs, forward=model, num_items=num_items_in_batch)
-            if num_items_in_batch is not None and self.args.average_tokens_across_devices:
+            # Divided by the target tokens of the whole optimizer step (all ranks, all
+            # accumulated batches), like transformers' own losses; DDP averages over ranks.
+            if num_items_in_batch is not None and self.objective.loss_counts_tokens and self.args.average_tokens_across_devices:
                 loss = loss * self.accelerator.num_processes
             return (loss, None) if return_outputs else loss
 
         def evaluate(self, eval_dataset: Any = None, ignore_keys: Any = None, metric_key_prefix: str = "eval") -> dict[str, float]:
-            if fid:
-                outputs = []
-                model = self.model
-                assert model is not None
-                model.eval()
-                try:
-                    for start in range(0, len(dev_examples), config.eval_batch_size):
-                        batch = dev_examples[start : start + config.eval_batch_size]
-                        passages = [e.passages for e in batch]  # type: ignore[attr-defined]
-                        outputs += fid_core.fid_generate(model, tokenizer, passages, config.eval_new_tokens)
-                finally:
-                    model.train()
-            else:
-                outputs = generate_dev(
-                    self.model, tokenizer, dev_examples, config.eval_new_tokens, config.eval_batch_size, precision
-                )
-            scores = Scorer(task).score_all(zip((o.strip() for o in outputs), (e.gold for e in dev_examples), strict=True))
-            metrics = {f"{metric_key_prefix}_{k}": float(v) for k, v in aggregate(task, scores).items()}
+            scores = self.objective.evaluate(self.model, self.context)
+            metrics = {f"{metric_key_prefix}_{k}": float(v) for k, v in scores.items()}
             self.log(metrics)
             self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
             return metrics
@@ -337,52 +393,7 @@ def train(
                     handle.flush()
                     os.fsync(handle.fileno())
 
-    import inspect
-
-    forward = inspect.signature(type(model.get_base_model() if config.lora is not None else model).forward)
-    collator: Any = PadToLongest(pad_id, tail_logits=config.tail_logits and "logits_to_keep" in forward.parameters)
-    dataset: Any = SFTDataset(train_examples)
-    if fid:
-        collator = fid_core.FiDCollator(pad_id)
-        dataset = fid_core.FiDDataset(train_examples)  # type: ignore[arg-type]
-    elif config.pad_to:
-        collator = PadToLongest(pad_id, min_width=config.pad_to)
-
-    trainer = LampboxTrainer(
-        model=model,
-        args=args,
-        train_dataset=dataset,
-        eval_dataset=list(dev_examples) if with_dev else None,  # scored by generation in evaluate()
-        data_collator=collator,
-        callbacks=[Progress()],
-    )
-    from transformers.trainer_callback import PrinterCallback
-
-    trainer.remove_callback(PrinterCallback)  # progress goes through on_progress instead
-    if fid:
-        trainer.model_accepts_loss_kwargs = True  # our FiD loss takes the step's gold-token count
-    resumed_from: int | None = None
-    if resume:
-        resumed_from = int(resume[-1].name.split("-")[-1])
-    trainer.train(resume_from_checkpoint=str(resume[-1]) if resume else None)
-    state = trainer.state
-    best_step = None
-    if state.best_model_checkpoint:
-        best_step = int(Path(state.best_model_checkpoint).name.split("-")[-1])
-    mean_length = sum(len(e) for e in train_examples) / len(train_examples)
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    trained_steps = state.global_step - (resumed_from or 0)
-    tokens = int(trained_steps * config.batch_size * config.grad_accum * world * mean_length)
-    result = TrainResult(
-        history=list(state.log_history),
-        best_metric=state.best_metric,
-        best_step=best_step,
-        steps=state.global_step,
-        train_tokens=tokens,
-        seconds=time.perf_counter() - started,
-        resumed_from=resumed_from,
-    )
-    return trainer.model, result
+    return ObjectiveTrainer
 
 
 def is_main_process() -> bool:

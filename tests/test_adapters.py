@@ -1,0 +1,95 @@
+"""Many adapters on one loaded base (OPPU's per-user adapters): the base stays bit for bit what
+it was, and each adapter depends only on its own examples and the seed. A tiny random Llama
+with SmolLM2's tokenizer, trained under bf16 autocast with the base held in bf16 (the
+frozen-weight speed-up applied once) and LoRA dropout on."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+USERS = {
+    "ann": [("Write a subject: fix the parser", "parser: fix crash"), ("Write a subject: docs", "docs: typo")] * 3,
+    "bob": [("Write a subject: speed up diff", "diff: faster"), ("Write a subject: tests", "t: add test")] * 3,
+    "cyd": [("Write a subject: merge fix", "merge: fix leak"), ("Write a subject: gui", "git-gui: colour")] * 3,
+}
+
+
+def objective(tiny_lm: Path, user: str):  # type: ignore[no-untyped-def]
+    from transformers import AutoTokenizer
+
+    from lampbox.engine.tasks import builtin_task
+    from lampbox.engine.training.data import encode_examples
+    from lampbox.engine.training.sft import SFTObjective
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_lm)
+    pairs = USERS[user]
+    examples = encode_examples(tokenizer, True, [f"{user}{i}" for i in range(len(pairs))], [p for p, _ in pairs], [g for _, g in pairs])
+    return SFTObjective(str(tiny_lm), tokenizer, builtin_task("LaMP_7"), examples)
+
+
+def config():  # type: ignore[no-untyped-def]
+    from lampbox.engine.training.trainer import LoraSettings, TrainConfig
+
+    return TrainConfig(
+        max_steps=3, batch_size=2, lr=1e-2, precision="bf16", checkpoints=False,
+        lora=LoraSettings(r=4, alpha=8, dropout=0.1),
+    )  # fmt: skip
+
+
+def test_three_adapters_leave_the_base_untouched_and_do_not_see_each_other(tiny_lm: Path, tmp_path: Path) -> None:
+    import torch
+    from safetensors.torch import load_file
+
+    from lampbox.engine.training.adapters import AdapterTrainer
+
+    trainer = AdapterTrainer(str(tiny_lm), config())
+    before = {name: tensor.clone() for name, tensor in trainer.base_weights().items()}
+    assert before["model.layers.0.self_attn.q_proj.weight"].dtype == torch.bfloat16  # held in bf16 once
+    results = {user: trainer.train_adapter(objective(tiny_lm, user), tmp_path / user) for user in USERS}
+    after = trainer.base_weights()
+    assert after.keys() == before.keys()
+    assert all(torch.equal(before[name], after[name]) for name in before)  # bit for bit
+    assert trainer.trained == 3 and not [n for n, _ in trainer.base.named_parameters() if "lora_" in n]
+    adapters = {user: load_file(tmp_path / user / "adapter" / "adapter_model.safetensors") for user in USERS}
+    first = adapters["ann"]
+    assert all(tensor.dtype == torch.float32 for tensor in first.values())  # the adapter trains in fp32
+    assert any(not torch.equal(first[k], adapters["bob"][k]) for k in first)  # each learnt its own data
+
+    # The third adapter of that trainer equals the same user's adapter trained alone by a new
+    # trainer object with the same seed: nothing of the first two leaked into it.
+    alone = AdapterTrainer(str(tiny_lm), config())
+    result = alone.train_adapter(objective(tiny_lm, "cyd"), tmp_path / "cyd-alone")
+    single = load_file(tmp_path / "cyd-alone" / "adapter" / "adapter_model.safetensors")
+    third = adapters["cyd"]
+    assert single.keys() == third.keys() and all(torch.equal(single[k], third[k]) for k in single)
+    losses = [[e["loss"] for e in r.history if "loss" in e] for r in (results["cyd"], result)]
+    assert len(losses[0]) == 3 and losses[0] == losses[1]
+
+
+def test_an_adapter_stands_on_a_merged_task_adapter(tiny_lm: Path, tmp_path: Path) -> None:
+    """OPPU's base: the task adapter merged into the weights before any user adapter."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from lampbox.engine.training.adapters import AdapterTrainer
+    from lampbox.engine.training.trainer import TrainConfig
+
+    torch.manual_seed(1)
+    task = get_peft_model(
+        AutoModelForCausalLM.from_pretrained(tiny_lm),
+        LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False),
+    )  # fmt: skip
+    task.save_pretrained(tmp_path / "task")
+    merged = task.merge_and_unload().state_dict()
+    fp32 = TrainConfig(max_steps=2, batch_size=2, precision="fp32", checkpoints=False)
+    trainer = AdapterTrainer(str(tiny_lm), fp32, task_adapter=str(tmp_path / "task"))
+    weights = {name: tensor.clone() for name, tensor in trainer.base_weights().items()}
+    assert torch.equal(weights["model.layers.1.self_attn.v_proj.weight"], merged["model.layers.1.self_attn.v_proj.weight"])
+    trainer.train_adapter(objective(tiny_lm, "ann"), tmp_path / "ann")
+    assert all(torch.equal(weights[k], trainer.base_weights()[k]) for k in weights)
+    assert (tmp_path / "ann" / "adapter" / "adapter_config.json").is_file()
