@@ -310,6 +310,20 @@ def _resolve_trained(name: str, folder: Path) -> ResolvedModel:
     info_path = folder / TRAINED_INFO
     info = read_info(folder)
     kind = info["kind"]
+    if kind == "oppu":  # an OPPU set: the base with its task adapter; users' adapters per request
+        task_adapter = resolve_model(str(info.get("task_adapter", "")))
+        if task_adapter.adapter is None:
+            raise InputFileError(info_path, f"an OPPU set whose task adapter {info.get('task_adapter')!r} is not a LoRA model")
+        return ResolvedModel(
+            name, task_adapter.format, task_adapter.location, info.get("chat", task_adapter.chat),
+            task_adapter.is_hub_id, task_adapter.entry, adapter=task_adapter.adapter, trained=info,
+        )  # fmt: skip
+    if kind == "user-adapter":
+        raise InputFileError(
+            info_path,
+            f"user {info.get('user')!r}'s adapter of an OPPU set: run the set with --method oppu "
+            f"--model {str(info.get('name', folder.name)).rsplit('.u.', 1)[0]} --backend hf",
+        )
     if kind not in ("full", "lora"):
         raise InputFileError(info_path, f"unknown trained-model kind {kind!r}")
     weights = folder / ("model" if kind == "full" else "adapter")
@@ -327,6 +341,21 @@ def _resolve_trained(name: str, folder: Path) -> ResolvedModel:
         name, base.format, base.location, chat, base.is_hub_id, base.entry,
         adapter=str(weights), trained=info,
     )  # fmt: skip
+
+
+def user_adapters(resolved: ResolvedModel) -> dict[str, str]:
+    """An OPPU set's adapter folder per user id ({} for any other model); a user adapter whose
+    folder is gone is a one-line error naming it."""
+    info = resolved.trained or {}
+    if info.get("kind") != "oppu":
+        return {}
+    folders = {}
+    for user, entry in dict(info.get("users") or {}).items():
+        folder = trained_model_folder(str(entry["adapter"]))
+        if folder is None or not (folder / "adapter").is_dir():
+            raise LampboxError(f"{resolved.name}: user {user!r}'s adapter {entry['adapter']!r} is missing; train the set again")
+        folders[str(user)] = str(folder / "adapter")
+    return folders
 
 
 def resolve_model(name: str | None = None) -> ResolvedModel:

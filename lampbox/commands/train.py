@@ -103,6 +103,132 @@ def train_fid(model: str | None, **options: Any) -> None:
     _train("fid", model or OFFLINE_BASE, None, **options)
 
 
+@train.command("oppu")
+@click.option("--model", default=None, help="Base causal LM (default: the manifest's default); the task adapter's base.")
+@click.option("--task-adapter", default=None, help="An existing LoRA model trained on this task and base (default: train one on --split as `train ipa` does, named NAME.task).")
+@click.option("--users", "user_count", type=int, default=None, help="Only the first N users of --dev-split (default: all).")
+@click.option("--user", "user_ids", multiple=True, help="A user of --dev-split to train (repeatable).")
+@click.option("--user-epochs", type=float, default=2.0, show_default=True, help="Epochs over each user's profile items.")
+@click.option("--user-max-steps", type=int, default=None, help="Stop each user after this many steps (quick checks).")
+@click.option("--user-lr", type=float, default=1e-4, show_default=True)
+@click.option("--user-targets", default="q_proj,v_proj", show_default=True, help="Modules of each user's LoRA.")
+@click.option("--lora-r", type=int, default=8, show_default=True, help="LoRA rank (task and user adapters).")
+@click.option("--lora-alpha", type=int, default=8, show_default=True)
+@click.option("--lora-dropout", type=float, default=0.05, show_default=True)
+@click.option("--lora-targets", default="q_proj,k_proj,v_proj", show_default=True, help="Modules of the task adapter's LoRA.")
+@_common_options
+def train_oppu(
+    model: str | None, task_adapter: str | None, user_count: int | None, user_ids: tuple[str, ...], user_epochs: float,
+    user_max_steps: int | None, user_lr: float, user_targets: str, lora_r: int, lora_alpha: int, lora_dropout: float,
+    lora_targets: str, **options: Any,
+) -> None:  # fmt: skip
+    """OPPU: one LoRA adapter per user of --dev-split (the evaluated split), each trained on
+    that user's own profile items only, on the base with the task adapter merged.
+
+    \b
+    lampbox train oppu --task LaMP_7 --users 100 --name lamp7-oppu
+    lampbox bench --task LaMP_7 --method oppu --backend hf --model lamp7-oppu --retrievers none,bm25 --k 1
+
+    Run it again after an interruption: users already trained are skipped."""
+    from lampbox.engine.defaults import default_model
+    from lampbox.lab.training import lora_settings
+
+    task_lora = lora_settings(lora_r, lora_alpha, lora_dropout, lora_targets)
+    user_lora = lora_settings(lora_r, lora_alpha, lora_dropout, user_targets)
+    _train_oppu(
+        model or default_model(), task_adapter, user_count, tuple(user_ids), user_epochs, user_max_steps, user_lr,
+        task_lora, user_lora, **options,
+    )  # fmt: skip
+
+
+def _train_oppu(
+    model: str, task_adapter: str | None, user_count: int | None, user_ids: tuple[str, ...], user_epochs: float,
+    user_max_steps: int | None, user_lr: float, task_lora: Any, user_lora: Any, task_name: str, split: str,
+    dev_split: str, scheme: str | None, retriever: str, k: int, epochs: float, max_steps: int | None,
+    lr: float | None, batch_size: int, grad_accum: int, max_length: int, max_target_tokens: int, precision: str,
+    seed: int, limit: int | None, dev_limit: int, eval_every: int | None, group_by_length: bool, name: str,
+    threads: int | None, overwrite: bool, db_path: Path | None, as_json: bool,
+) -> None:  # fmt: skip
+    from lampbox.engine.defaults import default_max_new_tokens
+    from lampbox.engine.retrieval import retriever_names
+    from lampbox.engine.training.trainer import TrainConfig
+    from lampbox.errors import LampboxError, UnknownNameError
+    from lampbox.lab.oppu import OppuSpec, train_oppu
+    from lampbox.lab.training import TrainSpec
+
+    if retriever not in retriever_names():
+        raise UnknownNameError("retriever", retriever, retriever_names())
+    if k < 0:
+        raise LampboxError("--k cannot be negative")
+    if threads is not None:
+        if threads < 1:
+            raise LampboxError("--threads must be at least 1")
+        os.environ["LAMPBOX_THREADS"] = str(threads)
+    if os.environ.get("WORLD_SIZE", "1") not in ("", "1"):
+        raise LampboxError("train oppu runs in one process (torchrun sharding of users is not built yet)")
+    if user_count is not None and user_ids:
+        raise LampboxError("give --users N or --user ID, not both")
+    store = open_store(db_path, hold_lock=False, wait_s=WRITER_WAIT_S, purpose=f"train oppu {name}")
+    task = store.task(task_name)
+    resolved_scheme = store.resolve_scheme(task.name, dev_split, scheme)
+    user_config = TrainConfig(
+        epochs=user_epochs, lr=user_lr, batch_size=batch_size, grad_accum=grad_accum, seed=seed,
+        precision=precision, max_steps=user_max_steps, lora=user_lora, checkpoints=False,
+        group_by_length=group_by_length,
+    )  # fmt: skip
+    task_spec = None
+    if task_adapter is None:
+        task_config = TrainConfig(
+            epochs=epochs, lr=lr if lr is not None else 2e-4, batch_size=batch_size, grad_accum=grad_accum,
+            seed=seed, precision=precision, max_steps=max_steps, eval_every=eval_every, lora=task_lora,
+            eval_new_tokens=default_max_new_tokens(task), group_by_length=group_by_length,
+        )  # fmt: skip
+        task_spec = TrainSpec(
+            task=task.name, scheme=store.resolve_scheme(task.name, split, scheme), method="ipa", split=split,
+            dev_split=dev_split, retriever=retriever, k=k, model=model, max_length=max_length,
+            max_target_tokens=max_target_tokens, limit=limit, dev_limit=dev_limit, config=task_config,
+        )  # fmt: skip
+    spec = OppuSpec(
+        task=task.name, scheme=resolved_scheme, model=model, config=user_config, split=dev_split,
+        users=user_count, user_ids=user_ids, task_adapter=task_adapter, task_spec=task_spec,
+    )  # fmt: skip
+    quiet = as_json
+
+    def note(message: str) -> None:
+        if not quiet:
+            click.echo(message, err=True)
+
+    def show_user(done: Any) -> None:
+        if quiet:
+            return
+        what = {"trained": f"trained in {done.seconds:.1f} s", "existing": "trained before, skipped",
+                "empty": "no profile items, skipped"}[done.status]  # fmt: skip
+        eta = f", eta {done.eta_seconds:.0f} s" if done.eta_seconds is not None else ""
+        click.echo(f"user {done.index}/{done.total} {done.user_id} ({done.items} items): {what}{eta}", err=True)
+
+    result = train_oppu(spec, store, name, overwrite=overwrite, on_user=show_user, on_note=note)
+    artifact = result.artifact
+    seconds = sorted(result.seconds)
+    median = seconds[len(seconds) // 2] if seconds else None
+    summary = {
+        "name": artifact.name, "path": artifact.path, "kind": artifact.kind, "task_adapter": result.task_adapter,
+        "users": len(result.trained) + len(result.existing), "trained": result.trained,
+        "existing": result.existing, "no_profile_items": result.empty,
+        "median_user_seconds": round(median, 2) if median is not None else None,
+    }  # fmt: skip
+    if as_json:
+        print_json(summary)
+        return
+    click.echo(
+        f"OPPU set {artifact.name}: {len(result.trained)} users trained, {len(result.existing)} trained before"
+        + (f", median {median:.1f} s per user" if median is not None else "")
+        + f"; task adapter {result.task_adapter}"
+    )
+    if result.empty:
+        click.echo(f"skipped {len(result.empty)} users with no profile items: {', '.join(result.empty)}")
+    click.echo(f"run it with --method oppu --backend hf --model {artifact.name}", err=True)
+
+
 def _train(
     method: str, model: str, lora: Any, task_name: str, split: str, dev_split: str, scheme: str | None,
     retriever: str, k: int, epochs: float, max_steps: int | None, lr: float | None, batch_size: int,

@@ -131,7 +131,12 @@ def model_fingerprint(spec: RunSpec) -> str:
         location, is_hub_id, adapter = locate(spec.model)
         return weights_fingerprint(location, is_hub_id=is_hub_id, adapter=adapter)
     resolved = resolve_model(spec.model)
-    return weights_fingerprint(resolved.location, is_hub_id=resolved.is_hub_id, adapter=resolved.adapter)
+    fingerprint = weights_fingerprint(resolved.location, is_hub_id=resolved.is_hub_id, adapter=resolved.adapter)
+    users = (resolved.trained or {}).get("users") if (resolved.trained or {}).get("kind") == "oppu" else None
+    if users is not None:  # an OPPU set: every user's adapter by its content hash
+        content = json.dumps({user: entry["content_hash"] for user, entry in users.items()}, sort_keys=True)
+        fingerprint += "+users:" + hashlib.sha256(content.encode()).hexdigest()[:24]
+    return fingerprint
 
 
 def run_key(spec: RunSpec, task: TaskSpec) -> str:

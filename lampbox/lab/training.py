@@ -168,24 +168,24 @@ def check_name(name: str, overwrite: bool, store: Store | None = None) -> Path:
     return target
 
 
-def _causal_lm_source(spec: TrainSpec) -> tuple[Any, str, Any]:
+def causal_lm_source(model: str) -> tuple[Any, str, Any]:
     """(resolved model, the folder transformers loads, its config); causal LMs only."""
     from transformers import AutoConfig
 
     from lampbox.engine.generation.hf import _local_folder
 
-    resolved = resolve_model(spec.model)
+    resolved = resolve_model(model)
     if resolved.adapter is not None:
-        raise LampboxError(f"{spec.model!r} is a trained adapter; train from a base model")
+        raise LampboxError(f"{model!r} is a trained adapter; train from a base model")
     source = _local_folder(resolved)
     try:
         config = AutoConfig.from_pretrained(source)
     except (OSError, ValueError) as error:
-        raise LampboxError(f"could not read the config of {spec.model!r}: {error}") from error
+        raise LampboxError(f"could not read the config of {model!r}: {error}") from error
     architectures = getattr(config, "architectures", None) or []
     if getattr(config, "is_encoder_decoder", False) or not any(a.endswith("ForCausalLM") for a in architectures):
         raise LampboxError(
-            f"{spec.model!r} is not a causal LM ({', '.join(architectures) or 'unknown architecture'}); "
+            f"{model!r} is not a causal LM ({', '.join(architectures) or 'unknown architecture'}); "
             "`lampbox train ipa` fine-tunes decoder-only models"
         )
     return resolved, source, config
@@ -268,7 +268,7 @@ def prepare_data(spec: TrainSpec, store: Store) -> PreparedData:
     from lampbox.engine.generation.hf import HFTokenizer, context_limit, load_hf_tokenizer
 
     task = store.task(spec.task)
-    resolved, source, config = _causal_lm_source(spec)
+    resolved, source, config = causal_lm_source(spec.model)
     tokenizer = load_hf_tokenizer(resolved).hf_tokenizer
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token

@@ -1,0 +1,359 @@
+"""OPPU jobs: a task adapter, then one adapter per user of the evaluated split.
+
+`train_oppu(spec, store, name)`:
+1. the task adapter: an existing LoRA model by name, or trained here as `NAME.task` by the same
+   job `lampbox train ipa` runs (`training.train_model`; reused as it is on a re-run);
+2. one fresh LoRA per user, trained only on that user's own profile items as the task's
+   training pairs, every user from the same clean base with the task adapter merged
+   (`engine.training.adapters.AdapterTrainer`); each is its own model folder
+   `models/NAME.u.<user>` (kind user-adapter: the user and the task adapter it stands on are
+   in its record), staged and renamed in one step and registered at once, so a killed job
+   resumes user by user: users whose adapter is saved with the same settings are skipped;
+3. the set `models/NAME` (kind oppu): the task adapter's name and each user's adapter with
+   its content hash, written last. `--model NAME` resolves to the base with the task adapter
+   merged; the `oppu` method serves each question with its user's adapter.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lampbox.engine.training.trainer import TrainConfig, TrainProgress
+from lampbox.errors import LampboxError
+from lampbox.lab.registry import artifact_from_folder, register_folder
+from lampbox.lab.training import TrainSpec, causal_lm_source, check_name, train_model
+from lampbox.model_folders import (
+    TRAINED_INFO,
+    check_model_name,
+    hold_name,
+    is_model_folder,
+    model_path,
+    read_info,
+    work_path,
+)
+from lampbox.store.artifacts import Artifact, get_artifact, save_artifact
+from lampbox.store.core import Store
+
+USER_KIND = "user-adapter"
+SET_KIND = "oppu"
+
+
+@dataclass(frozen=True)
+class OppuSpec:
+    """What an OPPU job trains. Either `task_adapter` (an existing LoRA model's name) or
+    `task_spec` (the task adapter trained here); users are those of `split`: the first `users`,
+    or `user_ids`, or all of them."""
+
+    task: str
+    scheme: str
+    model: str
+    config: TrainConfig  # each user's adapter (LoRA settings, epochs, lr, batch)
+    split: str = "dev"
+    users: int | None = None
+    user_ids: tuple[str, ...] = ()
+    task_adapter: str | None = None
+    task_spec: TrainSpec | None = None
+    max_target_tokens: int = 256
+
+    def __post_init__(self) -> None:
+        if (self.task_adapter is None) == (self.task_spec is None):
+            raise LampboxError("an OPPU job needs a task adapter: an existing one by name, or one trained here")
+        if self.users is not None and self.users < 1:
+            raise LampboxError(f"--users must be at least 1 (got {self.users})")
+        if self.users is not None and self.user_ids:
+            raise LampboxError("give --users N or --user ID, not both")
+        config = self.config
+        if config.lora is None:
+            raise LampboxError("per-user adapters are LoRA adapters: give LoRA settings")
+        if config.batch_size < 1 or config.grad_accum < 1:
+            raise LampboxError("batch size and gradient accumulation must be at least 1")
+        if not config.lr > 0:
+            raise LampboxError(f"--user-lr must be greater than 0 (got {config.lr:g})")
+        if not config.epochs > 0 or (config.max_steps is not None and config.max_steps < 1):
+            raise LampboxError("--user-epochs must be positive and --user-max-steps at least 1")
+        if self.max_target_tokens < 1:
+            raise LampboxError(f"--max-target-tokens must be at least 1 (got {self.max_target_tokens})")
+        if not self.split:
+            raise LampboxError("the users' split cannot be empty")
+
+    def user_json(self, task_adapter: str, task_adapter_hash: str) -> dict[str, Any]:
+        """What decides a user's adapter besides the user (a re-run with these skips them)."""
+        return {
+            "method": "oppu", "task": self.task, "scheme": self.scheme, "split": self.split, "model": self.model,
+            "task_adapter": task_adapter, "task_adapter_hash": task_adapter_hash,
+            "max_target_tokens": self.max_target_tokens, "config": self.config.to_json(),
+        }  # fmt: skip
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["config"] = self.config.to_json()
+        data["task_spec"] = self.task_spec.to_json() if self.task_spec is not None else None
+        data["user_ids"] = list(self.user_ids)
+        return data
+
+
+@dataclass(frozen=True)
+class UserDone:
+    """One user's turn, for progress: trained (with its seconds), skipped as already trained,
+    or skipped for having no profile items."""
+
+    user_id: str
+    index: int  # 1-based position among the selected users
+    total: int
+    items: int
+    status: str  # trained | existing | empty
+    seconds: float = 0.0
+    eta_seconds: float | None = None
+
+
+@dataclass
+class OppuResult:
+    artifact: Artifact  # the set
+    task_adapter: str
+    trained: list[str] = field(default_factory=list)
+    existing: list[str] = field(default_factory=list)
+    empty: list[str] = field(default_factory=list)  # users with no profile items: no adapter
+    seconds: list[float] = field(default_factory=list)  # per trained user
+
+
+def user_adapter_name(set_name: str, user_id: str) -> str:
+    """models/<set>.u.<user>: the user id as it is when it is a valid name part, else made one
+    (other characters replaced) with a short hash of the id, so two ids never share a name."""
+    safe = re.sub(r"[^A-Za-z0-9._-]", "_", user_id)
+    if safe != user_id or len(set_name) + 3 + len(safe) > 100:
+        digest = hashlib.sha256(user_id.encode()).hexdigest()[:8]
+        safe = f"{safe[: max(1, 100 - len(set_name) - 13)]}-{digest}"
+    name = f"{set_name}.u.{safe}"
+    if len(name) > 100:
+        raise LampboxError(f"the name {set_name!r} is too long to name its users' adapters; choose a shorter one")
+    return check_model_name(name)
+
+
+def select_users(spec: OppuSpec, store: Store) -> list[str]:
+    """The users of the split the job trains, in file order; an unknown --user is an error."""
+    task, scheme, split = spec.task, spec.scheme, spec.split
+    everyone = store.first_users(task, scheme, split, 10**9)
+    if not everyone:
+        raise LampboxError(f"no {task} {scheme} {split} questions: no users to train adapters for")
+    if spec.user_ids:
+        known = set(everyone)
+        missing = [user for user in spec.user_ids if user not in known]
+        if missing:
+            raise LampboxError(f"no user {', '.join(map(repr, missing))} in {task} {scheme} {split}")
+        return list(dict.fromkeys(spec.user_ids))
+    return everyone[: spec.users] if spec.users is not None else everyone
+
+
+def _task_adapter(
+    spec: OppuSpec, store: Store, name: str, overwrite: bool,
+    on_progress: Callable[[TrainProgress], None] | None, on_note: Callable[[str], None] | None,
+) -> tuple[str, Path]:  # fmt: skip
+    """The task adapter's name and its adapter folder: the named one (checked), or NAME.task
+    (reused when it was trained before with the same settings, else trained now)."""
+    from lampbox.engine.fingerprint import model_fingerprint
+    from lampbox.models import resolve_model, trained_model_folder
+
+    if spec.task_adapter is not None:
+        folder = trained_model_folder(spec.task_adapter)
+        if folder is None:
+            raise LampboxError(f"no trained model named {spec.task_adapter!r} to use as the task adapter (see `lampbox models list`)")
+        info = read_info(folder)
+        if info.get("kind") != "lora":
+            raise LampboxError(f"--task-adapter {spec.task_adapter}: a {info.get('kind')} model, not a LoRA adapter")
+        if info.get("task") != spec.task:
+            raise LampboxError(f"--task-adapter {spec.task_adapter} was trained for {info.get('task')}, not {spec.task}")
+        base = resolve_model(spec.model)
+        wanted = model_fingerprint(base.location, is_hub_id=base.is_hub_id)
+        if info.get("base_fingerprint") != wanted:
+            raise LampboxError(
+                f"--task-adapter {spec.task_adapter} stands on {info.get('base')!r}, whose weights differ from "
+                f"--model {spec.model!r}; give the model it was trained on"
+            )
+        return spec.task_adapter, folder / "adapter"
+    assert spec.task_spec is not None
+    task_name = f"{name}.task"
+    folder = model_path(task_name)
+    if not overwrite and is_model_folder(folder) and read_info(folder).get("spec") == spec.task_spec.to_json():
+        if get_artifact(store, task_name) is None:
+            register_folder(store, task_name)
+        if on_note:
+            on_note(f"task adapter {task_name}: trained before, reused")
+        return task_name, folder / "adapter"
+    if on_note:
+        on_note(f"task adapter {task_name}: training on {spec.task} {spec.task_spec.split}")
+    train_model(spec.task_spec, store, task_name, overwrite=overwrite, on_progress=on_progress, on_note=on_note)
+    return task_name, folder / "adapter"
+
+
+def _check_set_name(spec: OppuSpec, store: Store, name: str, overwrite: bool) -> dict[str, Any] | None:
+    """The set's record when NAME is an OPPU set made with the same settings (a re-run adds
+    or resumes users); None when the name is free (or --overwrite); an error otherwise."""
+    folder = model_path(name)
+    if overwrite or not folder.exists():
+        check_name(name, True, store)  # the manifest's names stay refused
+        return None
+    if not is_model_folder(folder) or read_info(folder).get("kind") != SET_KIND:
+        check_name(name, overwrite, store)  # a model of another kind: "exists"
+        return None
+    info = read_info(folder)
+    mine = spec.to_json()
+    theirs = dict(info.get("spec") or {})
+    for key in ("users", "user_ids"):
+        mine.pop(key, None)
+        theirs.pop(key, None)
+    if mine != theirs:
+        raise LampboxError(
+            f"the OPPU set {name!r} was trained with other settings; use them to add users, "
+            "or pass --overwrite to train it again"
+        )
+    return info
+
+
+def train_oppu(
+    spec: OppuSpec,
+    store: Store,
+    name: str,
+    *,
+    overwrite: bool = False,
+    on_user: Callable[[UserDone], None] | None = None,
+    on_progress: Callable[[TrainProgress], None] | None = None,
+    on_note: Callable[[str], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> OppuResult:
+    """Train (or resume) the OPPU set `name`: its task adapter, its users' adapters, its record."""
+    from lampbox.engine.fingerprint import folder_sha256, model_fingerprint
+    from lampbox.engine.generation.hf import load_hf_tokenizer
+    from lampbox.engine.training.oppu import user_profiles
+
+    check_model_name(name)
+    user_adapter_name(name, "0")  # a name too long for its users: refused before any work
+    with hold_name(name, f"train oppu {name}"):
+        previous = _check_set_name(spec, store, name, overwrite)
+        resolved, source, _ = causal_lm_source(spec.model)
+        users = select_users(spec, store)
+        task = store.task(spec.task)
+        task_adapter, adapter_folder = _task_adapter(spec, store, name, overwrite, on_progress, on_note)
+        task_hash = folder_sha256(adapter_folder)
+        user_spec = spec.user_json(task_adapter, task_hash)
+        questions = store.questions(spec.task, spec.scheme, spec.split, user_ids=users)
+        profiles = user_profiles(questions)
+        store.idle()
+        tokenizer = load_hf_tokenizer(resolved).hf_tokenizer
+        if tokenizer.pad_token_id is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        chat = resolved.chat if resolved.chat is not None else bool(getattr(tokenizer, "chat_template", None))
+        base_fingerprint = model_fingerprint(resolved.location, is_hub_id=resolved.is_hub_id)
+        result = OppuResult(None, task_adapter)  # type: ignore[arg-type]
+        entries: dict[str, dict[str, Any]] = dict((previous or {}).get("users") or {})
+        trainer: Any = None
+        for index, user in enumerate(users, 1):
+            if should_stop and should_stop():
+                raise LampboxError(f"stopped after {index - 1} of {len(users)} users; run the same command to resume")
+            items = profiles.get(user, [])
+            adapter_name = user_adapter_name(name, user)
+            folder = model_path(adapter_name)
+            if not items:
+                result.empty.append(user)
+                entries.pop(user, None)
+                status, seconds = "empty", 0.0
+            elif not overwrite and is_model_folder(folder) and read_info(folder).get("spec") == {**user_spec, "user": user}:
+                artifact = get_artifact(store, adapter_name) or register_folder(store, adapter_name)
+                result.existing.append(user)
+                entries[user] = {"adapter": adapter_name, "content_hash": artifact.content_hash, "items": len(items)}
+                status, seconds = "existing", 0.0
+            else:
+                if trainer is None:  # the base is loaded once, with the task adapter merged
+                    from lampbox.engine.training.adapters import AdapterTrainer
+
+                    trainer = AdapterTrainer(source, spec.config, task_adapter=str(adapter_folder))
+                started = time.perf_counter()
+                artifact = _train_user(
+                    trainer, spec, store, adapter_name, user, items, tokenizer, chat, task, source,
+                    {**user_spec, "user": user}, base_fingerprint,
+                )  # fmt: skip
+                seconds = time.perf_counter() - started
+                result.trained.append(user)
+                result.seconds.append(seconds)
+                entries[user] = {"adapter": adapter_name, "content_hash": artifact.content_hash, "items": len(items)}
+                status = "trained"
+            if on_user:
+                left = sum(1 for u in users[index:] if profiles.get(u))
+                mean = sum(result.seconds) / len(result.seconds) if result.seconds else None
+                eta = mean * left if mean is not None else None
+                on_user(UserDone(user, index, len(users), len(items), status, seconds, eta))
+        info = {
+            "name": name, "kind": SET_KIND, "method": "oppu", "task": spec.task, "base": spec.model,
+            "base_fingerprint": base_fingerprint, "chat": chat, "task_adapter": task_adapter,
+            "task_adapter_hash": task_hash, "spec": spec.to_json(), "users": dict(sorted(entries.items())),
+            "skipped": sorted(set((previous or {}).get("skipped") or []) - set(entries) | set(result.empty)),
+            "history": [], "metrics": {},
+        }  # fmt: skip
+        result.artifact = _write_folder(store, name, info, lambda staging: None)
+        return result
+
+
+def _train_user(
+    trainer: Any, spec: OppuSpec, store: Store, adapter_name: str, user: str, items: Sequence[Any], tokenizer: Any,
+    chat: bool, task: Any, source: str, user_spec: dict[str, Any], base_fingerprint: str,
+) -> Artifact:  # fmt: skip
+    """One user's adapter: trained on their items alone, saved as models/<set>.u.<user> (staged,
+    renamed in one step) and registered."""
+    from lampbox.engine.training.oppu import user_objective
+
+    objective = user_objective(source, tokenizer, chat, task, items, spec.max_target_tokens)
+    with hold_name(adapter_name, f"train oppu {adapter_name}"):
+        staging = work_path(adapter_name, "staging")
+        shutil.rmtree(staging, ignore_errors=True)
+        trained = trainer.train_adapter(objective, staging)
+        info = {
+            "name": adapter_name, "kind": USER_KIND, "method": "oppu", "task": spec.task, "base": spec.model,
+            "base_fingerprint": base_fingerprint, "chat": chat, "user": user,
+            "task_adapter": user_spec["task_adapter"], "items": [item.key for item in items],
+            "spec": user_spec, "history": trained.history, "metrics": {},
+            "result": {"steps": trained.steps, "train_tokens": trained.train_tokens},
+        }  # fmt: skip
+        return _write_folder(store, adapter_name, info, None, staged=True)
+
+
+def _write_folder(
+    store: Store, name: str, info: dict[str, Any], fill: Callable[[Path], None] | None, *, staged: bool = False
+) -> Artifact:
+    """Write models/NAME (its lampbox-model.json last) through its staging folder, replace any
+    old one in one rename, and register it. `staged`: the staging folder already holds the rest."""
+    from lampbox.engine.fingerprint import folder_sha256
+    from lampbox.lab.training import _write_json
+
+    target = model_path(name)
+    staging = work_path(name, "staging")
+    try:
+        if not staged:
+            shutil.rmtree(staging, ignore_errors=True)
+            staging.mkdir(parents=True)
+        if fill is not None:
+            fill(staging)
+        _write_json(staging / TRAINED_INFO, info, indent=2)
+        content = folder_sha256(staging)
+        if target.exists():
+            old = work_path(name, "old")
+            shutil.rmtree(old, ignore_errors=True)
+            target.replace(old)
+            staging.replace(target)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            staging.replace(target)
+    except OSError as error:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise LampboxError(f"could not save {name} to {target}: {error}") from error
+    artifact = artifact_from_folder(target, content)
+    save_artifact(store, artifact)
+    store.idle()
+    stored = get_artifact(store, name)
+    assert stored is not None
+    return stored
