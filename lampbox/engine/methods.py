@@ -174,6 +174,36 @@ class IPA(Method):
         return prepare
 
 
+class OPPU(Method):
+    """One PEFT Per User: each question is answered by the model with its user's own LoRA
+    adapter on top (`--model` an OPPU set from `lampbox train oppu`: the base with the task
+    adapter merged), with the retrieved items in the prompt as IPA puts them when k > 0
+    (OPPU + RAG). A user without an adapter (no profile items to train on) gets the set's
+    model alone. Needs a backend that loads per-request adapters (hf)."""
+
+    name = "oppu"
+    description = "each user's own LoRA adapter (an OPPU set), retrieved items in the prompt when k > 0"
+
+    def preparer(
+        self, task: TaskSpec, generator: Generator, params: GenerationParams, max_length: int
+    ) -> Preparer:
+        from lampbox.models import resolve_model, user_adapters
+
+        if not generator.supports_adapters:
+            raise LampboxError(f"method oppu needs a backend that loads per-user adapters (hf), not {generator.backend}")
+        adapters = user_adapters(resolve_model(generator.name))
+        if not adapters:
+            raise LampboxError(f"method oppu needs an OPPU set as its model (`lampbox train oppu`); {generator.name!r} is not one")
+        ipa = IPA().preparer(task, generator, params, max_length)
+
+        def prepare(question: Question, items: Sequence[ProfileItem]) -> MethodInput:
+            built = ipa(question, items)
+            request = GenerationRequest(built.request.prompt, user_id=question.user_id, adapter=adapters.get(question.user_id))
+            return MethodInput(request, built.prompt)
+
+        return prepare
+
+
 class FiD(Method):
     """Fusion-in-Decoder: one passage per retrieved item (the input and that item, rendered with
     the task's IPA template within the token budget), encoded separately by an encoder-decoder
@@ -276,5 +306,6 @@ def method_names() -> list[str]:
 
 register_method(IPA())
 register_method(FiD())
+register_method(OPPU())
 register_method(RetrievalOnly())
 
