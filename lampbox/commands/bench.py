@@ -142,6 +142,12 @@ def bench_command(
 
     if not get_method(method).uses_model:
         raise LampboxError(f"--method {method} needs no model; its runs are the bench's model-free baselines")
+    if get_method(method).needs_adapters:
+        from lampbox.engine.generation.registry import backend_class
+
+        for backend in backend_list:
+            if backend_class(backend).supports_adapters is not True:
+                raise LampboxError(f"--method {method} needs a backend that loads per-user adapters (hf), not {backend}")
     retriever_list = split_list(retrievers) or ["none"]
     for retriever in retriever_list:
         if retriever not in retriever_names():

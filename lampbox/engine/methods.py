@@ -87,6 +87,7 @@ class Method:
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
     uses_model: ClassVar[bool] = True
+    needs_adapters: ClassVar[bool] = False  # sends per-request adapters: a backend that loads them
 
     def preparer(
         self, task: TaskSpec, generator: Generator, params: GenerationParams, max_length: int
@@ -183,6 +184,7 @@ class OPPU(Method):
 
     name = "oppu"
     description = "each user's own LoRA adapter (an OPPU set), retrieved items in the prompt when k > 0"
+    needs_adapters = True
 
     def preparer(
         self, task: TaskSpec, generator: Generator, params: GenerationParams, max_length: int

@@ -315,7 +315,7 @@ def _train_user(
         info = {
             "name": adapter_name, "kind": USER_KIND, "method": "oppu", "task": spec.task, "base": spec.model,
             "base_fingerprint": base_fingerprint, "chat": chat, "user": user,
-            "task_adapter": user_spec["task_adapter"], "items": [item.key for item in items],
+            "task_adapter": user_spec["task_adapter"], "items": [item.id for item in items],  # the official ids of the items it learnt
             "spec": user_spec, "history": trained.history, "metrics": {},
             "result": {"steps": trained.steps, "train_tokens": trained.train_tokens},
         }  # fmt: skip

@@ -1,0 +1,234 @@
+"""OPPU: a task adapter, then one adapter per user of the evaluated split trained on that user's
+own profile items only, from the same clean base; re-runs skip trained users; a user without
+items is named; `--method oppu` serves each question with its user's adapter (outputs equal
+those of base + task adapter + that user's adapter merged). A tiny random Llama with
+SmolLM2's tokenizer and a tiny commit_subject-shaped dataset: ann and bob have history, cyd
+has none."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner, Result
+
+pytestmark = pytest.mark.slow
+
+TASK = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "git-commits" / "commit_subject" / "task.json"
+INPUT = "Generate a subject for the following commit message: "
+
+
+def _item(key: str, title: str, text: str) -> dict[str, str]:
+    return {"id": key, "title": title, "text": text, "date": "2024-01-01"}
+
+
+PROFILES = {
+    "ann": [_item("a1", "parser: fix crash", "The parser crashed on empty input."),
+            _item("a2", "docs: fix typo", "A typo in the manual."),
+            _item("a3", "parser: speed up", "Parsing is faster now.")],
+    "bob": [_item("b1", "diff: colour moved lines", "Moved lines get their own colour."),
+            _item("b2", "diff: add --stat width", "The width of the stat can be set.")],
+    "cyd": [],
+}  # fmt: skip
+
+
+def _dataset(folder: Path) -> Path:
+    """commit_subject's task.json with 6 train questions and one dev question per user."""
+    if not TASK.is_file():
+        pytest.skip(f"stand-in data not found at {TASK}")
+    folder.mkdir()
+    shutil.copy(TASK, folder / "task.json")
+    train = [{"id": f"t{i}", "user_id": "tom", "input": f"{INPUT}change number {i}", "profile": PROFILES["ann"][:2]} for i in range(6)]
+    dev = [{"id": f"d-{user}", "user_id": user, "input": f"{INPUT}fix the {user} bug", "profile": items} for user, items in PROFILES.items()]
+    for split, questions in (("train", train), ("dev", dev)):
+        (folder / f"{split}_questions.json").write_text(json.dumps(questions))
+        golds = [{"id": q["id"], "output": f"subject {q['id']}"} for q in questions]
+        (folder / f"{split}_outputs.json").write_text(json.dumps({"task": "commit_subject", "golds": golds}))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def store_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from lampbox.store import Store
+    from lampbox.store.importer import import_path
+
+    folder = tmp_path_factory.mktemp("oppu-data")
+    path = folder / "oppu.duckdb"
+    with Store(path) as store:
+        import_path(store, _dataset(folder / "commit_subject"), allow_empty_profiles=True)
+    return path
+
+
+def _spec(tiny_lm: Path, **overrides: Any):  # type: ignore[no-untyped-def]
+    from lampbox.engine.training.trainer import LoraSettings, TrainConfig
+    from lampbox.lab.oppu import OppuSpec
+    from lampbox.lab.training import TrainSpec
+
+    task_config = TrainConfig(max_steps=1, batch_size=2, precision="fp32", lr=1e-4, lora=LoraSettings(r=4, alpha=8))
+    task_spec = TrainSpec(task="commit_subject", scheme="user", retriever="bm25", k=1, model=str(tiny_lm), dev_limit=0, config=task_config)
+    user_config = TrainConfig(
+        max_steps=2, batch_size=2, precision="fp32", lr=2e-1, checkpoints=False,
+        lora=LoraSettings(r=4, alpha=8, dropout=0.0, targets=("q_proj", "v_proj")),
+    )  # fmt: skip
+    values: dict[str, Any] = dict(task="commit_subject", scheme="user", model=str(tiny_lm), config=user_config, task_spec=task_spec)
+    values.update(overrides)
+    return OppuSpec(**values)
+
+
+@pytest.fixture(scope="module")
+def trained(store_path: Path, tiny_lm: Path, module_home: Path) -> dict[str, Any]:
+    """The set `tiny-oppu` trained once for the module, with what each user's objective held
+    and the base's weights before and after."""
+    import torch
+
+    import lampbox.engine.training.adapters as adapters_module
+    import lampbox.engine.training.oppu as oppu_module
+    from lampbox.lab.oppu import train_oppu
+    from lampbox.store import Store
+
+    seen: dict[str, Any] = {"examples": [], "bases": []}
+    real_objective, real_trainer = oppu_module.user_objective, adapters_module.AdapterTrainer
+
+    def objective(*args: Any, **kwargs: Any) -> Any:
+        made = real_objective(*args, **kwargs)
+        seen["examples"].append(made.train_examples)
+        return made
+
+    class Watched(real_trainer):  # type: ignore[misc,valid-type]
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            seen["trainer"] = self
+            seen["bases"].append({k: v.clone() for k, v in self.base_weights().items()})
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(oppu_module, "user_objective", objective)
+        patch.setattr(adapters_module, "AdapterTrainer", Watched)
+        with Store(store_path) as store:
+            notes: list[str] = []
+            seen["result"] = train_oppu(_spec(tiny_lm), store, "tiny-oppu", on_user=notes.append)
+    seen["users_done"] = notes
+    seen["after"] = seen["trainer"].base_weights()
+    seen["equal_base"] = all(torch.equal(seen["bases"][0][k], seen["after"][k]) for k in seen["after"])
+    return seen
+
+
+def test_each_user_adapter_learns_only_that_users_items(trained: dict[str, Any], tiny_lm: Path, module_home: Path) -> None:
+    from transformers import AutoTokenizer
+
+    from lampbox.model_folders import read_info
+
+    result = trained["result"]
+    assert result.trained == ["ann", "bob"] and result.empty == ["cyd"] and result.existing == []
+    assert result.task_adapter == "tiny-oppu.task"
+    tokenizer = AutoTokenizer.from_pretrained(tiny_lm)
+    for user, examples in zip(["ann", "bob"], trained["examples"], strict=True):
+        assert len(examples) == len(PROFILES[user])
+        titles = [tokenizer.decode(e.target_ids, skip_special_tokens=True) for e in examples]
+        assert titles == [item["title"] for item in PROFILES[user]]  # their own items, nothing else
+        info = read_info(module_home / "models" / f"tiny-oppu.u.{user}")
+        assert info["kind"] == "user-adapter" and info["user"] == user and info["task_adapter"] == "tiny-oppu.task"
+        assert info["items"] == [item["id"] for item in PROFILES[user]]
+    # the base (task adapter merged) is loaded once and left bit for bit as it was
+    assert len(trained["bases"]) == 1 and trained["equal_base"]
+    assert [(d.user_id, d.status) for d in trained["users_done"]] == [("ann", "trained"), ("bob", "trained"), ("cyd", "empty")]
+    assert trained["users_done"][0].eta_seconds is not None
+    assert not (module_home / "models" / "tiny-oppu.u.cyd").exists()
+    record = read_info(module_home / "models" / "tiny-oppu")
+    assert record["kind"] == "oppu" and set(record["users"]) == {"ann", "bob"} and record["skipped"] == ["cyd"]
+
+
+def test_a_rerun_skips_trained_users(trained: dict[str, Any], store_path: Path, tiny_lm: Path, module_home: Path) -> None:
+    from lampbox.lab.oppu import train_oppu
+    from lampbox.store import Store
+    from lampbox.store.artifacts import list_artifacts
+
+    adapter = module_home / "models" / "tiny-oppu.u.ann" / "adapter" / "adapter_model.safetensors"
+    stamp = adapter.stat().st_mtime_ns
+    with Store(store_path) as store:
+        result = train_oppu(_spec(tiny_lm), store, "tiny-oppu")
+        kinds = {a.name: a.kind for a in list_artifacts(store)}
+    assert result.trained == [] and result.existing == ["ann", "bob"] and result.empty == ["cyd"]
+    assert adapter.stat().st_mtime_ns == stamp
+    assert kinds == {"tiny-oppu": "oppu", "tiny-oppu.task": "lora", "tiny-oppu.u.ann": "user-adapter", "tiny-oppu.u.bob": "user-adapter"}
+
+
+def _merged(tiny_lm: Path, adapters: list[Path], folder: Path) -> Path:
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_lm)
+    for adapter in adapters:
+        model = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
+    model.save_pretrained(folder)
+    AutoTokenizer.from_pretrained(tiny_lm).save_pretrained(folder)
+    return folder
+
+
+def test_bench_oppu_answers_each_question_with_its_users_adapter(
+    trained: dict[str, Any], store_path: Path, tiny_lm: Path, module_home: Path, tmp_path: Path
+) -> None:  # fmt: skip
+    from lampbox.engine.generation.base import GenerationParams
+    from lampbox.engine.generation.hf import HFGenerator
+    from lampbox.lab.pipeline import run
+    from lampbox.lab.specs import RunSpec, run_key
+    from lampbox.store import Store
+
+    params = GenerationParams(max_new_tokens=6)
+    models = module_home / "models"
+    with Store(store_path) as store:
+        for k, retriever in ((0, "none"), (1, "bm25")):  # OPPU alone, OPPU + RAG
+            spec = RunSpec("commit_subject", "user", "dev", retriever=retriever, k=k, backend="hf", model="tiny-oppu",
+                           method="oppu", params=params)  # fmt: skip
+            record = run(spec, store)
+            by_user = {p.user_id: p for p in record.predictions}
+            assert set(record.user_scores) == {"ann", "bob", "cyd"}
+            outputs = {}
+            for user in ("ann", "bob"):
+                adapters = [models / "tiny-oppu.task" / "adapter", models / f"tiny-oppu.u.{user}" / "adapter"]
+                merged = HFGenerator(str(_merged(tiny_lm, adapters, tmp_path / f"{user}-{k}")))
+                outputs[user] = merged.generate([by_user[user].prompt, by_user["ann"].prompt], params)
+                assert by_user[user].raw_output == outputs[user][0]
+                assert len(by_user[user].item_keys) == k  # k retrieved items in the prompt (OPPU + RAG)
+            assert outputs["ann"][1] != outputs["bob"][1]  # the two adapters answer ann's prompt differently
+            task_only = HFGenerator(str(_merged(tiny_lm, [models / "tiny-oppu.task" / "adapter"], tmp_path / f"task-{k}")))
+            assert by_user["cyd"].raw_output == task_only.generate([by_user["cyd"].prompt], params)[0]  # no adapter
+        key = run_key(spec, store.task("commit_subject"))
+    # a user's adapter retrained: the set's runs are keyed anew
+    record_file = models / "tiny-oppu" / "lampbox-model.json"
+    info = json.loads(record_file.read_text())
+    info["users"]["ann"]["content_hash"] = "changed"
+    record_file.write_text(json.dumps(info))
+    with Store(store_path) as store:
+        assert run_key(spec, store.task("commit_subject")) != key
+
+
+def _invoke(*args: Any) -> Result:
+    from lampbox.cli import cli
+
+    return CliRunner().invoke(cli, [str(arg) for arg in args], catch_exceptions=False)
+
+
+def _one_line(result: Result, fragment: str) -> None:
+    assert result.exit_code != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and fragment in lines[0], result.stderr
+
+
+def test_bad_flags_are_one_clear_line(trained: dict[str, Any], store_path: Path, tiny_lm: Path, tmp_path: Path) -> None:
+    db = tmp_path / "copy.duckdb"
+    shutil.copy(store_path, db)
+    base = ["train", "oppu", "--task", "commit_subject", "--model", tiny_lm, "--db", db, "--name"]
+    _one_line(_invoke(*base, "x1", "--users", "0"), "--users must be at least 1")
+    _one_line(_invoke(*base, "x2", "--users", "2", "--user", "ann"), "not both")
+    _one_line(_invoke(*base, "x3", "--user", "nobody"), "no user 'nobody'")
+    _one_line(_invoke(*base, "x4", "--task-adapter", "missing"), "no trained model named 'missing'")
+    _one_line(_invoke(*base, "x5", "--task-adapter", "tiny-oppu.u.ann"), "not a LoRA adapter")
+    _one_line(_invoke(*base, "tiny-oppu", "--user-lr", "0"), "--user-lr must be greater than 0")
+    # the set under other settings: refused, not mixed
+    _one_line(_invoke(*base, "tiny-oppu", "--user-epochs", "3", "--task-adapter", "tiny-oppu.task"), "other settings")
+    bench = ["bench", "--task", "commit_subject", "--method", "oppu", "--db", db, "--retrievers", "none", "--no-baselines"]
+    _one_line(_invoke(*bench, "--backend", "hf", "--model", tiny_lm), "not one")
+    _one_line(_invoke(*bench, "--backend", "llamacpp", "--model", "tiny-oppu"), "per-user adapters (hf)")
