@@ -1,0 +1,113 @@
+"""ROPG feedback: the utility of each candidate item for a question.
+
+For each question and each of its top `ctx_size` items under a base retriever, the IPA prompt
+is built with that item alone (k = 1), generated through the generation cache (a prompt
+generated anywhere before is not generated again) and scored against the gold with the task
+metric: accuracy (classification), the paper's normalised utility (worst - |error|) / worst
+with worst = max(|gold - 1|, |gold - 5|) (ratings), the main ROUGE (generation).
+Utilities are keyed by what made them (`feedback_key`: the generator's identity, decoding
+parameters, prompt budget and the metric), never by the base retriever or ctx_size: a
+(question, item) utility is the same whichever retriever proposed the item.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from lampbox.engine.caches import GenerationCache
+from lampbox.engine.generation.base import GenerationParams, Generator
+from lampbox.engine.generation.cached import generate_cached
+from lampbox.engine.methods import get_method
+from lampbox.engine.metrics import Scorer, parse_gold_rating, parse_rating
+from lampbox.engine.tasks import TaskSpec
+from lampbox.engine.types import ItemFeedback, ItemUtility, ProfileItem, Question
+from lampbox.errors import LampboxError
+
+FEEDBACK_KINDS = ("generate",)
+FEEDBACK_VERSION = 1
+
+
+def utility_metric(task: TaskSpec) -> str:
+    """The per-question score a utility is made from."""
+    if task.kind == "classification":
+        return "accuracy"
+    if task.kind == "rating":
+        return "normalised-mae"
+    return task.main_metric
+
+
+class UtilityScorer:
+    """Utility of one output against its gold (higher is better, in [0, 1])."""
+
+    def __init__(self, task: TaskSpec) -> None:
+        self.task = task
+        self.scorer = Scorer(task)
+        self.metric = utility_metric(task)
+
+    def __call__(self, output: str, gold: str) -> float:
+        if self.task.kind == "rating":
+            gold_value = parse_gold_rating(gold)
+            worst = max(abs(gold_value - 1), abs(gold_value - 5))
+            error = abs(parse_rating(output.strip(), gold_value) - gold_value)
+            return (worst - error) / worst if worst > 0 else 1.0
+        return float(self.scorer.score(output.strip(), gold)[self.metric])
+
+
+def feedback_key(
+    identity: Mapping[str, Any],
+    params: GenerationParams,
+    max_length: int,
+    task: TaskSpec,
+    kind: str = "generate",
+) -> str:
+    """What made the utilities: the model, decoding, prompt settings, metric and feedback kind."""
+    data = {
+        "model": identity, "params": params.to_json(), "max_length": max_length, "method": "ipa", "k": 1,
+        "metric": utility_metric(task), "feedback": kind, "version": FEEDBACK_VERSION,
+    }  # fmt: skip
+    digest = hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:24]
+    return f"ropg-{kind}-{digest}"
+
+
+def compute_feedback(
+    task: TaskSpec,
+    questions: Sequence[Question],
+    candidates: Sequence[Sequence[ProfileItem]],
+    generator: Generator,
+    params: GenerationParams,
+    max_length: int,
+    *,
+    label: str,
+    cache: GenerationCache | None = None,
+    batch_size: int = 8,
+    on_progress: Callable[[int, int], None] | None = None,
+    should_cancel: Callable[[], bool] | None = None,
+) -> list[ItemFeedback]:
+    """Each question's utility for each of its candidate items (one generation per pair,
+    through the cache), in question order; questions need a gold."""
+    prepare = get_method("ipa").preparer(task, generator, params, max_length)
+    key = feedback_key(generator.identity(), params, max_length, task)
+    built = []
+    for question, items in zip(questions, candidates, strict=True):
+        if question.gold is None:
+            raise LampboxError(
+                f"question {question.id} has no gold: feedback needs one per training question"
+            )
+        built.extend((question, item, prepare(question, [item])) for item in items)
+    result = generate_cached(
+        generator, [entry.request for _, _, entry in built], params, cache=cache,
+        sizes=[entry.prompt.token_count for _, _, entry in built], batch_size=batch_size,
+        on_progress=on_progress, should_cancel=should_cancel,
+    )  # fmt: skip
+    score = UtilityScorer(task)
+    per_question: dict[str, list[ItemUtility]] = {}
+    for (question, item, _), output in zip(built, result.outputs, strict=True):
+        utility = score(output, question.gold or "")
+        per_question.setdefault(question.id, []).append(ItemUtility(item.key, item.id, utility))
+    return [
+        ItemFeedback(question.id, key, label, tuple(per_question.get(question.id, ())))
+        for question in questions
+    ]

@@ -1,0 +1,138 @@
+"""ROPG: the losses on hand-computed cases, feedback stored once per (question, item, model,
+prompt settings), a trained `ropg:NAME` retriever ranking and benched, and bad flags."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from lampbox.engine.tasks import builtin_task
+
+
+# -- the losses ---------------------------------------------------------------------------------
+
+
+def test_kd_loss_is_the_kl_divergence_of_a_hand_computed_case() -> None:
+    import torch
+
+    from lampbox.engine.ropg.kd import kd_loss
+
+    # softmax([1, 0]) = (a, b) with a / b = e; the target is (b, a): KL = (a - b) * ln(a / b) = a - b.
+    a = math.e / (math.e + 1)
+    loss = kd_loss(torch.tensor([1.0, 0.0]), torch.tensor([0.0, 1.0]), temperature=1.0)
+    assert float(loss) == pytest.approx(a - (1 - a), abs=1e-6)
+    assert float(kd_loss(torch.tensor([0.2, 0.0]), torch.tensor([0.2, 0.0]), temperature=0.1)) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_kd_loss_decreases_on_a_fixed_batch_and_ranks_by_utility() -> None:
+    import torch
+
+    from lampbox.engine.ropg.kd import kd_loss
+
+    scores = torch.zeros(4, requires_grad=True)
+    utilities = torch.tensor([0.1, 0.9, 0.3, 0.0])
+    optimizer = torch.optim.SGD([scores], lr=0.05)
+    losses = []
+    for _ in range(20):
+        optimizer.zero_grad()
+        loss = kd_loss(scores, utilities, temperature=0.5)
+        loss.backward()
+        optimizer.step()
+        losses.append(float(loss.detach()))
+    assert all(later < earlier for earlier, later in zip(losses, losses[1:], strict=False))
+    assert scores.argsort(descending=True).tolist() == [1, 2, 0, 3]
+
+
+def test_rl_reward_sign_follows_the_utility_against_the_top_item() -> None:
+    import torch
+
+    from lampbox.engine.ropg.rl import rl_loss
+
+    utilities = torch.tensor([0.9, 0.1, 0.5])  # the retriever's top item (index 2) has 0.5
+
+    def gradient(sampled: int) -> list[float]:
+        scores = torch.tensor([0.0, 0.0, 1.0], requires_grad=True)
+        rl_loss(scores, utilities, temperature=1.0, sampled=sampled).backward()
+        assert scores.grad is not None
+        return scores.grad.tolist()
+
+    assert gradient(0)[0] < 0  # better than the top item: descending raises its score
+    assert gradient(1)[1] > 0  # worse: descending lowers it
+    assert gradient(2) == [0.0, 0.0, 0.0]  # the top item itself: no reward, no gradient
+
+
+def test_rating_utility_is_the_papers_normalised_mae() -> None:
+    from lampbox.engine.ropg.feedback import UtilityScorer
+
+    score = UtilityScorer(builtin_task("LaMP_3"))
+    assert score("4", "5") == pytest.approx(0.75)  # worst 4, error 1
+    assert score("1", "3") == pytest.approx(0.0)  # worst 2, error 2
+    assert score("3", "3") == 1.0
+    assert score("no idea", "2") == 0.0  # unparsable: the farther of 1 and 5
+
+
+def test_ndcg_of_a_ranking_against_utilities() -> None:
+    from lampbox.engine.ropg.objective import ndcg, ranking_metrics
+
+    assert ndcg([3, 2, 1], [1.0, 0.5, 0.0]) == pytest.approx(1.0)
+    worst = (0.0 + 0.5 / math.log2(3) + 1.0 / math.log2(4)) / (1.0 + 0.5 / math.log2(3))
+    assert ndcg([1, 2, 3], [1.0, 0.5, 0.0]) == pytest.approx(worst)
+    assert ndcg([1, 2], [0.0, 0.0]) is None
+    assert ranking_metrics([([1, 2], [0.2, 0.6])])["utility_at_1"] == pytest.approx(0.6)
+
+
+# -- feedback in the store ----------------------------------------------------------------------
+
+
+def utilities(result: Any) -> dict[str, dict[str, float]]:
+    return {qid: {u.item_key: u.utility for u in entry.items} for qid, entry in result.feedback.items()}
+
+
+def ropg_spec(store: Any, **changes: Any) -> Any:
+    from lampbox.lab.ropg import RopgSpec, ropg_config
+
+    settings: dict[str, Any] = {
+        "task": "commit_subject", "scheme": store.resolve_scheme("commit_subject", "train"), "ctx_size": 3,
+        "backend": "dummy", "model": "dummy", "limit": 4, "dev_limit": 3,
+        "config": ropg_config(lr=1e-4, max_steps=2, batch_size=2),
+    }  # fmt: skip
+    settings.update(changes)
+    return RopgSpec(**settings)
+
+
+def test_feedback_is_stored_per_question_and_item_and_not_recomputed(commits_store: Any) -> None:
+    from lampbox.engine.generation.pool import GeneratorPool
+    from lampbox.engine.ropg.feedback import feedback_key
+    from lampbox.lab.ropg import collect_feedback
+
+    spec = ropg_spec(commits_store)
+    progress: list[tuple[str, int, int]] = []
+    first = collect_feedback(spec, commits_store, "train", 4, on_progress=lambda *event: progress.append(event))
+    assert first.computed_questions == 4 and progress[-1] == ("train", 12, 12)
+    rows = commits_store.cursor().execute("SELECT feedback_key, question_id, item_key, utility FROM ropg_feedback").fetchall()
+    assert len(rows) == 12 and {r[0] for r in rows} == {first.key}
+    for question, items in zip(first.questions, first.candidates, strict=True):
+        assert {u.item_key for u in first.feedback[question.id].items} == {item.key for item in items}
+    assert any(u.utility > 0 for f in first.feedback.values() for u in f.items)
+
+    pool = GeneratorPool()
+    again = collect_feedback(spec, commits_store, "train", 4, generators=pool)
+    assert again.computed_questions == 0 and utilities(again) == utilities(first)
+    # a larger ctx_size computes only the new items; the old ones are kept
+    wider = collect_feedback(ropg_spec(commits_store, ctx_size=4), commits_store, "train", 4, generators=pool)
+    assert wider.key == first.key
+    for question_id, entry in first.feedback.items():
+        for utility in entry.items:
+            assert wider.feedback[question_id].utility(utility.item_key) == utility.utility
+    # feedback of another model (or prompt budget) is never mixed in: a key of its own
+    other = collect_feedback(ropg_spec(commits_store, max_length=64), commits_store, "train", 4)
+    assert other.key != first.key and other.computed_questions == 4
+    from lampbox.engine.generation.base import GenerationParams
+
+    identity = pool.get("dummy", "dummy").identity()
+    task = commits_store.task("commit_subject")
+    assert feedback_key(identity, GenerationParams(max_new_tokens=32), 512, task) == first.key
