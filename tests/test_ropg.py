@@ -12,7 +12,6 @@ import pytest
 
 from lampbox.engine.tasks import builtin_task
 
-
 # -- the losses ---------------------------------------------------------------------------------
 
 
@@ -136,3 +135,107 @@ def test_feedback_is_stored_per_question_and_item_and_not_recomputed(commits_sto
     identity = pool.get("dummy", "dummy").identity()
     task = commits_store.task("commit_subject")
     assert feedback_key(identity, GenerationParams(max_new_tokens=32), 512, task) == first.key
+
+
+# -- a trained retriever, end to end ------------------------------------------------------------
+
+
+def cli(*args: str) -> Any:
+    from click.testing import CliRunner
+
+    from lampbox.cli import cli as lampbox_cli
+
+    return CliRunner().invoke(lampbox_cli, list(args), catch_exceptions=False)
+
+
+@pytest.fixture(scope="module")
+def trained(module_home: Path, commits_store_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A store with commit_subject feedback and a ROPG-KD retriever `r-kd` trained 2 steps on it."""
+    import shutil
+
+    db = tmp_path_factory.mktemp("ropg") / "commits.duckdb"
+    shutil.copy(commits_store_path, db)
+    result = cli(
+        "train", "ropg", "--task", "commit_subject", "--method", "kd", "--backend", "dummy", "--model", "dummy",
+        "--ctx-size", "3", "--limit", "4", "--dev-limit", "3", "--max-steps", "2", "--batch-size", "2", "--lr", "1e-4",
+        "--name", "r-kd", "--db", str(db), "--json",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["kind"] == "retriever" and summary["steps"] == 2 and summary["retriever"] == "ropg:r-kd"
+    assert set(summary["dev_metrics"]) == {"ndcg", "utility_at_1"} and 0 < summary["dev_metrics"]["ndcg"] <= 1
+    return db
+
+
+@pytest.mark.slow
+def test_a_trained_retriever_ranks_like_dense_with_its_encoder_and_benches(trained: Path, module_home: Path) -> None:
+    from lampbox.engine.retrieval import create_retriever
+    from lampbox.store import Store
+
+    folder = module_home / "models" / "r-kd"
+    info = json.loads((folder / "lampbox-model.json").read_text())
+    assert info["kind"] == "retriever" and info["method"] == "ropg-kd" and (folder / "encoder" / "modules.json").is_file()
+    with Store(trained, read_only=True) as store:
+        task = store.task("commit_subject")
+        questions = store.questions("commit_subject", store.resolve_scheme("commit_subject", "dev"), "dev", limit=3)
+        ropg = create_retriever("ropg:r-kd").rank(task, questions)
+        dense = create_retriever("dense", model=str(folder / "encoder"), use_date=True).rank(task, questions)
+        rows = store.cursor().execute("SELECT kind, method FROM artifacts WHERE name = 'r-kd'").fetchall()
+    assert rows == [("retriever", "ropg-kd")]
+    assert [r.item_keys for r in ropg] == [r.item_keys for r in dense]
+    assert ropg[0].retriever_key.startswith("ropg{") and '"trained":"r-kd"' in ropg[0].retriever_key
+
+    ranked = cli("rank", "--task", "commit_subject", "--split", "dev", "--retriever", "ropg:r-kd", "--limit", "3", "--db", str(trained), "--json")
+    assert ranked.exit_code == 0, ranked.output
+    bench = cli(
+        "bench", "--task", "commit_subject", "--split", "dev", "--retrievers", "bm25,ropg:r-kd", "--k", "1",
+        "--limit", "3", "--backend", "dummy", "--model", "dummy", "--db", str(trained), "--json",
+    )  # fmt: skip
+    assert bench.exit_code == 0, bench.output
+    labels = [row["label"] for row in json.loads(bench.stdout)["rows"]]
+    assert any("ropg:r-kd" in label for label in labels)
+
+
+@pytest.mark.slow
+def test_the_retrievers_key_changes_with_its_checkpoint(trained: Path, module_home: Path) -> None:
+    from lampbox.engine.retrieval import create_retriever
+    from lampbox.lab.specs import RunSpec, run_key
+    from lampbox.store import Store
+
+    with Store(trained, read_only=True) as store:
+        task = store.task("commit_subject")
+    spec = RunSpec(task="commit_subject", scheme="user", split="dev", retriever="ropg:r-kd", k=1, backend="dummy", model="dummy")
+    before, run_before = create_retriever("ropg:r-kd").key, run_key(spec, task)
+    readme = module_home / "models" / "r-kd" / "encoder" / "README.md"
+    readme.write_text(readme.read_text() + "\nchanged\n" if readme.exists() else "changed\n")
+    assert create_retriever("ropg:r-kd").key != before
+    assert run_key(spec, task) != run_before
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--ctx-size", "1"], "--ctx-size must be at least 2"),
+        (["--base-retriever", "none"], "proposes no candidates"),
+        (["--base-retriever", "bm52"], "bm25"),
+        (["--temperature", "0"], "--temperature must be greater than 0"),
+        (["--backend", "nope"], "backend"),
+        (["--name", "a/b"], "model name"),
+    ],
+)
+def test_bad_flags_are_one_clear_line(flags: list[str], message: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LAMPBOX_HOME", str(tmp_path))
+    args = ["train", "ropg", "--task", "commit_subject", "--name", "x", "--db", str(tmp_path / "none.duckdb"), *flags]
+    result = cli(*args)
+    assert result.exit_code != 0
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and message in lines[0], result.output
+
+
+def test_an_unknown_trained_retriever_is_one_clear_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from lampbox.engine.retrieval import create_retriever
+    from lampbox.errors import LampboxError
+
+    monkeypatch.setenv("LAMPBOX_HOME", str(tmp_path))
+    with pytest.raises(LampboxError, match="no trained retriever named 'gone'"):
+        create_retriever("ropg:gone")
