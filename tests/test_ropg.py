@@ -137,6 +137,31 @@ def test_feedback_is_stored_per_question_and_item_and_not_recomputed(commits_sto
     assert feedback_key(identity, GenerationParams(max_new_tokens=32), 512, task) == first.key
 
 
+def test_feedback_resumes_after_an_interruption_without_recomputing(commits_store: Any) -> None:
+    from lampbox.engine.generation.pool import GeneratorPool
+    from lampbox.lab.ropg import collect_feedback
+
+    spec = ropg_spec(commits_store)
+    pool = GeneratorPool()
+    generator = pool.get("dummy", "dummy")
+    real_generate, calls = generator.generate, []
+
+    def failing(requests: Any, *args: Any, **kwargs: Any) -> list[str]:
+        calls.append(len(requests))
+        if len(calls) == 3:
+            raise KeyboardInterrupt  # killed while generating the third question's items
+        return real_generate(requests, *args, **kwargs)
+
+    generator.generate = failing  # type: ignore[method-assign]
+    with pytest.raises(KeyboardInterrupt):
+        collect_feedback(spec, commits_store, "train", 4, generators=pool, chunk_questions=1)
+    stored = commits_store.cursor().execute("SELECT count(DISTINCT question_id) FROM ropg_feedback").fetchone()
+    assert stored == (2,)
+    generator.generate = real_generate  # type: ignore[method-assign]
+    resumed = collect_feedback(spec, commits_store, "train", 4, generators=pool, chunk_questions=1)
+    assert resumed.computed_questions == 2 and len(resumed.feedback) == 4
+
+
 # -- a trained retriever, end to end ------------------------------------------------------------
 
 

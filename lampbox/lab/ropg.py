@@ -149,6 +149,7 @@ def collect_feedback(
     generators: GeneratorPool | None = None,
     on_progress: FeedbackProgress | None = None,
     batch_size: int = 8,
+    chunk_questions: int = CHUNK_QUESTIONS,
 ) -> FeedbackResult:
     """The utilities of the split's questions' candidates, computed where not stored yet."""
     started = time.perf_counter()
@@ -175,8 +176,8 @@ def collect_feedback(
         on_progress(split, done, total)
     label = f"{spec.backend}:{spec.model} k=1"
     cache = StoreGenerationCache(store)
-    for start in range(0, len(todo), CHUNK_QUESTIONS):
-        chunk = todo[start : start + CHUNK_QUESTIONS]
+    for start in range(0, len(todo), chunk_questions):
+        chunk = todo[start : start + chunk_questions]
         before = done
 
         def report(pairs: int, _total: int, before: int = before) -> None:
