@@ -278,9 +278,18 @@ def train_ropg(
     spec = dataclasses.replace(spec, task=task.name, scheme=store.resolve_scheme(task.name, split, scheme))
     quiet = as_json
 
+    shown: dict[str, tuple[int, int, float]] = {}  # split -> (first done, last shown, started)
+
     def on_feedback(which: str, done: int, total: int) -> None:
-        if not quiet and (done == total or done % 20 == 0):
-            click.echo(f"feedback {which}: {done}/{total} (question, item) pairs", err=True)
+        import time
+
+        first, last, started = shown.setdefault(which, (done, -1, time.monotonic()))
+        if quiet or done == last or (done < total and done - last < 20 and last >= 0):
+            return
+        shown[which] = (first, done, started)
+        rate = (done - first) / max(time.monotonic() - started, 1e-9)
+        eta = f", eta {(total - done) / rate:.0f}s" if rate > 0 and done < total else ""
+        click.echo(f"feedback {which}: {done}/{total} (question, item) pairs{eta}", err=True)
 
     def on_progress(event: Any) -> None:
         if quiet:

@@ -112,7 +112,9 @@ class RetrieverObjective:
         import torch.nn.functional as F
 
         device = next(model.parameters()).device
-        features = model.tokenize([query, *documents])
+        texts = [query, *documents]
+        # sentence-transformers 6 renamed tokenize to preprocess (tokenize still works, with a warning)
+        features = model.preprocess(texts) if hasattr(model, "preprocess") else model.tokenize(texts)
         features = {
             key: value.to(device) if hasattr(value, "to") else value
             for key, value in features.items()
