@@ -162,6 +162,31 @@ def test_feedback_resumes_after_an_interruption_without_recomputing(commits_stor
     assert resumed.computed_questions == 2 and len(resumed.feedback) == 4
 
 
+@pytest.mark.slow
+def test_likelihood_feedback_scores_the_gold_with_each_item_and_is_kept_apart(commits_store: Any, tiny_lm: Path) -> None:
+    from lampbox.engine.generation.pool import GeneratorPool
+    from lampbox.lab.ropg import collect_feedback
+
+    pool = GeneratorPool()
+    spec = ropg_spec(commits_store, backend="hf", model=str(tiny_lm), feedback="likelihood", limit=2)
+    first = collect_feedback(spec, commits_store, "train", 2, generators=pool)
+    values = [u.utility for entry in first.feedback.values() for u in entry.items]
+    assert len(values) == 6 and all(0 < v <= 1 for v in values) and len(set(values)) > 1
+    assert first.key.startswith("ropg-likelihood-")
+    generated = collect_feedback(ropg_spec(commits_store, backend="hf", model=str(tiny_lm), limit=2), commits_store, "train", 2, generators=pool)
+    assert generated.key != first.key and generated.computed_questions == 2
+    again = collect_feedback(spec, commits_store, "train", 2, generators=pool)
+    assert again.computed_questions == 0 and utilities(again) == utilities(first)
+
+
+def test_likelihood_feedback_needs_a_backend_that_scores(commits_store: Any) -> None:
+    from lampbox.errors import LampboxError
+    from lampbox.lab.ropg import collect_feedback
+
+    with pytest.raises(LampboxError, match="--feedback likelihood needs a backend that scores"):
+        collect_feedback(ropg_spec(commits_store, feedback="likelihood"), commits_store, "train", 2)
+
+
 # -- a trained retriever, end to end ------------------------------------------------------------
 
 

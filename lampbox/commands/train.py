@@ -216,7 +216,7 @@ def _train_with_progress(spec: Any, store: Any, name: str, overwrite: bool, quie
 @click.option("--method", type=click.Choice(["kd", "rl"]), default="kd", show_default=True, help="ROPG-KD (distillation) or ROPG-RL (REINFORCE).")
 @click.option("--base-retriever", default="bm25", show_default=True, help="Retriever proposing each question's candidates.")
 @click.option("--retriever-model", default="all-MiniLM-L6-v2", show_default=True, help="Encoder trained: the packaged all-MiniLM-L6-v2, a sentence-transformers folder or hub id.")
-@click.option("--feedback", type=click.Choice(["generate"]), default="generate", show_default=True, help="Utility of an item: the task metric of the output generated with it alone (k=1).")
+@click.option("--feedback", type=click.Choice(["generate", "likelihood"]), default="generate", show_default=True, help="Utility of an item: the task metric of the output generated with it alone (k=1), or the gold's per-token probability with it (hf backend).")
 @click.option("--ctx-size", type=int, default=20, show_default=True, help="Candidates per question (the base retriever's top N).")
 @click.option("--backend", default=None, help="Backend of the generator giving the feedback (default: llamacpp).")
 @click.option("--model", default=None, help="Generator giving the feedback (default: the manifest's default; a trained model too).")

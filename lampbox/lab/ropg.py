@@ -174,7 +174,7 @@ def collect_feedback(
     done = total - sum(len(candidates[index]) for index in todo)
     if on_progress:
         on_progress(split, done, total)
-    label = f"{spec.backend}:{spec.model} k=1"
+    label = f"{spec.backend}:{spec.model} k=1" + (" likelihood" if spec.feedback == "likelihood" else "")
     cache = StoreGenerationCache(store)
     for start in range(0, len(todo), chunk_questions):
         chunk = todo[start : start + chunk_questions]
@@ -186,7 +186,7 @@ def collect_feedback(
 
         made = compute_feedback(
             task, [questions[i] for i in chunk], [candidates[i] for i in chunk], generator, params, spec.max_length,
-            label=label, cache=cache, batch_size=batch_size, on_progress=report,
+            label=label, kind=spec.feedback, cache=cache, batch_size=batch_size, on_progress=report,
         )  # fmt: skip
         merged = []
         for entry in made:  # kept with what was stored for the question (other candidates)
