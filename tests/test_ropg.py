@@ -262,6 +262,32 @@ def test_the_retrievers_key_changes_with_its_checkpoint(trained: Path, module_ho
     assert run_key(spec, task) != run_before
 
 
+@pytest.mark.slow
+def test_the_rl_objective_moves_the_encoder_only_when_the_sample_differs_from_the_top() -> None:
+    import torch
+
+    from lampbox.engine.retrieval.dense import packaged_model_path
+    from lampbox.engine.ropg.objective import RankingExample, RetrieverObjective
+    from lampbox.engine.training.objective import TrainContext
+    from lampbox.engine.training.trainer import TrainConfig
+
+    example = RankingExample("q", "fix the parser", ("fix parser crash", "update docs", "bump version"), (1.0, 0.0, 0.5))
+    objective = RetrieverObjective(packaged_model_path(), "rl", [example], [], temperature=0.1)
+    model = objective.load_model(TrainContext(TrainConfig(lora=None), "cpu", "fp32"))
+    inputs = objective.collator(model, None)(objective.train_dataset())  # type: ignore[arg-type]
+    torch.manual_seed(0)
+    seen = set()
+    for _ in range(30):
+        model.zero_grad()
+        loss = objective.loss(model, inputs, model, None)
+        loss.backward()
+        moved = any(p.grad is not None and bool(p.grad.abs().sum() > 0) for p in model.parameters())
+        seen.add((float(loss.detach()) != 0.0, moved))
+        if len(seen) == 2:
+            break
+    assert seen == {(True, True), (False, False)}  # a reward moves it; sampling the top item does not
+
+
 @pytest.mark.parametrize(
     ("flags", "message"),
     [
