@@ -234,6 +234,9 @@ def test_a_trained_retriever_ranks_like_dense_with_its_encoder_and_benches(train
     assert rows == [("retriever", "ropg-kd")]
     assert [r.item_keys for r in ropg] == [r.item_keys for r in dense]
     assert ropg[0].retriever_key.startswith("ropg{") and '"trained":"r-kd"' in ropg[0].retriever_key
+    from lampbox.tui import rankings
+
+    assert "ropg:r-kd" in rankings.retriever_names()  # the TUI's side-by-side rankings offer it
 
     ranked = cli("rank", "--task", "commit_subject", "--split", "dev", "--retriever", "ropg:r-kd", "--limit", "3", "--db", str(trained), "--json")
     assert ranked.exit_code == 0, ranked.output

@@ -58,3 +58,17 @@ class RopgRetriever(DenseRetriever):
         values = super().key_values()
         values["trained"] = self.trained
         return values
+
+
+def trained_retriever_names() -> list[str]:
+    """`ropg:NAME` for each trained retriever in the models folder."""
+    from lampbox.model_folders import model_names, model_path, read_info
+
+    names = []
+    for name in model_names():
+        try:
+            if read_info(model_path(name)).get("kind") == RETRIEVER_KIND:
+                names.append(f"ropg:{name}")
+        except LampboxError:
+            continue
+    return names
