@@ -234,7 +234,12 @@ def test_a_trained_retriever_ranks_like_dense_with_its_encoder_and_benches(train
     assert rows == [("retriever", "ropg-kd")]
     assert [r.item_keys for r in ropg] == [r.item_keys for r in dense]
     assert ropg[0].retriever_key.startswith("ropg{") and '"trained":"r-kd"' in ropg[0].retriever_key
+    from lampbox.errors import LampboxError
+    from lampbox.models import resolve_model
     from lampbox.tui import rankings
+
+    with pytest.raises(LampboxError, match="is a trained retriever, not a generator; rank with it as ropg:r-kd"):
+        resolve_model("r-kd")
 
     assert "ropg:r-kd" in rankings.retriever_names()  # the TUI's side-by-side rankings offer it
 
