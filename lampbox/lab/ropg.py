@@ -214,18 +214,12 @@ def ranking_examples(
         feedback = result.feedback.get(question.id)
         if feedback is None or len(items) < 2:
             continue
-        utilities = [feedback.utility(item.key) for item in items]
-        if any(u is None for u in utilities):
+        found = [feedback.utility(item.key) for item in items]
+        utilities = [float(u) for u in found if u is not None]
+        if len(utilities) < len(items):
             continue
         documents = document_texts(task, items, use_date)
-        examples.append(
-            RankingExample(
-                question.id,
-                task.query(question.input),
-                tuple(documents),
-                tuple(float(u) for u in utilities),
-            )
-        )  # type: ignore[arg-type]
+        examples.append(RankingExample(question.id, task.query(question.input), tuple(documents), tuple(utilities)))
     return examples
 
 

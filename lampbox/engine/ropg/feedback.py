@@ -25,7 +25,7 @@ from typing import Any
 from lampbox.engine.caches import GenerationCache
 from lampbox.engine.generation.base import GenerationParams, GenerationRequest, Generator
 from lampbox.engine.generation.cached import cached_outputs, generate_cached, generation_cache_key
-from lampbox.engine.methods import get_method
+from lampbox.engine.methods import MethodInput, get_method
 from lampbox.engine.metrics import Scorer, parse_gold_rating, parse_rating
 from lampbox.engine.tasks import TaskSpec
 from lampbox.engine.types import ItemFeedback, ItemUtility, ProfileItem, Question
@@ -100,7 +100,7 @@ def compute_feedback(
         raise LampboxError(f"--feedback likelihood needs a backend that scores continuations (hf), not {generator.backend}")
     prepare = get_method("ipa").preparer(task, generator, params, max_length)
     key = feedback_key(generator.identity(), params, max_length, task, kind)
-    built = []
+    built: list[tuple[Question, ProfileItem, MethodInput]] = []
     for question, items in zip(questions, candidates, strict=True):
         if question.gold is None:
             raise LampboxError(f"question {question.id} has no gold: feedback needs one per training question")
