@@ -324,6 +324,8 @@ def _resolve_trained(name: str, folder: Path) -> ResolvedModel:
             f"user {info.get('user')!r}'s adapter of an OPPU set: run the set with --method oppu "
             f"--model {str(info.get('name', folder.name)).rsplit('.u.', 1)[0]} --backend hf",
         )
+    if kind == "retriever":
+        raise LampboxError(f"{name!r} is a trained retriever, not a generator; rank with it as ropg:{name}")
     if kind not in ("full", "lora"):
         raise InputFileError(info_path, f"unknown trained-model kind {kind!r}")
     weights = folder / ("model" if kind == "full" else "adapter")

@@ -120,7 +120,7 @@ def bench_command(
     from lampbox.engine.defaults import default_max_new_tokens, default_model
     from lampbox.engine.generation.base import GenerationParams
     from lampbox.engine.generation.registry import known_backends
-    from lampbox.engine.retrieval import retriever_names
+    from lampbox.engine.retrieval import is_retriever_name, known_retriever_names
     from lampbox.errors import LampboxError, UnknownNameError
     from lampbox.paths import data_home
 
@@ -150,8 +150,8 @@ def bench_command(
                 raise LampboxError(f"--method {method} needs a backend that loads per-user adapters (hf), not {backend}")
     retriever_list = split_list(retrievers) or ["none"]
     for retriever in retriever_list:
-        if retriever not in retriever_names():
-            raise UnknownNameError("retriever", retriever, retriever_names())
+        if not is_retriever_name(retriever):
+            raise UnknownNameError("retriever", retriever, known_retriever_names())
     try:
         k_list = tuple(int(k) for k in split_list(ks) or ["1"])
     except ValueError:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 from pathlib import Path
@@ -237,13 +238,13 @@ def _train(
     db_path: Path | None, as_json: bool,
 ) -> None:  # fmt: skip
     from lampbox.engine.defaults import default_max_new_tokens
-    from lampbox.engine.retrieval import retriever_names
+    from lampbox.engine.retrieval import is_retriever_name, known_retriever_names
     from lampbox.engine.training.trainer import TrainConfig, is_main_process
     from lampbox.errors import LampboxError, UnknownNameError
     from lampbox.lab.training import TrainSpec
 
-    if retriever not in retriever_names():
-        raise UnknownNameError("retriever", retriever, retriever_names())
+    if not is_retriever_name(retriever):
+        raise UnknownNameError("retriever", retriever, known_retriever_names())
     if k < 0:
         raise LampboxError("--k cannot be negative")
     if threads is not None:
@@ -334,3 +335,110 @@ def _train_with_progress(spec: Any, store: Any, name: str, overwrite: bool, quie
             progress.update(bar, completed=event.step, total=event.max_steps, description=f"{name} {state['loss']} {state['dev']}")
 
         return train_model(spec, store, name, overwrite=overwrite, on_progress=show, on_note=note)
+
+
+@train.command("ropg")
+@click.option("--task", "task_name", required=True, help="Task, e.g. LaMP_7 or commit_subject.")
+@click.option("--method", type=click.Choice(["kd", "rl"]), default="kd", show_default=True, help="ROPG-KD (distillation) or ROPG-RL (REINFORCE).")
+@click.option("--base-retriever", default="bm25", show_default=True, help="Retriever proposing each question's candidates.")
+@click.option("--retriever-model", default="all-MiniLM-L6-v2", show_default=True, help="Encoder trained: the packaged all-MiniLM-L6-v2, a sentence-transformers folder or hub id.")
+@click.option("--feedback", type=click.Choice(["generate", "likelihood"]), default="generate", show_default=True, help="Utility of an item: the task metric of the output generated with it alone (k=1), or the gold's per-token probability with it (hf backend).")
+@click.option("--ctx-size", type=int, default=20, show_default=True, help="Candidates per question (the base retriever's top N).")
+@click.option("--backend", default=None, help="Backend of the generator giving the feedback (default: llamacpp).")
+@click.option("--model", default=None, help="Generator giving the feedback (default: the manifest's default; a trained model too).")
+@click.option("--split", default="train", show_default=True)
+@click.option("--dev-split", default="dev", show_default=True, help="Split whose feedback evaluates the retriever (NDCG of the utilities).")
+@click.option("--scheme", default=None, help="LaMP split scheme (default: the one stored).")
+@click.option("--limit", type=int, default=None, help="Only the first N training questions.")
+@click.option("--dev-limit", type=int, default=100, show_default=True, help="Dev questions with feedback (0: none).")
+@click.option("--epochs", type=float, default=1.0, show_default=True)
+@click.option("--max-steps", type=int, default=None, help="Stop after this many optimizer steps.")
+@click.option("--lr", type=float, default=1e-5, show_default=True)
+@click.option("--batch-size", type=int, default=4, show_default=True, help="Questions per step.")
+@click.option("--temperature", type=float, default=0.1, show_default=True, help="Softmax temperature of scores and utilities.")
+@click.option("--eval-every", type=int, default=None, help="Steps between dev evaluations (default: each epoch).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--name", required=True, help="Name of the trained retriever (use it as ropg:NAME).")
+@click.option("--threads", type=int, default=None, help="CPU threads for torch (default: $LAMPBOX_THREADS, else every usable core).")
+@click.option("--overwrite", is_flag=True, help="Replace a trained model of the same name.")
+@db_option
+@json_option
+@reports_errors
+def train_ropg(
+    task_name: str, method: str, base_retriever: str, retriever_model: str, feedback: str, ctx_size: int,
+    backend: str | None, model: str | None, split: str, dev_split: str, scheme: str | None, limit: int | None,
+    dev_limit: int, epochs: float, max_steps: int | None, lr: float, batch_size: int, temperature: float,
+    eval_every: int | None, seed: int, name: str, threads: int | None, overwrite: bool, db_path: Path | None,
+    as_json: bool,
+) -> None:  # fmt: skip
+    """ROPG: train a dense retriever from the generator's feedback. Each training question's
+    top --ctx-size items (base retriever) are scored by the task metric of the output made with
+    that item alone in the prompt (stored, never computed twice); the encoder learns to rank
+    them by KD or RL. Then: `lampbox bench --retrievers ropg:NAME`."""
+    from lampbox.engine.defaults import DEFAULT_BACKEND, default_model
+    from lampbox.engine.generation.registry import known_backends
+    from lampbox.errors import LampboxError, UnknownNameError
+    from lampbox.lab.ropg import RopgSpec, ropg_config
+    from lampbox.lab.ropg import train_ropg as run_job
+    from lampbox.model_folders import check_model_name
+
+    check_model_name(name)
+    backend = backend or DEFAULT_BACKEND
+    if backend not in known_backends():
+        raise UnknownNameError("backend", backend, known_backends())
+    if threads is not None:
+        if threads < 1:
+            raise LampboxError("--threads must be at least 1")
+        os.environ["LAMPBOX_THREADS"] = str(threads)
+    if eval_every is not None and eval_every < 1:
+        raise LampboxError(f"--eval-every must be at least 1 step (got {eval_every})")
+    config = ropg_config(lr=lr, epochs=epochs, batch_size=batch_size, max_steps=max_steps, seed=seed, eval_every=eval_every)
+    spec = RopgSpec(
+        task=task_name, scheme=scheme or "user", method=method, split=split, dev_split=dev_split,
+        retriever=base_retriever, ctx_size=ctx_size, feedback=feedback, backend=backend,
+        model=model or default_model(), retriever_model=retriever_model, temperature=temperature, limit=limit,
+        dev_limit=dev_limit, config=config,
+    )  # fmt: skip
+    store = open_store(db_path, hold_lock=False, wait_s=WRITER_WAIT_S, purpose=f"train {name}")
+    task = store.task(task_name)
+    spec = dataclasses.replace(spec, task=task.name, scheme=store.resolve_scheme(task.name, split, scheme))
+    quiet = as_json
+
+    shown: dict[str, tuple[int, int, float]] = {}  # split -> (first done, last shown, started)
+
+    def on_feedback(which: str, done: int, total: int) -> None:
+        import time
+
+        first, last, started = shown.setdefault(which, (done, -1, time.monotonic()))
+        if quiet or done == last or (done < total and done - last < 20 and last >= 0):
+            return
+        shown[which] = (first, done, started)
+        rate = (done - first) / max(time.monotonic() - started, 1e-9)
+        eta = f", eta {(total - done) / rate:.0f}s" if rate > 0 and done < total else ""
+        click.echo(f"feedback {which}: {done}/{total} (question, item) pairs{eta}", err=True)
+
+    def on_progress(event: Any) -> None:
+        if quiet:
+            return
+        if event.metrics:
+            shown = ", ".join(f"{k} {v:.4f}" for k, v in event.metrics.items())
+            click.echo(f"step {event.step}/{event.max_steps} dev: {shown}", err=True)
+        elif event.loss is not None:
+            eta = event.eta_seconds
+            click.echo(f"step {event.step}/{event.max_steps} loss {event.loss:.4f}" + (f" eta {eta:.0f}s" if eta is not None else ""), err=True)
+
+    artifact, result = run_job(
+        spec, store, name, overwrite=overwrite, on_feedback=on_feedback, on_progress=on_progress,
+        on_note=lambda message: click.echo(message, err=True),
+    )  # fmt: skip
+    summary = {
+        "name": artifact.name, "path": artifact.path, "kind": artifact.kind, "method": artifact.method,
+        "steps": result.steps, "seconds": round(result.seconds, 1), "dev_metrics": dict(artifact.metrics),
+        "retriever": f"ropg:{artifact.name}",
+    }  # fmt: skip
+    if as_json:
+        print_json(summary)
+        return
+    metrics = ", ".join(f"{key} {value:.4f}" for key, value in artifact.metrics.items()) or "no dev evaluation"
+    click.echo(f"trained {artifact.name} ({artifact.method}, {result.steps} steps, {result.seconds:.0f} s): dev {metrics}")
+    click.echo(f"saved in {artifact.path}; rank with it: --retrievers ropg:{artifact.name}", err=True)

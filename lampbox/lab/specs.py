@@ -148,6 +148,10 @@ def run_key(spec: RunSpec, task: TaskSpec) -> str:
     data: dict[str, Any] = {"spec": spec.to_json(), "model": model_fingerprint(spec), "version": RUN_KEY_VERSION}
     if task.custom:
         data["task"] = task_fingerprint(task)
+    if ":" in spec.retriever and spec.personalized:  # a trained retriever: its checkpoint's content too
+        from lampbox.engine.retrieval import create_retriever
+
+        data["retriever"] = create_retriever(spec.retriever, **dict(spec.retriever_options)).key
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:24]
 
 

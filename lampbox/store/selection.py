@@ -172,3 +172,39 @@ def selector_probabilities(
         for _, _, retriever, k, method, backend, model, probability in rows
     )
     return SelectorProbabilities(question_id, rows[0][0], rows[0][1], candidates)
+
+
+def stored_item_feedback(
+    store: Store, task: str, scheme: str, feedback_key: str, question_ids: Sequence[str]
+) -> dict[str, ItemFeedback]:
+    """The item utilities stored under `feedback_key` for these questions (those that have any)."""
+    if not question_ids:
+        return {}
+    rows = (
+        store.cursor()
+        .execute(
+            """
+            SELECT question_id, label, item_key, item_id, utility
+              FROM ropg_feedback
+             WHERE feedback_key = ? AND task = ? AND scheme = ?
+               AND question_id IN (SELECT UNNEST(CAST(? AS VARCHAR[])))
+             ORDER BY question_id, utility DESC, item_id
+            """,
+            [feedback_key, task, scheme, list(dict.fromkeys(question_ids))],
+        )
+        .fetchall()
+    )
+    grouped: dict[str, list[tuple[str, str, str, float]]] = {}
+    for question_id, label, item_key, item_id, utility in rows:
+        grouped.setdefault(question_id, []).append((label, item_key, item_id, utility))
+    return {
+        question_id: ItemFeedback(
+            question_id,
+            feedback_key,
+            entries[0][0],
+            tuple(
+                ItemUtility(item_key, item_id, utility) for _, item_key, item_id, utility in entries
+            ),
+        )  # fmt: skip
+        for question_id, entries in grouped.items()
+    }

@@ -47,8 +47,10 @@ _retrievers_lock = threading.Lock()
 
 
 def retriever_names() -> list[str]:
-    """The retrievers the engine offers."""
-    return list(retrieval.retriever_names())
+    """The retrievers the engine offers, then the trained ones (ropg:NAME)."""
+    from lampbox.engine.ropg.retriever import trained_retriever_names
+
+    return list(retrieval.retriever_names()) + trained_retriever_names()
 
 
 def retriever(name: str) -> Retriever:

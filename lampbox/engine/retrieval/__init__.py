@@ -14,7 +14,10 @@ from lampbox.engine.retrieval.base import (
 )
 from lampbox.engine.retrieval.registry import (
     create_retriever,
+    is_retriever_name,
+    known_retriever_names,
     register_retriever,
+    register_retriever_prefix,
     retriever_descriptions,
     retriever_names,
     unregister_retriever,
@@ -27,6 +30,9 @@ __all__ = [
     "RetrievalContext",
     "Retriever",
     "create_retriever",
+    "is_retriever_name",
+    "known_retriever_names",
+    "register_retriever_prefix",
     "register_retriever",
     "retriever_descriptions",
     "retriever_names",

@@ -55,11 +55,42 @@ def retriever_descriptions() -> dict[str, str]:
     return {name: _REGISTRY[name].description for name in retriever_names()}
 
 
+# prefix -> (entry, option): "PREFIX:VALUE" makes the entry's retriever with option=VALUE
+# (trained retrievers: `ropg:NAME`).
+_PREFIXES: dict[str, tuple[RetrieverEntry, str]] = {}
+
+
+def register_retriever_prefix(
+    prefix: str, target: str | RetrieverFactory, option: str, description: str = ""
+) -> None:
+    """Make `PREFIX:VALUE` a retriever name: the target is made with `option=VALUE`."""
+    _PREFIXES[prefix] = (RetrieverEntry(f"{prefix}:", target, description), option)
+
+
+def is_retriever_name(name: str) -> bool:
+    """A registered name, or PREFIX:VALUE of a registered prefix (the value is checked later)."""
+    prefix, colon, value = name.partition(":")
+    return (
+        name in _REGISTRY
+        or name.strip().lower() in _REGISTRY
+        or bool(colon and value and prefix in _PREFIXES)
+    )
+
+
+def known_retriever_names() -> list[str]:
+    """Registered names and the prefixed forms, for messages."""
+    return retriever_names() + [f"{prefix}:NAME" for prefix in sorted(_PREFIXES)]
+
+
 def create_retriever(name: str, **options: Any) -> Retriever:
     """A retriever by name with its options (unknown names suggest the closest)."""
     entry = _REGISTRY.get(name) or _REGISTRY.get(name.strip().lower())
     if entry is None:
-        raise UnknownNameError("retriever", name, retriever_names())
+        prefix, colon, value = name.partition(":")
+        if colon and value and prefix in _PREFIXES:
+            prefixed, option = _PREFIXES[prefix]
+            return prefixed.factory()(**{**options, option: value})
+        raise UnknownNameError("retriever", name, known_retriever_names())
     return entry.factory()(**options)
 
 
@@ -73,3 +104,9 @@ for _name, _target, _description in (
     ("none", "simple:NoRetriever", "no retrieval (nothing goes into the prompt)"),
 ):
     register_retriever(_name, f"{_PACKAGE}.{_target}", _description)
+register_retriever_prefix(
+    "ropg",
+    "lampbox.engine.ropg.retriever:RopgRetriever",
+    "trained",
+    "a retriever trained from the model's feedback (lampbox train ropg --name NAME)",
+)

@@ -1,0 +1,331 @@
+"""ROPG jobs: feedback from the store's questions, then a trained, registered retriever.
+
+`collect_feedback` ranks a split's questions with the base retriever (stored rankings reused),
+takes each question's top ctx_size items and stores each item's utility in `ropg_feedback`
+under the feedback key (model identity, decoding, prompt settings, metric); what is stored is
+never computed again, and it is saved a chunk of questions at a time (a killed job resumes,
+and its generations are in the generation cache too). `train_ropg` trains the encoder on the
+train feedback (dev feedback for its evaluation), writes models/NAME atomically (kind
+"retriever") and registers it; `ropg:NAME` then ranks with it.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from lampbox.engine.defaults import default_max_new_tokens, default_model
+from lampbox.engine.generation.base import GenerationParams
+from lampbox.engine.generation.pool import GeneratorPool
+from lampbox.engine.retrieval import create_retriever, is_retriever_name, known_retriever_names
+from lampbox.engine.retrieval.base import document_texts
+from lampbox.engine.ropg.feedback import FEEDBACK_KINDS, compute_feedback, feedback_key
+from lampbox.engine.ropg.objective import METHODS, RankingExample, RetrieverObjective
+from lampbox.engine.ropg.retriever import RETRIEVER_KIND
+from lampbox.engine.tasks import TaskSpec
+from lampbox.engine.training.trainer import TrainConfig, TrainProgress, TrainResult
+from lampbox.engine.types import ItemFeedback, ProfileItem, Question
+from lampbox.errors import LampboxError, UnknownNameError
+from lampbox.lab.ranking import rank_stored
+from lampbox.lab.registry import artifact_from_folder
+from lampbox.model_folders import TRAINED_INFO, WORK_SUFFIXES, hold_name, work_path
+from lampbox.store.artifacts import Artifact, save_artifact
+from lampbox.store.caches import StoreGenerationCache
+from lampbox.store.core import Store
+from lampbox.store.selection import save_item_feedback, stored_item_feedback
+
+FEEDBACK_MAX_LENGTH = 512  # the feedback scorers' prompt budget (REFERENCE.md)
+CHUNK_QUESTIONS = 16  # questions whose feedback is saved together
+FeedbackProgress = Callable[[str, int, int], None]  # (split, pairs done, pairs total)
+
+
+def ropg_config(lr: float = 1e-5, epochs: float = 1.0, batch_size: int = 4, max_steps: int | None = None,
+                seed: int = 0, eval_every: int | None = None, precision: str = "fp32") -> TrainConfig:  # fmt: skip
+    """The core's settings for a retriever: whole model, no LoRA, no length grouping, no checkpoints."""
+    return TrainConfig(
+        epochs=epochs, lr=lr, weight_decay=0.0, warmup_ratio=0.0, batch_size=batch_size, seed=seed,
+        precision=precision, lora=None, eval_every=eval_every, max_steps=max_steps, group_by_length=False,
+        checkpoints=False,
+    )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class RopgSpec:
+    """What a ROPG job trains on and how (its JSON is stored with the trained retriever)."""
+
+    task: str
+    scheme: str
+    method: str = "kd"
+    split: str = "train"
+    dev_split: str = "dev"
+    retriever: str = "bm25"  # the base retriever proposing the candidates
+    ctx_size: int = 20
+    feedback: str = "generate"
+    backend: str = "llamacpp"
+    model: str = field(default_factory=default_model)  # the generator giving the feedback
+    max_length: int = FEEDBACK_MAX_LENGTH
+    retriever_model: str = "all-MiniLM-L6-v2"
+    encoder_max_length: int = 256
+    temperature: float = 0.1
+    use_date: bool = True  # ROPG documents always carry their date (REFERENCE.md)
+    limit: int | None = None
+    dev_limit: int | None = 100
+    config: TrainConfig = field(default_factory=ropg_config)
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise LampboxError(f"--method must be one of {', '.join(METHODS)}, not {self.method!r}")
+        if self.feedback not in FEEDBACK_KINDS:
+            raise LampboxError(
+                f"--feedback must be one of {', '.join(FEEDBACK_KINDS)} (for now), not {self.feedback!r}"
+            )
+        if self.ctx_size < 2:
+            raise LampboxError(
+                f"--ctx-size must be at least 2: ROPG ranks candidates against each other (got {self.ctx_size})"
+            )
+        if not is_retriever_name(self.retriever):
+            raise UnknownNameError("retriever", self.retriever, known_retriever_names())
+        if self.retriever == "none":
+            raise LampboxError(
+                "--base-retriever none proposes no candidates; use bm25, dense, recency, ..."
+            )
+        if not self.temperature > 0:
+            raise LampboxError(f"--temperature must be greater than 0 (got {self.temperature})")
+        for name in ("limit", "dev_limit"):
+            value = getattr(self, name)
+            if value is not None and value < 0:
+                raise LampboxError(f"--{name.replace('_', '-')} cannot be negative")
+        config = self.config
+        if not config.lr > 0 or config.batch_size < 1:
+            raise LampboxError("--lr must be greater than 0 and --batch-size at least 1")
+        if not config.epochs > 0 or (config.max_steps is not None and config.max_steps < 1):
+            raise LampboxError("--epochs must be positive and --max-steps at least 1")
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["config"] = self.config.to_json()
+        data["k"] = self.ctx_size  # what `models list` shows as its retrieval
+        return data
+
+
+def candidate_items(
+    store: Store, task: TaskSpec, questions: Sequence[Question], retriever_name: str, ctx_size: int
+) -> list[list[ProfileItem]]:
+    """Each question's top ctx_size items under the base retriever (stored rankings reused)."""
+    retriever = create_retriever(retriever_name)
+    if not retriever.selects_context:
+        raise LampboxError(
+            f"base retriever {retriever_name} puts no item into a prompt; it cannot propose candidates"
+        )
+    rankings = {r.question_id: r for r in rank_stored(store, task, questions, retriever)}
+    chosen = []
+    for question in questions:
+        by_key = {item.key: item for item in question.profile}
+        ranking = rankings.get(question.id)
+        keys = ranking.item_keys[:ctx_size] if ranking is not None else ()
+        chosen.append([by_key[key] for key in keys if key in by_key])
+    return chosen
+
+
+@dataclass
+class FeedbackResult:
+    questions: list[Question]
+    candidates: list[list[ProfileItem]]
+    feedback: dict[str, ItemFeedback]  # by question id
+    key: str
+    computed_questions: int  # questions whose feedback was computed now (the rest were stored)
+    seconds: float
+
+
+def collect_feedback(
+    spec: RopgSpec,
+    store: Store,
+    split: str,
+    limit: int | None,
+    *,
+    generators: GeneratorPool | None = None,
+    on_progress: FeedbackProgress | None = None,
+    batch_size: int = 8,
+    chunk_questions: int = CHUNK_QUESTIONS,
+) -> FeedbackResult:
+    """The utilities of the split's questions' candidates, computed where not stored yet."""
+    started = time.perf_counter()
+    task = store.task(spec.task)
+    questions = [
+        q for q in store.questions(task.name, spec.scheme, split, limit=limit) if q.gold is not None
+    ]
+    if not questions:
+        raise LampboxError(
+            f"no {task.name} {spec.scheme} {split} question has a gold output: ROPG feedback needs golds"
+        )
+    candidates = candidate_items(store, task, questions, spec.retriever, spec.ctx_size)
+    generator = (generators or GeneratorPool()).get(spec.backend, spec.model)
+    params = GenerationParams(max_new_tokens=default_max_new_tokens(task))
+    key = feedback_key(generator.identity(), params, spec.max_length, task, spec.feedback)
+    stored = stored_item_feedback(store, task.name, spec.scheme, key, [q.id for q in questions])
+    todo = [
+        index for index, (question, items) in enumerate(zip(questions, candidates, strict=True))
+        if items and not {item.key for item in items} <= {u.item_key for u in stored.get(question.id, ItemFeedback("", "", "", ())).items}
+    ]  # fmt: skip
+    total = sum(len(items) for items in candidates)
+    done = total - sum(len(candidates[index]) for index in todo)
+    if on_progress:
+        on_progress(split, done, total)
+    label = f"{spec.backend}:{spec.model} k=1" + (" likelihood" if spec.feedback == "likelihood" else "")
+    cache = StoreGenerationCache(store)
+    for start in range(0, len(todo), chunk_questions):
+        chunk = todo[start : start + chunk_questions]
+        before = done
+
+        def report(pairs: int, _total: int, before: int = before) -> None:
+            if on_progress:
+                on_progress(split, before + pairs, total)
+
+        made = compute_feedback(
+            task, [questions[i] for i in chunk], [candidates[i] for i in chunk], generator, params, spec.max_length,
+            label=label, kind=spec.feedback, cache=cache, batch_size=batch_size, on_progress=report,
+        )  # fmt: skip
+        merged = []
+        for entry in made:  # kept with what was stored for the question (other candidates)
+            new_keys = {u.item_key for u in entry.items}
+            old = stored.get(entry.question_id)
+            kept = tuple(u for u in (old.items if old else ()) if u.item_key not in new_keys)
+            merged.append(ItemFeedback(entry.question_id, key, label, entry.items + kept))
+        save_item_feedback(store, task.name, spec.scheme, merged)
+        store.idle()
+        stored.update({entry.question_id: entry for entry in merged})
+        done += sum(len(candidates[i]) for i in chunk)
+        if on_progress:
+            on_progress(split, done, total)
+    return FeedbackResult(
+        questions, candidates, stored, key, len(todo), time.perf_counter() - started
+    )
+
+
+def ranking_examples(
+    task: TaskSpec, result: FeedbackResult, use_date: bool
+) -> list[RankingExample]:
+    """Questions with at least two candidates, as the objective trains on them."""
+    examples = []
+    for question, items in zip(result.questions, result.candidates, strict=True):
+        feedback = result.feedback.get(question.id)
+        if feedback is None or len(items) < 2:
+            continue
+        found = [feedback.utility(item.key) for item in items]
+        utilities = [float(u) for u in found if u is not None]
+        if len(utilities) < len(items):
+            continue
+        documents = document_texts(task, items, use_date)
+        examples.append(RankingExample(question.id, task.query(question.input), tuple(documents), tuple(utilities)))
+    return examples
+
+
+def train_ropg(
+    spec: RopgSpec,
+    store: Store,
+    name: str,
+    *,
+    overwrite: bool = False,
+    generators: GeneratorPool | None = None,
+    on_feedback: FeedbackProgress | None = None,
+    on_progress: Callable[[TrainProgress], None] | None = None,
+    on_note: Callable[[str], None] | None = None,
+) -> tuple[Artifact, TrainResult]:
+    """Feedback (stored reused), training, the model folder and its registration, under the
+    name's lock."""
+    from lampbox.engine.retrieval.dense import resolve_encoder_model
+    from lampbox.engine.training.trainer import train
+    from lampbox.lab.training import check_name
+
+    task = store.task(spec.task)
+    source = resolve_encoder_model(spec.retriever_model)
+    score = "dot" if source.is_contriever else "cos"
+    with hold_name(name, f"train {name}"):
+        target = check_name(name, overwrite, store)
+        generators = generators or GeneratorPool()
+        train_feedback = collect_feedback(
+            spec, store, spec.split, spec.limit, generators=generators, on_progress=on_feedback
+        )
+        dev_examples: list[RankingExample] = []
+        if spec.dev_limit != 0 and store.count_questions(task.name, spec.scheme, spec.dev_split):
+            dev_feedback = collect_feedback(
+                spec,
+                store,
+                spec.dev_split,
+                spec.dev_limit,
+                generators=generators,
+                on_progress=on_feedback,
+            )
+            dev_examples = ranking_examples(task, dev_feedback, spec.use_date)
+        elif spec.dev_limit != 0 and on_note:
+            on_note(
+                f"no {task.name} {spec.scheme} {spec.dev_split} questions: training without a dev evaluation"
+            )
+        generators.close()  # the generator's memory is the encoder's now
+        examples = ranking_examples(task, train_feedback, spec.use_date)
+        if not examples:
+            raise LampboxError(
+                f"no {task.name} {spec.split} question has two candidates or more to rank"
+            )
+        objective = RetrieverObjective(
+            source.location, spec.method, examples, dev_examples, temperature=spec.temperature, score=score,
+            max_length=spec.encoder_max_length,
+        )  # fmt: skip
+        store.idle()
+        work = work_path(name, "training")
+        model, result = train(objective, spec.config, work, on_progress=on_progress)
+        artifact = _save(
+            spec, name, target, model, objective, result, score, train_feedback.key, source.identity
+        )
+        save_artifact(store, artifact)
+        store.idle()
+        for suffix in WORK_SUFFIXES:
+            shutil.rmtree(work_path(name, suffix), ignore_errors=True)
+        return artifact, result
+
+
+def _save(
+    spec: RopgSpec, name: str, target: Any, model: Any, objective: RetrieverObjective, result: TrainResult,
+    score: str, key: str, base_identity: str,
+) -> Artifact:  # fmt: skip
+    """models/NAME written atomically (staging, then one rename), lampbox-model.json last."""
+    import json
+
+    from lampbox.engine.fingerprint import folder_sha256
+
+    staging = work_path(name, "staging")
+    shutil.rmtree(staging, ignore_errors=True)
+    evals = [entry for entry in result.history if any(k.startswith("eval_") for k in entry)]
+    metrics = {
+        k[5:]: v
+        for k, v in (evals[-1] if evals else {}).items()
+        if k.startswith("eval_") and isinstance(v, (int, float))
+    }
+    data = spec.to_json()
+    data["score"] = score
+    info = {
+        "name": name, "kind": RETRIEVER_KIND, "method": f"ropg-{spec.method}", "task": spec.task,
+        "base": spec.retriever_model, "base_fingerprint": base_identity, "feedback_key": key, "spec": data,
+        "history": result.history, "metrics": metrics,
+        "result": {"steps": result.steps, "seconds": round(result.seconds, 2)},
+    }  # fmt: skip
+    try:
+        staging.mkdir(parents=True)
+        objective.save(model, staging)
+        (staging / TRAINED_INFO).write_text(json.dumps(info, indent=2), encoding="utf-8")
+        content = folder_sha256(staging)
+        if target.exists():
+            old = work_path(name, "old")
+            shutil.rmtree(old, ignore_errors=True)
+            target.replace(old)
+            staging.replace(target)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            staging.replace(target)
+    except OSError as error:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise LampboxError(f"could not save the trained retriever to {target}: {error}") from error
+    return artifact_from_folder(target, content)
