@@ -61,3 +61,55 @@ def test_bad_pools_are_one_clear_line(benches: dict[str, Any]) -> None:
             bench_pool(store, "ffffffff")
         with pytest.raises(LampboxError, match="a pool of one candidate"):
             bench_pool(store, benches["one"].bench_key)
+
+
+def test_the_kl_loss_on_a_hand_computed_case() -> None:
+    import math
+
+    import torch
+
+    from lampbox.engine.rspg.selector import kl_loss
+
+    scores = torch.tensor([[0.0, math.log(3.0)]])  # softmax: 1/4, 3/4
+    targets = torch.tensor([[math.log(3.0), 0.0]])  # softmax: 3/4, 1/4
+    expected = 0.75 * math.log(0.75 / 0.25) + 0.25 * math.log(0.25 / 0.75)
+    assert float(kl_loss(scores, targets, 1.0)) == pytest.approx(expected, abs=1e-6)
+    # T = 2 halves both logit vectors: softmax(log 3 / 2) gives 1 / (1 + sqrt 3) against sqrt 3 / (1 + sqrt 3)
+    low, high = 1 / (1 + math.sqrt(3)), math.sqrt(3) / (1 + math.sqrt(3))
+    assert float(kl_loss(scores, targets, 2.0)) == pytest.approx(high * math.log(high / low) + low * math.log(low / high), abs=1e-6)
+    assert float(kl_loss(targets, targets, 0.5)) == pytest.approx(0.0, abs=1e-7)
+
+
+def test_the_kl_loss_decreases_on_a_fixed_batch(benches: dict[str, Any]) -> None:
+    """A few optimizer steps of the real selector (MiniLM + head) on one batch of the pool."""
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    from lampbox.engine.rspg.selector import (
+        PadCandidates,
+        encode_questions,
+        encoder_source,
+        kl_loss,
+        selector_module,
+    )
+    from lampbox.lab.rspg import bench_pool
+    from lampbox.store import Store
+
+    with Store(benches["db"]) as store:
+        pool = bench_pool(store, benches["train"].bench_key)
+    source = encoder_source("all-MiniLM-L6-v2")
+    tokenizer = AutoTokenizer.from_pretrained(source)
+    rows = encode_questions(tokenizer, pool.questions[:2], "post", 32, True)
+    batch = PadCandidates(tokenizer.pad_token_id)(rows)
+    assert batch["input_ids"].shape[:2] == (2, 5) and batch["targets"].shape == (2, 5)
+    torch.manual_seed(0)
+    model = selector_module(AutoModel.from_pretrained(source))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
+    losses = []
+    for _ in range(6):
+        loss = kl_loss(model(batch["input_ids"], batch["attention_mask"]), batch["targets"], 0.1)
+        losses.append(loss.item())
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    assert losses[-1] < losses[0] / 2, losses
