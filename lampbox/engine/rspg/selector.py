@@ -152,6 +152,9 @@ class SelectorObjective:
     def load_model(self, context: TrainContext) -> Any:
         from transformers import AutoModel
 
+        from lampbox.engine.quiet import quiet_transformers
+
+        quiet_transformers()
         return selector_module(AutoModel.from_pretrained(self.encoder))
 
     def train_dataset(self) -> Any:
@@ -229,6 +232,9 @@ def load_selector(folder: Path) -> LoadedSelector:
     import torch
     from transformers import AutoModel, AutoTokenizer
 
+    from lampbox.engine.quiet import quiet_transformers
+
+    quiet_transformers()
     try:
         settings = json.loads((folder / SELECTOR_FILE).read_text(encoding="utf-8"))
     except (OSError, ValueError) as error:
