@@ -310,6 +310,8 @@ def _resolve_trained(name: str, folder: Path) -> ResolvedModel:
     info_path = folder / TRAINED_INFO
     info = read_info(folder)
     kind = info["kind"]
+    if kind == "selector":  # an RSPG selector picks among runs' outputs; it generates nothing
+        raise LampboxError(f"{name!r} is an RSPG selector, not a generation model: `lampbox rspg apply {name} --bench BENCH`")
     if kind not in ("full", "lora"):
         raise InputFileError(info_path, f"unknown trained-model kind {kind!r}")
     weights = folder / ("model" if kind == "full" else "adapter")

@@ -264,8 +264,8 @@ def train_rspg(
     artifact, result = train_selector(spec, store, name, overwrite=overwrite, on_progress=log)
     summary = {
         "name": artifact.name, "path": artifact.path, "kind": artifact.kind, "method": artifact.method,
-        "steps": result.steps, "seconds": round(result.seconds, 1), "dev_metrics": dict(artifact.metrics),
-        "best_step": result.best_step,
+        "steps": result.steps, "resumed_from": result.resumed_from, "seconds": round(result.seconds, 1),
+        "dev_metrics": dict(artifact.metrics), "best_step": result.best_step,
     }  # fmt: skip
     if as_json:
         print_json(summary)
