@@ -13,6 +13,7 @@ from lampbox.commands.evaluate import eval_all_command, eval_command
 from lampbox.commands.models import models
 from lampbox.commands.rank import rank_command
 from lampbox.commands.report import compare_command, report_command
+from lampbox.commands.rspg import rspg
 from lampbox.commands.tasks import tasks_command
 from lampbox.commands.train import train
 
@@ -61,7 +62,7 @@ def cli(ctx: click.Context, db_path: Path | None) -> None:
 
 for command in (
     data, bench_command, report_command, compare_command, rank_command, eval_command, eval_all_command, tasks_command,
-    train, models,
+    train, models, rspg,
 ):  # fmt: skip
     cli.add_command(command)
 

@@ -326,6 +326,8 @@ def _resolve_trained(name: str, folder: Path) -> ResolvedModel:
         )
     if kind == "retriever":
         raise LampboxError(f"{name!r} is a trained retriever, not a generator; rank with it as ropg:{name}")
+    if kind == "selector":  # an RSPG selector picks among runs' outputs; it generates nothing
+        raise LampboxError(f"{name!r} is an RSPG selector, not a generation model: `lampbox rspg apply {name} --bench BENCH`")
     if kind not in ("full", "lora"):
         raise InputFileError(info_path, f"unknown trained-model kind {kind!r}")
     weights = folder / ("model" if kind == "full" else "adapter")

@@ -442,3 +442,68 @@ def train_ropg(
     metrics = ", ".join(f"{key} {value:.4f}" for key, value in artifact.metrics.items()) or "no dev evaluation"
     click.echo(f"trained {artifact.name} ({artifact.method}, {result.steps} steps, {result.seconds:.0f} s): dev {metrics}")
     click.echo(f"saved in {artifact.path}; rank with it: --retrievers ropg:{artifact.name}", err=True)
+
+
+@train.command("rspg")
+@click.option("--task", "task_name", required=True, help="Task of the benches, e.g. LaMP_7 or commit_subject.")
+@click.option("--train-bench", required=True, help="A stored train-split bench (its key or a unique prefix): the pool's feedback.")
+@click.option("--dev-bench", default=None, help="A stored dev-split bench over the same pool: picks the best checkpoint.")
+@click.option("--mode", type=click.Choice(["pre", "post"]), default="post", show_default=True, help="pre: the selector sees each candidate's prompt; post: prompt and output.")
+@click.option("--encoder", default="all-MiniLM-L6-v2", show_default=True, help="Text encoder: the packaged all-MiniLM-L6-v2 (offline), a folder or a hub id.")
+@click.option("--temperature", type=float, default=1.0, show_default=True, help="T in KL(softmax(metric / T) || softmax(score / T)).")
+@click.option("--max-length", type=int, default=256, show_default=True, help="Tokens per candidate (the prompt is cut first).")
+@click.option("--epochs", type=float, default=20.0, show_default=True)
+@click.option("--max-steps", type=int, default=None, help="Stop after this many optimizer steps (quick checks).")
+@click.option("--lr", type=float, default=1e-5, show_default=True)
+@click.option("--batch-size", type=int, default=8, show_default=True, help="Questions per batch (each with every candidate).")
+@click.option("--eval-every", type=int, default=None, help="Steps between dev evaluations (default: each epoch).")
+@click.option("--precision", type=click.Choice(["auto", "bf16", "fp32"]), default="auto", show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--name", required=True, help="Name of the selector (use it with `lampbox rspg apply`).")
+@click.option("--overwrite", is_flag=True, help="Replace a trained model of the same name.")
+@db_option
+@json_option
+@reports_errors
+def train_rspg(
+    task_name: str, train_bench: str, dev_bench: str | None, mode: str, encoder: str, temperature: float,
+    max_length: int, epochs: float, max_steps: int | None, lr: float, batch_size: int, eval_every: int | None,
+    precision: str, seed: int, name: str, overwrite: bool, db_path: Path | None, as_json: bool,
+) -> None:  # fmt: skip
+    """RSPG: train a selector that picks, per question, the best configuration of a stored
+    bench (the pool: every configuration, retrieval-only rows included) from the configuration's
+    prompt (pre) or prompt and output (post). Apply it with `lampbox rspg apply NAME --bench ID`."""
+    from lampbox.engine.training.trainer import TrainConfig
+    from lampbox.lab.rspg import RSPGSpec, train_selector
+
+    config = TrainConfig(
+        epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, precision=precision, max_steps=max_steps,
+        eval_every=eval_every, lora=None, group_by_length=False,
+    )  # fmt: skip
+    store = open_store(db_path, hold_lock=False, wait_s=WRITER_WAIT_S, purpose=f"train {name}")
+    task = store.task(task_name)
+    spec = RSPGSpec(
+        task=task.name, train_bench=train_bench, dev_bench=dev_bench, mode=mode, encoder=encoder,
+        temperature=temperature, max_length=max_length, config=config,
+    )  # fmt: skip
+
+    def log(event: Any) -> None:
+        if as_json:
+            return
+        if event.metrics:
+            shown = ", ".join(f"{k} {v:.4f}" for k, v in event.metrics.items())
+            print(f"step {event.step}/{event.max_steps} dev: {shown}", file=sys.stderr, flush=True)
+        elif event.loss is not None and (event.step % 10 == 0 or event.step == event.max_steps):
+            print(f"step {event.step}/{event.max_steps} loss {event.loss:.4f}", file=sys.stderr, flush=True)
+
+    artifact, result = train_selector(spec, store, name, overwrite=overwrite, on_progress=log)
+    summary = {
+        "name": artifact.name, "path": artifact.path, "kind": artifact.kind, "method": artifact.method,
+        "steps": result.steps, "resumed_from": result.resumed_from, "seconds": round(result.seconds, 1),
+        "dev_metrics": dict(artifact.metrics), "best_step": result.best_step,
+    }  # fmt: skip
+    if as_json:
+        print_json(summary)
+        return
+    metrics = ", ".join(f"{key} {value:.4f}" for key, value in artifact.metrics.items()) or "no dev evaluation"
+    click.echo(f"trained {artifact.name} ({artifact.method} selector, {result.steps} steps, {result.seconds:.0f} s): dev {metrics}")
+    click.echo(f"saved in {artifact.path}; apply it with `lampbox rspg apply {artifact.name} --bench BENCH`", err=True)
