@@ -20,6 +20,7 @@ from typing import Any
 from lampbox.bench.plan import Configuration, Plan, role_of
 from lampbox.engine.tasks import TaskSpec
 from lampbox.errors import InputFileError, LampboxError, UnknownNameError
+from lampbox.store.core import Store
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -54,15 +55,13 @@ class PlanSource:
 
     def fail(self, problem: str, index: int | None = None) -> PlanError:
         """The error for a problem in the plan (in configuration `index`, when given)."""
-        if index is None:
-            return PlanError(f"{self.where}: {problem}" if self.is_file else problem)
-        separator = ": " if self.is_file else " "
-        return PlanError(f"{self.where}{separator}{self.names[index]}: {problem}")
+        context = "" if index is None else f"{self.names[index]}: "
+        return PlanError(f"{self.where}: {context}{problem}" if self.is_file else f"{context}{problem}")
 
 
 def _entry_name(index: int, entry: Mapping[str, Any], is_file: bool) -> str:
     label = entry.get("label")
-    number = f"configuration {index + 1}" if is_file else f"{index + 1}"
+    number = f"configuration {index + 1}" if is_file else f"--config {index + 1}"
     return f"{number} ({label})" if isinstance(label, str) and label else number
 
 
@@ -92,7 +91,7 @@ def parse_config_strings(configs: Sequence[str]) -> PlanSource:
     (shell quoting for values with spaces: label='LoRA k=4')."""
     entries: list[dict[str, Any]] = []
     for index, text in enumerate(configs):
-        where = PlanSource("--config", {}, [], False, [str(index + 1)])
+        where = PlanSource("--config", {}, [], False, [f"--config {index + 1}"])
         try:
             words = shlex.split(text)
         except ValueError as error:
@@ -169,6 +168,17 @@ def _names(source: PlanSource, index: int, name: str, value: Any) -> tuple[str, 
 
 
 # -- from the written form to run specs --------------------------------------------------------
+
+
+def plan_task(source: PlanSource, store: Store, task_name: str | None = None) -> TaskSpec:
+    """The plan's task: `task_name` (a flag) or the plan's own, known to the store."""
+    task_name = task_name or source.header.get("task")
+    if task_name is None:
+        raise source.fail('task is missing: set task = "..." at the top of the plan, or give --task')
+    try:
+        return store.task(task_name)
+    except LampboxError as error:
+        raise source.fail(f"task: {error}") from None
 
 
 AutoReport = Callable[[str], None]
@@ -324,7 +334,7 @@ def _reference_index(source: PlanSource, reference: Any, names: Sequence[str]) -
         reference = int(reference)
     if isinstance(reference, int) and not isinstance(reference, bool):
         if not 1 <= reference <= len(names):
-            raise source.fail(f"reference {reference} names no configuration (there are {len(names)}: 1 to {len(names)})")
+            raise source.fail(f"reference {reference} names no configuration: the plan has {len(names)}, numbered from 1")
         return reference - 1
     if not isinstance(reference, str):
         raise source.fail(f"reference must be a configuration's label or number, not {reference!r}")

@@ -278,7 +278,7 @@ def _plan_bench(
 ) -> tuple[Any, Any]:
     """The store and the Plan of --plan or --config; the plan's header gives what no flag does.
     A bad plan is one line (file, configuration, problem) before anything runs or is written."""
-    from lampbox.bench.planfile import build_plan, parse_config_strings, read_plan_file
+    from lampbox.bench.planfile import build_plan, parse_config_strings, plan_task, read_plan_file
     from lampbox.errors import LampboxError
 
     if plan_path is not None and configs:
@@ -288,15 +288,11 @@ def _plan_bench(
         raise LampboxError(f"{', '.join(given)}: grid flags; with --plan or --config each configuration names its own")
     source = read_plan_file(plan_path) if plan_path is not None else parse_config_strings(configs)
     header = source.header
-    task_name = task_name or header.get("task")
-    if task_name is None:
-        raise source.fail("task is missing: set task = \"...\" at the top of the plan, or give --task")
+    if task_name is None and "task" not in header:
+        raise source.fail('task is missing: set task = "..." at the top of the plan, or give --task')
     split = split or header.get("split") or "dev"
     store = open_store(db_path, hold_lock=False, wait_s=WRITER_WAIT_S)
-    try:
-        task = store.task(task_name)
-    except LampboxError as error:
-        raise source.fail(f"task: {error}") from None
+    task = plan_task(source, store, task_name)
     resolved_scheme = _resolve_scheme(store, task, split, scheme or header.get("scheme"))
     said: set[str] = set()
 
