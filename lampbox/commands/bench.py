@@ -338,9 +338,14 @@ def _resolve_scheme(store: Any, task: Any, split: str, scheme: str | None) -> st
 def _run_with_progress(bench: Any, store: Any, pool: Any, predictions_dir: Path, batch_size: int) -> Any:
     from lampbox.bench.runner import run_bench
 
+    names = [c.name for c in getattr(bench, "configurations", ())]  # a plan's labels
+
+    def name(event: Any, index: int) -> str:
+        return names[index] if names else event.spec.label
+
     if not sys.stderr.isatty():
         return run_bench(
-            bench, store, generators=pool, predictions_dir=predictions_dir, on_progress=_log_progress(), batch_size=batch_size
+            bench, store, generators=pool, predictions_dir=predictions_dir, on_progress=_log_progress(name), batch_size=batch_size
         )
     from rich.console import Console
     from rich.progress import (
@@ -366,15 +371,16 @@ def _run_with_progress(bench: Any, store: Any, pool: Any, predictions_dir: Path,
 
         def on_progress(event: Any, index: int, count: int) -> None:
             progress.update(overall, total=count, completed=index, description=f"configuration {index + 1}/{count}")
-            progress.update(current, total=event.total, completed=event.done, description=f"{event.spec.label}: {event.phase}")
+            progress.update(current, total=event.total, completed=event.done, description=f"{name(event, index)}: {event.phase}")
 
         result = run_bench(bench, store, generators=pool, predictions_dir=predictions_dir, on_progress=on_progress, batch_size=batch_size)
         progress.update(overall, completed=len(result.rows), total=len(result.rows))
     return result
 
 
-def _log_progress() -> Any:
-    """Plain progress lines for logs (stderr is not a terminal): one per phase change or batch."""
+def _log_progress(name: Any) -> Any:
+    """Plain progress lines for logs (stderr is not a terminal): one per phase change or batch;
+    name(event, index) is the configuration's name."""
     last: dict[str, Any] = {}
 
     def on_progress(event: Any, index: int, count: int) -> None:
@@ -382,6 +388,6 @@ def _log_progress() -> Any:
         if last.get("state") == state or (event.phase == "prompt" and event.done):
             return
         last["state"] = state
-        print(f"[{index + 1}/{count}] {event.spec.label}: {event.phase} {event.done}/{event.total}", file=sys.stderr, flush=True)
+        print(f"[{index + 1}/{count}] {name(event, index)}: {event.phase} {event.done}/{event.total}", file=sys.stderr, flush=True)
 
     return on_progress
