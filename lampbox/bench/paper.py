@@ -181,6 +181,7 @@ def build_report(store: Store, key_or_prefix: str, reference: str | None = None)
     if not records:
         raise LampboxError(f"bench {key[:12]} has no finished configuration yet")
     task = store.task(spec["task"])
+    reference_record: RunRecord | None
     if reference is not None:
         reference_record = _reference(records, reference, key, left_out)
     else:  # the plan's reference row, when it has finished (else no row is compared)

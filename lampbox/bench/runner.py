@@ -63,8 +63,7 @@ class BenchSpec:
         """The grid as a plan: its runs in grid order, compared as the grid always was, with
         the grid's record and key (the same flags keep finding the same bench and runs)."""
         configurations = tuple(Configuration(spec, role) for spec, role in build_grid(self, task))
-        common = {"limit": self.limit, "users": self.users, "grid": self.to_json()}
-        return Plan(self.task, self.scheme, self.split, configurations, **common)
+        return Plan(self.task, self.scheme, self.split, configurations, self.limit, self.users, grid=self.to_json())
 
     def options_for(self, backend: str) -> Options:
         return dict(self.backend_options).get(backend, ())

@@ -143,8 +143,8 @@ def compare_bench(
                 record.name = plan.labels.get(run.run_key)
                 records.append((record, role))
         reference = next((r for r, _ in records if r.run_key == plan.reference), None)
-        rows = compare(task, records, reference, by_role=plan.reference is None)
-        compared = {row.record.run_key: row for row in rows}
+        bench_rows = compare(task, records, reference, by_role=plan.reference is None)
+        compared = {row.record.run_key: row for row in bench_rows}
         baseline_keys = {
             record.label: record.run_key
             for record, role in records
