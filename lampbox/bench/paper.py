@@ -11,8 +11,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+from lampbox.bench.plan import stored_plan
 from lampbox.bench.runner import compare
 from lampbox.engine.bootstrap import (
     BOOTSTRAP_RESAMPLES,
@@ -85,6 +87,7 @@ class BenchReport:
     rows: list[ReportRow]
     user_gains: dict[str, list[UserGain]]  # by row label, rows with a reference only
     left_out: list[str] = field(default_factory=list)  # configurations not finished
+    plan: str | None = None  # a plan bench's source (its file, or --config)
     resamples: int = BOOTSTRAP_RESAMPLES
     seed: int = BOOTSTRAP_SEED
     confidence: float = CONFIDENCE
@@ -96,7 +99,8 @@ class BenchReport:
 
     @property
     def title(self) -> str:
-        return f"{self.task.name} {self.scheme}/{self.split} (bench {self.bench_key[:8]}, model {self.model})"
+        about = f"model {self.model}" if self.model else f"plan {Path(self.plan).name if self.plan else ''}".strip()
+        return f"{self.task.name} {self.scheme}/{self.split} (bench {self.bench_key[:8]}, {about})"
 
     @property
     def caption(self) -> str:
@@ -158,20 +162,31 @@ def resolve_bench(store: Store, key_or_prefix: str) -> str:
 
 def build_report(store: Store, key_or_prefix: str, reference: str | None = None) -> BenchReport:
     """The report of a stored bench; `reference`: a row's label (or unique label prefix) that
-    every other row is compared with (default: the bench's no-personalization row)."""
+    every other row is compared with (default: a plan's reference row, else the bench's
+    no-personalization rows). A plan's rows keep the plan's labels."""
     key = resolve_bench(store, key_or_prefix)
     spec = next(spec for bench, spec, _ in run_store.list_benches(store) if bench == key)
+    plan = stored_plan(spec)
     runs = run_store.bench_runs(store, key)
-    left_out = [f"{run.label} ({run.status})" for run, _ in runs if run.status != "finished"]
+    left_out = [f"{plan.labels.get(run.run_key, run.label)} ({run.status})" for run, _ in runs if run.status != "finished"]
     missing = run_store.bench_size(store, key) - len(runs)
     if missing > 0:
         left_out.append(f"{missing} not started")
-    records = [(load_run(store, run.run_key), role) for run, role in runs if run.status == "finished"]
+    records = []
+    for run, role in runs:
+        if run.status == "finished":
+            record = load_run(store, run.run_key)
+            record.name = plan.labels.get(run.run_key)
+            records.append((record, role))
     if not records:
         raise LampboxError(f"bench {key[:12]} has no finished configuration yet")
     task = store.task(spec["task"])
-    reference_record = None if reference is None else _reference(records, reference, key, left_out)
-    compared = compare(task, records, reference_record)
+    reference_record: RunRecord | None
+    if reference is not None:
+        reference_record = _reference(records, reference, key, left_out)
+    else:  # the plan's reference row, when it has finished (else no row is compared)
+        reference_record = next((r for r, _ in records if r.run_key == plan.reference), None)
+    compared = compare(task, records, reference_record, by_role=plan.reference is None)
     tested = [index for index, row in enumerate(compared) if row.p_value is not None]
     holm = dict(zip(tested, holm_adjust([compared[i].p_value for i in tested]), strict=True))  # type: ignore[misc]
     intervals = [_intervals(task, record) for record, _ in records]
@@ -192,7 +207,8 @@ def build_report(store: Store, key_or_prefix: str, reference: str | None = None)
         )  # fmt: skip
         if bench_row.baseline_label is not None:
             gains[record.label] = user_gains(task, record, by_label[bench_row.baseline_label])
-    return BenchReport(key, task, spec["scheme"], spec["split"], str(spec.get("model", "")), rows, gains, left_out)
+    model = str(spec.get("model", ""))
+    return BenchReport(key, task, spec["scheme"], spec["split"], model, rows, gains, left_out, spec.get("plan"))
 
 
 def _reference(records: Sequence[tuple[RunRecord, str]], label: str, key: str, left_out: list[str]) -> RunRecord:

@@ -12,14 +12,19 @@ def results_table(result: BenchResult) -> Any:
     from rich.text import Text
 
     task = result.task
-    spec = result.spec
-    scope = f"{spec.limit} questions" if spec.limit else "all questions"
-    if spec.users:
-        scope += f" of the first {spec.users} users"
+    plan = result.plan
+    scope = f"{plan.limit} questions" if plan.limit else "all questions"
+    if plan.users:
+        scope += f" of the first {plan.users} users"
+    reference = plan.reference_configuration
+    if plan.grid is not None:
+        source, against = f"model {plan.grid['model']}", "no personalization on the same backend"
+    else:
+        source, against = f"plan {plan.source}", f"the reference row ({reference.name if reference else '-'})"
     table = Table(
-        title=f"{task.name} {spec.scheme}/{spec.split}: {scope} (model {spec.model})",
+        title=f"{task.name} {plan.scheme}/{plan.split}: {scope} ({source})",
         caption=(
-            f"change: relative change of {task.main_metric} vs no personalization on the same backend; "
+            f"change: relative change of {task.main_metric} vs {against}; "
             "p: two-sided paired randomization test on per-question scores (10,000 resamples)"
         ),
     )
@@ -45,6 +50,8 @@ def results_table(result: BenchResult) -> Any:
             source = f"{record.generated} gen / {record.cached} cached"
         else:
             source = "computed"
-        label = record.label if row.role != "baseline" else Text(record.label, style="bold")
+        # bold: the row(s) the others are compared with
+        is_reference = row.role == "baseline" if reference is None else record.label == reference.name
+        label = Text(record.label, style="bold") if is_reference else record.label
         table.add_row(label, *cells, change, p_value, source)
     return table

@@ -1,8 +1,9 @@
-"""The headless benchmark: a grid of RunSpecs run through the run pipeline, then a table.
+"""The headless benchmark: a plan of RunSpecs run through the run pipeline, then a table.
 
 Each configuration is an ordinary pipeline run (so the TUI sees the same runs); the bench
-adds the grid, progress over the whole grid, the comparison against no personalization with
-a paired test, and a record of the bench in the store.
+adds the plan (a list of configurations, or the grid flags' retrievers x k x backends expanded
+to one), progress over the whole plan, the comparison against a reference row with a paired
+test, and a record of the bench in the store.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lampbox.bench.plan import Configuration, Plan
 from lampbox.engine.defaults import (
     DEFAULT_BACKEND,
     DEFAULT_KS,
@@ -58,6 +60,12 @@ class BenchSpec:
     # Per backend, its options that change outputs (e.g. hf: dtype, quantize), as sorted
     # (backend, ((name, value), ...)) pairs; they become the runs' model_options.
     backend_options: tuple[tuple[str, Options], ...] = ()
+
+    def plan(self, task: TaskSpec) -> Plan:
+        """The grid as a plan: its runs in grid order, compared as the grid always was, with
+        the grid's record and key (the same flags keep finding the same bench and runs)."""
+        configurations = tuple(Configuration(spec, role) for spec, role in build_grid(self, task))
+        return Plan(self.task, self.scheme, self.split, configurations, self.limit, self.users, grid=self.to_json())
 
     def options_for(self, backend: str) -> Options:
         return dict(self.backend_options).get(backend, ())
@@ -150,14 +158,15 @@ class BenchRow:
 @dataclass
 class BenchResult:
     bench_key: str
-    spec: BenchSpec
+    plan: Plan
     task: TaskSpec
     rows: list[BenchRow]
+    record: dict[str, Any]  # the bench's record in the store
 
     def to_json(self) -> dict[str, Any]:
         return {
             "bench_key": self.bench_key,
-            "spec": self.spec.to_json(),
+            "spec": self.record,
             "main_metric": self.task.main_metric,
             "significance_test": "two-sided paired randomization (sign-flip) test on per-question scores, 10,000 resamples, seed 0",
             "rows": [row.to_json() for row in self.rows],
@@ -165,12 +174,13 @@ class BenchResult:
 
 
 def bench_key(grid: Sequence[tuple[RunSpec, str]], task: TaskSpec) -> str:
+    """A grid's key (what `Plan.key` gives for the grid's plan)."""
     keys = [(run_key(spec, task), role) for spec, role in grid]
     return hashlib.sha256(json.dumps(keys).encode()).hexdigest()[:24]
 
 
 def run_bench(
-    bench: BenchSpec,
+    bench: BenchSpec | Plan,
     store: Store,
     *,
     generators: GeneratorPool | None = None,
@@ -179,32 +189,38 @@ def run_bench(
     should_cancel: Callable[[], bool] | None = None,
     batch_size: int = 8,
 ) -> BenchResult:
-    """Run every configuration (finished ones come from the store) and compare with the baseline.
+    """Run every configuration (finished ones come from the store) and compare each with its
+    reference row (the plan's, or for a grid each backend's no-personalization row).
 
     on_progress(progress, index, count) reports the current configuration's progress.
     """
     task = store.task(bench.task)
-    grid = build_grid(bench, task)
-    for spec, _ in grid:
-        check_run_decoding(spec, task)  # one clear error before anything runs
-    key = bench_key(grid, task)
+    plan = bench if isinstance(bench, Plan) else bench.plan(task)
+    count = len(plan.configurations)
+    for configuration in plan.configurations:
+        check_run_decoding(configuration.spec, task)  # one clear error before anything runs
+    run_keys = [run_key(configuration.spec, task) for configuration in plan.configurations]
+    key = plan.key(run_keys)
+    record_json = plan.to_json(run_keys)
     store.purpose = f"bench {key[:8]}"  # what a reader's busy message names
-    run_store.save_bench(store, key, bench.to_json(), [(run_key(spec, task), role) for spec, role in grid])
+    roles = [configuration.role for configuration in plan.configurations]
+    run_store.save_bench(store, key, record_json, list(zip(run_keys, roles, strict=True)))
     store.idle()
     pool = generators or GeneratorPool()
     records: list[tuple[RunRecord, str]] = []
     try:
-        for index, (spec, role) in enumerate(grid):
+        for index, configuration in enumerate(plan.configurations):
             record = run(
-                spec,
+                configuration.spec,
                 store,
                 generators=pool,
                 predictions_dir=predictions_dir,
-                on_progress=(lambda progress, i=index: on_progress(progress, i, len(grid))) if on_progress else None,
+                on_progress=(lambda progress, i=index: on_progress(progress, i, count)) if on_progress else None,
                 should_cancel=should_cancel,
                 batch_size=batch_size,
             )
-            records.append((record, role))
+            record.name = configuration.label
+            records.append((record, configuration.role))
     except BaseException as error:
         # A bench that stops is recorded as stopped, so no reader waits for its other runs.
         cancelled = isinstance(error, (RunCancelled, GenerationCancelled, KeyboardInterrupt))
@@ -214,15 +230,20 @@ def run_bench(
         raise
     run_store.end_bench(store, key, "finished")
     store.idle()
-    return BenchResult(key, bench, task, compare(task, records))
+    reference = None if plan.reference is None else records[plan.reference][0]
+    return BenchResult(key, plan, task, compare(task, records, reference), record_json)
 
 
 def compare(
-    task: TaskSpec, records: Sequence[tuple[RunRecord, str]], reference: RunRecord | None = None
+    task: TaskSpec,
+    records: Sequence[tuple[RunRecord, str]],
+    reference: RunRecord | None = None,
+    by_role: bool = True,
 ) -> list[BenchRow]:
     """Rows with the relative change of the main metric and a paired test vs no personalization
     (each backend's own baseline row; the first one for retrieval-only rows). With `reference`,
-    every other row is compared with that run instead."""
+    every other row is compared with that run instead; with neither (by_role off: a plan whose
+    reference row has not finished), no row is compared."""
     baselines = {record.spec.backend: record for record, role in records if role == "baseline"}
     first_baseline = next(iter(baselines.values()), None)
     main = task.main_metric
@@ -230,6 +251,8 @@ def compare(
     for record, role in records:
         if reference is not None:
             baseline = None if record.run_key == reference.run_key else reference
+        elif not by_role:
+            baseline = None
         else:
             baseline = baselines.get(record.spec.backend) if role != "retrieval-only" else first_baseline
             baseline = None if role == "baseline" else baseline

@@ -24,10 +24,20 @@ from lampbox.engine.defaults import (
     DEFAULT_RETRIEVERS,
 )
 
+# The flags that make a grid; a plan's configurations name these themselves.
+GRID_FLAGS = {
+    "retrievers": "--retrievers", "ks": "--k", "model": "--model", "backends": "--backend", "method": "--method",
+    "max_length": "--max-length", "max_new_tokens": "--max-new-tokens", "postprocess": "--postprocess",
+    "decode": "--decode", "baselines": "--baselines/--no-baselines", "quantize": "--quantize", "dtype": "--dtype",
+}  # fmt: skip
+
 
 @click.command("bench")
-@click.option("--task", "task_name", required=True, help="Task, e.g. LaMP_7 or a custom task such as commit_subject.")
-@click.option("--split", default="dev", show_default=True, help="Set to run on: train, dev or test.")
+@click.option("--plan", "plan_path", type=click.Path(dir_okay=False, path_type=Path), default=None, help="A TOML plan: the bench's configurations as data (docs/plans.md). Instead of the grid flags.")
+@click.option("--config", "configs", multiple=True, metavar="'NAME=VALUE ...'", help="One configuration, e.g. \"method=ipa model=M backend=hf retriever=bm25 k=4 label=X\" (repeatable; the fields of a plan's [[configurations]]). Instead of the grid flags.")
+@click.option("--reference", default=None, help="With --plan or --config: the row every other row is compared with, by label or number (default: the plan's reference, else the first configuration).")
+@click.option("--task", "task_name", default=None, help="Task, e.g. LaMP_7 or a custom task such as commit_subject (a plan may name it instead).")
+@click.option("--split", default=None, help="Set to run on: train, dev or test (default: the plan's, else dev).")
 @click.option("--scheme", default=None, help="LaMP split scheme: user, time or demo (default: the one stored).")
 @click.option(
     "--retrievers",
@@ -80,10 +90,15 @@ from lampbox.engine.defaults import (
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None, help="Folder for the official-format predictions files (default: runs/ in the data folder).")
 @db_option
 @json_option
+@click.pass_context
 @reports_errors
 def bench_command(
-    task_name: str,
-    split: str,
+    ctx: click.Context,
+    plan_path: Path | None,
+    configs: tuple[str, ...],
+    reference: str | None,
+    task_name: str | None,
+    split: str | None,
     scheme: str | None,
     retrievers: str,
     ks: str,
@@ -106,9 +121,13 @@ def bench_command(
     db_path: Path | None,
     as_json: bool,
 ) -> None:
-    """Run retrievers x k x backends on a task and print the results table.
+    """Run a plan of configurations, or retrievers x k x backends, on a task and print the table.
 
     \b
+    A plan (--plan FILE or repeated --config) lists heterogeneous configurations (method,
+    model or trained model, backend, retriever, k, decoding, label) and the reference row;
+    the grid flags (--retrievers, --k, --backend, --model, --method, ...) are a shorthand
+    for one model and method.
     Each configuration's official-format predictions file is written (ready for
     `lampbox eval` and the leaderboard), and every prediction (prompt, retrieved items,
     output, gold, scores) and per-user score is stored with the run's full spec.
@@ -122,8 +141,18 @@ def bench_command(
     from lampbox.engine.generation.registry import known_backends
     from lampbox.engine.retrieval import is_retriever_name, known_retriever_names
     from lampbox.errors import LampboxError, UnknownNameError
-    from lampbox.paths import data_home
 
+    bench: Any
+    if plan_path is not None or configs:
+        store, bench = _plan_bench(ctx, plan_path, configs, reference, task_name, split, scheme, limit, users, db_path)
+        task = store.task(bench.task)
+        _run_and_print(bench, store, task, bench.scheme, bench.split, batch_size, threads, base_url, out_dir, as_json)
+        return
+    if reference is not None:
+        raise LampboxError("--reference applies to a plan (--plan or --config); a grid compares each row with its no-personalization row")
+    if task_name is None:
+        raise LampboxError("--task is missing (or give a plan: --plan FILE or --config)")
+    split = split or "dev"
     backend_list = split_list(backends) or ["auto"]
     if "auto" in backend_list:
         choice = _auto_backend(model, method)
@@ -189,7 +218,24 @@ def bench_command(
         decode=decode,
         backend_options=(("hf", hf_options),) if hf_options else (),
     )
+    _run_and_print(bench, store, task, scheme, split, batch_size, threads, base_url, out_dir, as_json)
+
+
+def _run_and_print(
+    bench: Any,
+    store: Any,
+    task: Any,
+    scheme: str,
+    split: str,
+    batch_size: int,
+    threads: int | None,
+    base_url: str | None,
+    out_dir: Path | None,
+    as_json: bool,
+) -> None:
+    """Run a bench (a grid or a plan) with progress, then print its table (or JSON)."""
     from lampbox.engine.generation.pool import GeneratorPool
+    from lampbox.paths import data_home
 
     # batch_size does not change outputs (llamacpp's batched greedy outputs are the
     # one-at-a-time ones), so it is a loading option, not part of the run spec.
@@ -219,16 +265,55 @@ def bench_command(
 
 
 def _auto_backend(model: str | None, method: str) -> Any:
-    from lampbox.engine.defaults import default_model
-    from lampbox.engine.generation.auto import choose_backend
-    from lampbox.errors import LampboxError
-    from lampbox.models import resolve_model
+    from lampbox.bench.planfile import auto_backend
 
-    try:
-        resolved = resolve_model(model or default_model())
-    except LampboxError:  # not a model lampbox can resolve: the backend's own error says why
-        return choose_backend(method, "hf", False)
-    return choose_backend(method, resolved.format, resolved.entry is not None)
+    return auto_backend(model, method)
+
+
+def _plan_bench(
+    ctx: click.Context,
+    plan_path: Path | None,
+    configs: tuple[str, ...],
+    reference: str | None,
+    task_name: str | None,
+    split: str | None,
+    scheme: str | None,
+    limit: int | None,
+    users: int | None,
+    db_path: Path | None,
+) -> tuple[Any, Any]:
+    """The store and the Plan of --plan or --config; the plan's header gives what no flag does.
+    A bad plan is one line (file, configuration, problem) before anything runs or is written."""
+    from lampbox.bench.planfile import build_plan, parse_config_strings, plan_task, read_plan_file
+    from lampbox.errors import LampboxError
+
+    if plan_path is not None and configs:
+        raise LampboxError("give --plan or --config, not both")
+    given = [flag for name, flag in GRID_FLAGS.items() if ctx.get_parameter_source(name) is not click.core.ParameterSource.DEFAULT]
+    if given:
+        raise LampboxError(f"{', '.join(given)}: grid flags; with --plan or --config each configuration names its own")
+    source = read_plan_file(plan_path) if plan_path is not None else parse_config_strings(configs)
+    header = source.header
+    if task_name is None and "task" not in header:
+        raise source.fail('task is missing: set task = "..." at the top of the plan, or give --task')
+    split = split or header.get("split") or "dev"
+    store = open_store(db_path, hold_lock=False, wait_s=WRITER_WAIT_S)
+    task = plan_task(source, store, task_name)
+    resolved_scheme = _resolve_scheme(store, task, split, scheme or header.get("scheme"))
+    said: set[str] = set()
+
+    def on_auto(line: str) -> None:  # each distinct auto choice once
+        if line not in said:
+            said.add(line)
+            click.echo(line, err=True)
+
+    plan = build_plan(
+        source, task, resolved_scheme, split,
+        limit=limit if limit is not None else header.get("limit"),
+        users=users if users is not None else header.get("users"),
+        reference=reference, on_auto=on_auto,
+    )  # fmt: skip
+    return store, plan
 
 
 def _resolve_scheme(store: Any, task: Any, split: str, scheme: str | None) -> str:
@@ -259,9 +344,14 @@ def _resolve_scheme(store: Any, task: Any, split: str, scheme: str | None) -> st
 def _run_with_progress(bench: Any, store: Any, pool: Any, predictions_dir: Path, batch_size: int) -> Any:
     from lampbox.bench.runner import run_bench
 
+    names = [c.name for c in getattr(bench, "configurations", ())]  # a plan's labels
+
+    def name(event: Any, index: int) -> str:
+        return names[index] if names else event.spec.label
+
     if not sys.stderr.isatty():
         return run_bench(
-            bench, store, generators=pool, predictions_dir=predictions_dir, on_progress=_log_progress(), batch_size=batch_size
+            bench, store, generators=pool, predictions_dir=predictions_dir, on_progress=_log_progress(name), batch_size=batch_size
         )
     from rich.console import Console
     from rich.progress import (
@@ -287,15 +377,16 @@ def _run_with_progress(bench: Any, store: Any, pool: Any, predictions_dir: Path,
 
         def on_progress(event: Any, index: int, count: int) -> None:
             progress.update(overall, total=count, completed=index, description=f"configuration {index + 1}/{count}")
-            progress.update(current, total=event.total, completed=event.done, description=f"{event.spec.label}: {event.phase}")
+            progress.update(current, total=event.total, completed=event.done, description=f"{name(event, index)}: {event.phase}")
 
         result = run_bench(bench, store, generators=pool, predictions_dir=predictions_dir, on_progress=on_progress, batch_size=batch_size)
         progress.update(overall, completed=len(result.rows), total=len(result.rows))
     return result
 
 
-def _log_progress() -> Any:
-    """Plain progress lines for logs (stderr is not a terminal): one per phase change or batch."""
+def _log_progress(name: Any) -> Any:
+    """Plain progress lines for logs (stderr is not a terminal): one per phase change or batch;
+    name(event, index) is the configuration's name."""
     last: dict[str, Any] = {}
 
     def on_progress(event: Any, index: int, count: int) -> None:
@@ -303,6 +394,6 @@ def _log_progress() -> Any:
         if last.get("state") == state or (event.phase == "prompt" and event.done):
             return
         last["state"] = state
-        print(f"[{index + 1}/{count}] {event.spec.label}: {event.phase} {event.done}/{event.total}", file=sys.stderr, flush=True)
+        print(f"[{index + 1}/{count}] {name(event, index)}: {event.phase} {event.done}/{event.total}", file=sys.stderr, flush=True)
 
     return on_progress

@@ -183,7 +183,8 @@ class RunRecord:
     generated: int = 0  # outputs generated in this call
     cached: int = 0  # outputs served from the generation cache
     seconds: float = 0.0
+    name: str | None = None  # its name in a bench plan's table (None: the spec's label)
 
     @property
     def label(self) -> str:
-        return self.spec.label
+        return self.name or self.spec.label

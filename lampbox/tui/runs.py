@@ -128,14 +128,18 @@ def list_benches(store: Store) -> list[BenchSummary]:
 def compare_bench(
     store: Store, bench_key: str, known: Sequence[ConfigurationRow] = ()
 ) -> list[ConfigurationRow]:
-    """A bench's started configurations in grid order, finished ones compared with their
-    baseline, running ones with their progress. `known`: the rows of an earlier read; while
-    no other run has finished since, their comparison is reused (a running bench is re-read
+    """A bench's started configurations in its order, finished ones compared with their
+    reference row (a plan's, else their no-personalization baseline), running ones with their
+    progress; a plan's rows keep its labels. `known`: the rows of an earlier read; while no
+    other run has finished since, their comparison is reused (a running bench is re-read
     every second, and comparing loads every prediction)."""
+    from lampbox.bench.plan import stored_plan
     from lampbox.bench.runner import compare
     from lampbox.lab.pipeline import load_run
     from lampbox.store import runs as run_store
 
+    record_json = next((spec for key, spec, _ in run_store.list_benches(store) if key == bench_key), {})
+    plan = stored_plan(record_json)
     runs = run_store.bench_runs(store, bench_key)
     finished = {run.run_key for run, _ in runs if run.status == "finished"}
     reused = {row.run_key: row for row in known if row.status == "finished"}
@@ -144,12 +148,19 @@ def compare_bench(
     if finished != set(reused):
         reused = {}
         task = store.task(runs[0][0].spec["task"])
-        records = [
-            (load_run(store, key), role) for run, role in runs if (key := run.run_key) in finished
-        ]
-        compared = {row.record.run_key: row for row in compare(task, records)}
+        records = []
+        for run, role in runs:
+            if run.run_key in finished:
+                record = load_run(store, run.run_key)
+                record.name = plan.labels.get(run.run_key)
+                records.append((record, role))
+        reference = next((r for r, _ in records if r.run_key == plan.reference), None)
+        bench_rows = compare(task, records, reference, by_role=plan.reference is None)
+        compared = {row.record.run_key: row for row in bench_rows}
         baseline_keys = {
-            record.label: record.run_key for record, role in records if role == "baseline"
+            record.label: record.run_key
+            for record, role in records
+            if (role == "baseline" if reference is None else record is reference)
         }
     rows = []
     for run, role in runs:
@@ -163,7 +174,7 @@ def compare_bench(
         rows.append(
             ConfigurationRow(
                 run.run_key,
-                run.label,
+                plan.labels.get(run.run_key, run.label),
                 role,
                 run.status,
                 dict(run.metrics),

@@ -194,3 +194,38 @@ async def test_the_runs_screen_shows_a_failed_bench_and_does_not_poll_it(demo_db
         assert "bench failed: method fid needs a backend that takes passages" in str(
             screen.query_one("#runs-status", Static).render()
         )
+
+
+async def test_a_plan_bench_shows_its_labels_and_gains_against_its_reference(bench_store, settle) -> None:  # type: ignore[no-untyped-def]
+    """A bench from a plan (lampbox bench --plan / --config): the runs screen, unchanged, lists
+    its rows under the plan's labels and breaks a row down against the plan's reference row."""
+    from lampbox.bench.planfile import build_plan, parse_config_strings
+    from lampbox.bench.runner import run_bench
+
+    source = parse_config_strings([
+        "method=ipa model=first-words backend=dummy label=plain",
+        "method=ipa model=first-words backend=dummy retriever=bm25 k=1 label='with bm25'",
+        "method=retrieval-only retriever=recency k=1 label=recent",
+    ])  # fmt: skip
+    plan = build_plan(source, bench_store.task("LaMP_7"), "demo", "dev", reference="recent")
+    result = run_bench(plan, bench_store)
+    keys = [row.record.run_key for row in result.rows]
+    app = create_app(store=bench_store)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press("b")
+        await settle(pilot)
+        screen = app.screen
+        assert isinstance(screen, RunsScreen)
+        assert screen.bench is not None and screen.bench.bench_key == result.bench_key  # the newest
+        configurations = screen.query_one("#configurations", DataTable)
+        assert _keys(configurations) == keys
+        assert [str(configurations.get_row_at(i)[0]).strip() for i in range(3)] == ["plain", "with bm25", "recent"]
+
+        await pilot.press("down", "enter")  # "with bm25", against "recent"
+        await settle(pilot)
+        users_screen = app.screen
+        assert isinstance(users_screen, RunUsersScreen)
+        expected = _expected_gains(bench_store, keys[1], keys[2])
+        table = users_screen.query_one("#user-gains", DataTable)
+        assert _keys(table) == sorted(expected, key=lambda user: (expected[user], user))
