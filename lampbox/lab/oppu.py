@@ -27,10 +27,9 @@ from typing import Any
 
 from lampbox.engine.training.trainer import TrainConfig, TrainProgress
 from lampbox.errors import LampboxError
-from lampbox.lab.registry import artifact_from_folder, register_folder
+from lampbox.lab.registry import install_folder, register_folder
 from lampbox.lab.training import TrainSpec, causal_lm_source, check_name, train_model
 from lampbox.model_folders import (
-    TRAINED_INFO,
     check_model_name,
     hold_name,
     is_model_folder,
@@ -327,31 +326,7 @@ def _write_folder(
 ) -> Artifact:
     """Write models/NAME (its lampbox-model.json last) through its staging folder, replace any
     old one in one rename, and register it. `staged`: the staging folder already holds the rest."""
-    from lampbox.engine.fingerprint import folder_sha256
-    from lampbox.lab.training import _write_json
-
-    target = model_path(name)
-    staging = work_path(name, "staging")
-    try:
-        if not staged:
-            shutil.rmtree(staging, ignore_errors=True)
-            staging.mkdir(parents=True)
-        if fill is not None:
-            fill(staging)
-        _write_json(staging / TRAINED_INFO, info, indent=2)
-        content = folder_sha256(staging)
-        if target.exists():
-            old = work_path(name, "old")
-            shutil.rmtree(old, ignore_errors=True)
-            target.replace(old)
-            staging.replace(target)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            staging.replace(target)
-    except OSError as error:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise LampboxError(f"could not save {name} to {target}: {error}") from error
-    artifact = artifact_from_folder(target, content)
+    artifact = install_folder(name, model_path(name), info, fill, name, staged=staged)
     save_artifact(store, artifact)
     store.idle()
     stored = get_artifact(store, name)

@@ -10,11 +10,14 @@ finds what a kill or a removed folder leaves behind; `repair` fixes what can be 
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from lampbox.errors import LampboxError
 from lampbox.model_folders import (
+    TRAINED_INFO,
     TRAINED_NAME,
     WORK_SUFFIXES,
     check_model_name,
@@ -35,6 +38,43 @@ from lampbox.store.artifacts import (
     save_artifact,
 )
 from lampbox.store.core import Store
+
+
+def install_folder(
+    name: str,
+    target: Path,
+    info: dict[str, Any],
+    fill: Callable[[Path], None] | None,
+    what: str = "the trained model",
+    staged: bool = False,
+) -> Artifact:
+    """Write models/NAME in one step: `fill(staging)` writes its files into a fresh staging
+    folder (or they are there already: `staged`), lampbox-model.json goes in last, then one
+    rename puts it in place (a model of that name moved aside first); its description."""
+    from lampbox.engine.fingerprint import folder_sha256
+    from lampbox.lampfiles import write_json_atomic
+
+    staging = work_path(name, "staging")
+    try:
+        if not staged:
+            shutil.rmtree(staging, ignore_errors=True)
+            staging.mkdir(parents=True)
+        if fill is not None:
+            fill(staging)
+        write_json_atomic(staging / TRAINED_INFO, info, indent=2)
+        content = folder_sha256(staging)
+        if target.exists():
+            old = work_path(name, "old")
+            shutil.rmtree(old, ignore_errors=True)
+            target.replace(old)
+            staging.replace(target)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            staging.replace(target)
+    except OSError as error:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise LampboxError(f"could not save {what} to {target}: {error}") from error
+    return artifact_from_folder(target, content)
 
 
 def artifact_from_folder(folder: Path, content_hash: str | None = None) -> Artifact:

@@ -30,8 +30,8 @@ from lampbox.engine.training.trainer import TrainConfig, TrainProgress, TrainRes
 from lampbox.engine.types import ItemFeedback, ProfileItem, Question
 from lampbox.errors import LampboxError, UnknownNameError
 from lampbox.lab.ranking import rank_stored
-from lampbox.lab.registry import artifact_from_folder
-from lampbox.model_folders import TRAINED_INFO, WORK_SUFFIXES, hold_name, work_path
+from lampbox.lab.registry import install_folder
+from lampbox.model_folders import WORK_SUFFIXES, hold_name, work_path
 from lampbox.store.artifacts import Artifact, save_artifact
 from lampbox.store.caches import StoreGenerationCache
 from lampbox.store.core import Store
@@ -292,12 +292,6 @@ def _save(
     score: str, key: str, base_identity: str,
 ) -> Artifact:  # fmt: skip
     """models/NAME written atomically (staging, then one rename), lampbox-model.json last."""
-    import json
-
-    from lampbox.engine.fingerprint import folder_sha256
-
-    staging = work_path(name, "staging")
-    shutil.rmtree(staging, ignore_errors=True)
     evals = [entry for entry in result.history if any(k.startswith("eval_") for k in entry)]
     metrics = {
         k[5:]: v
@@ -312,20 +306,4 @@ def _save(
         "history": result.history, "metrics": metrics,
         "result": {"steps": result.steps, "seconds": round(result.seconds, 2)},
     }  # fmt: skip
-    try:
-        staging.mkdir(parents=True)
-        objective.save(model, staging)
-        (staging / TRAINED_INFO).write_text(json.dumps(info, indent=2), encoding="utf-8")
-        content = folder_sha256(staging)
-        if target.exists():
-            old = work_path(name, "old")
-            shutil.rmtree(old, ignore_errors=True)
-            target.replace(old)
-            staging.replace(target)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            staging.replace(target)
-    except OSError as error:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise LampboxError(f"could not save the trained retriever to {target}: {error}") from error
-    return artifact_from_folder(target, content)
+    return install_folder(name, target, info, lambda staging: objective.save(model, staging), "the trained retriever")

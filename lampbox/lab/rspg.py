@@ -47,9 +47,9 @@ from lampbox.engine.types import (
     UserScore,
 )
 from lampbox.errors import LampboxError
-from lampbox.lab.registry import artifact_from_folder
+from lampbox.lab.registry import install_folder
 from lampbox.lab.training import check_name
-from lampbox.model_folders import TRAINED_INFO, check_model_name, hold_name, work_path
+from lampbox.model_folders import check_model_name, hold_name, work_path
 from lampbox.store import runs as run_store
 from lampbox.store.artifacts import Artifact, get_artifact, save_artifact
 from lampbox.store.core import Store
@@ -290,27 +290,7 @@ def _dev_metrics(result: TrainResult) -> dict[str, float]:
 
 def _save_folder(name: str, target: Path, info: dict[str, Any], write: Callable[[Path], None]) -> Artifact:
     """Write models/NAME atomically (staged, its lampbox-model.json last, then one rename)."""
-    from lampbox.engine.fingerprint import folder_sha256
-
-    staging = work_path(name, "staging")
-    shutil.rmtree(staging, ignore_errors=True)
-    try:
-        staging.mkdir(parents=True)
-        write(staging)
-        (staging / TRAINED_INFO).write_text(json.dumps(info, indent=2), encoding="utf-8")
-        content = folder_sha256(staging)
-        if target.exists():
-            old = work_path(name, "old")
-            shutil.rmtree(old, ignore_errors=True)
-            target.replace(old)
-            staging.replace(target)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            staging.replace(target)
-    except OSError as error:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise LampboxError(f"could not save the selector to {target}: {error}") from error
-    return artifact_from_folder(target, content)
+    return install_folder(name, target, info, write, "the selector")
 
 
 # -- selection as a composed run ---------------------------------------------------------------

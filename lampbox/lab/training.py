@@ -35,9 +35,8 @@ from lampbox.engine.training.trainer import (
 )
 from lampbox.errors import LampboxError
 from lampbox.lab.ranking import rank_stored
-from lampbox.lab.registry import artifact_from_folder, register_folder
+from lampbox.lab.registry import install_folder, register_folder
 from lampbox.model_folders import (
-    TRAINED_INFO,
     WORK_SUFFIXES,
     check_model_name,
     hold_name,
@@ -458,11 +457,8 @@ def _save(
 
     Its lampbox-model.json, written last, holds everything its store row holds (history, dev
     metrics), so a kill before the registration is repaired from the folder alone."""
-    from lampbox.engine.fingerprint import folder_sha256
 
     kind = "lora" if spec.config.lora is not None else "full"
-    staging = work_path(name, "staging")
-    shutil.rmtree(staging, ignore_errors=True)
     evals = [entry for entry in result.history if any(key.startswith("eval_") for key in entry)]
     best = next((e for e in evals if e.get("step") == result.best_step), evals[-1] if evals else {})
     metrics = {k[5:]: v for k, v in best.items() if k.startswith("eval_") and isinstance(v, (int, float))}
@@ -475,23 +471,7 @@ def _save(
             "train_tokens": result.train_tokens, "resumed_from": result.resumed_from,
         },
     }  # fmt: skip
-    try:
-        staging.mkdir(parents=True)
-        objective.save(model, staging)  # adapter/ (LoRA) or model/ (full, FiD)
-        _write_json(staging / TRAINED_INFO, info, indent=2)
-        content = folder_sha256(staging)
-        if target.exists():
-            old = work_path(name, "old")
-            shutil.rmtree(old, ignore_errors=True)
-            target.replace(old)
-            staging.replace(target)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            staging.replace(target)
-    except OSError as error:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise LampboxError(f"could not save the trained model to {target}: {error}") from error
-    return artifact_from_folder(target, content)
+    return install_folder(name, target, info, lambda staging: objective.save(model, staging))  # adapter/ or model/
 
 
 def lora_settings(r: int, alpha: int, dropout: float, targets: str) -> LoraSettings:
