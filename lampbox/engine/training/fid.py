@@ -14,11 +14,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from lampbox.engine.training.objective import TaskExamplesObjective
 from lampbox.errors import LampboxError
 
 if TYPE_CHECKING:
-    from lampbox.engine.tasks import TaskSpec
-    from lampbox.engine.training.objective import DevMetric, TrainContext
+    from lampbox.engine.training.objective import TrainContext
 
 OFFLINE_BASE = "minilm-bert2bert"
 IGNORE_INDEX = -100
@@ -182,7 +182,7 @@ def fid_label_logliks(model: Any, tokenizer: Any, passages: Sequence[Sequence[in
     return [float(value) for value in picked.sum(-1).tolist()]
 
 
-class FiDObjective:
+class FiDObjective(TaskExamplesObjective):
     """Fusion-in-Decoder as a training objective: the whole encoder-decoder trains on
     FiDExamples with the fused loss (`fid_loss`); dev evaluation decodes greedily from the
     fused passages and scores with the task's official metric; the result is `model/` with
@@ -190,25 +190,8 @@ class FiDObjective:
 
     loss_counts_tokens = True  # fid_loss divides by the step's gold tokens (all ranks)
 
-    def __init__(
-        self,
-        model_source: str,
-        tokenizer: Any,
-        task: TaskSpec,
-        train_examples: Sequence[FiDExample],
-        dev_examples: Sequence[FiDDevExample] = (),
-    ) -> None:
-        self.model_source = model_source
-        self.tokenizer = tokenizer
-        self.task = task
-        self.train_examples = list(train_examples)
-        self.dev_examples = list(dev_examples)
-
-    @property
-    def dev_metric(self) -> DevMetric | None:
-        from lampbox.engine.training.objective import task_dev_metric
-
-        return task_dev_metric(self.task, bool(self.dev_examples))
+    train_examples: list[FiDExample]
+    dev_examples: list[FiDDevExample]
 
     def load_model(self, context: TrainContext) -> Any:
         if context.config.lora is not None:

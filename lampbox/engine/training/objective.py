@@ -98,3 +98,26 @@ def score_outputs(task: TaskSpec, outputs: Sequence[str], golds: Sequence[str]) 
 def task_dev_metric(task: TaskSpec, has_dev: bool) -> DevMetric | None:
     """The task's main metric as the dev metric (None without dev examples)."""
     return DevMetric(task.main_metric, task.higher_is_better()) if has_dev else None
+
+
+class TaskExamplesObjective:
+    """The part IPA and FiD share: one task's training and dev examples for a model loaded
+    from `model_source`, scored on dev by the task's official metric."""
+
+    def __init__(
+        self,
+        model_source: str,
+        tokenizer: Any,
+        task: TaskSpec,
+        train_examples: Sequence[Any],
+        dev_examples: Sequence[Any] = (),
+    ) -> None:
+        self.model_source = model_source
+        self.tokenizer = tokenizer
+        self.task = task
+        self.train_examples = list(train_examples)
+        self.dev_examples = list(dev_examples)
+
+    @property
+    def dev_metric(self) -> DevMetric | None:
+        return task_dev_metric(self.task, bool(self.dev_examples))

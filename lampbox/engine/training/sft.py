@@ -9,42 +9,24 @@ with its tokenizer (`model/`).
 from __future__ import annotations
 
 import inspect
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from lampbox.engine.tasks import TaskSpec
 from lampbox.engine.training.data import DevExample, PadToLongest, SFTDataset, SFTExample
 from lampbox.engine.training.objective import (
-    DevMetric,
+    TaskExamplesObjective,
     TrainContext,
     score_outputs,
-    task_dev_metric,
 )
 
 
-class SFTObjective:
+class SFTObjective(TaskExamplesObjective):
     """Supervised fine-tuning of a causal LM on SFTExamples (the first objective)."""
 
     loss_counts_tokens = False
 
-    def __init__(
-        self,
-        model_source: str,
-        tokenizer: Any,
-        task: TaskSpec,
-        train_examples: Sequence[SFTExample],
-        dev_examples: Sequence[DevExample] = (),
-    ) -> None:
-        self.model_source = model_source
-        self.tokenizer = tokenizer
-        self.task = task
-        self.train_examples = list(train_examples)
-        self.dev_examples = list(dev_examples)
-
-    @property
-    def dev_metric(self) -> DevMetric | None:
-        return task_dev_metric(self.task, bool(self.dev_examples))
+    train_examples: list[SFTExample]
+    dev_examples: list[DevExample]
 
     @property
     def pad_id(self) -> int:
