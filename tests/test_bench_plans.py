@@ -433,3 +433,22 @@ def test_the_stand_in_plan_reads_and_says_which_train_command_makes_each_model(
     message = str(caught.value)
     assert message.startswith(f"{path}: configuration {index + 1} ({entry['label']}): model {entry['model']!r} is not trained yet")
     assert message.endswith(f"make it with `{entry['train']}`")
+
+
+def test_a_plan_takes_prefixed_retriever_names_like_the_grid_flags(
+    tmp_path: Path, commits_store_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`ropg:NAME` (a trained retriever) is a retriever name in a plan as in --retrievers: one
+    not trained yet is said as such, with the command that trains it."""
+    from lampbox.bench.planfile import build_plan, plan_task, read_plan_file
+    from lampbox.errors import LampboxError
+
+    monkeypatch.setenv("LAMPBOX_HOME", str(tmp_path / "home"))
+    path = tmp_path / "paper.toml"
+    path.write_text(HEADER + GOOD + config(label="tuned", method="ipa", model="m", backend="dummy", retriever="ropg:mine", k=2))
+    with pytest.raises(LampboxError) as caught, Store(commits_store_path, read_only=True) as store:
+        source = read_plan_file(path)
+        build_plan(source, plan_task(source, store), "user", "dev")
+    message = str(caught.value)
+    assert "unknown retriever" not in message
+    assert "configuration 2 (tuned): no trained retriever named 'mine'" in message and "lampbox train ropg" in message

@@ -236,13 +236,13 @@ def _configuration(
     from lampbox.engine.defaults import DEFAULT_MAX_LENGTH, default_max_new_tokens
     from lampbox.engine.generation.base import GenerationParams
     from lampbox.engine.methods import get_method
-    from lampbox.engine.retrieval import retriever_names
+    from lampbox.engine.retrieval import is_retriever_name, known_retriever_names
     from lampbox.lab.specs import RunSpec
 
     method = get_method(entry["method"])
     retriever = entry.get("retriever", "none")
-    if retriever not in retriever_names():
-        raise UnknownNameError("retriever", retriever, retriever_names())
+    if not is_retriever_name(retriever):  # registered names and prefixed ones (ropg:NAME)
+        raise UnknownNameError("retriever", retriever, known_retriever_names())
     k = entry.get("k", 0)
     if retriever != "none" and k == 0:
         raise LampboxError(f"retriever {retriever} needs k >= 1 (for no retrieval, leave the retriever out)")

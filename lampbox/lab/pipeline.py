@@ -197,7 +197,8 @@ def load_run(store: Store, key: str, spec: RunSpec | None = None) -> RunRecord:
     if stored is None:
         raise LampboxError(f"no run {key} in {store.path}")
     if stored.kind != "run":
-        raise LampboxError(f"run {key} is a saved what-if ({stored.label}), not a benchmark run")
+        what = "a saved what-if" if stored.kind == "whatif" else f"a stored {stored.kind} run"
+        raise LampboxError(f"run {key} is {what} ({stored.label}), not a benchmark run")
     if spec is None:
         spec = spec_from_json(stored.spec)
     return RunRecord(
