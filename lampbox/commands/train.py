@@ -36,6 +36,36 @@ def train() -> None:
     """
 
 
+def _step_logger(quiet: bool, every: int = 10, eta: bool = True) -> Any:
+    """on_progress for a training job: its dev metrics when it evaluates, else its loss every
+    `every` steps and at the last one (with the ETA), one line each on stderr."""
+
+    def log(event: Any) -> None:
+        if quiet:
+            return
+        if event.metrics:
+            shown = ", ".join(f"{k} {v:.4f}" for k, v in event.metrics.items())
+            print(f"step {event.step}/{event.max_steps} dev: {shown}", file=sys.stderr, flush=True)
+        elif event.loss is not None and (event.step % every == 0 or event.step == event.max_steps):
+            left = event.eta_seconds if eta else None
+            print(
+                f"step {event.step}/{event.max_steps} loss {event.loss:.4f}" + (f" eta {left:.0f}s" if left is not None else ""),
+                file=sys.stderr, flush=True,
+            )  # fmt: skip
+
+    return log
+
+
+def _report_trained(artifact: Any, result: Any, summary: dict[str, Any], as_json: bool, what: str, use: str) -> None:
+    """The end of a training command: its summary as JSON, or the dev metrics and how to use it."""
+    if as_json:
+        print_json(summary)
+        return
+    metrics = ", ".join(f"{key} {value:.4f}" for key, value in artifact.metrics.items()) or "no dev evaluation"
+    click.echo(f"trained {artifact.name} ({what}, {result.steps} steps, {result.seconds:.0f} s): dev {metrics}")
+    click.echo(f"saved in {artifact.path}; {use}", err=True)
+
+
 def _common_options(function: Any) -> Any:
     """The options every `lampbox train` method shares."""
     options = [
@@ -278,13 +308,8 @@ def _train(
         "tokens_per_second": round(result.train_tokens / result.seconds, 1) if result.seconds else None,
         "dev_metrics": dict(artifact.metrics), "best_step": result.best_step,
     }  # fmt: skip
-    if as_json:
-        print_json(summary)
-        return
-    metrics = ", ".join(f"{key} {value:.4f}" for key, value in artifact.metrics.items()) or "no dev evaluation"
-    click.echo(f"trained {artifact.name} ({method} {artifact.kind}, {result.steps} steps, {result.seconds:.0f} s): dev {metrics}")
     how = "--method fid --backend fid" if method == "fid" else "--backend hf"
-    click.echo(f"saved in {artifact.path}; use it with --model {artifact.name} ({how})", err=True)
+    _report_trained(artifact, result, summary, as_json, f"{method} {artifact.kind}", f"use it with --model {artifact.name} ({how})")
 
 
 def _train_with_progress(spec: Any, store: Any, name: str, overwrite: bool, quiet: bool) -> Any:
@@ -294,22 +319,7 @@ def _train_with_progress(spec: Any, store: Any, name: str, overwrite: bool, quie
         click.echo(message, err=True)
 
     if quiet or not sys.stderr.isatty():
-
-        def log(event: Any) -> None:
-            if quiet:
-                return
-            if event.metrics:
-                shown = ", ".join(f"{k} {v:.4f}" for k, v in event.metrics.items())
-                print(f"step {event.step}/{event.max_steps} dev: {shown}", file=sys.stderr, flush=True)
-            elif event.loss is not None and (event.step % 10 == 0 or event.step == event.max_steps):
-                eta = event.eta_seconds
-                print(
-                    f"step {event.step}/{event.max_steps} loss {event.loss:.4f}"
-                    + (f" eta {eta:.0f}s" if eta is not None else ""),
-                    file=sys.stderr, flush=True,
-                )  # fmt: skip
-
-        return train_model(spec, store, name, overwrite=overwrite, on_progress=log, on_note=note)
+        return train_model(spec, store, name, overwrite=overwrite, on_progress=_step_logger(quiet), on_note=note)
     from rich.console import Console
     from rich.progress import (
         BarColumn,
@@ -417,18 +427,8 @@ def train_ropg(
         eta = f", eta {(total - done) / rate:.0f}s" if rate > 0 and done < total else ""
         click.echo(f"feedback {which}: {done}/{total} (question, item) pairs{eta}", err=True)
 
-    def on_progress(event: Any) -> None:
-        if quiet:
-            return
-        if event.metrics:
-            shown = ", ".join(f"{k} {v:.4f}" for k, v in event.metrics.items())
-            click.echo(f"step {event.step}/{event.max_steps} dev: {shown}", err=True)
-        elif event.loss is not None:
-            eta = event.eta_seconds
-            click.echo(f"step {event.step}/{event.max_steps} loss {event.loss:.4f}" + (f" eta {eta:.0f}s" if eta is not None else ""), err=True)
-
     artifact, result = run_job(
-        spec, store, name, overwrite=overwrite, on_feedback=on_feedback, on_progress=on_progress,
+        spec, store, name, overwrite=overwrite, on_feedback=on_feedback, on_progress=_step_logger(quiet, every=1),
         on_note=lambda message: click.echo(message, err=True),
     )  # fmt: skip
     summary = {
@@ -436,12 +436,7 @@ def train_ropg(
         "steps": result.steps, "seconds": round(result.seconds, 1), "dev_metrics": dict(artifact.metrics),
         "retriever": f"ropg:{artifact.name}",
     }  # fmt: skip
-    if as_json:
-        print_json(summary)
-        return
-    metrics = ", ".join(f"{key} {value:.4f}" for key, value in artifact.metrics.items()) or "no dev evaluation"
-    click.echo(f"trained {artifact.name} ({artifact.method}, {result.steps} steps, {result.seconds:.0f} s): dev {metrics}")
-    click.echo(f"saved in {artifact.path}; rank with it: --retrievers ropg:{artifact.name}", err=True)
+    _report_trained(artifact, result, summary, as_json, artifact.method, f"rank with it: --retrievers ropg:{artifact.name}")
 
 
 @train.command("rspg")
@@ -486,24 +481,13 @@ def train_rspg(
         temperature=temperature, max_length=max_length, config=config,
     )  # fmt: skip
 
-    def log(event: Any) -> None:
-        if as_json:
-            return
-        if event.metrics:
-            shown = ", ".join(f"{k} {v:.4f}" for k, v in event.metrics.items())
-            print(f"step {event.step}/{event.max_steps} dev: {shown}", file=sys.stderr, flush=True)
-        elif event.loss is not None and (event.step % 10 == 0 or event.step == event.max_steps):
-            print(f"step {event.step}/{event.max_steps} loss {event.loss:.4f}", file=sys.stderr, flush=True)
-
-    artifact, result = train_selector(spec, store, name, overwrite=overwrite, on_progress=log)
+    artifact, result = train_selector(spec, store, name, overwrite=overwrite, on_progress=_step_logger(as_json, eta=False))
     summary = {
         "name": artifact.name, "path": artifact.path, "kind": artifact.kind, "method": artifact.method,
         "steps": result.steps, "resumed_from": result.resumed_from, "seconds": round(result.seconds, 1),
         "dev_metrics": dict(artifact.metrics), "best_step": result.best_step,
     }  # fmt: skip
-    if as_json:
-        print_json(summary)
-        return
-    metrics = ", ".join(f"{key} {value:.4f}" for key, value in artifact.metrics.items()) or "no dev evaluation"
-    click.echo(f"trained {artifact.name} ({artifact.method} selector, {result.steps} steps, {result.seconds:.0f} s): dev {metrics}")
-    click.echo(f"saved in {artifact.path}; apply it with `lampbox rspg apply {artifact.name} --bench BENCH`", err=True)
+    _report_trained(
+        artifact, result, summary, as_json, f"{artifact.method} selector",
+        f"apply it with `lampbox rspg apply {artifact.name} --bench BENCH`",
+    )  # fmt: skip
