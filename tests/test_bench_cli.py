@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from cli_helpers import lampbox
 
 from lampbox.store import Store
 from lampbox.store import runs as run_store
@@ -19,13 +20,6 @@ BENCH = [
     "bench", "--task", "LaMP_7", "--retrievers", "none,bm25", "--k", "1", "--limit", "5",
     "--max-new-tokens", "8", "--batch-size", "1", "--threads", "2", "--backend", "llamacpp",
 ]  # fmt: skip
-
-
-def lampbox(*args: str, env: dict[str, str] | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run([sys.executable, "-m", "lampbox", *args], capture_output=True, text=True, env=env)
-    if check:
-        assert result.returncode == 0, result.stderr
-    return result
 
 
 @pytest.fixture

@@ -13,18 +13,12 @@ import sys
 from pathlib import Path
 
 import pytest
+from cli_helpers import lampbox
 
 from lampbox.store import Store
 from lampbox.store import runs as run_store
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def lampbox(*args: str, env: dict[str, str] | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run([sys.executable, "-m", "lampbox", *args], capture_output=True, text=True, env=env)
-    if check:
-        assert result.returncode == 0, result.stderr
-    return result
 
 
 @pytest.fixture

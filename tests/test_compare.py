@@ -6,22 +6,15 @@ import json
 import os
 import re
 import subprocess
-import sys
 
 import pytest
+from cli_helpers import lampbox
 
 from lampbox.engine.stats import paired_randomization_test
 from lampbox.store import Store
 from lampbox.store import runs as run_store
 
 BENCH = ["--task", "LaMP_7", "--backend", "dummy", "--retrievers", "none,bm25,recency", "--k", "1", "--limit", "8"]
-
-
-def lampbox(*args: str, env: dict[str, str], check: bool = True) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run([sys.executable, "-m", "lampbox", *args], capture_output=True, text=True, env=env)
-    if check:
-        assert result.returncode == 0, result.stderr
-    return result
 
 
 @pytest.fixture(scope="module")

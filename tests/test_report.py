@@ -10,12 +10,12 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import xml.etree.ElementTree as ElementTree
 from pathlib import Path
 
 import numpy as np
 import pytest
+from cli_helpers import lampbox
 from click.testing import CliRunner
 from PIL import Image
 
@@ -25,13 +25,6 @@ from lampbox.engine.stats import holm_adjust, paired_randomization_test
 from lampbox.engine.tasks import builtin_task
 
 BENCH = ["--task", "LaMP_7", "--backend", "dummy", "--retrievers", "none,bm25,recency", "--k", "1", "--limit", "8"]
-
-
-def lampbox(*args: str, env: dict[str, str], check: bool = True) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run([sys.executable, "-m", "lampbox", *args], capture_output=True, text=True, env=env)
-    if check:
-        assert result.returncode == 0, result.stderr
-    return result
 
 
 @pytest.fixture(scope="module")
