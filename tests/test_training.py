@@ -204,3 +204,21 @@ def test_torchrun_on_two_processes_matches_one_process(commits_store_path: Path,
     with Store(db, read_only=True) as store:
         losses = [[e["loss"] for e in get_artifact(store, name).history if "loss" in e] for name in ("one", "two")]
     assert len(losses[0]) == 3 and losses[0] == pytest.approx(losses[1], rel=1e-5)
+
+
+def test_an_unfinished_training_with_other_settings_is_refused_or_overwritten(tmp_path: Path) -> None:
+    import json
+
+    from lampbox.errors import LampboxError
+    from lampbox.lab.training import check_unfinished
+
+    work = tmp_path / ".job.training"
+    work.mkdir()
+    (work / "spec.json").write_text(json.dumps({"lr": 1e-4}))
+    check_unfinished(work, {"lr": 1e-4}, "job", overwrite=False)  # the same settings resume
+    assert work.is_dir()
+    with pytest.raises(LampboxError, match="an unfinished training of 'job' with other settings"):
+        check_unfinished(work, {"lr": 2e-4}, "job", overwrite=False)
+    assert work.is_dir()
+    check_unfinished(work, {"lr": 2e-4}, "job", overwrite=True)
+    assert not work.exists()

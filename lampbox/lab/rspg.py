@@ -48,7 +48,7 @@ from lampbox.engine.types import (
 )
 from lampbox.errors import LampboxError
 from lampbox.lab.registry import install_folder
-from lampbox.lab.training import check_name
+from lampbox.lab.training import check_name, check_unfinished
 from lampbox.model_folders import check_model_name, hold_name, work_path
 from lampbox.store import runs as run_store
 from lampbox.store.artifacts import Artifact, get_artifact, save_artifact
@@ -256,13 +256,7 @@ def train_selector(
         )  # fmt: skip
         work = work_path(name, "training")
         spec_file = work / "spec.json"
-        if spec_file.is_file() and json.loads(spec_file.read_text()) != spec.to_json():
-            if not overwrite:
-                raise LampboxError(
-                    f"an unfinished training of {name!r} with other settings is in {work}; "
-                    "run it with the same settings to resume, or pass --overwrite to start over"
-                )
-            shutil.rmtree(work)
+        check_unfinished(work, spec.to_json(), name, overwrite)
         work.mkdir(parents=True, exist_ok=True)
         spec_file.write_text(json.dumps(spec.to_json()), encoding="utf-8")
         store.purpose = f"train {name}"

@@ -349,6 +349,19 @@ def _finish_saved(
     )  # fmt: skip
 
 
+def check_unfinished(work: Path, settings: Any, name: str, overwrite: bool) -> None:
+    """A work folder left by an unfinished training of `name` with other settings: refused,
+    or removed with --overwrite (the same settings resume from it)."""
+    spec_file = work / "spec.json"
+    if spec_file.is_file() and json.loads(spec_file.read_text()) != settings:
+        if not overwrite:
+            raise LampboxError(
+                f"an unfinished training of {name!r} with other settings is in {work}; "
+                "run it with the same settings to resume, or pass --overwrite to start over"
+            )
+        shutil.rmtree(work)
+
+
 def _train(
     spec: TrainSpec,
     store: Store | None,
@@ -368,13 +381,7 @@ def _train(
     spec_file = work / "spec.json"
     if store is not None:
         store.purpose = f"train {name}, preparing"
-        if spec_file.is_file() and json.loads(spec_file.read_text()) != spec.to_json():
-            if not overwrite:
-                raise LampboxError(
-                    f"an unfinished training of {name!r} with other settings is in {work}; "
-                    "run it with the same settings to resume, or pass --overwrite to start over"
-                )
-            shutil.rmtree(work)
+        check_unfinished(work, spec.to_json(), name, overwrite)
         check_splits(spec, store)
         if overwrite and not spec_file.is_file():
             shutil.rmtree(work, ignore_errors=True)
