@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 from pathlib import Path
 
@@ -161,3 +162,42 @@ def test_uncached_prompts_are_generated_longest_first(
     assert sent == sorted(sent, reverse=True) and len(set(sent)) > 1
     for prediction in result.predictions:  # each output is its own prompt's (generated alone)
         assert prediction.raw_output == original([prediction.prompt], spec.params)[0]
+
+
+def test_a_bench_s_store_is_closed_while_it_generates_and_opened_once_per_batch(
+    commits_store_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Readers get in during every batch's generation (the file is closed then), and each batch's
+    outputs and progress line are written in one opening of the file, not one each (issue 22)."""
+    import shutil
+
+    from lampbox.lab import pipeline
+    from lampbox.store import core
+
+    path = tmp_path / "bench.duckdb"
+    shutil.copy(commits_store_path, path)
+    store = Store(path, hold_lock=False)
+    spec = RunSpec("commit_subject", "user", "dev", retriever="bm25", k=2, limit=9, backend="dummy", model="dummy")
+    pool = GeneratorPool()
+    generator = pool.get(spec.backend, spec.model, spec.model_options)
+    original = generator.generate
+    connects: list[int] = []
+    seen: list[tuple[bool, int]] = []  # per batch: the file open?, connects so far
+
+    def recording(prompts, params, **kwargs):  # type: ignore[no-untyped-def]
+        seen.append((store.is_open, len(connects)))
+        return original(prompts, params, **kwargs)
+
+    monkeypatch.setattr(generator, "generate", recording)
+    connect = core.Store._connect
+    monkeypatch.setattr(core.Store, "_connect", lambda self: connects.append(1) or connect(self))
+    monkeypatch.setattr(pipeline, "PROGRESS_EVERY_S", 0.0)  # progress after every batch, as on a real model
+    try:
+        result = run(spec, store, generators=pool, batch_size=2)
+        progress = run_store.get_run(store, result.run_key)
+    finally:
+        store.close()
+    assert result.generated == 9 and [is_open for is_open, _ in seen] == [False] * 5
+    between = [later - earlier for (_, earlier), (_, later) in itertools.pairwise(seen)]
+    assert between == [1, 1, 1, 1], between  # a batch's outputs and its progress: one opening
+    assert progress is not None and progress.status == "finished"

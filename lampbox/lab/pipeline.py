@@ -122,8 +122,8 @@ def run(
         now = time.monotonic()
         if phase != recorded["phase"] or done == total or now - float(recorded["at"]) >= PROGRESS_EVERY_S:
             run_store.record_progress(store, key, phase, done)  # for a TUI watching from elsewhere
-            store.idle()
             recorded.update(phase=phase, at=now)
+        store.idle()  # also after each batch's cache save, which leaves the file open for this
 
     try:
         rankings = rank(spec, task, questions, store, report, should_cancel)
@@ -136,7 +136,7 @@ def run(
             params=spec.params,
             max_length=spec.max_length,
             generator=lambda: pool.get(spec.backend, spec.model, spec.model_options),
-            cache=StoreGenerationCache(store),
+            cache=StoreGenerationCache(store, idle_after_save=False),  # report() idles after each batch
             batch_size=batch_size,
             report=report,
             should_cancel=should_cancel,

@@ -72,10 +72,16 @@ class StoreEmbeddingCache:
 
 
 class StoreGenerationCache:
-    """Outputs kept in the store's `generation_cache` table (engine.caches.GenerationCache)."""
+    """Outputs kept in the store's `generation_cache` table (engine.caches.GenerationCache).
 
-    def __init__(self, store: Store) -> None:
+    `idle_after_save=False` is for a caller that gives the file back itself right after each
+    save (the run pipeline, whose progress report follows every batch): the batch's outputs
+    and its progress line then share one opening of the file instead of two.
+    """
+
+    def __init__(self, store: Store, *, idle_after_save: bool = True) -> None:
         self.store = store
+        self.idle_after_save = idle_after_save
 
     def load(self, keys: Sequence[str]) -> dict[str, str]:
         try:
@@ -87,4 +93,5 @@ class StoreGenerationCache:
         try:
             runs.cache_generations(self.store, model, backend, outputs)
         finally:
-            self.store.idle()
+            if self.idle_after_save:
+                self.store.idle()
