@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from lampbox.crashnote import forget_running, note_running
 from lampbox.engine.fingerprint import file_sha256, folder_sha256
 from lampbox.engine.generation.base import (
     GenerationParams,
@@ -298,6 +299,8 @@ class HFGenerator:
         self._lock = threading.Lock()
         # int8 layers are not the nn.Linear peft puts adapters on
         self._adapters = AdapterSlots(self._model, max_adapters) if quantize is None else None
+        kind = f"{dtype}, int8 layers" if quantize else dtype
+        note_running(f"hf-{id(self)}", f"the hf backend: {self.name} (torch {torch.__version__}, {self.device}, {kind})")
 
     @property
     def tokenizer(self) -> HFTokenizer:
@@ -642,5 +645,6 @@ class HFGenerator:
         return scores
 
     def close(self) -> None:
+        forget_running(f"hf-{id(self)}")
         self._model = None  # frees the weights once the caller drops the generator
         self._adapters = None
