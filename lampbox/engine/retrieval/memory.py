@@ -6,7 +6,8 @@ vectors and loaded encoders. Each part is a slot of `RETRIEVAL_MEMORY` with a bo
 slot is full it starts over with a fresh object at its next use (between questions, never in
 the middle of one; a thread still using the old object keeps it until it is done), so memory
 stays bounded however many profiles a process ranks. What starts over is only recomputed or
-read back from the store's caches; no ranking changes. `RETRIEVAL_MEMORY.clear()` forgets all
+read back from the store's caches: rankings stay the same (BM25's scores bit for bit;
+bm25-fast's may differ in the last bit, its term ids being new, as in another process). `RETRIEVAL_MEMORY.clear()` forgets all
 (a cold start for tests and benchmarks); `sizes()` says how full each slot is.
 """
 
@@ -31,8 +32,6 @@ DENSE_ENCODERS = 2  # dense: loaded encoders (least recently used closed first)
 
 @dataclass
 class _Slot:
-    make: Callable[[], Any]
-    full: Callable[[Any], bool]
     size: Callable[[Any], int]
     value: Any = None
     renewals: int = 0
@@ -52,13 +51,15 @@ class RetrievalMemory:
         full: Callable[[T], bool],
         size: Callable[[T], int] = len,  # type: ignore[assignment]
     ) -> T:
-        """The object kept as `name` (made now if there is none, or if the one there is full)."""
+        """The object kept as `name` (made now if there is none, or if the one there is full
+        by this call's `full` test)."""
         slot = self._slots.get(name)
-        if slot is not None and slot.value is not None and not slot.full(slot.value):
+        if slot is not None and slot.value is not None and not full(slot.value):
             return slot.value  # type: ignore[no-any-return]
         with self._lock:
-            slot = self._slots.setdefault(name, _Slot(make, full, size))
-            if slot.value is None or slot.full(slot.value):
+            slot = self._slots.setdefault(name, _Slot(size))
+            slot.size = size
+            if slot.value is None or full(slot.value):
                 if slot.value is not None:
                     slot.renewals += 1
                 slot.value = make()
