@@ -20,7 +20,7 @@ from __future__ import annotations
 import importlib
 import logging
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -129,9 +129,6 @@ class Registry(Generic[T]):
         self._read_plugins()
         return name in self._entries
 
-    def __iter__(self) -> Iterator[str]:
-        return iter(self.names())
-
     def registration(self, name: str) -> Registration:
         """The registration of a name; unknown names suggest the closest."""
         self._read_plugins()
@@ -188,7 +185,7 @@ class Registry(Generic[T]):
                     continue  # read before (reread_plugins)
                 try:
                     self.register(entry_point.name, entry_point, origin=origin)
-                except (DuplicateNameError, ValueError) as error:
+                except ValueError as error:  # a taken name (DuplicateNameError), an empty one
                     log.warning("lampbox: plugin left out: %s", error)
 
     def reread_plugins(self) -> None:
