@@ -37,13 +37,9 @@ def build_store(folder: Path) -> Path:
 
 def clear_process_caches() -> None:
     """Forget every in-process cache (tokens, texts, vectors, models): a cold start."""
-    from lampbox.engine.retrieval import base, bm25, bm25_fast, dense
+    from lampbox.engine.retrieval.memory import RETRIEVAL_MEMORY
 
-    bm25._DOCUMENTS.clear()
-    bm25._VOCABULARY.clear()
-    bm25_fast._VOCABULARIES.clear()
-    base._DOCUMENT_TEXTS.clear()
-    dense.clear_memory_cache()
+    RETRIEVAL_MEMORY.clear()
 
 
 def reference_bm25(task, questions) -> tuple[float, list[list[str]]]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -37,6 +38,17 @@ ModelFormat = Literal["gguf", "hf"]
 # How a manifest model can be derived from another one, and the quantizations it can take.
 DERIVATIONS = ("requantize",)
 DERIVED_QUANTS = ("Q4_0", "Q8_0")
+# (source file, target file, quant) -> writes the target
+Derive = Callable[[Path, Path, str], None]
+# derivation -> how its file is written and the recipe stamped beside it. This floor imports no
+# backend: the engine registers "requantize" (llama.cpp, lampbox.engine.generation.registry).
+_DERIVERS: dict[str, tuple[Derive, str]] = {}
+
+
+def register_derivation(derivation: str, write: Derive, recipe: str) -> None:
+    """How a manifest's `derive = DERIVATION` models are written, and the recipe recorded
+    beside each file (a changed recipe writes the file again)."""
+    _DERIVERS[derivation] = (write, recipe)
 
 
 @dataclass(frozen=True)
@@ -230,13 +242,18 @@ def _derived_file(entry: ModelEntry) -> Path:
         source = Path(_entry_location(source_entry)[0])
     except LampboxError as error:
         raise LampboxError(f"model {entry.name!r} is derived from {entry.source!r}: {error}") from error
-    from lampbox.engine.generation.llamacpp import REQUANTIZE_RECIPE, requantize_gguf
-
+    assert entry.derive
+    if entry.derive not in _DERIVERS:
+        raise LampboxError(
+            f"model {entry.name!r} is derived ({entry.derive}) and nothing that writes such models "
+            "is loaded (import lampbox.engine.generation first)"
+        )
+    write, recipe = _DERIVERS[entry.derive]
     target = cache_dir("models") / (entry.file or f"{entry.name}.gguf")
     stamp_path = target.with_name(target.name + ".source.json")
     status = source.stat()
     stamp = {"source": str(source.resolve()), "size": status.st_size, "mtime_ns": status.st_mtime_ns,
-             "quant": entry.quant, "recipe": REQUANTIZE_RECIPE}  # fmt: skip
+             "quant": entry.quant, "recipe": recipe}  # fmt: skip
     if target.is_file() and stamp_path.is_file():
         try:
             if json.loads(stamp_path.read_text(encoding="utf-8")) == stamp:
@@ -245,7 +262,7 @@ def _derived_file(entry: ModelEntry) -> Path:
             pass  # a torn stamp: write both again
     partial = target.with_name(f"{target.name}.{os.getpid()}.partial")
     try:
-        requantize_gguf(source, partial, entry.quant)
+        write(source, partial, entry.quant)
         partial.replace(target)
     finally:
         partial.unlink(missing_ok=True)

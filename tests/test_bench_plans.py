@@ -348,7 +348,7 @@ def test_the_cli_says_a_bad_plan_in_one_line_and_writes_nothing(tmp_path: Path, 
 
 
 def test_a_method_registered_later_runs_in_a_plan_and_the_report_keeps_the_plans_reference(
-    tmp_path: Path, commits_db: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, commits_db: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
 ) -> None:
     from collections.abc import Sequence
 
@@ -371,7 +371,8 @@ def test_a_method_registered_later_runs_in_a_plan_and_the_report_keeps_the_plans
             return min(values, key=len) if values else ""
 
     monkeypatch.setenv("LAMPBOX_HOME", str(tmp_path / "home"))
-    monkeypatch.setitem(methods._METHODS, ShortestItem.name, ShortestItem())
+    methods.register_method(ShortestItem())
+    request.addfinalizer(lambda: methods.unregister_method(ShortestItem.name))
     source = parse_config_strings([
         "method=ipa model=m backend=dummy label=zero",
         "method=shortest-item retriever=bm25 k=4 label=shortest",

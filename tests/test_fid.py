@@ -39,7 +39,12 @@ def test_passages_are_encoded_separately_then_fused(tiny_t5: Path) -> None:
     import torch
     from transformers import AutoTokenizer
 
-    from lampbox.engine.training.fid import encode_fused, load_seq2seq, pad_passages, passage_ids
+    from lampbox.engine.generation.fid_model import (
+        encode_fused,
+        load_seq2seq,
+        pad_passages,
+        passage_ids,
+    )
 
     model = load_seq2seq(str(tiny_t5)).eval()
     tokenizer = AutoTokenizer.from_pretrained(tiny_t5)
@@ -136,8 +141,8 @@ def test_the_offline_base_decodes_what_it_was_taught(home: Path, git_commits: Pa
 
     from transformers import AutoTokenizer
 
+    from lampbox.engine.generation.fid_model import fid_target_ids, offline_base_folder
     from lampbox.engine.retrieval.dense import packaged_model_path
-    from lampbox.engine.training.fid import fid_target_ids, offline_base_folder
 
     labels = json.loads((git_commits / "commit_area" / "task.json").read_text())["labels"]
     texts = [*labels, "t/t1234: don't use 'test -f' in merge-recursive.c (gitk, git-svn)"]
@@ -155,7 +160,7 @@ def check_label_scores(folder: Path, prediction, labels) -> None:  # type: ignor
     import torch
     from transformers import AutoTokenizer
 
-    from lampbox.engine.training.fid import (
+    from lampbox.engine.generation.fid_model import (
         encode_fused,
         fid_target_ids,
         load_seq2seq,

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+import lampbox.engine.generation  # noqa: F401  (registers llama.cpp's requantizer with lampbox.models)
 from lampbox.errors import InputFileError, LampboxError
 from lampbox.models import MANIFEST_ENV, _package_folder, load_manifest, resolve_model
 

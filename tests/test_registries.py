@@ -13,7 +13,7 @@ from lampbox.engine.generation.base import GenerationParams, GenerationRequest
 from lampbox.engine.generation.cached import generation_cache_key
 from lampbox.engine.generation.dummy import DummyGenerator
 from lampbox.engine.generation.pool import GeneratorPool
-from lampbox.engine.methods import _METHODS, IPA, method_names, register_method
+from lampbox.engine.methods import IPA, method_names, register_method, unregister_method
 from lampbox.engine.tasks import BUILTIN_TASKS
 from lampbox.engine.types import ProfileItem, Question
 from lampbox.errors import LampboxError, UnknownNameError
@@ -46,7 +46,7 @@ def test_a_registered_backend_is_loaded_by_name_with_no_caller_change() -> None:
         assert "upper" in registry.known_backends()
         assert registry.load_generator("upper", "m").generate(["hi there"], GenerationParams()) == ["HI THERE"]
     finally:
-        registry._BACKENDS.pop("upper")
+        registry.unregister_backend("upper")
     with pytest.raises(UnknownNameError, match="backend"):
         registry.load_generator("upper", "m")
 
@@ -95,7 +95,7 @@ def test_the_pool_closes_the_least_recently_used_model_first() -> None:
         pool.close()
         assert sorted(closed) == ["a", "b", "c"] and pool.loaded() == []
     finally:
-        registry._BACKENDS.pop("tracked")
+        registry.unregister_backend("tracked")
     with pytest.raises(ValueError):
         GeneratorPool(size=0)
 
@@ -128,7 +128,7 @@ def test_a_registered_method_runs_through_the_pipeline(commits_store: Store, tmp
         again = run(RunSpec("commit_subject", "user", "dev", method="ipa-reversed", **common), commits_store)
         assert again.from_store
     finally:
-        _METHODS.pop("ipa-reversed")
+        unregister_method("ipa-reversed")
     with pytest.raises(UnknownNameError, match="method"):
         RunSpec("commit_subject", "user", "dev", method="ipa-reversed")
 

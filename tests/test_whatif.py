@@ -10,9 +10,8 @@ import pytest
 from lampbox.engine.generation.base import GenerationParams
 from lampbox.engine.generation.pool import GeneratorPool
 from lampbox.engine.prompting import PromptBuilder
-from lampbox.engine.retrieval.base import Ranking
 from lampbox.engine.tasks import builtin_task
-from lampbox.engine.types import ProfileItem, Question
+from lampbox.engine.types import ProfileItem, Question, Ranking
 from lampbox.engine.whatif import WhatIf, score_delta
 from lampbox.errors import LampboxError
 from lampbox.lab import pipeline

@@ -15,9 +15,8 @@ from typing import TYPE_CHECKING, Protocol
 if TYPE_CHECKING:
     import numpy as np
 
-    from lampbox.engine.retrieval.base import Ranking
     from lampbox.engine.tasks import TaskSpec
-    from lampbox.engine.types import Question
+    from lampbox.engine.types import Question, Ranking
 
 
 def text_hash(text: str) -> str:

@@ -1,6 +1,7 @@
 """Methods by name: how a run turns questions and their retrieved items into outputs.
 
-A method registers itself (`register_method`) and the run pipeline calls `method.produce`,
+A method registers itself (`register_method`, or another package's `lampbox.methods` entry
+point: lampbox.engine.registry) and the run pipeline calls `method.produce`,
 so fine-tuned IPA, FiD, OPPU or RSPG plug in with no edit to the pipeline. The default
 `produce` of a model method builds one GenerationRequest per question (`preparer`) and
 generates through the generation cache (or, with `decode="labels"`, answers each question with
@@ -26,10 +27,10 @@ from lampbox.engine.generation.labels import (
     score_labels_cached,
 )
 from lampbox.engine.prompting import Prompt, PromptBuilder
-from lampbox.engine.retrieval.base import Ranking
+from lampbox.engine.registry import Registry
 from lampbox.engine.tasks import TaskSpec
-from lampbox.engine.types import ProfileItem, Question
-from lampbox.errors import LampboxError, UnknownNameError
+from lampbox.engine.types import ProfileItem, Question, Ranking
+from lampbox.errors import LampboxError
 
 Report = Callable[[str, int, int], None]  # (phase, done, total)
 CHAT_MARGIN = 64  # room for a chat template's own tokens
@@ -285,25 +286,37 @@ def retrieval_only_output(task: TaskSpec, items: Sequence[ProfileItem]) -> str:
 
 # -- the registry ------------------------------------------------------------------------------
 
-_METHODS: dict[str, Method] = {}
-
-
-def register_method(method: Method) -> Method:
-    """Make a method available by its name (a later registration under the same name wins)."""
-    if not method.name:
-        raise ValueError("a method needs a name")
-    _METHODS[method.name] = method
+def _method(name: str, target: object) -> Method:
+    """A registered method as an instance (a plugin's entry point may name the class)."""
+    method = target() if isinstance(target, type) and issubclass(target, Method) else target
+    if not isinstance(method, Method):
+        raise TypeError(f"a method is a lampbox.engine.methods.Method, not {type(method).__name__}")
+    if method.name != name:
+        raise ValueError(f"it is registered as {name!r} but its name is {method.name!r}")
     return method
 
 
+METHODS: Registry[Method] = Registry("method", "methods", resolve=_method)
+
+
+def register_method(method: Method, *, replace: bool = False) -> Method:
+    """Make a method available by its name (a taken name is an error unless replace=True)."""
+    if not method.name:
+        raise ValueError("a method needs a name")
+    METHODS.register(method.name, method, description=method.description, replace=replace)
+    return method
+
+
+def unregister_method(name: str) -> None:
+    METHODS.unregister(name)
+
+
 def get_method(name: str) -> Method:
-    if name not in _METHODS:
-        raise UnknownNameError("method", name, method_names())
-    return _METHODS[name]
+    return METHODS.get(name)
 
 
 def method_names() -> list[str]:
-    return sorted(_METHODS)
+    return METHODS.names()
 
 
 register_method(IPA())

@@ -40,6 +40,30 @@ class Question:
 
 
 @dataclass(frozen=True)
+class Ranking:
+    """One question's profile items, best first, with the retriever's scores.
+
+    `context_limit` caps how many items a prompt may take from this ranking (0 for the
+    `none` retriever: it orders nothing into the prompt); None means no cap.
+    """
+
+    question_id: str
+    retriever_key: str
+    item_keys: tuple[str, ...]
+    item_ids: tuple[str, ...]
+    scores: tuple[float, ...]
+    context_limit: int | None = None
+
+    def __len__(self) -> int:
+        return len(self.item_keys)
+
+    def top_keys(self, k: int) -> tuple[str, ...]:
+        """The keys of the best k items a prompt may use."""
+        limit = k if self.context_limit is None else min(k, self.context_limit)
+        return self.item_keys[: max(limit, 0)]
+
+
+@dataclass(frozen=True)
 class Prediction:
     """One question's result in a run: the prompt (None for a model-free method), the profile
     items that went in (keys and official ids, in prompt order), what the prompt builder kept

@@ -16,8 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-from lampbox.engine.retrieval.base import Ranking
-from lampbox.engine.types import ProfileItem, Question
+from lampbox.engine.types import ProfileItem, Question, Ranking
 from lampbox.errors import LampboxError
 
 

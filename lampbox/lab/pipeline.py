@@ -24,9 +24,9 @@ from lampbox.engine.generation.pool import GeneratorPool
 from lampbox.engine.methods import MethodInput, MethodJob, selected_items
 from lampbox.engine.prompting import Prompt
 from lampbox.engine.retrieval import create_retriever
-from lampbox.engine.retrieval.base import Ranking, RetrievalCancelled
+from lampbox.engine.retrieval.base import RetrievalCancelled
 from lampbox.engine.tasks import TaskSpec
-from lampbox.engine.types import ProfileItem, Question
+from lampbox.engine.types import ProfileItem, Question, Ranking
 from lampbox.engine.whatif import WhatIf
 from lampbox.errors import LampboxError
 from lampbox.lab.ranking import rank_stored

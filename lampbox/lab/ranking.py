@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
-from lampbox.engine.retrieval.base import CancelCheck, ProgressCallback, Ranking, Retriever
+from lampbox.engine.retrieval.base import CancelCheck, ProgressCallback, Retriever
 from lampbox.engine.retrieval.service import rank_questions
 from lampbox.engine.tasks import TaskSpec
-from lampbox.engine.types import Question
+from lampbox.engine.types import Question, Ranking
 from lampbox.store.caches import StoreEmbeddingCache, StoreRankingCache
 
 if TYPE_CHECKING:

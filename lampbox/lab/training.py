@@ -427,14 +427,12 @@ def _train(
 
 
 def training_objective(data: PreparedData, tokenizer: Any, task: TaskSpec) -> TrainingObjective:
-    """The engine's objective for a job's prepared examples: FiD or IPA fine-tuning."""
-    if data.architecture == "fid":
-        from lampbox.engine.training.fid import FiDObjective
+    """The engine's objective for a job's prepared examples: FiD or IPA fine-tuning (the
+    engine's objective registry)."""
+    from lampbox.engine.training.registry import objective_class
 
-        return FiDObjective(data.model_source, tokenizer, task, data.train, data.dev)
-    from lampbox.engine.training.sft import SFTObjective
-
-    return SFTObjective(data.model_source, tokenizer, task, data.train, data.dev)
+    objective = objective_class("fid" if data.architecture == "fid" else "ipa")
+    return objective(data.model_source, tokenizer, task, data.train, data.dev)  # type: ignore[no-any-return]
 
 
 def _barrier() -> None:

@@ -13,9 +13,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from lampbox.engine.retrieval.base import Ranking
 from lampbox.engine.tasks import TaskSpec
-from lampbox.engine.types import Question
+from lampbox.engine.types import Question, Ranking
 from lampbox.store import retrieval_store, runs
 
 if TYPE_CHECKING:

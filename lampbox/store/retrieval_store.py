@@ -16,9 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from lampbox.engine.retrieval.base import Ranking
 from lampbox.engine.tasks import TaskSpec
-from lampbox.engine.types import Question
+from lampbox.engine.types import Question, Ranking
 
 if TYPE_CHECKING:
     from lampbox.store.core import Store

@@ -16,7 +16,7 @@ from lampbox.errors import LampboxError
 
 def locate(model: str | None) -> tuple[str, bool, str | None]:
     """(weights location, is a hub id, adapter) of a FiD model name, without loading it."""
-    from lampbox.engine.training.fid import OFFLINE_BASE, offline_base_folder
+    from lampbox.engine.generation.fid_model import OFFLINE_BASE, offline_base_folder
     from lampbox.models import resolve_model
 
     if model in (None, OFFLINE_BASE):
@@ -53,9 +53,9 @@ class FiDGenerator:
         import torch
         from transformers import AutoTokenizer
 
+        from lampbox.engine.generation.fid_model import OFFLINE_BASE, load_seq2seq, passage_limits
         from lampbox.engine.generation.hf import HFTokenizer
         from lampbox.engine.quiet import quiet_transformers
-        from lampbox.engine.training.fid import OFFLINE_BASE, load_seq2seq, passage_limits
 
         quiet_transformers()
         if threads:
@@ -94,7 +94,7 @@ class FiDGenerator:
         on_output: Callable[[int, str], None] | None = None,
         should_cancel: Callable[[], bool] | None = None,
     ) -> list[str]:
-        from lampbox.engine.training.fid import fid_generate, passage_ids
+        from lampbox.engine.generation.fid_model import fid_generate, passage_ids
 
         if params.temperature > 0:
             raise LampboxError("the fid backend decodes greedily (temperature 0)")
@@ -124,7 +124,7 @@ class FiDGenerator:
     ) -> list[list[float]]:
         """Each label's log-likelihood as the decoder's whole answer (its tokens and the end
         token) given the request's fused passages."""
-        from lampbox.engine.training.fid import fid_label_logliks, passage_ids
+        from lampbox.engine.generation.fid_model import fid_label_logliks, passage_ids
 
         scores: list[list[float]] = []
         for index, prompt in enumerate(prompts):

@@ -130,10 +130,6 @@ def cpu_backend_features() -> dict[str, str]:
     return features
 
 
-# What requantize_gguf does, recorded beside a derived model: change it when the recipe changes.
-REQUANTIZE_RECIPE = "pure, token embeddings Q8_0, plain rounding"
-
-
 def requantize_gguf(source: Path, target: Path, quant: str) -> None:
     """Write `source` (a quantized GGUF) requantized to `quant` ("Q4_0" or "Q8_0") at `target`.
 
@@ -143,7 +139,8 @@ def requantize_gguf(source: Path, target: Path, quant: str) -> None:
     (also the output layer when tied), which stay Q8_0. ggml's plain rounding is kept: its
     least-squares scale search (switched on by importance weights) halves the error of fewer
     weights but lost 0.056 ROUGE-1 on commit_subject where plain rounding lost none
-    (docs/backends.md, "Derived models").
+    (docs/backends.md, "Derived models"). The manifest's derived models are written with it
+    (registry.py registers it with the recipe it records: change REQUANTIZE_RECIPE with it).
     """
     import ctypes
 

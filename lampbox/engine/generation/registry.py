@@ -1,25 +1,38 @@
 """Backends by name, loaded lazily: importing this module imports neither torch nor llama_cpp.
 
-A backend registers with `register_backend(name, "module:Class")` (or the class itself); the
-module is imported only when the backend is chosen, so adding one touches no caller.
+A backend registers with `register_backend(name, "module:Class")` (or the class itself), or
+from another package through the `lampbox.backends` entry point group (lampbox.engine.registry);
+the module is imported only when the backend is chosen, so adding one touches no caller.
 """
 
 from __future__ import annotations
 
-import importlib
 import importlib.util
+from pathlib import Path
 from typing import Any
 
 from lampbox.engine.generation.base import Generator, Tokenizer
-from lampbox.errors import UnknownNameError
+from lampbox.engine.registry import Registry
+from lampbox.models import register_derivation
+
+
+def _generator_class(name: str, target: Any) -> Any:
+    if not isinstance(target, type):
+        raise TypeError(f"a backend is a generator class, not {type(target).__name__}")
+    return target
+
 
 # backend name -> "module:class" (imported when chosen) or the class itself.
-_BACKENDS: dict[str, Any] = {}
+BACKENDS: Registry[Any] = Registry("backend", "backends", resolve=_generator_class)
 
 
-def register_backend(name: str, target: str | type) -> None:
-    """Make a backend available by name (a later registration under the same name wins)."""
-    _BACKENDS[name] = target
+def register_backend(name: str, target: str | type, *, replace: bool = False, description: str = "") -> None:
+    """Make a backend available by name (a taken name is an error unless replace=True)."""
+    BACKENDS.register(name, target, replace=replace, description=description)
+
+
+def unregister_backend(name: str) -> None:
+    BACKENDS.unregister(name)
 
 
 register_backend("llamacpp", "lampbox.engine.generation.llamacpp:LlamaCppGenerator")
@@ -29,9 +42,21 @@ register_backend("dummy", "lampbox.engine.generation.dummy:DummyGenerator")
 register_backend("fid", "lampbox.engine.generation.fid:FiDGenerator")
 
 
+def _requantize(source: Path, target: Path, quant: str) -> None:
+    from lampbox.engine.generation.llamacpp import requantize_gguf
+
+    requantize_gguf(source, target, quant)
+
+
+# The manifest's `derive = "requantize"` models are written by llama.cpp: the ground floor
+# (lampbox.models) declares derivations, the engine provides this one.
+REQUANTIZE_RECIPE = "pure, token embeddings Q8_0, plain rounding"  # change it with the recipe
+register_derivation("requantize", _requantize, REQUANTIZE_RECIPE)
+
+
 def known_backends() -> list[str]:
     """Names accepted by load_generator(backend=...)."""
-    return sorted(_BACKENDS)
+    return BACKENDS.names()
 
 
 def known_models() -> list[str]:
@@ -43,13 +68,7 @@ def known_models() -> list[str]:
 
 def backend_class(backend: str) -> Any:
     """The generator class of a backend (imports its module, not its heavy libraries)."""
-    if backend not in _BACKENDS:
-        raise UnknownNameError("backend", backend, known_backends())
-    target = _BACKENDS[backend]
-    if isinstance(target, str):
-        module_name, class_name = target.split(":")
-        target = getattr(importlib.import_module(module_name), class_name)
-    return target
+    return BACKENDS.get(backend)
 
 
 def load_generator(backend: str, model: str | None = None, **options: Any) -> Generator:

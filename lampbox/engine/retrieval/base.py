@@ -1,4 +1,5 @@
-"""The Retriever protocol, the Ranking it returns, and helpers shared by every retriever.
+"""The Retriever protocol and helpers shared by every retriever (the Ranking it returns is an
+engine type: lampbox.engine.types).
 
 A retriever ranks each question's profile items (batch-first: a list of questions in, one
 Ranking per question out, in order). Its identity (name + the options that change rankings)
@@ -15,8 +16,9 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 import numpy as np
 
 from lampbox.engine.caches import EmbeddingCache
+from lampbox.engine.retrieval.memory import DOCUMENT_TEXTS, RETRIEVAL_MEMORY, at_most
 from lampbox.engine.tasks import TaskSpec
-from lampbox.engine.types import ProfileItem, Question
+from lampbox.engine.types import ProfileItem, Question, Ranking  # Ranking: re-exported here too
 from lampbox.errors import LampboxError
 
 ProgressCallback = Callable[[int, int], None]  # (done, total)
@@ -25,30 +27,6 @@ CancelCheck = Callable[[], bool]
 
 class RetrievalCancelled(LampboxError):
     """Ranking was cancelled; rankings finished before the cancel are kept in the cache."""
-
-
-@dataclass(frozen=True)
-class Ranking:
-    """One question's profile items, best first, with the retriever's scores.
-
-    `context_limit` caps how many items a prompt may take from this ranking (0 for the
-    `none` retriever: it orders nothing into the prompt); None means no cap.
-    """
-
-    question_id: str
-    retriever_key: str
-    item_keys: tuple[str, ...]
-    item_ids: tuple[str, ...]
-    scores: tuple[float, ...]
-    context_limit: int | None = None
-
-    def __len__(self) -> int:
-        return len(self.item_keys)
-
-    def top_keys(self, k: int) -> tuple[str, ...]:
-        """The keys of the best k items a prompt may use."""
-        limit = k if self.context_limit is None else min(k, self.context_limit)
-        return self.item_keys[: max(limit, 0)]
 
 
 @dataclass
@@ -179,15 +157,13 @@ class BaseRetriever:
         )
 
 
-# (document fields, use_date, item key) -> document text; item keys are content-addressed.
-_DOCUMENT_TEXTS: dict[tuple[tuple[str, ...], bool, str], str] = {}
+_TEXTS_FULL = at_most(DOCUMENT_TEXTS)
 
 
 def document_texts(task: TaskSpec, profile: Sequence[ProfileItem], use_date: bool) -> list[str]:
     """Each item's document text as REFERENCE.md's per-task table says (date appended if asked)."""
-    cache = _DOCUMENT_TEXTS
-    if len(cache) > 1_000_000:
-        cache.clear()
+    # (document fields, use_date, item key) -> document text; item keys are content-addressed.
+    cache: dict[tuple[tuple[str, ...], bool, str], str] = RETRIEVAL_MEMORY.slot("document texts", dict, _TEXTS_FULL)
     texts = []
     for item in profile:
         key = (task.document, use_date, item.key)

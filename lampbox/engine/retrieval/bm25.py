@@ -5,18 +5,20 @@ question and calls `get_top_n(query.split(), profile, n=len(profile))`, which or
 `numpy.argsort(scores)[::-1]`. This module computes the same float64 scores with the same
 operations in the same order (so they are bit-identical), but tokenizes each distinct document
 once per process instead of once per question, and orders with the same argsort call, so ties
-come out exactly as the reference puts them.
+come out exactly as the reference puts them. The vocabulary is bounded (retrieval/memory.py).
 """
 
 from __future__ import annotations
 
 import math
+import threading
 from collections import Counter
 from typing import ClassVar
 
 import numpy as np
 
 from lampbox.engine.retrieval.base import BaseRetriever, Ranking, as_bool, document_texts
+from lampbox.engine.retrieval.memory import BM25_DOCUMENTS, BM25_WORDS, RETRIEVAL_MEMORY
 from lampbox.engine.tasks import TaskSpec
 from lampbox.engine.types import Question
 
@@ -24,29 +26,40 @@ K1 = 1.5
 B = 0.75
 EPSILON = 0.25
 
-# A process-wide vocabulary: whitespace token -> id, and per document text its distinct token
-# ids (first-occurrence order), their counts and its length.
-_VOCABULARY: dict[str, int] = {}
-_DOCUMENTS: dict[str, tuple[np.ndarray, np.ndarray, int]] = {}
-_DOCUMENT_CACHE_LIMIT = 500_000
+class Vocabulary:
+    """Whitespace token -> id, and per document text its distinct token ids (first-occurrence
+    order), their counts and its length. Process-wide, bounded: a slot of RETRIEVAL_MEMORY,
+    made anew once it holds BM25_DOCUMENTS texts or BM25_WORDS words (between questions: a
+    question's documents and query always share one vocabulary)."""
+
+    def __init__(self) -> None:
+        self.words: dict[str, int] = {}
+        self.documents: dict[str, tuple[np.ndarray, np.ndarray, int]] = {}
+        self._lock = threading.Lock()  # the TUI ranks from worker threads
+
+    def full(self) -> bool:
+        return len(self.documents) >= BM25_DOCUMENTS or len(self.words) >= BM25_WORDS
+
+    def tokenized(self, text: str) -> tuple[np.ndarray, np.ndarray, int]:
+        """Whitespace tokens of a document as rank_bm25 counts them (cached per text)."""
+        cached = self.documents.get(text)
+        if cached is None:
+            tokens = text.split()
+            frequencies = Counter(tokens)  # first-occurrence order, like rank_bm25's dict
+            with self._lock:
+                vocabulary = self.words
+                for word in frequencies:
+                    if word not in vocabulary:
+                        vocabulary[word] = len(vocabulary)
+                ids = np.array(list(map(vocabulary.__getitem__, frequencies)), dtype=np.int64)
+            counts = np.array(list(frequencies.values()), dtype=np.int64)
+            cached = self.documents[text] = (ids, counts, len(tokens))
+        return cached
 
 
-def tokenized(text: str) -> tuple[np.ndarray, np.ndarray, int]:
-    """Whitespace tokens of a document as rank_bm25 counts them (cached per text)."""
-    cached = _DOCUMENTS.get(text)
-    if cached is None:
-        tokens = text.split()
-        frequencies = Counter(tokens)  # first-occurrence order, like rank_bm25's dict
-        vocabulary = _VOCABULARY
-        for word in frequencies:
-            if word not in vocabulary:
-                vocabulary[word] = len(vocabulary)
-        ids = np.array(list(map(vocabulary.__getitem__, frequencies)), dtype=np.int64)
-        counts = np.array(list(frequencies.values()), dtype=np.int64)
-        if len(_DOCUMENTS) >= _DOCUMENT_CACHE_LIMIT:
-            _DOCUMENTS.clear()
-        cached = _DOCUMENTS[text] = (ids, counts, len(tokens))
-    return cached
+def vocabulary() -> Vocabulary:
+    """This process's BM25 vocabulary (a fresh one once the last is full)."""
+    return RETRIEVAL_MEMORY.slot("bm25 vocabulary", Vocabulary, Vocabulary.full, lambda v: len(v.documents))
 
 
 def okapi_scores(corpus: list[str], query: str) -> np.ndarray:
@@ -56,7 +69,8 @@ def okapi_scores(corpus: list[str], query: str) -> np.ndarray:
     idf of each word from its document frequency with math.log, a plain running sum of the idfs
     in first-occurrence order for the epsilon floor, and one `score += term` per query token.
     """
-    documents = [tokenized(text) for text in corpus]
+    shared = vocabulary()  # one vocabulary for the documents and the query
+    documents = [shared.tokenized(text) for text in corpus]
     corpus_size = len(documents)
     lengths = np.array([length for _, _, length in documents])
     avgdl = int(lengths.sum()) / corpus_size
@@ -75,7 +89,7 @@ def okapi_scores(corpus: list[str], query: str) -> np.ndarray:
     eps = EPSILON * (idf_sum / len(words))
     idf_values = np.where(idf_values < 0, eps, idf_values)
     score = np.zeros(corpus_size)
-    query_ids = [_VOCABULARY.get(term, -1) for term in query.split()]
+    query_ids = [shared.words.get(term, -1) for term in query.split()]
     present = sorted({i for i in query_ids if i >= 0})
     if not present:
         return score

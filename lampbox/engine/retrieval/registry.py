@@ -1,97 +1,95 @@
 """Retrievers by name, loaded lazily: a registered name maps to "module:Class" or a factory.
 
-Extra retrievers (trained ROPG retrievers, plugins) plug in with `register_retriever`; callers
+Extra retrievers (trained ROPG retrievers, plugins) plug in with `register_retriever` or, from
+another package, the `lampbox.retrievers` entry point group (lampbox.engine.registry); callers
 only ever use `create_retriever(name, **options)` and the Retriever protocol.
 """
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
+from lampbox.engine.registry import Registry
 from lampbox.engine.retrieval.base import Retriever
 from lampbox.errors import UnknownNameError
 
 RetrieverFactory = Callable[..., Retriever]
 
 
-@dataclass(frozen=True)
-class RetrieverEntry:
-    name: str
-    target: str | RetrieverFactory  # "package.module:Class" (imported on first use) or a factory
-    description: str = ""
-
-    def factory(self) -> RetrieverFactory:
-        if callable(self.target):
-            return self.target
-        module_name, _, attribute = self.target.partition(":")
-        return getattr(importlib.import_module(module_name), attribute)
+def _factory(name: str, target: Any) -> RetrieverFactory:
+    if not callable(target):
+        raise TypeError(f"a retriever is a class or factory, not {type(target).__name__}")
+    return target  # type: ignore[no-any-return]
 
 
-_REGISTRY: dict[str, RetrieverEntry] = {}
+RETRIEVERS: Registry[RetrieverFactory] = Registry("retriever", "retrievers", resolve=_factory)
+# prefix -> its factory, with the option PREFIX:VALUE sets (trained retrievers: `ropg:NAME`)
+RETRIEVER_PREFIXES: Registry[RetrieverFactory] = Registry("retriever prefix", None, resolve=_factory)
 
 
 def register_retriever(
     name: str, target: str | RetrieverFactory, description: str = "", replace: bool = False
 ) -> None:
-    """Make a retriever available by name (replace=True to override an existing one)."""
-    if name in _REGISTRY and not replace:
-        raise ValueError(f"retriever {name!r} is already registered")
-    _REGISTRY[name] = RetrieverEntry(name, target, description)
+    """Make a retriever available by name (a taken name is an error unless replace=True)."""
+    RETRIEVERS.register(name, target, description=description, replace=replace)
 
 
 def unregister_retriever(name: str) -> None:
     """Remove a registered retriever (no error if it is not there)."""
-    _REGISTRY.pop(name, None)
+    RETRIEVERS.unregister(name)
 
 
 def retriever_names() -> list[str]:
-    return sorted(_REGISTRY)
+    return RETRIEVERS.names()
 
 
 def retriever_descriptions() -> dict[str, str]:
-    return {name: _REGISTRY[name].description for name in retriever_names()}
-
-
-# prefix -> (entry, option): "PREFIX:VALUE" makes the entry's retriever with option=VALUE
-# (trained retrievers: `ropg:NAME`).
-_PREFIXES: dict[str, tuple[RetrieverEntry, str]] = {}
+    return RETRIEVERS.descriptions()
 
 
 def register_retriever_prefix(
-    prefix: str, target: str | RetrieverFactory, option: str, description: str = ""
+    prefix: str, target: str | RetrieverFactory, option: str, description: str = "", replace: bool = False
 ) -> None:
     """Make `PREFIX:VALUE` a retriever name: the target is made with `option=VALUE`."""
-    _PREFIXES[prefix] = (RetrieverEntry(f"{prefix}:", target, description), option)
+    RETRIEVER_PREFIXES.register(prefix, target, description=description, replace=replace, data=option)
+
+
+def _prefixed(name: str) -> tuple[str, str] | None:
+    """(prefix, value) of a PREFIX:VALUE name of a registered prefix."""
+    prefix, colon, value = name.partition(":")
+    return (prefix, value) if colon and value and prefix in RETRIEVER_PREFIXES else None
+
+
+def _registered(name: str) -> str | None:
+    """The registered name `name` stands for (names are matched as given, then lower-cased)."""
+    for candidate in (name, name.strip().lower()):
+        if candidate in RETRIEVERS:
+            return candidate
+    return None
 
 
 def is_retriever_name(name: str) -> bool:
     """A registered name, or PREFIX:VALUE of a registered prefix (the value is checked later)."""
-    prefix, colon, value = name.partition(":")
-    return (
-        name in _REGISTRY
-        or name.strip().lower() in _REGISTRY
-        or bool(colon and value and prefix in _PREFIXES)
-    )
+    return _registered(name) is not None or _prefixed(name) is not None
 
 
 def known_retriever_names() -> list[str]:
     """Registered names and the prefixed forms, for messages."""
-    return retriever_names() + [f"{prefix}:NAME" for prefix in sorted(_PREFIXES)]
+    return retriever_names() + [f"{prefix}:NAME" for prefix in RETRIEVER_PREFIXES.names()]
 
 
 def create_retriever(name: str, **options: Any) -> Retriever:
     """A retriever by name with its options (unknown names suggest the closest)."""
-    entry = _REGISTRY.get(name) or _REGISTRY.get(name.strip().lower())
-    if entry is None:
-        prefix, colon, value = name.partition(":")
-        if colon and value and prefix in _PREFIXES:
-            prefixed, option = _PREFIXES[prefix]
-            return prefixed.factory()(**{**options, option: value})
+    registered = _registered(name)
+    if registered is not None:
+        return RETRIEVERS.get(registered)(**options)
+    prefixed = _prefixed(name)
+    if prefixed is None:
         raise UnknownNameError("retriever", name, known_retriever_names())
-    return entry.factory()(**options)
+    prefix, value = prefixed
+    option = RETRIEVER_PREFIXES.registration(prefix).data
+    return RETRIEVER_PREFIXES.get(prefix)(**{**options, option: value})
 
 
 _PACKAGE = "lampbox.engine.retrieval"

@@ -11,11 +11,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lampbox.engine.ropg.retriever import ENCODER_FOLDER
 from lampbox.engine.training.objective import DevMetric, TrainContext
 from lampbox.errors import LampboxError
 
 METHODS = ("kd", "rl")
-ENCODER_FOLDER = "encoder"
 
 
 @dataclass(frozen=True)

@@ -10,11 +10,11 @@ from lampbox.engine.retrieval.dense import DenseRetriever
 from lampbox.errors import LampboxError
 
 RETRIEVER_KIND = "retriever"
+ENCODER_FOLDER = "encoder"  # a trained retriever's model folder keeps its encoder here
 
 
 def trained_encoder(name: str) -> tuple[str, dict[str, Any]]:
     """The encoder folder of the trained ROPG retriever `name` and its record."""
-    from lampbox.engine.ropg.objective import ENCODER_FOLDER
     from lampbox.model_folders import is_model_folder, model_path, read_info
 
     folder = model_path(name)

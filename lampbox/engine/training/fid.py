@@ -1,10 +1,7 @@
-"""Fusion-in-Decoder: each (input, retrieved item) pair is encoded on its own, and the decoder
-attends over all the encoder outputs concatenated (Izacard & Grave; the LaMP paper's FiD).
-
-Works with any encoder-decoder transformers loads (T5 / Flan-T5 by hub id or path, or an
-EncoderDecoderModel). Offline, the default base is `minilm-bert2bert`: an EncoderDecoderModel
-warm-started from the packaged all-MiniLM-L6-v2 (encoder and decoder; the decoder's
-cross-attention starts random), built once into lampbox's cache.
+"""Fusion-in-Decoder as a training objective: each (input, retrieved item) pair is encoded on
+its own, and the decoder attends over all the encoder outputs concatenated (Izacard & Grave;
+the LaMP paper's FiD). The model code (encoding, decoding, loading, the offline base) is
+generation/fid_model.py's, shared with the fid backend; here: examples, batches, the loss.
 """
 
 from __future__ import annotations
@@ -14,14 +11,26 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+# The model code is generation/fid_model.py's (the fid backend's too); the names the lab and
+# `lampbox train fid` take from here stay importable (`X as X`: re-exported).
+from lampbox.engine.generation.fid_model import (
+    IGNORE_INDEX,
+    encode_fused,
+    fid_generate,
+    load_seq2seq,
+    pad_passages,
+)
+from lampbox.engine.generation.fid_model import OFFLINE_BASE as OFFLINE_BASE
+from lampbox.engine.generation.fid_model import fid_target_ids as fid_target_ids
+from lampbox.engine.generation.fid_model import passage_ids as passage_ids
+from lampbox.engine.generation.fid_model import passage_limits as passage_limits
+from lampbox.engine.generation.fid_model import seq2seq_config as seq2seq_config
+from lampbox.engine.generation.fid_model import seq2seq_source as seq2seq_source
 from lampbox.engine.training.objective import TaskExamplesObjective
 from lampbox.errors import LampboxError
 
 if TYPE_CHECKING:
     from lampbox.engine.training.objective import TrainContext
-
-OFFLINE_BASE = "minilm-bert2bert"
-IGNORE_INDEX = -100
 
 
 @dataclass(frozen=True)
@@ -41,44 +50,6 @@ class FiDDevExample:
     question_id: str
     passages: tuple[tuple[int, ...], ...]
     gold: str
-
-
-def passage_ids(tokenizer: Any, passages: Sequence[str], max_length: int) -> tuple[tuple[int, ...], ...]:
-    """Each passage's tokens with the model's special tokens, cut to max_length."""
-    texts = list(passages) or [""]
-    encoded = tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]
-    return tuple(tuple(ids) for ids in encoded)
-
-
-def passage_limits(tokenizer: Any) -> tuple[int, int]:
-    """(tokens a passage may have, special tokens the tokenizer adds to each): what the FiD
-    preparer budgets with, in training and at inference alike."""
-    limit = int(min(getattr(tokenizer, "model_max_length", 512) or 512, 512))
-    return limit, len(tokenizer("")["input_ids"])
-
-
-def fid_target_ids(tokenizer: Any, gold: str, max_target_tokens: int) -> tuple[int, ...]:
-    """The gold's tokens and an end token (T5's </s>, BERT's [SEP]), without a start token."""
-    ids = list(tokenizer(gold, add_special_tokens=False)["input_ids"])[:max_target_tokens]
-    end = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else tokenizer.sep_token_id
-    if end is not None:
-        ids.append(int(end))
-    return tuple(ids)
-
-
-def pad_passages(batch: Sequence[Sequence[Sequence[int]]], pad_id: int) -> tuple[Any, Any]:
-    """(batch, passages, length) ids and mask, padded to the batch's most passages and longest."""
-    import torch
-
-    n = max(len(passages) for passages in batch)
-    width = max(len(ids) for passages in batch for ids in passages)
-    ids = torch.full((len(batch), n, width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(batch), n, width), dtype=torch.long)
-    for row, passages in enumerate(batch):
-        for column, passage in enumerate(passages):
-            ids[row, column, : len(passage)] = torch.tensor(passage, dtype=torch.long)
-            mask[row, column, : len(passage)] = 1
-    return ids, mask
 
 
 class FiDCollator:
@@ -113,19 +84,6 @@ class FiDDataset:
         }
 
 
-def encode_fused(model: Any, passage_ids: Any, passage_mask: Any) -> tuple[Any, Any]:
-    """Encode every passage separately, then concatenate them per question for the decoder."""
-    from transformers.modeling_outputs import BaseModelOutput
-
-    batch, n, width = passage_ids.shape
-    encoder = model.get_encoder()
-    hidden = encoder(
-        input_ids=passage_ids.reshape(batch * n, width), attention_mask=passage_mask.reshape(batch * n, width)
-    ).last_hidden_state
-    fused = hidden.reshape(batch, n * width, hidden.shape[-1])
-    return BaseModelOutput(last_hidden_state=fused), passage_mask.reshape(batch, n * width)
-
-
 def fid_loss(model: Any, inputs: dict[str, Any], forward: Any = None, num_items: Any = None) -> Any:
     """The decoder's cross-entropy on the gold tokens given the fused passages: summed, then
     divided by `num_items` (the Trainer's count of gold tokens in the whole optimizer step,
@@ -141,45 +99,6 @@ def fid_loss(model: Any, inputs: dict[str, Any], forward: Any = None, num_items:
     labels = labels.to(logits.device)
     total = F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), ignore_index=IGNORE_INDEX, reduction="sum")
     return total / (num_items if num_items is not None else labels.ne(IGNORE_INDEX).sum())
-
-
-def fid_generate(model: Any, tokenizer: Any, batch_passages: Sequence[Sequence[Sequence[int]]], new_tokens: int) -> list[str]:
-    """Greedy outputs for a batch of questions given as their passages' token ids."""
-    import torch
-
-    device = next(model.parameters()).device
-    ids, mask = pad_passages(batch_passages, tokenizer.pad_token_id)
-    with torch.inference_mode():
-        encoded, fused_mask = encode_fused(model, ids.to(device), mask.to(device))
-        generated = model.generate(
-            encoder_outputs=encoded, attention_mask=fused_mask, max_new_tokens=new_tokens, do_sample=False, num_beams=1
-        )
-    return [tokenizer.decode(row, skip_special_tokens=True) for row in generated.tolist()]
-
-
-def fid_label_logliks(model: Any, tokenizer: Any, passages: Sequence[Sequence[int]], labels: Sequence[str]) -> list[float]:
-    """Each label's log-likelihood as the decoder's whole answer for one question given as its
-    passages' token ids: the sum of the log-probabilities of the label's tokens and the end
-    token (an encoder-decoder's answer ends there, so a label that is the prefix of another is
-    not favoured). The passages are encoded once; the labels are decoded as one batch."""
-    import torch
-
-    device = next(model.parameters()).device
-    ids, mask = pad_passages([passages], tokenizer.pad_token_id)
-    targets = [fid_target_ids(tokenizer, label, 10_000) for label in labels]
-    width = max(len(t) for t in targets)
-    gold = torch.full((len(labels), width), IGNORE_INDEX, dtype=torch.long)
-    for row, target in enumerate(targets):
-        gold[row, : len(target)] = torch.tensor(target, dtype=torch.long)
-    with torch.inference_mode():
-        encoded, fused_mask = encode_fused(model, ids.to(device), mask.to(device))
-        hidden = encoded.last_hidden_state.expand(len(labels), -1, -1)
-        encoded.last_hidden_state = hidden
-        logits = model(encoder_outputs=encoded, attention_mask=fused_mask.expand(len(labels), -1), labels=gold.to(device)).logits
-        logprobs = torch.log_softmax(logits.float(), dim=-1)
-        gold = gold.to(device)
-        picked = logprobs.gather(-1, gold.clamp(min=0).unsqueeze(-1)).squeeze(-1) * gold.ne(IGNORE_INDEX)
-    return [float(value) for value in picked.sum(-1).tolist()]
 
 
 class FiDObjective(TaskExamplesObjective):
@@ -232,89 +151,3 @@ class FiDObjective(TaskExamplesObjective):
         self.tokenizer.save_pretrained(str(folder / "model"))
 
 
-def seq2seq_config(source: str) -> Any:
-    """The config of an encoder-decoder model; a clear error for anything else."""
-    from transformers import AutoConfig
-
-    try:
-        config = AutoConfig.from_pretrained(source)
-    except (OSError, ValueError) as error:
-        raise LampboxError(f"could not read the config of {source!r}: {error}") from error
-    if not getattr(config, "is_encoder_decoder", False):
-        architectures = ", ".join(getattr(config, "architectures", None) or []) or config.model_type
-        raise LampboxError(f"{source!r} is not an encoder-decoder model ({architectures}); FiD needs one (e.g. a T5)")
-    return config
-
-
-def load_seq2seq(source: str) -> Any:
-    """An encoder-decoder model from a folder or hub id (T5 family or EncoderDecoderModel)."""
-    from transformers import AutoModelForSeq2SeqLM, EncoderDecoderModel
-
-    from lampbox.engine.quiet import quiet_transformers
-
-    quiet_transformers()
-    if seq2seq_config(source).model_type == "encoder-decoder":
-        return EncoderDecoderModel.from_pretrained(source)
-    return AutoModelForSeq2SeqLM.from_pretrained(source)
-
-
-def round_trip_tokenizer(tokenizer: Any, folder: Path) -> None:
-    """Save a WordPiece tokenizer that splits on whitespace only, so that what the decoder
-    writes decodes back to the same text. BERT's own pre-tokenizer splits punctuation into
-    words of their own, and decoding joins words with spaces: "git-gui" came back as
-    "git - gui", which can never match a label. Split on whitespace, "git-gui" is "gi ##t
-    ##- ##gui" and decodes to "git-gui" (the vocabulary has the "##" punctuation pieces). The
-    folder loads as a plain fast tokenizer (BertTokenizer would rebuild its pre-tokenizer)."""
-    import json
-
-    from tokenizers import pre_tokenizers
-
-    tokenizer.backend_tokenizer.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    tokenizer.save_pretrained(folder)
-    config_path = folder / "tokenizer_config.json"
-    config = json.loads(config_path.read_text())
-    config["tokenizer_class"] = "PreTrainedTokenizerFast"
-    config.pop("do_basic_tokenize", None)
-    config_path.write_text(json.dumps(config, indent=2))
-
-
-def offline_base_folder() -> Path:
-    """The minilm-bert2bert base (built once from the packaged all-MiniLM-L6-v2), with a
-    tokenizer whose outputs round-trip (round_trip_tokenizer)."""
-    from transformers import AutoTokenizer, EncoderDecoderModel
-
-    from lampbox.engine.quiet import quiet_transformers
-    from lampbox.engine.retrieval.dense import packaged_model_path
-    from lampbox.paths import cache_dir
-
-    quiet_transformers()  # building and saving it draws transformers' bars otherwise
-    target = cache_dir("models") / f"{OFFLINE_BASE}-2"  # -2: the round-trip tokenizer
-    if (target / "config.json").is_file():
-        return target
-    source = packaged_model_path()
-    tokenizer = AutoTokenizer.from_pretrained(source)
-    model = EncoderDecoderModel.from_encoder_decoder_pretrained(source, source)
-    model.config.decoder_start_token_id = tokenizer.cls_token_id
-    model.config.pad_token_id = tokenizer.pad_token_id
-    model.config.eos_token_id = tokenizer.sep_token_id
-    model.generation_config.decoder_start_token_id = tokenizer.cls_token_id
-    model.generation_config.pad_token_id = tokenizer.pad_token_id
-    model.generation_config.eos_token_id = tokenizer.sep_token_id
-    partial = target.with_name(target.name + ".partial")
-    model.save_pretrained(partial)
-    round_trip_tokenizer(tokenizer, partial)
-    partial.replace(target)
-    return target
-
-
-def seq2seq_source(name: str) -> str:
-    """What transformers loads for a FiD base name: the offline default, a trained FiD model,
-    a folder or a hub id."""
-    if name == OFFLINE_BASE:
-        return str(offline_base_folder())
-    from lampbox.models import resolve_model
-
-    resolved = resolve_model(name)
-    if resolved.format != "hf":
-        raise LampboxError(f"{name!r} is a GGUF model; FiD needs an encoder-decoder (e.g. a T5 folder or hub id)")
-    return resolved.location
