@@ -83,7 +83,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from lampbox.engine.retrieval import create_retriever
-    from lampbox.engine.retrieval.service import rank_questions
+    from lampbox.lab.ranking import rank_stored as rank_questions  # the store as the cache
     from lampbox.store import Store
 
     folder = Path(tempfile.mkdtemp(prefix="lampbox-bench-"))
