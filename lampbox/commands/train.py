@@ -182,7 +182,7 @@ def _train_oppu(
 ) -> None:  # fmt: skip
     from lampbox.engine.defaults import default_max_new_tokens
     from lampbox.engine.retrieval import retriever_names
-    from lampbox.engine.training.trainer import TrainConfig
+    from lampbox.engine.training.trainer import TrainConfig, is_main_process
     from lampbox.errors import LampboxError, UnknownNameError
     from lampbox.lab.oppu import OppuSpec, train_oppu
     from lampbox.lab.training import TrainSpec
@@ -195,13 +195,12 @@ def _train_oppu(
         if threads < 1:
             raise LampboxError("--threads must be at least 1")
         os.environ["LAMPBOX_THREADS"] = str(threads)
-    if os.environ.get("WORLD_SIZE", "1") not in ("", "1"):
-        raise LampboxError("train oppu runs in one process (torchrun sharding of users is not built yet)")
     if user_count is not None and user_ids:
         raise LampboxError("give --users N or --user ID, not both")
-    store = open_store(db_path, hold_lock=False, wait_s=WRITER_WAIT_S, purpose=f"train oppu {name}")
-    task = store.task(task_name)
-    resolved_scheme = store.resolve_scheme(task.name, dev_split, scheme)
+    main = is_main_process()  # under torchrun the other ranks get rank 0's spec and users
+    store = open_store(db_path, hold_lock=False, wait_s=WRITER_WAIT_S, purpose=f"train oppu {name}") if main else None
+    task = store.task(task_name) if store is not None else None
+    resolved_scheme = store.resolve_scheme(task.name, dev_split, scheme) if store is not None and task else (scheme or "user")
     user_config = TrainConfig(
         epochs=user_epochs, lr=user_lr, batch_size=batch_size, grad_accum=grad_accum, seed=seed,
         precision=precision, max_steps=user_max_steps, lora=user_lora, checkpoints=False,
@@ -212,18 +211,22 @@ def _train_oppu(
         task_config = TrainConfig(
             epochs=epochs, lr=lr if lr is not None else 2e-4, batch_size=batch_size, grad_accum=grad_accum,
             seed=seed, precision=precision, max_steps=max_steps, eval_every=eval_every, lora=task_lora,
-            eval_new_tokens=default_max_new_tokens(task), group_by_length=group_by_length,
+            eval_new_tokens=default_max_new_tokens(task) if task is not None else 32, group_by_length=group_by_length,
         )  # fmt: skip
         task_spec = TrainSpec(
-            task=task.name, scheme=store.resolve_scheme(task.name, split, scheme), method="ipa", split=split,
+            task=task.name if task is not None else task_name,
+            scheme=store.resolve_scheme(task.name, split, scheme) if store is not None and task else resolved_scheme,
+            method="ipa", split=split,
             dev_split=dev_split, retriever=retriever, k=k, model=model, max_length=max_length,
             max_target_tokens=max_target_tokens, limit=limit, dev_limit=dev_limit, config=task_config,
         )  # fmt: skip
     spec = OppuSpec(
-        task=task.name, scheme=resolved_scheme, model=model, config=user_config, split=dev_split,
+        task=task.name if task is not None else task_name, scheme=resolved_scheme, model=model, config=user_config, split=dev_split,
         users=user_count, user_ids=user_ids, task_adapter=task_adapter, task_spec=task_spec,
     )  # fmt: skip
     quiet = as_json
+    world = int(os.environ.get("WORLD_SIZE", "1") or 1)
+    rank = f"rank {os.environ.get('RANK', '0')}: " if world > 1 else ""  # each rank shows its own users
 
     def note(message: str) -> None:
         if not quiet:
@@ -235,9 +238,11 @@ def _train_oppu(
         what = {"trained": f"trained in {done.seconds:.1f} s", "existing": "trained before, skipped",
                 "empty": "no profile items, skipped"}[done.status]  # fmt: skip
         eta = f", eta {done.eta_seconds:.0f} s" if done.eta_seconds is not None else ""
-        click.echo(f"user {done.index}/{done.total} {done.user_id} ({done.items} items): {what}{eta}", err=True)
+        click.echo(f"{rank}user {done.index}/{done.total} {done.user_id} ({done.items} items): {what}{eta}", err=True)
 
-    result = train_oppu(spec, store, name, overwrite=overwrite, on_user=show_user, on_note=note)
+    result = train_oppu(spec, store, name, overwrite=overwrite, on_user=show_user, on_note=note if main else None)
+    if result is None:
+        return  # another rank of a torchrun job: rank 0 registers and reports
     artifact = result.artifact
     seconds = sorted(result.seconds)
     median = seconds[len(seconds) // 2] if seconds else None
