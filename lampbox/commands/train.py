@@ -392,6 +392,7 @@ def train_ropg(
     them by KD or RL. Then: `lampbox bench --retrievers ropg:NAME`."""
     from lampbox.engine.defaults import DEFAULT_BACKEND, default_model
     from lampbox.engine.generation.registry import known_backends
+    from lampbox.engine.training.trainer import is_main_process
     from lampbox.errors import LampboxError, UnknownNameError
     from lampbox.lab.ropg import RopgSpec, ropg_config
     from lampbox.lab.ropg import train_ropg as run_job
@@ -414,10 +415,12 @@ def train_ropg(
         model=model or default_model(), retriever_model=retriever_model, temperature=temperature, limit=limit,
         dev_limit=dev_limit, config=config,
     )  # fmt: skip
-    store = open_store(db_path, hold_lock=False, wait_s=WRITER_WAIT_S, purpose=f"train {name}")
-    task = store.task(task_name)
-    spec = dataclasses.replace(spec, task=task.name, scheme=store.resolve_scheme(task.name, split, scheme))
-    quiet = as_json
+    main = is_main_process()  # under torchrun rank 0 alone computes the feedback (the store's)
+    store = open_store(db_path, hold_lock=False, wait_s=WRITER_WAIT_S, purpose=f"train {name}") if main else None
+    if store is not None:
+        task = store.task(task_name)
+        spec = dataclasses.replace(spec, task=task.name, scheme=store.resolve_scheme(task.name, split, scheme))
+    quiet = as_json or not main
 
     shown: dict[str, tuple[int, int, float]] = {}  # split -> (first done, last shown, started)
 
@@ -436,6 +439,8 @@ def train_ropg(
         spec, store, name, overwrite=overwrite, on_feedback=on_feedback, on_progress=_step_logger(quiet, every=1),
         on_note=lambda message: click.echo(message, err=True),
     )  # fmt: skip
+    if artifact is None:
+        return  # another rank of a torchrun job: rank 0 registers and reports
     summary = {
         "name": artifact.name, "path": artifact.path, "kind": artifact.kind, "method": artifact.method,
         "steps": result.steps, "seconds": round(result.seconds, 1), "dev_metrics": dict(artifact.metrics),

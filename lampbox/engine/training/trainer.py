@@ -269,7 +269,7 @@ def _train(
         disable_tqdm=True,
         remove_unused_columns=False,
         dataloader_num_workers=0,
-        ddp_find_unused_parameters=False,
+        ddp_find_unused_parameters=bool(getattr(objective, "unused_parameters", False)),
     )
     _pin_alone_device(args)
     started = time.perf_counter()
