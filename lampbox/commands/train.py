@@ -477,21 +477,23 @@ def train_rspg(
     """RSPG: train a selector that picks, per question, the best configuration of a stored
     bench (the pool: every configuration, retrieval-only rows included) from the configuration's
     prompt (pre) or prompt and output (post). Apply it with `lampbox rspg apply NAME --bench ID`."""
-    from lampbox.engine.training.trainer import TrainConfig
+    from lampbox.engine.training.trainer import TrainConfig, is_main_process
     from lampbox.lab.rspg import RSPGSpec, train_selector
 
     config = TrainConfig(
         epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, precision=precision, max_steps=max_steps,
         eval_every=eval_every, lora=None, group_by_length=False,
     )  # fmt: skip
-    store = open_store(db_path, hold_lock=False, wait_s=WRITER_WAIT_S, purpose=f"train {name}")
-    task = store.task(task_name)
+    main = is_main_process()  # under torchrun rank 0 alone reads the benches
+    store = open_store(db_path, hold_lock=False, wait_s=WRITER_WAIT_S, purpose=f"train {name}") if main else None
     spec = RSPGSpec(
-        task=task.name, train_bench=train_bench, dev_bench=dev_bench, mode=mode, encoder=encoder,
+        task=store.task(task_name).name if store is not None else task_name, train_bench=train_bench, dev_bench=dev_bench, mode=mode, encoder=encoder,
         temperature=temperature, max_length=max_length, config=config,
     )  # fmt: skip
 
-    artifact, result = train_selector(spec, store, name, overwrite=overwrite, on_progress=_step_logger(as_json, eta=False))
+    artifact, result = train_selector(spec, store, name, overwrite=overwrite, on_progress=_step_logger(as_json or not main, eta=False))
+    if artifact is None:
+        return  # another rank of a torchrun job: rank 0 registers and reports
     summary = {
         "name": artifact.name, "path": artifact.path, "kind": artifact.kind, "method": artifact.method,
         "steps": result.steps, "resumed_from": result.resumed_from, "seconds": round(result.seconds, 1),
