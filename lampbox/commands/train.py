@@ -32,7 +32,8 @@ def train() -> None:
 
     Run the same command again after an interruption: training continues from its last
     complete checkpoint. Under `torchrun --nproc-per-node N -m lampbox train ...` it trains on N
-    processes (DDP); only rank 0 reads and writes the store.
+    processes (DDP; `train oppu` deals its users out instead); only rank 0 reads and writes the
+    store and prints the summary.
     """
 
 
@@ -160,7 +161,9 @@ def train_oppu(
     lampbox train oppu --task LaMP_7 --users 100 --name lamp7-oppu
     lampbox bench --task LaMP_7 --method oppu --backend hf --model lamp7-oppu --retrievers none,bm25 --k 1
 
-    Run it again after an interruption: users already trained are skipped."""
+    Run it again after an interruption: users already trained are skipped. Under
+    `torchrun --nproc-per-node N -m lampbox train oppu ...` each process trains its share of
+    the users on its own base; rank 0 registers them all."""
     from lampbox.engine.defaults import default_model
     from lampbox.lab.training import lora_settings
 

@@ -257,7 +257,7 @@ def train_oppu(
         if ranks.share() and spec.task_spec is not None:  # rank 0 trains the task adapter: with it
             train_model(spec.task_spec, None, f"{name}.task", overwrite=True)
         plan = ranks.share()
-        done = _train_share(plan, None, on_user, should_stop)
+        done = _train_share(plan, None, on_user, should_stop, [])
         ranks.gather(done)
         return None
     with hold_name(name, f"train oppu {name}"):
@@ -277,6 +277,7 @@ def train_oppu(
         result = OppuResult(None, task_adapter)  # type: ignore[arg-type]
         entries: dict[str, dict[str, Any]] = dict((previous or {}).get("users") or {})
         todo: list[tuple[int, str]] = []
+        skipped: list[UserDone] = []  # reported in order, between the users trained here
         for index, user in enumerate(users, 1):
             items = profiles.get(user, [])
             adapter_name = user_adapter_name(name, user)
@@ -291,23 +292,21 @@ def train_oppu(
             else:
                 todo.append((index, user))
                 continue
-            if on_user:
-                status = "existing" if items else "empty"
-                on_user(UserDone(user, index, len(users), len(items), status))
+            skipped.append(UserDone(user, index, len(users), len(items), "existing" if items else "empty"))
         store.idle()
         plan = _SharePlan(
             name, spec, source, str(adapter_folder), user_spec, base_fingerprint, chat, task, len(users),
-            [(index, user, profiles[user]) for index, user in todo], overwrite,
+            [(index, user, profiles[user]) for index, user in todo],
         )  # fmt: skip
-        mine = _train_share(ranks.share(plan), store, on_user, should_stop)
+        mine = _train_share(ranks.share(plan), store, on_user, should_stop, skipped)
         for done in ranks.gather(mine) or []:
-            for user, (seconds, _) in done.items():
+            for user, seconds in done.items():  # rank 0's registered already, the others' now
                 adapter_name = user_adapter_name(name, user)
-                artifact = get_artifact(store, adapter_name) if user in mine else register_folder(store, adapter_name)
-                assert artifact is not None
+                registered = get_artifact(store, adapter_name) if user in mine else register_folder(store, adapter_name)
+                assert registered is not None
                 result.trained.append(user)
                 result.seconds.append(seconds)
-                entries[user] = {"adapter": adapter_name, "content_hash": artifact.content_hash, "items": len(profiles[user])}
+                entries[user] = {"adapter": adapter_name, "content_hash": registered.content_hash, "items": len(profiles[user])}
         order = {user: index for index, user in todo}
         result.trained.sort(key=order.__getitem__)
         info = {
@@ -336,7 +335,6 @@ class _SharePlan:
     task: Any
     total: int
     todo: list[tuple[int, str, list[Any]]]
-    overwrite: bool
 
     def mine(self) -> list[tuple[int, str, list[Any]]]:
         """This rank's users: every Nth of those left, starting at its rank."""
@@ -345,15 +343,20 @@ class _SharePlan:
 
 def _train_share(
     plan: _SharePlan, store: Store | None, on_user: Callable[[UserDone], None] | None,
-    should_stop: Callable[[], bool] | None,
-) -> dict[str, tuple[float, str]]:  # fmt: skip
-    """Train this rank's users on one loaded base (the task adapter merged); by user, the
-    seconds it took and its adapter's content hash."""
+    should_stop: Callable[[], bool] | None, skipped: list[UserDone],
+) -> dict[str, float]:  # fmt: skip
+    """Train this rank's users on one loaded base (the task adapter merged); the seconds each
+    took, by user. `skipped` (users not to train) are reported in order among them."""
     from lampbox.engine.generation.hf import load_hf_tokenizer
 
+    def report_skipped(before: int) -> None:
+        while on_user and skipped and skipped[0].index < before:
+            on_user(skipped.pop(0))
+
     mine = plan.mine()
-    done: dict[str, tuple[float, str]] = {}
+    done: dict[str, float] = {}
     if not mine:
+        report_skipped(plan.total + 1)
         return done
     from lampbox.engine.training.adapters import AdapterTrainer
 
@@ -365,16 +368,18 @@ def _train_share(
     for turn, (index, user, items) in enumerate(mine, 1):
         if should_stop and should_stop():
             raise LampboxError(f"stopped after {len(done)} users of this job; run the same command to resume")
+        report_skipped(index)
         started = time.perf_counter()
-        artifact = _train_user(
+        _train_user(
             trainer, plan.spec, store, user_adapter_name(plan.name, user), user, items, tokenizer, plan.chat,
             plan.task, plan.source, {**plan.user_spec, "user": user}, plan.base_fingerprint,
         )  # fmt: skip
         seconds.append(time.perf_counter() - started)
-        done[user] = (seconds[-1], artifact.content_hash)
+        done[user] = seconds[-1]
         if on_user:
             eta = sum(seconds) / len(seconds) * (len(mine) - turn)
             on_user(UserDone(user, index, plan.total, len(items), "trained", seconds[-1], eta))
+    report_skipped(plan.total + 1)
     return done
 
 

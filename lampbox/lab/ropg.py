@@ -6,7 +6,8 @@ under the feedback key (model identity, decoding, prompt settings, metric); what
 never computed again, and it is saved a chunk of questions at a time (a killed job resumes,
 and its generations are in the generation cache too). `train_ropg` trains the encoder on the
 train feedback (dev feedback for its evaluation), writes models/NAME atomically (kind
-"retriever") and registers it; `ropg:NAME` then ranks with it.
+"retriever") and registers it; `ropg:NAME` then ranks with it. Under torchrun rank 0 alone
+computes the feedback (the store is its), and every rank trains the encoder (DDP).
 """
 
 from __future__ import annotations
