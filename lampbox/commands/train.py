@@ -57,6 +57,14 @@ def _step_logger(quiet: bool, every: int = 10, eta: bool = True) -> Any:
     return log
 
 
+def _rank0_store(db_path: Path | None, purpose: str) -> Any:
+    """The store, opened by rank 0 alone (the only process, or rank 0 under torchrun: the other
+    ranks get what it prepares and None here). It is given back while the job trains."""
+    from lampbox.engine.training.trainer import is_main_process
+
+    return open_store(db_path, hold_lock=False, wait_s=WRITER_WAIT_S, purpose=purpose) if is_main_process() else None
+
+
 def _report_trained(artifact: Any, result: Any, summary: dict[str, Any], as_json: bool, what: str, use: str) -> None:
     """The end of a training command: its summary as JSON, or the dev metrics and how to use it."""
     if as_json:
@@ -185,7 +193,7 @@ def _train_oppu(
 ) -> None:  # fmt: skip
     from lampbox.engine.defaults import default_max_new_tokens
     from lampbox.engine.retrieval import retriever_names
-    from lampbox.engine.training.trainer import TrainConfig, is_main_process
+    from lampbox.engine.training.trainer import TrainConfig
     from lampbox.errors import LampboxError, UnknownNameError
     from lampbox.lab.oppu import OppuSpec, train_oppu
     from lampbox.lab.training import TrainSpec
@@ -200,8 +208,8 @@ def _train_oppu(
         os.environ["LAMPBOX_THREADS"] = str(threads)
     if user_count is not None and user_ids:
         raise LampboxError("give --users N or --user ID, not both")
-    main = is_main_process()  # under torchrun the other ranks get rank 0's spec and users
-    store = open_store(db_path, hold_lock=False, wait_s=WRITER_WAIT_S, purpose=f"train oppu {name}") if main else None
+    store = _rank0_store(db_path, f"train oppu {name}")  # the other ranks get rank 0's spec and users
+    main = store is not None
     task = store.task(task_name) if store is not None else None
     resolved_scheme = store.resolve_scheme(task.name, dev_split, scheme) if store is not None and task else (scheme or "user")
     user_config = TrainConfig(
@@ -277,7 +285,7 @@ def _train(
 ) -> None:  # fmt: skip
     from lampbox.engine.defaults import default_max_new_tokens
     from lampbox.engine.retrieval import is_retriever_name, known_retriever_names
-    from lampbox.engine.training.trainer import TrainConfig, is_main_process
+    from lampbox.engine.training.trainer import TrainConfig
     from lampbox.errors import LampboxError, UnknownNameError
     from lampbox.lab.training import TrainSpec
 
@@ -291,9 +299,9 @@ def _train(
         os.environ["LAMPBOX_THREADS"] = str(threads)  # the trainer's torch threads (default_threads)
     if epochs <= 0 or (max_steps is not None and max_steps < 1):
         raise LampboxError("--epochs must be positive and --max-steps at least 1")
-    main = is_main_process()
     # The store is given back between its reads at the start and the registration at the end.
-    store = open_store(db_path, hold_lock=False, wait_s=WRITER_WAIT_S, purpose=f"train {name}") if main else None
+    store = _rank0_store(db_path, f"train {name}")
+    main = store is not None
     task = store.task(task_name) if store is not None else None
     resolved_scheme = store.resolve_scheme(task.name, split, scheme) if store is not None and task else (scheme or "user")
     config = TrainConfig(
@@ -395,7 +403,6 @@ def train_ropg(
     them by KD or RL. Then: `lampbox bench --retrievers ropg:NAME`."""
     from lampbox.engine.defaults import DEFAULT_BACKEND, default_model
     from lampbox.engine.generation.registry import known_backends
-    from lampbox.engine.training.trainer import is_main_process
     from lampbox.errors import LampboxError, UnknownNameError
     from lampbox.lab.ropg import RopgSpec, ropg_config
     from lampbox.lab.ropg import train_ropg as run_job
@@ -418,8 +425,8 @@ def train_ropg(
         model=model or default_model(), retriever_model=retriever_model, temperature=temperature, limit=limit,
         dev_limit=dev_limit, config=config,
     )  # fmt: skip
-    main = is_main_process()  # under torchrun rank 0 alone computes the feedback (the store's)
-    store = open_store(db_path, hold_lock=False, wait_s=WRITER_WAIT_S, purpose=f"train {name}") if main else None
+    store = _rank0_store(db_path, f"train {name}")  # rank 0 alone computes the feedback (the store's)
+    main = store is not None
     if store is not None:
         task = store.task(task_name)
         spec = dataclasses.replace(spec, task=task.name, scheme=store.resolve_scheme(task.name, split, scheme))
@@ -480,15 +487,15 @@ def train_rspg(
     """RSPG: train a selector that picks, per question, the best configuration of a stored
     bench (the pool: every configuration, retrieval-only rows included) from the configuration's
     prompt (pre) or prompt and output (post). Apply it with `lampbox rspg apply NAME --bench ID`."""
-    from lampbox.engine.training.trainer import TrainConfig, is_main_process
+    from lampbox.engine.training.trainer import TrainConfig
     from lampbox.lab.rspg import RSPGSpec, train_selector
 
     config = TrainConfig(
         epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, precision=precision, max_steps=max_steps,
         eval_every=eval_every, lora=None, group_by_length=False,
     )  # fmt: skip
-    main = is_main_process()  # under torchrun rank 0 alone reads the benches
-    store = open_store(db_path, hold_lock=False, wait_s=WRITER_WAIT_S, purpose=f"train {name}") if main else None
+    store = _rank0_store(db_path, f"train {name}")  # rank 0 alone reads the benches
+    main = store is not None
     spec = RSPGSpec(
         task=store.task(task_name).name if store is not None else task_name, train_bench=train_bench, dev_bench=dev_bench, mode=mode, encoder=encoder,
         temperature=temperature, max_length=max_length, config=config,
