@@ -91,6 +91,7 @@ def main() -> None:
     trained = {}
     for method in ("kd", "rl"):
         artifact, result = train_ropg(spec(method), store, f"bench-{method}", generators=pool)
+        assert artifact is not None  # one process: the store's
         trained[method] = f"ropg:{artifact.name}"
         print(f"ropg-{method}: {result.steps} steps in {result.seconds:.0f} s")
     dev = collect_feedback(spec("kd"), store, "dev", args.dev, generators=pool)

@@ -232,3 +232,61 @@ def test_bad_flags_are_one_clear_line(trained: dict[str, Any], store_path: Path,
     bench = ["bench", "--task", "commit_subject", "--method", "oppu", "--db", db, "--retrievers", "none", "--no-baselines"]
     _one_line(_invoke(*bench, "--backend", "hf", "--model", tiny_lm), "not one")
     _one_line(_invoke(*bench, "--backend", "llamacpp", "--model", "tiny-oppu"), "per-user adapters (hf)")
+
+
+def test_torchrun_shards_users_and_trains_the_same_adapters_as_one_process(store_path: Path, tiny_lm: Path, tmp_path: Path) -> None:
+    """2 CPU processes (gloo): the task adapter trained by both (DDP), then each user trained by
+    exactly one rank; rank 0 alone registers and reports. One process on that task adapter then
+    trains bit-identical user adapters (same seed, LoRA dropout on)."""
+    import os
+    import subprocess
+    import sys
+
+    from safetensors.torch import load_file
+
+    from lampbox.store import Store
+    from lampbox.store.artifacts import list_artifacts
+
+    db = tmp_path / "copy.duckdb"
+    shutil.copy(store_path, db)
+    home = tmp_path / "home"
+    env = {**os.environ, "LAMPBOX_HOME": str(home), "LAMPBOX_THREADS": "1", "OMP_NUM_THREADS": "1"}
+    common = [
+        "-m", "lampbox", "train", "oppu", "--task", "commit_subject", "--model", str(tiny_lm), "--k", "1",
+        "--max-steps", "1", "--batch-size", "2", "--dev-limit", "0", "--precision", "fp32", "--lora-r", "4",
+        "--user-max-steps", "2", "--user-lr", "0.2", "--db", str(db),
+    ]  # fmt: skip
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2"]
+    two = subprocess.run([*launcher, *common, "--name", "two"], env=env, capture_output=True, text=True, timeout=900)
+    assert two.returncode == 0, two.stderr[-3000:]
+    assert two.stdout.count("OPPU set two: 2 users trained, 0 trained before") == 1, two.stdout  # rank 0 alone reports
+    assert "skipped 1 users with no profile items: cyd" in two.stdout
+    trained_lines = [line for line in two.stderr.splitlines() if ": user " in line and "trained in" in line]
+    by_user = {user: [line for line in trained_lines if f" {user} (" in line] for user in ("ann", "bob")}
+    assert all(len(lines) == 1 for lines in by_user.values()), trained_lines  # each user exactly once
+    assert {lines[0].split(":")[0] for lines in by_user.values()} == {"rank 0", "rank 1"}  # one user per rank
+
+    one = subprocess.run(
+        [sys.executable, *common, "--task-adapter", "two.task", "--name", "one", "--json"], env=env, capture_output=True, text=True,
+        timeout=900,
+    )  # fmt: skip
+    assert one.returncode == 0, one.stderr[-3000:]
+    assert json.loads(one.stdout)["trained"] == ["ann", "bob"]
+    for user in ("ann", "bob"):
+        first, second = (load_file(home / "models" / f"{name}.u.{user}" / "adapter" / "adapter_model.safetensors") for name in ("one", "two"))
+        assert first.keys() == second.keys() and all(torch_equal(first[k], second[k]) for k in first), user
+    with Store(db, read_only=True) as store:
+        artifacts = {a.name: a for a in list_artifacts(store)}
+    assert {name: a.kind for name, a in artifacts.items() if name.startswith("two")} == {
+        "two": "oppu", "two.task": "lora", "two.u.ann": "user-adapter", "two.u.bob": "user-adapter",
+    }  # fmt: skip
+    record = json.loads((home / "models" / "two" / "lampbox-model.json").read_text())
+    assert {user: entry["content_hash"] for user, entry in record["users"].items()} == {
+        user: artifacts[f"two.u.{user}"].content_hash for user in ("ann", "bob")
+    }
+
+
+def torch_equal(first: Any, second: Any) -> bool:
+    import torch
+
+    return bool(torch.equal(first, second))

@@ -323,3 +323,79 @@ def test_an_unknown_trained_retriever_is_one_clear_line(tmp_path: Path, monkeypa
     monkeypatch.setenv("LAMPBOX_HOME", str(tmp_path))
     with pytest.raises(LampboxError, match="no trained retriever named 'gone'"):
         create_retriever("ropg:gone")
+
+
+@pytest.fixture(scope="module")
+def tiny_st_encoder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 2-layer sentence-transformers BERT without dropout (all-MiniLM-L6-v2's tokenizer):
+    training is deterministic, so processes can be compared."""
+    import torch
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.modules import Pooling, Transformer
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    from lampbox.engine.rspg.selector import encoder_source
+
+    tokenizer = AutoTokenizer.from_pretrained(encoder_source("all-MiniLM-L6-v2"))
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+        intermediate_size=64, max_position_embeddings=256, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
+    )  # fmt: skip
+    bert = tmp_path_factory.mktemp("tiny-bert")
+    BertModel(config).save_pretrained(bert)
+    tokenizer.save_pretrained(bert)
+    transformer = Transformer(str(bert), max_seq_length=64)
+    folder = tmp_path_factory.mktemp("tiny-st")
+    SentenceTransformer(modules=[transformer, Pooling(32, "mean")]).save(str(folder))
+    return folder
+
+
+@pytest.mark.slow
+def test_torchrun_on_two_processes_trains_the_retriever_one_process_trains(
+    commits_store_path: Path, tiny_st_encoder: Path, tmp_path: Path
+) -> None:
+    """2 CPU processes (gloo): rank 0 computes the feedback and stores it, both train ROPG-KD
+    with batch 2 what one process trains with batch 4 (the stored feedback reused), within
+    float noise; rank 0 alone registers and reports."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    from safetensors.torch import load_file
+
+    from lampbox.store import Store
+    from lampbox.store.artifacts import list_artifacts
+
+    db = tmp_path / "store.duckdb"
+    shutil.copy(commits_store_path, db)
+    home = tmp_path / "home"
+    env = {**os.environ, "LAMPBOX_HOME": str(home), "LAMPBOX_THREADS": "1", "OMP_NUM_THREADS": "1"}
+    common = [
+        "-m", "lampbox", "train", "ropg", "--task", "commit_subject", "--method", "kd", "--backend", "dummy",
+        "--model", "dummy", "--retriever-model", str(tiny_st_encoder), "--ctx-size", "3", "--limit", "8",
+        "--dev-limit", "2", "--max-steps", "2", "--lr", "1e-3", "--db", str(db),
+    ]  # fmt: skip
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2"]
+    two = subprocess.run([*launcher, *common, "--batch-size", "2", "--name", "two"], env=env, capture_output=True, text=True, timeout=900)
+    assert two.returncode == 0, two.stderr[-3000:]
+    assert two.stdout.count("trained two (ropg-kd, 2 steps") == 1, two.stdout  # rank 0 alone reports (and registers)
+    assert two.stderr.count("feedback train: 0/") == 1  # rank 0 alone computed the feedback
+    one = subprocess.run([sys.executable, *common, "--batch-size", "4", "--name", "one"], env=env, capture_output=True, text=True, timeout=900)
+    assert one.returncode == 0, one.stderr[-3000:]
+    assert "feedback train: 0/" not in one.stderr  # stored by the torchrun job, reused
+    with Store(db, read_only=True) as store:
+        artifacts = {a.name: a for a in list_artifacts(store)}
+    assert artifacts["one"].kind == artifacts["two"].kind == "retriever"
+    for key in ("loss", "grad_norm"):  # the same questions in each step, the same gradients
+        found = [[e[key] for e in artifacts[name].history if key in e] for name in ("one", "two")]
+        assert len(found[0]) == 2 and found[0] == pytest.approx(found[1], rel=1e-5)
+    first, second, start = (
+        load_file(folder / "model.safetensors")
+        for folder in (home / "models" / "one" / "encoder", home / "models" / "two" / "encoder", tiny_st_encoder)
+    )  # fmt: skip
+    assert first.keys() == second.keys()
+    moved = max(float((first[k] - start[k]).abs().max()) for k in first if k in start)
+    # Adam turns float noise in near-zero gradients into small steps (measured: 3e-5 on one bias)
+    assert moved > 1e-3 and max(float((first[k] - second[k]).abs().max()) for k in first) < moved / 10

@@ -255,3 +255,63 @@ def test_bad_training_and_selection_inputs_are_one_clear_line(
     assert "another pool than selector 'sel-post'" in fails("rspg", "apply", "sel-post", "--bench", other)
     bench = ("bench", "--task", "LaMP_7", "--split", "dev", "--backend", "hf", "--retrievers", "none", "--model", "sel-post")
     assert "is an RSPG selector, not a generation model" in fails(*bench)
+
+
+@pytest.mark.slow
+def test_torchrun_on_two_processes_trains_the_selector_one_process_trains(benches: dict[str, Any], tmp_path: Path) -> None:
+    """2 CPU processes (gloo): rank 0 reads the benches, both train RSPG-Post with batch 4 what
+    one process trains with batch 8 (an encoder without dropout), within float noise; rank 0
+    alone registers and reports."""
+    import json
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    import torch
+    from safetensors.torch import load_file
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    from lampbox.engine.rspg.selector import encoder_source
+    from lampbox.store import Store
+    from lampbox.store.artifacts import get_artifact
+
+    tokenizer = AutoTokenizer.from_pretrained(encoder_source("all-MiniLM-L6-v2"))
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+        max_position_embeddings=128, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
+    )  # fmt: skip
+    encoder = tmp_path / "encoder"
+    BertModel(config).save_pretrained(encoder)
+    tokenizer.save_pretrained(encoder)
+    db = tmp_path / "store.duckdb"
+    shutil.copy(benches["db"], db)
+    home = tmp_path / "home"
+    env = {**os.environ, "LAMPBOX_HOME": str(home), "LAMPBOX_THREADS": "1", "OMP_NUM_THREADS": "1"}
+    common = [
+        "-m", "lampbox", "train", "rspg", "--task", "LaMP_7", "--train-bench", benches["train"].bench_key,
+        "--dev-bench", benches["dev"].bench_key, "--mode", "post", "--encoder", str(encoder), "--max-length", "48",
+        "--max-steps", "2", "--lr", "1e-3", "--precision", "fp32", "--db", str(db), "--json",
+    ]  # fmt: skip
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2"]
+    two = subprocess.run([*launcher, *common, "--batch-size", "4", "--name", "two"], env=env, capture_output=True, text=True, timeout=900)
+    assert two.returncode == 0, two.stderr[-3000:]
+    assert two.stdout.count('"name": "two"') == 1  # rank 0 alone reports (and registers)
+    one = subprocess.run([sys.executable, *common, "--batch-size", "8", "--name", "one"], env=env, capture_output=True, text=True, timeout=900)
+    assert one.returncode == 0, one.stderr[-3000:]
+    summaries = [json.loads(result.stdout[result.stdout.index("{") :]) for result in (one, two)]
+    assert summaries[0]["dev_metrics"] == pytest.approx(summaries[1]["dev_metrics"])
+    with Store(db, read_only=True) as store:
+        artifacts = [get_artifact(store, name) for name in ("one", "two")]
+    assert all(a is not None and a.kind == "selector" for a in artifacts)
+    for key in ("loss", "grad_norm"):  # the same questions in each step, the same gradients
+        found = [[e[key] for e in a.history if key in e] for a in artifacts if a is not None]
+        assert len(found[0]) == 2 and found[0] == pytest.approx(found[1], rel=1e-5)
+    first, second = (torch.load(home / "models" / name / "head.pt") for name in ("one", "two"))
+    assert all(float((first[k] - second[k]).abs().max()) < 1e-4 for k in first)
+    weights = [load_file(home / "models" / name / "encoder" / "model.safetensors") for name in ("one", "two")]
+    start = load_file(encoder / "model.safetensors")
+    moved = max(float((weights[0][k] - start[k]).abs().max()) for k in weights[0] if k in start)
+    # Adam turns float noise in near-zero gradients into small steps
+    assert moved > 1e-3 and max(float((weights[0][k] - weights[1][k]).abs().max()) for k in weights[0]) < moved / 10

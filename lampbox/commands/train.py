@@ -32,7 +32,8 @@ def train() -> None:
 
     Run the same command again after an interruption: training continues from its last
     complete checkpoint. Under `torchrun --nproc-per-node N -m lampbox train ...` it trains on N
-    processes (DDP); only rank 0 reads and writes the store.
+    processes (DDP; `train oppu` deals its users out instead); only rank 0 reads and writes the
+    store and prints the summary.
     """
 
 
@@ -54,6 +55,14 @@ def _step_logger(quiet: bool, every: int = 10, eta: bool = True) -> Any:
             )  # fmt: skip
 
     return log
+
+
+def _rank0_store(db_path: Path | None, purpose: str) -> Any:
+    """The store, opened by rank 0 alone (the only process, or rank 0 under torchrun: the other
+    ranks get what it prepares and None here). It is given back while the job trains."""
+    from lampbox.engine.training.trainer import is_main_process
+
+    return open_store(db_path, hold_lock=False, wait_s=WRITER_WAIT_S, purpose=purpose) if is_main_process() else None
 
 
 def _report_trained(artifact: Any, result: Any, summary: dict[str, Any], as_json: bool, what: str, use: str) -> None:
@@ -160,7 +169,9 @@ def train_oppu(
     lampbox train oppu --task LaMP_7 --users 100 --name lamp7-oppu
     lampbox bench --task LaMP_7 --method oppu --backend hf --model lamp7-oppu --retrievers none,bm25 --k 1
 
-    Run it again after an interruption: users already trained are skipped."""
+    Run it again after an interruption: users already trained are skipped. Under
+    `torchrun --nproc-per-node N -m lampbox train oppu ...` each process trains its share of
+    the users on its own base; rank 0 registers them all."""
     from lampbox.engine.defaults import default_model
     from lampbox.lab.training import lora_settings
 
@@ -195,13 +206,12 @@ def _train_oppu(
         if threads < 1:
             raise LampboxError("--threads must be at least 1")
         os.environ["LAMPBOX_THREADS"] = str(threads)
-    if os.environ.get("WORLD_SIZE", "1") not in ("", "1"):
-        raise LampboxError("train oppu runs in one process (torchrun sharding of users is not built yet)")
     if user_count is not None and user_ids:
         raise LampboxError("give --users N or --user ID, not both")
-    store = open_store(db_path, hold_lock=False, wait_s=WRITER_WAIT_S, purpose=f"train oppu {name}")
-    task = store.task(task_name)
-    resolved_scheme = store.resolve_scheme(task.name, dev_split, scheme)
+    store = _rank0_store(db_path, f"train oppu {name}")  # the other ranks get rank 0's spec and users
+    main = store is not None
+    task = store.task(task_name) if store is not None else None
+    resolved_scheme = store.resolve_scheme(task.name, dev_split, scheme) if store is not None and task else (scheme or "user")
     user_config = TrainConfig(
         epochs=user_epochs, lr=user_lr, batch_size=batch_size, grad_accum=grad_accum, seed=seed,
         precision=precision, max_steps=user_max_steps, lora=user_lora, checkpoints=False,
@@ -212,18 +222,22 @@ def _train_oppu(
         task_config = TrainConfig(
             epochs=epochs, lr=lr if lr is not None else 2e-4, batch_size=batch_size, grad_accum=grad_accum,
             seed=seed, precision=precision, max_steps=max_steps, eval_every=eval_every, lora=task_lora,
-            eval_new_tokens=default_max_new_tokens(task), group_by_length=group_by_length,
+            eval_new_tokens=default_max_new_tokens(task) if task is not None else 32, group_by_length=group_by_length,
         )  # fmt: skip
         task_spec = TrainSpec(
-            task=task.name, scheme=store.resolve_scheme(task.name, split, scheme), method="ipa", split=split,
+            task=task.name if task is not None else task_name,
+            scheme=store.resolve_scheme(task.name, split, scheme) if store is not None and task else resolved_scheme,
+            method="ipa", split=split,
             dev_split=dev_split, retriever=retriever, k=k, model=model, max_length=max_length,
             max_target_tokens=max_target_tokens, limit=limit, dev_limit=dev_limit, config=task_config,
         )  # fmt: skip
     spec = OppuSpec(
-        task=task.name, scheme=resolved_scheme, model=model, config=user_config, split=dev_split,
+        task=task.name if task is not None else task_name, scheme=resolved_scheme, model=model, config=user_config, split=dev_split,
         users=user_count, user_ids=user_ids, task_adapter=task_adapter, task_spec=task_spec,
     )  # fmt: skip
     quiet = as_json
+    world = int(os.environ.get("WORLD_SIZE", "1") or 1)
+    rank = f"rank {os.environ.get('RANK', '0')}: " if world > 1 else ""  # each rank shows its own users
 
     def note(message: str) -> None:
         if not quiet:
@@ -235,9 +249,11 @@ def _train_oppu(
         what = {"trained": f"trained in {done.seconds:.1f} s", "existing": "trained before, skipped",
                 "empty": "no profile items, skipped"}[done.status]  # fmt: skip
         eta = f", eta {done.eta_seconds:.0f} s" if done.eta_seconds is not None else ""
-        click.echo(f"user {done.index}/{done.total} {done.user_id} ({done.items} items): {what}{eta}", err=True)
+        click.echo(f"{rank}user {done.index}/{done.total} {done.user_id} ({done.items} items): {what}{eta}", err=True)
 
-    result = train_oppu(spec, store, name, overwrite=overwrite, on_user=show_user, on_note=note)
+    result = train_oppu(spec, store, name, overwrite=overwrite, on_user=show_user, on_note=note if main else None)
+    if result is None:
+        return  # another rank of a torchrun job: rank 0 registers and reports
     artifact = result.artifact
     seconds = sorted(result.seconds)
     median = seconds[len(seconds) // 2] if seconds else None
@@ -269,7 +285,7 @@ def _train(
 ) -> None:  # fmt: skip
     from lampbox.engine.defaults import default_max_new_tokens
     from lampbox.engine.retrieval import is_retriever_name, known_retriever_names
-    from lampbox.engine.training.trainer import TrainConfig, is_main_process
+    from lampbox.engine.training.trainer import TrainConfig
     from lampbox.errors import LampboxError, UnknownNameError
     from lampbox.lab.training import TrainSpec
 
@@ -283,9 +299,9 @@ def _train(
         os.environ["LAMPBOX_THREADS"] = str(threads)  # the trainer's torch threads (default_threads)
     if epochs <= 0 or (max_steps is not None and max_steps < 1):
         raise LampboxError("--epochs must be positive and --max-steps at least 1")
-    main = is_main_process()
     # The store is given back between its reads at the start and the registration at the end.
-    store = open_store(db_path, hold_lock=False, wait_s=WRITER_WAIT_S, purpose=f"train {name}") if main else None
+    store = _rank0_store(db_path, f"train {name}")
+    main = store is not None
     task = store.task(task_name) if store is not None else None
     resolved_scheme = store.resolve_scheme(task.name, split, scheme) if store is not None and task else (scheme or "user")
     config = TrainConfig(
@@ -409,10 +425,12 @@ def train_ropg(
         model=model or default_model(), retriever_model=retriever_model, temperature=temperature, limit=limit,
         dev_limit=dev_limit, config=config,
     )  # fmt: skip
-    store = open_store(db_path, hold_lock=False, wait_s=WRITER_WAIT_S, purpose=f"train {name}")
-    task = store.task(task_name)
-    spec = dataclasses.replace(spec, task=task.name, scheme=store.resolve_scheme(task.name, split, scheme))
-    quiet = as_json
+    store = _rank0_store(db_path, f"train {name}")  # rank 0 alone computes the feedback (the store's)
+    main = store is not None
+    if store is not None:
+        task = store.task(task_name)
+        spec = dataclasses.replace(spec, task=task.name, scheme=store.resolve_scheme(task.name, split, scheme))
+    quiet = as_json or not main
 
     shown: dict[str, tuple[int, int, float]] = {}  # split -> (first done, last shown, started)
 
@@ -431,6 +449,8 @@ def train_ropg(
         spec, store, name, overwrite=overwrite, on_feedback=on_feedback, on_progress=_step_logger(quiet, every=1),
         on_note=lambda message: click.echo(message, err=True),
     )  # fmt: skip
+    if artifact is None:
+        return  # another rank of a torchrun job: rank 0 registers and reports
     summary = {
         "name": artifact.name, "path": artifact.path, "kind": artifact.kind, "method": artifact.method,
         "steps": result.steps, "seconds": round(result.seconds, 1), "dev_metrics": dict(artifact.metrics),
@@ -474,14 +494,16 @@ def train_rspg(
         epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, precision=precision, max_steps=max_steps,
         eval_every=eval_every, lora=None, group_by_length=False,
     )  # fmt: skip
-    store = open_store(db_path, hold_lock=False, wait_s=WRITER_WAIT_S, purpose=f"train {name}")
-    task = store.task(task_name)
+    store = _rank0_store(db_path, f"train {name}")  # rank 0 alone reads the benches
+    main = store is not None
     spec = RSPGSpec(
-        task=task.name, train_bench=train_bench, dev_bench=dev_bench, mode=mode, encoder=encoder,
+        task=store.task(task_name).name if store is not None else task_name, train_bench=train_bench, dev_bench=dev_bench, mode=mode, encoder=encoder,
         temperature=temperature, max_length=max_length, config=config,
     )  # fmt: skip
 
-    artifact, result = train_selector(spec, store, name, overwrite=overwrite, on_progress=_step_logger(as_json, eta=False))
+    artifact, result = train_selector(spec, store, name, overwrite=overwrite, on_progress=_step_logger(as_json or not main, eta=False))
+    if artifact is None:
+        return  # another rank of a torchrun job: rank 0 registers and reports
     summary = {
         "name": artifact.name, "path": artifact.path, "kind": artifact.kind, "method": artifact.method,
         "steps": result.steps, "resumed_from": result.resumed_from, "seconds": round(result.seconds, 1),

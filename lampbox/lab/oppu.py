@@ -27,8 +27,15 @@ from typing import Any
 
 from lampbox.engine.training.trainer import TrainConfig, TrainProgress
 from lampbox.errors import LampboxError
+from lampbox.lab import ranks
 from lampbox.lab.registry import install_folder, register_folder
-from lampbox.lab.training import TrainSpec, causal_lm_source, check_name, train_model
+from lampbox.lab.training import (
+    TrainSpec,
+    causal_lm_source,
+    check_name,
+    restore_staged,
+    train_model,
+)
 from lampbox.model_folders import (
     check_model_name,
     hold_name,
@@ -155,7 +162,8 @@ def _task_adapter(
     on_progress: Callable[[TrainProgress], None] | None, on_note: Callable[[str], None] | None,
 ) -> tuple[str, Path]:  # fmt: skip
     """The task adapter's name and its adapter folder: the named one (checked), or NAME.task
-    (reused when it was trained before with the same settings, else trained now)."""
+    (reused when it was trained before with the same settings, else trained now). It tells
+    the other ranks whether they train it with rank 0."""
     from lampbox.engine.fingerprint import model_fingerprint
     from lampbox.models import resolve_model, trained_model_folder
 
@@ -175,18 +183,22 @@ def _task_adapter(
                 f"--task-adapter {spec.task_adapter} stands on {info.get('base')!r}, whose weights differ from "
                 f"--model {spec.model!r}; give the model it was trained on"
             )
+        ranks.share(False)
         return spec.task_adapter, folder / "adapter"
     assert spec.task_spec is not None
     task_name = f"{name}.task"
     folder = model_path(task_name)
+    restore_staged(task_name, spec.task_spec.to_json())
     if not overwrite and is_model_folder(folder) and read_info(folder).get("spec") == spec.task_spec.to_json():
         if get_artifact(store, task_name) is None:
             register_folder(store, task_name)
         if on_note:
             on_note(f"task adapter {task_name}: trained before, reused")
+        ranks.share(False)
         return task_name, folder / "adapter"
     if on_note:
         on_note(f"task adapter {task_name}: training on {spec.task} {spec.task_spec.split}")
+    ranks.share(True)  # under torchrun every rank trains it (DDP), as `train ipa` does
     train_model(spec.task_spec, store, task_name, overwrite=overwrite, on_progress=on_progress, on_note=on_note)
     return task_name, folder / "adapter"
 
@@ -217,7 +229,7 @@ def _check_set_name(spec: OppuSpec, store: Store, name: str, overwrite: bool) ->
 
 def train_oppu(
     spec: OppuSpec,
-    store: Store,
+    store: Store | None,
     name: str,
     *,
     overwrite: bool = False,
@@ -225,14 +237,29 @@ def train_oppu(
     on_progress: Callable[[TrainProgress], None] | None = None,
     on_note: Callable[[str], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
-) -> OppuResult:
-    """Train (or resume) the OPPU set `name`: its task adapter, its users' adapters, its record."""
+) -> OppuResult | None:
+    """Train (or resume) the OPPU set `name`: its task adapter, its users' adapters, its record.
+
+    Under torchrun rank 0 (the one given the store) prepares: it checks the name, picks the
+    users, trains the task adapter with every rank (DDP) or reuses it, and shares its plan;
+    the users left to train are dealt out in turn (user i to rank i mod N) and each rank
+    trains its own on its own loaded base; after all of them, rank 0 registers every user's
+    adapter and writes the set. The other ranks (store None) return None."""
     from lampbox.engine.fingerprint import folder_sha256, model_fingerprint
     from lampbox.engine.generation.hf import load_hf_tokenizer
     from lampbox.engine.training.oppu import user_profiles
 
     check_model_name(name)
     user_adapter_name(name, "0")  # a name too long for its users: refused before any work
+    ranks.join()
+    spec = ranks.share(spec)  # rank 0's, resolved against the store
+    if store is None:
+        if ranks.share() and spec.task_spec is not None:  # rank 0 trains the task adapter: with it
+            train_model(spec.task_spec, None, f"{name}.task", overwrite=True)
+        plan = ranks.share()
+        done = _train_share(plan, None, on_user, should_stop, [])
+        ranks.gather(done)
+        return None
     with hold_name(name, f"train oppu {name}"):
         previous = _check_set_name(spec, store, name, overwrite)
         resolved, source, _ = causal_lm_source(spec.model)
@@ -245,48 +272,43 @@ def train_oppu(
         profiles = user_profiles(questions)
         store.idle()
         tokenizer = load_hf_tokenizer(resolved).hf_tokenizer
-        if tokenizer.pad_token_id is None:
-            tokenizer.pad_token = tokenizer.eos_token
         chat = resolved.chat if resolved.chat is not None else bool(getattr(tokenizer, "chat_template", None))
         base_fingerprint = model_fingerprint(resolved.location, is_hub_id=resolved.is_hub_id)
         result = OppuResult(None, task_adapter)  # type: ignore[arg-type]
         entries: dict[str, dict[str, Any]] = dict((previous or {}).get("users") or {})
-        trainer: Any = None
+        todo: list[tuple[int, str]] = []
+        skipped: list[UserDone] = []  # reported in order, between the users trained here
         for index, user in enumerate(users, 1):
-            if should_stop and should_stop():
-                raise LampboxError(f"stopped after {index - 1} of {len(users)} users; run the same command to resume")
             items = profiles.get(user, [])
             adapter_name = user_adapter_name(name, user)
             folder = model_path(adapter_name)
             if not items:
                 result.empty.append(user)
                 entries.pop(user, None)
-                status, seconds = "empty", 0.0
             elif not overwrite and is_model_folder(folder) and read_info(folder).get("spec") == {**user_spec, "user": user}:
                 artifact = get_artifact(store, adapter_name) or register_folder(store, adapter_name)
                 result.existing.append(user)
                 entries[user] = {"adapter": adapter_name, "content_hash": artifact.content_hash, "items": len(items)}
-                status, seconds = "existing", 0.0
             else:
-                if trainer is None:  # the base is loaded once, with the task adapter merged
-                    from lampbox.engine.training.adapters import AdapterTrainer
-
-                    trainer = AdapterTrainer(source, spec.config, task_adapter=str(adapter_folder))
-                started = time.perf_counter()
-                artifact = _train_user(
-                    trainer, spec, store, adapter_name, user, items, tokenizer, chat, task, source,
-                    {**user_spec, "user": user}, base_fingerprint,
-                )  # fmt: skip
-                seconds = time.perf_counter() - started
+                todo.append((index, user))
+                continue
+            skipped.append(UserDone(user, index, len(users), len(items), "existing" if items else "empty"))
+        store.idle()
+        plan = _SharePlan(
+            name, spec, source, str(adapter_folder), user_spec, base_fingerprint, chat, task, len(users),
+            [(index, user, profiles[user]) for index, user in todo],
+        )  # fmt: skip
+        mine = _train_share(ranks.share(plan), store, on_user, should_stop, skipped)
+        for done in ranks.gather(mine) or []:
+            for user, seconds in done.items():  # rank 0's registered already, the others' now
+                adapter_name = user_adapter_name(name, user)
+                registered = get_artifact(store, adapter_name) if user in mine else register_folder(store, adapter_name)
+                assert registered is not None
                 result.trained.append(user)
                 result.seconds.append(seconds)
-                entries[user] = {"adapter": adapter_name, "content_hash": artifact.content_hash, "items": len(items)}
-                status = "trained"
-            if on_user:
-                left = sum(1 for u in users[index:] if profiles.get(u))
-                mean = sum(result.seconds) / len(result.seconds) if result.seconds else None
-                eta = mean * left if mean is not None else None
-                on_user(UserDone(user, index, len(users), len(items), status, seconds, eta))
+                entries[user] = {"adapter": adapter_name, "content_hash": registered.content_hash, "items": len(profiles[user])}
+        order = {user: index for index, user in todo}
+        result.trained.sort(key=order.__getitem__)
         info = {
             "name": name, "kind": SET_KIND, "method": "oppu", "task": spec.task, "base": spec.model,
             "base_fingerprint": base_fingerprint, "chat": chat, "task_adapter": task_adapter,
@@ -298,12 +320,75 @@ def train_oppu(
         return result
 
 
+@dataclass(frozen=True)
+class _SharePlan:
+    """What rank 0 hands every rank: the users left to train (index, user, profile items), in
+    order, and what each user's adapter needs besides its items."""
+
+    name: str
+    spec: OppuSpec
+    source: str
+    task_adapter_folder: str
+    user_spec: dict[str, Any]
+    base_fingerprint: str
+    chat: bool
+    task: Any
+    total: int
+    todo: list[tuple[int, str, list[Any]]]
+
+    def mine(self) -> list[tuple[int, str, list[Any]]]:
+        """This rank's users: every Nth of those left, starting at its rank."""
+        return self.todo[ranks.rank() :: ranks.world_size()]
+
+
+def _train_share(
+    plan: _SharePlan, store: Store | None, on_user: Callable[[UserDone], None] | None,
+    should_stop: Callable[[], bool] | None, skipped: list[UserDone],
+) -> dict[str, float]:  # fmt: skip
+    """Train this rank's users on one loaded base (the task adapter merged); the seconds each
+    took, by user. `skipped` (users not to train) are reported in order among them."""
+    from lampbox.engine.generation.hf import load_hf_tokenizer
+
+    def report_skipped(before: int) -> None:
+        while on_user and skipped and skipped[0].index < before:
+            on_user(skipped.pop(0))
+
+    mine = plan.mine()
+    done: dict[str, float] = {}
+    if not mine:
+        report_skipped(plan.total + 1)
+        return done
+    from lampbox.engine.training.adapters import AdapterTrainer
+
+    tokenizer = load_hf_tokenizer(causal_lm_source(plan.spec.model)[0]).hf_tokenizer
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    trainer = AdapterTrainer(plan.source, plan.spec.config, task_adapter=plan.task_adapter_folder)
+    seconds: list[float] = []
+    for turn, (index, user, items) in enumerate(mine, 1):
+        if should_stop and should_stop():
+            raise LampboxError(f"stopped after {len(done)} users of this job; run the same command to resume")
+        report_skipped(index)
+        started = time.perf_counter()
+        _train_user(
+            trainer, plan.spec, store, user_adapter_name(plan.name, user), user, items, tokenizer, plan.chat,
+            plan.task, plan.source, {**plan.user_spec, "user": user}, plan.base_fingerprint,
+        )  # fmt: skip
+        seconds.append(time.perf_counter() - started)
+        done[user] = seconds[-1]
+        if on_user:
+            eta = sum(seconds) / len(seconds) * (len(mine) - turn)
+            on_user(UserDone(user, index, plan.total, len(items), "trained", seconds[-1], eta))
+    report_skipped(plan.total + 1)
+    return done
+
+
 def _train_user(
-    trainer: Any, spec: OppuSpec, store: Store, adapter_name: str, user: str, items: Sequence[Any], tokenizer: Any,
+    trainer: Any, spec: OppuSpec, store: Store | None, adapter_name: str, user: str, items: Sequence[Any], tokenizer: Any,
     chat: bool, task: Any, source: str, user_spec: dict[str, Any], base_fingerprint: str,
 ) -> Artifact:  # fmt: skip
     """One user's adapter: trained on their items alone, saved as models/<set>.u.<user> (staged,
-    renamed in one step) and registered."""
+    renamed in one step) and registered (by rank 0 at the end, for another rank's user)."""
     from lampbox.engine.training.oppu import user_objective
 
     objective = user_objective(source, tokenizer, chat, task, items, spec.max_target_tokens)
@@ -322,11 +407,14 @@ def _train_user(
 
 
 def _write_folder(
-    store: Store, name: str, info: dict[str, Any], fill: Callable[[Path], None] | None, *, staged: bool = False
+    store: Store | None, name: str, info: dict[str, Any], fill: Callable[[Path], None] | None, *, staged: bool = False
 ) -> Artifact:
     """Write models/NAME (its lampbox-model.json last) through its staging folder, replace any
-    old one in one rename, and register it. `staged`: the staging folder already holds the rest."""
+    old one in one rename, and register it (without a store: not registered, the folder's
+    description). `staged`: the staging folder already holds the rest."""
     artifact = install_folder(name, model_path(name), info, fill, name, staged=staged)
+    if store is None:
+        return artifact
     save_artifact(store, artifact)
     store.idle()
     stored = get_artifact(store, name)

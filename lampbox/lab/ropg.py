@@ -6,11 +6,13 @@ under the feedback key (model identity, decoding, prompt settings, metric); what
 never computed again, and it is saved a chunk of questions at a time (a killed job resumes,
 and its generations are in the generation cache too). `train_ropg` trains the encoder on the
 train feedback (dev feedback for its evaluation), writes models/NAME atomically (kind
-"retriever") and registers it; `ropg:NAME` then ranks with it.
+"retriever") and registers it; `ropg:NAME` then ranks with it. Under torchrun rank 0 alone
+computes the feedback (the store is its), and every rank trains the encoder (DDP).
 """
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import time
 from collections.abc import Callable, Sequence
@@ -29,6 +31,7 @@ from lampbox.engine.tasks import TaskSpec
 from lampbox.engine.training.trainer import TrainConfig, TrainProgress, TrainResult
 from lampbox.engine.types import ItemFeedback, ProfileItem, Question
 from lampbox.errors import LampboxError, UnknownNameError
+from lampbox.lab import ranks
 from lampbox.lab.ranking import rank_stored
 from lampbox.lab.registry import install_folder
 from lampbox.model_folders import WORK_SUFFIXES, hold_name, work_path
@@ -225,7 +228,7 @@ def ranking_examples(
 
 def train_ropg(
     spec: RopgSpec,
-    store: Store,
+    store: Store | None,
     name: str,
     *,
     overwrite: bool = False,
@@ -233,50 +236,35 @@ def train_ropg(
     on_feedback: FeedbackProgress | None = None,
     on_progress: Callable[[TrainProgress], None] | None = None,
     on_note: Callable[[str], None] | None = None,
-) -> tuple[Artifact, TrainResult]:
+) -> tuple[Artifact | None, TrainResult]:
     """Feedback (stored reused), training, the model folder and its registration, under the
-    name's lock."""
+    name's lock. Under torchrun rank 0 (the one given the store) computes the feedback alone
+    while the other ranks wait, hands them the ranking examples, and every rank trains the
+    encoder (DDP, each its share of every batch); rank 0 saves and registers it, the other
+    ranks (store None) return None."""
     from lampbox.engine.retrieval.dense import resolve_encoder_model
     from lampbox.engine.training.trainer import train
     from lampbox.lab.training import check_name
 
-    task = store.task(spec.task)
+    ranks.join()
     source = resolve_encoder_model(spec.retriever_model)
     score = "dot" if source.is_contriever else "cos"
-    with hold_name(name, f"train {name}"):
-        target = check_name(name, overwrite, store)
-        generators = generators or GeneratorPool()
-        train_feedback = collect_feedback(
-            spec, store, spec.split, spec.limit, generators=generators, on_progress=on_feedback
-        )
-        dev_examples: list[RankingExample] = []
-        if spec.dev_limit != 0 and store.count_questions(task.name, spec.scheme, spec.dev_split):
-            dev_feedback = collect_feedback(
-                spec,
-                store,
-                spec.dev_split,
-                spec.dev_limit,
-                generators=generators,
-                on_progress=on_feedback,
-            )
-            dev_examples = ranking_examples(task, dev_feedback, spec.use_date)
-        elif spec.dev_limit != 0 and on_note:
-            on_note(
-                f"no {task.name} {spec.scheme} {spec.dev_split} questions: training without a dev evaluation"
-            )
-        generators.close()  # the generator's memory is the encoder's now
-        examples = ranking_examples(task, train_feedback, spec.use_date)
-        if not examples:
-            raise LampboxError(
-                f"no {task.name} {spec.split} question has two candidates or more to rank"
-            )
+    main = store is not None
+    with hold_name(name, f"train {name}") if main else contextlib.nullcontext():
+        prepared = None
+        if store is not None:
+            target = check_name(name, overwrite, store)
+            train_feedback, examples, dev_examples = _ranking_data(spec, store, generators or GeneratorPool(), on_feedback, on_note)
+            prepared = (examples, dev_examples)
+        examples, dev_examples = ranks.share(prepared)
         objective = RetrieverObjective(
             source.location, spec.method, examples, dev_examples, temperature=spec.temperature, score=score,
             max_length=spec.encoder_max_length,
         )  # fmt: skip
-        store.idle()
         work = work_path(name, "training")
         model, result = train(objective, spec.config, work, on_progress=on_progress)
+        if store is None:
+            return None, result
         artifact = _save(
             spec, name, target, model, objective, result, score, train_feedback.key, source.identity
         )
@@ -285,6 +273,30 @@ def train_ropg(
         for suffix in WORK_SUFFIXES:
             shutil.rmtree(work_path(name, suffix), ignore_errors=True)
         return artifact, result
+
+
+def _ranking_data(
+    spec: RopgSpec, store: Store, generators: GeneratorPool, on_feedback: FeedbackProgress | None,
+    on_note: Callable[[str], None] | None,
+) -> tuple[FeedbackResult, list[RankingExample], list[RankingExample]]:  # fmt: skip
+    """The train feedback and the ranking examples of train and dev (computing what is not
+    stored); the generator is closed afterwards, its memory the encoder's."""
+    task = store.task(spec.task)
+    train_feedback = collect_feedback(spec, store, spec.split, spec.limit, generators=generators, on_progress=on_feedback)
+    dev_examples: list[RankingExample] = []
+    if spec.dev_limit != 0 and store.count_questions(task.name, spec.scheme, spec.dev_split):
+        dev_feedback = collect_feedback(
+            spec, store, spec.dev_split, spec.dev_limit, generators=generators, on_progress=on_feedback
+        )  # fmt: skip
+        dev_examples = ranking_examples(task, dev_feedback, spec.use_date)
+    elif spec.dev_limit != 0 and on_note:
+        on_note(f"no {task.name} {spec.scheme} {spec.dev_split} questions: training without a dev evaluation")
+    generators.close()
+    examples = ranking_examples(task, train_feedback, spec.use_date)
+    if not examples:
+        raise LampboxError(f"no {task.name} {spec.split} question has two candidates or more to rank")
+    store.idle()
+    return train_feedback, examples, dev_examples
 
 
 def _save(

@@ -10,6 +10,7 @@ each question's chosen answer and stores the result as a run of kind "rspg".
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import shutil
@@ -47,6 +48,7 @@ from lampbox.engine.types import (
     UserScore,
 )
 from lampbox.errors import LampboxError
+from lampbox.lab import ranks
 from lampbox.lab.registry import install_folder
 from lampbox.lab.training import check_name, check_unfinished
 from lampbox.model_folders import check_model_name, hold_name, work_path
@@ -224,44 +226,50 @@ def _pool_difference(wanted: list[str], found: list[str]) -> str:
 
 def train_selector(
     spec: RSPGSpec,
-    store: Store,
+    store: Store | None,
     name: str,
     *,
     overwrite: bool = False,
     on_progress: Callable[[TrainProgress], None] | None = None,
-) -> tuple[Artifact, TrainResult]:
+) -> tuple[Artifact | None, TrainResult]:
     """Train a selector on a stored train bench, save it as models/NAME (kind "selector") and
-    register it. The same command resumes a killed job from its checkpoints."""
+    register it. The same command resumes a killed job from its checkpoints. Under torchrun
+    rank 0 (the one given the store) reads the benches and hands every rank the encoded
+    questions; all train it together (DDP), rank 0 saves and registers it, the other ranks
+    (store None) return None."""
     from transformers import AutoTokenizer
 
     from lampbox.engine.fingerprint import model_fingerprint
     from lampbox.engine.training.trainer import train
 
     check_model_name(name)
-    spec = resolve_benches(spec, store)
-    with hold_name(name, f"train {name}"):
-        target = check_name(name, overwrite, store)
-        train_pool, dev_pool = training_pools(spec, store)
+    ranks.join()
+    main = store is not None
+    if store is not None:
+        spec = resolve_benches(spec, store)
+    with hold_name(name, f"train {name}") if main else contextlib.nullcontext():
         source = encoder_source(spec.encoder)
         try:
             tokenizer = AutoTokenizer.from_pretrained(source)
         except (OSError, ValueError) as error:
             raise LampboxError(f"could not load the encoder {spec.encoder!r}: {error}") from None
-        higher = train_pool.task.higher_is_better()
-        train_rows = encode_questions(tokenizer, train_pool.questions, spec.mode, spec.max_length, higher)
-        dev_rows = encode_questions(tokenizer, dev_pool.questions, spec.mode, spec.max_length, higher) if dev_pool else []
-        settings = {"mode": spec.mode, "label": spec.label, "max_length": spec.max_length, "configurations": train_pool.configurations}
+        work = work_path(name, "training")
+        prepared = None
+        if store is not None:
+            target = check_name(name, overwrite, store)
+            prepared = _selector_rows(spec, store, tokenizer)
+            check_unfinished(work, spec.to_json(), name, overwrite)
+            work.mkdir(parents=True, exist_ok=True)
+            (work / "spec.json").write_text(json.dumps(spec.to_json()), encoding="utf-8")
+            store.purpose = f"train {name}"
+            store.idle()
+        spec, train_rows, dev_rows, settings, higher = ranks.share(prepared)
         objective = SelectorObjective(
             source, tokenizer, train_rows, dev_rows, temperature=spec.temperature, higher_is_better=higher, settings=settings
         )  # fmt: skip
-        work = work_path(name, "training")
-        spec_file = work / "spec.json"
-        check_unfinished(work, spec.to_json(), name, overwrite)
-        work.mkdir(parents=True, exist_ok=True)
-        spec_file.write_text(json.dumps(spec.to_json()), encoding="utf-8")
-        store.purpose = f"train {name}"
-        store.idle()
         model, result = train(objective, spec.config, work, on_progress=on_progress)
+        if store is None:
+            return None, result
         is_hub = not Path(source).exists()
         info = {
             "name": name, "kind": SELECTOR_KIND, "method": f"rspg-{spec.mode}", "task": spec.task, "base": spec.encoder,
@@ -274,6 +282,17 @@ def train_selector(
         store.idle()
         shutil.rmtree(work, ignore_errors=True)
         return artifact, result
+
+
+def _selector_rows(spec: RSPGSpec, store: Store, tokenizer: Any) -> tuple[RSPGSpec, list[Any], list[Any], dict[str, Any], bool]:
+    """What every rank trains on: the spec, the encoded train and dev questions, the
+    selector's settings and whether the task's metric is better higher."""
+    train_pool, dev_pool = training_pools(spec, store)
+    higher = train_pool.task.higher_is_better()
+    train_rows = encode_questions(tokenizer, train_pool.questions, spec.mode, spec.max_length, higher)
+    dev_rows = encode_questions(tokenizer, dev_pool.questions, spec.mode, spec.max_length, higher) if dev_pool else []
+    settings = {"mode": spec.mode, "label": spec.label, "max_length": spec.max_length, "configurations": train_pool.configurations}
+    return spec, train_rows, dev_rows, settings, higher
 
 
 def _dev_metrics(result: TrainResult) -> dict[str, float]:

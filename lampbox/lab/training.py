@@ -12,7 +12,6 @@ from the job folder.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -34,6 +33,7 @@ from lampbox.engine.training.trainer import (
     is_main_process,
 )
 from lampbox.errors import LampboxError
+from lampbox.lab import ranks
 from lampbox.lab.ranking import rank_stored
 from lampbox.lab.registry import install_folder, register_folder
 from lampbox.model_folders import (
@@ -307,6 +307,7 @@ def train_model(
     uses the store at the start (questions, rankings) and at the end (the registration) only:
     a store opened with hold_lock=False is given back to other processes while it trains."""
     check_model_name(name)
+    ranks.join()  # every rank now: rank 0 may prepare for longer than the group's own timeout
     if not is_main_process():
         folder = model_path(name)
         if not overwrite and is_model_folder(folder) and read_info(folder).get("spec") == spec.to_json():
@@ -328,10 +329,9 @@ def _finish_saved(
     (None when there is nothing to finish)."""
     if overwrite:
         return None
-    folder, staged = model_path(name), work_path(name, "staging")
+    folder = model_path(name)
     wanted = spec.to_json()
-    if not folder.exists() and is_model_folder(staged) and read_info(staged).get("spec") == wanted:
-        staged.replace(folder)  # killed between moving the old model aside and this rename
+    restore_staged(name, wanted)
     if not is_model_folder(folder) or read_info(folder).get("spec") != wanted:
         return None
     row = get_artifact(store, name)
@@ -347,6 +347,14 @@ def _finish_saved(
         [dict(entry) for entry in artifact.history], result.get("best_metric"), result.get("best_step"), int(result.get("steps", 0)),
         int(result.get("train_tokens", 0)), 0.0, result.get("resumed_from"),
     )  # fmt: skip
+
+
+def restore_staged(name: str, wanted: dict[str, Any]) -> None:
+    """Put a model of these settings left staged in place (a job killed between moving the old
+    model aside and renaming the staged one)."""
+    folder, staged = model_path(name), work_path(name, "staging")
+    if not folder.exists() and is_model_folder(staged) and read_info(staged).get("spec") == wanted:
+        staged.replace(folder)
 
 
 def check_unfinished(work: Path, settings: Any, name: str, overwrite: bool) -> None:
@@ -394,7 +402,7 @@ def _train(
         store.idle()  # read what it needs: other processes may use the store while it trains
         if on_note and any(p.name.startswith("checkpoint-") for p in (work / "checkpoints").glob("checkpoint-*")):
             on_note(f"resuming from the checkpoints in {work / 'checkpoints'}")
-    _barrier()
+    ranks.barrier()
     if not main:
         data = PreparedData.from_json(json.loads(data_file.read_text()))
         task = TaskSpec.from_stored(json.loads((work / "task.json").read_text()))
@@ -433,19 +441,6 @@ def training_objective(data: PreparedData, tokenizer: Any, task: TaskSpec) -> Tr
 
     objective = objective_class("fid" if data.architecture == "fid" else "ipa")
     return objective(data.model_source, tokenizer, task, data.train, data.dev)  # type: ignore[no-any-return]
-
-
-def _barrier() -> None:
-    """Wait for every rank (a no-op outside torchrun)."""
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-        return
-    import torch.distributed as dist
-
-    if not dist.is_initialized():
-        import torch
-
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    dist.barrier()
 
 
 def _write_json(path: Path, data: Any, indent: int | None = None) -> None:

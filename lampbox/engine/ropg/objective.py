@@ -52,6 +52,7 @@ class RetrieverObjective:
     """KD or RL training of a sentence-transformers encoder shared by queries and documents."""
 
     loss_counts_tokens = False
+    unused_parameters = True  # a BERT's pooler, loaded but not pooled from (DDP is told)
 
     def __init__(
         self,
@@ -109,10 +110,19 @@ class RetrieverObjective:
 
     def scores(self, model: Any, forward: Any, query: str, documents: Sequence[str]) -> Any:
         """The encoder's score of each document for the query (cosine or dot, as it ranks)."""
+        return self.batch_scores(model, forward, [query], [documents])[0]
+
+    def batch_scores(self, model: Any, forward: Any, queries: Sequence[str], documents: Sequence[Sequence[str]]) -> list[Any]:
+        """`scores` of several questions from one forward pass over all their texts (DDP
+        allows one forward per step: under torchrun `forward` is its wrapper)."""
         import torch.nn.functional as F
 
         device = next(model.parameters()).device
-        texts = [query, *documents]
+        texts: list[str] = []
+        spans = []
+        for query, candidates in zip(queries, documents, strict=True):
+            spans.append((len(texts), len(candidates)))
+            texts += [query, *candidates]
         # sentence-transformers 6 renamed tokenize to preprocess (tokenize still works, with a warning)
         features = model.preprocess(texts) if hasattr(model, "preprocess") else model.tokenize(texts)
         features = {
@@ -122,7 +132,7 @@ class RetrieverObjective:
         vectors = forward(features)["sentence_embedding"]
         if self.score == "cos":
             vectors = F.normalize(vectors, dim=-1)
-        return vectors[1:] @ vectors[0]
+        return [vectors[start + 1 : start + 1 + count] @ vectors[start] for start, count in spans]
 
     def loss(self, model: Any, inputs: dict[str, Any], forward: Any, num_items: Any) -> Any:
         import torch
@@ -131,10 +141,8 @@ class RetrieverObjective:
         from lampbox.engine.ropg.rl import rl_loss
 
         losses = []
-        for query, documents, utilities in zip(
-            inputs["query"], inputs["documents"], inputs["utilities"], strict=True
-        ):
-            scores = self.scores(model, forward, query, documents)
+        all_scores = self.batch_scores(model, forward, inputs["query"], inputs["documents"])
+        for scores, utilities in zip(all_scores, inputs["utilities"], strict=True):
             target = torch.tensor(utilities, dtype=scores.dtype, device=scores.device)
             if self.method == "kd":
                 losses.append(kd_loss(scores, target, self.temperature))

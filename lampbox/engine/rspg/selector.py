@@ -123,6 +123,7 @@ class SelectorObjective:
     """RSPG-Pre or RSPG-Post on the training core."""
 
     loss_counts_tokens = False
+    unused_parameters = True  # a BERT's pooler, loaded but not pooled from (DDP is told)
 
     def __init__(
         self,

@@ -7,7 +7,8 @@ adapter does not depend on what was trained before it), trains it through the co
 objective's examples alone, saves it and deletes it: the base's weights are never trained
 (they are frozen and no optimizer sees them) and after the call the model computes as the
 clean base again. The fixed cost per adapter is a Trainer and an adapter, not a model load
-(benchmarks/bench_adapters.py measures it).
+(benchmarks/bench_adapters.py measures it). Under torchrun each rank's AdapterTrainer trains
+its own adapters alone (no DDP: the ranks train different adapters on different data).
 """
 
 from __future__ import annotations
@@ -99,7 +100,7 @@ class AdapterTrainer:
             try:
                 model, result = train(
                     _OnSharedBase(self, objective), self.config, work_dir or Path(scratch),
-                    on_progress=on_progress, should_stop=should_stop, callbacks=callbacks,
+                    on_progress=on_progress, should_stop=should_stop, callbacks=callbacks, alone=True,
                 )  # fmt: skip
                 folder.mkdir(parents=True, exist_ok=True)
                 objective.save(model, folder)

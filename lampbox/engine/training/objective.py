@@ -42,7 +42,12 @@ class TrainingObjective(Protocol):
 
     The core calls, in order: `load_model` (after seeding, so random initialisations follow
     the seed), `train_dataset` and `collator`, then per batch `loss`, per evaluation
-    `evaluate`; the caller saves the returned model with `save`."""
+    `evaluate`; the caller saves the returned model with `save`.
+
+    Optional: an objective whose model holds trainable parameters its loss never reaches (a
+    BERT encoder's pooler under mean pooling) sets `unused_parameters = True`, so that DDP
+    looks for them at each step under torchrun (it fails otherwise); the core reads it with
+    getattr, False by default."""
 
     @property
     def dev_metric(self) -> DevMetric | None:

@@ -14,6 +14,7 @@ checkpoints, resume and torchrun (DDP) support; lampbox adds what it lacks:
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -21,7 +22,7 @@ import re
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -185,12 +186,18 @@ def train(
     on_progress: Callable[[TrainProgress], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
     callbacks: Sequence[Any] = (),
+    alone: bool = False,
 ) -> tuple[Any, TrainResult]:
     """Train what `objective` describes. Returns the trained model (the best dev checkpoint
     loaded when the objective evaluates on dev and checkpoints are on) and the result.
     Checkpoints go to work_dir/checkpoints; a run that finds complete checkpoints there
     continues from the newest (config.checkpoints=False: none written, none resumed).
-    `callbacks`: more TrainerCallbacks (e.g. a benchmark's timings)."""
+    `callbacks`: more TrainerCallbacks (e.g. a benchmark's timings). Under torchrun every
+    rank trains one model together (DDP) unless `alone`: then this process trains on its own
+    data as if it were the only one (OPPU: each rank its own users), on its own GPU."""
+    if alone and int(os.environ.get("WORLD_SIZE", "1") or 1) > 1:
+        with _one_process():
+            return train(objective, config, work_dir, on_progress=on_progress, should_stop=should_stop, callbacks=callbacks)
     import torch
 
     from lampbox.engine.quiet import quiet_training
@@ -262,8 +269,9 @@ def _train(
         disable_tqdm=True,
         remove_unused_columns=False,
         dataloader_num_workers=0,
-        ddp_find_unused_parameters=False,
+        ddp_find_unused_parameters=bool(getattr(objective, "unused_parameters", False)),
     )
+    _pin_alone_device(args)
     started = time.perf_counter()
     trainer = _objective_trainer_class()(
         objective=objective,
@@ -300,6 +308,37 @@ def _train(
         resumed_from=resumed_from,
     )
     return trainer.model, result
+
+
+_RANK_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "GROUP_RANK", "ROLE_RANK")
+
+
+@contextlib.contextmanager
+def _one_process() -> Iterator[None]:
+    """torchrun's rank variables hidden while the block runs: the Trainer (through
+    accelerate, which reads them) trains without DDP, on this rank's data alone. On CUDA
+    this rank's GPU (LOCAL_RANK, modulo the GPUs it sees) is made the current device, which
+    the Trainer then uses as "cuda" (_train pins it there rather than on GPU 0)."""
+    saved = {name: os.environ.pop(name) for name in _RANK_VARIABLES if name in os.environ}
+    os.environ["LAMPBOX_LOCAL_RANK"] = saved.get("LOCAL_RANK", "0")
+    try:
+        yield
+    finally:
+        os.environ.pop("LAMPBOX_LOCAL_RANK", None)
+        os.environ.update(saved)
+
+
+def _pin_alone_device(args: Any) -> None:
+    """A rank training alone on CUDA: its own GPU (not GPU 0, no DataParallel over them all)."""
+    import torch
+
+    local = os.environ.get("LAMPBOX_LOCAL_RANK")
+    if local is None or not torch.cuda.is_available():
+        return
+    device = torch.device("cuda", int(local) % torch.cuda.device_count())
+    torch.cuda.set_device(device)
+    args.__dict__["_setup_devices"] = device  # TrainingArguments.device's cached value
+    args._n_gpu = 1
 
 
 def _unwrap_forward(model: Any) -> None:
