@@ -16,8 +16,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import re
 import shutil
 import time
 from collections.abc import Callable, Sequence
@@ -35,6 +33,7 @@ from lampbox.model_folders import (
     is_model_folder,
     model_path,
     read_info,
+    user_adapter_name,
     work_path,
 )
 from lampbox.store.artifacts import Artifact, get_artifact, save_artifact
@@ -122,19 +121,6 @@ class OppuResult:
     seconds: list[float] = field(default_factory=list)  # per trained user
 
 
-def user_adapter_name(set_name: str, user_id: str) -> str:
-    """models/<set>.u.<user>: the user id as it is when it is a valid name part, else made one
-    (other characters replaced) with a short hash of the id, so two ids never share a name."""
-    safe = re.sub(r"[^A-Za-z0-9._-]", "_", user_id)
-    if safe != user_id or len(set_name) + 3 + len(safe) > 100:
-        digest = hashlib.sha256(user_id.encode()).hexdigest()[:8]
-        safe = f"{safe[: max(1, 100 - len(set_name) - 13)]}-{digest}"
-    name = f"{set_name}.u.{safe}"
-    if len(name) > 100:
-        raise LampboxError(f"the name {set_name!r} is too long to name its users' adapters; choose a shorter one")
-    return check_model_name(name)
-
-
 def select_users(spec: OppuSpec, store: Store) -> list[str]:
     """The users of the split the job trains, in file order; an unknown --user is an error."""
     task, scheme, split = spec.task, spec.scheme, spec.split
@@ -152,7 +138,7 @@ def select_users(spec: OppuSpec, store: Store) -> list[str]:
 
 def _task_adapter(
     spec: OppuSpec, store: Store, name: str, overwrite: bool,
-    on_progress: Callable[[TrainProgress], None] | None, on_note: Callable[[str], None] | None,
+    on_progress: Callable[[TrainProgress], None] | None, on_note: Callable[[str], None] | None, threads: int | None,
 ) -> tuple[str, Path]:  # fmt: skip
     """The task adapter's name and its adapter folder: the named one (checked), or NAME.task
     (reused when it was trained before with the same settings, else trained now)."""
@@ -187,7 +173,9 @@ def _task_adapter(
         return task_name, folder / "adapter"
     if on_note:
         on_note(f"task adapter {task_name}: training on {spec.task} {spec.task_spec.split}")
-    train_model(spec.task_spec, store, task_name, overwrite=overwrite, on_progress=on_progress, on_note=on_note)
+    train_model(
+        spec.task_spec, store, task_name, overwrite=overwrite, on_progress=on_progress, on_note=on_note, threads=threads
+    )
     return task_name, folder / "adapter"
 
 
@@ -225,8 +213,10 @@ def train_oppu(
     on_progress: Callable[[TrainProgress], None] | None = None,
     on_note: Callable[[str], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    threads: int | None = None,
 ) -> OppuResult:
-    """Train (or resume) the OPPU set `name`: its task adapter, its users' adapters, its record."""
+    """Train (or resume) the OPPU set `name`: its task adapter, its users' adapters, its record
+    (`threads`: torch's CPU threads, None for the default)."""
     from lampbox.engine.fingerprint import folder_sha256, model_fingerprint
     from lampbox.engine.generation.hf import load_hf_tokenizer
     from lampbox.engine.training.oppu import user_profiles
@@ -238,7 +228,7 @@ def train_oppu(
         resolved, source, _ = causal_lm_source(spec.model)
         users = select_users(spec, store)
         task = store.task(spec.task)
-        task_adapter, adapter_folder = _task_adapter(spec, store, name, overwrite, on_progress, on_note)
+        task_adapter, adapter_folder = _task_adapter(spec, store, name, overwrite, on_progress, on_note, threads)
         task_hash = folder_sha256(adapter_folder)
         user_spec = spec.user_json(task_adapter, task_hash)
         questions = store.questions(spec.task, spec.scheme, spec.split, user_ids=users)
@@ -271,7 +261,7 @@ def train_oppu(
                 if trainer is None:  # the base is loaded once, with the task adapter merged
                     from lampbox.engine.training.adapters import AdapterTrainer
 
-                    trainer = AdapterTrainer(source, spec.config, task_adapter=str(adapter_folder))
+                    trainer = AdapterTrainer(source, spec.config, task_adapter=str(adapter_folder), threads=threads)
                 started = time.perf_counter()
                 artifact = _train_user(
                     trainer, spec, store, adapter_name, user, items, tokenizer, chat, task, source,

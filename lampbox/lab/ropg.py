@@ -233,9 +233,11 @@ def train_ropg(
     on_feedback: FeedbackProgress | None = None,
     on_progress: Callable[[TrainProgress], None] | None = None,
     on_note: Callable[[str], None] | None = None,
+    threads: int | None = None,
 ) -> tuple[Artifact, TrainResult]:
     """Feedback (stored reused), training, the model folder and its registration, under the
-    name's lock."""
+    name's lock. `threads`: torch's CPU threads while it trains (the feedback's generator takes
+    its own from `generators`' options)."""
     from lampbox.engine.retrieval.dense import resolve_encoder_model
     from lampbox.engine.training.trainer import train
     from lampbox.lab.training import check_name
@@ -276,7 +278,7 @@ def train_ropg(
         )  # fmt: skip
         store.idle()
         work = work_path(name, "training")
-        model, result = train(objective, spec.config, work, on_progress=on_progress)
+        model, result = train(objective, spec.config, work, on_progress=on_progress, threads=threads)
         artifact = _save(
             spec, name, target, model, objective, result, score, train_feedback.key, source.identity
         )
