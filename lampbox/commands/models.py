@@ -112,7 +112,7 @@ def show_model(name: str, width: int, db_path: Path | None, as_json: bool) -> No
     if plan.parts:
         click.echo(f"{'parts':>16}: {plan.describe(plan.parts)}")
     if plan.dependents:
-        click.echo(f"{'stood on by':>16}: {plan.describe(plan.dependents)}")
+        click.echo(f"{'dependents':>16}: {plan.dependents_line()}")
     spec = dict(artifact.spec)
     config = spec.pop("config", {})
     click.echo(f"{'training':>16}: " + ", ".join(f"{k}={v}" for k, v in spec.items()))

@@ -261,6 +261,14 @@ class RemovalPlan:
     dependents: tuple[str, ...]
     kinds: dict[str, str]
     stands_on: str | None = None  # what NAME itself stands on (kept by its removal)
+    direct: tuple[str, ...] = ()  # the dependents that stand on NAME or its parts themselves
+
+    def dependents_line(self) -> str:
+        """'OPPU set s stands on 's.u.ann' (with its user adapter s.u.bob)'."""
+        direct = [name for name in self.dependents if name in self.direct]
+        rest = [name for name in self.dependents if name not in self.direct]
+        verb = "stands" if len(direct) == 1 else "stand"
+        return f"{self.describe(direct)} {verb} on {self.name!r}" + (f" (with {self.describe(rest)})" if rest else "")
 
     def order(self, with_dependents: bool) -> list[str]:
         names = [self.name, *self.parts, *(self.dependents if with_dependents else ())]
@@ -299,6 +307,7 @@ def removal_plan(store: Store, name: str) -> RemovalPlan:
         for needed in {stands_on(record), *parts_of.get(user, ())} - {None}:
             needed_by.setdefault(str(needed), set()).add(user)
     group = {name, *parts_of.get(name, ())}
+    direct = set().union(*(needed_by.get(member, set()) for member in group)) - group
     dependents: set[str] = set()
     waiting = list(group)
     while waiting:
@@ -309,7 +318,7 @@ def removal_plan(store: Store, name: str) -> RemovalPlan:
                     waiting.append(found)
     kinds = {n: record_kind(record) for n, record in records.items()}
     below = stands_on(records[name]) if name in records else None
-    return RemovalPlan(name, tuple(sorted(group - {name})), tuple(sorted(dependents)), kinds, below)
+    return RemovalPlan(name, tuple(sorted(group - {name})), tuple(sorted(dependents)), kinds, below, tuple(sorted(direct)))
 
 
 def remove_model(store: Store, name: str, *, with_dependents: bool = False) -> tuple[RemovalPlan, dict[str, list[str]]]:
@@ -324,8 +333,8 @@ def remove_model(store: Store, name: str, *, with_dependents: bool = False) -> t
     plan = removal_plan(store, name)
     if plan.dependents and not with_dependents:
         raise LampboxError(
-            f"{plan.describe(plan.dependents)} stand on {name!r}; remove them too with "
-            f"`lampbox models rm {name} --with-dependents`, or remove them first"
+            f"{plan.dependents_line()}; remove them too with `lampbox models rm {name} --with-dependents`, "
+            "or remove them first"
         )
     names = plan.order(with_dependents)
     for each in names:  # every path checked before any delete
