@@ -28,22 +28,6 @@ from lampbox.store import Store
 REPO = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture
-def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    path = tmp_path / "home"
-    path.mkdir()
-    monkeypatch.setenv("LAMPBOX_HOME", str(path))
-    return path
-
-
-@pytest.fixture
-def db(home: Path) -> Path:
-    """An empty store inside the lampbox home, where the default store lives."""
-    path = home / "lampbox.duckdb"
-    Store(path).close()
-    return path
-
-
 def lampbox(*args: object) -> Result:
     return CliRunner().invoke(cli, [str(arg) for arg in args])
 

@@ -19,22 +19,6 @@ from lampbox.cli import cli
 from lampbox.store import Store
 
 
-@pytest.fixture
-def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    path = tmp_path / "home"
-    path.mkdir()
-    monkeypatch.setenv("LAMPBOX_HOME", str(path))
-    monkeypatch.delenv("LAMPBOX_THREADS", raising=False)
-    return path
-
-
-@pytest.fixture
-def db(home: Path) -> Path:
-    path = home / "lampbox.duckdb"
-    Store(path).close()
-    return path
-
-
 def lampbox(*args: object) -> Result:
     return CliRunner().invoke(cli, [str(arg) for arg in args])
 
@@ -269,6 +253,7 @@ def test_train_ipa_hands_the_spec_its_defaults_and_threads_as_a_value(
         raise training.LampboxError("stopped by the test")
 
     monkeypatch.setattr(training, "train_model", fake_train_model)
+    monkeypatch.delenv("LAMPBOX_THREADS", raising=False)
     db = tmp_path / "commits.duckdb"
     shutil.copy(commits_store_path, db)
     line = one_line_error(lampbox("train", "ipa", "--task", "commit_subject", "--name", "x", "--db", db, *flags))
