@@ -16,6 +16,7 @@ from cli_helpers import fake_model, one_line_error
 from click.testing import CliRunner, Result
 
 from lampbox.cli import cli
+from lampbox.errors import LampboxError
 from lampbox.store import Store
 
 
@@ -233,9 +234,9 @@ def test_the_learning_rate_rule_lives_in_the_spec() -> None:
     assert TrainSpec.build(config={"lora": LoraSettings()}, **fields).config.lr == LORA_LR
     assert TrainSpec.build(config={"lora": None, "lr": None}, **fields).config.lr == FULL_LR
     assert TrainSpec.build(config={"lora": None, "lr": 1e-3}, **fields).config.lr == 1e-3
-    with pytest.raises(Exception, match="--lr must be greater than 0"):
+    with pytest.raises(LampboxError, match="--lr must be greater than 0"):
         TrainSpec.build(config={"lora": None, "lr": 0.0}, **fields)
-    with pytest.raises(Exception, match="unknown retriever 'bm26'"):
+    with pytest.raises(LampboxError, match="unknown retriever 'bm26'"):
         TrainSpec.build(config={"lora": None}, retriever="bm26", **fields)
 
 
@@ -250,7 +251,7 @@ def test_train_ipa_hands_the_spec_its_defaults_and_threads_as_a_value(
 
     def fake_train_model(spec: Any, store: Any, name: str, **options: Any) -> Any:
         seen.update(spec=spec, threads=options.get("threads"), environ=os.environ.get("LAMPBOX_THREADS"))
-        raise training.LampboxError("stopped by the test")
+        raise LampboxError("stopped by the test")
 
     monkeypatch.setattr(training, "train_model", fake_train_model)
     monkeypatch.delenv("LAMPBOX_THREADS", raising=False)
@@ -265,3 +266,29 @@ def test_train_ipa_hands_the_spec_its_defaults_and_threads_as_a_value(
 def test_threads_below_one_are_one_line(home: Path, db: Path) -> None:
     line = one_line_error(lampbox("train", "ipa", "--task", "commit_subject", "--name", "x", "--threads", "0", "--db", db))
     assert "--threads must be at least 1 (got 0)" in line
+
+
+@pytest.mark.parametrize(("command", "module", "function"), [("oppu", "lampbox.lab.oppu", "train_oppu"), ("ropg", "lampbox.lab.ropg", "train_ropg")])
+def test_train_oppu_and_ropg_hand_threads_to_the_job_as_a_value(
+    command: str, module: str, function: str, home: Path, tmp_path: Path, commits_store_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    import importlib
+
+    seen: dict[str, Any] = {}
+
+    def fake_job(*args: Any, **options: Any) -> Any:
+        generators = options.get("generators")
+        pool_options = generators._backend_options if generators is not None else None
+        seen.update(threads=options.get("threads"), pool=pool_options, environ=os.environ.get("LAMPBOX_THREADS"))
+        raise LampboxError("stopped by the test")
+
+    monkeypatch.setattr(importlib.import_module(module), function, fake_job)
+    monkeypatch.delenv("LAMPBOX_THREADS", raising=False)
+    db = tmp_path / "commits.duckdb"
+    shutil.copy(commits_store_path, db)
+    line = one_line_error(lampbox("train", command, "--task", "commit_subject", "--name", "x", "--threads", "2", "--db", db))
+    assert line.endswith("stopped by the test")
+    assert seen["threads"] == 2 and seen["environ"] is None
+    if command == "ropg":  # the feedback's generator runs on them too
+        assert seen["pool"] == {"llamacpp": {"threads": 2}, "hf": {"threads": 2}}
