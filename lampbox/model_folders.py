@@ -3,16 +3,18 @@
 The one owner of every path under that folder: a name is checked here by the rule `lampbox
 train` uses, a path made from a name never leaves the folder, and a per-name lock
 (models/.NAME.lock, fcntl.flock, there while held) keeps a training job, a second job and
-`models rm` apart.
+`models rm` apart. The kinds a folder's record can be, and the trained models a record stands
+on (an OPPU user's adapter on its task adapter), are read here too.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -23,6 +25,20 @@ TRAINED_INFO = "lampbox-model.json"
 TRAINED_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 # The dot folders a job of NAME works in, beside models/NAME (each removed once it is done).
 WORK_SUFFIXES = ("training", "staging", "old")
+
+
+# Every kind of trained model (a record's "kind"), with what makes it; `models list --kind`
+# takes these names and the groups below.
+KINDS: dict[str, str] = {
+    "lora": "a generator: a LoRA adapter on its base model (train ipa)",
+    "full": "a generator: every weight fine-tuned (train ipa --full)",
+    "fid": "a Fusion-in-Decoder encoder-decoder (train fid)",
+    "user-adapter": "one user's LoRA adapter of an OPPU set, on the set's task adapter (train oppu)",
+    "oppu": "an OPPU set: a task adapter and one adapter per user (train oppu)",
+    "retriever": "a ROPG retriever, ranked with as ropg:NAME (train ropg)",
+    "selector": "an RSPG selector among a bench's runs (train rspg)",
+}
+KIND_GROUPS: dict[str, tuple[str, ...]] = {"generator": ("lora", "full")}
 
 
 class ModelInUse(LampboxError):
@@ -72,6 +88,48 @@ def read_info(folder: Path) -> dict[str, Any]:
     if not isinstance(info, dict) or "kind" not in info:
         raise InputFileError(path, "not a lampbox trained-model record (no 'kind')")
     return info
+
+
+def record_kind(info: Mapping[str, Any]) -> str:
+    """A record's kind. A FiD model saved before kind "fid" existed says "full" (with method
+    and architecture fid): it is a fid."""
+    kind = str(info["kind"])
+    if kind == "full" and "fid" in (info.get("method"), info.get("architecture")):
+        return "fid"
+    return kind
+
+
+def kinds_selected(name: str) -> tuple[str, ...]:
+    """The kinds `--kind NAME` selects (a kind, or a group such as generator); one line
+    naming the known ones otherwise."""
+    from lampbox.errors import UnknownNameError
+
+    if name in KINDS:
+        return (name,)
+    if name in KIND_GROUPS:
+        return KIND_GROUPS[name]
+    raise UnknownNameError("model kind", name, [*KINDS, *KIND_GROUPS])
+
+
+def stands_on(info: Mapping[str, Any]) -> str | None:
+    """The trained model a record cannot be used without, by name: the task adapter of an
+    OPPU set or of one of its users' adapters; None for every other kind."""
+    if record_kind(info) in ("user-adapter", "oppu") and info.get("task_adapter"):
+        return str(info["task_adapter"])
+    return None
+
+
+def user_adapter_name(set_name: str, user_id: str) -> str:
+    """models/<set>.u.<user>: the user id as it is when it is a valid name part, else made one
+    (other characters replaced) with a short hash of the id, so two ids never share a name."""
+    safe = re.sub(r"[^A-Za-z0-9._-]", "_", user_id)
+    if safe != user_id or len(set_name) + 3 + len(safe) > 100:
+        digest = hashlib.sha256(user_id.encode()).hexdigest()[:8]
+        safe = f"{safe[: max(1, 100 - len(set_name) - 13)]}-{digest}"
+    name = f"{set_name}.u.{safe}"
+    if len(name) > 100:
+        raise LampboxError(f"the name {set_name!r} is too long to name its users' adapters; choose a shorter one")
+    return check_model_name(name)
 
 
 def is_model_folder(folder: Path) -> bool:

@@ -22,6 +22,7 @@ from lampbox.model_folders import (
     model_path,
     models_dir,
     read_info,
+    record_kind,
 )
 
 try:
@@ -323,10 +324,11 @@ def trained_model_folder(name: str) -> Path | None:
 
 
 def _resolve_trained(name: str, folder: Path) -> ResolvedModel:
-    """A trained model: full weights in model/, or a LoRA adapter on its base model."""
+    """A trained model: full weights in model/ (full, fid), or a LoRA adapter on its base model;
+    an OPPU set as its task adapter; the kinds that generate nothing, one line each."""
     info_path = folder / TRAINED_INFO
     info = read_info(folder)
-    kind = info["kind"]
+    kind = record_kind(info)
     if kind == "oppu":  # an OPPU set: the base with its task adapter; users' adapters per request
         task_adapter = resolve_model(str(info.get("task_adapter", "")))
         if task_adapter.adapter is None:
@@ -345,14 +347,14 @@ def _resolve_trained(name: str, folder: Path) -> ResolvedModel:
         raise LampboxError(f"{name!r} is a trained retriever, not a generator; rank with it as ropg:{name}")
     if kind == "selector":  # an RSPG selector picks among runs' outputs; it generates nothing
         raise LampboxError(f"{name!r} is an RSPG selector, not a generation model: `lampbox rspg apply {name} --bench BENCH`")
-    if kind not in ("full", "lora"):
+    if kind not in ("full", "fid", "lora"):
         raise InputFileError(info_path, f"unknown trained-model kind {kind!r}")
-    weights = folder / ("model" if kind == "full" else "adapter")
+    weights = folder / ("adapter" if kind == "lora" else "model")
     if not weights.is_dir():
         raise InputFileError(
             info_path, f"names a {kind} model but {weights.name}/ is missing; retrain it or `lampbox models rm {folder.name}`"
         )
-    if kind == "full":
+    if kind != "lora":
         return ResolvedModel(name, "hf", str(weights), info.get("chat"), trained=info)
     if "base" not in info:
         raise InputFileError(info_path, "a LoRA model record without its 'base' model")

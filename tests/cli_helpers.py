@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
+from pathlib import Path
+
+from click.testing import Result
 
 
 def lampbox(*args: str, env: dict[str, str] | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -12,3 +16,25 @@ def lampbox(*args: str, env: dict[str, str] | None = None, check: bool = True) -
     if check:
         assert result.returncode == 0, result.stderr
     return result
+
+
+def one_line_error(result: Result) -> str:
+    """A failed CliRunner command's message: one line, no traceback."""
+    assert result.exit_code != 0, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+    lines = [line for line in result.output.strip().splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in result.output, result.output
+    return lines[0]
+
+
+def fake_model(home: Path, name: str, kind: str = "lora", **info: object) -> Path:
+    """A model folder as `lampbox train` writes it (weights replaced by a small file)."""
+    folder = home / "models" / name
+    weights = folder / ("model" if kind in ("full", "fid") else "adapter")
+    weights.mkdir(parents=True)
+    (weights / "weights.bin").write_bytes(b"\0" * 16)
+    record = {"name": name, "kind": kind, "method": "ipa", "task": "commit_subject", "base": "smollm2-135m-instruct",
+              "base_fingerprint": "fp", "spec": {"task": "commit_subject"}, "history": [{"step": 1, "loss": 2.0}],
+              "metrics": {"rouge-1": 0.5}, **info}  # fmt: skip
+    (folder / "lampbox-model.json").write_text(json.dumps(record))
+    return folder

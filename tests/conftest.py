@@ -132,3 +132,22 @@ def writer_holding() -> Callable[[Path], contextlib.AbstractContextManager[subpr
                 writer.communicate("", timeout=300)
 
     return holding
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A private, empty lampbox home (a test module may define its own)."""
+    path = tmp_path / "home"
+    path.mkdir()
+    monkeypatch.setenv("LAMPBOX_HOME", str(path))
+    return path
+
+
+@pytest.fixture
+def db(home: Path) -> Path:
+    """An empty store inside the lampbox home, where the default store lives."""
+    from lampbox.store import Store
+
+    path = home / "lampbox.duckdb"
+    Store(path).close()
+    return path

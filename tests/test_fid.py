@@ -72,7 +72,7 @@ def test_fid_trains_and_runs_as_a_method(commits_store, tiny_t5: Path, home: Pat
     spec = TrainSpec(task="commit_area", scheme="user", method="fid", retriever="bm25", k=2, model=str(tiny_t5),
                      limit=8, dev_limit=4, config=config)  # fmt: skip
     artifact, result = train_model(spec, commits_store, "tiny-fid")
-    assert artifact is not None and artifact.kind == "full" and result.steps == 3
+    assert artifact is not None and artifact.kind == "fid" and result.steps == 3
     assert (home / "models" / "tiny-fid" / "model" / "config.json").is_file()
     record = run(
         RunSpec("commit_area", "user", "dev", retriever="bm25", k=2, method="fid", backend="fid", model="tiny-fid",

@@ -8,7 +8,6 @@ a training gives the store back while it trains; bad settings and damaged files 
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
@@ -19,6 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from cli_helpers import fake_model, one_line_error
 from click.testing import CliRunner, Result
 
 from lampbox.cli import cli
@@ -28,46 +28,8 @@ from lampbox.store import Store
 REPO = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture
-def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    path = tmp_path / "home"
-    path.mkdir()
-    monkeypatch.setenv("LAMPBOX_HOME", str(path))
-    return path
-
-
-@pytest.fixture
-def db(home: Path) -> Path:
-    """An empty store inside the lampbox home, where the default store lives."""
-    path = home / "lampbox.duckdb"
-    Store(path).close()
-    return path
-
-
 def lampbox(*args: object) -> Result:
     return CliRunner().invoke(cli, [str(arg) for arg in args])
-
-
-def one_line_error(result: Result) -> str:
-    """The failed command's message: one line, no traceback."""
-    assert result.exit_code != 0, result.output
-    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
-    lines = [line for line in result.output.strip().splitlines() if line.strip()]
-    assert len(lines) == 1 and "Traceback" not in result.output, result.output
-    return lines[0]
-
-
-def fake_model(home: Path, name: str, kind: str = "lora", **info: object) -> Path:
-    """A model folder as `lampbox train` writes it (weights replaced by a small file)."""
-    folder = home / "models" / name
-    weights = folder / ("adapter" if kind == "lora" else "model")
-    weights.mkdir(parents=True)
-    (weights / "weights.bin").write_bytes(b"\0" * 16)
-    record = {"name": name, "kind": kind, "method": "ipa", "task": "commit_subject", "base": "smollm2-135m-instruct",
-              "base_fingerprint": "fp", "spec": {"task": "commit_subject"}, "history": [{"step": 1, "loss": 2.0}],
-              "metrics": {"rouge-1": 0.5}, **info}  # fmt: skip
-    (folder / "lampbox-model.json").write_text(json.dumps(record))
-    return folder
 
 
 def registered(db: Path, name: str) -> bool:

@@ -234,15 +234,13 @@ def _run_and_print(
     as_json: bool,
 ) -> None:
     """Run a bench (a grid or a plan) with progress, then print its table (or JSON)."""
-    from lampbox.engine.generation.pool import GeneratorPool
+    from lampbox.engine.generation.pool import GeneratorPool, thread_options
     from lampbox.paths import data_home
 
     # batch_size does not change outputs (llamacpp's batched greedy outputs are the
     # one-at-a-time ones), so it is a loading option, not part of the run spec.
-    backend_options: dict[str, dict[str, Any]] = {"llamacpp": {"batch_size": batch_size}}
-    if threads:
-        backend_options["llamacpp"]["threads"] = threads
-        backend_options["hf"] = {"threads": threads}
+    backend_options = thread_options(threads)
+    backend_options.setdefault("llamacpp", {})["batch_size"] = batch_size
     if base_url:
         backend_options["openai"] = {"base_url": base_url}
     pool = GeneratorPool(backend_options)

@@ -26,39 +26,59 @@ def _to_json(artifact: Any) -> dict[str, Any]:
     return {
         "name": artifact.name, "kind": artifact.kind, "method": artifact.method, "task": artifact.task,
         "base_model": artifact.base_model, "base_fingerprint": artifact.base_fingerprint,
+        "user": artifact.user_id, "stands_on": artifact.stands_on,
         "metrics": dict(artifact.metrics), "path": artifact.path, "content_hash": artifact.content_hash,
         "created_at": str(artifact.created_at), "spec": dict(artifact.spec),
     }  # fmt: skip
 
 
+def _kinds_help() -> str:
+    from lampbox.model_folders import KIND_GROUPS, KINDS
+
+    groups = "; ".join(f"{group}: {', '.join(kinds)}" for group, kinds in KIND_GROUPS.items())
+    return f"Only models of this kind: {', '.join(KINDS)} ({groups})."
+
+
 @models.command("list")
+@click.option("--kind", default=None, help=_kinds_help())
 @click.option("--task", default=None, help="Only the models trained on this task.")
 @db_option
 @json_option
 @reports_errors
-def list_models(task: str | None, db_path: Path | None, as_json: bool) -> None:
-    """Trained models, newest first, with their dev metrics."""
+def list_models(kind: str | None, task: str | None, db_path: Path | None, as_json: bool) -> None:
+    """Trained models, newest first, with their dev metrics; an OPPU user's adapter with its
+    user and the task adapter it stands on.
+
+    \b
+    lampbox models list --kind generator --task commit_subject
+    lampbox models list --kind user-adapter"""
     from rich.console import Console
     from rich.table import Table
 
     from lampbox.lab.registry import leftovers
+    from lampbox.model_folders import kinds_selected
     from lampbox.store.artifacts import list_artifacts
 
+    kinds = kinds_selected(kind) if kind is not None else None  # one line for an unknown kind, before the store
     with open_store_for_reading(db_path) as store:
-        artifacts = list_artifacts(store, task)
+        artifacts = list_artifacts(store, task, kinds)
         _report_leftovers(leftovers(store))
     if as_json:
         print_json([_to_json(a) for a in artifacts])
         return
     if not artifacts:
-        click.echo("no trained models yet: see `lampbox train --help`")
+        which = " ".join(part for part in (kind and f"of kind {kind}", task and f"for {task}") if part)
+        click.echo(f"no trained models {which}".rstrip() + " yet: see `lampbox train --help`")
         return
-    table = Table("name", "kind", "method", "task", "base", "retrieval", "dev metrics", "created")
+    stands = any(a.stands_on for a in artifacts)
+    columns = ["name", "kind", "method", "task", "base", *(["user", "stands on"] if stands else []), "retrieval", "dev metrics", "created"]
+    table = Table(*columns)
     for a in artifacts:
         spec = a.spec
         retrieval = "none" if not spec.get("k") or spec.get("retriever") == "none" else f"{spec['retriever']} k={spec['k']}"
         metrics = ", ".join(f"{k} {v:.4f}" for k, v in a.metrics.items())
-        table.add_row(a.name, a.kind, a.method, a.task, a.base_model, retrieval, metrics, str(a.created_at)[:16])
+        oppu = [a.user_id or "", a.stands_on or ""] if stands else []
+        table.add_row(a.name, a.kind, a.method, a.task, a.base_model, *oppu, retrieval, metrics, str(a.created_at)[:16])
     Console().print(table)
 
 
@@ -69,22 +89,30 @@ def list_models(task: str | None, db_path: Path | None, as_json: bool) -> None:
 @json_option
 @reports_errors
 def show_model(name: str, width: int, db_path: Path | None, as_json: bool) -> None:
-    """A trained model: how it was made, and its loss and dev-metric curves."""
+    """A trained model: how it was made, what it stands on and what stands on it, and its
+    loss and dev-metric curves."""
     from lampbox.errors import LampboxError
+    from lampbox.lab.registry import removal_plan
     from lampbox.model_folders import check_model_name
     from lampbox.store.artifacts import get_artifact
 
     check_model_name(name)
     with open_store_for_reading(db_path) as store:
         artifact = get_artifact(store, name)
-    if artifact is None:
+        plan = removal_plan(store, name) if artifact is not None else None
+    if artifact is None or plan is None:
         raise LampboxError(f"no trained model named {name!r} (see `lampbox models list`)")
     if as_json:
-        print_json({**_to_json(artifact), "history": list(artifact.history)})
+        print_json({**_to_json(artifact), "parts": list(plan.parts), "stood_on_by": list(plan.dependents),
+                    "history": list(artifact.history)})  # fmt: skip
         return
     for key, value in _to_json(artifact).items():
-        if key != "spec":
+        if key != "spec" and not (key in ("user", "stands_on") and value is None):
             click.echo(f"{key:>16}: {value}")
+    if plan.parts:
+        click.echo(f"{'parts':>16}: {plan.describe(plan.parts)}")
+    if plan.dependents:
+        click.echo(f"{'dependents':>16}: {plan.dependents_line()}")
     spec = dict(artifact.spec)
     config = spec.pop("config", {})
     click.echo(f"{'training':>16}: " + ", ".join(f"{k}={v}" for k, v in spec.items()))
@@ -112,20 +140,28 @@ def _plot(title: str, xs: list[Any], ys: list[float], width: int) -> str:
 
 @models.command("rm")
 @click.argument("name")
+@click.option("--with-dependents", is_flag=True, help="Also remove the models that stand on it (the OPPU sets and users' adapters on a task adapter).")
 @db_option
 @reports_errors
-def remove_model(name: str, db_path: Path | None) -> None:
-    """Delete a trained model: its folder, its unfinished job and its registration.
+def remove_model(name: str, with_dependents: bool, db_path: Path | None) -> None:
+    """Delete a trained model: its folder, its unfinished job and its registration. An OPPU
+    set goes with its users' adapters (NAME.u.*); its task adapter stays.
 
-    Only a trained model's name (as `lampbox train --name` takes it) and only a lampbox model
-    folder inside the models folder; refused while a job of that name runs."""
+    A model that others stand on (a task adapter under OPPU users' adapters and sets) is
+    refused, naming them, unless --with-dependents. Only a trained model's name (as `lampbox
+    train --name` takes it) and only lampbox model folders inside the models folder; refused
+    while a job of any of those names runs."""
     from lampbox.lab import registry
     from lampbox.model_folders import check_model_name
 
     check_model_name(name)  # before the store is opened: a path or '..' is refused at once
     with open_store(db_path, purpose=f"models rm {name}") as store:
-        removed = registry.remove_model(store, name)
-    click.echo(f"removed {name}: " + ", ".join(removed))
+        plan, removed = registry.remove_model(store, name, with_dependents=with_dependents)
+    for each, what in removed.items():
+        click.echo(f"removed {each}: " + ", ".join(what))
+    if plan.stands_on and plan.stands_on not in removed:
+        kept = plan.stands_on
+        click.echo(f"kept {kept}, which {name} stood on (`lampbox models rm {kept}` removes it)", err=True)
 
 
 @models.command("doctor")

@@ -192,20 +192,13 @@ def _train_oppu(
     threads: int | None, overwrite: bool, db_path: Path | None, as_json: bool,
 ) -> None:  # fmt: skip
     from lampbox.engine.defaults import default_max_new_tokens
-    from lampbox.engine.retrieval import retriever_names
+    from lampbox.engine.machine import check_threads
     from lampbox.engine.training.trainer import TrainConfig
-    from lampbox.errors import LampboxError, UnknownNameError
+    from lampbox.errors import LampboxError
     from lampbox.lab.oppu import OppuSpec, train_oppu
     from lampbox.lab.training import TrainSpec
 
-    if retriever not in retriever_names():
-        raise UnknownNameError("retriever", retriever, retriever_names())
-    if k < 0:
-        raise LampboxError("--k cannot be negative")
-    if threads is not None:
-        if threads < 1:
-            raise LampboxError("--threads must be at least 1")
-        os.environ["LAMPBOX_THREADS"] = str(threads)
+    check_threads(threads)
     if user_count is not None and user_ids:
         raise LampboxError("give --users N or --user ID, not both")
     store = _rank0_store(db_path, f"train oppu {name}")  # the other ranks get rank 0's spec and users
@@ -219,17 +212,17 @@ def _train_oppu(
     )  # fmt: skip
     task_spec = None
     if task_adapter is None:
-        task_config = TrainConfig(
-            epochs=epochs, lr=lr if lr is not None else 2e-4, batch_size=batch_size, grad_accum=grad_accum,
-            seed=seed, precision=precision, max_steps=max_steps, eval_every=eval_every, lora=task_lora,
-            eval_new_tokens=default_max_new_tokens(task) if task is not None else 32, group_by_length=group_by_length,
-        )  # fmt: skip
-        task_spec = TrainSpec(
+        task_spec = TrainSpec.build(
             task=task.name if task is not None else task_name,
             scheme=store.resolve_scheme(task.name, split, scheme) if store is not None and task else resolved_scheme,
             method="ipa", split=split,
             dev_split=dev_split, retriever=retriever, k=k, model=model, max_length=max_length,
-            max_target_tokens=max_target_tokens, limit=limit, dev_limit=dev_limit, config=task_config,
+            max_target_tokens=max_target_tokens, limit=limit, dev_limit=dev_limit,
+            config=dict(
+                epochs=epochs, lr=lr, batch_size=batch_size, grad_accum=grad_accum, seed=seed, precision=precision,
+                max_steps=max_steps, eval_every=eval_every, lora=task_lora, group_by_length=group_by_length,
+                eval_new_tokens=default_max_new_tokens(task) if task is not None else 32,
+            ),
         )  # fmt: skip
     spec = OppuSpec(
         task=task.name if task is not None else task_name, scheme=resolved_scheme, model=model, config=user_config, split=dev_split,
@@ -251,7 +244,9 @@ def _train_oppu(
         eta = f", eta {done.eta_seconds:.0f} s" if done.eta_seconds is not None else ""
         click.echo(f"{rank}user {done.index}/{done.total} {done.user_id} ({done.items} items): {what}{eta}", err=True)
 
-    result = train_oppu(spec, store, name, overwrite=overwrite, on_user=show_user, on_note=note if main else None)
+    result = train_oppu(
+        spec, store, name, overwrite=overwrite, on_user=show_user, on_note=note if main else None, threads=threads
+    )
     if result is None:
         return  # another rank of a torchrun job: rank 0 registers and reports
     artifact = result.artifact
@@ -284,38 +279,26 @@ def _train(
     db_path: Path | None, as_json: bool,
 ) -> None:  # fmt: skip
     from lampbox.engine.defaults import default_max_new_tokens
-    from lampbox.engine.retrieval import is_retriever_name, known_retriever_names
-    from lampbox.engine.training.trainer import TrainConfig
-    from lampbox.errors import LampboxError, UnknownNameError
+    from lampbox.engine.machine import check_threads
     from lampbox.lab.training import TrainSpec
 
-    if not is_retriever_name(retriever):
-        raise UnknownNameError("retriever", retriever, known_retriever_names())
-    if k < 0:
-        raise LampboxError("--k cannot be negative")
-    if threads is not None:
-        if threads < 1:
-            raise LampboxError("--threads must be at least 1")
-        os.environ["LAMPBOX_THREADS"] = str(threads)  # the trainer's torch threads (default_threads)
-    if epochs <= 0 or (max_steps is not None and max_steps < 1):
-        raise LampboxError("--epochs must be positive and --max-steps at least 1")
+    check_threads(threads)
     # The store is given back between its reads at the start and the registration at the end.
     store = _rank0_store(db_path, f"train {name}")
     main = store is not None
     task = store.task(task_name) if store is not None else None
     resolved_scheme = store.resolve_scheme(task.name, split, scheme) if store is not None and task else (scheme or "user")
-    config = TrainConfig(
-        epochs=epochs, lr=lr if lr is not None else (2e-4 if lora is not None else 5e-5), batch_size=batch_size,
-        grad_accum=grad_accum, seed=seed, precision=precision, max_steps=max_steps, eval_every=eval_every,
-        lora=lora, eval_new_tokens=default_max_new_tokens(task) if task is not None else 32,
-        group_by_length=group_by_length,
-    )  # fmt: skip
-    spec = TrainSpec(
+    spec = TrainSpec.build(
         task=task.name if task is not None else task_name, scheme=resolved_scheme, method=method, split=split,
         dev_split=dev_split, retriever=retriever, k=k, model=model, max_length=max_length,
-        max_target_tokens=max_target_tokens, limit=limit, dev_limit=dev_limit, config=config,
+        max_target_tokens=max_target_tokens, limit=limit, dev_limit=dev_limit,
+        config=dict(
+            epochs=epochs, lr=lr, batch_size=batch_size, grad_accum=grad_accum, seed=seed, precision=precision,
+            max_steps=max_steps, eval_every=eval_every, lora=lora, group_by_length=group_by_length,
+            eval_new_tokens=default_max_new_tokens(task) if task is not None else 32,
+        ),
     )  # fmt: skip
-    artifact, result = _train_with_progress(spec, store, name, overwrite, quiet=as_json or not main)
+    artifact, result = _train_with_progress(spec, store, name, overwrite, threads, quiet=as_json or not main)
     if artifact is None:
         return
     summary = {
@@ -328,14 +311,16 @@ def _train(
     _report_trained(artifact, result, summary, as_json, f"{method} {artifact.kind}", f"use it with --model {artifact.name} ({how})")
 
 
-def _train_with_progress(spec: Any, store: Any, name: str, overwrite: bool, quiet: bool) -> Any:
+def _train_with_progress(spec: Any, store: Any, name: str, overwrite: bool, threads: int | None, quiet: bool) -> Any:
     from lampbox.lab.training import train_model
 
     def note(message: str) -> None:
         click.echo(message, err=True)
 
     if quiet or not sys.stderr.isatty():
-        return train_model(spec, store, name, overwrite=overwrite, on_progress=_step_logger(quiet), on_note=note)
+        return train_model(
+            spec, store, name, overwrite=overwrite, on_progress=_step_logger(quiet), on_note=note, threads=threads
+        )
     from rich.console import Console
     from rich.progress import (
         BarColumn,
@@ -360,7 +345,7 @@ def _train_with_progress(spec: Any, store: Any, name: str, overwrite: bool, quie
                 state["dev"] = "dev " + ", ".join(f"{k} {v:.3f}" for k, v in event.metrics.items())
             progress.update(bar, completed=event.step, total=event.max_steps, description=f"{name} {state['loss']} {state['dev']}")
 
-        return train_model(spec, store, name, overwrite=overwrite, on_progress=show, on_note=note)
+        return train_model(spec, store, name, overwrite=overwrite, on_progress=show, on_note=note, threads=threads)
 
 
 @train.command("ropg")
@@ -402,7 +387,9 @@ def train_ropg(
     that item alone in the prompt (stored, never computed twice); the encoder learns to rank
     them by KD or RL. Then: `lampbox bench --retrievers ropg:NAME`."""
     from lampbox.engine.defaults import DEFAULT_BACKEND, default_model
+    from lampbox.engine.generation.pool import GeneratorPool, thread_options
     from lampbox.engine.generation.registry import known_backends
+    from lampbox.engine.machine import check_threads
     from lampbox.errors import LampboxError, UnknownNameError
     from lampbox.lab.ropg import RopgSpec, ropg_config
     from lampbox.lab.ropg import train_ropg as run_job
@@ -412,10 +399,7 @@ def train_ropg(
     backend = backend or DEFAULT_BACKEND
     if backend not in known_backends():
         raise UnknownNameError("backend", backend, known_backends())
-    if threads is not None:
-        if threads < 1:
-            raise LampboxError("--threads must be at least 1")
-        os.environ["LAMPBOX_THREADS"] = str(threads)
+    check_threads(threads)
     if eval_every is not None and eval_every < 1:
         raise LampboxError(f"--eval-every must be at least 1 step (got {eval_every})")
     config = ropg_config(lr=lr, epochs=epochs, batch_size=batch_size, max_steps=max_steps, seed=seed, eval_every=eval_every)
@@ -446,8 +430,8 @@ def train_ropg(
         click.echo(f"feedback {which}: {done}/{total} (question, item) pairs{eta}", err=True)
 
     artifact, result = run_job(
-        spec, store, name, overwrite=overwrite, on_feedback=on_feedback, on_progress=_step_logger(quiet, every=1),
-        on_note=lambda message: click.echo(message, err=True),
+        spec, store, name, overwrite=overwrite, generators=GeneratorPool(thread_options(threads)), on_feedback=on_feedback,
+        on_progress=_step_logger(quiet, every=1), on_note=lambda message: click.echo(message, err=True), threads=threads,
     )  # fmt: skip
     if artifact is None:
         return  # another rank of a torchrun job: rank 0 registers and reports
@@ -501,7 +485,9 @@ def train_rspg(
         temperature=temperature, max_length=max_length, config=config,
     )  # fmt: skip
 
-    artifact, result = train_selector(spec, store, name, overwrite=overwrite, on_progress=_step_logger(as_json or not main, eta=False))
+    artifact, result = train_selector(
+        spec, store, name, overwrite=overwrite, on_progress=_step_logger(as_json or not main, eta=False)
+    )
     if artifact is None:
         return  # another rank of a torchrun job: rank 0 registers and reports
     summary = {

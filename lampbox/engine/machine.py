@@ -93,6 +93,13 @@ def default_threads(reserve: int = 0, *, spare_on_small: bool = True) -> int:
 SMALL_MACHINE_CORES = 2  # up to this many usable cores, one is left free by default
 
 
+def check_threads(threads: int | None, flag: str = "--threads") -> int | None:
+    """A thread count asked for (None: the default), or one line saying it must be 1 or more."""
+    if threads is not None and threads < 1:
+        raise LampboxError(f"{flag} must be at least 1 (got {threads})")
+    return threads
+
+
 # -- threads for one generation, from how busy the cores are now (the TUI) ---------------------
 
 PROC_STAT = Path("/proc/stat")

@@ -16,8 +16,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import re
 import shutil
 import time
 from collections.abc import Callable, Sequence
@@ -42,6 +40,7 @@ from lampbox.model_folders import (
     is_model_folder,
     model_path,
     read_info,
+    user_adapter_name,
     work_path,
 )
 from lampbox.store.artifacts import Artifact, get_artifact, save_artifact
@@ -129,19 +128,6 @@ class OppuResult:
     seconds: list[float] = field(default_factory=list)  # per trained user
 
 
-def user_adapter_name(set_name: str, user_id: str) -> str:
-    """models/<set>.u.<user>: the user id as it is when it is a valid name part, else made one
-    (other characters replaced) with a short hash of the id, so two ids never share a name."""
-    safe = re.sub(r"[^A-Za-z0-9._-]", "_", user_id)
-    if safe != user_id or len(set_name) + 3 + len(safe) > 100:
-        digest = hashlib.sha256(user_id.encode()).hexdigest()[:8]
-        safe = f"{safe[: max(1, 100 - len(set_name) - 13)]}-{digest}"
-    name = f"{set_name}.u.{safe}"
-    if len(name) > 100:
-        raise LampboxError(f"the name {set_name!r} is too long to name its users' adapters; choose a shorter one")
-    return check_model_name(name)
-
-
 def select_users(spec: OppuSpec, store: Store) -> list[str]:
     """The users of the split the job trains, in file order; an unknown --user is an error."""
     task, scheme, split = spec.task, spec.scheme, spec.split
@@ -159,7 +145,7 @@ def select_users(spec: OppuSpec, store: Store) -> list[str]:
 
 def _task_adapter(
     spec: OppuSpec, store: Store, name: str, overwrite: bool,
-    on_progress: Callable[[TrainProgress], None] | None, on_note: Callable[[str], None] | None,
+    on_progress: Callable[[TrainProgress], None] | None, on_note: Callable[[str], None] | None, threads: int | None,
 ) -> tuple[str, Path]:  # fmt: skip
     """The task adapter's name and its adapter folder: the named one (checked), or NAME.task
     (reused when it was trained before with the same settings, else trained now). It tells
@@ -199,7 +185,9 @@ def _task_adapter(
     if on_note:
         on_note(f"task adapter {task_name}: training on {spec.task} {spec.task_spec.split}")
     ranks.share(True)  # under torchrun every rank trains it (DDP), as `train ipa` does
-    train_model(spec.task_spec, store, task_name, overwrite=overwrite, on_progress=on_progress, on_note=on_note)
+    train_model(
+        spec.task_spec, store, task_name, overwrite=overwrite, on_progress=on_progress, on_note=on_note, threads=threads
+    )
     return task_name, folder / "adapter"
 
 
@@ -237,8 +225,10 @@ def train_oppu(
     on_progress: Callable[[TrainProgress], None] | None = None,
     on_note: Callable[[str], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    threads: int | None = None,
 ) -> OppuResult | None:
-    """Train (or resume) the OPPU set `name`: its task adapter, its users' adapters, its record.
+    """Train (or resume) the OPPU set `name`: its task adapter, its users' adapters, its record
+    (`threads`: torch's CPU threads, None for the default).
 
     Under torchrun rank 0 (the one given the store) prepares: it checks the name, picks the
     users, trains the task adapter with every rank (DDP) or reuses it, and shares its plan;
@@ -255,9 +245,9 @@ def train_oppu(
     spec = ranks.share(spec)  # rank 0's, resolved against the store
     if store is None:
         if ranks.share() and spec.task_spec is not None:  # rank 0 trains the task adapter: with it
-            train_model(spec.task_spec, None, f"{name}.task", overwrite=True)
+            train_model(spec.task_spec, None, f"{name}.task", overwrite=True, threads=threads)
         plan = ranks.share()
-        done = _train_share(plan, None, on_user, should_stop, [])
+        done = _train_share(plan, None, on_user, should_stop, [], threads)
         ranks.gather(done)
         return None
     with hold_name(name, f"train oppu {name}"):
@@ -265,7 +255,7 @@ def train_oppu(
         resolved, source, _ = causal_lm_source(spec.model)
         users = select_users(spec, store)
         task = store.task(spec.task)
-        task_adapter, adapter_folder = _task_adapter(spec, store, name, overwrite, on_progress, on_note)
+        task_adapter, adapter_folder = _task_adapter(spec, store, name, overwrite, on_progress, on_note, threads)
         task_hash = folder_sha256(adapter_folder)
         user_spec = spec.user_json(task_adapter, task_hash)
         questions = store.questions(spec.task, spec.scheme, spec.split, user_ids=users)
@@ -298,7 +288,7 @@ def train_oppu(
             name, spec, source, str(adapter_folder), user_spec, base_fingerprint, chat, task, len(users),
             [(index, user, profiles[user]) for index, user in todo],
         )  # fmt: skip
-        mine = _train_share(ranks.share(plan), store, on_user, should_stop, skipped)
+        mine = _train_share(ranks.share(plan), store, on_user, should_stop, skipped, threads)
         for done in ranks.gather(mine) or []:
             for user, seconds in done.items():  # rank 0's registered already, the others' now
                 adapter_name = user_adapter_name(name, user)
@@ -343,7 +333,7 @@ class _SharePlan:
 
 def _train_share(
     plan: _SharePlan, store: Store | None, on_user: Callable[[UserDone], None] | None,
-    should_stop: Callable[[], bool] | None, skipped: list[UserDone],
+    should_stop: Callable[[], bool] | None, skipped: list[UserDone], threads: int | None = None,
 ) -> dict[str, float]:  # fmt: skip
     """Train this rank's users on one loaded base (the task adapter merged); the seconds each
     took, by user. `skipped` (users not to train) are reported in order among them."""
@@ -363,7 +353,7 @@ def _train_share(
     tokenizer = load_hf_tokenizer(causal_lm_source(plan.spec.model)[0]).hf_tokenizer
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
-    trainer = AdapterTrainer(plan.source, plan.spec.config, task_adapter=plan.task_adapter_folder)
+    trainer = AdapterTrainer(plan.source, plan.spec.config, task_adapter=plan.task_adapter_folder, threads=threads)
     seconds: list[float] = []
     for turn, (index, user, items) in enumerate(mine, 1):
         if should_stop and should_stop():

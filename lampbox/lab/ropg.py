@@ -236,12 +236,14 @@ def train_ropg(
     on_feedback: FeedbackProgress | None = None,
     on_progress: Callable[[TrainProgress], None] | None = None,
     on_note: Callable[[str], None] | None = None,
+    threads: int | None = None,
 ) -> tuple[Artifact | None, TrainResult]:
     """Feedback (stored reused), training, the model folder and its registration, under the
     name's lock. Under torchrun rank 0 (the one given the store) computes the feedback alone
     while the other ranks wait, hands them the ranking examples, and every rank trains the
     encoder (DDP, each its share of every batch); rank 0 saves and registers it, the other
-    ranks (store None) return None."""
+    ranks (store None) return None. `threads`: torch's CPU threads while it trains (the
+    feedback's generator takes its own from `generators`' options)."""
     from lampbox.engine.retrieval.dense import resolve_encoder_model
     from lampbox.engine.training.trainer import train
     from lampbox.lab.training import check_name
@@ -262,7 +264,7 @@ def train_ropg(
             max_length=spec.encoder_max_length,
         )  # fmt: skip
         work = work_path(name, "training")
-        model, result = train(objective, spec.config, work, on_progress=on_progress)
+        model, result = train(objective, spec.config, work, on_progress=on_progress, threads=threads)
         if store is None:
             return None, result
         artifact = _save(

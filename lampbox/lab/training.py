@@ -21,7 +21,7 @@ from typing import Any
 from lampbox.engine.defaults import DEFAULT_MAX_LENGTH, default_max_new_tokens, default_model
 from lampbox.engine.generation.base import GenerationParams
 from lampbox.engine.methods import get_method, selected_items
-from lampbox.engine.retrieval import create_retriever
+from lampbox.engine.retrieval import create_retriever, is_retriever_name, known_retriever_names
 from lampbox.engine.tasks import TaskSpec
 from lampbox.engine.training.data import DevExample, SFTExample, encode_dev, encode_examples
 from lampbox.engine.training.objective import TrainingObjective
@@ -32,7 +32,7 @@ from lampbox.engine.training.trainer import (
     TrainResult,
     is_main_process,
 )
-from lampbox.errors import LampboxError
+from lampbox.errors import LampboxError, UnknownNameError
 from lampbox.lab import ranks
 from lampbox.lab.ranking import rank_stored
 from lampbox.lab.registry import install_folder, register_folder
@@ -49,10 +49,23 @@ from lampbox.models import load_manifest, resolve_model
 from lampbox.store.artifacts import Artifact, get_artifact, save_artifact
 from lampbox.store.core import Store
 
+# The learning rate of `train ipa` / `train fid` unless one is given: a LoRA adapter learns
+# faster than a model whose every weight is trained (full fine-tuning, FiD).
+LORA_LR = 2e-4
+FULL_LR = 5e-5
+
+
+def default_lr(lora: LoraSettings | None) -> float:
+    """The learning rate a job takes unless told: LORA_LR with a LoRA adapter, else FULL_LR."""
+    return LORA_LR if lora is not None else FULL_LR
+
 
 @dataclass(frozen=True)
 class TrainSpec:
-    """What a training job trains on and how (its JSON is stored with the trained model)."""
+    """What a training job trains on and how (its JSON is stored with the trained model).
+
+    The spec owns its settings' checks and defaults: build it with `TrainSpec.build` to have
+    the learning rate chosen by `default_lr` when none is given."""
 
     task: str
     scheme: str
@@ -68,10 +81,21 @@ class TrainSpec:
     dev_limit: int | None = 100  # dev questions evaluated during training
     config: TrainConfig = field(default_factory=TrainConfig)
 
+    @classmethod
+    def build(cls, *, config: dict[str, Any], **fields: Any) -> TrainSpec:
+        """A spec from its fields and its TrainConfig's settings (`config`), with the defaults
+        filled in: a learning rate of None (or none given) takes `default_lr`'s."""
+        settings = dict(config)
+        if settings.get("lr") is None:
+            settings["lr"] = default_lr(settings.get("lora"))
+        return cls(config=TrainConfig(**settings), **fields)
+
     def __post_init__(self) -> None:
         """Every setting checked here, before a job touches the store or the models folder."""
+        if not is_retriever_name(self.retriever):
+            raise UnknownNameError("retriever", self.retriever, known_retriever_names())
         if self.k < 0:
-            raise LampboxError("k cannot be negative")
+            raise LampboxError("--k cannot be negative")
         for name in ("limit", "dev_limit"):
             value = getattr(self, name)
             if value is not None and value < 0:
@@ -298,9 +322,11 @@ def train_model(
     on_progress: Callable[[TrainProgress], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
     on_note: Callable[[str], None] | None = None,
+    threads: int | None = None,
 ) -> tuple[Artifact | None, TrainResult]:
     """Train, save and register a model called `name` (rank 0 returns its Artifact; other
-    ranks, which get store=None, return None).
+    ranks, which get store=None, return None). `threads`: torch's CPU threads (None: the
+    default; they never change the result, so they are not in the spec).
 
     Rank 0 holds the name's lock (models/.NAME.lock) from the first check to the registration,
     so a second job of that name, its --overwrite or `models rm NAME` is refused meanwhile. It
@@ -312,14 +338,14 @@ def train_model(
         folder = model_path(name)
         if not overwrite and is_model_folder(folder) and read_info(folder).get("spec") == spec.to_json():
             return None, TrainResult([], None, None, 0, 0, 0.0, None)  # rank 0 finishes its registration
-        return _train(spec, None, name, overwrite, on_progress, should_stop, on_note)
+        return _train(spec, None, name, overwrite, on_progress, should_stop, on_note, threads)
     if store is None:
         raise LampboxError("the main process needs the store")
     with hold_name(name, f"train {name}"):
         finished = _finish_saved(spec, store, name, overwrite, on_note)
         if finished is not None:
             return finished
-        return _train(spec, store, name, overwrite, on_progress, should_stop, on_note)
+        return _train(spec, store, name, overwrite, on_progress, should_stop, on_note, threads)
 
 
 def _finish_saved(
@@ -378,6 +404,7 @@ def _train(
     on_progress: Callable[[TrainProgress], None] | None,
     should_stop: Callable[[], bool] | None,
     on_note: Callable[[str], None] | None,
+    threads: int | None,
 ) -> tuple[Artifact | None, TrainResult]:
     from lampbox.engine.generation.hf import load_hf_tokenizer
     from lampbox.engine.training.trainer import train
@@ -422,7 +449,7 @@ def _train(
             on_progress(event)
 
     objective = training_objective(data, tokenizer, task)
-    model, result = train(objective, spec.config, work, on_progress=progress, should_stop=should_stop)
+    model, result = train(objective, spec.config, work, on_progress=progress, should_stop=should_stop, threads=threads)
     if store is None:
         return None, result
     store.purpose = f"train {name}, registering (step {result.steps}/{result.steps})"
@@ -458,7 +485,7 @@ def _save(
     Its lampbox-model.json, written last, holds everything its store row holds (history, dev
     metrics), so a kill before the registration is repaired from the folder alone."""
 
-    kind = "lora" if spec.config.lora is not None else "full"
+    kind = "fid" if data.architecture == "fid" else "lora" if spec.config.lora is not None else "full"
     evals = [entry for entry in result.history if any(key.startswith("eval_") for key in entry)]
     best = next((e for e in evals if e.get("step") == result.best_step), evals[-1] if evals else {})
     metrics = {k[5:]: v for k, v in best.items() if k.startswith("eval_") and isinstance(v, (int, float))}

@@ -352,3 +352,22 @@ def m009_bench_status(connection: duckdb.DuckDBPyConnection) -> None:
     bench that stopped on an error is not shown running forever; NULL for benches made before."""
     connection.execute("ALTER TABLE benches ADD COLUMN status VARCHAR")
     connection.execute("ALTER TABLE benches ADD COLUMN error VARCHAR")
+
+
+@migration
+def m010_artifact_kinds(connection: duckdb.DuckDBPyConnection) -> None:
+    """Artifacts of every kind: an OPPU user's adapter keeps its user and, like an OPPU set, the
+    task adapter it stands on (`models rm` of that adapter names them); a FiD model is kind
+    'fid' (it was registered 'full' with method fid). Filled from each row's spec, which holds
+    both for rows made before."""
+    import json
+
+    connection.execute("ALTER TABLE artifacts ADD COLUMN user_id VARCHAR")
+    connection.execute("ALTER TABLE artifacts ADD COLUMN stands_on VARCHAR")
+    connection.execute("UPDATE artifacts SET kind = 'fid' WHERE kind = 'full' AND method = 'fid'")
+    rows = connection.execute("SELECT name, kind, spec FROM artifacts WHERE kind IN ('user-adapter', 'oppu')").fetchall()
+    for name, kind, spec_json in rows:
+        spec = json.loads(spec_json)
+        user = spec.get("user") if kind == "user-adapter" else None
+        task_adapter = spec.get("task_adapter") or (f"{name}.task" if kind == "oppu" else None)
+        connection.execute("UPDATE artifacts SET user_id = ?, stands_on = ? WHERE name = ?", [user, task_adapter, name])

@@ -17,7 +17,7 @@ from pathlib import Path
 from lampbox.engine import scoring
 from lampbox.engine.defaults import DEFAULT_BACKEND, interactive_model
 from lampbox.engine.generation.base import GenerationParams
-from lampbox.engine.generation.pool import GeneratorPool
+from lampbox.engine.generation.pool import GeneratorPool, thread_options
 from lampbox.engine.generation.streaming import generate_streaming
 from lampbox.engine.machine import CpuSample, ThreadChoice, idle_threads
 from lampbox.engine.tasks import TaskSpec
@@ -26,7 +26,11 @@ from lampbox.engine.whatif import WhatIf
 from lampbox.lab import pipeline
 from lampbox.lab.pipeline import PreparedPrompt
 from lampbox.lab.specs import RunSpec
+from lampbox.model_folders import KIND_GROUPS
 from lampbox.store.core import Store
+
+# Trained models a pane can generate with by themselves (an OPPU set needs its method).
+GENERATING_KINDS = (*KIND_GROUPS["generator"], "fid")
 
 
 @dataclass(frozen=True)
@@ -91,7 +95,7 @@ def model_options(store: Store) -> list[ModelOption]:
             backends = ("hf", "dummy")
             why = f"{name} is a Hugging Face model: the hf backend (or the dummy stand-in)"
         options.append(ModelOption(name, f"{name}  (manifest)", backends, why=why))
-    for artifact in list_artifacts(store):
+    for artifact in list_artifacts(store, kinds=GENERATING_KINDS):  # not retrievers, selectors, OPPU's
         if trained_model_folder(artifact.name) is not None:
             location = artifact.name
         elif Path(artifact.path).is_dir():
@@ -104,7 +108,8 @@ def model_options(store: Store) -> list[ModelOption]:
         else:
             backends, method = ("hf",), "ipa"
             why = f"{artifact.name} is a trained {artifact.kind} model: it runs on the hf backend (transformers)"
-        label = f"{artifact.name}  (trained {artifact.kind} {artifact.method}, {artifact.task})"
+        made = artifact.kind if artifact.kind == artifact.method else f"{artifact.kind} {artifact.method}"
+        label = f"{artifact.name}  (trained {made}, {artifact.task})"
         options.append(ModelOption(location, label, backends, method, artifact.task, why))
     return options
 
@@ -128,8 +133,7 @@ def new_pool() -> GeneratorPool:
     then runs on the threads `choose_threads` picks for it."""
     from lampbox.engine.machine import default_threads
 
-    threads = default_threads(reserve=1)
-    return GeneratorPool(backend_options={"llamacpp": {"threads": threads}, "hf": {"threads": threads}})
+    return GeneratorPool(backend_options=thread_options(default_threads(reserve=1)))
 
 
 def default_choices(retrievers: list[str], k: int) -> list[PaneChoice]:

@@ -302,9 +302,13 @@ def test_models_offered_with_the_backends_they_run_on(demo_store, tmp_path: Path
         save_artifact(demo_store, Artifact(name, kind, method, "LaMP_7", "base", "fp", {}, [], {}, str(folder), "h", None))
     (tmp_path / "gone").mkdir()
     save_artifact(demo_store, Artifact("gone", "lora", "ipa", "LaMP_7", "base", "fp", {}, [], {}, str(tmp_path / "nowhere"), "h", None))
+    for name, kind in (("a-retriever", "retriever"), ("a-selector", "selector"), ("a-set.u.ann", "user-adapter")):
+        (tmp_path / name).mkdir()
+        save_artifact(demo_store, Artifact(name, kind, "m", "LaMP_7", "base", "fp", {}, [], {}, str(tmp_path / name), "h", None))
 
     options = {Path(option.name).name: option for option in model_options(demo_store)}
     assert "gone" not in options  # its folder is missing: it could not load
+    assert not {"a-retriever", "a-selector", "a-set.u.ann"} & set(options)  # they generate nothing themselves
     assert options["smollm2-135m-instruct"].backends == ("llamacpp", "hf", "dummy")
     assert options["subject-lora"].backends == ("hf",)
     assert (options["area-fid"].backends, options["area-fid"].method) == (("fid",), "fid")

@@ -14,6 +14,14 @@ DEFAULT_POOL_SIZE = 3
 
 PoolKey = tuple[str, str, tuple[tuple[str, Any], ...]]
 
+# The backends whose loading takes a CPU thread count (torch's or llama.cpp's).
+THREADED_BACKENDS = ("llamacpp", "hf")
+
+
+def thread_options(threads: int | None) -> dict[str, dict[str, Any]]:
+    """Backend options that run generation on `threads` CPU threads ({} for the default)."""
+    return {backend: {"threads": threads} for backend in THREADED_BACKENDS} if threads else {}
+
 
 class GeneratorPool:
     """A model is loaded once and reused; when more than `size` are loaded, the least recently

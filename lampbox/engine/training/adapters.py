@@ -40,6 +40,7 @@ class AdapterTrainer:
         *,
         task_adapter: str | None = None,
         task_type: str | None = "CAUSAL_LM",
+        threads: int | None = None,
     ) -> None:
         import torch
         from transformers import AutoModelForCausalLM
@@ -70,6 +71,7 @@ class AdapterTrainer:
         self._lora = lora_config(base, config.lora, task_type)
         self._peft: Any = None  # the PeftModel around the base, made with the first adapter
         self.trained = 0
+        self.threads = threads  # torch's CPU threads while an adapter trains (None: the default)
 
     def base_weights(self) -> dict[str, Any]:
         """The base's own tensors by name (no adapter's), as they are now (for checks)."""
@@ -101,6 +103,7 @@ class AdapterTrainer:
                 model, result = train(
                     _OnSharedBase(self, objective), self.config, work_dir or Path(scratch),
                     on_progress=on_progress, should_stop=should_stop, callbacks=callbacks, alone=True,
+                    threads=self.threads,
                 )  # fmt: skip
                 folder.mkdir(parents=True, exist_ok=True)
                 objective.save(model, folder)

@@ -187,17 +187,23 @@ def train(
     should_stop: Callable[[], bool] | None = None,
     callbacks: Sequence[Any] = (),
     alone: bool = False,
+    threads: int | None = None,
 ) -> tuple[Any, TrainResult]:
     """Train what `objective` describes. Returns the trained model (the best dev checkpoint
     loaded when the objective evaluates on dev and checkpoints are on) and the result.
     Checkpoints go to work_dir/checkpoints; a run that finds complete checkpoints there
     continues from the newest (config.checkpoints=False: none written, none resumed).
-    `callbacks`: more TrainerCallbacks (e.g. a benchmark's timings). Under torchrun every
-    rank trains one model together (DDP) unless `alone`: then this process trains on its own
-    data as if it were the only one (OPPU: each rank its own users), on its own GPU."""
+    `callbacks`: more TrainerCallbacks (e.g. a benchmark's timings). `threads`: torch's CPU
+    threads (None: $LAMPBOX_THREADS, else every usable core); they never change the result.
+    Under torchrun every rank trains one model together (DDP) unless `alone`: then this
+    process trains on its own data as if it were the only one (OPPU: each rank its own users),
+    on its own GPU."""
     if alone and int(os.environ.get("WORLD_SIZE", "1") or 1) > 1:
         with _one_process():
-            return train(objective, config, work_dir, on_progress=on_progress, should_stop=should_stop, callbacks=callbacks)
+            return train(
+                objective, config, work_dir, on_progress=on_progress, should_stop=should_stop,
+                callbacks=callbacks, threads=threads,
+            )  # fmt: skip
     import torch
 
     from lampbox.engine.quiet import quiet_training
@@ -210,7 +216,7 @@ def train(
     if device == "cpu":  # torch's own default is every core, shared machine or not
         from lampbox.engine.machine import default_threads
 
-        torch.set_num_threads(default_threads(spare_on_small=False))  # every usable core unless told
+        torch.set_num_threads(threads or default_threads(spare_on_small=False))  # every usable core unless told
     context = TrainContext(config, device, resolve_precision(config.precision, device))
     if not config.checkpoints:  # the Trainer still wants an output folder: a scratch one
         with tempfile.TemporaryDirectory(prefix="lampbox-train-") as scratch:
