@@ -100,10 +100,7 @@ def find_bench(store: Store, bench: str) -> str:
 
 
 def _candidate(spec: dict[str, Any]) -> Candidate:
-    return Candidate.of(
-        str(spec.get("retriever", "none")), int(spec.get("k", 0)), str(spec.get("method", "ipa")),
-        str(spec.get("backend", "")), str(spec.get("model", "")),
-    )  # fmt: skip
+    return Candidate.from_spec(spec)
 
 
 def bench_pool(store: Store, bench: str) -> BenchPool:

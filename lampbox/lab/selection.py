@@ -28,7 +28,7 @@ from lampbox.engine.methods import MethodInput, MethodJob, selected_items
 from lampbox.engine.rspg.pool import CandidateAnswer, QuestionCandidates
 from lampbox.engine.rspg.selector import SELECTOR_FILE, PadCandidates, encode_questions, load_selector, probabilities
 from lampbox.engine.tasks import TaskSpec
-from lampbox.engine.types import CandidateProbability, Prediction, Question, SelectorProbabilities
+from lampbox.engine.types import Candidate, CandidateProbability, Prediction, Question, SelectorProbabilities
 from lampbox.errors import LampboxError
 from lampbox.lab.pipeline import (
     CancelCheck,
@@ -120,7 +120,10 @@ def run_selection(
     questions = select_questions(store, spec)
     task_hash = task_fingerprint(task)
     pool_keys = [run_key(pool_spec, task) for _, pool_spec in pool_specs]
-    stored_spec = {**spec.to_json(), "pool": pool_keys, "configurations": [label for label, _ in pool_specs]}
+    stored_spec = {
+        **spec.to_json(), "pool": pool_keys, "configurations": [label for label, _ in pool_specs],
+        "pool_specs": [pool_spec.to_json() for _, pool_spec in pool_specs],
+    }  # fmt: skip
     run_store.start_run(store, key, spec.label, stored_spec, len(questions), task_hash, kind=RSPG_RUN_KIND)
     store.idle()
     pool = generators or GeneratorPool()
@@ -270,10 +273,8 @@ def _argmax(row: Sequence[float]) -> int:
     return max(range(len(row)), key=lambda index: (row[index], -index))
 
 
-def _candidate(spec: RunSpec) -> Any:
-    from lampbox.lab.rspg import _candidate as from_json
-
-    return from_json(spec.to_json())
+def _candidate(spec: RunSpec) -> Candidate:
+    return Candidate.from_spec(spec.to_json())
 
 
 def _pool_run(label: str, spec: RunSpec, record: RunRecord) -> PoolRun:
