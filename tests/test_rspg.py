@@ -171,6 +171,7 @@ def post_selector(benches: dict[str, Any], tiny_encoder: Path) -> Any:
 
 
 def test_a_selector_trained_on_a_bench_composes_a_stored_run(benches: dict[str, Any], post_selector: Any) -> None:
+    from lampbox.bench.compare import compare_runs
     from lampbox.lab.rspg import RSPG_RUN_KIND, apply_selector
     from lampbox.store import Store
     from lampbox.store import runs as run_store
@@ -187,6 +188,8 @@ def test_a_selector_trained_on_a_bench_composes_a_stored_run(benches: dict[str, 
         predictions = run_store.run_predictions(store, selection.run_key)
         users = run_store.user_scores(store, selection.run_key)
         probabilities = selector_probabilities(store, "LaMP_7", "demo", predictions[0].question_id, selection.run_key)
+        compared = compare_runs(store, selection.run_key[:10], benches["dev"].rows[0].record.run_key)  # compare takes it
+        assert compared.n == 16 and compared.a.spec.selector == "sel-post"
     rows = benches["dev"].rows
     assert len(predictions) == 16 and sum(u.n_questions for u in users.values()) == 16
     for q, (prediction, index) in enumerate(zip(predictions, selection.chosen, strict=True)):

@@ -155,7 +155,12 @@ def test_rspg_rows_beside_their_pool(trained: dict[str, Any], tmp_path: Path) ->
 def test_the_oracle_and_the_success_rate_by_hand() -> None:
     """Three configurations, four questions: the oracle takes each question's best (ties to
     the first), the success rate counts a pick that ties the best as a success."""
-    from lampbox.engine.rspg.pool import CandidateAnswer, QuestionCandidates, oracle_scores, success_rate
+    from lampbox.engine.rspg.pool import (
+        CandidateAnswer,
+        QuestionCandidates,
+        oracle_scores,
+        success_rate,
+    )
 
     metrics = [(0.2, 0.5, 0.1), (0.9, 0.3, 0.9), (0.0, 0.0, 0.4), (0.7, 0.8, 0.6)]
     questions = [

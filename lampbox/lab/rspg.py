@@ -385,6 +385,7 @@ def apply_selector(store: Store, name: str, bench: str) -> SelectionResult:
     label = f"{selector.settings.get('label', 'RSPG')} {name}"
     spec = {
         "task": task.name, "scheme": pool.scheme, "split": pool.split, "kind": RSPG_RUN_KIND, "selector": name,
+        "method": f"rspg-{selector.mode}",
         "selector_hash": artifact.content_hash, "mode": selector.mode, "bench": pool.bench_key,
         "pool": [run.run_key for run in pool.runs], "configurations": pool.configurations,
     }  # fmt: skip

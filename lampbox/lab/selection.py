@@ -17,6 +17,7 @@ import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -26,9 +27,21 @@ from lampbox.engine.generation.common import GenerationCancelled
 from lampbox.engine.generation.pool import GeneratorPool
 from lampbox.engine.methods import MethodInput, MethodJob, selected_items
 from lampbox.engine.rspg.pool import CandidateAnswer, QuestionCandidates
-from lampbox.engine.rspg.selector import SELECTOR_FILE, PadCandidates, encode_questions, load_selector, probabilities
+from lampbox.engine.rspg.selector import (
+    SELECTOR_FILE,
+    PadCandidates,
+    encode_questions,
+    load_selector,
+    probabilities,
+)
 from lampbox.engine.tasks import TaskSpec
-from lampbox.engine.types import Candidate, CandidateProbability, Prediction, Question, SelectorProbabilities
+from lampbox.engine.types import (
+    Candidate,
+    CandidateProbability,
+    Prediction,
+    Question,
+    SelectorProbabilities,
+)
 from lampbox.errors import LampboxError
 from lampbox.lab.pipeline import (
     CancelCheck,
@@ -39,8 +52,23 @@ from lampbox.lab.pipeline import (
     select_questions,
     write_predictions_file,
 )
-from lampbox.lab.rspg import RSPG_RUN_KIND, SELECTOR_KIND, BenchPool, PoolRun, SelectionResult, compare_selection, pool_of
-from lampbox.lab.specs import ProgressCallback, RunProgress, RunRecord, RunSpec, run_key, spec_from_json
+from lampbox.lab.rspg import (
+    RSPG_RUN_KIND,
+    SELECTOR_KIND,
+    BenchPool,
+    PoolRun,
+    SelectionResult,
+    compare_selection,
+    pool_of,
+)
+from lampbox.lab.specs import (
+    ProgressCallback,
+    RunProgress,
+    RunRecord,
+    RunSpec,
+    run_key,
+    spec_from_json,
+)
 from lampbox.store import runs as run_store
 from lampbox.store.caches import StoreGenerationCache
 from lampbox.store.core import Store
@@ -246,7 +274,7 @@ def _pre(
         group_items = [selected[index][q] for q in mine]
         job = MethodJob(
             task=task, questions=group, selected=group_items, params=pool_spec.params, max_length=pool_spec.max_length,
-            generator=lambda s=pool_spec: generators.get(s.backend, s.model, s.model_options),
+            generator=partial(generators.get, pool_spec.backend, pool_spec.model, pool_spec.model_options),
             cache=StoreGenerationCache(store), batch_size=batch_size, report=report, should_cancel=should_cancel,
             decode=pool_spec.decode,
         )  # fmt: skip
