@@ -39,6 +39,7 @@ def main() -> None:
     parser.add_argument("--dev", type=int, default=32)
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--max-length", type=int, default=256)
+    parser.add_argument("--no-baselines", dest="baselines", action="store_false", help="A pool of model configurations only.")
     args = parser.parse_args()
 
     home = Path(tempfile.mkdtemp(prefix="bench-rspg-"))
@@ -64,7 +65,8 @@ def main() -> None:
     def grid(split: str, limit: int, selectors: tuple[str, ...] = ()) -> BenchSpec:
         return BenchSpec(
             args.task, scheme, split, ("none", "bm25", "recency"), (1,), (args.backend,), model=args.model or default_model(),
-            params=GenerationParams(max_new_tokens=default_max_new_tokens(task)), limit=limit, selectors=selectors,
+            params=GenerationParams(max_new_tokens=default_max_new_tokens(task)), limit=limit, baselines=args.baselines,
+            selectors=selectors,
         )  # fmt: skip
 
     started = time.perf_counter()
@@ -87,8 +89,10 @@ def main() -> None:
         pre_bench = run_bench(Plan(args.task, scheme, "dev", (Configuration(pre_spec, SELECTION),), args.dev, reference=0), pre_store, generators=generators)
         pre_seconds = time.perf_counter() - started
     pre = pre_bench.rows[0].record
-    print(f"RSPG-Pre bench ({args.dev} dev questions): {pre.generated} generated + {pre.cached} cached answers, "
-          f"{(pre.generated + pre.cached) / args.dev:.2f} per question, {pre_seconds:.1f} s")  # fmt: skip
+    free = sum(p.prompt is None for p in pre.predictions)  # a model-free row chosen: nothing to generate
+    print(f"RSPG-Pre bench ({args.dev} dev questions): {pre.generated} generated + {pre.cached} cached answers "
+          f"({(pre.generated + pre.cached) / args.dev:.2f} generations per question), {free} model-free picks, "
+          f"{pre_seconds:.1f} s")  # fmt: skip
 
     # 3. the pool's bench on dev, 4. the rspg-post row on it
     with Store(path) as dev_store:
