@@ -151,3 +151,24 @@ def db(home: Path) -> Path:
     path = home / "lampbox.duckdb"
     Store(path).close()
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_encoder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 2-layer BERT with random weights and all-MiniLM-L6-v2's real tokenizer: the selector's
+    mechanics in seconds (the real encoder is exercised by the fixed-batch test)."""
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    from lampbox.engine.rspg.selector import encoder_source
+
+    tokenizer = AutoTokenizer.from_pretrained(encoder_source("all-MiniLM-L6-v2"))
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+        intermediate_size=64, max_position_embeddings=128,
+    )  # fmt: skip
+    folder = tmp_path_factory.mktemp("tiny-encoder")
+    BertModel(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder

@@ -118,27 +118,6 @@ def test_the_kl_loss_decreases_on_a_fixed_batch(benches: dict[str, Any]) -> None
     assert max(losses[1:]) < losses[0] / 2, losses
 
 
-@pytest.fixture(scope="module")
-def tiny_encoder(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A 2-layer BERT with random weights and all-MiniLM-L6-v2's real tokenizer: the selector's
-    mechanics in seconds (the real encoder is exercised by the fixed-batch test)."""
-    import torch
-    from transformers import AutoTokenizer, BertConfig, BertModel
-
-    from lampbox.engine.rspg.selector import encoder_source
-
-    tokenizer = AutoTokenizer.from_pretrained(encoder_source("all-MiniLM-L6-v2"))
-    torch.manual_seed(0)
-    config = BertConfig(
-        vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-        intermediate_size=64, max_position_embeddings=128,
-    )  # fmt: skip
-    folder = tmp_path_factory.mktemp("tiny-encoder")
-    BertModel(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
-
-
 def test_a_trained_selector_picks_the_better_candidate(tiny_encoder: Path, tmp_path: Path) -> None:
     """Through the training core: a pool where one configuration is always best is learned."""
     from transformers import AutoTokenizer
@@ -192,6 +171,7 @@ def post_selector(benches: dict[str, Any], tiny_encoder: Path) -> Any:
 
 
 def test_a_selector_trained_on_a_bench_composes_a_stored_run(benches: dict[str, Any], post_selector: Any) -> None:
+    from lampbox.bench.compare import compare_runs
     from lampbox.lab.rspg import RSPG_RUN_KIND, apply_selector
     from lampbox.store import Store
     from lampbox.store import runs as run_store
@@ -208,6 +188,8 @@ def test_a_selector_trained_on_a_bench_composes_a_stored_run(benches: dict[str, 
         predictions = run_store.run_predictions(store, selection.run_key)
         users = run_store.user_scores(store, selection.run_key)
         probabilities = selector_probabilities(store, "LaMP_7", "demo", predictions[0].question_id, selection.run_key)
+        compared = compare_runs(store, selection.run_key[:10], benches["dev"].rows[0].record.run_key)  # compare takes it
+        assert compared.n == 16 and compared.a.spec.selector == "sel-post"
     rows = benches["dev"].rows
     assert len(predictions) == 16 and sum(u.n_questions for u in users.values()) == 16
     for q, (prediction, index) in enumerate(zip(predictions, selection.chosen, strict=True)):

@@ -18,12 +18,15 @@ from typing import Any
 
 from lampbox.lab.specs import RunSpec
 
-BASELINE, RETRIEVAL, RETRIEVAL_ONLY = "baseline", "retrieval", "retrieval-only"
+BASELINE, RETRIEVAL, RETRIEVAL_ONLY, SELECTION = "baseline", "retrieval", "retrieval-only", "selection"
 
 
 def role_of(spec: RunSpec) -> str:
     """A run's role: a model without retrieved items (baseline), a model with them (retrieval),
-    or no model at all (retrieval-only: a model-free method)."""
+    no model at all (retrieval-only: a model-free method), or an RSPG selection among a
+    selector's pool (selection)."""
+    if spec.method_impl.selects:
+        return SELECTION
     if not spec.uses_model:
         return RETRIEVAL_ONLY
     return RETRIEVAL if spec.personalized else BASELINE

@@ -28,7 +28,7 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 HEADER_FIELDS = ("task", "split", "scheme", "limit", "users", "reference", "configurations")
-TEXT_FIELDS = ("label", "method", "model", "backend", "retriever", "decode", "dtype", "quantize", "train")
+TEXT_FIELDS = ("label", "method", "model", "backend", "retriever", "decode", "dtype", "quantize", "train", "selector")
 WHOLE_NUMBERS = {"k": 0, "max_new_tokens": 1, "max_length": 1}  # field -> its least value
 CONFIG_FIELDS = (*TEXT_FIELDS, *WHOLE_NUMBERS, "postprocess")
 # Fields that only a method with a model uses; a model-free method naming one is a mistake.
@@ -240,6 +240,16 @@ def _configuration(
     from lampbox.lab.specs import RunSpec
 
     method = get_method(entry["method"])
+    if method.selects:  # RSPG: its selector's pool gives the configurations it chooses among
+        extra = [name for name in entry if name not in ("method", "selector", "label")]
+        if extra:
+            raise LampboxError(f"method {method.name} chooses among its selector's pool: remove {', '.join(extra)} (it takes selector and label)")
+        if "selector" not in entry:
+            raise LampboxError(f"selector is missing (method {method.name} needs a trained selector: `lampbox train rspg ... --name NAME`)")
+        spec = RunSpec(**common, method=method.name, selector=entry["selector"])  # its key checks the selector
+        return Configuration(spec, role_of(spec), entry.get("label"))
+    if "selector" in entry:
+        raise LampboxError(f"selector applies to method rspg-pre or rspg-post, not {method.name}")
     retriever = entry.get("retriever", "none")
     if not is_retriever_name(retriever):  # registered names and prefixed ones (ropg:NAME)
         raise UnknownNameError("retriever", retriever, known_retriever_names())

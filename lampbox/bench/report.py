@@ -55,3 +55,50 @@ def results_table(result: BenchResult) -> Any:
         label = Text(record.label, style="bold") if is_reference else record.label
         table.add_row(label, *cells, change, p_value, source)
     return table
+
+
+def selection_table(data: dict[str, Any]) -> Any:
+    """An RSPG selection (SelectionResult.to_json) against its pool: the selection, the oracle
+    (the best candidate per question), each configuration with how often it was picked, and
+    the paired tests against no personalization and the best single configuration."""
+    from rich.table import Table
+
+    main = data["main_metric"]
+    where = f"bench {data['bench_key'][:12]}" if data.get("bench_key") else "its pool"
+    generations = data["generations"]
+    table = Table(
+        title=f"{data['label']} on {where} ({data['split']}, {data['questions']} questions)",
+        caption=(
+            f"success rate {data['success_rate']:.3f} (a best candidate picked); generations it needs: "
+            f"post {generations['post']}, pre {generations['pre']} (this call: {generations['new']}); "
+            f"selector inference {data.get('selector_seconds', 0.0):.2f} s; p: two-sided paired randomization test"
+        ),
+    )
+    for column in ("configuration", main, "picked", "selection vs it", "p"):
+        table.add_column(column, justify="left" if column == "configuration" else "right")
+    table.add_row(data["label"], f"{data['metrics'].get(main, float('nan')):.4f}", str(data["questions"]), "", "")
+    table.add_row("oracle (best per question)", f"{data['oracle'].get(main, float('nan')):.4f}", "", "", "")
+    compared = {c["label"]: c for c in (data["vs_no_personalization"], data["vs_best_single"]) if c}
+    for row in data["configurations"]:
+        other = compared.get(row["label"])
+        change = "" if not other or other["relative_change"] is None else f"{other['relative_change'] * 100:+.1f}%"
+        p = "" if not other or other["p_value"] is None else f"{other['p_value']:.3f}"
+        label = row["label"] + (" (best single)" if row["label"] == data["vs_best_single"]["label"] else "")
+        table.add_row(label, f"{row['metrics'].get(main, float('nan')):.4f}", str(row["picked"]), change, p)
+    return table
+
+
+def selection_notes(result: BenchResult) -> list[Any]:
+    """A table per RSPG row of a bench, or the line saying why its comparison is missing."""
+    found: list[Any] = []
+    for row in result.rows:
+        if row.record.spec.method_impl.selects:
+            if row.record.selection is not None:
+                found.append(selection_table(row.record.selection.to_json()))
+            else:
+                found.append(
+                    f"{row.record.label}: {row.record.generated + row.record.cached} answers for "
+                    f"{len(row.record.predictions)} questions; no oracle or best single: its pool's runs are not "
+                    "in the store (add the pool's configurations to the bench to compare)"
+                )
+    return found

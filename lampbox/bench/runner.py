@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lampbox.bench.plan import Configuration, Plan
+from lampbox.bench.plan import BASELINE, RETRIEVAL, RETRIEVAL_ONLY, SELECTION, Configuration, Plan
 from lampbox.engine.defaults import (
     DEFAULT_BACKEND,
     DEFAULT_KS,
@@ -57,6 +57,8 @@ class BenchSpec:
     users: int | None = None
     baselines: bool = True
     decode: str = DEFAULT_DECODING  # the model runs' decoding: generate, or labels (classification)
+    # RSPG rows after the grid's: "rspg-pre:NAME" or "rspg-post:NAME" (NAME a trained selector)
+    selectors: tuple[str, ...] = ()
     # Per backend, its options that change outputs (e.g. hf: dtype, quantize), as sorted
     # (backend, ((name, value), ...)) pairs; they become the runs' model_options.
     backend_options: tuple[tuple[str, Options], ...] = ()
@@ -87,6 +89,7 @@ class BenchSpec:
             "limit": self.limit,
             "users": self.users,
             "baselines": self.baselines,
+            **({"selectors": list(self.selectors)} if self.selectors else {}),
             **(
                 {"backend_options": {name: dict(options) for name, options in self.backend_options}}
                 if self.backend_options
@@ -109,17 +112,30 @@ def build_grid(bench: BenchSpec, task: TaskSpec) -> list[tuple[RunSpec, str]]:
     retrieval_ks = _unique(k for k in bench.ks if k > 0)
     for backend in _unique(bench.backends):
         options = bench.options_for(backend)
-        grid.append((RunSpec(retriever="none", k=0, backend=backend, model_options=options, **common, **model), "baseline"))
+        grid.append((RunSpec(retriever="none", k=0, backend=backend, model_options=options, **common, **model), BASELINE))
         for retriever in personalized:
             for k in retrieval_ks:
-                grid.append((RunSpec(retriever=retriever, k=k, backend=backend, model_options=options, **common, **model), "retrieval"))
+                grid.append((RunSpec(retriever=retriever, k=k, backend=backend, model_options=options, **common, **model), RETRIEVAL))
     if bench.baselines and task.target_field is not None and retrieval_ks:
         # Generation copies the top item (k does not matter beyond 1); labels and ratings vote over k.
         ks = [1] if task.kind == "generation" else retrieval_ks
         for retriever in personalized:
             for k in ks:
-                grid.append((RunSpec(retriever=retriever, k=k, method="retrieval-only", **common), "retrieval-only"))
+                grid.append((RunSpec(retriever=retriever, k=k, method="retrieval-only", **common), RETRIEVAL_ONLY))
+    for name in _unique(bench.selectors):
+        method, selector = selection_name(name)
+        grid.append((RunSpec(method=method, selector=selector, **common), SELECTION))
     return grid
+
+
+def selection_name(name: str) -> tuple[str, str]:
+    """'rspg-pre:NAME' or 'rspg-post:NAME' as (method, selector); one clear line otherwise."""
+    from lampbox.errors import LampboxError
+
+    method, colon, selector = name.partition(":")
+    if method not in ("rspg-pre", "rspg-post") or not colon or not selector:
+        raise LampboxError(f"--selectors takes rspg-pre:NAME or rspg-post:NAME (NAME a selector from `lampbox train rspg`), not {name!r}")
+    return method, selector
 
 
 def _unique(values: Iterable[Any]) -> list[Any]:
@@ -152,6 +168,7 @@ class BenchRow:
             "generated": self.record.generated,
             "cached": self.record.cached,
             "seconds": round(self.record.seconds, 3),
+            **({"selection": self.record.selection.to_json()} if self.record.selection is not None else {}),
         }
 
 
@@ -254,7 +271,8 @@ def compare(
         elif not by_role:
             baseline = None
         else:
-            baseline = baselines.get(record.spec.backend) if role != "retrieval-only" else first_baseline
+            # model-free rows and selections (whose pool spans backends) against the first baseline
+            baseline = baselines.get(record.spec.backend) if role not in (RETRIEVAL_ONLY, SELECTION) else first_baseline
             baseline = None if role == "baseline" else baseline
         if baseline is None:
             rows.append(BenchRow(record, role, None, None, None))

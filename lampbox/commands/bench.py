@@ -29,6 +29,7 @@ GRID_FLAGS = {
     "retrievers": "--retrievers", "ks": "--k", "model": "--model", "backends": "--backend", "method": "--method",
     "max_length": "--max-length", "max_new_tokens": "--max-new-tokens", "postprocess": "--postprocess",
     "decode": "--decode", "baselines": "--baselines/--no-baselines", "quantize": "--quantize", "dtype": "--dtype",
+    "selectors": "--selectors",
 }  # fmt: skip
 
 
@@ -72,6 +73,11 @@ GRID_FLAGS = {
     help="generate: the model's raw text is the answer. labels (tasks with labels): every label is scored as the answer by the model's log-likelihood and the most likely one answers (hf, llamacpp, dummy). Recorded in the runs and the predictions files.",
 )
 @click.option("--baselines/--no-baselines", default=True, show_default=True, help="Add model-free retrieval-only baselines.")
+@click.option(
+    "--selectors",
+    default="",
+    help="Comma-separated RSPG rows after the grid's: rspg-pre:NAME (the selector chooses from the prompts, only the chosen configuration generates) or rspg-post:NAME (every configuration of its pool answers, it keeps one), NAME a selector from `lampbox train rspg` (docs/rspg.md).",
+)
 @click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True, help="Prompts per generation batch (hf and llamacpp decode them together).")
 @click.option(
     "--quantize",
@@ -112,6 +118,7 @@ def bench_command(
     postprocess: str,
     decode: str,
     baselines: bool,
+    selectors: str,
     batch_size: int,
     quantize: str | None,
     dtype: str | None,
@@ -169,6 +176,8 @@ def bench_command(
         raise LampboxError(f"--dtype {dtype} applies to the hf backend; add --backend hf")
     from lampbox.engine.methods import get_method
 
+    if get_method(method).selects:
+        raise LampboxError(f"--method {method}: RSPG rows come from --selectors {method}:NAME (the grid's method is its model runs')")
     if not get_method(method).uses_model:
         raise LampboxError(f"--method {method} needs no model; its runs are the bench's model-free baselines")
     if get_method(method).needs_adapters:
@@ -216,6 +225,7 @@ def bench_command(
         users=users,
         baselines=baselines,
         decode=decode,
+        selectors=tuple(split_list(selectors) or ()),
         backend_options=(("hf", hf_options),) if hf_options else (),
     )
     _run_and_print(bench, store, task, scheme, split, batch_size, threads, base_url, out_dir, as_json)
@@ -255,9 +265,12 @@ def _run_and_print(
         return
     from rich.console import Console
 
-    from lampbox.bench.report import results_table
+    from lampbox.bench.report import results_table, selection_notes
 
-    Console(file=sys.stdout, width=max(120, Console().width)).print(results_table(result))
+    console = Console(file=sys.stdout, width=max(120, Console().width))
+    console.print(results_table(result))
+    for note in selection_notes(result):  # RSPG rows: the oracle, the success rate, the best single
+        console.print(note)
     click.echo(f"predictions: {predictions_dir}", err=True)
     click.echo(f"bench {result.bench_key} stored in {store.path}", err=True)
 

@@ -42,31 +42,6 @@ def apply_command(name: str, bench_key: str, db_path: Path | None, as_json: bool
         return
     from rich.console import Console
 
-    Console().print(selection_table(result))
+    from lampbox.bench.report import selection_table
 
-
-def selection_table(result: object) -> object:
-    from rich.table import Table
-
-    data = result.to_json()  # type: ignore[attr-defined]
-    main = data["main_metric"]
-    table = Table(
-        title=f"{data['label']} on bench {data['bench_key'][:12]} ({data['split']}, {data['questions']} questions)",
-        caption=(
-            f"success rate {data['success_rate']:.3f} (a best candidate picked); generations a live run needs: "
-            f"post {data['generations']['post']}, pre {data['generations']['pre']} (composed from stored runs: none new); "
-            "p: two-sided paired randomization test"
-        ),
-    )
-    for column in ("configuration", main, "picked", "selection vs it", "p"):
-        table.add_column(column, justify="left" if column == "configuration" else "right")
-    table.add_row(data["label"], f"{data['metrics'].get(main, float('nan')):.4f}", str(data["questions"]), "", "")
-    table.add_row("oracle (best per question)", f"{data['oracle'].get(main, float('nan')):.4f}", "", "", "")
-    compared = {c["label"]: c for c in (data["vs_no_personalization"], data["vs_best_single"]) if c}
-    for row in data["configurations"]:
-        other = compared.get(row["label"])
-        change = "" if not other or other["relative_change"] is None else f"{other['relative_change'] * 100:+.1f}%"
-        p = "" if not other or other["p_value"] is None else f"{other['p_value']:.3f}"
-        label = row["label"] + (" (best single)" if row["label"] == data["vs_best_single"]["label"] else "")
-        table.add_row(label, f"{row['metrics'].get(main, float('nan')):.4f}", str(row["picked"]), change, p)
-    return table
+    Console().print(selection_table(result.to_json()))

@@ -89,6 +89,9 @@ class Method:
     description: ClassVar[str] = ""
     uses_model: ClassVar[bool] = True
     needs_adapters: ClassVar[bool] = False  # sends per-request adapters: a backend that loads them
+    # A selection among other configurations' answers (RSPG): the lab composes its runs from a
+    # trained selector's pool (lampbox/lab/rspg.py); it produces nothing inside one run.
+    selects: ClassVar[bool] = False
 
     def preparer(
         self, task: TaskSpec, generator: Generator, params: GenerationParams, max_length: int
@@ -284,6 +287,31 @@ def retrieval_only_output(task: TaskSpec, items: Sequence[ProfileItem]) -> str:
     return f"{sum(numbers) / len(numbers):.4g}" if numbers else ""
 
 
+class RSPGSelection(Method):
+    """RSPG: per question, a trained selector (RunSpec.selector) picks one configuration of its
+    pool. Pre scores the candidates' prompts and generates only the chosen one; Post scores
+    every candidate's prompt and output. Composed on the lab floor, never inside one run."""
+
+    uses_model = False  # its own spec names no model: the pool's configurations do
+    selects = True
+    mode: ClassVar[str] = ""
+
+    def produce(self, job: MethodJob) -> MethodResult:
+        raise LampboxError(f"method {self.name} is composed from its selector's pool by the lab (lampbox.lab.rspg), not produced inside one run")
+
+
+class RSPGPre(RSPGSelection):
+    name = "rspg-pre"
+    description = "RSPG-Pre: a selector picks each question's configuration from the prompts, then only that one generates"
+    mode = "pre"
+
+
+class RSPGPost(RSPGSelection):
+    name = "rspg-post"
+    description = "RSPG-Post: every configuration of the selector's pool answers, the selector keeps one answer per question"
+    mode = "post"
+
+
 # -- the registry ------------------------------------------------------------------------------
 
 def _method(name: str, target: object) -> Method:
@@ -323,4 +351,6 @@ register_method(IPA())
 register_method(FiD())
 register_method(OPPU())
 register_method(RetrievalOnly())
+register_method(RSPGPre())
+register_method(RSPGPost())
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -139,6 +139,25 @@ class Candidate:
             retriever, k = "none", 0
         return cls(retriever, k, method, backend, model)
 
+    @classmethod
+    def from_spec(cls, spec: Mapping[str, Any]) -> Candidate:
+        """The candidate a stored run's spec describes (a model-free run: no backend, no model)."""
+        return cls.of(
+            str(spec.get("retriever", "none")), int(spec.get("k", 0)), str(spec.get("method", "ipa")),
+            str(spec.get("backend", "")), str(spec.get("model", "")),
+        )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class PoolAnswer:
+    """One candidate of an RSPG selection for a question: its configuration, and its stored
+    answer and main score (None when its run is not stored: Pre runs only the chosen one)."""
+
+    label: str
+    candidate: Candidate
+    output: str | None
+    score: float | None
+
 
 @dataclass(frozen=True)
 class CandidateProbability:
@@ -167,3 +186,12 @@ class SelectorProbabilities:
         if not self.candidates:
             return None
         return max(self.candidates, key=lambda entry: entry.probability).candidate
+
+
+def oracle_pick(answers: Sequence[PoolAnswer], higher_is_better: bool = True) -> Candidate | None:
+    """The candidate with the best stored score (the first on a tie); None unless every
+    candidate's score is known."""
+    if not answers or any(answer.score is None for answer in answers):
+        return None
+    sign = 1.0 if higher_is_better else -1.0
+    return max(answers, key=lambda answer: sign * float(answer.score)).candidate  # type: ignore[arg-type]

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 from lampbox.engine import scoring
@@ -26,7 +26,7 @@ from lampbox.engine.prompting import Prompt
 from lampbox.engine.retrieval import create_retriever
 from lampbox.engine.retrieval.base import RetrievalCancelled
 from lampbox.engine.tasks import TaskSpec
-from lampbox.engine.types import ProfileItem, Question, Ranking
+from lampbox.engine.types import Prediction, ProfileItem, Question, Ranking
 from lampbox.engine.whatif import WhatIf
 from lampbox.errors import LampboxError
 from lampbox.lab.ranking import rank_stored
@@ -102,6 +102,13 @@ def run(
     recompute: bool = False,
 ) -> RunRecord:
     """Run one configuration end to end (or serve it from the store when it is finished)."""
+    if spec.method_impl.selects:  # RSPG: composed from its selector's pool
+        from lampbox.lab.selection import run_selection
+
+        return run_selection(
+            spec, store, generators=generators, predictions_dir=predictions_dir, on_progress=on_progress,
+            should_cancel=should_cancel, batch_size=batch_size, recompute=recompute,
+        )  # fmt: skip
     started = time.perf_counter()
     task = store.task(spec.task)
     check_run_decoding(spec, task)
@@ -149,12 +156,7 @@ def run(
         report("score", len(questions), len(questions))
         metrics = scoring.run_metrics(task, predictions)
         users = scoring.user_scores(task, questions, predictions)
-        path = None
-        if predictions_dir is not None:
-            target = Path(predictions_dir) / f"{_slug(spec.label)}-{key[:8]}.json"
-            decode = spec.decode if spec.uses_model else None
-            write_outputs(target, task.file_task, {p.question_id: p.output for p in predictions}, decode)
-            path = str(target)
+        path = write_predictions_file(spec, key, task, predictions, predictions_dir)
         run_store.finish_run(store, key, metrics, predictions, users, path)
         store.idle()
     except (RunCancelled, GenerationCancelled, KeyboardInterrupt) as error:
@@ -187,8 +189,24 @@ def check_run_decoding(spec: RunSpec, task: TaskSpec) -> None:
     check_label_scoring(backend_class(spec.backend))
 
 
+def write_predictions_file(
+    spec: RunSpec, key: str, task: TaskSpec, predictions: Sequence[Prediction], predictions_dir: Path | None
+) -> str | None:
+    """The run's official-format predictions file in `predictions_dir` (None: not written)."""
+    if predictions_dir is None:
+        return None
+    target = Path(predictions_dir) / f"{_slug(spec.label)}-{key[:8]}.json"
+    decode = spec.decode if spec.uses_model else None
+    write_outputs(target, task.file_task, {p.question_id: p.output for p in predictions}, decode)
+    return str(target)
+
+
 def _slug(text: str) -> str:
     return "".join(char if char.isalnum() or char in "-_.=" else "-" for char in text).strip("-")
+
+
+SERVED_KINDS = ("run", "rspg")  # benchmark runs, and RSPG selections (composed of runs)
+SPEC_FIELDS = {field.name for field in fields(RunSpec)}
 
 
 def load_run(store: Store, key: str, spec: RunSpec | None = None) -> RunRecord:
@@ -196,11 +214,11 @@ def load_run(store: Store, key: str, spec: RunSpec | None = None) -> RunRecord:
     stored = run_store.get_run(store, key)
     if stored is None:
         raise LampboxError(f"no run {key} in {store.path}")
-    if stored.kind != "run":
+    if stored.kind not in SERVED_KINDS:
         what = "a saved what-if" if stored.kind == "whatif" else f"a stored {stored.kind} run"
         raise LampboxError(f"run {key} is {what} ({stored.label}), not a benchmark run")
-    if spec is None:
-        spec = spec_from_json(stored.spec)
+    if spec is None:  # an RSPG selection's record also names its pool (and, from `rspg apply`, its bench)
+        spec = spec_from_json({name: value for name, value in stored.spec.items() if name in SPEC_FIELDS})
     return RunRecord(
         key,
         spec,

@@ -72,6 +72,7 @@ class PoolRun:
     uses_model: bool
     predictions: tuple[Prediction, ...]
     user_scores: dict[str, UserScore]
+    spec: dict[str, Any] = field(default_factory=dict)  # the run's spec as stored
 
 
 @dataclass(frozen=True)
@@ -101,10 +102,7 @@ def find_bench(store: Store, bench: str) -> str:
 
 
 def _candidate(spec: dict[str, Any]) -> Candidate:
-    return Candidate.of(
-        str(spec.get("retriever", "none")), int(spec.get("k", 0)), str(spec.get("method", "ipa")),
-        str(spec.get("backend", "")), str(spec.get("model", "")),
-    )  # fmt: skip
+    return Candidate.from_spec(spec)
 
 
 def bench_pool(store: Store, bench: str) -> BenchPool:
@@ -119,16 +117,21 @@ def bench_pool(store: Store, bench: str) -> BenchPool:
     runs = []
     for stored, role in listed:
         predictions = tuple(run_store.run_predictions(store, stored.run_key))
-        uses_model = "model" in stored.spec
         runs.append(PoolRun(
-            stored.run_key, stored.label, role, _candidate(dict(stored.spec)), uses_model, predictions,
-            run_store.user_scores(store, stored.run_key),
+            stored.run_key, stored.label, role, _candidate(dict(stored.spec)), "model" in stored.spec, predictions,
+            run_store.user_scores(store, stored.run_key), dict(stored.spec),
         ))  # fmt: skip
+    return pool_of(f"bench {key[:12]}", key, task, str(spec["scheme"]), str(spec["split"]), runs)
+
+
+def pool_of(where: str, key: str, task: TaskSpec, scheme: str, split: str, runs: Sequence[PoolRun]) -> BenchPool:
+    """The pool of these runs (`where` names them in errors): candidates per question, one clear
+    error when the runs do not answer the same questions or a question has no gold."""
     reference = [p.question_id for p in runs[0].predictions] if runs else []
     for run in runs[1:]:
         if [p.question_id for p in run.predictions] != reference:
             raise LampboxError(
-                f"bench {key[:12]}: {run.label} does not answer the same questions as {runs[0].label}; "
+                f"{where}: {run.label} does not answer the same questions as {runs[0].label}; "
                 "a pool needs every configuration on the same questions"
             )
     baseline = next((run for run in runs if run.role == "baseline"), None)
@@ -139,12 +142,12 @@ def bench_pool(store: Store, bench: str) -> BenchPool:
         for run in runs:
             prediction = run.predictions[index]
             if prediction.main_score is None:
-                raise LampboxError(f"bench {key[:12]}: question {question_id} has no gold to score the pool against")
+                raise LampboxError(f"{where}: question {question_id} has no gold to score the pool against")
             prompt = prediction.prompt if prediction.prompt is not None else unpersonalized.get(question_id, "")
             answers.append(CandidateAnswer(run.label, prompt, prediction.output, float(prediction.main_score)))
         questions.append(QuestionCandidates(question_id, runs[0].predictions[index].user_id, tuple(answers)))
     check_pool(questions)
-    return BenchPool(key, task, str(spec["scheme"]), str(spec["split"]), tuple(runs), tuple(questions))
+    return BenchPool(key, task, scheme, split, tuple(runs), tuple(questions))
 
 
 # -- training ---------------------------------------------------------------------------------
@@ -291,7 +294,10 @@ def _selector_rows(spec: RSPGSpec, store: Store, tokenizer: Any) -> tuple[RSPGSp
     higher = train_pool.task.higher_is_better()
     train_rows = encode_questions(tokenizer, train_pool.questions, spec.mode, spec.max_length, higher)
     dev_rows = encode_questions(tokenizer, dev_pool.questions, spec.mode, spec.max_length, higher) if dev_pool else []
-    settings = {"mode": spec.mode, "label": spec.label, "max_length": spec.max_length, "configurations": train_pool.configurations}
+    settings = {
+        "mode": spec.mode, "label": spec.label, "max_length": spec.max_length, "task": spec.task,
+        "configurations": train_pool.configurations, "pool": [run.spec for run in train_pool.runs],
+    }  # fmt: skip
     return spec, train_rows, dev_rows, settings, higher
 
 
@@ -337,6 +343,7 @@ class SelectionResult:
     best_single: Comparison
     singles: list[tuple[str, dict[str, float]]]
     generations: dict[str, int]
+    selector_seconds: float = 0.0  # the selector's inference (encoding and scoring the candidates)
 
     def to_json(self) -> dict[str, Any]:
         main = self.pool.task.main_metric
@@ -352,7 +359,7 @@ class SelectionResult:
             "configurations": [
                 {"label": label, "metrics": metrics, "picked": picks[i]} for i, (label, metrics) in enumerate(self.singles)
             ],
-            "generations": self.generations,
+            "generations": self.generations, "selector_seconds": round(self.selector_seconds, 4),
             "significance_test": "two-sided paired randomization (sign-flip) test on per-question scores, 10,000 resamples, seed 0",
         }  # fmt: skip
 
@@ -397,6 +404,7 @@ def apply_selector(store: Store, name: str, bench: str) -> SelectionResult:
     label = f"{selector.settings.get('label', 'RSPG')} {name}"
     spec = {
         "task": task.name, "scheme": pool.scheme, "split": pool.split, "kind": RSPG_RUN_KIND, "selector": name,
+        "method": f"rspg-{selector.mode}",
         "selector_hash": artifact.content_hash, "mode": selector.mode, "bench": pool.bench_key,
         "pool": [run.run_key for run in pool.runs], "configurations": pool.configurations,
     }  # fmt: skip
@@ -409,7 +417,7 @@ def apply_selector(store: Store, name: str, bench: str) -> SelectionResult:
         for question, question_probs in zip(pool.questions, probs, strict=True)
     ])  # fmt: skip
     store.idle()
-    return _compare(key, label, name, selector.mode, pool, metrics, picked, chosen, probs)
+    return compare_selection(key, label, name, selector.mode, pool, metrics, picked, chosen, probs)
 
 
 def _user_scores(task: TaskSpec, pool: BenchPool, picked: Sequence[Prediction]) -> list[UserScore]:
@@ -426,10 +434,13 @@ def _user_scores(task: TaskSpec, pool: BenchPool, picked: Sequence[Prediction]) 
     return found
 
 
-def _compare(
+def compare_selection(
     key: str, label: str, name: str, mode: str, pool: BenchPool, metrics: dict[str, float],
-    picked: Sequence[Prediction], chosen: list[int], probs: list[list[float]],
+    picked: Sequence[Prediction], chosen: list[int], probs: list[list[float]], *, new: int = 0,
+    selector_seconds: float = 0.0,
 ) -> SelectionResult:  # fmt: skip
+    """The selection against no personalization and the best single configuration of its pool
+    (paired tests), beside the oracle, the success rate and the generations it needs."""
     task = pool.task
     main = task.main_metric
     higher = task.higher_is_better()
@@ -452,9 +463,9 @@ def _compare(
     generations = {
         "post": model_runs * len(chosen),  # every model configuration answers every question
         "pre": sum(pool.runs[i].uses_model for i in chosen),  # only the chosen one, when it uses a model
-        "new": 0,  # composed from stored runs: nothing is generated again
+        "new": new,  # generated by this call (apply: none, it composes stored runs)
     }
     return SelectionResult(
         key, label, name, mode, pool, metrics, chosen, probs, success_rate(pool.questions, chosen, higher), oracle,
-        against(baseline) if baseline is not None else None, against(best), singles, generations,
+        against(baseline) if baseline is not None else None, against(best), singles, generations, selector_seconds,
     )  # fmt: skip

@@ -47,9 +47,17 @@ class RunSpec:
     limit: int | None = None
     users: int | None = None
     decode: str = DEFAULT_DECODING  # "generate" (raw model text) or "labels" (most likely label)
+    selector: str = ""  # an RSPG method's trained selector (a model folder of kind selector)
 
     def __post_init__(self) -> None:
-        get_method(self.method)  # a clear error for an unknown method
+        method = get_method(self.method)  # a clear error for an unknown method
+        if method.selects:
+            if not self.selector:
+                raise LampboxError(f"method {self.method} needs a trained selector: {self.method}:NAME (`lampbox train rspg ... --name NAME`)")
+            if self.personalized:
+                raise LampboxError(f"{self.method}:{self.selector} chooses among its pool's configurations: it takes no retriever or k of its own")
+        elif self.selector:
+            raise LampboxError(f"a selector ({self.selector}) goes with method rspg-pre or rspg-post, not {self.method}")
         check_decoding(self.decode)
         if self.decode != DEFAULT_DECODING and not self.uses_model:
             raise LampboxError(f"method {self.method} uses no model: it has no decoding to choose")
@@ -83,6 +91,8 @@ class RunSpec:
         data["model_options"] = dict(self.model_options)
         if self.decode == DEFAULT_DECODING:  # absent by default: run keys made before it stay valid
             data.pop("decode")
+        if not self.selector:  # likewise
+            data.pop("selector")
         if not self.uses_model:  # a model-free baseline does not depend on these
             for name in ("backend", "model", "params", "max_length", "model_options", "postprocess"):
                 data.pop(name)
@@ -91,6 +101,8 @@ class RunSpec:
     @property
     def label(self) -> str:
         """A short human name, e.g. 'bm25 k=4 llamacpp:smollm2-135m-instruct'."""
+        if self.selector:
+            return f"{self.method}:{self.selector}"
         if not self.uses_model:
             return f"{self.retriever} k={self.k} {self.method}"
         retrieval = "no personalization" if not self.personalized else f"{self.retriever} k={self.k}"
@@ -152,6 +164,10 @@ def run_key(spec: RunSpec, task: TaskSpec) -> str:
         from lampbox.engine.retrieval import create_retriever
 
         data["retriever"] = create_retriever(spec.retriever, **dict(spec.retriever_options)).key
+    if spec.selector:  # an RSPG selection: its selector's content and its pool's runs
+        from lampbox.lab.selection import selection_key_data
+
+        data["selection"] = selection_key_data(spec, task)
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:24]
 
 
@@ -184,6 +200,7 @@ class RunRecord:
     cached: int = 0  # outputs served from the generation cache
     seconds: float = 0.0
     name: str | None = None  # its name in a bench plan's table (None: the spec's label)
+    selection: Any = None  # an RSPG run's comparison with its pool (lampbox.lab.rspg.SelectionResult)
 
     @property
     def label(self) -> str:

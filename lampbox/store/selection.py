@@ -17,6 +17,7 @@ from lampbox.engine.types import (
     CandidateProbability,
     ItemFeedback,
     ItemUtility,
+    PoolAnswer,
     SelectorProbabilities,
 )
 
@@ -172,6 +173,32 @@ def selector_probabilities(
         for _, _, retriever, k, method, backend, model, probability in rows
     )
     return SelectorProbabilities(question_id, rows[0][0], rows[0][1], candidates)
+
+
+def selection_answers(store: Store, selector_key: str, question_id: str) -> list[PoolAnswer]:
+    """The candidates of a stored RSPG selection (its run's key is the probabilities'
+    selector_key) for a question, in its pool's order, each with its stored answer and main
+    score; [] when the selection's run does not name its pool."""
+    import json
+
+    from lampbox.store import runs as run_store
+
+    row = store.cursor().execute("SELECT spec FROM runs WHERE run_key = ?", [selector_key]).fetchone()
+    spec = json.loads(row[0]) if row is not None else {}
+    keys, labels = spec.get("pool") or [], spec.get("configurations") or []
+    pool_specs = spec.get("pool_specs") or [None] * len(keys)  # a bench's selection names them
+    if not len(keys) == len(labels) == len(pool_specs):
+        return []
+    answers = []
+    for key, label, pool_spec in zip(keys, labels, pool_specs, strict=True):
+        stored = run_store.get_run(store, key)
+        found = run_store.run_predictions(store, key, [question_id]) if stored is not None and stored.status == "finished" else []
+        prediction = found[0] if found else None
+        answers.append(PoolAnswer(
+            str(label), Candidate.from_spec(pool_spec or (stored.spec if stored is not None else {})),
+            None if prediction is None else prediction.output, None if prediction is None else prediction.main_score,
+        ))  # fmt: skip
+    return answers
 
 
 def stored_item_feedback(

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from textual.message import Message
 
 from lampbox.engine.tasks import TaskSpec
-from lampbox.engine.types import ProfileItem, Question, SelectorProbabilities
+from lampbox.engine.types import PoolAnswer, ProfileItem, Question, SelectorProbabilities
 from lampbox.lab.pipeline import PreparedPrompt
 from lampbox.lab.whatif import SavedWhatIf
 from lampbox.store.browse import Dataset, QuestionRow, UserGain, UserPage, UserRow
@@ -243,3 +243,4 @@ class SelectorLoaded(Message):
 
     question_id: str
     selector: SelectorProbabilities | None
+    answers: tuple[PoolAnswer, ...] = ()  # its candidates' stored answers and scores, pool order

@@ -148,3 +148,45 @@ async def test_selector_probabilities_on_the_panes_when_stored(bench_store, sett
         for pane in screen.panes:
             title = _title(pane)
             assert "RSPG" not in title and "p=" not in title and "★" not in title
+
+
+async def test_a_selection_lists_its_candidates_and_marks_the_oracle(bench_store, settle) -> None:  # type: ignore[no-untyped-def]
+    """A selection stored as a run naming its pool: the panes mark the oracle's pick (the best
+    stored score) beside the selector's, and the list under the panes gives every candidate's
+    probability, stored answer and score."""
+    from lampbox.engine.types import Prediction
+    from lampbox.store import runs as run_store
+
+    dataset, questions = _first_questions(bench_store)
+    question_id = questions[0].question_id
+    pool = []
+    for index, (choice, output, score) in enumerate(zip(PANES, ("the none answer", "the bm25 answer"), (0.7, 0.2), strict=True)):
+        key = f"pool-{index}"
+        spec = {"task": dataset.task, "scheme": dataset.scheme, "split": dataset.split, "retriever": choice.retriever,
+                "k": choice.k, "method": choice.method, "backend": choice.backend, "model": choice.model}  # fmt: skip
+        run_store.start_run(bench_store, key, f"pool {index}", spec, 1)
+        prediction = Prediction(question_id, "u", "p", (), (), {}, 1, output, output, "gold", {"rouge-1": score}, score)
+        run_store.finish_run(bench_store, key, {"rouge-1": score}, [prediction], [], None)
+        pool.append(key)
+    selection_spec = {"task": dataset.task, "scheme": dataset.scheme, "split": dataset.split, "method": "rspg-post",
+                      "selector": "sel", "pool": pool, "configurations": ["no retrieval", "bm25 two"]}  # fmt: skip
+    run_store.start_run(bench_store, "sel-run", "rspg-post:sel", selection_spec, 1, kind="rspg")
+    scored = SelectorProbabilities(question_id, "sel-run", "rspg-post:sel", (
+        CandidateProbability(_candidate(PANES[0]), 0.3), CandidateProbability(_candidate(PANES[1]), 0.7),
+    ))  # fmt: skip
+    selection.save_selector_probabilities(bench_store, dataset.task, dataset.scheme, [scored])
+    app = create_app(store=bench_store, max_new_tokens=4)
+    app.pane_choices = list(PANES)
+    async with app.run_test(size=SIZE) as pilot:
+        await _open_question(app, pilot, settle, down=0)
+        await pilot.press("g")
+        await settle(pilot)
+        screen = app.screen
+        assert isinstance(screen, GenerationScreen)
+        titles = [_title(pane) for pane in screen.panes]
+        assert "◆ oracle's pick" in titles[0] and "★" not in titles[0]  # none scored 0.7: the oracle's
+        assert "★ selector's pick" in titles[1] and "◆" not in titles[1]
+        listed = str(screen.query_one("#generate-selection", Static).render())
+        lines = listed.splitlines()[1:]
+        assert lines[0].startswith(" ◆ p=0.300  score 0.700") and "no retrieval: the none answer" in lines[0]
+        assert lines[1].startswith("★  p=0.700  score 0.200") and "bm25 two: the bm25 answer" in lines[1]

@@ -29,7 +29,13 @@ from textual.worker import Worker, get_current_worker
 from lampbox.engine.defaults import default_max_new_tokens
 from lampbox.engine.generation.common import GenerationCancelled
 from lampbox.engine.machine import CpuSample
-from lampbox.engine.types import Question, SelectorProbabilities
+from lampbox.engine.types import (
+    Candidate,
+    PoolAnswer,
+    Question,
+    SelectorProbabilities,
+    oracle_pick,
+)
 from lampbox.engine.whatif import WhatIf
 from lampbox.lab.pipeline import PreparedPrompt
 from lampbox.store import selection
@@ -53,6 +59,34 @@ from lampbox.tui.widgets.cells import cell
 from lampbox.tui.widgets.generation_pane import GenerationPane
 
 PIECE_EVERY_S = 0.1  # a pane's text reaches the screen at most this often while it streams
+
+
+def selection_text(
+    selector: SelectorProbabilities, answers: Iterable[PoolAnswer], oracle: Candidate | None
+) -> Text:
+    """Every candidate of the selection for this question: its probability, its stored answer
+    and score; ★ the selector's pick, ◆ the oracle's (the best stored score)."""
+    text = Text.assemble((f"{selector.label}", "bold"), "  candidates (★ selector's pick · ◆ oracle's pick)")
+    listed = list(answers) or [  # a selection that does not name its pool: the candidates alone
+        PoolAnswer(_candidate_label(entry.candidate), entry.candidate, None, None) for entry in selector.candidates
+    ]
+    for answer in listed:
+        probability = selector.probability(answer.candidate)
+        shown = "  –  " if probability is None else f"{probability:.3f}"
+        marks = ("★" if probability is not None and selector.chosen == answer.candidate else " ") + (
+            "◆" if oracle is not None and oracle == answer.candidate else " "
+        )
+        score = "  –  " if answer.score is None else f"{answer.score:.3f}"
+        text.append(f"\n{marks} p={shown}  score {score}  ")
+        text.append_text(cell(answer.label, 40)).append(": ")
+        text.append_text(Text("(not run)", style="dim") if answer.output is None else cell(answer.output, 60))
+    return text
+
+
+def _candidate_label(candidate: Candidate) -> str:
+    retrieval = "no personalization" if candidate.retriever == "none" else f"{candidate.retriever} k={candidate.k}"
+    method = "" if candidate.method == "ipa" else f" {candidate.method}"
+    return retrieval + method
 
 
 class GenerationScreen(LampboxScreen):
@@ -143,6 +177,9 @@ class GenerationScreen(LampboxScreen):
                     original=original,
                     id=f"pane-{index}",
                 )
+        selection_box = Static("", id="generate-selection")
+        selection_box.display = False  # shown once a selector's probabilities are read
+        yield selection_box
         yield Static("", id="generate-status")
         yield Footer()
 
@@ -158,14 +195,22 @@ class GenerationScreen(LampboxScreen):
             found = selection.selector_probabilities(
                 self.store, question.task, question.scheme, question.id
             )
-            self.post_message(SelectorLoaded(question.id, found))
+            answers = () if found is None else tuple(
+                selection.selection_answers(self.store, found.selector_key, question.id)
+            )
+            self.post_message(SelectorLoaded(question.id, found, answers))
 
     def on_selector_loaded(self, message: SelectorLoaded) -> None:
         if message.question_id != self.question.id or message.selector is None:
             return
         self.selector = message.selector
+        higher = self.lookup_task(self.question.task).higher_is_better()
+        oracle = oracle_pick(message.answers, higher)
         for pane in self.panes:
-            pane.set_selector(message.selector)
+            pane.set_selector(message.selector, oracle)
+        box = self.query_one("#generate-selection", Static)
+        box.update(selection_text(message.selector, message.answers, oracle))
+        box.display = True
 
     @property
     def panes(self) -> list[GenerationPane]:

@@ -69,8 +69,9 @@ each chosen retriever at k on the TUI's default model, the model manifest's
 the same pipeline as `lampbox bench`. Cached outputs show at once; others stream in. Panes
 on different models run at the same time; panes on one model are one batch on hf and one
 after another on llama.cpp. Changed panes are kept for later questions until you quit.
-When an RSPG selector scored the question, each pane shows its choice's probability and
-the selector's pick is marked ★; when ROPG feedback exists, the rankings show each
+When an RSPG selector scored the question, each pane shows its choice's probability, the
+selector's pick is marked ★ and the oracle's pick (the best stored answer) ◆, and a list
+under the panes gives every candidate's probability, stored answer and score; when ROPG feedback exists, the rankings show each
 item's utility (`util`).
 
 On a prompt (or a whole input, `p`): `c` copies it to the clipboard (through the terminal,

@@ -43,6 +43,7 @@ class GenerationPane(Vertical, can_focus=True):
         self.index = index
         self.choice = choice
         self.selector = selector
+        self.oracle: Candidate | None = None  # the selection's best stored candidate, if known
         self.whatif = whatif  # the pane runs an edited question
         self.with_original = original  # ... and shows the unedited question's output under it
         self.original_output: str | None = None
@@ -84,7 +85,8 @@ class GenerationPane(Vertical, can_focus=True):
         return Candidate.of(choice.retriever, choice.k, choice.method, choice.backend, choice.model)
 
     def selector_text(self) -> Text | None:
-        """'RSPG-Post p=0.412 ★ selector's pick', or None when no selector scored the question."""
+        """'RSPG-Post p=0.412 ★ selector's pick ◆ oracle's pick', or None when no selector scored
+        the question (◆: the candidate whose stored answer scored best)."""
         if self.selector is None:
             return None
         probability = self.selector.probability(self.candidate)
@@ -92,10 +94,12 @@ class GenerationPane(Vertical, can_focus=True):
         text = Text(f"{self.selector.label} {shown}", style="italic")
         if probability is not None and self.selector.chosen == self.candidate:
             text.append("  ★ selector's pick", style="bold")
+        if self.oracle is not None and self.oracle == self.candidate:
+            text.append("  ◆ oracle's pick", style="bold")
         return text
 
-    def set_selector(self, selector: SelectorProbabilities | None) -> None:
-        self.selector = selector
+    def set_selector(self, selector: SelectorProbabilities | None, oracle: Candidate | None = None) -> None:
+        self.selector, self.oracle = selector, oracle
         self.query_one(".pane-title", Static).update(self.title_text())
 
     @property
