@@ -243,7 +243,7 @@ def _train_oppu(
         eta = f", eta {done.eta_seconds:.0f} s" if done.eta_seconds is not None else ""
         click.echo(f"user {done.index}/{done.total} {done.user_id} ({done.items} items): {what}{eta}", err=True)
 
-    result = train_oppu(spec, store, name, overwrite=overwrite, on_user=show_user, on_note=note)
+    result = train_oppu(spec, store, name, overwrite=overwrite, on_user=show_user, on_progress=_step_logger(quiet), on_note=note)
     artifact = result.artifact
     seconds = sorted(result.seconds)
     median = seconds[len(seconds) // 2] if seconds else None
