@@ -15,6 +15,8 @@ from typing import Any
 import pytest
 from click.testing import CliRunner, Result
 
+from lampbox.errors import LampboxError
+
 pytestmark = pytest.mark.slow
 
 TASK = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "git-commits" / "commit_subject" / "task.json"
@@ -155,6 +157,20 @@ def test_a_rerun_skips_trained_users(trained: dict[str, Any], store_path: Path, 
     assert kinds == {"tiny-oppu": "oppu", "tiny-oppu.task": "lora", "tiny-oppu.u.ann": "user-adapter", "tiny-oppu.u.bob": "user-adapter"}
 
 
+def test_profile_pairs_are_part_of_the_task_adapters_identity(trained: dict[str, Any], store_path: Path, tiny_lm: Path) -> None:
+    """The same set with --profile-pairs is other settings: refused, its task adapter not reused."""
+    from dataclasses import replace
+
+    from lampbox.lab.oppu import train_oppu
+    from lampbox.store import Store
+
+    spec = _spec(tiny_lm)
+    with_pairs = replace(spec, task_spec=replace(spec.task_spec, profile_pairs=True))
+    assert with_pairs.task_spec.to_json() != spec.task_spec.to_json()
+    with Store(store_path) as store, pytest.raises(LampboxError, match="trained with other settings"):
+        train_oppu(with_pairs, store, "tiny-oppu")
+
+
 def _merged(tiny_lm: Path, adapters: list[Path], folder: Path) -> Path:
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -227,6 +243,7 @@ def test_bad_flags_are_one_clear_line(trained: dict[str, Any], store_path: Path,
     _one_line(_invoke(*base, "x4", "--task-adapter", "missing"), "no trained model named 'missing'")
     _one_line(_invoke(*base, "x5", "--task-adapter", "tiny-oppu.u.ann"), "not a LoRA adapter")
     _one_line(_invoke(*base, "tiny-oppu", "--user-lr", "0"), "--user-lr must be greater than 0")
+    _one_line(_invoke(*base, "x6", "--task-adapter", "tiny-oppu.task", "--profile-pairs"), "cannot apply to an existing --task-adapter")
     # the set under other settings: refused, not mixed
     _one_line(_invoke(*base, "tiny-oppu", "--user-epochs", "3", "--task-adapter", "tiny-oppu.task"), "other settings")
     bench = ["bench", "--task", "commit_subject", "--method", "oppu", "--db", db, "--retrievers", "none", "--no-baselines"]
@@ -290,3 +307,38 @@ def torch_equal(first: Any, second: Any) -> bool:
     import torch
 
     return bool(torch.equal(first, second))
+
+
+def test_a_plan_bench_of_none_rag_task_lora_oppu_and_the_peft_vs_rag_analysis(
+    trained: dict[str, Any], store_path: Path, tiny_lm: Path, tmp_path: Path
+) -> None:  # fmt: skip
+    """`--config` rows on the set are labelled task-lora / oppu / oppu+rag; a second bench is
+    served from the store; the analysis finds its rows from the runs (none and rag on the set's
+    model, the task adapter: the paper's non-personalized model) and its gains are those rows'."""
+    db = tmp_path / "plan.duckdb"
+    shutil.copy(store_path, db)
+    common = "backend=hf max_new_tokens=4"
+    configs = [
+        f"label=base method=ipa model={tiny_lm} {common}",
+        f"method=ipa model=tiny-oppu {common}",
+        f"method=ipa model=tiny-oppu retriever=bm25 k=1 {common}",
+        f"method=oppu model=tiny-oppu {common}",
+        f"method=oppu model=tiny-oppu retriever=bm25 k=1 {common}",
+    ]
+    args = ["bench", "--task", "commit_subject", "--db", db, "--json", *(a for c in configs for a in ("--config", c))]
+    first = _invoke(*args)
+    assert first.exit_code == 0, first.stderr
+    data = json.loads(first.stdout)
+    labels = [row["label"] for row in data["rows"]]
+    assert labels == ["base", "task-lora", "task-lora+rag bm25 k=1", "oppu", "oppu+rag bm25 k=1"]
+    again = json.loads(_invoke(*args).stdout)
+    assert again["bench_key"] == data["bench_key"] and [r["run_key"] for r in again["rows"]] == [r["run_key"] for r in data["rows"]]
+    report = _invoke("report", data["bench_key"], "--db", db, "--analysis", "peft-vs-rag", "--format", "json", "--no-plot")
+    analysis = json.loads(report.stdout)
+    assert analysis["rows"] == {"none": "task-lora", "rag": "task-lora+rag bm25 k=1", "peft": "oppu", "both": "oppu+rag bm25 k=1"}
+    rows = {row["label"]: row for row in data["rows"]}
+    # one question per user: the mean per-user score is the row's rouge-1
+    for role, label in (("rag", "task-lora+rag bm25 k=1"), ("peft", "oppu"), ("both", "oppu+rag bm25 k=1")):
+        expected = rows[label]["metrics"]["rouge-1"] - rows["task-lora"]["metrics"]["rouge-1"]
+        assert analysis["overall"]["gains"][role] == pytest.approx(expected, abs=1e-9)
+    assert analysis["overall"]["users"] == 3

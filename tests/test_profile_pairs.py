@@ -113,3 +113,112 @@ def test_profile_items_encode_as_training_examples(tiny_lm: Path) -> None:
     (rated,) = encode_profile_examples(tokenizer, True, builtin_task("LaMP_3"), [review])
     assert tokenizer.decode(rated.prompt_ids).endswith("review: Works fine.<|im_end|>\n<|im_start|>assistant\n")
     assert tokenizer.decode(rated.target_ids, skip_special_tokens=True) == "4"
+
+
+# -- `--profile-pairs`: profile items as questions of the task for the task adapter -------------
+
+SUBJECT = "Generate a subject for the following commit message: "
+
+
+def _commit(key: str, date: str, title: str = "") -> dict:
+    return {"id": key, "title": title or f"subject {key}", "text": f"message {key}", "date": date}
+
+
+# Profile order is not time order: b (2021) is the oldest, d (2024) the newest; e's title is blank.
+HISTORY = [_commit("a", "2023-05-01"), _commit("b", "2021-01-01"), _commit("d", "2024-02-02"), _commit("c", "2023-05-01"), _commit("e", "2022-01-01", " ")]
+
+
+def _subject_task(git_commits: Path):  # type: ignore[no-untyped-def]
+    return load_task_json(git_commits / "commit_subject" / "task.json")
+
+
+def test_profile_questions_hold_only_the_users_earlier_items(git_commits: Path) -> None:
+    from lampbox.engine.training.profile_pairs import profile_questions, time_order
+    from lampbox.engine.types import ProfileItem
+
+    task = _subject_task(git_commits)
+    items = [ProfileItem(f"k{c['id']}", c["id"], c, c["date"]) for c in HISTORY]
+    assert [item.id for item in time_order(items)] == ["b", "e", "a", "c", "d"]  # a before c: same date, profile order
+    undated = [ProfileItem("k1", "x", {}, None), ProfileItem("k2", "y", {}, "2020-01-01")]
+    assert [item.id for item in time_order(undated)] == ["x", "y"]  # a missing date: profile order
+    questions = profile_questions(task, "user", "train", {"ann": items, "bob": items[:2]})
+    by_id = {q.id: q for q in questions}
+    assert [q.id for q in questions if q.user_id == "ann"] == [f"profile:ann:{x}" for x in "bacd"]  # e: no target
+    dates = {c["id"]: c["date"] for c in HISTORY}
+    for question in questions:
+        item_id = question.id.rsplit(":", 1)[1]
+        assert item_id not in {p.id for p in question.profile}  # never the item itself
+        assert all(dates[p.id] <= dates[item_id] for p in question.profile)  # nor anything after it
+        assert question.input == f"{SUBJECT}message {item_id}" and question.gold == f"subject {item_id}"
+    assert [p.id for p in by_id["profile:ann:d"].profile] == ["b", "e", "a", "c"]
+    assert [p.id for p in by_id["profile:ann:c"].profile] == ["b", "e", "a"]  # a: same date, earlier in the profile
+    assert by_id["profile:ann:b"].profile == () and [p.id for p in by_id["profile:bob:a"].profile] == ["b"]
+    with pytest.raises(LampboxError, match="makes no question of the task"):
+        profile_questions(builtin_task("LaMP_7"), "user", "train", {"ann": items})
+
+
+def test_question_pairs_follow_the_tasks_own_questions(git_commits: Path) -> None:
+    assert builtin_task("LaMP_4").question_pair({"text": "Rain.", "title": "Wet"}) == ("Generate a headline for the following article: Rain.", "Wet")
+    assert builtin_task("LaMP_6").question_pair({"text": "Hi", "title": "Re"}) == builtin_task("LaMP_6").profile_pair({"text": "Hi", "title": "Re"})
+    assert builtin_task("LaMP_1").question_templates() is None and builtin_task("LaMP_7").question_templates() is None
+    assert _subject_task(git_commits).question_pair(HISTORY[0])[1] == "subject a"
+
+
+@pytest.fixture(scope="module")
+def pairs_store(tmp_path_factory: pytest.TempPathFactory, git_commits: Path) -> Path:
+    """commit_subject's task with two train questions of ann (HISTORY) and one of bob."""
+    from lampbox.store import Store
+    from lampbox.store.importer import import_path
+
+    folder = tmp_path_factory.mktemp("pairs") / "commit_subject"
+    folder.mkdir()
+    (folder / "task.json").write_text((git_commits / "commit_subject" / "task.json").read_text())
+    bob = [_commit("p", "2020-01-01"), _commit("q", "2020-02-01")]
+    train = [
+        {"id": "t1", "user_id": "ann", "input": f"{SUBJECT}fix the parser", "profile": HISTORY},
+        {"id": "t2", "user_id": "ann", "input": f"{SUBJECT}speed up diff", "profile": HISTORY[:3]},
+        {"id": "t3", "user_id": "bob", "input": f"{SUBJECT}colour moved lines", "profile": bob},
+    ]
+    (folder / "train_questions.json").write_text(json.dumps(train))
+    golds = [{"id": q["id"], "output": f"gold {q['id']}"} for q in train]
+    (folder / "train_outputs.json").write_text(json.dumps({"task": "commit_subject", "golds": golds}))
+    path = folder.parent / "pairs.duckdb"
+    with Store(path) as store:
+        import_path(store, folder)
+    return path
+
+
+@pytest.mark.slow
+def test_train_data_gains_the_profile_pairs_with_earlier_items_retrieved(pairs_store: Path, tiny_lm: Path) -> None:
+    from transformers import AutoTokenizer
+
+    from lampbox.engine.training.trainer import LoraSettings, TrainConfig
+    from lampbox.lab.training import TrainSpec, prepare_data, profile_pair_questions
+    from lampbox.store import Store
+
+    config = TrainConfig(max_steps=1, lora=LoraSettings(r=4, alpha=8))
+    plain = TrainSpec(task="commit_subject", scheme="user", k=1, model=str(tiny_lm), dev_limit=0, config=config)
+    spec = TrainSpec(**{**plain.__dict__, "profile_pairs": True})
+    assert "profile_pairs" not in plain.to_json() and spec.to_json()["profile_pairs"] is True  # part of its identity
+    with Store(pairs_store) as store:
+        task = store.task("commit_subject")
+        questions = store.questions("commit_subject", "user", "train")
+        pairs, selected = profile_pair_questions(spec, store, task, questions)
+        without, with_pairs = prepare_data(plain, store), prepare_data(spec, store)
+    # ann's 4 items with a subject (e's is blank) once each, though two questions share them; bob's 2
+    assert sorted(p.id for p in pairs) == sorted([f"profile:ann:{x}" for x in "abcd"] + ["profile:bob:p", "profile:bob:q"])
+    dates = {c["id"]: c["date"] for c in HISTORY} | {"p": "2020-01-01", "q": "2020-02-01"}
+    for pair, items in zip(pairs, selected, strict=True):
+        own = pair.id.rsplit(":", 1)[1]
+        assert len(items) == min(1, len(pair.profile))  # k = 1 when the user has an earlier item
+        assert all(item.id != own and dates[item.id] <= dates[own] and item in pair.profile for item in items)
+    assert len(without.train) == 3 and len(with_pairs.train) == 3 + 6
+    tokenizer = AutoTokenizer.from_pretrained(tiny_lm)
+    prompts = {e.question_id: tokenizer.decode(e.prompt_ids) for e in with_pairs.train}
+    for pair, items in zip(pairs, selected, strict=True):  # the prompt holds the retrieved item, then the pair's input
+        own = pair.id.rsplit(":", 1)[1]
+        context = prompts[pair.id].split(f"message: message {own}")[0]
+        assert [f"message {item.id}" in context for item in items] == [True] * len(items)
+        assert f"message {own}" not in context and "message d" not in prompts["profile:ann:c"]
+    assert "message" not in prompts["profile:ann:b"].split("commit message: message b")[0]  # the oldest item: nothing retrieved
+    assert tokenizer.decode(next(e for e in with_pairs.train if e.question_id == "profile:bob:q").target_ids, skip_special_tokens=True) == "subject q"

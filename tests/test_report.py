@@ -248,3 +248,73 @@ def test_best_is_the_lowest_error_and_ties_share_it() -> None:
     rating = builtin_task("LaMP_3")
     assert best_rows(rating, [row(0.5, 0.9), row(0.4, 0.9), row(0.6, 1.0)]) == {"mae": {1}, "rmse": {0, 1}}
     assert best_rows(builtin_task("LaMP_7"), [{}, {"rouge-1": Interval(0.2, 0.1, 0.3)}]) == {"rouge-1": {1}}
+
+
+# -- --analysis peft-vs-rag -------------------------------------------------------------------------
+
+ROLE_ROWS = {"none": "no personalization", "rag": "bm25 k=1 dummy", "peft": "recency k=1 dummy"}
+
+
+def test_peft_vs_rag_gains_by_history_read_back(bench: dict) -> None:
+    """Rows named with --row (the dummy bench has no OPPU rows): every file read back, the gains
+    recomputed from the stored per-user scores, the buckets adding up to all users."""
+    from lampbox.lab.pipeline import load_run
+    from lampbox.store import Store
+
+    out = bench["folder"] / "peft"
+    rows = [arg for role, label in ROLE_ROWS.items() for arg in ("--row", f"{role}={label}")]
+    result = lampbox(
+        "report", bench["key"], "--db", str(bench["db"]), "--analysis", "peft-vs-rag", *rows, "--buckets", "2",
+        "--format", "all", "--output", str(out / "analysis"), "--figures", str(out / "figures"), env=bench["env"],
+    )  # fmt: skip
+    data = json.loads((out / "analysis.json").read_text())
+    assert not (out / "analysis.tex").exists() and result.stderr.count("wrote ") == 5  # md, csv, json, png, svg
+    labels = {row["label"]: row["run_key"] for row in bench["rows"]}
+    keys = {role: next(key for label, key in labels.items() if label.startswith(prefix)) for role, prefix in ROLE_ROWS.items()}
+    with Store(bench["db"], read_only=True) as store:
+        scores = {role: load_run(store, key).user_scores for role, key in keys.items()}
+    users = sorted(set.intersection(*(set(s) for s in scores.values())))
+    means = {role: sum(scores[role][u].main_score for u in users) / len(users) for role in scores}
+    assert data["overall"]["users"] == len(users) and set(data["rows"]) == {"none", "rag", "peft"}
+    for role in ("rag", "peft"):
+        assert data["overall"]["gains"][role] == pytest.approx(means[role] - means["none"], abs=1e-12)
+        assert data["overall"]["relative_gains"][role] == pytest.approx((means[role] - means["none"]) / means["none"])
+        weighted = sum(b["gains"][role] * b["users"] for b in data["buckets"]) / len(users)
+        assert weighted == pytest.approx(data["overall"]["gains"][role], abs=1e-12)  # the buckets add up
+    assert sum(b["users"] for b in data["buckets"]) == len(users) and 1 <= len(data["buckets"]) <= 2
+    sizes = sorted(scores["none"][u].profile_size for u in users)
+    assert data["buckets"][0]["history"].startswith(f"{sizes[0]:.0f}-") and data["buckets"][-1]["history"].endswith(f"-{sizes[-1]:.0f}")
+    table = list(csv.DictReader(io.StringIO((out / "analysis.csv").read_text())))
+    assert [row["history"] for row in table] == [b["history"] for b in data["buckets"]] + ["all"]
+    assert float(table[-1]["peft_gain"]) == pytest.approx(data["overall"]["gains"]["peft"], abs=1e-6)
+    md = (out / "analysis.md").read_text()
+    assert "| history (profile items) | users | none rouge-1 | RAG gain | PEFT (OPPU) gain |" in md and "PEFT + RAG" not in md.split("Rows:")[0]
+    with Image.open(out / "figures" / "peft_vs_rag.png") as image:
+        assert image.size == (1350, 750)
+    assert ElementTree.parse(out / "figures" / "peft_vs_rag.svg").getroot().tag.endswith("svg")
+    assert "gain in rouge-1 over no personalization" in result.stdout  # the terminal plot
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--row", "oppu=x"], "give ROLE=LABEL with ROLE one of none, rag, peft, both"),
+        (["--row", "none=dense k=9"], "no row 'dense k=9' in bench"),
+        (["--buckets", "0"], "--buckets must be at least 1"),
+    ],
+)
+def test_peft_vs_rag_bad_input_is_one_line(bench: dict, args: list[str], message: str) -> None:
+    result = lampbox("report", bench["key"], "--db", str(bench["db"]), "--analysis", "peft-vs-rag", "--no-plot", *args, env=bench["env"], check=False)
+    assert result.returncode != 0 and result.stdout == ""
+    assert result.stderr.count("\n") == 1 and message in result.stderr
+
+
+def test_peft_vs_rag_finds_its_rows_from_the_runs(bench: dict) -> None:
+    """No --row: none is the model row without retrieval, rag the first with retrieval (table
+    order); the bench has no oppu rows, so no PEFT columns; `--row` outside --analysis refused."""
+    result = lampbox("report", bench["key"], "--db", str(bench["db"]), "--analysis", "peft-vs-rag", "--format", "json", env=bench["env"])
+    data = json.loads(result.stdout)
+    assert data["rows"] == {"none": "no personalization dummy:smollm2-135m-instruct", "rag": "bm25 k=1 dummy:smollm2-135m-instruct"}
+    assert set(data["overall"]["gains"]) == {"rag"}
+    refused = lampbox("report", bench["key"], "--db", str(bench["db"]), "--row", "rag=bm25", env=bench["env"], check=False)
+    assert refused.returncode != 0 and "--row names a row of --analysis peft-vs-rag" in refused.stderr

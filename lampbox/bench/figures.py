@@ -9,10 +9,12 @@ tight bounding box), so a PNG's pixel size is known in advance.
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from lampbox.bench.paper import BenchReport, gain_by_history
+from lampbox.bench.peft_rag import GAINS, ROLE_NAMES, PeftRagAnalysis
 from lampbox.errors import LampboxError
 
 FIGURE_DPI = 150
@@ -41,25 +43,69 @@ def figure_inches(name: str, report: BenchReport) -> tuple[float, float]:
 
 def render_figures(report: BenchReport) -> list[RenderedFigure]:
     """The three figures, rendered in memory."""
+    drawers = {"means": _means, "user_gains": _user_gains, "gain_by_history": _gain_by_history}
+    return [_render(name, figure_inches(name, report), lambda figure, name=name: drawers[name](figure, report)) for name in FIGURE_NAMES]
+
+
+def _render(name: str, inches: tuple[float, float], draw: Callable[[Any], None]) -> RenderedFigure:
+    """One figure drawn by `draw` on a fresh Figure, as PNG and SVG bytes."""
     try:
         import matplotlib  # noqa: F401
     except ImportError:
         raise LampboxError("figures need matplotlib: pip install 'lampbox[report]'") from None
     from matplotlib import rc_context
 
-    drawers = {"means": _means, "user_gains": _user_gains, "gain_by_history": _gain_by_history}
-    rendered = []
-    for name in FIGURE_NAMES:
-        png, svg = io.BytesIO(), io.BytesIO()
-        # a fixed salt for the SVG's element ids and no dates: the same report, the same bytes
-        with rc_context({"svg.hashsalt": "lampbox"}):
-            figure = _figure(figure_inches(name, report))
-            drawers[name](figure, report)
-            figure.savefig(png, format="png", dpi=FIGURE_DPI, metadata={"Software": None})
-            figure.savefig(svg, format="svg", metadata={"Date": None})
-        width, height = figure_inches(name, report)
-        rendered.append(RenderedFigure(name, png.getvalue(), svg.getvalue(), (round(width * FIGURE_DPI), round(height * FIGURE_DPI))))
-    return rendered
+    png, svg = io.BytesIO(), io.BytesIO()
+    # a fixed salt for the SVG's element ids and no dates: the same report, the same bytes
+    with rc_context({"svg.hashsalt": "lampbox"}):
+        figure = _figure(inches)
+        draw(figure)
+        figure.savefig(png, format="png", dpi=FIGURE_DPI, metadata={"Software": None})
+        figure.savefig(svg, format="svg", metadata={"Date": None})
+    width, height = inches
+    return RenderedFigure(name, png.getvalue(), svg.getvalue(), (round(width * FIGURE_DPI), round(height * FIGURE_DPI)))
+
+
+def render_peft_rag(analysis: PeftRagAnalysis) -> list[RenderedFigure]:
+    """The PEFT-vs-RAG figure (`peft_vs_rag`, 9 x 5 inches): each gain over no personalization
+    by history size, one group of bars per bucket (and one for all users)."""
+    return [_render("peft_vs_rag", (_WIDTH, 5.0), lambda figure: _peft_rag(figure, analysis))]
+
+
+def _peft_rag(figure: Any, analysis: PeftRagAnalysis) -> None:
+    axes = figure.add_subplot()
+    buckets = [*analysis.buckets, analysis.overall]
+    roles = [role for role in GAINS if role in analysis.rows]
+    width = 0.8 / len(roles)
+    for index, role in enumerate(roles):
+        xs = [position + (index - (len(roles) - 1) / 2) * width for position in range(len(buckets))]
+        axes.bar(xs, [bucket.gains[role] for bucket in buckets], width, label=f"{ROLE_NAMES[role]}: {analysis.rows[role]}")
+    axes.axhline(0.0, color="tab:gray", linestyle="--", linewidth=0.8)
+    axes.set_xticks(range(len(buckets)), [f"{bucket.label}\n({bucket.users} users)" for bucket in buckets])
+    axes.set_xlabel("profile size (items in the user's history); last: all users")
+    axes.set_ylabel(f"mean per-user gain in {analysis.task.main_metric} over no personalization")
+    axes.set_title(analysis.title, fontsize=9)
+    axes.legend(fontsize=7, frameon=False)
+    axes.grid(axis="y", alpha=0.3)
+
+
+def terminal_peft_rag(analysis: PeftRagAnalysis, width: int = 100, color: bool = True) -> str:
+    """The PEFT-vs-RAG figure for a terminal: grouped bars of each gain per history bucket."""
+    import plotext as plt
+
+    buckets = [*analysis.buckets, analysis.overall]
+    roles = [role for role in GAINS if role in analysis.rows]
+    plt.clear_figure()
+    plt.multiple_bar(
+        [f"{bucket.label} ({bucket.users})" for bucket in buckets], [[bucket.gains[role] for bucket in buckets] for role in roles],
+        labels=[ROLE_NAMES[role] for role in roles],
+    )  # fmt: skip
+    plt.title(f"gain in {analysis.task.main_metric} over no personalization, by profile size")
+    plt.limitsize(False)
+    plt.plotsize(width, 20)
+    plt.theme("clear")
+    drawn = str(plt.build())
+    return drawn if color else plt.uncolorize(drawn)
 
 
 def _figure(inches: tuple[float, float]) -> Any:

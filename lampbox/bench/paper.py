@@ -9,7 +9,7 @@ formats (md, LaTeX, csv, json) are in `formats.py`, the figures in `figures.py`.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -160,10 +160,9 @@ def resolve_bench(store: Store, key_or_prefix: str) -> str:
     )
 
 
-def build_report(store: Store, key_or_prefix: str, reference: str | None = None) -> BenchReport:
-    """The report of a stored bench; `reference`: a row's label (or unique label prefix) that
-    every other row is compared with (default: a plan's reference row, else the bench's
-    no-personalization rows). A plan's rows keep the plan's labels."""
+def load_bench(store: Store, key_or_prefix: str) -> tuple[str, dict[str, Any], list[tuple[RunRecord, str]], list[str]]:
+    """A stored bench's key, record, finished runs with their roles (rows named as the plan
+    names them) and the configurations left out (not finished); an error when none finished."""
     key = resolve_bench(store, key_or_prefix)
     spec = next(spec for bench, spec, _ in run_store.list_benches(store) if bench == key)
     plan = stored_plan(spec)
@@ -180,10 +179,19 @@ def build_report(store: Store, key_or_prefix: str, reference: str | None = None)
             records.append((record, role))
     if not records:
         raise LampboxError(f"bench {key[:12]} has no finished configuration yet")
+    return key, dict(spec), records, left_out
+
+
+def build_report(store: Store, key_or_prefix: str, reference: str | None = None) -> BenchReport:
+    """The report of a stored bench; `reference`: a row's label (or unique label prefix) that
+    every other row is compared with (default: a plan's reference row, else the bench's
+    no-personalization rows). A plan's rows keep the plan's labels."""
+    key, spec, records, left_out = load_bench(store, key_or_prefix)
+    plan = stored_plan(spec)
     task = store.task(spec["task"])
     reference_record: RunRecord | None
     if reference is not None:
-        reference_record = _reference(records, reference, key, left_out)
+        reference_record = find_row(records, reference, key, left_out)
     else:  # the plan's reference row, when it has finished (else no row is compared)
         reference_record = next((r for r, _ in records if r.run_key == plan.reference), None)
     compared = compare(task, records, reference_record, by_role=plan.reference is None)
@@ -211,7 +219,7 @@ def build_report(store: Store, key_or_prefix: str, reference: str | None = None)
     return BenchReport(key, task, spec["scheme"], spec["split"], model, rows, gains, left_out, spec.get("plan"))
 
 
-def _reference(records: Sequence[tuple[RunRecord, str]], label: str, key: str, left_out: list[str]) -> RunRecord:
+def find_row(records: Sequence[tuple[RunRecord, str]], label: str, key: str, left_out: list[str], what: str = "reference") -> RunRecord:
     """The finished row called `label` (exactly, else the one whose label starts with it)."""
     labels = [record.label for record, _ in records]
     exact = [record for record, _ in records if record.label == label]
@@ -219,10 +227,10 @@ def _reference(records: Sequence[tuple[RunRecord, str]], label: str, key: str, l
     if len(matches) == 1:
         return matches[0]
     if matches:
-        raise LampboxError(f"reference {label!r} matches {len(matches)} rows of bench {key[:12]}: {'; '.join(r.label for r in matches)}")
+        raise LampboxError(f"{what} {label!r} matches {len(matches)} rows of bench {key[:12]}: {'; '.join(r.label for r in matches)}")
     unfinished = [text for text in left_out if text.startswith(label)]
     if unfinished:
-        raise LampboxError(f"reference {label!r} is not finished in bench {key[:12]}: {unfinished[0]}")
+        raise LampboxError(f"{what} {label!r} is not finished in bench {key[:12]}: {unfinished[0]}")
     raise LampboxError(f"no row {label!r} in bench {key[:12]}; its rows: {'; '.join(labels)}")
 
 
@@ -273,19 +281,13 @@ class HistoryBuckets:
 
 def gain_by_history(report: BenchReport, buckets: int = 4) -> HistoryBuckets:
     """Per-user gains vs the reference grouped by the users' history (profile) size."""
-    import numpy as np
 
-    sizes = sorted({gain.user_id: gain.profile_size for gains in report.user_gains.values() for gain in gains}.items())
+    sizes = {gain.user_id: gain.profile_size for gains in report.user_gains.values() for gain in gains}
     if not sizes:
         return HistoryBuckets([], [], {})
-    values = np.asarray([size for _, size in sizes])
-    edges = np.unique(np.quantile(values, np.linspace(0, 1, buckets + 1)))
-    if edges.size == 1:
-        edges = np.asarray([edges[0], edges[0]])
-    bucket_of = {user: int(np.clip(np.searchsorted(edges[1:-1], size, side="right"), 0, edges.size - 2)) for user, size in sizes}
-    count = edges.size - 1
+    labels, bucket_of = history_buckets(sizes, buckets)
+    count = len(labels)
     users = [sum(1 for b in bucket_of.values() if b == index) for index in range(count)]
-    labels = [f"{edges[i]:.0f}-{edges[i + 1]:.0f}" for i in range(count)]
     mean_gain: dict[str, list[float | None]] = {}
     for label, gains in report.user_gains.items():
         sums = [0.0] * count
@@ -296,3 +298,17 @@ def gain_by_history(report: BenchReport, buckets: int = 4) -> HistoryBuckets:
             counts[bucket] += 1
         mean_gain[label] = [sums[i] / counts[i] if counts[i] else None for i in range(count)]
     return HistoryBuckets(labels, users, mean_gain)
+
+
+def history_buckets(sizes: Mapping[str, float], buckets: int = 4) -> tuple[list[str], dict[str, int]]:
+    """Users bucketed by profile size at quantile edges (fewer buckets where edges coincide):
+    each bucket's label ('3-12') and each user's bucket index."""
+    import numpy as np
+
+    ordered = sorted(sizes.items())
+    values = np.asarray([size for _, size in ordered], dtype=float)
+    edges = np.unique(np.quantile(values, np.linspace(0, 1, buckets + 1)))
+    if edges.size == 1:
+        edges = np.asarray([edges[0], edges[0]])
+    bucket_of = {user: int(np.clip(np.searchsorted(edges[1:-1], size, side="right"), 0, edges.size - 2)) for user, size in ordered}
+    return [f"{edges[i]:.0f}-{edges[i + 1]:.0f}" for i in range(edges.size - 1)], bucket_of

@@ -279,7 +279,23 @@ def _configuration(
         decode=entry.get("decode", "generate"),
     )  # fmt: skip
     _check_decoding(spec, task)
-    return Configuration(spec, role_of(spec), entry.get("label"), train)
+    return Configuration(spec, role_of(spec), entry.get("label") or oppu_label(spec), train)
+
+
+def oppu_label(spec: Any) -> str | None:
+    """A row on an OPPU set (`lampbox train oppu`) named by what it runs: `task-lora` (the set's
+    model, base + task adapter, method ipa), `oppu` (each user's adapter on it), `+rag RETRIEVER
+    k=K` with retrieval; None for any other model (the run's own label)."""
+    from lampbox.models import resolve_model
+
+    try:
+        info = resolve_model(spec.model).trained or {}
+    except LampboxError:
+        return None
+    name = {"ipa": "task-lora", "oppu": "oppu"}.get(spec.method)
+    if info.get("kind") != "oppu" or name is None:
+        return None
+    return f"{name}+rag {spec.retriever} k={spec.k}" if spec.personalized else name
 
 
 def _check_trained(model: str, train: str) -> None:

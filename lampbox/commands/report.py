@@ -40,6 +40,9 @@ FORMAT_CHOICES = ("md", "latex", "csv", "json", "all")
 @click.option("--figures", "figures_dir", type=click.Path(file_okay=False, path_type=Path), default=None, help="Folder for the figures (PNG and SVG).")
 @click.option("--reference", default=None, help="The row every other row is compared with: its label or a unique label prefix (default: the bench's no-personalization row).")
 @click.option("--plot/--no-plot", default=True, show_default=True, help="Draw the per-configuration figure in the terminal.")
+@click.option("--analysis", type=click.Choice(["peft-vs-rag"]), default=None, help="Instead of the table: peft-vs-rag, the gain of RAG, PEFT (OPPU) and both over no personalization by the users' history size (docs/report.md).")
+@click.option("--row", "rows", multiple=True, metavar="ROLE=LABEL", help="With --analysis: the row that plays none, rag, peft or both (repeatable; default: found from the runs).")
+@click.option("--buckets", type=int, default=4, show_default=True, help="With --analysis: history-size buckets (quantiles of the users' profile sizes).")
 @db_option
 @reports_errors
 def report_command(
@@ -49,6 +52,9 @@ def report_command(
     figures_dir: Path | None,
     reference: str | None,
     plot: bool,
+    analysis: str | None,
+    rows: tuple[str, ...],
+    buckets: int,
     db_path: Path | None,
 ) -> None:
     """The paper's table of a stored bench (its key, or a unique prefix, as `lampbox bench` prints).
@@ -59,13 +65,22 @@ def report_command(
     reference row, with Holm's correction across rows; the best value of each metric in bold.
     --figures DIR writes means, user_gains and gain_by_history as PNG and SVG.
     Every file is written whole or not at all (rendered first, then renamed into place).
+
+    \b
+    --analysis peft-vs-rag: the gain of RAG, PEFT (each user's adapter, method oppu) and both
+    over no personalization, overall and by history size, as a table (md, csv or json), a
+    terminal plot and, with --figures, peft_vs_rag.png/.svg.
     """
-    from lampbox.bench.figures import render_figures
+    from lampbox.bench.figures import render_figures, terminal_means
     from lampbox.bench.formats import EXTENSIONS, FORMATS, render
     from lampbox.bench.paper import build_report
     from lampbox.errors import LampboxError
 
     chosen = list(dict.fromkeys(f for name in (formats or ("md",)) for f in (FORMATS if name == "all" else (name,))))
+    if analysis is not None:
+        chosen = [fmt for fmt in chosen if fmt != "latex"] if "all" in formats else chosen
+    elif rows:
+        raise LampboxError("--row names a row of --analysis peft-vs-rag")
     if len(chosen) > 1 and output is None:
         raise LampboxError("several formats need --output (a base name; each format gets its suffix)")
     targets = _table_targets(chosen, output, EXTENSIONS)
@@ -73,6 +88,9 @@ def report_command(
         check_not_under_a_file(path)
     if figures_dir is not None:
         check_not_under_a_file(figures_dir, folder=True)
+    if analysis is not None:
+        _peft_vs_rag(bench_key, chosen, targets, output, figures_dir, rows, buckets, plot, db_path)
+        return
 
     with open_store_for_reading(db_path) as store:
         report = build_report(store, bench_key, reference)
@@ -87,7 +105,31 @@ def report_command(
     for note in report.left_out:
         click.echo(f"left out (not finished): {note}", err=True)
     if plot:
-        _draw_in_terminal(report, to_stdout=output is not None)
+        _draw_in_terminal(lambda width, color: terminal_means(report, width=width, color=color), to_stdout=output is not None)
+
+
+def _peft_vs_rag(
+    bench_key: str, chosen: list[str], targets: dict[str, Path], output: Path | None, figures_dir: Path | None,
+    rows: tuple[str, ...], buckets: int, plot: bool, db_path: Path | None,
+) -> None:  # fmt: skip
+    """`--analysis peft-vs-rag`: rendered whole, then written (as the table and figures are)."""
+    from lampbox.bench.figures import render_peft_rag, terminal_peft_rag
+    from lampbox.bench.peft_rag import parse_row_choices, peft_vs_rag, render_analysis
+
+    choices = parse_row_choices(rows)
+    with open_store_for_reading(db_path) as store:
+        analysis = peft_vs_rag(store, bench_key, choices, buckets)
+    tables = {fmt: render_analysis(analysis, fmt) for fmt in chosen}
+    figures = render_peft_rag(analysis) if figures_dir is not None else []
+    written = _write(tables, targets, figures, figures_dir)
+    if output is None:
+        sys.stdout.write(tables[chosen[0]])
+    for path in written:
+        click.echo(f"wrote {path}", err=True)
+    for note in analysis.left_out:
+        click.echo(f"left out (not finished): {note}", err=True)
+    if plot:
+        _draw_in_terminal(lambda width, color: terminal_peft_rag(analysis, width=width, color=color), to_stdout=output is not None)
 
 
 def _table_targets(chosen: list[str], output: Path | None, extensions: dict[str, str]) -> dict[str, Path]:
@@ -114,16 +156,14 @@ def _write(tables: dict[str, str], targets: dict[str, Path], figures: list[Any],
     return [path for path, _ in files]
 
 
-def _draw_in_terminal(report: Any, to_stdout: bool) -> None:
-    """The per-configuration figure: on stdout when the table went to a file, else on stderr
-    when that is a terminal (never into a table piped from stdout)."""
-    from lampbox.bench.figures import terminal_means
-
+def _draw_in_terminal(draw: Any, to_stdout: bool) -> None:
+    """A terminal figure (`draw(width, color)`): on stdout when the table went to a file, else
+    on stderr when that is a terminal (never into a table piped from stdout)."""
     stream = sys.stdout if to_stdout else sys.stderr
     if not to_stdout and not sys.stderr.isatty():
         return
     width = max(60, min(160, shutil.get_terminal_size((100, 24)).columns))
-    stream.write(terminal_means(report, width=width, color=stream.isatty()) + "\n")
+    stream.write(draw(width, stream.isatty()) + "\n")
 
 
 @click.command("compare")

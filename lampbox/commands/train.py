@@ -116,19 +116,21 @@ def _common_options(function: Any) -> Any:
 @click.option("--lora-alpha", type=int, default=16, show_default=True)
 @click.option("--lora-dropout", type=float, default=0.05, show_default=True)
 @click.option("--lora-targets", default="q_proj,k_proj,v_proj,o_proj", show_default=True, help="Comma-separated module names.")
+@click.option("--profile-pairs", is_flag=True, help="Also train on the training users' profile items as questions of the task (each with --k of that user's earlier items retrieved): more data where a task has few questions.")
 @_common_options
 def train_ipa(
     model: str | None, use_lora: bool, lora_r: int, lora_alpha: int, lora_dropout: float, lora_targets: str,
-    **options: Any,
+    profile_pairs: bool, **options: Any,
 ) -> None:  # fmt: skip
     """Fine-tune a decoder-only model on IPA prompts (retrieved items in the prompt, the
     official token budget), loss on the gold only; the best dev checkpoint is kept.
-    --k 0 trains the same model without retrieval (the paper's control)."""
+    --k 0 trains the same model without retrieval (the paper's control). --profile-pairs adds
+    each training user's profile items as questions (docs/oppu.md)."""
     from lampbox.engine.defaults import default_model
     from lampbox.lab.training import lora_settings
 
     lora = lora_settings(lora_r, lora_alpha, lora_dropout, lora_targets) if use_lora else None
-    _train("ipa", model or default_model(), lora, **options)
+    _train("ipa", model or default_model(), lora, profile_pairs=profile_pairs, **options)
 
 
 @train.command("fid")
@@ -156,11 +158,12 @@ def train_fid(model: str | None, **options: Any) -> None:
 @click.option("--lora-alpha", type=int, default=8, show_default=True)
 @click.option("--lora-dropout", type=float, default=0.05, show_default=True)
 @click.option("--lora-targets", default="q_proj,k_proj,v_proj", show_default=True, help="Modules of the task adapter's LoRA.")
+@click.option("--profile-pairs", is_flag=True, help="Also train the task adapter on the training users' profile items as questions of the task (each with --k of that user's earlier items retrieved): more data where a task has few questions.")
 @_common_options
 def train_oppu(
     model: str | None, task_adapter: str | None, user_count: int | None, user_ids: tuple[str, ...], user_epochs: float,
     user_max_steps: int | None, user_lr: float, user_targets: str, lora_r: int, lora_alpha: int, lora_dropout: float,
-    lora_targets: str, **options: Any,
+    lora_targets: str, profile_pairs: bool, **options: Any,
 ) -> None:  # fmt: skip
     """OPPU: one LoRA adapter per user of --dev-split (the evaluated split), each trained on
     that user's own profile items only, on the base with the task adapter merged.
@@ -179,13 +182,13 @@ def train_oppu(
     user_lora = lora_settings(lora_r, lora_alpha, lora_dropout, user_targets)
     _train_oppu(
         model or default_model(), task_adapter, user_count, tuple(user_ids), user_epochs, user_max_steps, user_lr,
-        task_lora, user_lora, **options,
+        task_lora, user_lora, profile_pairs, **options,
     )  # fmt: skip
 
 
 def _train_oppu(
     model: str, task_adapter: str | None, user_count: int | None, user_ids: tuple[str, ...], user_epochs: float,
-    user_max_steps: int | None, user_lr: float, task_lora: Any, user_lora: Any, task_name: str, split: str,
+    user_max_steps: int | None, user_lr: float, task_lora: Any, user_lora: Any, profile_pairs: bool, task_name: str, split: str,
     dev_split: str, scheme: str | None, retriever: str, k: int, epochs: float, max_steps: int | None,
     lr: float | None, batch_size: int, grad_accum: int, max_length: int, max_target_tokens: int, precision: str,
     seed: int, limit: int | None, dev_limit: int, eval_every: int | None, group_by_length: bool, name: str,
@@ -217,13 +220,15 @@ def _train_oppu(
             scheme=store.resolve_scheme(task.name, split, scheme) if store is not None and task else resolved_scheme,
             method="ipa", split=split,
             dev_split=dev_split, retriever=retriever, k=k, model=model, max_length=max_length,
-            max_target_tokens=max_target_tokens, limit=limit, dev_limit=dev_limit,
+            max_target_tokens=max_target_tokens, limit=limit, dev_limit=dev_limit, profile_pairs=profile_pairs,
             config=dict(
                 epochs=epochs, lr=lr, batch_size=batch_size, grad_accum=grad_accum, seed=seed, precision=precision,
                 max_steps=max_steps, eval_every=eval_every, lora=task_lora, group_by_length=group_by_length,
                 eval_new_tokens=default_max_new_tokens(task) if task is not None else 32,
             ),
         )  # fmt: skip
+    elif profile_pairs:
+        raise LampboxError("--profile-pairs trains the task adapter: it cannot apply to an existing --task-adapter")
     spec = OppuSpec(
         task=task.name if task is not None else task_name, scheme=resolved_scheme, model=model, config=user_config, split=dev_split,
         users=user_count, user_ids=user_ids, task_adapter=task_adapter, task_spec=task_spec,
@@ -245,8 +250,9 @@ def _train_oppu(
         click.echo(f"{rank}user {done.index}/{done.total} {done.user_id} ({done.items} items): {what}{eta}", err=True)
 
     result = train_oppu(
-        spec, store, name, overwrite=overwrite, on_user=show_user, on_note=note if main else None, threads=threads
-    )
+        spec, store, name, overwrite=overwrite, on_user=show_user, on_progress=_step_logger(quiet or not main),
+        on_note=note if main else None, threads=threads,
+    )  # fmt: skip
     if result is None:
         return  # another rank of a torchrun job: rank 0 registers and reports
     artifact = result.artifact
@@ -276,7 +282,7 @@ def _train(
     retriever: str, k: int, epochs: float, max_steps: int | None, lr: float | None, batch_size: int,
     grad_accum: int, max_length: int, max_target_tokens: int, precision: str, seed: int, limit: int | None,
     dev_limit: int, eval_every: int | None, group_by_length: bool, name: str, threads: int | None, overwrite: bool,
-    db_path: Path | None, as_json: bool,
+    db_path: Path | None, as_json: bool, profile_pairs: bool = False,
 ) -> None:  # fmt: skip
     from lampbox.engine.defaults import default_max_new_tokens
     from lampbox.engine.machine import check_threads
@@ -291,7 +297,7 @@ def _train(
     spec = TrainSpec.build(
         task=task.name if task is not None else task_name, scheme=resolved_scheme, method=method, split=split,
         dev_split=dev_split, retriever=retriever, k=k, model=model, max_length=max_length,
-        max_target_tokens=max_target_tokens, limit=limit, dev_limit=dev_limit,
+        max_target_tokens=max_target_tokens, limit=limit, dev_limit=dev_limit, profile_pairs=profile_pairs,
         config=dict(
             epochs=epochs, lr=lr, batch_size=batch_size, grad_accum=grad_accum, seed=seed, precision=precision,
             max_steps=max_steps, eval_every=eval_every, lora=lora, group_by_length=group_by_length,

@@ -93,6 +93,11 @@ class Method:
     # trained selector's pool (lampbox/lab/rspg.py); it produces nothing inside one run.
     selects: ClassVar[bool] = False
 
+    def label(self, retrieval: str, personalized: bool) -> str:
+        """How a run's label names this method and its retrieval ('bm25 k=4', or 'no
+        personalization'): the retrieval, then the method's name."""
+        return f"{retrieval} {self.name}"
+
     def preparer(
         self, task: TaskSpec, generator: Generator, params: GenerationParams, max_length: int
     ) -> Preparer:
@@ -161,6 +166,9 @@ class IPA(Method):
     name = "ipa"
     description = "retrieved items in the prompt (LaMP's IPA), any generator"
 
+    def label(self, retrieval: str, personalized: bool) -> str:
+        return retrieval  # the default method goes unnamed
+
     def preparer(
         self, task: TaskSpec, generator: Generator, params: GenerationParams, max_length: int
     ) -> Preparer:
@@ -189,6 +197,9 @@ class OPPU(Method):
     name = "oppu"
     description = "each user's own LoRA adapter (an OPPU set), retrieved items in the prompt when k > 0"
     needs_adapters = True
+
+    def label(self, retrieval: str, personalized: bool) -> str:
+        return f"oppu+rag {retrieval}" if personalized else "oppu"  # the user's adapter is personalization
 
     def preparer(
         self, task: TaskSpec, generator: Generator, params: GenerationParams, max_length: int

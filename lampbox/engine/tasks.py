@@ -142,14 +142,41 @@ class TaskSpec:
         like = BUILTIN_TASKS.get(self.like) if self.like != self.name else None
         if self.kind == "generation" and like is not None and like.profile_input == "":
             return "", target
+        return self._item_input_template(), target
+
+    def _item_input_template(self) -> str:
+        """The task's input prefix followed by a profile item's main text (as a template)."""
         prefix = self.input_prefix.replace("{", "{{").replace("}", "}}")
         separator = "" if not prefix or prefix[-1].isspace() else " "
-        return prefix + separator + "{" + self.ipa_truncate_field + "}", target
+        return prefix + separator + "{" + self.ipa_truncate_field + "}"
+
+    def question_templates(self) -> tuple[str, str] | None:
+        """(input, target) templates that make a profile item one of the task's own questions
+        (a task adapter's `--profile-pairs`): the profile pair's when it has an input; for a task
+        whose items are modelled as plain text, the input prefix with the item's main text asking
+        for its target field (LaMP_4: the article -> its headline). None when an item makes no
+        question: no target field, or the target is the main text itself (LaMP_1, LaMP_7)."""
+        input_template, target_template = self.profile_templates()
+        if input_template:
+            return input_template, target_template
+        if self.target_field is None or self.target_field == self.ipa_truncate_field:
+            return None
+        return self._item_input_template(), target_template
+
+    def question_pair(self, fields: Mapping[str, Any]) -> tuple[str, str]:
+        """A profile item as one of the task's (input, target) questions (`question_templates`)."""
+        templates = self.question_templates()
+        if templates is None:
+            raise LampboxError(f"{self.name}: a profile item makes no question of the task (its target is the item's own text)")
+        return self._format_pair(templates, fields)
 
     def profile_pair(self, fields: Mapping[str, Any]) -> tuple[str, str]:
         """A profile item (its fields) as an (input, target) training pair; input "" means plain
         language modelling of the target."""
-        input_template, target_template = self.profile_templates()
+        return self._format_pair(self.profile_templates(), fields)
+
+    def _format_pair(self, templates: tuple[str, str], fields: Mapping[str, Any]) -> tuple[str, str]:
+        input_template, target_template = templates
         values = {**{name: str(value) for name, value in fields.items()}, "labels": ", ".join(self.labels)}
         try:
             return input_template.format_map(values), target_template.format_map(values)

@@ -108,9 +108,9 @@ class RunSpec:
         retrieval = "no personalization" if not self.personalized else f"{self.retriever} k={self.k}"
         extras = "".join(f" {name}={value}" for name, value in self.retriever_options)
         model_extras = "".join(f" {name}={value}" for name, value in self.model_options)
-        method = "" if self.method == "ipa" else f" {self.method}"
+        method = self.method_impl.label(retrieval + extras, self.personalized)
         decode = "" if self.decode == DEFAULT_DECODING else f" decode={self.decode}"
-        return f"{retrieval}{extras}{method} {self.backend}:{Path(self.model).name}{model_extras}{decode}"
+        return f"{method} {self.backend}:{Path(self.model).name}{model_extras}{decode}"
 
 
 def spec_from_json(data: Mapping[str, Any]) -> RunSpec:

@@ -80,6 +80,9 @@ class TrainSpec:
     limit: int | None = None  # only the first N training questions
     dev_limit: int | None = 100  # dev questions evaluated during training
     config: TrainConfig = field(default_factory=TrainConfig)
+    # Also train on the training users' profile items as questions of the task, each with k of
+    # the user's earlier items retrieved (`engine.training.profile_pairs`).
+    profile_pairs: bool = False
 
     @classmethod
     def build(cls, *, config: dict[str, Any], **fields: Any) -> TrainSpec:
@@ -116,6 +119,8 @@ class TrainSpec:
         if not self.split or not self.dev_split:
             raise LampboxError("--split and --dev-split cannot be empty")
         get_method(self.method)
+        if self.profile_pairs and self.method != "ipa":
+            raise LampboxError(f"--profile-pairs trains IPA prompts (train ipa, train oppu), not {self.method}")
 
     @property
     def personalized(self) -> bool:
@@ -124,6 +129,8 @@ class TrainSpec:
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         data["config"] = self.config.to_json()
+        if not self.profile_pairs:  # absent by default: models trained before keep their spec
+            del data["profile_pairs"]
         return data
 
 
@@ -283,6 +290,22 @@ def prepare_fid_data(spec: TrainSpec, store: Store) -> PreparedData:
     return PreparedData(train, dev, source, False, model_fingerprint(source), "fid")
 
 
+def profile_pair_questions(spec: TrainSpec, store: Store, task: Any, questions: list[Any]) -> tuple[list[Any], list[Any]]:
+    """`--profile-pairs`: the training users' profile items as questions of the task, each with
+    its k retrieved items among that user's earlier ones (ranked in memory: these questions are
+    not in the store, so their rankings are not kept; item embeddings are)."""
+    from lampbox.engine.training.oppu import user_profiles
+    from lampbox.engine.training.profile_pairs import profile_questions
+
+    pairs = profile_questions(task, spec.scheme, spec.split, user_profiles(questions))
+    rankings = {}
+    ranked = [pair for pair in pairs if pair.profile]
+    if spec.personalized and ranked:
+        retriever = create_retriever(spec.retriever)
+        rankings = {r.question_id: r for r in rank_stored(store, task, ranked, retriever, keep_rankings=False)}
+    return pairs, [selected_items(pair, rankings.get(pair.id), spec.k) for pair in pairs]
+
+
 def prepare_data(spec: TrainSpec, store: Store) -> PreparedData:
     """Questions, rankings and prompts -> tokenized examples (rank 0 only: reads the store)."""
     if spec.method == "fid":
@@ -302,6 +325,9 @@ def prepare_data(spec: TrainSpec, store: Store) -> PreparedData:
 
     def examples(split: str, limit: int | None, dev: bool) -> list[Any]:
         questions, selected = _questions_and_items(spec, store, task, split, limit)
+        if spec.profile_pairs and not dev:
+            pairs, pair_items = profile_pair_questions(spec, store, task, questions)
+            questions, selected = questions + pairs, selected + pair_items
         ids = [q.id for q in questions]
         texts = [prepare(q, items).request.prompt for q, items in zip(questions, selected, strict=True)]
         golds = [q.gold or "" for q in questions]
@@ -421,6 +447,9 @@ def _train(
         if overwrite and not spec_file.is_file():
             shutil.rmtree(work, ignore_errors=True)
         data = prepare_data(spec, store)
+        if on_note and spec.profile_pairs:
+            pairs = sum(1 for example in data.train if str(example.question_id).startswith("profile:"))
+            on_note(f"{len(data.train)} training examples: {len(data.train) - pairs} questions and {pairs} profile pairs")
         task = store.task(spec.task)
         work.mkdir(parents=True, exist_ok=True)
         _write_json(data_file, data.to_json())

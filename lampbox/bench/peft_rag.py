@@ -1,0 +1,194 @@
+"""The PEFT-vs-RAG analysis of a stored bench ("Comparing RAG and PEFT", Salemi & Zamani 2024):
+the gain of retrieval (RAG), of each user's adapter (PEFT: OPPU) and of both over no
+personalization, overall and by the users' history size.
+
+Four rows of the bench play the roles, found from their runs: `both` (method oppu with
+retrieval), `peft` (method oppu without), `rag` (a model method with retrieval) and `none` (a
+model method without); where several rows fit `rag` or `none`, the one on the OPPU rows' model
+(the task adapter: the paper's non-personalized model is the task model) comes first, then
+table order. `--row ROLE=LABEL` names a row instead. Users are those scored in every role row,
+bucketed by profile size at quantile edges (`paper.history_buckets`); per bucket, each role's
+mean per-user main score, and each gain as the difference from `none` (signed: > 0 is better,
+for MAE too) and relative to `none` in percent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from lampbox.bench.paper import find_row, history_buckets, load_bench
+from lampbox.engine.tasks import TaskSpec
+from lampbox.errors import LampboxError
+from lampbox.lab.specs import RunRecord
+from lampbox.store.core import Store
+
+ROLES = ("none", "rag", "peft", "both")
+GAINS = ("rag", "peft", "both")
+ROLE_NAMES = {"none": "no personalization", "rag": "RAG", "peft": "PEFT (OPPU)", "both": "PEFT + RAG"}
+
+
+@dataclass(frozen=True)
+class Bucket:
+    """One history-size bucket (or all users): each role's mean per-user main score and each
+    gain over `none` (absolute, signed so that > 0 is better; relative, a fraction)."""
+
+    label: str
+    users: int
+    means: dict[str, float]  # role -> mean per-user main score
+    gains: dict[str, float]  # role -> mean score minus none's, signed
+    relative: dict[str, float | None]  # role -> gain / |none's mean| (None: none's mean is 0)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"history": self.label, "users": self.users, "means": self.means, "gains": self.gains, "relative_gains": self.relative}
+
+
+@dataclass(frozen=True)
+class PeftRagAnalysis:
+    bench_key: str
+    task: TaskSpec
+    rows: dict[str, str]  # role -> the bench row's label (roles without a row are absent)
+    overall: Bucket
+    buckets: list[Bucket]
+    left_out: list[str]
+
+    @property
+    def title(self) -> str:
+        return f"PEFT vs RAG: {self.task.name} (bench {self.bench_key[:8]}, {self.overall.users} users)"
+
+    @property
+    def caption(self) -> str:
+        main = self.task.main_metric
+        rows = "; ".join(f"{ROLE_NAMES[role]}: {label}" for role, label in self.rows.items())
+        return (
+            f"{self.title}. Mean per-user {main} of each row and its gain over no personalization "
+            f"(> 0 is better; relative in %), users bucketed by profile size (quantiles). Rows: {rows}."
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "bench_key": self.bench_key, "task": self.task.name, "main_metric": self.task.main_metric,
+            "rows": self.rows, "caption": self.caption, "overall": self.overall.to_json(),
+            "buckets": [bucket.to_json() for bucket in self.buckets], "left_out": self.left_out,
+        }  # fmt: skip
+
+
+def parse_row_choices(choices: Sequence[str]) -> dict[str, str]:
+    """`--row ROLE=LABEL` values as {role: label}."""
+    chosen: dict[str, str] = {}
+    for text in choices:
+        role, equals, label = text.partition("=")
+        if not equals or role not in ROLES or not label:
+            raise LampboxError(f"--row {text!r}: give ROLE=LABEL with ROLE one of {', '.join(ROLES)}")
+        if role in chosen:
+            raise LampboxError(f"--row {role} is given twice")
+        chosen[role] = label
+    return chosen
+
+
+def role_of_run(record: RunRecord) -> str | None:
+    """The role a run can play, from its spec (None: a model-free row)."""
+    spec = record.spec
+    if not spec.uses_model:
+        return None
+    if spec.method_impl.needs_adapters:  # each user's adapter: oppu
+        return "both" if spec.personalized else "peft"
+    return "rag" if spec.personalized else "none"
+
+
+def pick_rows(records: Sequence[tuple[RunRecord, str]], chosen: Mapping[str, str], key: str, left_out: list[str]) -> dict[str, RunRecord]:
+    """Each role's row: the one named by `chosen`, else found from the runs (module docstring)."""
+    picked = {role: find_row(records, label, key, left_out, what=f"--row {role}") for role, label in chosen.items()}
+    candidates: dict[str, list[RunRecord]] = {role: [] for role in ROLES}
+    for record, _ in records:
+        role = role_of_run(record)
+        if role is not None:
+            candidates[role].append(record)
+    adapter_models = {r.spec.model for role in ("peft", "both") for r in ([picked[role]] if role in picked else candidates[role])}
+    for role in ROLES:
+        if role in picked or not candidates[role]:
+            continue
+        ranked = sorted(candidates[role], key=lambda record: record.spec.model not in adapter_models)  # stable
+        picked[role] = ranked[0]
+    if "none" not in picked:
+        raise LampboxError(f"bench {key[:12]} has no finished row without personalization to compare with; name one with --row none=LABEL")
+    if not any(role in picked for role in GAINS):
+        raise LampboxError(f"bench {key[:12]} has no RAG, PEFT (method oppu) or PEFT + RAG row; name one with --row rag=LABEL")
+    return {role: picked[role] for role in ROLES if role in picked}
+
+
+def _bucket(label: str, users: Sequence[str], rows: Mapping[str, RunRecord], sign: float) -> Bucket:
+    means = {role: sum(float(record.user_scores[user].main_score or 0.0) for user in users) / len(users) for role, record in rows.items()}
+    base = means["none"]
+    gains = {role: sign * (means[role] - base) for role in GAINS if role in means}
+    relative = {role: (gain / abs(base) if base else None) for role, gain in gains.items()}
+    return Bucket(label, len(users), means, gains, relative)
+
+
+def peft_vs_rag(store: Store, key_or_prefix: str, chosen: Mapping[str, str] | None = None, buckets: int = 4) -> PeftRagAnalysis:
+    """The analysis of a stored bench (module docstring)."""
+    if buckets < 1:
+        raise LampboxError(f"--buckets must be at least 1 (got {buckets})")
+    key, spec, records, left_out = load_bench(store, key_or_prefix)
+    task = store.task(spec["task"])
+    rows = pick_rows(records, chosen or {}, key, left_out)
+    scored = [{user for user, score in record.user_scores.items() if score.main_score is not None} for record in rows.values()]
+    users = sorted(set.intersection(*scored))
+    if not users:
+        raise LampboxError(f"bench {key[:12]}: no user is scored in every row of the analysis ({'; '.join(r.label for r in rows.values())})")
+    sizes = {user: float(rows["none"].user_scores[user].profile_size) for user in users}
+    labels, bucket_of = history_buckets(sizes, buckets)
+    sign = 1.0 if task.higher_is_better() else -1.0
+    overall = _bucket("all", users, rows, sign)
+    by_bucket = [[user for user in users if bucket_of[user] == index] for index in range(len(labels))]
+    return PeftRagAnalysis(
+        key, task, {role: record.label for role, record in rows.items()}, overall,
+        [_bucket(label, members, rows, sign) for label, members in zip(labels, by_bucket, strict=True) if members],
+        left_out,
+    )  # fmt: skip
+
+
+# -- the table -----------------------------------------------------------------------------------
+
+
+def _cells(analysis: PeftRagAnalysis, bucket: Bucket) -> list[str]:
+    cells = [bucket.label, str(bucket.users), f"{bucket.means['none']:.4f}"]
+    for role in GAINS:
+        if role not in analysis.rows:
+            continue
+        relative = bucket.relative[role]
+        cells.append(f"{bucket.gains[role]:+.4f}" + ("" if relative is None else f" ({relative * 100:+.1f}%)"))
+    return cells
+
+
+def render_analysis(analysis: PeftRagAnalysis, fmt: str) -> str:
+    """The analysis as md (title, table, caption), csv (raw numbers) or json."""
+    import json
+
+    if fmt == "json":
+        return json.dumps(analysis.to_json(), indent=2) + "\n"
+    main = analysis.task.main_metric
+    gains = [role for role in GAINS if role in analysis.rows]
+    if fmt == "csv":
+        import csv
+        import io
+
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(["history", "users", *(f"{role}_{main}" for role in ROLES if role in analysis.rows), *(f"{role}_gain" for role in gains), *(f"{role}_relative_gain" for role in gains)])
+        for bucket in [*analysis.buckets, analysis.overall]:
+            writer.writerow(
+                [bucket.label, bucket.users, *(f"{bucket.means[role]:.6f}" for role in ROLES if role in analysis.rows),
+                 *(f"{bucket.gains[role]:.6f}" for role in gains),
+                 *("" if bucket.relative[role] is None else f"{bucket.relative[role]:.6f}" for role in gains)]
+            )  # fmt: skip
+        return out.getvalue()
+    if fmt != "md":
+        raise LampboxError(f"--analysis peft-vs-rag writes md, csv or json, not {fmt}")
+    header = ["history (profile items)", "users", f"none {main}", *(f"{ROLE_NAMES[role]} gain" for role in gains)]
+    lines = [f"**{analysis.title}**", "", "| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
+    for bucket in analysis.buckets:
+        lines.append("| " + " | ".join(_cells(analysis, bucket)) + " |")
+    lines.append("| " + " | ".join(f"**{cell}**" for cell in _cells(analysis, analysis.overall)) + " |")
+    return "\n".join([*lines, "", analysis.caption, ""])
