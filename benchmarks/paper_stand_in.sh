@@ -19,21 +19,31 @@ cd "$(dirname "$0")/.."
 PY="${LAMPBOX_PYTHON:-.venv/bin/python}"
 OUT="${OUT:-/tmp/quality}"
 mkdir -p "$OUT"
+# one torch thread per process: on a shared, oversubscribed CPU, 2 threads spent most of their
+# CPU time waiting for each other (a LoRA step cost about 5x the core-seconds it costs on an idle CPU)
+export LAMPBOX_THREADS="${LAMPBOX_THREADS:-1}"
+export LAMPBOX_LOCK_WAIT="${LAMPBOX_LOCK_WAIT:-900}"  # stages may run beside each other on one store
 
 # bounds (the CPU budget: a 2-core CPU shared with other jobs)
 PRECISION="${PRECISION:-bf16}"            # training precision (bf16: the CPU has AMX/AVX512-BF16)
 SUBJ_MODEL="${SUBJ_MODEL:-commit_subject-lora-k4}"
-ROPG_LIMIT="${ROPG_LIMIT:-100}"           # train questions with feedback
-ROPG_CTX="${ROPG_CTX:-8}"                 # candidates per question (paper: 20)
-ROPG_DEV="${ROPG_DEV:-20}"                # dev questions with feedback (checkpoint choice)
-ROPG_EPOCHS="${ROPG_EPOCHS:-10}"          # the paper's 10
-BENCH_LIMIT="${BENCH_LIMIT:-200}"         # dev questions of the ROPG table and RSPG's dev bench
-OPPU_USERS="${OPPU_USERS:-20}"            # first N dev users (3 questions each)
-RSPG_TRAIN_LIMIT="${RSPG_TRAIN_LIMIT:-100}"
-RSPG_TEST_LIMIT="${RSPG_TEST_LIMIT:-200}"
+SUBJ_TRAIN_LIMIT="${SUBJ_TRAIN_LIMIT:-120}"    # docs/reproduce.md: 300
+SUBJ_DEV_LIMIT="${SUBJ_DEV_LIMIT:-20}"        # docs/reproduce.md: 50
+ROPG_LIMIT="${ROPG_LIMIT:-24}"           # train questions with feedback
+ROPG_CTX="${ROPG_CTX:-4}"                 # candidates per question (paper: 20)
+ROPG_DEV="${ROPG_DEV:-4}"                 # dev questions with feedback (checkpoint choice)
+ROPG_FEEDBACK="${ROPG_FEEDBACK:-likelihood}"   # the paper: generate (one generation per pair)
+ROPG_EPOCHS="${ROPG_EPOCHS:-2}"           # the paper: 10
+BENCH_LIMIT="${BENCH_LIMIT:-24}"         # dev questions of the ROPG table and RSPG's dev bench
+OPPU_USERS="${OPPU_USERS:-6}"            # first N dev users (3 questions each)
+RSPG_TRAIN_LIMIT="${RSPG_TRAIN_LIMIT:-16}"
+RSPG_TEST_LIMIT="${RSPG_TEST_LIMIT:-24}"
+# the RSPG pool: the fine-tuned model with the untrained retrievers (adding the ropg: ones costs
+# two more generations per question on each split: RSPG_POOL="$SUBJ_POOL")
+RSPG_POOL="${RSPG_POOL:-none,bm25,recency,dense}"
 RSPG_EPOCHS="${RSPG_EPOCHS:-5}"           # paper: 20
 AREA_MODEL="${AREA_MODEL:-commit_area-lora-k4}"
-AREA_TRAIN_LIMIT="${AREA_TRAIN_LIMIT:-300}"
+AREA_TRAIN_LIMIT="${AREA_TRAIN_LIMIT:-200}"
 AREA_EPOCHS="${AREA_EPOCHS:-2}"
 STAGES="${STAGES:-data subject_ipa subject_ropg subject_ropg_bench subject_oppu subject_rspg area_ipa area_ropg area_ropg_bench}"
 
@@ -85,8 +95,8 @@ fi
 
 # 1. the fine-tuned generator (docs/reproduce.md; bf16 instead of fp32 on this CPU)
 if has_stage subject_ipa && ! have_model "$SUBJ_MODEL"; then
-    step subject_ipa train ipa --task commit_subject --retriever bm25 --k 4 --limit 300 --epochs 1 \
-        --dev-limit 50 --precision "$PRECISION" --name "$SUBJ_MODEL"
+    step subject_ipa train ipa --task commit_subject --retriever bm25 --k 4 --limit "$SUBJ_TRAIN_LIMIT" --epochs 1 \
+        --dev-limit "$SUBJ_DEV_LIMIT" --precision "$PRECISION" --name "$SUBJ_MODEL"
 fi
 
 # 2. ROPG: feedback from the fine-tuned model (computed once, shared by KD and RL), two retrievers
@@ -94,10 +104,16 @@ if has_stage subject_ropg; then
     for method in kd rl; do
         have_model "subject-ropg-$method" || step "subject_ropg_$method" train ropg --task commit_subject \
             --method "$method" --backend hf --model "$SUBJ_MODEL" --limit "$ROPG_LIMIT" --ctx-size "$ROPG_CTX" \
-            --dev-limit "$ROPG_DEV" --epochs "$ROPG_EPOCHS" --name "subject-ropg-$method"
+            --feedback "$ROPG_FEEDBACK" --dev-limit "$ROPG_DEV" --epochs "$ROPG_EPOCHS" --name "subject-ropg-$method"
     done
 fi
 SUBJ_POOL="none,bm25,recency,dense,ropg:subject-ropg-kd,ropg:subject-ropg-rl"
+# the pool's untrained rows alone (the full bench below reuses their stored runs), so that they
+# can run in another process while the retrievers train: STAGES=subject_ropg_rows
+if has_stage subject_ropg_rows; then
+    bench subject_ropg_rows --task commit_subject --split dev --backend hf --model "$SUBJ_MODEL" --k 4 \
+        --retrievers none,bm25,recency,dense --limit "$BENCH_LIMIT"
+fi
 if has_stage subject_ropg_bench; then
     bench subject_ropg_dev --task commit_subject --split dev --backend hf --model "$SUBJ_MODEL" --k 4 \
         --retrievers "$SUBJ_POOL" --limit "$BENCH_LIMIT"
@@ -117,14 +133,14 @@ if has_stage subject_oppu; then
         --reference task-adapter
 fi
 
-# 4. RSPG over the ROPG table's pool (without the model-free rows: the paper's pool)
+# 4. RSPG (the pool without the model-free rows: the paper's pool)
 if has_stage subject_rspg; then
     bench subject_pool_train --task commit_subject --split train --backend hf --model "$SUBJ_MODEL" --k 4 \
-        --retrievers "$SUBJ_POOL" --no-baselines --limit "$RSPG_TRAIN_LIMIT"
+        --retrievers "$RSPG_POOL" --no-baselines --limit "$RSPG_TRAIN_LIMIT"
     bench subject_pool_dev --task commit_subject --split dev --backend hf --model "$SUBJ_MODEL" --k 4 \
-        --retrievers "$SUBJ_POOL" --no-baselines --limit "$BENCH_LIMIT"
+        --retrievers "$RSPG_POOL" --no-baselines --limit "$BENCH_LIMIT"
     bench subject_pool_test --task commit_subject --split test --backend hf --model "$SUBJ_MODEL" --k 4 \
-        --retrievers "$SUBJ_POOL" --no-baselines --limit "$RSPG_TEST_LIMIT"
+        --retrievers "$RSPG_POOL" --no-baselines --limit "$RSPG_TEST_LIMIT"
     for mode in pre post; do
         have_model "subject-rspg-$mode" || step "subject_rspg_$mode" train rspg --task commit_subject \
             --train-bench "$(key_of subject_pool_train)" --dev-bench "$(key_of subject_pool_dev)" \
@@ -137,13 +153,13 @@ fi
 AREA_POOL="none,bm25,recency,dense,ropg:area-ropg-kd,ropg:area-ropg-rl"
 if has_stage area_ipa && ! have_model "$AREA_MODEL"; then
     step area_ipa train ipa --task commit_area --retriever bm25 --k 4 --limit "$AREA_TRAIN_LIMIT" \
-        --epochs "$AREA_EPOCHS" --dev-limit 50 --precision "$PRECISION" --name "$AREA_MODEL"
+        --epochs "$AREA_EPOCHS" --dev-limit 30 --precision "$PRECISION" --name "$AREA_MODEL"
 fi
 if has_stage area_ropg; then
     for method in kd rl; do
         have_model "area-ropg-$method" || step "area_ropg_$method" train ropg --task commit_area \
             --method "$method" --backend hf --model "$AREA_MODEL" --limit "$ROPG_LIMIT" --ctx-size "$ROPG_CTX" \
-            --dev-limit "$ROPG_DEV" --epochs "$ROPG_EPOCHS" --name "area-ropg-$method"
+            --feedback "$ROPG_FEEDBACK" --dev-limit "$ROPG_DEV" --epochs "$ROPG_EPOCHS" --name "area-ropg-$method"
     done
 fi
 if has_stage area_ropg_bench; then
