@@ -1,0 +1,169 @@
+#!/usr/bin/env bash
+# The ROPG, OPPU and RSPG quality tables (issues 26, 25, 27) on the offline stand-ins, as one
+# bounded, resumable pipeline: docs/reproduce.md's commands with --limit/--users/--ctx-size/epochs
+# set by the variables below. Results: docs/results/stand-in-methods.md.
+#
+#     export LAMPBOX_HOME=/tmp/quality/home LAMPBOX_DB=/tmp/quality/home/lampbox.duckdb
+#     nohup benchmarks/paper_stand_in.sh > /tmp/quality/pipeline.log 2>&1 &
+#     STAGES="subject_ropg_bench subject_oppu" benchmarks/paper_stand_in.sh   # some stages only
+#
+# Re-runnable: a trained model that exists is not trained again, a bench that finished is served
+# from the store (an interrupted one resumes), `train oppu` skips the users it has. Each stage's
+# output goes to $OUT/<stage>.log, one line per command (wall time, load average) to
+# $OUT/timings.tsv, and every bench key to $OUT/keys.tsv; `lampbox report` tables to $OUT/*.md.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+: "${LAMPBOX_HOME:?set LAMPBOX_HOME to a private lampbox home}"
+: "${LAMPBOX_DB:?set LAMPBOX_DB to a private store}"
+PY="${LAMPBOX_PYTHON:-.venv/bin/python}"
+OUT="${OUT:-/tmp/quality}"
+mkdir -p "$OUT"
+# one torch thread per process: on a shared, oversubscribed CPU, 2 threads spent most of their
+# CPU time waiting for each other (a LoRA step cost about 5x the core-seconds it costs on an idle CPU)
+export LAMPBOX_THREADS="${LAMPBOX_THREADS:-1}"
+export LAMPBOX_LOCK_WAIT="${LAMPBOX_LOCK_WAIT:-900}"  # stages may run beside each other on one store
+
+# bounds (the CPU budget: a 2-core CPU shared with other jobs)
+PRECISION="${PRECISION:-bf16}"            # training precision (bf16: the CPU has AMX/AVX512-BF16)
+SUBJ_MODEL="${SUBJ_MODEL:-commit_subject-lora-k4}"
+SUBJ_TRAIN_LIMIT="${SUBJ_TRAIN_LIMIT:-120}"    # docs/reproduce.md: 300
+SUBJ_DEV_LIMIT="${SUBJ_DEV_LIMIT:-20}"        # docs/reproduce.md: 50
+ROPG_LIMIT="${ROPG_LIMIT:-24}"           # train questions with feedback
+ROPG_CTX="${ROPG_CTX:-4}"                 # candidates per question (paper: 20)
+ROPG_DEV="${ROPG_DEV:-4}"                 # dev questions with feedback (checkpoint choice)
+ROPG_FEEDBACK="${ROPG_FEEDBACK:-likelihood}"   # the paper: generate (one generation per pair)
+ROPG_EPOCHS="${ROPG_EPOCHS:-2}"           # the paper: 10
+BENCH_LIMIT="${BENCH_LIMIT:-24}"         # dev questions of the ROPG table and RSPG's dev bench
+OPPU_USERS="${OPPU_USERS:-6}"            # first N dev users (3 questions each)
+RSPG_TRAIN_LIMIT="${RSPG_TRAIN_LIMIT:-16}"
+RSPG_TEST_LIMIT="${RSPG_TEST_LIMIT:-24}"
+# the RSPG pool: the fine-tuned model with the untrained retrievers (adding the ropg: ones costs
+# two more generations per question on each split: RSPG_POOL="$SUBJ_POOL")
+RSPG_POOL="${RSPG_POOL:-none,bm25,recency,dense}"
+RSPG_EPOCHS="${RSPG_EPOCHS:-5}"           # paper: 20
+AREA_MODEL="${AREA_MODEL:-commit_area-lora-k4}"
+AREA_TRAIN_LIMIT="${AREA_TRAIN_LIMIT:-200}"
+AREA_EPOCHS="${AREA_EPOCHS:-2}"
+STAGES="${STAGES:-data subject_ipa subject_ropg subject_ropg_bench subject_oppu subject_rspg area_ipa area_ropg area_ropg_bench}"
+
+lampbox() { nice -n "${NICE:-5}" "$PY" -m lampbox "$@"; }
+
+# step NAME CMD...: run one command, its output to $OUT/NAME.log, its time and load to timings.tsv
+step() {
+    local name=$1
+    shift
+    local start load
+    start=$(date +%s)
+    load=$(cut -d' ' -f1-3 /proc/loadavg)
+    echo "== $(date +%T) $name: lampbox $*"
+    if lampbox "$@" > "$OUT/$name.log" 2>&1; then
+        printf '%s\t%s\t%s\t%s\t%s\n' "$name" "$(($(date +%s) - start))" "$load" \
+            "$(cut -d' ' -f1-3 /proc/loadavg)" "lampbox $*" >> "$OUT/timings.tsv"
+        tail -n 3 "$OUT/$name.log"
+    else
+        echo "!! $name failed; see $OUT/$name.log"
+        tail -n 5 "$OUT/$name.log"
+        return 1
+    fi
+}
+
+# bench NAME ARGS...: a bench; its key to keys.tsv and its report (paired tests) to NAME.md
+bench() {
+    local name=$1
+    shift
+    step "$name" bench "$@"
+    local key
+    key=$(grep -o 'bench [0-9a-f]* stored in' "$OUT/$name.log" | tail -n 1 | cut -d' ' -f2)
+    printf '%s\t%s\n' "$name" "$key" >> "$OUT/keys.tsv"
+    lampbox report "$key" --format md --no-plot ${REPORT_REF:+--reference "$REPORT_REF"} > "$OUT/$name.md"
+}
+
+key_of() { awk -F'\t' -v n="$1" '$1 == n { k = $2 } END { print k }' "$OUT/keys.tsv"; }
+have_model() { lampbox models show "$1" > /dev/null 2>&1; }
+has_stage() { [[ " $STAGES " == *" $1 "* ]]; }
+
+{
+    echo "CPU flags: $(grep -o 'avx512[a-z_0-9]*\|amx[a-z_0-9]*' /proc/cpuinfo | sort -u | tr '\n' ' ')"
+    echo "cores: $(nproc); start $(date)"
+} | tee -a "$OUT/env.txt"
+
+if has_stage data; then
+    step data_subject data import ../shared/data/git-commits/commit_subject
+    step data_area data import ../shared/data/git-commits/commit_area
+fi
+
+# 1. the fine-tuned generator (docs/reproduce.md; bf16 instead of fp32 on this CPU)
+if has_stage subject_ipa && ! have_model "$SUBJ_MODEL"; then
+    step subject_ipa train ipa --task commit_subject --retriever bm25 --k 4 --limit "$SUBJ_TRAIN_LIMIT" --epochs 1 \
+        --dev-limit "$SUBJ_DEV_LIMIT" --precision "$PRECISION" --name "$SUBJ_MODEL"
+fi
+
+# 2. ROPG: feedback from the fine-tuned model (computed once, shared by KD and RL), two retrievers
+if has_stage subject_ropg; then
+    for method in kd rl; do
+        have_model "subject-ropg-$method" || step "subject_ropg_$method" train ropg --task commit_subject \
+            --method "$method" --backend hf --model "$SUBJ_MODEL" --limit "$ROPG_LIMIT" --ctx-size "$ROPG_CTX" \
+            --feedback "$ROPG_FEEDBACK" --dev-limit "$ROPG_DEV" --epochs "$ROPG_EPOCHS" --name "subject-ropg-$method"
+    done
+fi
+SUBJ_POOL="none,bm25,recency,dense,ropg:subject-ropg-kd,ropg:subject-ropg-rl"
+# the pool's untrained rows alone (the full bench below reuses their stored runs), so that they
+# can run in another process while the retrievers train: STAGES=subject_ropg_rows
+if has_stage subject_ropg_rows; then
+    bench subject_ropg_rows --task commit_subject --split dev --backend hf --model "$SUBJ_MODEL" --k 4 \
+        --retrievers none,bm25,recency,dense --limit "$BENCH_LIMIT"
+fi
+if has_stage subject_ropg_bench; then
+    bench subject_ropg_dev --task commit_subject --split dev --backend hf --model "$SUBJ_MODEL" --k 4 \
+        --retrievers "$SUBJ_POOL" --limit "$BENCH_LIMIT"
+fi
+
+# 3. OPPU on the fine-tuned model as the task adapter
+if has_stage subject_oppu; then
+    step subject_oppu_train train oppu --task commit_subject --task-adapter "$SUBJ_MODEL" \
+        --users "$OPPU_USERS" --name subject-oppu
+    REPORT_REF=task-adapter bench subject_oppu_dev --task commit_subject --split dev --users "$OPPU_USERS" \
+        --config "label=base method=ipa model=smollm2-135m-instruct backend=hf" \
+        --config "label=base+RAG method=ipa model=smollm2-135m-instruct backend=hf retriever=bm25 k=4" \
+        --config "label=task-adapter method=ipa model=$SUBJ_MODEL backend=hf" \
+        --config "label=task-adapter+RAG method=ipa model=$SUBJ_MODEL backend=hf retriever=bm25 k=4" \
+        --config "label=OPPU method=oppu model=subject-oppu backend=hf" \
+        --config "label=OPPU+RAG method=oppu model=subject-oppu backend=hf retriever=bm25 k=4" \
+        --reference task-adapter
+fi
+
+# 4. RSPG (the pool without the model-free rows: the paper's pool)
+if has_stage subject_rspg; then
+    bench subject_pool_train --task commit_subject --split train --backend hf --model "$SUBJ_MODEL" --k 4 \
+        --retrievers "$RSPG_POOL" --no-baselines --limit "$RSPG_TRAIN_LIMIT"
+    bench subject_pool_dev --task commit_subject --split dev --backend hf --model "$SUBJ_MODEL" --k 4 \
+        --retrievers "$RSPG_POOL" --no-baselines --limit "$BENCH_LIMIT"
+    bench subject_pool_test --task commit_subject --split test --backend hf --model "$SUBJ_MODEL" --k 4 \
+        --retrievers "$RSPG_POOL" --no-baselines --limit "$RSPG_TEST_LIMIT"
+    for mode in pre post; do
+        have_model "subject-rspg-$mode" || step "subject_rspg_$mode" train rspg --task commit_subject \
+            --train-bench "$(key_of subject_pool_train)" --dev-bench "$(key_of subject_pool_dev)" \
+            --mode "$mode" --epochs "$RSPG_EPOCHS" --name "subject-rspg-$mode"
+        step "subject_rspg_apply_$mode" rspg apply "subject-rspg-$mode" --bench "$(key_of subject_pool_test)"
+    done
+fi
+
+# 5. commit_area: label decoding; the feedback must come from a fine-tuned model
+AREA_POOL="none,bm25,recency,dense,ropg:area-ropg-kd,ropg:area-ropg-rl"
+if has_stage area_ipa && ! have_model "$AREA_MODEL"; then
+    step area_ipa train ipa --task commit_area --retriever bm25 --k 4 --limit "$AREA_TRAIN_LIMIT" \
+        --epochs "$AREA_EPOCHS" --dev-limit 30 --precision "$PRECISION" --name "$AREA_MODEL"
+fi
+if has_stage area_ropg; then
+    for method in kd rl; do
+        have_model "area-ropg-$method" || step "area_ropg_$method" train ropg --task commit_area \
+            --method "$method" --backend hf --model "$AREA_MODEL" --limit "$ROPG_LIMIT" --ctx-size "$ROPG_CTX" \
+            --feedback "$ROPG_FEEDBACK" --dev-limit "$ROPG_DEV" --epochs "$ROPG_EPOCHS" --name "area-ropg-$method"
+    done
+fi
+if has_stage area_ropg_bench; then
+    bench area_ropg_dev --task commit_area --split dev --backend hf --model "$AREA_MODEL" --k 4 \
+        --retrievers "$AREA_POOL" --decode labels
+fi
+echo "done $(date)"
