@@ -91,12 +91,13 @@ def trained(store_path: Path, tiny_lm: Path, module_home: Path) -> dict[str, Any
     from lampbox.lab.oppu import train_oppu
     from lampbox.store import Store
 
-    seen: dict[str, Any] = {"examples": [], "bases": []}
+    seen: dict[str, Any] = {"examples": [], "bases": [], "store_open": []}
     real_objective, real_trainer = oppu_module.user_objective, adapters_module.AdapterTrainer
 
     def objective(*args: Any, **kwargs: Any) -> Any:
         made = real_objective(*args, **kwargs)
         seen["examples"].append(made.train_examples)
+        seen["store_open"].append(store.is_open)  # as this user's training starts
         return made
 
     class Watched(real_trainer):  # type: ignore[misc,valid-type]
@@ -108,13 +109,19 @@ def trained(store_path: Path, tiny_lm: Path, module_home: Path) -> dict[str, Any
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(oppu_module, "user_objective", objective)
         patch.setattr(adapters_module, "AdapterTrainer", Watched)
-        with Store(store_path) as store:
+        with Store(store_path, hold_lock=False) as store:  # gives the file back, as the command's does
             notes: list[str] = []
             seen["result"] = train_oppu(_spec(tiny_lm), store, "tiny-oppu", on_user=notes.append)
     seen["users_done"] = notes
     seen["after"] = seen["trainer"].base_weights()
     seen["equal_base"] = all(torch.equal(seen["bases"][0][k], seen["after"][k]) for k in seen["after"])
     return seen
+
+
+def test_the_store_is_given_back_while_each_user_trains(trained: dict[str, Any]) -> None:
+    """A bench beside `train oppu` gets the store in between: no user trains with it open (the
+    read-back of the previous user's registration used to reopen it for the next one's time)."""
+    assert len(trained["store_open"]) >= 2 and not any(trained["store_open"]), trained["store_open"]
 
 
 def test_each_user_adapter_learns_only_that_users_items(trained: dict[str, Any], tiny_lm: Path, module_home: Path) -> None:

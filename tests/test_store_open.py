@@ -58,3 +58,12 @@ def test_a_new_file_and_an_existing_store_open(tmp_path: Path) -> None:
         store.connection.execute("CREATE TABLE kept (x INTEGER)")
     with Store(path, read_only=True) as store:
         assert store.connection.execute("SELECT count(*) FROM kept").fetchone() == (0,)
+
+
+def test_long_jobs_wait_two_minutes_for_the_store_unless_told_otherwise(monkeypatch: pytest.MonkeyPatch) -> None:
+    from lampbox.commands.common import writer_wait_s
+
+    monkeypatch.delenv("LAMPBOX_LOCK_WAIT", raising=False)
+    assert writer_wait_s() == 120.0
+    monkeypatch.setenv("LAMPBOX_LOCK_WAIT", "600")
+    assert writer_wait_s() == 600.0

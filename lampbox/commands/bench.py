@@ -9,7 +9,6 @@ from typing import Any
 import click
 
 from lampbox.commands.common import (
-    WRITER_WAIT_S,
     check_not_under_a_file,
     db_option,
     json_option,
@@ -17,6 +16,7 @@ from lampbox.commands.common import (
     print_json,
     reports_errors,
     split_list,
+    writer_wait_s,
 )
 from lampbox.engine.defaults import (
     DEFAULT_KS,
@@ -196,7 +196,7 @@ def bench_command(
         raise LampboxError(f"--k takes comma-separated whole numbers, not {ks!r}") from None
     # The bench takes the write lock only while it writes a batch: readers (data list, eval,
     # the TUI) open the store between its writes. It waits longer than a reader for the lock.
-    store = open_store(db_path, hold_lock=False, wait_s=WRITER_WAIT_S)
+    store = open_store(db_path, hold_lock=False, wait_s=writer_wait_s())
     task = store.task(task_name)
     if decode != "generate":
         from lampbox.engine.generation.labels import check_decoding, check_label_scoring
@@ -308,7 +308,7 @@ def _plan_bench(
     if task_name is None and "task" not in header:
         raise source.fail('task is missing: set task = "..." at the top of the plan, or give --task')
     split = split or header.get("split") or "dev"
-    store = open_store(db_path, hold_lock=False, wait_s=WRITER_WAIT_S)
+    store = open_store(db_path, hold_lock=False, wait_s=writer_wait_s())
     task = plan_task(source, store, task_name)
     resolved_scheme = _resolve_scheme(store, task, split, scheme or header.get("scheme"))
     said: set[str] = set()

@@ -66,6 +66,13 @@ def reports_errors(function: F) -> F:
 WRITER_WAIT_S = 120.0  # a long job waits this long for readers before it gives up a write
 
 
+def writer_wait_s() -> float:
+    """How long a long job (bench, train) waits for the store: $LAMPBOX_LOCK_WAIT, else 120 s."""
+    from lampbox.store.core import lock_wait_s
+
+    return lock_wait_s(WRITER_WAIT_S)
+
+
 def open_store(
     db_path: Path | None,
     read_only: bool = False,

@@ -11,12 +11,12 @@ from typing import Any
 import click
 
 from lampbox.commands.common import (
-    WRITER_WAIT_S,
     db_option,
     json_option,
     open_store,
     print_json,
     reports_errors,
+    writer_wait_s,
 )
 from lampbox.engine.defaults import DEFAULT_MAX_LENGTH
 
@@ -62,7 +62,7 @@ def _rank0_store(db_path: Path | None, purpose: str) -> Any:
     ranks get what it prepares and None here). It is given back while the job trains."""
     from lampbox.engine.training.trainer import is_main_process
 
-    return open_store(db_path, hold_lock=False, wait_s=WRITER_WAIT_S, purpose=purpose) if is_main_process() else None
+    return open_store(db_path, hold_lock=False, wait_s=writer_wait_s(), purpose=purpose) if is_main_process() else None
 
 
 def _report_trained(artifact: Any, result: Any, summary: dict[str, Any], as_json: bool, what: str, use: str) -> None:

@@ -406,7 +406,7 @@ def _write_folder(
     if store is None:
         return artifact
     save_artifact(store, artifact)
-    store.idle()
     stored = get_artifact(store, name)
+    store.idle()  # after the read-back: the next user trains with the file given back
     assert stored is not None
     return stored
