@@ -77,8 +77,8 @@ def hf_switching(adapters: list[str], prompt: str, repeats: int) -> dict[str, fl
     turn = iter(range(10**9))
     switch = median_ms(lambda: slots.activate(adapters[next(turn) % 2]), repeats)
     ids = generator.tokenizer.hf_tokenizer.apply_chat_template(
-        [{"role": "user", "content": prompt}], add_generation_prompt=True, return_tensors="pt"
-    )
+        [{"role": "user", "content": prompt}], add_generation_prompt=True, return_tensors="pt", return_dict=True
+    )["input_ids"]
 
     def prefill() -> None:
         with torch.no_grad():

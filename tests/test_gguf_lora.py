@@ -57,8 +57,7 @@ def test_the_gguf_holds_llama_cpp_names_metadata_and_permuted_deltas(adapter: Pa
     reader = GGUFReader(str(out))
     fields = {name: field.contents() for name, field in reader.fields.items() if not name.startswith("GGUF.")}
     assert fields["general.type"] == "adapter" and fields["adapter.type"] == "lora"
-    # r 4 padded with zeros to 16: llama.cpp's alpha / r stays peft's 8 / 4
-    assert fields["general.architecture"] == "llama" and fields["adapter.lora.alpha"] == 32.0
+    assert fields["general.architecture"] == "llama" and fields["adapter.lora.alpha"] == 8.0
     tensors = {t.name: np.array(t.data).reshape([int(n) for n in reversed(t.shape)]) for t in reader.tensors}
     expected = {f"blk.{i}.{m}.weight.lora_{x}" for i in (0, 1) for m in ("attn_q", "attn_k", "attn_v", "ffn_down") for x in "ab"}
     assert set(tensors) == expected
@@ -69,13 +68,12 @@ def test_the_gguf_holds_llama_cpp_names_metadata_and_permuted_deltas(adapter: Pa
 
     for module, gguf_name, heads in (("self_attn.q_proj", "attn_q", HEADS), ("self_attn.k_proj", "attn_k", KV_HEADS)):
         a, b = tensors[f"blk.1.{gguf_name}.weight.lora_a"], tensors[f"blk.1.{gguf_name}.weight.lora_b"]
-        assert a.shape == (16, HIDDEN) and b.shape[1] == 16  # A: r x in, B: out x r
-        assert not a[4:].any() and not b[:, 4:].any()
+        assert a.shape == (4, HIDDEN) and b.shape[1] == 4  # A: r x in, B: out x r
         delta = hf(1, module, "B") @ hf(1, module, "A")
         assert np.allclose(b @ a, permute_rows(delta, heads), atol=1e-6)  # llama.cpp's row order
         assert not np.allclose(b @ a, delta)
-    assert np.array_equal(tensors["blk.0.attn_v.weight.lora_b"][:, :4], hf(0, "self_attn.v_proj", "B"))
-    assert np.array_equal(tensors["blk.0.ffn_down.weight.lora_a"][:4], hf(0, "mlp.down_proj", "A"))
+    assert np.array_equal(tensors["blk.0.attn_v.weight.lora_b"], hf(0, "self_attn.v_proj", "B"))
+    assert np.array_equal(tensors["blk.0.ffn_down.weight.lora_a"], hf(0, "mlp.down_proj", "A"))
 
 
 def test_converted_once_keyed_by_content_and_bad_input_is_one_line(adapter: Path, tmp_path: Path) -> None:

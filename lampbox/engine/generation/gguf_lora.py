@@ -10,11 +10,6 @@ alpha / r, as peft does (rank-stabilised LoRA, alpha / sqrt(r), is written as th
 gives the same scale). Only llama-architecture bases (Llama, SmolLM2, Mistral-shaped
 models converted as llama) are supported; anything else is one clear error.
 
-The rank is padded with zeros to a multiple of RANK_MULTIPLE (the alpha raised to keep
-alpha / r): B A is unchanged, and llama.cpp then multiplies the adapter's f32 matrices the same
-way for one token and for several, so batched greedy decoding with an adapter gives exactly the
-one-at-a-time outputs (with r = 4 unpadded, 2 of 4 prompts differed at a near-tie).
-
 The architecture and head counts are read from the base GGUF the adapter will be applied to.
 A converted adapter is cached beside the adapter folder, keyed by the adapter's content and
 the base's head layout (`gguf_adapter`).
@@ -31,7 +26,6 @@ from typing import Any
 from lampbox.errors import InputFileError, LampboxError
 
 SUPPORTED_ARCHITECTURES = ("llama",)
-RANK_MULTIPLE = 16
 _MODULES = {
     "self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v",
     "self_attn.o_proj": "attn_output", "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up",
@@ -120,8 +114,7 @@ def convert_lora(adapter: Path, base_gguf: Path, out: Path) -> Path:
     writer = GGUFWriter(str(partial), architecture)
     writer.add_type("adapter")
     writer.add_string("adapter.type", "lora")
-    padded = -(-rank // RANK_MULTIPLE) * RANK_MULTIPLE
-    writer.add_float32("adapter.lora.alpha", alpha * padded / rank)  # llama.cpp scales by alpha / padded
+    writer.add_float32("adapter.lora.alpha", alpha)
     for target in sorted(pairs, key=lambda n: (int(n.split(".")[1]), n)):
         pair = pairs[target]
         if set(pair) != {"A", "B"}:
@@ -132,12 +125,8 @@ def convert_lora(adapter: Path, base_gguf: Path, out: Path) -> Path:
             b = permute_rows(b, heads)
         elif module == "self_attn.k_proj":
             b = permute_rows(b, kv_heads)
-        if a.shape[0] != rank or b.shape[1] != rank:
-            raise LampboxError(f"{adapter}: {target} has rank {a.shape[0]}, the config says r = {rank}")
-        a = np.pad(np.asarray(a, dtype=np.float32), ((0, padded - rank), (0, 0)))
-        b = np.pad(np.asarray(b, dtype=np.float32), ((0, 0), (0, padded - rank)))
-        writer.add_tensor(f"{target}.lora_a", np.ascontiguousarray(a))
-        writer.add_tensor(f"{target}.lora_b", np.ascontiguousarray(b))
+        writer.add_tensor(f"{target}.lora_a", np.ascontiguousarray(a, dtype=np.float32))
+        writer.add_tensor(f"{target}.lora_b", np.ascontiguousarray(b, dtype=np.float32))
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
@@ -156,7 +145,7 @@ def gguf_adapter(adapter: str | Path, base_gguf: Path) -> Path:
 
     folder = adapter_folder(str(adapter))
     layout = base_layout(base_gguf)
-    key = hashlib.sha256(f"{folder_sha256(folder)}|{layout}|rank*{RANK_MULTIPLE}".encode()).hexdigest()[:24]
+    key = hashlib.sha256(f"{folder_sha256(folder)}|{layout}".encode()).hexdigest()[:24]
     out = folder.parent / "gguf" / f"{key}.gguf"
     if out.is_file():
         return out

@@ -5,8 +5,8 @@ low-level API instead. Each adapter (a peft folder) is converted once to a GGUF 
 loaded base (gguf_lora.gguf_adapter, cached beside it), initialised once on the model
 (`llama_adapter_lora_init`), and made active on a context per request
 (`llama_set_adapters_lora`, which llama.cpp applies at compute time: the quantized weights are
-never touched). At most `capacity` adapters stay initialised; the least recently used one is
-taken off every context and freed first. The model's own adapter (a trained LoRA model, or an
+never touched). At most `capacity` adapters stay initialised (and any still set on another
+context, which may be decoding); the least recently used one is freed first. The model's own adapter (a trained LoRA model, or an
 OPPU set's task adapter) is always active, under the request's: base + task adapter + a user's
 adapter, as OPPU serves them.
 
@@ -17,6 +17,7 @@ so a context whose adapters change has its memory cleared here.
 from __future__ import annotations
 
 import ctypes
+import threading
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any
@@ -53,6 +54,7 @@ class GgufAdapters:
         # an adapter folder's version (path and file times) -> its llama_adapter_lora pointer
         self._loaded: OrderedDict[tuple[str, tuple[int, ...]], Any] = OrderedDict()
         self._active: dict[int, tuple[int, ...]] = {}  # context address -> its adapters' addresses
+        self._lock = threading.Lock()  # the Llama's context and the batch decoder's, from two threads
         self._own = self._init(own_adapter) if own_adapter is not None else None
 
     @property
@@ -87,6 +89,10 @@ class GgufAdapters:
         """Make `adapter` (None: the model's own adapter alone) the one `context` (a raw
         llama_context pointer) computes with; its memory is cleared when that changes. True
         when the adapters changed."""
+        with self._lock:
+            return self._apply(context, adapter)
+
+    def _apply(self, context: Any, adapter: str | None) -> bool:
         import llama_cpp
 
         pointers = [p for p in (self._own, self._pointer(adapter) if adapter is not None else None) if p is not None]
@@ -106,21 +112,18 @@ class GgufAdapters:
 
     def forget(self, context: Any) -> None:
         """A context is about to be freed: nothing to take off it later."""
-        self._active.pop(ctypes.cast(context, ctypes.c_void_p).value or 0, None)
+        with self._lock:
+            self._active.pop(ctypes.cast(context, ctypes.c_void_p).value or 0, None)
 
     def _evict(self) -> None:
+        """Free the least recently used adapters beyond the bound, never one set on a context."""
         import llama_cpp
 
-        while len(self._loaded) > self.capacity:
-            _, pointer = self._loaded.popitem(last=False)
-            address = ctypes.cast(pointer, ctypes.c_void_p).value or 0
-            for key, active in list(self._active.items()):
-                if address in active:  # taken off the context that still holds it, then freed
-                    context = ctypes.c_void_p(key)
-                    own = [self._own] if self._own is not None else []
-                    array = (llama_cpp.llama_adapter_lora_p_ctypes * len(own))(*own) if own else None
-                    scales = (ctypes.c_float * 1)(1.0) if own else None
-                    llama_cpp.llama_set_adapters_lora(context, array, len(own), scales)
-                    llama_cpp.llama_memory_clear(llama_cpp.llama_get_memory(context), True)
-                    self._active[key] = tuple(ctypes.cast(p, ctypes.c_void_p).value or 0 for p in own)
-            llama_cpp.llama_adapter_lora_free(pointer)
+        in_use = {address for active in self._active.values() for address in active}
+        for key in list(self._loaded):
+            if len(self._loaded) <= self.capacity:
+                return
+            pointer = self._loaded[key]
+            if (ctypes.cast(pointer, ctypes.c_void_p).value or 0) not in in_use:
+                del self._loaded[key]
+                llama_cpp.llama_adapter_lora_free(pointer)
