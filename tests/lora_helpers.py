@@ -22,9 +22,8 @@ def layout() -> tuple[int, int, int, int]:
     return values[0], values[1], values[2], values[3]
 
 
-def random_lora(folder: Path, seed: int, rank: int = 4, parts: list[tuple[np.ndarray, np.ndarray]] | None = None) -> Path:
-    """A peft LoRA folder on q_proj and v_proj of every layer (alpha = rank: scale 1); `parts`
-    (A and B of each tensor, in order) are returned filled for the test to combine."""
+def random_lora(folder: Path, seed: int, rank: int = 4) -> Path:
+    """A seeded random peft LoRA folder on q_proj and v_proj of every layer (alpha = rank)."""
     from safetensors.numpy import save_file
 
     layers, hidden, heads, kv_heads = layout()
@@ -37,8 +36,6 @@ def random_lora(folder: Path, seed: int, rank: int = 4, parts: list[tuple[np.nda
             b = rng.normal(0, 0.15, (rows, rank)).astype(np.float32)
             prefix = f"base_model.model.model.layers.{layer}.self_attn.{module}"
             tensors[f"{prefix}.lora_A.weight"], tensors[f"{prefix}.lora_B.weight"] = a, b
-            if parts is not None:
-                parts.append((a, b))
     folder.mkdir(parents=True)
     save_file(tensors, str(folder / "adapter_model.safetensors"))
     config = {"peft_type": "LORA", "r": rank, "lora_alpha": rank, "target_modules": ["q_proj", "v_proj"]}

@@ -11,7 +11,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 from lora_helpers import MODEL, random_lora, trained_lora
 
@@ -31,11 +30,9 @@ def adapters(module_home: Path) -> dict[str, Any]:
 
     work = module_home / "loras"
     fingerprint = file_sha256(resolve_model(MODEL).path)
-    parts_a: list[tuple[np.ndarray, np.ndarray]] = []
-    parts_b: list[tuple[np.ndarray, np.ndarray]] = []
-    a = trained_lora(module_home, "user-a", random_lora(work / "a", 1, parts=parts_a), fingerprint)
-    b = trained_lora(module_home, "user-b", random_lora(work / "b", 2, parts=parts_b), fingerprint)
-    return {"a": str(a / "adapter"), "b": str(b / "adapter"), "parts": (parts_a, parts_b), "fingerprint": fingerprint}
+    a = trained_lora(module_home, "user-a", random_lora(work / "a", 1), fingerprint)
+    b = trained_lora(module_home, "user-b", random_lora(work / "b", 2), fingerprint)
+    return {"a": str(a / "adapter"), "b": str(b / "adapter"), "fingerprint": fingerprint}
 
 
 def _alone(adapter_gguf: Path | None, prompts: list[str]) -> list[str]:

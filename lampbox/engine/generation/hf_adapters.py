@@ -73,6 +73,9 @@ class AdapterSlots:
         self._peft: Any = None  # the PeftModel around `model`, made with the first adapter
         self._loaded: OrderedDict[tuple[str, tuple[int, ...]], str] = OrderedDict()  # version -> peft name
         self._made = 0
+        # what the peft layers are set to: each change is a pass over every adapted module
+        self._enabled = False
+        self._current: str | None = None
 
     @property
     def loaded(self) -> list[str]:
@@ -82,8 +85,9 @@ class AdapterSlots:
     def activate(self, adapter: str | None) -> None:
         """Make `adapter` (a path) the one the model computes with; None: no adapter."""
         if adapter is None:
-            if self._peft is not None:
+            if self._peft is not None and self._enabled:
                 self._peft.base_model.disable_adapter_layers()
+                self._enabled = False
             return
         version = adapter_version(adapter_folder(adapter))
         name = self._loaded.get(version)
@@ -91,8 +95,12 @@ class AdapterSlots:
             name = self._load(version[0])
             self._loaded[version] = name
         self._loaded.move_to_end(version)
-        self._peft.base_model.enable_adapter_layers()
-        self._peft.set_adapter(name, inference_mode=True)
+        if not self._enabled:
+            self._peft.base_model.enable_adapter_layers()
+            self._enabled = True
+        if self._current != name:
+            self._peft.set_adapter(name, inference_mode=True)
+            self._current = name
         self._evict()  # after the switch: the adapter dropped is never the active one
 
     def _load(self, folder: str) -> str:
@@ -104,9 +112,11 @@ class AdapterSlots:
             check_adapter_base(Path(folder), self._base_fingerprint(), self.model_name)
         self._made += 1
         name = f"a{self._made}"
+        self._current = None  # loading may change the active adapter: set it again
         try:
             if self._peft is None:
                 self._peft = PeftModel.from_pretrained(self.model, folder, adapter_name=name)
+                self._enabled = True
             else:
                 self._peft.load_adapter(folder, adapter_name=name)
         except (OSError, ValueError, RuntimeError, KeyError) as error:
