@@ -115,10 +115,23 @@ def llamacpp_switching(adapters: list[str], prompt: str, repeats: int) -> dict[s
     generator._adapters.apply(context, adapters[0])
     prefill()  # warm, same adapter
     same = median_ms(prefill, repeats)
+
+    def one_token() -> None:  # the graph re-reservation a switch costs, on the smallest decode
+        llama.reset()
+        llama.eval(tokens[:1])
+
+    def switch_and_one_token() -> None:
+        generator._adapters.apply(context, adapters[next(turn) % 2])
+        one_token()
+
+    one_after_switch = median_ms(switch_and_one_token, repeats)
+    generator._adapters.apply(context, adapters[0])
+    one = median_ms(one_token, repeats)
     generator.close()
     return {
         "first use": first, "switch call": switch_call, "prefill after a switch": after_switch,
-        "prefill": same, "switch (in the prefill)": after_switch - same, "prompt tokens": float(len(tokens)),
+        "prefill": same, "one-token decode after a switch": one_after_switch, "one-token decode": one,
+        "switch (one-token difference)": one_after_switch - one, "prompt tokens": float(len(tokens)),
     }  # fmt: skip
 
 
@@ -153,6 +166,7 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=9)
     parser.add_argument("--show", action="store_true", help="Print every prompt's four outputs.")
+    parser.add_argument("--only", choices=["switching", "agreement"], help="Measure one part only.")
     args = parser.parse_args()
     questions = json.loads((args.data / "dev_questions.json").read_text())[: args.prompts]
     prompts = [question["input"] for question in questions]
@@ -161,8 +175,12 @@ def main() -> None:
     adapters = args.adapter or random_adapters(Path(tempfile.mkdtemp(prefix="bench-oppu-")), args.scale)
     print("adapters:", ", ".join(adapters) if args.adapter else f"two seeded random LoRAs (r 8, q/k/v/o/up, B x {args.scale})")
     for backend, measure in (("hf", hf_switching), ("llamacpp", llamacpp_switching)):
+        if args.only == "agreement":
+            break
         figures = measure(adapters, prompts[0], args.repeats)
         print(f"{backend} switching: " + ", ".join(f"{name} {value:.1f}{'' if 'tokens' in name else ' ms'}" for name, value in figures.items()))
+    if args.only == "switching":
+        return
     found = agreement(adapters[0], prompts, args.tokens)
     if args.show:
         for row in zip(*found["outputs"].values(), strict=True):
