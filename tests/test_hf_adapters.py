@@ -94,3 +94,23 @@ def test_labels_are_scored_with_each_requests_adapter(tiny_lm: Path, adapters: l
     expected = [merged[1][0], plain[1], merged[0][1]]
     assert all(got == pytest.approx(want, abs=1e-4) for got, want in zip(scored, expected, strict=True))
     assert scored[0] != pytest.approx(plain[0], abs=1e-3)  # the adapter changed the scores
+
+
+def test_an_adapter_trained_on_other_weights_is_refused(tiny_lm: Path, adapters: list[Path], tmp_path: Path) -> None:
+    import shutil
+
+    from lampbox.engine.fingerprint import folder_sha256
+    from lampbox.engine.generation.base import GenerationParams, GenerationRequest
+    from lampbox.engine.generation.hf import HFGenerator
+    from lampbox.errors import LampboxError
+
+    generator = HFGenerator(str(tiny_lm), batch_size=8)
+    params = GenerationParams(max_new_tokens=2)
+    for name, fingerprint in (("same", folder_sha256(tiny_lm)), ("other", "0" * 64)):
+        folder = tmp_path / name
+        shutil.copytree(adapters[0], folder)
+        info = json.loads((folder / "lampbox-model.json").read_text())
+        (folder / "lampbox-model.json").write_text(json.dumps({**info, "base_fingerprint": fingerprint}))
+    assert generator.generate([GenerationRequest(PROMPTS[0], adapter=str(tmp_path / "same"))], params)
+    with pytest.raises(LampboxError, match="'other' was trained on .*, whose weights differ from the loaded model"):
+        generator.generate([GenerationRequest(PROMPTS[0], adapter=str(tmp_path / "other"))], params)

@@ -255,7 +255,8 @@ def test_bad_flags_are_one_clear_line(trained: dict[str, Any], store_path: Path,
     _one_line(_invoke(*base, "tiny-oppu", "--user-epochs", "3", "--task-adapter", "tiny-oppu.task"), "other settings")
     bench = ["bench", "--task", "commit_subject", "--method", "oppu", "--db", db, "--retrievers", "none", "--no-baselines"]
     _one_line(_invoke(*bench, "--backend", "hf", "--model", tiny_lm), "not one")
-    _one_line(_invoke(*bench, "--backend", "llamacpp", "--model", "tiny-oppu"), "per-user adapters (hf)")
+    _one_line(_invoke(*bench, "--backend", "fid", "--model", "tiny-oppu"), "per-user adapters (hf, llamacpp, openai), not fid")
+    _one_line(_invoke(*bench, "--backend", "llamacpp", "--model", "tiny-oppu"), "needs a GGUF model")  # the set's base is not one
 
 
 def test_torchrun_shards_users_and_trains_the_same_adapters_as_one_process(store_path: Path, tiny_lm: Path, tmp_path: Path) -> None:

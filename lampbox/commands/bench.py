@@ -55,7 +55,7 @@ GRID_FLAGS = {
     show_default=True,
     help="Comma-separated: auto, llamacpp, hf, fid, openai, dummy (a deterministic stand-in for wiring checks). auto: the fastest path on this machine at the reference's quality (hf batched on CPU and CUDA, fid for --method fid, llamacpp for a GGUF file); the choice is printed and recorded.",
 )
-@click.option("--method", default="ipa", show_default=True, help="How the model gets the retrieved items: ipa (in the prompt), fid (Fusion-in-Decoder, with --backend fid) or oppu (each user's adapter of an OPPU set, --backend hf).")
+@click.option("--method", default="ipa", show_default=True, help="How the model gets the retrieved items: ipa (in the prompt), fid (Fusion-in-Decoder, with --backend fid) or oppu (each user's adapter of an OPPU set: --backend hf, llamacpp, or openai with $LAMPBOX_OPENAI_ADAPTERS).")
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Only the first N questions.")
 @click.option("--users", type=click.IntRange(min=1), default=None, help="Only the questions of the first N users.")
 @click.option("--max-length", type=click.IntRange(min=1), default=DEFAULT_MAX_LENGTH, show_default=True, help="IPA prompt token budget (official: 256).")
@@ -185,7 +185,9 @@ def bench_command(
 
         for backend in backend_list:
             if backend_class(backend).supports_adapters is not True:
-                raise LampboxError(f"--method {method} needs a backend that loads per-user adapters (hf), not {backend}")
+                raise LampboxError(
+                    f"--method {method} needs a backend that loads per-user adapters (hf, llamacpp, openai), not {backend}"
+                )
     retriever_list = split_list(retrievers) or ["none"]
     for retriever in retriever_list:
         if not is_retriever_name(retriever):

@@ -192,7 +192,8 @@ class OPPU(Method):
     adapter on top (`--model` an OPPU set from `lampbox train oppu`: the base with the task
     adapter merged), with the retrieved items in the prompt as IPA puts them when k > 0
     (OPPU + RAG). A user without an adapter (no profile items to train on) gets the set's
-    model alone. Needs a backend that loads per-request adapters (hf)."""
+    model alone. Needs a backend that loads per-request adapters (hf, llamacpp, or openai
+    configured for a server that serves LoRAs)."""
 
     name = "oppu"
     description = "each user's own LoRA adapter (an OPPU set), retrieved items in the prompt when k > 0"
@@ -207,7 +208,14 @@ class OPPU(Method):
         from lampbox.models import resolve_model, user_adapters
 
         if not generator.supports_adapters:
-            raise LampboxError(f"method oppu needs a backend that loads per-user adapters (hf), not {generator.backend}")
+            how = (
+                " configured for a server that serves LoRAs ($LAMPBOX_OPENAI_ADAPTERS=model or lora, docs/backends.md)"
+                if generator.backend == "openai"
+                else ""
+            )
+            raise LampboxError(
+                f"method oppu needs a backend that loads per-user adapters (hf, llamacpp, openai), not {generator.backend}{how}"
+            )
         adapters = user_adapters(resolve_model(generator.name))
         if not adapters:
             raise LampboxError(f"method oppu needs an OPPU set as its model (`lampbox train oppu`); {generator.name!r} is not one")

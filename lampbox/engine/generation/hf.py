@@ -298,13 +298,23 @@ class HFGenerator:
         self._context_size = min(context_size or limit, limit)
         self._lock = threading.Lock()
         # int8 layers are not the nn.Linear peft puts adapters on
-        self._adapters = AdapterSlots(self._model, max_adapters) if quantize is None else None
+        self._adapters = (
+            AdapterSlots(self._model, max_adapters, model_name=resolved.name, base_fingerprint=self._base_fingerprint)
+            if quantize is None
+            else None
+        )
         kind = f"{dtype}, int8 layers" if quantize else dtype
         note_running(f"hf-{id(self)}", f"the hf backend: {self.name} (torch {torch.__version__}, {self.device}, {kind})")
 
     @property
     def tokenizer(self) -> HFTokenizer:
         return self._tokenizer
+
+    def _base_fingerprint(self) -> str:
+        """The loaded base's weights as training records them (a trained adapter names its base's)."""
+        from lampbox.engine.fingerprint import model_fingerprint
+
+        return model_fingerprint(self._resolved.location, is_hub_id=self._resolved.is_hub_id)
 
     @property
     def model(self) -> Any:

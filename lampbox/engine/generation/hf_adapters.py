@@ -11,6 +11,7 @@ adapters stand on it: base + task adapter + a user's adapter, as OPPU serves the
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,24 @@ def adapter_folder(adapter: str) -> Path:
     return path.resolve()
 
 
-def _version(folder: Path) -> tuple[str, tuple[int, ...]]:
+def check_adapter_base(folder: Path, base_fingerprint: str | None, model_name: str) -> None:
+    """Refuse an adapter trained on other base weights. A trained adapter's record (the
+    lampbox-model.json of the model folder holding adapter/) names the fingerprint of the base
+    it was trained on; a bare peft folder names none and is taken as it is."""
+    from lampbox.model_folders import TRAINED_INFO, read_info
+
+    if base_fingerprint is None or folder.name != "adapter" or not (folder.parent / TRAINED_INFO).is_file():
+        return
+    info = read_info(folder.parent)
+    theirs = info.get("base_fingerprint")
+    if theirs and str(theirs).split("+", 1)[0] != base_fingerprint:
+        raise LampboxError(
+            f"adapter {folder.parent.name!r} was trained on {info.get('base')!r}, whose weights differ from "
+            f"the loaded model {model_name!r} ({folder.parent / TRAINED_INFO}); serve it with the model it was trained on"
+        )
+
+
+def adapter_version(folder: Path) -> tuple[str, tuple[int, ...]]:
     """The folder and its files' modification times: an adapter rewritten in place loads anew."""
     stamps = tuple(p.stat().st_mtime_ns for p in sorted(folder.iterdir()) if p.is_file())
     return str(folder), stamps
@@ -38,14 +56,26 @@ def _version(folder: Path) -> tuple[str, tuple[int, ...]]:
 class AdapterSlots:
     """A bounded LRU of peft adapters on `model`, one active at a time."""
 
-    def __init__(self, model: Any, capacity: int = DEFAULT_CAPACITY) -> None:
+    def __init__(
+        self,
+        model: Any,
+        capacity: int = DEFAULT_CAPACITY,
+        *,
+        model_name: str = "",
+        base_fingerprint: Callable[[], str | None] | None = None,
+    ) -> None:
         if capacity < 1:
             raise LampboxError("the adapter capacity must be at least 1")
         self.model = model
         self.capacity = capacity
+        self.model_name = model_name
+        self._base_fingerprint = base_fingerprint  # the loaded base's, computed at the first load
         self._peft: Any = None  # the PeftModel around `model`, made with the first adapter
         self._loaded: OrderedDict[tuple[str, tuple[int, ...]], str] = OrderedDict()  # version -> peft name
         self._made = 0
+        # what the peft layers are set to: each change is a pass over every adapted module
+        self._enabled = False
+        self._current: str | None = None
 
     @property
     def loaded(self) -> list[str]:
@@ -55,17 +85,22 @@ class AdapterSlots:
     def activate(self, adapter: str | None) -> None:
         """Make `adapter` (a path) the one the model computes with; None: no adapter."""
         if adapter is None:
-            if self._peft is not None:
+            if self._peft is not None and self._enabled:
                 self._peft.base_model.disable_adapter_layers()
+                self._enabled = False
             return
-        version = _version(adapter_folder(adapter))
+        version = adapter_version(adapter_folder(adapter))
         name = self._loaded.get(version)
         if name is None:
             name = self._load(version[0])
             self._loaded[version] = name
         self._loaded.move_to_end(version)
-        self._peft.base_model.enable_adapter_layers()
-        self._peft.set_adapter(name, inference_mode=True)
+        if not self._enabled:
+            self._peft.base_model.enable_adapter_layers()
+            self._enabled = True
+        if self._current != name:
+            self._peft.set_adapter(name, inference_mode=True)
+            self._current = name
         self._evict()  # after the switch: the adapter dropped is never the active one
 
     def _load(self, folder: str) -> str:
@@ -73,11 +108,15 @@ class AdapterSlots:
             from peft import PeftModel
         except ImportError as error:
             raise LampboxError("adapters need peft (pip install 'lampbox[torch]')") from error
+        if self._base_fingerprint is not None:
+            check_adapter_base(Path(folder), self._base_fingerprint(), self.model_name)
         self._made += 1
         name = f"a{self._made}"
+        self._current = None  # loading may change the active adapter: set it again
         try:
             if self._peft is None:
                 self._peft = PeftModel.from_pretrained(self.model, folder, adapter_name=name)
+                self._enabled = True
             else:
                 self._peft.load_adapter(folder, adapter_name=name)
         except (OSError, ValueError, RuntimeError, KeyError) as error:

@@ -1,6 +1,7 @@
 """The llamacpp backend: quantized GGUF models through llama-cpp-python; greedy generation of
 several prompts is batched (llamacpp_batch), streamed or not, anything else goes one prompt at
-a time."""
+a time. LoRA adapters (a trained model's own, and per request) are applied to the one loaded
+model through llama.cpp's adapter API (llamacpp_adapters)."""
 
 from __future__ import annotations
 
@@ -13,12 +14,12 @@ from pathlib import Path
 from typing import Any
 
 from lampbox.crashnote import forget_running, note_running
-from lampbox.engine.fingerprint import file_sha256
+from lampbox.engine.fingerprint import file_sha256, folder_sha256
 from lampbox.engine.generation.base import (
     GenerationParams,
     GenerationRequest,
     Requests,
-    plain_prompts,
+    prompts_and_adapters,
 )
 from lampbox.engine.generation.common import GenerationCancelled, user_message
 from lampbox.engine.generation.llamacpp_cpu import (
@@ -213,7 +214,10 @@ class LlamaCppGenerator:
     backend = "llamacpp"
     supports_label_scoring = True
     supports_passages = False
-    supports_adapters = False
+    # Per-request adapters (GenerationRequest.adapter, OPPU) are converted to GGUF LoRAs and set
+    # per request on the one loaded model (llamacpp_adapters); a trained model's own adapter is
+    # always set under them.
+    supports_adapters = True
     # weights are local files: run keys hash their content
     loads_local_weights = True
 
@@ -227,12 +231,9 @@ class LlamaCppGenerator:
         seed: int = 0,
         gpu_layers: int = 0,
         batch_size: int = 8,
+        max_adapters: int = 8,
     ) -> None:
         resolved = resolve_model(model)
-        if resolved.adapter is not None:
-            raise LampboxError(
-                f"{resolved.name!r} is a trained LoRA adapter: run it on the hf backend (--backend hf)"
-            )
         if resolved.format != "gguf":
             raise LampboxError(
                 f"backend llamacpp needs a GGUF model; {resolved.name!r} is a Hugging Face model "
@@ -240,6 +241,7 @@ class LlamaCppGenerator:
             )
         self.name = resolved.name
         self.path = resolved.path
+        self.own_adapter = resolved.adapter
         threads = threads or default_threads()
         self.threads = threads  # per call: set_threads changes it without reloading
         self._llama = _open_llama(
@@ -251,6 +253,12 @@ class LlamaCppGenerator:
             n_gpu_layers=gpu_layers,
         )
         self._gpu_layers = gpu_layers
+        from lampbox.engine.generation.llamacpp_adapters import GgufAdapters
+
+        self._adapters = GgufAdapters(
+            self._llama._model.model, self.path, self.name, base_fingerprint=file_sha256(self.path),
+            own_adapter=resolved.adapter, capacity=max_adapters,
+        )  # fmt: skip
         self._lock = threading.Lock()  # the Llama's own context (one-at-a-time, streaming, labels)
         if batch_size < 1:
             raise LampboxError("batch_size must be at least 1")
@@ -290,9 +298,11 @@ class LlamaCppGenerator:
     def identity(self) -> dict[str, Any]:
         import llama_cpp
 
+        adapter = {"adapter_sha256": folder_sha256(self.own_adapter)} if self.own_adapter else {}
         return {
             "backend": self.backend,
             "model_sha256": file_sha256(self.path),
+            **adapter,
             "chat": self.chat,
             "context_size": self.context_size,
             "device": "gpu" if self._gpu_layers else "cpu",
@@ -318,8 +328,16 @@ class LlamaCppGenerator:
 
         llama_cpp.llama_set_n_threads(context, self.threads, self.threads)
 
-    def _request(self, prompt: str, params: GenerationParams, stream: bool) -> Any:
-        """One llama.cpp completion; the KV cache is reset so results never depend on order."""
+    def _use_adapter(self, adapter: str | None) -> None:
+        """Make the Llama's own context compute with `adapter` (None: the model as loaded);
+        under its lock. Its KV cache is reset either way: nothing computed under another adapter
+        is reused."""
+        self._adapters.apply(self._llama.ctx, adapter)
+        self._llama.reset()
+
+    def _request(self, prompt: str, params: GenerationParams, stream: bool, adapter: str | None = None) -> Any:
+        """One llama.cpp completion with `adapter`; the KV cache is reset so results never
+        depend on order."""
         options: dict[str, Any] = {
             "max_tokens": params.max_new_tokens,
             "temperature": params.temperature,
@@ -331,7 +349,7 @@ class LlamaCppGenerator:
             "stop": list(params.stop) or None,
             "stream": stream,
         }
-        self._llama.reset()
+        self._use_adapter(adapter)
         self._use_threads(self._llama.ctx)
         try:
             if self.chat:
@@ -353,11 +371,12 @@ class LlamaCppGenerator:
     ) -> list[str]:
         """Greedy decoding of several prompts runs `batch_size` sequences at a time in one
         llama.cpp context (outputs identical to one at a time); sampling, batch_size 1 and
-        single prompts go one prompt at a time through llama-cpp-python's completion API."""
-        texts = plain_prompts(prompts, self.backend)
-        if self._batches(texts, params):
-            return self._generate_batched(texts, params, on_output, should_cancel)
-        return self._generate_one_by_one(texts, params, on_output, should_cancel)
+        single prompts go one prompt at a time through llama-cpp-python's completion API. Requests
+        naming an adapter are generated with it (batches are grouped by adapter)."""
+        requests = prompts_and_adapters(prompts, self.backend)
+        if self._batches([prompt for prompt, _ in requests], params):
+            return self._generate_batched(requests, params, on_output, should_cancel)
+        return self._generate_one_by_one(requests, params, on_output, should_cancel)
 
     @staticmethod
     def streams_together(params: GenerationParams) -> bool:
@@ -385,16 +404,16 @@ class LlamaCppGenerator:
         shown, then every sequence decoded together, pieces interleaved); outputs are those of
         `generate` and the pieces join to them. Anything else streams one prompt after another.
         Raises GenerationCancelled on cancel."""
-        texts = plain_prompts(prompts, self.backend)
-        if self._batches(texts, params):
-            return self._generate_batched(texts, params, None, should_cancel, on_piece)
+        requests = prompts_and_adapters(prompts, self.backend)
+        if self._batches([prompt for prompt, _ in requests], params):
+            return self._generate_batched(requests, params, None, should_cancel, on_piece)
         from lampbox.engine.generation.streaming import stream_one_after_another
 
-        return stream_one_after_another(self, texts, params, on_piece, None, should_cancel)
+        return stream_one_after_another(self, prompts, params, on_piece, None, should_cancel)
 
     def _generate_batched(
         self,
-        prompts: list[str],
+        requests: list[tuple[str, str | None]],
         params: GenerationParams,
         on_output: Callable[[int, str], None] | None,
         should_cancel: Callable[[], bool] | None,
@@ -405,7 +424,8 @@ class LlamaCppGenerator:
         n_ctx = self.context_size
         stops = [*params.stop, *([self._chat_stop()] if self.chat else [])]
         completions = []
-        for index, prompt in enumerate(prompts):
+        groups: dict[str | None, list[Completion]] = {}  # one batch per adapter (None: none)
+        for index, (prompt, adapter) in enumerate(requests):
             tokens = self.prompt_tokens(prompt)
             if len(tokens) >= n_ctx:
                 raise LampboxError(
@@ -416,11 +436,18 @@ class LlamaCppGenerator:
             limit = wanted if wanted + len(tokens) < n_ctx else n_ctx - len(tokens)
             stop_bytes = tuple(stop.encode("utf-8") for stop in stops)
             completions.append(Completion(index, tokens, limit, stop_bytes))
+            groups.setdefault(adapter, []).append(completions[-1])
         with self._batch_lock:
             if self._batch_decoder is None:
-                self._batch_decoder = BatchDecoder(self._llama, self.batch_size)
+                self._batch_decoder = BatchDecoder(self._llama, self.batch_size, self._adapters)
             self._batch_decoder.threads = self.threads
-            self._batch_decoder.generate(completions, on_output, should_cancel, on_piece)
+            done = 0
+            for adapter, group in groups.items():
+                try:
+                    self._batch_decoder.generate(group, on_output, should_cancel, on_piece, adapter)
+                except GenerationCancelled as cancelled:
+                    raise GenerationCancelled(done + cancelled.finished, len(completions)) from None
+                done += len(group)
         return [completion.output() for completion in completions]
 
     def _chat_stop(self) -> str:
@@ -430,26 +457,26 @@ class LlamaCppGenerator:
 
     def _generate_one_by_one(
         self,
-        prompts: list[str],
+        requests: list[tuple[str, str | None]],
         params: GenerationParams,
         on_output: Callable[[int, str], None] | None,
         should_cancel: Callable[[], bool] | None,
     ) -> list[str]:
         outputs: list[str] = []
-        for index, prompt in enumerate(prompts):
+        for index, (prompt, adapter) in enumerate(requests):
             if should_cancel and should_cancel():
-                raise GenerationCancelled(index, len(prompts))
+                raise GenerationCancelled(index, len(requests))
             with self._lock:
-                text = self._text(self._request(prompt, params, stream=False))
+                text = self._text(self._request(prompt, params, stream=False, adapter=adapter))
             outputs.append(text)
             if on_output:
                 on_output(index, text)
         return outputs
 
     def stream(self, prompt: GenerationRequest | str, params: GenerationParams) -> Iterator[str]:
-        (prompt,) = plain_prompts([prompt], self.backend)
+        ((text, adapter),) = prompts_and_adapters([prompt], self.backend)
         with self._lock:
-            for chunk in self._request(prompt, params, stream=True):
+            for chunk in self._request(text, params, stream=True, adapter=adapter):
                 choice = chunk["choices"][0]
                 piece = choice.get("delta", {}).get("content") if self.chat else choice.get("text")
                 if piece:
@@ -513,7 +540,7 @@ class LlamaCppGenerator:
         llama = self._llama
         context = llama._ctx
         n_vocab = llama.n_vocab()
-        llama.reset()
+        self._use_adapter(None)  # the model as loaded (with its own adapter), whatever ran before
         self._use_threads(llama.ctx)
         llama.eval(tokens)  # the last token's logits are requested (llama-cpp-python marks it)
         first = _log_softmax(np.ctypeslib.as_array(context.get_logits_ith(-1), shape=(n_vocab,)))

@@ -112,13 +112,15 @@ class BatchDecoder:
 
     The decoder owns a second llama.cpp context on the same weights (the Llama's own context
     stays for streaming and label scoring); it is sized for the batch at hand (sequences x
-    padded cells per sequence) and kept while later batches fit in it.
+    padded cells per sequence) and kept while later batches fit in it. With `adapters`
+    (llamacpp_adapters.GgufAdapters), each call's sequences all compute with one adapter.
     """
 
-    def __init__(self, llama: Any, batch_size: int) -> None:
+    def __init__(self, llama: Any, batch_size: int, adapters: Any = None) -> None:
         import llama_cpp
 
         self._llama = llama
+        self._adapters = adapters
         self.batch_size = max(1, min(batch_size, int(llama_cpp.llama_max_parallel_sequences())))
         self._context: Any = None
         self._shape = (0, 0)  # (sequences, cells per sequence) of the context
@@ -149,8 +151,10 @@ class BatchDecoder:
         on_output: Callable[[int, str], None] | None = None,
         should_cancel: Callable[[], bool] | None = None,
         on_piece: Callable[[int, str], None] | None = None,
+        adapter: str | None = None,
     ) -> None:
-        """Run every completion to its end (their `text` is set), `batch_size` at a time;
+        """Run every completion to its end (their `text` is set), `batch_size` at a time, with
+        `adapter` (None: the model as loaded; needs the decoder's `adapters`);
         on_piece(index, text) as each completion's text grows, on_output(index, output) as
         each finishes (not in prompt order). Raises GenerationCancelled when should_cancel()
         says so (checked before every `llama_decode`)."""
@@ -167,6 +171,10 @@ class BatchDecoder:
         sequences = min(self.batch_size, len(completions))
         context = self._ensure_context(sequences, cells)
         ctx, memory, batch = context.ctx, context.memory, self._batch.batch
+        if self._adapters is not None:
+            self._adapters.apply(ctx, adapter)
+        elif adapter is not None:
+            raise ValueError("a BatchDecoder without adapters cannot decode with one")
         if self.threads:
             llama_cpp.llama_set_n_threads(ctx, self.threads, self.threads)
         # Shortest prompt first (popped from the end): the prompts are evaluated one by one, so
@@ -262,5 +270,7 @@ class BatchDecoder:
         if batch is not None:
             batch.close()
         if context is not None:
+            if self._adapters is not None:
+                self._adapters.forget(context.ctx)
             context.close()
         self._shape = (0, 0)

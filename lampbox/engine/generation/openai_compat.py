@@ -1,6 +1,8 @@
 """The openai backend: any OpenAI-compatible server (vLLM, llama.cpp's server, TGI), with concurrent requests.
 
-Uses only the standard library (urllib), so it needs no extra package.
+Uses only the standard library (urllib), so it needs no extra package. A request's per-user
+adapter is named to a server that serves many LoRAs (`adapters`): as the request's model (vLLM's
+registered LoRA names), or as the per-request `lora` scales of llama.cpp's server.
 """
 
 from __future__ import annotations
@@ -19,13 +21,18 @@ from lampbox.engine.generation.base import (
     GenerationRequest,
     Requests,
     Tokenizer,
-    plain_prompts,
+    prompts_and_adapters,
 )
 from lampbox.engine.generation.common import GenerationCancelled, user_message
 from lampbox.errors import LampboxError, UnknownNameError
 
 BASE_URL_ENV = "LAMPBOX_OPENAI_BASE_URL"
 API_KEY_ENV = "LAMPBOX_OPENAI_API_KEY"
+ADAPTERS_ENV = "LAMPBOX_OPENAI_ADAPTERS"
+# How a request names its adapter: "model" (the adapter's name is the request's model: vLLM
+# with --enable-lora, or a server with one model alias per adapter), "lora" (llama.cpp's
+# server: {"lora": [{"id": N, "scale": 1.0}, ...]}, ids from its GET /lora-adapters).
+ADAPTER_MODES = ("model", "lora")
 DEFAULT_BASE_URL = "http://127.0.0.1:8000/v1"
 
 
@@ -66,6 +73,11 @@ class OpenAIServer:
 
     def get(self, path: str, timeout: float | None = None) -> Any:
         with self._open(self.base_url + path, None, timeout) as response:
+            return json.loads(response.read())
+
+    def get_root(self, path: str) -> Any:
+        """GET a path beside /v1 (llama.cpp's server's /lora-adapters)."""
+        with self._open(self.root_url + path, None) as response:
             return json.loads(response.read())
 
     def post(self, url: str, body: dict[str, Any]) -> Any:
@@ -167,12 +179,23 @@ def _local_tokenizer(model: str) -> Tokenizer | None:
         return None
 
 
+def adapter_name(adapter: str) -> str:
+    """The name a server knows an adapter by: its trained model's name (the folder holding
+    adapter/, `SET.u.<user>` for an OPPU user), or the adapter folder's own name."""
+    from pathlib import Path
+
+    path = Path(adapter)
+    return path.parent.name if path.name == "adapter" else path.name
+
+
 class OpenAIGenerator:
     """Prompts sent to an OpenAI-compatible server, `concurrency` requests at a time."""
 
     backend = "openai"
     supports_passages = False
-    supports_adapters = False
+    # The backend can name a per-request adapter to a server that serves many LoRAs; an
+    # instance does when `adapters` (or $LAMPBOX_OPENAI_ADAPTERS) says how.
+    supports_adapters = True
     # the server owns the weights: run keys use the served model name
     loads_local_weights = False
 
@@ -187,7 +210,16 @@ class OpenAIGenerator:
         timeout: float = 120.0,
         context_size: int | None = None,
         extra_body: dict[str, Any] | None = None,
+        adapters: str | None = None,
     ) -> None:
+        adapters = adapters or os.environ.get(ADAPTERS_ENV) or None
+        if adapters is not None and adapters not in ADAPTER_MODES:
+            raise LampboxError(
+                f"openai: adapters (${ADAPTERS_ENV}) must be one of {', '.join(ADAPTER_MODES)}, not {adapters!r}"
+            )
+        self.adapters = adapters
+        self.supports_adapters = adapters is not None
+        self._lora_ids: dict[str, int] | None = None  # "lora" mode: the server's adapters by path
         base_url = base_url or os.environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL
         api_key = api_key or os.environ.get(API_KEY_ENV)
         self._server = OpenAIServer(base_url, api_key, timeout)
@@ -262,10 +294,69 @@ class OpenAIGenerator:
             "model": self.name,
             "chat": self.chat,
             "extra_body": self.extra_body,
+            **({"adapters": self.adapters} if self.adapters else {}),
         }
 
+    def _server_loras(self) -> dict[str, int]:
+        """llama.cpp's server: its LoRA adapters' resolved paths -> ids (GET /lora-adapters)."""
+        if self._lora_ids is None:
+            from pathlib import Path
+
+            listed = self._server.get_root("/lora-adapters")
+            if not isinstance(listed, list):
+                raise ServerError(f"server {self._server.root_url}/lora-adapters did not list LoRA adapters")
+            self._lora_ids = {str(Path(entry["path"]).resolve()): int(entry["id"]) for entry in listed}
+        return self._lora_ids
+
+    def _lora_id(self, adapter: str) -> int | None:
+        """The id the server gave this adapter: a GGUF LoRA it loaded from inside the adapter's
+        model folder (lampbox converts beside it, gguf/), or named after the adapter."""
+        from pathlib import Path
+
+        folder = Path(adapter).resolve()
+        home = folder.parent if folder.name == "adapter" else folder
+        for path, lora_id in self._server_loras().items():
+            served = Path(path)
+            if served.is_relative_to(home) or served.stem == adapter_name(adapter):
+                return lora_id
+        return None
+
+    def _adapter_fields(self, adapter: str | None) -> dict[str, Any]:
+        """What names the request's adapter to the server ({} without one in "model" mode)."""
+        if self.adapters == "model":
+            return {"model": adapter_name(adapter)} if adapter is not None else {}
+        if self.adapters != "lora":
+            raise LampboxError(
+                f"the openai backend names an adapter ({adapter}) only to a server that serves LoRAs: "
+                f"set ${ADAPTERS_ENV} (or adapters=) to model (vLLM) or lora (llama.cpp's server)"
+            )
+        wanted = [a for a in (self._own_adapter(), adapter) if a is not None]
+        ids = []
+        for one in wanted:
+            lora_id = self._lora_id(one)
+            if lora_id is None:
+                if one != adapter:
+                    continue  # the model's own adapter merged into what the server serves
+                raise ServerError(
+                    f"server {self._server.root_url} has no LoRA adapter for {adapter_name(one)} "
+                    f"(start it with --lora <its GGUF LoRA>; it lists {sorted(self._server_loras())})"
+                )
+            ids.append(lora_id)
+        # llama.cpp's server: an adapter left out of the list has scale 0 for this request
+        return {"lora": [{"id": lora_id, "scale": 1.0} for lora_id in ids]}
+
+    def _own_adapter(self) -> str | None:
+        """The adapter of the model name as lampbox knows it (a trained LoRA, an OPPU set's task
+        adapter), when the server serves it as one of its LoRAs."""
+        from lampbox.models import resolve_model
+
+        try:
+            return resolve_model(self.name).adapter
+        except (LampboxError, UnknownNameError):
+            return None
+
     def _request(
-        self, prompt: str, params: GenerationParams, stream: bool
+        self, prompt: str, params: GenerationParams, stream: bool, adapter: str | None = None
     ) -> tuple[str, dict[str, Any]]:
         body: dict[str, Any] = {
             "model": self.name,
@@ -280,6 +371,8 @@ class OpenAIGenerator:
         if params.stop:
             body["stop"] = list(params.stop)
         body.update(self.extra_body)
+        if self.adapters is not None or adapter is not None:
+            body.update(self._adapter_fields(adapter))
         if self.chat:
             body["messages"] = user_message(prompt)
             return self._server.base_url + "/chat/completions", body
@@ -292,8 +385,8 @@ class OpenAIGenerator:
             return str(choice["message"].get("content") or "")
         return str(choice.get("text") or "")
 
-    def _complete(self, prompt: str, params: GenerationParams) -> str:
-        url, body = self._request(prompt, params, stream=False)
+    def _complete(self, prompt: str, params: GenerationParams, adapter: str | None = None) -> str:
+        url, body = self._request(prompt, params, stream=False, adapter=adapter)
         return self._text(self._server.post(url, body))
 
     def generate(
@@ -304,13 +397,13 @@ class OpenAIGenerator:
         should_cancel: Callable[[], bool] | None = None,
     ) -> list[str]:
         outputs: list[str | None] = [None] * len(prompts)
-        pending_prompts = iter(enumerate(plain_prompts(prompts, self.backend)))
+        pending_prompts = iter(enumerate(prompts_and_adapters(prompts, self.backend)))
         with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
             running: dict[Any, int] = {}
 
             def submit_next() -> None:
-                for index, prompt in pending_prompts:
-                    running[pool.submit(self._complete, prompt, params)] = index
+                for index, (prompt, adapter) in pending_prompts:
+                    running[pool.submit(self._complete, prompt, params, adapter)] = index
                     return
 
             for _ in range(self.concurrency):
@@ -332,8 +425,8 @@ class OpenAIGenerator:
         return [text or "" for text in outputs]
 
     def stream(self, prompt: GenerationRequest | str, params: GenerationParams) -> Iterator[str]:
-        (prompt,) = plain_prompts([prompt], self.backend)
-        url, body = self._request(prompt, params, stream=True)
+        ((text, adapter),) = prompts_and_adapters([prompt], self.backend)
+        url, body = self._request(text, params, stream=True, adapter=adapter)
         for event in self._server.post_stream(url, body):
             choices = event.get("choices") or []
             if not choices:

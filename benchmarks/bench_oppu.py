@@ -1,0 +1,194 @@
+"""Serving OPPU's per-user adapters: switching cost on hf and llamacpp, and GGUF-vs-peft agreement.
+
+SmolLM2-135M-Instruct (the packaged Q4_1 GGUF; hf runs transformers on its dequantized weights).
+Two adapters: seeded random peft LoRAs on q/k/v/o/up (B scaled by --scale so that they change
+some outputs), or the trained adapters given with --adapter (twice). Prints:
+
+- switching: the time to make a loaded user's adapter the active one (hf: AdapterSlots.activate;
+  llamacpp: llama_set_adapters_lora through GgufAdapters.apply, whose graph re-reservation lands
+  in the next decode, so the prefill after a switch is timed against the prefill with no switch),
+  the first use of an adapter (load, or GGUF conversion + llama_adapter_lora_init), and the
+  prompt's own prefill, each the median of --repeats;
+- agreement: greedy outputs of --prompts commit_subject dev questions (the first ones) through
+  lampbox's two backends, with the adapter per request and without it (the floor that
+  quantization alone allows).
+
+    .venv/bin/python benchmarks/bench_oppu.py --data ../shared/data/git-commits/commit_subject
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from lampbox.engine.generation.base import GenerationParams, GenerationRequest
+
+
+def random_adapters(folder: Path, scale: float) -> list[str]:
+    """Two seeded random LoRAs on the dequantized base, saved as peft folders."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from lampbox.engine.generation.hf import converted_gguf_folder
+    from lampbox.models import resolve_model
+
+    base = converted_gguf_folder(resolve_model("smollm2-135m-instruct").path)
+    made = []
+    for seed in (1, 2):
+        torch.manual_seed(seed)
+        config = LoraConfig(r=8, lora_alpha=8, target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "up_proj"], init_lora_weights=False)
+        peft = get_peft_model(AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32), config)
+        with torch.no_grad():
+            for name, parameter in peft.named_parameters():
+                if "lora_B" in name:
+                    parameter.mul_(scale)
+        peft.save_pretrained(folder / f"user{seed}")
+        made.append(str(folder / f"user{seed}"))
+    return made
+
+
+def median_ms(action: Callable[[], Any], repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        action()
+        times.append((time.perf_counter() - started) * 1000)
+    return statistics.median(times)
+
+
+def hf_switching(adapters: list[str], prompt: str, repeats: int) -> dict[str, float]:
+    import torch
+
+    from lampbox.engine.generation.hf import HFGenerator
+
+    generator = HFGenerator("smollm2-135m-instruct", threads=2)
+    slots = generator._adapters
+    started = time.perf_counter()
+    for adapter in adapters:
+        slots.activate(adapter)
+    first = (time.perf_counter() - started) * 1000 / len(adapters)
+    turn = iter(range(10**9))
+    switch = median_ms(lambda: slots.activate(adapters[next(turn) % 2]), repeats)
+    ids = generator.tokenizer.hf_tokenizer.apply_chat_template(
+        [{"role": "user", "content": prompt}], add_generation_prompt=True, return_tensors="pt", return_dict=True
+    )["input_ids"]
+
+    def prefill() -> None:
+        with torch.no_grad():
+            generator.model(ids)
+
+    prefill_ms = median_ms(prefill, repeats)
+    generator.close()
+    return {"first use": first, "switch": switch, "prefill": prefill_ms, "prompt tokens": float(ids.shape[-1])}
+
+
+def llamacpp_switching(adapters: list[str], prompt: str, repeats: int) -> dict[str, float]:
+    from lampbox.engine.generation.llamacpp import LlamaCppGenerator
+
+    generator = LlamaCppGenerator("smollm2-135m-instruct", threads=2)
+    llama, context = generator._llama, generator._llama.ctx
+    tokens = generator.prompt_tokens(prompt)
+    started = time.perf_counter()
+    for adapter in adapters:
+        generator._adapters.apply(context, adapter)
+    first = (time.perf_counter() - started) * 1000 / len(adapters)
+
+    def prefill() -> None:
+        llama.reset()
+        llama.eval(tokens)
+
+    turn = iter(range(10**9))
+    switch_call = median_ms(lambda: generator._adapters.apply(context, adapters[next(turn) % 2]), repeats)
+
+    def switch_and_prefill() -> None:
+        generator._adapters.apply(context, adapters[next(turn) % 2])
+        prefill()
+
+    after_switch = median_ms(switch_and_prefill, repeats)
+    generator._adapters.apply(context, adapters[0])
+    prefill()  # warm, same adapter
+    same = median_ms(prefill, repeats)
+
+    def one_token() -> None:  # the graph re-reservation a switch costs, on the smallest decode
+        llama.reset()
+        llama.eval(tokens[:1])
+
+    def switch_and_one_token() -> None:
+        generator._adapters.apply(context, adapters[next(turn) % 2])
+        one_token()
+
+    one_after_switch = median_ms(switch_and_one_token, repeats)
+    generator._adapters.apply(context, adapters[0])
+    one = median_ms(one_token, repeats)
+    generator.close()
+    return {
+        "first use": first, "switch call": switch_call, "prefill after a switch": after_switch,
+        "prefill": same, "one-token decode after a switch": one_after_switch, "one-token decode": one,
+        "switch (one-token difference)": one_after_switch - one, "prompt tokens": float(len(tokens)),
+    }  # fmt: skip
+
+
+def agreement(adapter: str, prompts: list[str], tokens: int) -> dict[str, Any]:
+    from lampbox.engine.generation.hf import HFGenerator
+    from lampbox.engine.generation.llamacpp import LlamaCppGenerator
+
+    params = GenerationParams(max_new_tokens=tokens)
+    outputs: dict[str, list[str]] = {}
+    for backend, make in (("hf", lambda: HFGenerator("smollm2-135m-instruct", threads=2)),
+                          ("llamacpp", lambda: LlamaCppGenerator("smollm2-135m-instruct", threads=2))):  # fmt: skip
+        generator = make()
+        outputs[f"{backend} base"] = generator.generate(prompts, params)
+        outputs[f"{backend} lora"] = generator.generate([GenerationRequest(p, adapter=adapter) for p in prompts], params)
+        generator.close()
+
+    def same(first: str, second: str) -> int:
+        return sum(a == b for a, b in zip(outputs[first], outputs[second], strict=True))
+
+    return {
+        "base agree": same("hf base", "llamacpp base"), "lora agree": same("hf lora", "llamacpp lora"),
+        "adapter changed (hf)": len(prompts) - same("hf base", "hf lora"), "n": len(prompts), "outputs": outputs,
+    }  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", type=Path, required=True, help="A LaMP-format task folder (commit_subject): its dev questions are the prompts.")
+    parser.add_argument("--adapter", action="append", default=[], help="A trained adapter folder (give two); default: two seeded random LoRAs.")
+    parser.add_argument("--scale", type=float, default=0.5, help="Factor on the random B matrices.")
+    parser.add_argument("--prompts", type=int, default=20)
+    parser.add_argument("--tokens", type=int, default=16)
+    parser.add_argument("--repeats", type=int, default=9)
+    parser.add_argument("--show", action="store_true", help="Print every prompt's four outputs.")
+    parser.add_argument("--only", choices=["switching", "agreement"], help="Measure one part only.")
+    args = parser.parse_args()
+    questions = json.loads((args.data / "dev_questions.json").read_text())[: args.prompts]
+    prompts = [question["input"] for question in questions]
+    if args.adapter and len(args.adapter) != 2:
+        parser.error("--adapter: give two adapters (or none for the random ones)")
+    adapters = args.adapter or random_adapters(Path(tempfile.mkdtemp(prefix="bench-oppu-")), args.scale)
+    print("adapters:", ", ".join(adapters) if args.adapter else f"two seeded random LoRAs (r 8, q/k/v/o/up, B x {args.scale})")
+    for backend, measure in (("hf", hf_switching), ("llamacpp", llamacpp_switching)):
+        if args.only == "agreement":
+            break
+        figures = measure(adapters, prompts[0], args.repeats)
+        print(f"{backend} switching: " + ", ".join(f"{name} {value:.1f}{'' if 'tokens' in name else ' ms'}" for name, value in figures.items()))
+    if args.only == "switching":
+        return
+    found = agreement(adapters[0], prompts, args.tokens)
+    if args.show:
+        for row in zip(*found["outputs"].values(), strict=True):
+            print(" | ".join(repr(text) for text in row))
+    n = found["n"]
+    print(f"agreement over {n} prompts, {args.tokens} greedy tokens: base {found['base agree']}/{n}, "
+          f"with the adapter {found['lora agree']}/{n}; the adapter changed {found['adapter changed (hf)']}/{n} hf outputs")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
