@@ -209,6 +209,7 @@ def test_missing_data_offline_points_to_import_and_demo(tmp_path: Path) -> None:
     assert "lampbox data import" in last and "lampbox data demo" in last
 
 
+@pytest.mark.slow
 def test_backend_auto_picks_and_says_the_fastest_path(demo_db: Path) -> None:
     """No --backend: the choice for this machine is printed in one line and recorded as the
     run's backend (on a CPU: hf, batched; float32 without AMX)."""

@@ -240,6 +240,7 @@ def test_a_plan_runs_as_one_bench_resumes_after_a_kill_and_is_served_again(
         assert len(run_store.list_benches(store)) == 1 and len(run_store.list_runs(store)) == 8
 
 
+@pytest.mark.slow
 def test_config_strings_make_the_same_bench_as_the_plan_file(tmp_path: Path, commits_db: Path, home_env: dict[str, str]) -> None:
     plan = tmp_path / "small.toml"
     plan.write_text(

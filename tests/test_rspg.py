@@ -81,6 +81,7 @@ def test_the_kl_loss_on_a_hand_computed_case() -> None:
     assert float(kl_loss(targets, targets, 0.5)) == pytest.approx(0.0, abs=1e-7)
 
 
+@pytest.mark.slow
 def test_the_kl_loss_decreases_on_a_fixed_batch(benches: dict[str, Any]) -> None:
     """A few optimizer steps of the real selector (MiniLM + head) on one batch of the pool."""
     import torch
