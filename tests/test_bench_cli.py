@@ -175,6 +175,7 @@ def table_rows(output: str) -> list[str]:
     return [line for line in output.splitlines() if line.startswith("│")]
 
 
+@pytest.mark.slow
 def test_k_zero_is_the_no_personalization_row_once(demo_db: Path, tmp_path: Path) -> None:
     bench = ["bench", "--task", "LaMP_7", "--backend", "dummy", "--limit", "3", "--db", str(demo_db), "--out", str(tmp_path)]
     result = lampbox(*bench, "--retrievers", "bm25", "--k", "0")

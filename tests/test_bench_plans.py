@@ -51,6 +51,7 @@ MAIN_CLI_RUNS = [
 ]
 
 
+@pytest.mark.slow
 def test_grid_flags_keep_the_run_and_bench_keys_of_main(tmp_path: Path, home_env: dict[str, str]) -> None:
     db = tmp_path / "demo.duckdb"
     lampbox("data", "demo", "--db", str(db), env=home_env)

@@ -140,6 +140,7 @@ def tiny_encoder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
+@pytest.mark.slow
 def test_a_trained_selector_picks_the_better_candidate(tiny_encoder: Path, tmp_path: Path) -> None:
     """Through the training core: a pool where one configuration is always best is learned."""
     from transformers import AutoTokenizer

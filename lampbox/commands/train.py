@@ -34,6 +34,9 @@ def train() -> None:
     complete checkpoint. Under `torchrun --nproc-per-node N -m lampbox train ...` it trains on N
     processes (DDP); only rank 0 reads and writes the store.
     """
+    from lampbox.engine.training.memory import hand_back_freed_memory
+
+    hand_back_freed_memory()  # from the start: preparing the examples leaves no heap behind either
 
 
 def _step_logger(quiet: bool, every: int = 10, eta: bool = True) -> Any:
