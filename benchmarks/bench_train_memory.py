@@ -5,8 +5,10 @@ and prints the peak of each phase (preparing the examples, loading the model, tr
 each dev evaluation, saving) and the process's maximum RSS (what GNU time's "Maximum resident
 set size" reports), e.g.
 
-    LAMPBOX_HOME=/tmp/h LAMPBOX_DB=/tmp/h/lampbox.duckdb .venv/bin/python benchmarks/bench_train_memory.py \\
+    PYTHONPATH=. LAMPBOX_HOME=/tmp/h LAMPBOX_DB=/tmp/h/lampbox.duckdb .venv/bin/python benchmarks/bench_train_memory.py \\
         ipa --task commit_area --retriever bm25 --k 4 --epochs 2 --name x --overwrite
+
+(from the repository root; PYTHONPATH=. makes it measure this tree's lampbox, not an installed one).
 """
 
 from __future__ import annotations
