@@ -9,8 +9,6 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.slow
-
 USERS = {
     "ann": [("Write a subject: fix the parser", "parser: fix crash"), ("Write a subject: docs", "docs: typo")] * 3,
     "bob": [("Write a subject: speed up diff", "diff: faster"), ("Write a subject: tests", "t: add test")] * 3,
@@ -40,6 +38,7 @@ def config():  # type: ignore[no-untyped-def]
     )  # fmt: skip
 
 
+@pytest.mark.slow
 def test_three_adapters_leave_the_base_untouched_and_do_not_see_each_other(tiny_lm: Path, tmp_path: Path) -> None:
     import torch
     from safetensors.torch import load_file

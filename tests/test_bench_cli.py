@@ -175,6 +175,7 @@ def table_rows(output: str) -> list[str]:
     return [line for line in output.splitlines() if line.startswith("│")]
 
 
+@pytest.mark.slow
 def test_k_zero_is_the_no_personalization_row_once(demo_db: Path, tmp_path: Path) -> None:
     bench = ["bench", "--task", "LaMP_7", "--backend", "dummy", "--limit", "3", "--db", str(demo_db), "--out", str(tmp_path)]
     result = lampbox(*bench, "--retrievers", "bm25", "--k", "0")
@@ -209,6 +210,7 @@ def test_missing_data_offline_points_to_import_and_demo(tmp_path: Path) -> None:
     assert "lampbox data import" in last and "lampbox data demo" in last
 
 
+@pytest.mark.slow
 def test_backend_auto_picks_and_says_the_fastest_path(demo_db: Path) -> None:
     """No --backend: the choice for this machine is printed in one line and recorded as the
     run's backend (on a CPU: hf, batched; float32 without AMX)."""

@@ -51,6 +51,7 @@ MAIN_CLI_RUNS = [
 ]
 
 
+@pytest.mark.slow
 def test_grid_flags_keep_the_run_and_bench_keys_of_main(tmp_path: Path, home_env: dict[str, str]) -> None:
     db = tmp_path / "demo.duckdb"
     lampbox("data", "demo", "--db", str(db), env=home_env)
@@ -240,6 +241,7 @@ def test_a_plan_runs_as_one_bench_resumes_after_a_kill_and_is_served_again(
         assert len(run_store.list_benches(store)) == 1 and len(run_store.list_runs(store)) == 8
 
 
+@pytest.mark.slow
 def test_config_strings_make_the_same_bench_as_the_plan_file(tmp_path: Path, commits_db: Path, home_env: dict[str, str]) -> None:
     plan = tmp_path / "small.toml"
     plan.write_text(

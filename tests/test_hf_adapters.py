@@ -10,8 +10,6 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.slow
-
 PROMPTS = ["Write a subject: fix the parser", "Hi", "Write a subject: speed up the diff machinery in git"]
 
 
@@ -63,6 +61,7 @@ def test_one_batch_serves_two_adapters_as_their_merged_models(tiny_lm: Path, ada
     assert streamed == outputs and set(pieces) == {i for i, text in enumerate(outputs) if text}
 
 
+@pytest.mark.slow
 def test_adapters_beyond_the_bound_are_dropped_least_recently_used_first(tiny_lm: Path, adapters: list[Path]) -> None:
     from lampbox.engine.generation.base import GenerationParams, GenerationRequest
     from lampbox.engine.generation.hf import HFGenerator
@@ -80,6 +79,7 @@ def test_adapters_beyond_the_bound_are_dropped_least_recently_used_first(tiny_lm
     assert generator.generate(PROMPTS[:1], params) == HFGenerator(str(tiny_lm)).generate(PROMPTS[:1], params)
 
 
+@pytest.mark.slow
 def test_labels_are_scored_with_each_requests_adapter(tiny_lm: Path, adapters: list[Path]) -> None:
     from lampbox.engine.generation.base import GenerationRequest
     from lampbox.engine.generation.hf import HFGenerator

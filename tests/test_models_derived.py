@@ -40,6 +40,7 @@ def test_the_manifest_derives_q4_0_and_q8_0_from_the_packaged_model() -> None:
         assert (entry.derive, entry.source, entry.quant, entry.chat) == ("requantize", "smollm2-135m-instruct", quant, True)
 
 
+@pytest.mark.slow
 def test_q4_0_is_written_once_into_the_cache_reused_and_fingerprinted(
     module_home: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -90,6 +91,7 @@ def user_manifest(home: Path, text: str) -> None:
     (home / "models.toml").write_text(text)
 
 
+@pytest.mark.slow
 def test_a_changed_source_is_requantized_and_a_failure_leaves_no_file(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

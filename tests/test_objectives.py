@@ -7,10 +7,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import pytest
-
-pytestmark = pytest.mark.slow
-
 
 class RankingObjective:
     """A linear scorer over candidate feature vectors; KL(softmax(utility / T) || softmax(scores / T))."""

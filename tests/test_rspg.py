@@ -81,6 +81,7 @@ def test_the_kl_loss_on_a_hand_computed_case() -> None:
     assert float(kl_loss(targets, targets, 0.5)) == pytest.approx(0.0, abs=1e-7)
 
 
+@pytest.mark.slow
 def test_the_kl_loss_decreases_on_a_fixed_batch(benches: dict[str, Any]) -> None:
     """A few optimizer steps of the real selector (MiniLM + head) on one batch of the pool."""
     import torch
@@ -118,6 +119,7 @@ def test_the_kl_loss_decreases_on_a_fixed_batch(benches: dict[str, Any]) -> None
     assert max(losses[1:]) < losses[0] / 2, losses
 
 
+@pytest.mark.slow
 def test_a_trained_selector_picks_the_better_candidate(tiny_encoder: Path, tmp_path: Path) -> None:
     """Through the training core: a pool where one configuration is always best is learned."""
     from transformers import AutoTokenizer

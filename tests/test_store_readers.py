@@ -126,6 +126,7 @@ print("finished", flush=True)
 """
 
 
+@pytest.mark.slow
 def test_readers_get_in_between_a_running_bench_s_writes_and_see_its_progress(demo_db: Path) -> None:
     bench = subprocess.Popen(
         [sys.executable, "-c", textwrap.dedent(SLOW_BENCH), str(demo_db)],

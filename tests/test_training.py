@@ -16,8 +16,6 @@ import pytest
 
 from lampbox.errors import LampboxError
 
-pytestmark = pytest.mark.slow
-
 
 @pytest.fixture(scope="module")
 def home(module_home: Path) -> Path:
@@ -66,6 +64,7 @@ def _spec(tiny_lm: Path, **overrides):  # type: ignore[no-untyped-def]
     return TrainSpec(**values)
 
 
+@pytest.mark.slow
 def test_a_trained_adapter_is_registered_and_runs_by_name(commits_store, tiny_lm: Path, home: Path) -> None:  # type: ignore[no-untyped-def]
     from lampbox.engine.generation.base import GenerationParams
     from lampbox.engine.training.trainer import TrainConfig
@@ -120,6 +119,7 @@ def test_bad_input_is_one_clear_error(commits_store, tiny_lm: Path, home: Path, 
     assert not list((home / "models").glob("bad-t5*"))
 
 
+@pytest.mark.slow
 def test_a_failed_save_registers_nothing(commits_store, tiny_lm: Path, home: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
     import errno
 
@@ -145,6 +145,7 @@ def test_a_failed_save_registers_nothing(commits_store, tiny_lm: Path, home: Pat
     assert not [p for p in (home / "models").iterdir() if "full-disk" in p.name and not p.name.endswith(".training")]
 
 
+@pytest.mark.slow
 def test_a_killed_training_resumes_from_its_last_complete_checkpoint(commits_store_path: Path, tiny_lm: Path, tmp_path: Path) -> None:
     import shutil
 
@@ -173,6 +174,7 @@ def test_a_killed_training_resumes_from_its_last_complete_checkpoint(commits_sto
     assert "resuming from the checkpoints" in again.stderr
 
 
+@pytest.mark.slow
 def test_torchrun_on_two_processes_matches_one_process(commits_store_path: Path, tiny_lm: Path, tmp_path: Path) -> None:
     """DDP with gloo on CPU: 2 processes x batch 2 train the adapter 1 process x batch 4 trains
     (same examples per step, same seed), within float noise; only rank 0 wrote the store."""

@@ -35,6 +35,9 @@ def train() -> None:
     processes (DDP; `train oppu` deals its users out instead); only rank 0 reads and writes the
     store and prints the summary.
     """
+    from lampbox.engine.training.memory import hand_back_freed_memory
+
+    hand_back_freed_memory()  # from the start: preparing the examples leaves no heap behind either
 
 
 def _step_logger(quiet: bool, every: int = 10, eta: bool = True) -> Any:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from textual.widgets import DataTable, Input, Markdown, OptionList, Static
 
 from lampbox.store import browse
@@ -26,6 +27,7 @@ def _text(widget: Static) -> str:
     return str(widget.render())
 
 
+@pytest.mark.slow
 async def test_users_to_profile_to_question(commits_store, settle) -> None:  # type: ignore[no-untyped-def]
     app = create_app(store=commits_store)
     async with app.run_test(size=SIZE) as pilot:

@@ -145,6 +145,7 @@ async def check_every_format(pilot, table, folder: Path, name: str, columns, fir
         assert [str(row[names[0]]) for row in rows] == [str(value) for value in first_column], (name, file_format)
 
 
+@pytest.mark.slow
 async def test_every_table_exports_all_rows_in_every_format(bench_store, settle, tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     from lampbox.tui.generation import PaneChoice
     from lampbox.tui.screens import users as users_screen

@@ -196,6 +196,7 @@ async def _generate(app, pilot, settle) -> GenerationScreen:  # type: ignore[no-
     return screen
 
 
+@pytest.mark.slow
 async def test_each_pane_chooses_and_the_choice_is_kept(demo_store, settle, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     from dataclasses import replace
 

@@ -12,6 +12,7 @@ import textwrap
 import time
 from pathlib import Path
 
+import pytest
 from textual.pilot import Pilot
 from textual.widgets import DataTable, Static
 
@@ -70,6 +71,7 @@ async def wait_until(pilot: Pilot, condition, seconds: float, what: str) -> None
         await pilot.pause(0.1)
 
 
+@pytest.mark.slow
 async def test_a_bench_writes_while_the_tui_is_open_and_the_runs_screen_follows_it(  # type: ignore[no-untyped-def]
     demo_db: Path, tmp_path: Path, settle
 ) -> None:

@@ -207,8 +207,10 @@ def train(
     import torch
 
     from lampbox.engine.quiet import quiet_training
+    from lampbox.engine.training.memory import hand_back_freed_memory
 
     quiet_training()
+    hand_back_freed_memory()  # each step's activations go back to the system when freed (memory.py)
     dataset = objective.train_dataset()
     if len(dataset) == 0:
         raise LampboxError("nothing to train on: the objective has no training example")
