@@ -124,14 +124,20 @@ def train_ipa(
 
 @train.command("fid")
 @click.option("--model", default=None, help="Encoder-decoder base: a T5 folder or hub id (default offline: minilm-bert2bert, warm-started from the packaged all-MiniLM-L6-v2).")
+@click.option("--cross-attention-lr", type=float, default=None, help="Learning rate of the decoder's cross-attention and the other weights the warm start leaves random (minilm-bert2bert's output head); default: --lr.")
+@click.option("--freeze-encoder", is_flag=True, help="Keep the encoder as loaded and train the decoder only: each passage is encoded once and its outputs kept for every epoch and dev evaluation (far less compute on a CPU).")
 @_common_options
-def train_fid(model: str | None, **options: Any) -> None:
+def train_fid(model: str | None, cross_attention_lr: float | None, freeze_encoder: bool, **options: Any) -> None:
     """Fusion-in-Decoder: each (input, retrieved item) pair encoded separately, the decoder
-    attends over all of them; the whole encoder-decoder is fine-tuned. Run the result with
-    `lampbox bench --method fid --backend fid --model NAME`."""
+    attends over all of them; the whole encoder-decoder is fine-tuned (the decoder alone with
+    --freeze-encoder). Run the result with `lampbox bench --method fid --backend fid --model NAME`.
+
+    \b
+    The recipe that learns on the offline base (docs/training.md):
+    lampbox train fid --task commit_area --k 4 --epochs 10 --lr 1e-4 --cross-attention-lr 1e-3 --freeze-encoder --name area-fid"""
     from lampbox.engine.training.fid import OFFLINE_BASE
 
-    _train("fid", model or OFFLINE_BASE, None, **options)
+    _train("fid", model or OFFLINE_BASE, None, cross_attention_lr=cross_attention_lr, freeze_encoder=freeze_encoder, **options)
 
 
 @train.command("oppu")
@@ -265,7 +271,7 @@ def _train(
     retriever: str, k: int, epochs: float, max_steps: int | None, lr: float | None, batch_size: int,
     grad_accum: int, max_length: int, max_target_tokens: int, precision: str, seed: int, limit: int | None,
     dev_limit: int, eval_every: int | None, group_by_length: bool, name: str, threads: int | None, overwrite: bool,
-    db_path: Path | None, as_json: bool,
+    db_path: Path | None, as_json: bool, cross_attention_lr: float | None = None, freeze_encoder: bool = False,
 ) -> None:  # fmt: skip
     from lampbox.engine.defaults import default_max_new_tokens
     from lampbox.engine.retrieval import is_retriever_name, known_retriever_names
@@ -292,7 +298,7 @@ def _train(
         epochs=epochs, lr=lr if lr is not None else (2e-4 if lora is not None else 5e-5), batch_size=batch_size,
         grad_accum=grad_accum, seed=seed, precision=precision, max_steps=max_steps, eval_every=eval_every,
         lora=lora, eval_new_tokens=default_max_new_tokens(task) if task is not None else 32,
-        group_by_length=group_by_length,
+        group_by_length=group_by_length, cross_attention_lr=cross_attention_lr, freeze_encoder=freeze_encoder,
     )  # fmt: skip
     spec = TrainSpec(
         task=task.name if task is not None else task_name, scheme=resolved_scheme, method=method, split=split,

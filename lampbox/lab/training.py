@@ -83,6 +83,10 @@ class TrainSpec:
             raise LampboxError(f"--lr must be greater than 0 (got {config.lr:g})")
         if not config.epochs > 0 or (config.max_steps is not None and config.max_steps < 1):
             raise LampboxError("--epochs must be positive and --max-steps at least 1")
+        if config.cross_attention_lr is not None and not config.cross_attention_lr > 0:
+            raise LampboxError(f"--cross-attention-lr must be greater than 0 (got {config.cross_attention_lr:g})")
+        if self.method != "fid" and (config.cross_attention_lr is not None or config.freeze_encoder):
+            raise LampboxError("--cross-attention-lr and --freeze-encoder are FiD settings (`lampbox train fid`)")
         if config.eval_every is not None and config.eval_every < 1:
             raise LampboxError(f"--eval-every must be at least 1 step (got {config.eval_every})")
         if self.max_target_tokens < 1:

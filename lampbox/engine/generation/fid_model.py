@@ -80,10 +80,54 @@ def fid_generate(model: Any, tokenizer: Any, batch_passages: Sequence[Sequence[S
     ids, mask = pad_passages(batch_passages, tokenizer.pad_token_id)
     with torch.inference_mode():
         encoded, fused_mask = encode_fused(model, ids.to(device), mask.to(device))
+    return fid_generate_encoded(model, tokenizer, encoded, fused_mask, new_tokens)
+
+
+def fid_generate_encoded(model: Any, tokenizer: Any, encoded: Any, fused_mask: Any, new_tokens: int) -> list[str]:
+    """Greedy outputs from fused encoder outputs (encode_fused's, or a frozen encoder's kept ones)."""
+    import torch
+
+    with torch.inference_mode():
         generated = model.generate(
             encoder_outputs=encoded, attention_mask=fused_mask, max_new_tokens=new_tokens, do_sample=False, num_beams=1
         )
     return [tokenizer.decode(row, skip_special_tokens=True) for row in generated.tolist()]
+
+
+def passage_dependence(
+    model: Any,
+    tokenizer: Any,
+    own: Sequence[Sequence[Sequence[int]]],
+    other: Sequence[Sequence[Sequence[int]]],
+    new_tokens: int,
+    batch_size: int = 8,
+) -> list[bool]:
+    """For each question, whether its greedy output changes when its passages (`own`) are
+    replaced by other ones (`other`, e.g. the same input paired with another user's items):
+    a model that ignores its passages answers the same, one that reads them does not always."""
+    if len(own) != len(other):
+        raise ValueError("own and other passages must be given for the same questions")
+    changed: list[bool] = []
+    for start in range(0, len(own), batch_size):
+        first = fid_generate(model, tokenizer, own[start : start + batch_size], new_tokens)
+        second = fid_generate(model, tokenizer, other[start : start + batch_size], new_tokens)
+        changed += [a.strip() != b.strip() for a, b in zip(first, second, strict=True)]
+    return changed
+
+
+def new_parameter_names(model: Any) -> list[str]:
+    """The parameters a FiD objective may give a learning rate of their own: the decoder's
+    cross-attention (random in a warm-started bert2bert, whose decoder never attended to an
+    encoder; pretrained in a T5) and, in a bert2bert, the output head's transform and bias
+    (random too: the packaged all-MiniLM-L6-v2 has no masked-LM head). The head's word matrix is
+    tied to the decoder's embedding and stays at the base rate."""
+    names = []
+    for name, _ in model.named_parameters():
+        cross = "crossattention" in name or "EncDecAttention" in name
+        head = ".cls.predictions." in f".{name}" and not name.endswith("predictions.decoder.weight")
+        if cross or head:
+            names.append(name)
+    return names
 
 
 def fid_label_logliks(model: Any, tokenizer: Any, passages: Sequence[Sequence[int]], labels: Sequence[str]) -> list[float]:
