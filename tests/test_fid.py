@@ -187,7 +187,13 @@ def tiny_objective(tiny_t5: Path, commits_store, count: int = 6):  # type: ignor
     """A FiDObjective over `count` training examples of three passages each (lengths differ)."""
     from transformers import AutoTokenizer
 
-    from lampbox.engine.training.fid import FiDDevExample, FiDExample, FiDObjective, fid_target_ids, passage_ids
+    from lampbox.engine.training.fid import (
+        FiDDevExample,
+        FiDExample,
+        FiDObjective,
+        fid_target_ids,
+        passage_ids,
+    )
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_t5)
     labels = ["doc", "gitk", "tests"]

@@ -201,9 +201,24 @@ def round_trip_tokenizer(tokenizer: Any, folder: Path) -> None:
     config_path.write_text(json.dumps(config, indent=2))
 
 
-def offline_base_folder() -> Path:
-    """The minilm-bert2bert base (built once from the packaged all-MiniLM-L6-v2), with a
-    tokenizer whose outputs round-trip (round_trip_tokenizer)."""
+def offline_decoder_layers(name: str | None) -> int | None:
+    """The decoder layers of an offline base name: `minilm-bert2bert` (all 6 of MiniLM's) or
+    `minilm-bert2bert-dN` (its first N, 1 <= N <= 6: a cheaper decoder); None for other names."""
+    if name == OFFLINE_BASE:
+        return 6
+    prefix = f"{OFFLINE_BASE}-d"
+    if name is None or not name.startswith(prefix) or not name[len(prefix) :].isdigit():
+        return None
+    layers = int(name[len(prefix) :])
+    if not 1 <= layers <= 6:
+        raise LampboxError(f"{name!r}: the offline base's decoder has 1 to 6 layers (all-MiniLM-L6-v2 has 6)")
+    return layers
+
+
+def offline_base_folder(decoder_layers: int = 6) -> Path:
+    """The minilm-bert2bert base (built once from the packaged all-MiniLM-L6-v2, its decoder
+    from MiniLM's first `decoder_layers` layers), with a tokenizer whose outputs round-trip
+    (round_trip_tokenizer)."""
     from transformers import AutoTokenizer, EncoderDecoderModel
 
     from lampbox.engine.quiet import quiet_transformers
@@ -211,12 +226,13 @@ def offline_base_folder() -> Path:
     from lampbox.paths import cache_dir
 
     quiet_transformers()  # building and saving it draws transformers' bars otherwise
-    target = cache_dir("models") / f"{OFFLINE_BASE}-2"  # -2: the round-trip tokenizer
+    name = OFFLINE_BASE if decoder_layers == 6 else f"{OFFLINE_BASE}-d{decoder_layers}"
+    target = cache_dir("models") / f"{name}-2"  # -2: the round-trip tokenizer
     if (target / "config.json").is_file():
         return target
     source = packaged_model_path()
     tokenizer = AutoTokenizer.from_pretrained(source)
-    model = EncoderDecoderModel.from_encoder_decoder_pretrained(source, source)
+    model = EncoderDecoderModel.from_encoder_decoder_pretrained(source, source, decoder_num_hidden_layers=decoder_layers)
     model.config.decoder_start_token_id = tokenizer.cls_token_id
     model.config.pad_token_id = tokenizer.pad_token_id
     model.config.eos_token_id = tokenizer.sep_token_id
@@ -233,8 +249,9 @@ def offline_base_folder() -> Path:
 def seq2seq_source(name: str) -> str:
     """What transformers loads for a FiD base name: the offline default, a trained FiD model,
     a folder or a hub id."""
-    if name == OFFLINE_BASE:
-        return str(offline_base_folder())
+    layers = offline_decoder_layers(name)
+    if layers is not None:
+        return str(offline_base_folder(layers))
     from lampbox.models import resolve_model
 
     resolved = resolve_model(name)
