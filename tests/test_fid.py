@@ -318,3 +318,28 @@ def test_fid_settings_are_checked_and_stored_only_when_set() -> None:
         TrainSpec(task="commit_area", scheme="user", method="fid", config=TrainConfig(lora=None, cross_attention_lr=0.0))
     with pytest.raises(LampboxError, match="FiD settings"):
         TrainSpec(task="commit_area", scheme="user", method="ipa", config=TrainConfig(freeze_encoder=True))
+
+
+def test_offline_base_names_and_cross_attention_copied_from_self_attention() -> None:
+    import torch
+    from transformers import BertConfig, EncoderDecoderConfig, EncoderDecoderModel
+
+    from lampbox.engine.generation.fid_model import copy_self_attention_to_cross_attention, offline_base_settings
+    from lampbox.errors import LampboxError
+
+    assert offline_base_settings("minilm-bert2bert") == (6, False)
+    assert offline_base_settings("minilm-bert2bert-d2") == (2, False)
+    assert offline_base_settings("minilm-bert2bert-d2-sa") == (2, True)
+    assert offline_base_settings("minilm-bert2bert-sa") == (6, True)
+    assert offline_base_settings("minilm-bert2bert-x") is None and offline_base_settings("t5-small") is None
+    with pytest.raises(LampboxError, match="1 to 6 layers"):
+        offline_base_settings("minilm-bert2bert-d7")
+    small = BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32)
+    torch.manual_seed(0)
+    model = EncoderDecoderModel(EncoderDecoderConfig.from_encoder_decoder_configs(small, small))
+    layer = model.decoder.bert.encoder.layer[1]
+    assert not torch.equal(layer.crossattention.self.key.weight, layer.attention.self.key.weight)
+    copy_self_attention_to_cross_attention(model)
+    for decoder_layer in model.decoder.bert.encoder.layer:
+        pairs = zip(decoder_layer.crossattention.parameters(), decoder_layer.attention.parameters(), strict=True)
+        assert all(torch.equal(a, b) and a.data_ptr() != b.data_ptr() for a, b in pairs)  # copies, not ties

@@ -16,12 +16,12 @@ from lampbox.errors import LampboxError
 
 def locate(model: str | None) -> tuple[str, bool, str | None]:
     """(weights location, is a hub id, adapter) of a FiD model name, without loading it."""
-    from lampbox.engine.generation.fid_model import offline_base_folder, offline_decoder_layers
+    from lampbox.engine.generation.fid_model import OFFLINE_BASE, offline_base_folder, offline_base_settings
     from lampbox.models import resolve_model
 
-    layers = offline_decoder_layers(model) if model is not None else 6
-    if layers is not None:
-        return str(offline_base_folder(layers)), False, None
+    settings = offline_base_settings(model or OFFLINE_BASE)
+    if settings is not None:
+        return str(offline_base_folder(*settings)), False, None
     resolved = resolve_model(model)
     if resolved.adapter is not None or resolved.format != "hf":
         what = "a LoRA model" if resolved.adapter is not None else "a GGUF model"

@@ -201,24 +201,42 @@ def round_trip_tokenizer(tokenizer: Any, folder: Path) -> None:
     config_path.write_text(json.dumps(config, indent=2))
 
 
-def offline_decoder_layers(name: str | None) -> int | None:
-    """The decoder layers of an offline base name: `minilm-bert2bert` (all 6 of MiniLM's) or
-    `minilm-bert2bert-dN` (its first N, 1 <= N <= 6: a cheaper decoder); None for other names."""
-    if name == OFFLINE_BASE:
-        return 6
-    prefix = f"{OFFLINE_BASE}-d"
-    if name is None or not name.startswith(prefix) or not name[len(prefix) :].isdigit():
+def offline_base_settings(name: str | None) -> tuple[int, bool] | None:
+    """(decoder layers, cross-attention copied from self-attention) of an offline base name:
+    `minilm-bert2bert` (all 6 of MiniLM's layers, cross-attention random), with `-dN` a
+    decoder of MiniLM's first N layers (1-6: cheaper), with `-sa` each decoder layer's
+    cross-attention starting as a copy of that layer's self-attention (queries and keys
+    already in the space the encoder, the same MiniLM, writes); None for other names."""
+    prefix = OFFLINE_BASE
+    if name is None or not name.startswith(prefix):
         return None
-    layers = int(name[len(prefix) :])
+    rest = name[len(prefix) :]
+    copied = rest.endswith("-sa")
+    rest = rest[: -len("-sa")] if copied else rest
+    if rest == "":
+        return 6, copied
+    if not rest.startswith("-d") or not rest[2:].isdigit():
+        return None
+    layers = int(rest[2:])
     if not 1 <= layers <= 6:
         raise LampboxError(f"{name!r}: the offline base's decoder has 1 to 6 layers (all-MiniLM-L6-v2 has 6)")
-    return layers
+    return layers, copied
 
 
-def offline_base_folder(decoder_layers: int = 6) -> Path:
+def copy_self_attention_to_cross_attention(model: Any) -> None:
+    """Start each BERT decoder layer's cross-attention as a copy of its self-attention."""
+    import torch
+
+    with torch.no_grad():
+        for layer in model.decoder.bert.encoder.layer:
+            for target, source in zip(layer.crossattention.parameters(), layer.attention.parameters(), strict=True):
+                target.copy_(source)
+
+
+def offline_base_folder(decoder_layers: int = 6, cross_from_self: bool = False) -> Path:
     """The minilm-bert2bert base (built once from the packaged all-MiniLM-L6-v2, its decoder
-    from MiniLM's first `decoder_layers` layers), with a tokenizer whose outputs round-trip
-    (round_trip_tokenizer)."""
+    from MiniLM's first `decoder_layers` layers, its cross-attention random or copied from
+    self-attention), with a tokenizer whose outputs round-trip (round_trip_tokenizer)."""
     from transformers import AutoTokenizer, EncoderDecoderModel
 
     from lampbox.engine.quiet import quiet_transformers
@@ -226,13 +244,15 @@ def offline_base_folder(decoder_layers: int = 6) -> Path:
     from lampbox.paths import cache_dir
 
     quiet_transformers()  # building and saving it draws transformers' bars otherwise
-    name = OFFLINE_BASE if decoder_layers == 6 else f"{OFFLINE_BASE}-d{decoder_layers}"
+    name = OFFLINE_BASE + (f"-d{decoder_layers}" if decoder_layers != 6 else "") + ("-sa" if cross_from_self else "")
     target = cache_dir("models") / f"{name}-2"  # -2: the round-trip tokenizer
     if (target / "config.json").is_file():
         return target
     source = packaged_model_path()
     tokenizer = AutoTokenizer.from_pretrained(source)
     model = EncoderDecoderModel.from_encoder_decoder_pretrained(source, source, decoder_num_hidden_layers=decoder_layers)
+    if cross_from_self:
+        copy_self_attention_to_cross_attention(model)
     model.config.decoder_start_token_id = tokenizer.cls_token_id
     model.config.pad_token_id = tokenizer.pad_token_id
     model.config.eos_token_id = tokenizer.sep_token_id
@@ -249,9 +269,9 @@ def offline_base_folder(decoder_layers: int = 6) -> Path:
 def seq2seq_source(name: str) -> str:
     """What transformers loads for a FiD base name: the offline default, a trained FiD model,
     a folder or a hub id."""
-    layers = offline_decoder_layers(name)
-    if layers is not None:
-        return str(offline_base_folder(layers))
+    settings = offline_base_settings(name)
+    if settings is not None:
+        return str(offline_base_folder(*settings))
     from lampbox.models import resolve_model
 
     resolved = resolve_model(name)
