@@ -324,7 +324,10 @@ def test_offline_base_names_and_cross_attention_copied_from_self_attention() -> 
     import torch
     from transformers import BertConfig, EncoderDecoderConfig, EncoderDecoderModel
 
-    from lampbox.engine.generation.fid_model import copy_self_attention_to_cross_attention, offline_base_settings
+    from lampbox.engine.generation.fid_model import (
+        copy_self_attention_to_cross_attention,
+        offline_base_settings,
+    )
     from lampbox.errors import LampboxError
 
     assert offline_base_settings("minilm-bert2bert") == (6, False)

@@ -16,7 +16,11 @@ from lampbox.errors import LampboxError
 
 def locate(model: str | None) -> tuple[str, bool, str | None]:
     """(weights location, is a hub id, adapter) of a FiD model name, without loading it."""
-    from lampbox.engine.generation.fid_model import OFFLINE_BASE, offline_base_folder, offline_base_settings
+    from lampbox.engine.generation.fid_model import (
+        OFFLINE_BASE,
+        offline_base_folder,
+        offline_base_settings,
+    )
     from lampbox.models import resolve_model
 
     settings = offline_base_settings(model or OFFLINE_BASE)
