@@ -27,7 +27,9 @@ from collections import Counter
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_training import DATA, LAMPBOX, sh  # noqa: E402  (the same subprocess runner and data)
+from bench_training import DATA, LAMPBOX, REPO, sh  # noqa: E402  (the same subprocess runner and data)
+
+sys.path.insert(0, str(REPO))  # the measurement imports this tree's lampbox, as `python -m lampbox` here does
 
 
 def learning_curve(history: list[dict]) -> list[dict]:
@@ -76,9 +78,11 @@ def measure(args: argparse.Namespace, db: str, name: str, spec_json: dict) -> di
             outputs += [o.strip() for o in fid_generate(model, tokenizer, own[start : start + 8], 8)]
             swapped += [o.strip() for o in fid_generate(model, tokenizer, other[start : start + 8], 8)]
         done = len(outputs)
-        right = sum(o == q.gold for o, q in zip(outputs, questions, strict=False))
+        hits = [float(o == q.gold) for o, q in zip(outputs, questions, strict=False)]
+        prior = [float(majority == q.gold) for q in questions[:done]]
         changed = sum(a != b for a, b in zip(outputs, swapped, strict=True))
-        print(f"  dev {done}/{len(questions)}: accuracy {right / done:.3f}, changed with other passages {changed / done:.2f} "
+        print(f"  dev {done}/{len(questions)}: accuracy {sum(hits) / done:.3f} (majority label {sum(prior) / done:.3f}, "
+              f"p={paired_randomization_test(hits, prior).p_value:.4f}), changed with other passages {changed / done:.2f} "
               f"({time.perf_counter() - started:.0f} s)", flush=True)  # fmt: skip
     golds = [q.gold or "" for q in questions]
     model_scores = [s.get(key) or 0.0 for s in scorer.score_all(zip(outputs, golds, strict=True))]
