@@ -63,7 +63,7 @@ def measure(args: argparse.Namespace, db: str, name: str, spec_json: dict) -> di
 
     config = {k: v for k, v in spec_json["config"].items() if k != "lora"}
     spec = TrainSpec(**{**spec_json, "config": TrainConfig(lora=None, **config)})
-    with Store(db, read_only=True) as store:
+    with Store(db) as store:  # writable: dev rankings not stored yet are stored
         task = store.task(args.task)
         questions, own, other = fid_swapped_passages(spec, store, "dev", args.dev_limit)
         train_golds = [q.gold for q in store.questions(task.name, spec.scheme, "train") if q.gold is not None]

@@ -346,3 +346,28 @@ def test_offline_base_names_and_cross_attention_copied_from_self_attention() -> 
     for decoder_layer in model.decoder.bert.encoder.layer:
         pairs = zip(decoder_layer.crossattention.parameters(), decoder_layer.attention.parameters(), strict=True)
         assert all(torch.equal(a, b) and a.data_ptr() != b.data_ptr() for a, b in pairs)  # copies, not ties
+
+
+def test_swapped_passages_pair_each_input_with_another_questions_items(commits_store, tiny_t5: Path) -> None:  # type: ignore[no-untyped-def]
+    from transformers import AutoTokenizer
+
+    from lampbox.engine.training.trainer import TrainConfig
+    from lampbox.lab.training import TrainSpec, fid_swapped_passages, prepare_fid_data
+
+    spec = TrainSpec(task="commit_area", scheme="user", method="fid", retriever="bm25", k=2, model=str(tiny_t5),
+                     limit=2, dev_limit=6, config=TrainConfig(lora=None))  # fmt: skip
+    questions, own, other = fid_swapped_passages(spec, commits_store, "dev", 6)
+    assert [e.passages for e in prepare_fid_data(spec, commits_store).dev] == own  # what training's dev sees
+    tokenizer = AutoTokenizer.from_pretrained(tiny_t5)
+    task = commits_store.task("commit_area")
+
+    def texts(passages):  # type: ignore[no-untyped-def]  # decoded without spaces (BERT's decoding adds some)
+        return ["".join(tokenizer.decode(p, skip_special_tokens=True).split()) for p in passages]
+
+    for index, question in enumerate(questions):
+        partner = (index + 3) % 6
+        query = "".join(question.input.split(task.query_after)[-1].lower().split())[:30]
+        assert all(query in text for text in texts(other[index]))  # the question's own input
+        items = [text.split("whicharea")[0] for text in texts(other[index])]
+        assert items == [text.split("whicharea")[0] for text in texts(own[partner])]  # the partner's items
+    assert other != own

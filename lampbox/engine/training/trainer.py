@@ -68,8 +68,8 @@ class TrainConfig:
     frozen_bf16: bool = True  # LoRA under bf16 autocast: frozen linears held in bf16, the same matmuls (training/frozen.py)
     save_total_limit: int = 2
     checkpoints: bool = True  # False: none written and none resumed (small jobs, e.g. one adapter per user)
-    cross_attention_lr: float | None = None  # FiD: the decoder's cross-attention (and other new weights) at this rate
-    freeze_encoder: bool = False  # FiD: the encoder stays as loaded; its outputs are computed once per example
+    cross_attention_lr: float | None = None  # an encoder-decoder objective: the cross-attention (and other new weights) at this rate
+    freeze_encoder: bool = False  # an encoder-decoder objective: the encoder stays as loaded, its outputs computed once
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
