@@ -123,7 +123,7 @@ def train_ipa(
 
 
 @train.command("fid")
-@click.option("--model", default=None, help="Encoder-decoder base: a T5 folder or hub id (default offline: minilm-bert2bert, warm-started from the packaged all-MiniLM-L6-v2).")
+@click.option("--model", default=None, help="Encoder-decoder base: a T5 folder or hub id (default offline: minilm-bert2bert, warm-started from the packaged all-MiniLM-L6-v2; minilm-bert2bert-dN: a decoder of its first N layers; -sa suffix: cross-attention copied from self-attention).")
 @click.option("--cross-attention-lr", type=float, default=None, help="Learning rate of the decoder's cross-attention and the other weights the warm start leaves random (minilm-bert2bert's output head); default: --lr.")
 @click.option("--freeze-encoder", is_flag=True, help="Keep the encoder as loaded and train the decoder only: each passage is encoded once and its outputs kept for every epoch and dev evaluation (far less compute on a CPU).")
 @_common_options
@@ -133,8 +133,8 @@ def train_fid(model: str | None, cross_attention_lr: float | None, freeze_encode
     --freeze-encoder). Run the result with `lampbox bench --method fid --backend fid --model NAME`.
 
     \b
-    The recipe that learns on the offline base (docs/training.md):
-    lampbox train fid --task commit_area --k 4 --epochs 10 --lr 1e-4 --cross-attention-lr 1e-3 --freeze-encoder --name area-fid"""
+    The recipe that learned on the offline base (docs/training.md, measured at k 2):
+    lampbox train fid --task commit_area --model minilm-bert2bert-d2 --k 2 --max-length 128 --epochs 10 --lr 1e-4 --cross-attention-lr 1e-3 --freeze-encoder --name area-fid"""
     from lampbox.engine.training.fid import OFFLINE_BASE
 
     _train("fid", model or OFFLINE_BASE, None, cross_attention_lr=cross_attention_lr, freeze_encoder=freeze_encoder, **options)
