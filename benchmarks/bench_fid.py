@@ -53,6 +53,7 @@ def measure(args: argparse.Namespace, db: str, name: str, spec_json: dict) -> di
     import torch
     from transformers import AutoTokenizer
 
+    from lampbox.engine.defaults import default_max_new_tokens
     from lampbox.engine.generation.fid_model import fid_generate, load_seq2seq
     from lampbox.engine.metrics import Scorer, question_key
     from lampbox.engine.stats import paired_randomization_test
@@ -71,22 +72,22 @@ def measure(args: argparse.Namespace, db: str, name: str, spec_json: dict) -> di
     folder = model_path(name) / "model"
     model = load_seq2seq(str(folder)).eval()
     tokenizer = AutoTokenizer.from_pretrained(folder)
-    scorer, key = Scorer(task), question_key(task)
-    outputs, swapped, started = [], [], time.perf_counter()
+    scorer, key, new_tokens = Scorer(task), question_key(task), default_max_new_tokens(task)
+    golds = [q.gold or "" for q in questions]
+    majority_scores = [s.get(key) or 0.0 for s in scorer.score_all((majority, g) for g in golds)]
+    outputs, swapped, model_scores, started = [], [], [], time.perf_counter()
     for start in range(0, len(questions), 8):
         with torch.inference_mode():
-            outputs += [o.strip() for o in fid_generate(model, tokenizer, own[start : start + 8], 8)]
-            swapped += [o.strip() for o in fid_generate(model, tokenizer, other[start : start + 8], 8)]
+            batch = [o.strip() for o in fid_generate(model, tokenizer, own[start : start + 8], new_tokens)]
+            swapped += [o.strip() for o in fid_generate(model, tokenizer, other[start : start + 8], new_tokens)]
+        outputs += batch
+        model_scores += [s.get(key) or 0.0 for s in scorer.score_all(zip(batch, golds[start : start + 8], strict=True))]
         done = len(outputs)
-        hits = [float(o == q.gold) for o, q in zip(outputs, questions, strict=False)]
-        prior = [float(majority == q.gold) for q in questions[:done]]
+        prior = majority_scores[:done]
         changed = sum(a != b for a, b in zip(outputs, swapped, strict=True))
-        print(f"  dev {done}/{len(questions)}: accuracy {sum(hits) / done:.3f} (majority label {sum(prior) / done:.3f}, "
-              f"p={paired_randomization_test(hits, prior).p_value:.4f}), changed with other passages {changed / done:.2f} "
-              f"({time.perf_counter() - started:.0f} s)", flush=True)  # fmt: skip
-    golds = [q.gold or "" for q in questions]
-    model_scores = [s.get(key) or 0.0 for s in scorer.score_all(zip(outputs, golds, strict=True))]
-    majority_scores = [s.get(key) or 0.0 for s in scorer.score_all((majority, g) for g in golds)]
+        print(f"  dev {done}/{len(questions)}: {key} {sum(model_scores) / done:.3f} (majority label {sum(prior) / done:.3f}, "
+              f"p={paired_randomization_test(model_scores, prior).p_value:.4f}), changed with other passages "
+              f"{changed / done:.2f} ({time.perf_counter() - started:.0f} s)", flush=True)  # fmt: skip
     swapped_scores = [s.get(key) or 0.0 for s in scorer.score_all(zip(swapped, golds, strict=True))]
     test = paired_randomization_test(model_scores, majority_scores)
     changed = [a != b for a, b in zip(outputs, swapped, strict=True)]
