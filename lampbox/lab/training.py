@@ -110,6 +110,10 @@ class TrainSpec:
             raise LampboxError(f"--lr must be greater than 0 (got {config.lr:g})")
         if not config.epochs > 0 or (config.max_steps is not None and config.max_steps < 1):
             raise LampboxError("--epochs must be positive and --max-steps at least 1")
+        if config.cross_attention_lr is not None and not config.cross_attention_lr > 0:
+            raise LampboxError(f"--cross-attention-lr must be greater than 0 (got {config.cross_attention_lr:g})")
+        if self.method != "fid" and (config.cross_attention_lr is not None or config.freeze_encoder):
+            raise LampboxError("--cross-attention-lr and --freeze-encoder are FiD settings (`lampbox train fid`)")
         if config.eval_every is not None and config.eval_every < 1:
             raise LampboxError(f"--eval-every must be at least 1 step (got {config.eval_every})")
         if self.max_target_tokens < 1:
@@ -257,11 +261,10 @@ def check_splits(spec: TrainSpec, store: Store) -> None:
     )
 
 
-def prepare_fid_data(spec: TrainSpec, store: Store) -> PreparedData:
-    """FiD examples: one passage per retrieved item, as the fid method builds them."""
+def _fid_preparer(spec: TrainSpec, store: Store) -> tuple[Any, str, Any, Any]:
+    """(task, model source, tokenizer, the fid method's preparer) for a FiD spec."""
     from transformers import AutoTokenizer
 
-    from lampbox.engine.fingerprint import model_fingerprint
     from lampbox.engine.generation.hf import HFTokenizer
     from lampbox.engine.training import fid as fid_core
 
@@ -272,7 +275,34 @@ def prepare_fid_data(spec: TrainSpec, store: Store) -> PreparedData:
     limit, special = fid_core.passage_limits(tokenizer)
     view = _TokenizerView(HFTokenizer(tokenizer), limit, special_tokens=special, supports_passages=True)
     params = GenerationParams(max_new_tokens=default_max_new_tokens(task))
-    prepare = get_method("fid").preparer(task, view, params, spec.max_length)  # type: ignore[arg-type]
+    return task, source, tokenizer, get_method("fid").preparer(task, view, params, spec.max_length)  # type: ignore[arg-type]
+
+
+def fid_swapped_passages(spec: TrainSpec, store: Store, split: str, limit: int | None) -> tuple[list[Any], list[Any], list[Any]]:
+    """(questions, their passages, other passages) of a split: the other passages pair each
+    question's own input with the items retrieved for the question half the split away (in
+    the split's order; another user's, mostly), as the fid method builds passages. What
+    `passage_dependence` compares: the same question with different passages."""
+    from lampbox.engine.training import fid as fid_core
+
+    task, _, tokenizer, prepare = _fid_preparer(spec, store)
+    questions, selected = _questions_and_items(spec, store, task, split, limit)
+    count = len(questions)
+
+    def passages(question: Any, items: Any) -> Any:
+        return fid_core.passage_ids(tokenizer, prepare(question, items).request.passages, spec.max_length)
+
+    own = [passages(q, items) for q, items in zip(questions, selected, strict=True)]
+    other = [passages(q, selected[(i + count // 2) % count]) for i, q in enumerate(questions)]
+    return questions, own, other
+
+
+def prepare_fid_data(spec: TrainSpec, store: Store) -> PreparedData:
+    """FiD examples: one passage per retrieved item, as the fid method builds them."""
+    from lampbox.engine.fingerprint import model_fingerprint
+    from lampbox.engine.training import fid as fid_core
+
+    task, source, tokenizer, prepare = _fid_preparer(spec, store)
 
     def examples(split: str, limit: int | None, dev: bool) -> list[Any]:
         questions, selected = _questions_and_items(spec, store, task, split, limit)

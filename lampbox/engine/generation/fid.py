@@ -16,11 +16,16 @@ from lampbox.errors import LampboxError
 
 def locate(model: str | None) -> tuple[str, bool, str | None]:
     """(weights location, is a hub id, adapter) of a FiD model name, without loading it."""
-    from lampbox.engine.generation.fid_model import OFFLINE_BASE, offline_base_folder
+    from lampbox.engine.generation.fid_model import (
+        OFFLINE_BASE,
+        offline_base_folder,
+        offline_base_settings,
+    )
     from lampbox.models import resolve_model
 
-    if model in (None, OFFLINE_BASE):
-        return str(offline_base_folder()), False, None
+    settings = offline_base_settings(model or OFFLINE_BASE)
+    if settings is not None:
+        return str(offline_base_folder(*settings)), False, None
     resolved = resolve_model(model)
     if resolved.adapter is not None or resolved.format != "hf":
         what = "a LoRA model" if resolved.adapter is not None else "a GGUF model"

@@ -80,10 +80,54 @@ def fid_generate(model: Any, tokenizer: Any, batch_passages: Sequence[Sequence[S
     ids, mask = pad_passages(batch_passages, tokenizer.pad_token_id)
     with torch.inference_mode():
         encoded, fused_mask = encode_fused(model, ids.to(device), mask.to(device))
+    return fid_generate_encoded(model, tokenizer, encoded, fused_mask, new_tokens)
+
+
+def fid_generate_encoded(model: Any, tokenizer: Any, encoded: Any, fused_mask: Any, new_tokens: int) -> list[str]:
+    """Greedy outputs from fused encoder outputs (encode_fused's, or a frozen encoder's kept ones)."""
+    import torch
+
+    with torch.inference_mode():
         generated = model.generate(
             encoder_outputs=encoded, attention_mask=fused_mask, max_new_tokens=new_tokens, do_sample=False, num_beams=1
         )
     return [tokenizer.decode(row, skip_special_tokens=True) for row in generated.tolist()]
+
+
+def passage_dependence(
+    model: Any,
+    tokenizer: Any,
+    own: Sequence[Sequence[Sequence[int]]],
+    other: Sequence[Sequence[Sequence[int]]],
+    new_tokens: int,
+    batch_size: int = 8,
+) -> list[bool]:
+    """For each question, whether its greedy output changes when its passages (`own`) are
+    replaced by other ones (`other`, e.g. the same input paired with another user's items):
+    a model that ignores its passages answers the same, one that reads them does not always."""
+    if len(own) != len(other):
+        raise ValueError("own and other passages must be given for the same questions")
+    changed: list[bool] = []
+    for start in range(0, len(own), batch_size):
+        first = fid_generate(model, tokenizer, own[start : start + batch_size], new_tokens)
+        second = fid_generate(model, tokenizer, other[start : start + batch_size], new_tokens)
+        changed += [a.strip() != b.strip() for a, b in zip(first, second, strict=True)]
+    return changed
+
+
+def new_parameter_names(model: Any) -> list[str]:
+    """The parameters a FiD objective may give a learning rate of their own: the decoder's
+    cross-attention (random in a warm-started bert2bert, whose decoder never attended to an
+    encoder; pretrained in a T5) and, in a bert2bert, the output head's transform and bias
+    (random too: the packaged all-MiniLM-L6-v2 has no masked-LM head). The head's word matrix is
+    tied to the decoder's embedding and stays at the base rate."""
+    names = []
+    for name, _ in model.named_parameters():
+        cross = "crossattention" in name or "EncDecAttention" in name
+        head = ".cls.predictions." in f".{name}" and not name.endswith("predictions.decoder.weight")
+        if cross or head:
+            names.append(name)
+    return names
 
 
 def fid_label_logliks(model: Any, tokenizer: Any, passages: Sequence[Sequence[int]], labels: Sequence[str]) -> list[float]:
@@ -157,9 +201,42 @@ def round_trip_tokenizer(tokenizer: Any, folder: Path) -> None:
     config_path.write_text(json.dumps(config, indent=2))
 
 
-def offline_base_folder() -> Path:
-    """The minilm-bert2bert base (built once from the packaged all-MiniLM-L6-v2), with a
-    tokenizer whose outputs round-trip (round_trip_tokenizer)."""
+def offline_base_settings(name: str | None) -> tuple[int, bool] | None:
+    """(decoder layers, cross-attention copied from self-attention) of an offline base name:
+    `minilm-bert2bert` (all 6 of MiniLM's layers, cross-attention random), with `-dN` a
+    decoder of MiniLM's first N layers (1-6: cheaper), with `-sa` each decoder layer's
+    cross-attention starting as a copy of that layer's self-attention (queries and keys
+    already in the space the encoder, the same MiniLM, writes); None for other names."""
+    prefix = OFFLINE_BASE
+    if name is None or not name.startswith(prefix):
+        return None
+    rest = name[len(prefix) :]
+    copied = rest.endswith("-sa")
+    rest = rest[: -len("-sa")] if copied else rest
+    if rest == "":
+        return 6, copied
+    if not rest.startswith("-d") or not rest[2:].isdigit():
+        return None
+    layers = int(rest[2:])
+    if not 1 <= layers <= 6:
+        raise LampboxError(f"{name!r}: the offline base's decoder has 1 to 6 layers (all-MiniLM-L6-v2 has 6)")
+    return layers, copied
+
+
+def copy_self_attention_to_cross_attention(model: Any) -> None:
+    """Start each BERT decoder layer's cross-attention as a copy of its self-attention."""
+    import torch
+
+    with torch.no_grad():
+        for layer in model.decoder.bert.encoder.layer:
+            for target, source in zip(layer.crossattention.parameters(), layer.attention.parameters(), strict=True):
+                target.copy_(source)
+
+
+def offline_base_folder(decoder_layers: int = 6, cross_from_self: bool = False) -> Path:
+    """The minilm-bert2bert base (built once from the packaged all-MiniLM-L6-v2, its decoder
+    from MiniLM's first `decoder_layers` layers, its cross-attention random or copied from
+    self-attention), with a tokenizer whose outputs round-trip (round_trip_tokenizer)."""
     from transformers import AutoTokenizer, EncoderDecoderModel
 
     from lampbox.engine.quiet import quiet_transformers
@@ -167,12 +244,15 @@ def offline_base_folder() -> Path:
     from lampbox.paths import cache_dir
 
     quiet_transformers()  # building and saving it draws transformers' bars otherwise
-    target = cache_dir("models") / f"{OFFLINE_BASE}-2"  # -2: the round-trip tokenizer
+    name = OFFLINE_BASE + (f"-d{decoder_layers}" if decoder_layers != 6 else "") + ("-sa" if cross_from_self else "")
+    target = cache_dir("models") / f"{name}-2"  # -2: the round-trip tokenizer
     if (target / "config.json").is_file():
         return target
     source = packaged_model_path()
     tokenizer = AutoTokenizer.from_pretrained(source)
-    model = EncoderDecoderModel.from_encoder_decoder_pretrained(source, source)
+    model = EncoderDecoderModel.from_encoder_decoder_pretrained(source, source, decoder_num_hidden_layers=decoder_layers)
+    if cross_from_self:
+        copy_self_attention_to_cross_attention(model)
     model.config.decoder_start_token_id = tokenizer.cls_token_id
     model.config.pad_token_id = tokenizer.pad_token_id
     model.config.eos_token_id = tokenizer.sep_token_id
@@ -189,8 +269,9 @@ def offline_base_folder() -> Path:
 def seq2seq_source(name: str) -> str:
     """What transformers loads for a FiD base name: the offline default, a trained FiD model,
     a folder or a hub id."""
-    if name == OFFLINE_BASE:
-        return str(offline_base_folder())
+    settings = offline_base_settings(name)
+    if settings is not None:
+        return str(offline_base_folder(*settings))
     from lampbox.models import resolve_model
 
     resolved = resolve_model(name)

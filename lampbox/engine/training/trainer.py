@@ -69,11 +69,15 @@ class TrainConfig:
     frozen_bf16: bool = True  # LoRA under bf16 autocast: frozen linears held in bf16, the same matmuls (training/frozen.py)
     save_total_limit: int = 2
     checkpoints: bool = True  # False: none written and none resumed (small jobs, e.g. one adapter per user)
+    cross_attention_lr: float | None = None  # an encoder-decoder objective: the cross-attention (and other new weights) at this rate
+    freeze_encoder: bool = False  # an encoder-decoder objective: the encoder stays as loaded, its outputs computed once
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
-        if self.checkpoints:  # the default is left out: specs stored before it existed stay the same
-            del data["checkpoints"]
+        # defaults of settings added later are left out: specs stored before them stay the same
+        for name, default in (("checkpoints", True), ("cross_attention_lr", None), ("freeze_encoder", False)):
+            if data[name] == default:
+                del data[name]
         if self.lora is not None:
             data["lora"]["targets"] = list(self.lora.targets)
         return data
@@ -423,6 +427,17 @@ def _objective_trainer_class() -> type:
                 loss = loss * self.accelerator.num_processes
             return (loss, None) if return_outputs else loss
 
+        def create_optimizer(self, model: Any = None) -> Any:
+            """Trainer's optimizer, with the parameters the objective gives a learning rate of
+            their own (`learning_rates`, optional) moved into groups at that rate (same weight
+            decay as before); the scheduler, made next, warms up and decays every group alike."""
+            optimizer = super().create_optimizer(model)
+            rates = getattr(self.objective, "learning_rates", None)
+            wanted = rates(self.model, self.context) if rates is not None else {}
+            if wanted:
+                split_parameter_groups(optimizer, self.model, wanted)
+            return optimizer
+
         def evaluate(self, eval_dataset: Any = None, ignore_keys: Any = None, metric_key_prefix: str = "eval") -> dict[str, float]:
             scores = self.objective.evaluate(self.model, self.context)
             metrics = {f"{metric_key_prefix}_{k}": float(v) for k, v in scores.items()}
@@ -441,6 +456,24 @@ def _objective_trainer_class() -> type:
                     os.fsync(handle.fileno())
 
     return ObjectiveTrainer
+
+
+def split_parameter_groups(optimizer: Any, model: Any, rates: dict[str, float]) -> None:
+    """Move the named parameters of `rates` out of the optimizer's groups into groups of their
+    own at the given learning rate, keeping every other setting of the group they came from
+    (weight decay). Call before any step and before the scheduler is made."""
+    by_id = {id(p): name for name, p in model.named_parameters()}
+    moved: list[dict[str, Any]] = []
+    for group in list(optimizer.param_groups):
+        keep = [p for p in group["params"] if by_id.get(id(p)) not in rates]
+        taken = [p for p in group["params"] if by_id.get(id(p)) in rates]
+        group["params"] = keep
+        for rate in sorted({rates[by_id[id(p)]] for p in taken}):
+            settings = {k: v for k, v in group.items() if k != "params"}
+            moved.append({**settings, "lr": rate, "params": [p for p in taken if rates[by_id[id(p)]] == rate]})
+    optimizer.param_groups[:] = [g for g in optimizer.param_groups if g["params"]]
+    for group in moved:
+        optimizer.add_param_group(group)
 
 
 def is_main_process() -> bool:
