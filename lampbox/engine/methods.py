@@ -167,7 +167,8 @@ class IPA(Method):
     description = "retrieved items in the prompt (LaMP's IPA), any generator"
 
     def label(self, retrieval: str, personalized: bool) -> str:
-        return retrieval  # the default method goes unnamed
+        # the default method goes unnamed; a method built on it (a subclass) is named
+        return retrieval if self.name == IPA.name else super().label(retrieval, personalized)
 
     def preparer(
         self, task: TaskSpec, generator: Generator, params: GenerationParams, max_length: int

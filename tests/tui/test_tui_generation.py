@@ -97,9 +97,9 @@ async def test_three_llamacpp_panes_stream_as_one_batch(demo_store, settle, monk
     batches: list[tuple[int, bool]] = []  # (completions, streamed) per decoder call
     decode = BatchDecoder.generate
 
-    def spy(self, completions, on_output=None, should_cancel=None, on_piece=None):  # type: ignore[no-untyped-def]
+    def spy(self, completions, on_output=None, should_cancel=None, on_piece=None, *rest):  # type: ignore[no-untyped-def]
         batches.append((len(completions), on_piece is not None))
-        return decode(self, completions, on_output, should_cancel, on_piece)
+        return decode(self, completions, on_output, should_cancel, on_piece, *rest)
 
     monkeypatch.setattr(BatchDecoder, "generate", spy)
     app = create_app(store=demo_store, max_new_tokens=TOKENS)
@@ -415,8 +415,8 @@ async def test_each_generation_runs_on_the_idle_cores_measured_at_g(demo_store, 
     used: list[int] = []  # the batch decoder's context threads at each generation
     decode = BatchDecoder.generate
 
-    def spy(self, completions, on_output=None, should_cancel=None, on_piece=None):  # type: ignore[no-untyped-def]
-        decode(self, completions, on_output, should_cancel, on_piece)
+    def spy(self, completions, *args, **kwargs):  # type: ignore[no-untyped-def]
+        decode(self, completions, *args, **kwargs)
         used.append(llama_cpp.llama_n_threads(self._context.ctx))
 
     monkeypatch.setattr(machine, "read_cpu_sample", reading)
