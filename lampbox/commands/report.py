@@ -97,15 +97,27 @@ def report_command(
     # Everything is rendered before anything is written: an error leaves no file behind.
     tables = {fmt: render(report, fmt) for fmt in chosen}
     figures = render_figures(report) if figures_dir is not None else []
+    _emit(
+        tables, figures, targets, figures_dir, output, chosen[0], report.left_out, plot,
+        lambda width, color: terminal_means(report, width=width, color=color),
+    )  # fmt: skip
+
+
+def _emit(
+    tables: dict[str, str], figures: list[Any], targets: dict[str, Path], figures_dir: Path | None,
+    output: Path | None, first: str, left_out: list[str], plot: bool, draw: Any,
+) -> None:  # fmt: skip
+    """Write what was rendered, print the first table when there is no --output, say what was
+    written and left out, and draw the terminal plot."""
     written = _write(tables, targets, figures, figures_dir)
     if output is None:
-        sys.stdout.write(tables[chosen[0]])
+        sys.stdout.write(tables[first])
     for path in written:
         click.echo(f"wrote {path}", err=True)
-    for note in report.left_out:
+    for note in left_out:
         click.echo(f"left out (not finished): {note}", err=True)
     if plot:
-        _draw_in_terminal(lambda width, color: terminal_means(report, width=width, color=color), to_stdout=output is not None)
+        _draw_in_terminal(draw, to_stdout=output is not None)
 
 
 def _peft_vs_rag(
@@ -121,15 +133,10 @@ def _peft_vs_rag(
         analysis = peft_vs_rag(store, bench_key, choices, buckets)
     tables = {fmt: render_analysis(analysis, fmt) for fmt in chosen}
     figures = render_peft_rag(analysis) if figures_dir is not None else []
-    written = _write(tables, targets, figures, figures_dir)
-    if output is None:
-        sys.stdout.write(tables[chosen[0]])
-    for path in written:
-        click.echo(f"wrote {path}", err=True)
-    for note in analysis.left_out:
-        click.echo(f"left out (not finished): {note}", err=True)
-    if plot:
-        _draw_in_terminal(lambda width, color: terminal_peft_rag(analysis, width=width, color=color), to_stdout=output is not None)
+    _emit(
+        tables, figures, targets, figures_dir, output, chosen[0], analysis.left_out, plot,
+        lambda width, color: terminal_peft_rag(analysis, width=width, color=color),
+    )  # fmt: skip
 
 
 def _table_targets(chosen: list[str], output: Path | None, extensions: dict[str, str]) -> dict[str, Path]:
