@@ -353,11 +353,13 @@ def main() -> None:
             f"overhead vs raw {overhead * 100:+.1f}% (ranking, prompts, generation, scoring, storing); "
             f"{first['bm25-quality']} (none: {first['none-quality']})",
         ))  # fmt: skip
-        total_raw = raw[backend, variant] + raw_bare.get((backend, variant), float("nan"))
+        if (backend, variant) in raw_bare:
+            against = f"{first['wall'] / (raw[backend, variant] + raw_bare[backend, variant]):.2f}x the raw time on the same prompts"
+        else:
+            against = "the raw time on bare prompts was not measured (--skip-bare)"
         results.append((
             f"lampbox bench {name}: whole command", first["wall"],
-            f"both configurations, process start and model load: {first['wall'] / total_raw:.2f}x "
-            f"the raw time on the same prompts; peak RSS {first['rss_mb']:.0f} MB",
+            f"both configurations, process start and model load: {against}; peak RSS {first['rss_mb']:.0f} MB",
         ))  # fmt: skip
         again = bench_subprocess(db, backend, args, work / "out", variant)
         results.append((

@@ -9,7 +9,7 @@
 #
 # Re-runnable: a trained model that exists is not trained again, a bench that finished is served
 # from the store (an interrupted one resumes), `train oppu` skips the users it has. Each stage's
-# output goes to $OUT/<stage>.log, one line per command (wall time, load average) to
+# output goes to $OUT/<stage>.log, one line per command (wall time, load average, max RSS) to
 # $OUT/timings.tsv, and every bench key to $OUT/keys.tsv; `lampbox report` tables to $OUT/*.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -45,6 +45,7 @@ RSPG_EPOCHS="${RSPG_EPOCHS:-5}"           # paper: 20
 AREA_MODEL="${AREA_MODEL:-commit_area-lora-k4}"
 AREA_TRAIN_LIMIT="${AREA_TRAIN_LIMIT:-200}"
 AREA_EPOCHS="${AREA_EPOCHS:-2}"
+AREA_RSPG_POOL="${AREA_RSPG_POOL:-none,bm25,recency,dense}"
 STAGES="${STAGES:-data subject_ipa subject_ropg subject_ropg_bench subject_oppu subject_rspg area_ipa area_ropg area_ropg_bench}"
 
 lampbox() { nice -n "${NICE:-5}" "$PY" -m lampbox "$@"; }
@@ -57,9 +58,10 @@ step() {
     start=$(date +%s)
     load=$(cut -d' ' -f1-3 /proc/loadavg)
     echo "== $(date +%T) $name: lampbox $*"
-    if lampbox "$@" > "$OUT/$name.log" 2>&1; then
-        printf '%s\t%s\t%s\t%s\t%s\n' "$name" "$(($(date +%s) - start))" "$load" \
-            "$(cut -d' ' -f1-3 /proc/loadavg)" "lampbox $*" >> "$OUT/timings.tsv"
+    # GNU time's maximum resident set size of the whole command (issue 24's memory target)
+    if /usr/bin/time -f '%M' -o "$OUT/$name.rss" nice -n "${NICE:-5}" "$PY" -m lampbox "$@" > "$OUT/$name.log" 2>&1; then
+        printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$name" "$(($(date +%s) - start))" "$load" \
+            "$(cut -d' ' -f1-3 /proc/loadavg)" "$(($(tail -n 1 "$OUT/$name.rss") / 1024)) MB" "lampbox $*" >> "$OUT/timings.tsv"
         tail -n 3 "$OUT/$name.log"
     else
         echo "!! $name failed; see $OUT/$name.log"
@@ -119,35 +121,44 @@ if has_stage subject_ropg_bench; then
         --retrievers "$SUBJ_POOL" --limit "$BENCH_LIMIT"
 fi
 
-# 3. OPPU on the fine-tuned model as the task adapter
-if has_stage subject_oppu; then
-    step subject_oppu_train train oppu --task commit_subject --task-adapter "$SUBJ_MODEL" \
-        --users "$OPPU_USERS" --name subject-oppu
-    REPORT_REF=task-adapter bench subject_oppu_dev --task commit_subject --split dev --users "$OPPU_USERS" \
+# 3. OPPU on the fine-tuned model as the task adapter: oppu PREFIX TASK TASK_ADAPTER USERS (0: all)
+oppu() {
+    local prefix=$1 task=$2 adapter=$3 users=$4
+    local limit=() decode=()
+    ((users > 0)) && limit=(--users "$users")
+    [[ $task == commit_area ]] && decode=(--decode labels)
+    step "${prefix}_oppu_train" train oppu --task "$task" --task-adapter "$adapter" "${limit[@]}" --name "$prefix-oppu"
+    REPORT_REF=task-adapter bench "${prefix}_oppu_dev" --task "$task" --split dev "${limit[@]}" "${decode[@]}" \
         --config "label=base method=ipa model=smollm2-135m-instruct backend=hf" \
         --config "label=base+RAG method=ipa model=smollm2-135m-instruct backend=hf retriever=bm25 k=4" \
-        --config "label=task-adapter method=ipa model=$SUBJ_MODEL backend=hf" \
-        --config "label=task-adapter+RAG method=ipa model=$SUBJ_MODEL backend=hf retriever=bm25 k=4" \
-        --config "label=OPPU method=oppu model=subject-oppu backend=hf" \
-        --config "label=OPPU+RAG method=oppu model=subject-oppu backend=hf retriever=bm25 k=4" \
+        --config "label=task-adapter method=ipa model=$adapter backend=hf" \
+        --config "label=task-adapter+RAG method=ipa model=$adapter backend=hf retriever=bm25 k=4" \
+        --config "label=OPPU method=oppu model=$prefix-oppu backend=hf" \
+        --config "label=OPPU+RAG method=oppu model=$prefix-oppu backend=hf retriever=bm25 k=4" \
         --reference task-adapter
-fi
+}
+has_stage subject_oppu && oppu subject commit_subject "$SUBJ_MODEL" "$OPPU_USERS"
 
-# 4. RSPG (the pool without the model-free rows: the paper's pool)
-if has_stage subject_rspg; then
-    bench subject_pool_train --task commit_subject --split train --backend hf --model "$SUBJ_MODEL" --k 4 \
-        --retrievers "$RSPG_POOL" --no-baselines --limit "$RSPG_TRAIN_LIMIT"
-    bench subject_pool_dev --task commit_subject --split dev --backend hf --model "$SUBJ_MODEL" --k 4 \
-        --retrievers "$RSPG_POOL" --no-baselines --limit "$BENCH_LIMIT"
-    bench subject_pool_test --task commit_subject --split test --backend hf --model "$SUBJ_MODEL" --k 4 \
-        --retrievers "$RSPG_POOL" --no-baselines --limit "$RSPG_TEST_LIMIT"
-    for mode in pre post; do
-        have_model "subject-rspg-$mode" || step "subject_rspg_$mode" train rspg --task commit_subject \
-            --train-bench "$(key_of subject_pool_train)" --dev-bench "$(key_of subject_pool_dev)" \
-            --mode "$mode" --epochs "$RSPG_EPOCHS" --name "subject-rspg-$mode"
-        step "subject_rspg_apply_$mode" rspg apply "subject-rspg-$mode" --bench "$(key_of subject_pool_test)"
+# 4. RSPG (the pool without the model-free rows: the paper's pool):
+#    rspg PREFIX TASK MODEL POOL TRAIN_LIMIT DEV_LIMIT TEST_LIMIT (0: all questions of the split)
+rspg() {
+    local prefix=$1 task=$2 model=$3 pool=$4 split limit args
+    local -A limits=([train]=$5 [dev]=$6 [test]=$7)
+    for split in train dev test; do
+        limit=${limits[$split]}
+        args=(--task "$task" --split "$split" --backend hf --model "$model" --k 4 --retrievers "$pool" --no-baselines)
+        ((limit > 0)) && args+=(--limit "$limit")
+        [[ $task == commit_area ]] && args+=(--decode labels)
+        bench "${prefix}_pool_$split" "${args[@]}"
     done
-fi
+    for mode in pre post; do
+        have_model "$prefix-rspg-$mode" || step "${prefix}_rspg_$mode" train rspg --task "$task" \
+            --train-bench "$(key_of "${prefix}_pool_train")" --dev-bench "$(key_of "${prefix}_pool_dev")" \
+            --mode "$mode" --epochs "$RSPG_EPOCHS" --name "$prefix-rspg-$mode"
+        step "${prefix}_rspg_apply_$mode" rspg apply "$prefix-rspg-$mode" --bench "$(key_of "${prefix}_pool_test")"
+    done
+}
+has_stage subject_rspg && rspg subject commit_subject "$SUBJ_MODEL" "$RSPG_POOL" "$RSPG_TRAIN_LIMIT" "$BENCH_LIMIT" "$RSPG_TEST_LIMIT"
 
 # 5. commit_area: label decoding; the feedback must come from a fine-tuned model
 AREA_POOL="none,bm25,recency,dense,ropg:area-ropg-kd,ropg:area-ropg-rl"
@@ -166,4 +177,7 @@ if has_stage area_ropg_bench; then
     bench area_ropg_dev --task commit_area --split dev --backend hf --model "$AREA_MODEL" --k 4 \
         --retrievers "$AREA_POOL" --decode labels
 fi
+# commit_area at the size of its dev split (all 62 users, all 186 questions): OPPU and RSPG
+has_stage area_oppu && oppu area commit_area "$AREA_MODEL" "${AREA_OPPU_USERS:-0}"
+has_stage area_rspg && rspg area commit_area "$AREA_MODEL" "$AREA_RSPG_POOL" "${AREA_RSPG_TRAIN_LIMIT:-0}" 0 0
 echo "done $(date)"
