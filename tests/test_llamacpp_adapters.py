@@ -197,3 +197,66 @@ def test_bench_method_oppu_on_llamacpp(adapters: dict[str, Any], module_home: Pa
         assert [p.raw_output for p in record.predictions] == own.generate(requests, params)
     finally:
         own.close()
+
+
+def test_labels_are_scored_with_each_requests_adapter(generator: Any, adapters: dict[str, Any], module_home: Path) -> None:
+    """`--decode labels` on llamacpp: a request naming an adapter is scored with it (requests
+    grouped by adapter, in order), exactly as the model with that adapter fixed at load scores
+    it; a request without one is scored by the model as loaded, whatever was set before."""
+    from lampbox.engine.generation.llamacpp import LlamaCppGenerator
+
+    labels = ["red", "Paris", "hello there"]
+    plain = generator.score_labels(PROMPTS[:2], labels)
+    own = LlamaCppGenerator("user-a", threads=1)  # A at load, the single-adapter model
+    try:
+        with_a = own.score_labels(PROMPTS[:2], labels)
+    finally:
+        own.close()
+    a, b = adapters["a"], adapters["b"]
+    requests = [
+        GenerationRequest(PROMPTS[0], adapter=a), GenerationRequest(PROMPTS[1]), GenerationRequest(PROMPTS[0], adapter=b),
+        GenerationRequest(PROMPTS[1], adapter=a), GenerationRequest(PROMPTS[0]),
+    ]  # fmt: skip
+    scored = generator.score_labels(requests, labels)
+    expected = [with_a[0], plain[1], None, with_a[1], plain[0]]
+    for got, want in zip(scored, expected, strict=True):
+        if want is not None:
+            assert got == pytest.approx(want, abs=1e-4)
+    assert scored[0] != pytest.approx(plain[0], abs=1e-3)  # the adapter changed the scores
+    assert scored[2] != pytest.approx(scored[0], abs=1e-3)  # and B is not A
+    assert generator.score_labels([requests[2]], labels)[0] == pytest.approx(scored[2], abs=1e-4)  # B alone, in order
+
+
+def test_bench_oppu_label_decoding_on_llamacpp(adapters: dict[str, Any], module_home: Path, commits_store: Any) -> None:
+    """commit_area with `--decode labels --method oppu` on llamacpp: the user with an adapter has
+    every label scored with base + task adapter + their adapter, the others with base + task
+    adapter; the answer is the most likely label."""
+    from lampbox.engine.generation.labels import choose_label
+    from lampbox.engine.generation.llamacpp import LlamaCppGenerator
+    from lampbox.lab.pipeline import run
+    from lampbox.lab.specs import RunSpec
+
+    questions = commits_store.questions("commit_area", "user", "dev")[:4]
+    user = questions[-1].user_id
+    assert any(q.user_id != user for q in questions)
+    folder = module_home / "models" / "tiny-area-set"
+    folder.mkdir()
+    info = {"name": "tiny-area-set", "kind": "oppu", "base": MODEL, "base_fingerprint": adapters["fingerprint"], "chat": True,
+            "task_adapter": "user-a", "users": {user: {"adapter": "user-b", "content_hash": "b", "items": 1}}}  # fmt: skip
+    (folder / "lampbox-model.json").write_text(json.dumps(info))
+    spec = RunSpec("commit_area", "user", "dev", retriever="none", k=0, backend="llamacpp", model="tiny-area-set",
+                   method="oppu", decode="labels", limit=4)  # fmt: skip
+    record = run(spec, commits_store)
+    labels = commits_store.task("commit_area").labels
+    requests = [GenerationRequest(p.prompt, adapter=adapters["b"] if p.user_id == user else None) for p in record.predictions]
+    own = LlamaCppGenerator("user-a", threads=1)
+    try:
+        expected = own.score_labels(requests, labels)
+        without = own.score_labels([r.prompt for r in requests], labels)
+    finally:
+        own.close()
+    for prediction, scores, plain in zip(record.predictions, expected, without, strict=True):
+        logliks = [prediction.kept["label_logliks"][label] for label in labels]
+        assert logliks == pytest.approx(scores, abs=1e-4)
+        assert prediction.raw_output == choose_label(labels, scores)
+        assert (logliks == pytest.approx(plain, abs=1e-3)) is (prediction.user_id != user)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -166,8 +167,6 @@ def test_a_rerun_skips_trained_users(trained: dict[str, Any], store_path: Path, 
 
 def test_profile_pairs_are_part_of_the_task_adapters_identity(trained: dict[str, Any], store_path: Path, tiny_lm: Path) -> None:
     """The same set with --profile-pairs is other settings: refused, its task adapter not reused."""
-    from dataclasses import replace
-
     from lampbox.lab.oppu import train_oppu
     from lampbox.store import Store
 
@@ -176,6 +175,30 @@ def test_profile_pairs_are_part_of_the_task_adapters_identity(trained: dict[str,
     assert with_pairs.task_spec.to_json() != spec.task_spec.to_json()
     with Store(store_path) as store, pytest.raises(LampboxError, match="trained with other settings"):
         train_oppu(with_pairs, store, "tiny-oppu")
+
+
+def test_min_profile_trains_only_the_users_with_enough_items(trained: dict[str, Any], store_path: Path, tiny_lm: Path, module_home: Path) -> None:
+    """--min-profile 3: of ann (3 items), bob (2) and cyd (0) only ann gets an adapter; with
+    --users, the first N of the users left; a --user under it is left out and named."""
+    from lampbox.lab.oppu import select_users, train_oppu
+    from lampbox.model_folders import read_info
+    from lampbox.store import Store
+
+    spec = _spec(tiny_lm, task_adapter="tiny-oppu.task", task_spec=None, min_profile=3)
+    with Store(store_path) as store:
+        assert select_users(_spec(tiny_lm, min_profile=2, users=1), store) == (["ann"], [])
+        assert select_users(_spec(tiny_lm, min_profile=2), store) == (["ann", "bob"], [])
+        assert select_users(_spec(tiny_lm, min_profile=1, user_ids=("cyd", "bob")), store) == (["bob"], ["cyd"])
+        with pytest.raises(LampboxError, match="no user of commit_subject user dev has 4 or more profile items"):
+            select_users(_spec(tiny_lm, min_profile=4), store)
+        notes: list[str] = []
+        result = train_oppu(spec, store, "tiny-min", on_note=notes.append)
+        assert result is not None and result.trained == ["ann"] and result.empty == [] and result.too_few == []
+        assert notes[0] == "--min-profile 3: 1 users with at least 3 profile items"
+        again = train_oppu(replace(spec, user_ids=("ann", "bob")), store, "tiny-min")  # the same set: adds nobody
+    assert again is not None and again.existing == ["ann"] and again.trained == [] and again.too_few == ["bob"]
+    assert set(read_info(module_home / "models" / "tiny-min")["users"]) == {"ann"}
+    assert not (module_home / "models" / "tiny-min.u.bob").exists()
 
 
 def _merged(tiny_lm: Path, adapters: list[Path], folder: Path) -> Path:
@@ -247,6 +270,8 @@ def test_bad_flags_are_one_clear_line(trained: dict[str, Any], store_path: Path,
     _one_line(_invoke(*base, "x1", "--users", "0"), "--users must be at least 1")
     _one_line(_invoke(*base, "x2", "--users", "2", "--user", "ann"), "not both")
     _one_line(_invoke(*base, "x3", "--user", "nobody"), "no user 'nobody'")
+    _one_line(_invoke(*base, "x7", "--min-profile", "-1"), "--min-profile cannot be negative (got -1)")
+    _one_line(_invoke(*base, "x8", "--min-profile", "99", "--task-adapter", "tiny-oppu.task"), "has 99 or more profile items")
     _one_line(_invoke(*base, "x4", "--task-adapter", "missing"), "no trained model named 'missing'")
     _one_line(_invoke(*base, "x5", "--task-adapter", "tiny-oppu.u.ann"), "not a LoRA adapter")
     _one_line(_invoke(*base, "tiny-oppu", "--user-lr", "0"), "--user-lr must be greater than 0")

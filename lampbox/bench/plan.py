@@ -62,6 +62,7 @@ class Plan:
     source: str | None = None  # where the plan came from: its file, or "--config"
     # The grid record this plan was expanded from: a grid bench keeps its record and key.
     grid: Mapping[str, Any] | None = None
+    min_profile: int | None = None  # only users with at least this many profile items
 
     @property
     def reference_configuration(self) -> Configuration | None:
@@ -94,6 +95,7 @@ class Plan:
             "split": self.split,
             "limit": self.limit,
             "users": self.users,
+            **({"min_profile": self.min_profile} if self.min_profile is not None else {}),
             "plan": self.source,
             "reference": None
             if reference is None or self.reference is None

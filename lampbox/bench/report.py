@@ -16,6 +16,8 @@ def results_table(result: BenchResult) -> Any:
     scope = f"{plan.limit} questions" if plan.limit else "all questions"
     if plan.users:
         scope += f" of the first {plan.users} users"
+    if plan.min_profile is not None:
+        scope += f"{'' if plan.users else ' of users'} with >= {plan.min_profile} profile items"
     reference = plan.reference_configuration
     if plan.grid is not None:
         source, against = f"model {plan.grid['model']}", "no personalization on the same backend"

@@ -55,6 +55,7 @@ class BenchSpec:
     postprocess: tuple[str, ...] = ()
     limit: int | None = None
     users: int | None = None
+    min_profile: int | None = None  # only users with at least this many profile items
     baselines: bool = True
     decode: str = DEFAULT_DECODING  # the model runs' decoding: generate, or labels (classification)
     # RSPG rows after the grid's: "rspg-pre:NAME" or "rspg-post:NAME" (NAME a trained selector)
@@ -67,7 +68,10 @@ class BenchSpec:
         """The grid as a plan: its runs in grid order, compared as the grid always was, with
         the grid's record and key (the same flags keep finding the same bench and runs)."""
         configurations = tuple(Configuration(spec, role) for spec, role in build_grid(self, task))
-        return Plan(self.task, self.scheme, self.split, configurations, self.limit, self.users, grid=self.to_json())
+        return Plan(
+            self.task, self.scheme, self.split, configurations, self.limit, self.users, grid=self.to_json(),
+            min_profile=self.min_profile,
+        )  # fmt: skip
 
     def options_for(self, backend: str) -> Options:
         return dict(self.backend_options).get(backend, ())
@@ -88,6 +92,7 @@ class BenchSpec:
             "postprocess": list(self.postprocess),
             "limit": self.limit,
             "users": self.users,
+            **({"min_profile": self.min_profile} if self.min_profile is not None else {}),
             "baselines": self.baselines,
             **({"selectors": list(self.selectors)} if self.selectors else {}),
             **(
@@ -100,7 +105,10 @@ class BenchSpec:
 
 def build_grid(bench: BenchSpec, task: TaskSpec) -> list[tuple[RunSpec, str]]:
     """The runs of a bench with their roles: baseline (no personalization), retrieval, retrieval-only."""
-    common: dict[str, Any] = {"task": bench.task, "scheme": bench.scheme, "split": bench.split, "limit": bench.limit, "users": bench.users}
+    common: dict[str, Any] = {
+        "task": bench.task, "scheme": bench.scheme, "split": bench.split, "limit": bench.limit, "users": bench.users,
+        "min_profile": bench.min_profile,
+    }  # fmt: skip
     model: dict[str, Any] = {
         "method": bench.method, "model": bench.model, "params": bench.params, "max_length": bench.max_length,
         "postprocess": bench.postprocess, "decode": bench.decode,

@@ -58,6 +58,7 @@ GRID_FLAGS = {
 @click.option("--method", default="ipa", show_default=True, help="How the model gets the retrieved items: ipa (in the prompt), fid (Fusion-in-Decoder, with --backend fid) or oppu (each user's adapter of an OPPU set: --backend hf, llamacpp, or openai with $LAMPBOX_OPENAI_ADAPTERS).")
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Only the first N questions.")
 @click.option("--users", type=click.IntRange(min=1), default=None, help="Only the questions of the first N users.")
+@click.option("--min-profile", type=click.IntRange(min=0), default=None, metavar="N", help="Only the users with at least N profile items (a user's smallest profile over their questions); with --users, the first N of them.")
 @click.option("--max-length", type=click.IntRange(min=1), default=DEFAULT_MAX_LENGTH, show_default=True, help="IPA prompt token budget (official: 256).")
 @click.option("--max-new-tokens", type=click.IntRange(min=1), default=None, help="Tokens to generate (default: 8 for labels and ratings, 32 otherwise).")
 @click.option(
@@ -113,6 +114,7 @@ def bench_command(
     method: str,
     limit: int | None,
     users: int | None,
+    min_profile: int | None,
     max_length: int,
     max_new_tokens: int | None,
     postprocess: str,
@@ -151,7 +153,7 @@ def bench_command(
 
     bench: Any
     if plan_path is not None or configs:
-        store, bench = _plan_bench(ctx, plan_path, configs, reference, task_name, split, scheme, limit, users, db_path)
+        store, bench = _plan_bench(ctx, plan_path, configs, reference, task_name, split, scheme, limit, users, min_profile, db_path)
         task = store.task(bench.task)
         _run_and_print(bench, store, task, bench.scheme, bench.split, batch_size, threads, base_url, out_dir, as_json)
         return
@@ -225,6 +227,7 @@ def bench_command(
         postprocess=tuple(split_list(postprocess) or ()),
         limit=limit,
         users=users,
+        min_profile=min_profile,
         baselines=baselines,
         decode=decode,
         selectors=tuple(split_list(selectors) or ()),
@@ -293,6 +296,7 @@ def _plan_bench(
     scheme: str | None,
     limit: int | None,
     users: int | None,
+    min_profile: int | None,
     db_path: Path | None,
 ) -> tuple[Any, Any]:
     """The store and the Plan of --plan or --config; the plan's header gives what no flag does.
@@ -324,6 +328,7 @@ def _plan_bench(
         source, task, resolved_scheme, split,
         limit=limit if limit is not None else header.get("limit"),
         users=users if users is not None else header.get("users"),
+        min_profile=min_profile if min_profile is not None else header.get("min_profile"),
         reference=reference, on_auto=on_auto,
     )  # fmt: skip
     return store, plan

@@ -159,6 +159,7 @@ def train_fid(model: str | None, cross_attention_lr: float | None, freeze_encode
 @click.option("--task-adapter", default=None, help="An existing LoRA model trained on this task and base (default: train one on --split as `train ipa` does, named NAME.task).")
 @click.option("--users", "user_count", type=int, default=None, help="Only the first N users of --dev-split (default: all).")
 @click.option("--user", "user_ids", multiple=True, help="A user of --dev-split to train (repeatable).")
+@click.option("--min-profile", type=int, default=None, metavar="N", help="Only users with at least N profile items (a user's smallest profile over their questions); --users N takes the first N of them, --user IDs below it are left out and named.")
 @click.option("--user-epochs", type=float, default=2.0, show_default=True, help="Epochs over each user's profile items.")
 @click.option("--user-max-steps", type=int, default=None, help="Stop each user after this many steps (quick checks).")
 @click.option("--user-lr", type=float, default=1e-4, show_default=True)
@@ -170,9 +171,9 @@ def train_fid(model: str | None, cross_attention_lr: float | None, freeze_encode
 @click.option("--profile-pairs", is_flag=True, help="Also train the task adapter on the training users' profile items as questions of the task (each with --k of that user's earlier items retrieved): more data where a task has few questions.")
 @_common_options
 def train_oppu(
-    model: str | None, task_adapter: str | None, user_count: int | None, user_ids: tuple[str, ...], user_epochs: float,
-    user_max_steps: int | None, user_lr: float, user_targets: str, lora_r: int, lora_alpha: int, lora_dropout: float,
-    lora_targets: str, profile_pairs: bool, **options: Any,
+    model: str | None, task_adapter: str | None, user_count: int | None, user_ids: tuple[str, ...], min_profile: int | None,
+    user_epochs: float, user_max_steps: int | None, user_lr: float, user_targets: str, lora_r: int, lora_alpha: int,
+    lora_dropout: float, lora_targets: str, profile_pairs: bool, **options: Any,
 ) -> None:  # fmt: skip
     """OPPU: one LoRA adapter per user of --dev-split (the evaluated split), each trained on
     that user's own profile items only, on the base with the task adapter merged.
@@ -190,14 +191,14 @@ def train_oppu(
     task_lora = lora_settings(lora_r, lora_alpha, lora_dropout, lora_targets)
     user_lora = lora_settings(lora_r, lora_alpha, lora_dropout, user_targets)
     _train_oppu(
-        model or default_model(), task_adapter, user_count, tuple(user_ids), user_epochs, user_max_steps, user_lr,
-        task_lora, user_lora, profile_pairs, **options,
+        model or default_model(), task_adapter, user_count, tuple(user_ids), min_profile, user_epochs, user_max_steps,
+        user_lr, task_lora, user_lora, profile_pairs, **options,
     )  # fmt: skip
 
 
 def _train_oppu(
-    model: str, task_adapter: str | None, user_count: int | None, user_ids: tuple[str, ...], user_epochs: float,
-    user_max_steps: int | None, user_lr: float, task_lora: Any, user_lora: Any, profile_pairs: bool, task_name: str, split: str,
+    model: str, task_adapter: str | None, user_count: int | None, user_ids: tuple[str, ...], min_profile: int | None,
+    user_epochs: float, user_max_steps: int | None, user_lr: float, task_lora: Any, user_lora: Any, profile_pairs: bool, task_name: str, split: str,
     dev_split: str, scheme: str | None, retriever: str, k: int, epochs: float, max_steps: int | None,
     lr: float | None, batch_size: int, grad_accum: int, max_length: int, max_target_tokens: int, precision: str,
     seed: int, limit: int | None, dev_limit: int, eval_every: int | None, group_by_length: bool, name: str,
@@ -213,6 +214,8 @@ def _train_oppu(
     check_threads(threads)
     if user_count is not None and user_ids:
         raise LampboxError("give --users N or --user ID, not both")
+    if min_profile is not None and min_profile < 0:
+        raise LampboxError(f"--min-profile cannot be negative (got {min_profile})")
     store = _rank0_store(db_path, f"train oppu {name}")  # the other ranks get rank 0's spec and users
     main = store is not None
     task = store.task(task_name) if store is not None else None
@@ -240,7 +243,7 @@ def _train_oppu(
         raise LampboxError("--profile-pairs trains the task adapter: it cannot apply to an existing --task-adapter")
     spec = OppuSpec(
         task=task.name if task is not None else task_name, scheme=resolved_scheme, model=model, config=user_config, split=dev_split,
-        users=user_count, user_ids=user_ids, task_adapter=task_adapter, task_spec=task_spec,
+        users=user_count, user_ids=user_ids, min_profile=min_profile, task_adapter=task_adapter, task_spec=task_spec,
     )  # fmt: skip
     quiet = as_json
     world = int(os.environ.get("WORLD_SIZE", "1") or 1)
@@ -270,7 +273,7 @@ def _train_oppu(
     summary = {
         "name": artifact.name, "path": artifact.path, "kind": artifact.kind, "task_adapter": result.task_adapter,
         "users": len(result.trained) + len(result.existing), "trained": result.trained,
-        "existing": result.existing, "no_profile_items": result.empty,
+        "existing": result.existing, "no_profile_items": result.empty, "below_min_profile": result.too_few,
         "median_user_seconds": round(median, 2) if median is not None else None,
     }  # fmt: skip
     if as_json:
@@ -283,6 +286,8 @@ def _train_oppu(
     )
     if result.empty:
         click.echo(f"skipped {len(result.empty)} users with no profile items: {', '.join(result.empty)}")
+    if result.too_few:
+        click.echo(f"left out {len(result.too_few)} named users with fewer than {min_profile} profile items: {', '.join(result.too_few)}")
     click.echo(f"run it with --method oppu --backend hf --model {artifact.name}", err=True)
 
 

@@ -53,8 +53,9 @@ SET_KIND = "oppu"
 @dataclass(frozen=True)
 class OppuSpec:
     """What an OPPU job trains. Either `task_adapter` (an existing LoRA model's name) or
-    `task_spec` (the task adapter trained here); users are those of `split`: the first `users`,
-    or `user_ids`, or all of them."""
+    `task_spec` (the task adapter trained here); users are those of `split` with at least
+    `min_profile` profile items (when set): the first `users` of them, or those of `user_ids`,
+    or all of them."""
 
     task: str
     scheme: str
@@ -63,6 +64,7 @@ class OppuSpec:
     split: str = "dev"
     users: int | None = None
     user_ids: tuple[str, ...] = ()
+    min_profile: int | None = None  # only users with at least this many profile items
     task_adapter: str | None = None
     task_spec: TrainSpec | None = None
     max_target_tokens: int = 256
@@ -74,6 +76,8 @@ class OppuSpec:
             raise LampboxError(f"--users must be at least 1 (got {self.users})")
         if self.users is not None and self.user_ids:
             raise LampboxError("give --users N or --user ID, not both")
+        if self.min_profile is not None and self.min_profile < 0:
+            raise LampboxError(f"--min-profile cannot be negative (got {self.min_profile})")
         config = self.config
         if config.lora is None:
             raise LampboxError("per-user adapters are LoRA adapters: give LoRA settings")
@@ -125,22 +129,35 @@ class OppuResult:
     trained: list[str] = field(default_factory=list)
     existing: list[str] = field(default_factory=list)
     empty: list[str] = field(default_factory=list)  # users with no profile items: no adapter
+    too_few: list[str] = field(default_factory=list)  # named by --user, under --min-profile: left out
     seconds: list[float] = field(default_factory=list)  # per trained user
 
 
-def select_users(spec: OppuSpec, store: Store) -> list[str]:
-    """The users of the split the job trains, in file order; an unknown --user is an error."""
+def select_users(spec: OppuSpec, store: Store) -> tuple[list[str], list[str]]:
+    """The users of the split the job trains, in file order, and the users named by --user
+    that --min-profile leaves out; an unknown --user is an error, as is no user left."""
     task, scheme, split = spec.task, spec.scheme, spec.split
-    everyone = store.first_users(task, scheme, split, 10**9)
+    everyone = store.first_users(task, scheme, split)
     if not everyone:
         raise LampboxError(f"no {task} {scheme} {split} questions: no users to train adapters for")
+    enough = set(everyone if spec.min_profile is None else store.first_users(task, scheme, split, min_profile=spec.min_profile))
     if spec.user_ids:
         known = set(everyone)
         missing = [user for user in spec.user_ids if user not in known]
         if missing:
             raise LampboxError(f"no user {', '.join(map(repr, missing))} in {task} {scheme} {split}")
-        return list(dict.fromkeys(spec.user_ids))
-    return everyone[: spec.users] if spec.users is not None else everyone
+        named = list(dict.fromkeys(spec.user_ids))
+        chosen = [user for user in named if user in enough]
+        too_few = [user for user in named if user not in enough]
+    else:
+        chosen = [user for user in everyone if user in enough][: spec.users]
+        too_few = []
+    if not chosen:
+        raise LampboxError(
+            f"no {'named ' if spec.user_ids else ''}user of {task} {scheme} {split} has {spec.min_profile} or more "
+            "profile items in every question (--min-profile)"
+        )
+    return chosen, too_few
 
 
 def _task_adapter(
@@ -204,7 +221,7 @@ def _check_set_name(spec: OppuSpec, store: Store, name: str, overwrite: bool) ->
     info = read_info(folder)
     mine = spec.to_json()
     theirs = dict(info.get("spec") or {})
-    for key in ("users", "user_ids"):
+    for key in ("users", "user_ids", "min_profile"):  # which users, not how they are trained
         mine.pop(key, None)
         theirs.pop(key, None)
     if mine != theirs:
@@ -253,7 +270,10 @@ def train_oppu(
     with hold_name(name, f"train oppu {name}"):
         previous = _check_set_name(spec, store, name, overwrite)
         resolved, source, _ = causal_lm_source(spec.model)
-        users = select_users(spec, store)
+        users, too_few = select_users(spec, store)
+        if on_note and spec.min_profile is not None:
+            left_out = f"; left out: {', '.join(too_few)}" if too_few else ""
+            on_note(f"--min-profile {spec.min_profile}: {len(users)} users with at least {spec.min_profile} profile items{left_out}")
         task = store.task(spec.task)
         task_adapter, adapter_folder = _task_adapter(spec, store, name, overwrite, on_progress, on_note, threads)
         task_hash = folder_sha256(adapter_folder)
@@ -264,7 +284,7 @@ def train_oppu(
         tokenizer = load_hf_tokenizer(resolved).hf_tokenizer
         chat = resolved.chat if resolved.chat is not None else bool(getattr(tokenizer, "chat_template", None))
         base_fingerprint = model_fingerprint(resolved.location, is_hub_id=resolved.is_hub_id)
-        result = OppuResult(None, task_adapter)  # type: ignore[arg-type]
+        result = OppuResult(None, task_adapter, too_few=too_few)  # type: ignore[arg-type]
         entries: dict[str, dict[str, Any]] = dict((previous or {}).get("users") or {})
         todo: list[tuple[int, str]] = []
         skipped: list[UserDone] = []  # reported in order, between the users trained here

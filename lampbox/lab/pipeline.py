@@ -52,10 +52,16 @@ class RunCancelled(LampboxError):
 
 
 def select_questions(store: Store, spec: RunSpec) -> list[Question]:
-    """The spec's questions in file order: the first `users` users, then the first `limit`."""
+    """The spec's questions in file order: the users with at least `min_profile` profile
+    items, the first `users` of them, then the first `limit` questions."""
     user_ids = None
-    if spec.users is not None:
-        user_ids = store.first_users(spec.task, spec.scheme, spec.split, spec.users)
+    if spec.users is not None or spec.min_profile is not None:
+        user_ids = store.first_users(spec.task, spec.scheme, spec.split, spec.users, min_profile=spec.min_profile)
+        if not user_ids and spec.min_profile is not None and store.count_questions(spec.task, spec.scheme, spec.split):
+            raise LampboxError(
+                f"no user of {spec.task} {spec.scheme} {spec.split} has {spec.min_profile} or more profile items "
+                "in every question (--min-profile)"
+            )
     questions = store.questions(spec.task, spec.scheme, spec.split, limit=spec.limit, user_ids=user_ids)
     if not questions:
         raise LampboxError(f"no {spec.task} {spec.scheme} {spec.split} questions to run in {store.path}")

@@ -107,7 +107,8 @@ def selector_settings(spec: RunSpec) -> tuple[Path, dict[str, Any]]:
 def selection_pool(spec: RunSpec) -> list[tuple[str, RunSpec]]:
     """The selector's pool as (label, RunSpec) on the selection's questions."""
     _, settings = selector_settings(spec)
-    here = {"task": spec.task, "scheme": spec.scheme, "split": spec.split, "limit": spec.limit, "users": spec.users}
+    here = {"task": spec.task, "scheme": spec.scheme, "split": spec.split, "limit": spec.limit, "users": spec.users,
+            "min_profile": spec.min_profile}  # fmt: skip
     return [
         (str(label), spec_from_json({**data, **here}))
         for label, data in zip(settings["configurations"], settings["pool"], strict=True)

@@ -46,6 +46,8 @@ class RunSpec:
     model_options: tuple[tuple[str, Any], ...] = ()  # backend options that change outputs; never threads
     limit: int | None = None
     users: int | None = None
+    # Only users with at least this many profile items (store.first_users); None: every user.
+    min_profile: int | None = None
     decode: str = DEFAULT_DECODING  # "generate" (raw model text) or "labels" (most likely label)
     selector: str = ""  # an RSPG method's trained selector (a model folder of kind selector)
 
@@ -70,6 +72,8 @@ class RunSpec:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise LampboxError(f"{name} must be at least 1 (or unset for all), not {value}")
+        if self.min_profile is not None and self.min_profile < 0:
+            raise LampboxError(f"min_profile cannot be negative (got {self.min_profile})")
 
     @property
     def method_impl(self) -> Method:
@@ -93,6 +97,8 @@ class RunSpec:
             data.pop("decode")
         if not self.selector:  # likewise
             data.pop("selector")
+        if self.min_profile is None:  # likewise
+            data.pop("min_profile")
         if not self.uses_model:  # a model-free baseline does not depend on these
             for name in ("backend", "model", "params", "max_length", "model_options", "postprocess"):
                 data.pop(name)

@@ -474,14 +474,22 @@ class Store:
             profiles.setdefault(qid, []).append(item)
         return profiles
 
-    def first_users(self, task: str, scheme: str, split: str, count: int) -> list[str]:
-        """The first `count` users of a split, in file order."""
-        rows = self.cursor().execute(
-            "SELECT user_id FROM questions WHERE task = ? AND scheme = ? AND split = ? "
-            "GROUP BY user_id ORDER BY min(position) LIMIT ?",
-            [task, scheme, split, count],
-        ).fetchall()
-        return [row[0] for row in rows]
+    def first_users(
+        self, task: str, scheme: str, split: str, count: int | None = None, *, min_profile: int | None = None
+    ) -> list[str]:
+        """The first `count` users of a split (None: all), in file order; with `min_profile`,
+        only users whose every question has at least that many profile items (a user's
+        history is the smallest profile among their questions)."""
+        sql = "SELECT user_id FROM questions WHERE task = ? AND scheme = ? AND split = ? GROUP BY user_id"
+        params: list[Any] = [task, scheme, split]
+        if min_profile is not None:
+            sql += " HAVING min(profile_size) >= ?"
+            params.append(min_profile)
+        sql += " ORDER BY min(position)"
+        if count is not None:
+            sql += " LIMIT ?"
+            params.append(count)
+        return [row[0] for row in self.cursor().execute(sql, params).fetchall()]
 
 
 _HOLDING: set[Path] = set()

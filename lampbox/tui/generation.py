@@ -31,6 +31,7 @@ from lampbox.store.core import Store
 
 # Trained models a pane can generate with by themselves (an OPPU set needs its method).
 GENERATING_KINDS = (*KIND_GROUPS["generator"], "fid")
+OPPU_SET = "oppu"  # an OPPU set: offered with method oppu (each question's user's adapter)
 
 
 @dataclass(frozen=True)
@@ -79,7 +80,8 @@ class ModelOption:
 
 
 def model_options(store: Store) -> list[ModelOption]:
-    """The manifest's models, then the registry's trained models (newest first)."""
+    """The manifest's models, then the registry's trained models (newest first), then its
+    OPPU sets (method oppu: each question answered with its user's adapter)."""
     from lampbox.models import interactive_model, load_manifest, trained_model_folder
     from lampbox.store.artifacts import list_artifacts
 
@@ -111,6 +113,37 @@ def model_options(store: Store) -> list[ModelOption]:
         made = artifact.kind if artifact.kind == artifact.method else f"{artifact.kind} {artifact.method}"
         label = f"{artifact.name}  (trained {made}, {artifact.task})"
         options.append(ModelOption(location, label, backends, method, artifact.task, why))
+    options.extend(oppu_options(store))
+    return options
+
+
+def oppu_options(store: Store) -> list[ModelOption]:
+    """The registry's OPPU sets, each on method oppu: a pane answers the question with its
+    user's own adapter on the set's task adapter (the task adapter alone for a user who has
+    none; the pane says so). On hf, and on llamacpp too when the set's base is a GGUF model."""
+    from lampbox.errors import LampboxError
+    from lampbox.model_folders import read_info
+    from lampbox.models import resolve_model, trained_model_folder
+    from lampbox.store.artifacts import list_artifacts
+
+    options = []
+    for artifact in list_artifacts(store, kinds=(OPPU_SET,)):
+        folder = trained_model_folder(artifact.name)
+        if folder is None:
+            continue  # registered, but its folder is gone
+        info = read_info(folder)
+        try:
+            gguf = resolve_model(artifact.name).format == "gguf"
+        except LampboxError:
+            continue  # its task adapter is gone: it cannot load
+        backends: tuple[str, ...] = ("hf", "llamacpp") if gguf else ("hf",)
+        users = len(info.get("users") or {})
+        why = (
+            f"{artifact.name} is an OPPU set: each question's user's own adapter on its task adapter "
+            f"{info.get('task_adapter')} (method oppu, {' or '.join(backends)}); a user without one gets the task adapter alone"
+        )
+        label = f"{artifact.name}  (OPPU set, {artifact.task}: the user's adapter, {users} users)"
+        options.append(ModelOption(artifact.name, label, backends, "oppu", artifact.task, why))
     return options
 
 

@@ -495,3 +495,101 @@ async def test_streamed_pieces_reach_the_screen_at_most_every_tenth_of_a_second(
         assert shown == [(first, "a", 1), (second, "x", 1), (first, "bc", 2), (second, "y", 1)]
         assert [pane.output for pane in screen.panes][:2] == ["abcd", "xy"]
         assert {pane.state for pane in screen.panes} == {"done"}
+
+
+def _random_lora_model(home: Path, name: str, tiny_lm: Path, seed: int, **info: object) -> Path:
+    """models/NAME: a LoRA with random A and B on tiny_lm (a fresh LoRA's B is zero and would
+    change nothing) and its record (a task adapter or a user's adapter of an OPPU set)."""
+    import json
+
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    model = get_peft_model(
+        AutoModelForCausalLM.from_pretrained(tiny_lm),
+        LoraConfig(r=4, lora_alpha=32, target_modules=["q_proj", "v_proj", "o_proj"], init_lora_weights=False),
+    )  # fmt: skip
+    folder = home / "models" / name
+    model.save_pretrained(folder / "adapter")
+    record = {"name": name, "method": "oppu", "task": "LaMP_7", "base": str(tiny_lm), "chat": True, **info}
+    (folder / "lampbox-model.json").write_text(json.dumps(record))
+    return folder
+
+
+@pytest.mark.slow
+async def test_an_oppu_set_pane_answers_with_the_users_adapter_beside_the_task_adapter(
+    demo_store, module_home: Path, tiny_lm: Path, settle
+) -> None:  # type: ignore[no-untyped-def]
+    """A pane on an OPPU set (method oppu) answers the question with its user's adapter on the
+    set's task adapter, beside a pane on the task adapter alone; for a user without an adapter
+    the pane says so, and answers as the task adapter alone does."""
+    import json
+
+    from textual.widgets import Select
+
+    from lampbox.model_folders import user_adapter_name
+    from lampbox.store.artifacts import Artifact, save_artifact
+    from lampbox.tui.generation import PaneChoice
+    from lampbox.tui.screens.choose import PaneChoiceScreen
+
+    app = create_app(store=demo_store, max_new_tokens=TOKENS)
+    app.pane_choices = [PaneChoice("none", 0, "dummy"), PaneChoice("none", 0, "dummy")]
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await _generate(app, pilot, settle)
+        user = screen.question.user_id
+        adapter_name = user_adapter_name("oppu-tiny", user)
+        task_folder = _random_lora_model(module_home, "oppu-tiny.task", tiny_lm, 1, kind="lora", method="ipa")
+        _random_lora_model(module_home, adapter_name, tiny_lm, 2, kind="user-adapter", user=user, task_adapter="oppu-tiny.task")
+        set_folder = module_home / "models" / "oppu-tiny"
+        set_folder.mkdir()
+        users = {user: {"adapter": adapter_name, "content_hash": "h", "items": 3}}
+        (set_folder / "lampbox-model.json").write_text(json.dumps(
+            {"name": "oppu-tiny", "kind": "oppu", "method": "oppu", "task": "LaMP_7", "base": str(tiny_lm), "chat": True,
+             "task_adapter": "oppu-tiny.task", "users": users}
+        ))  # fmt: skip
+        for name, kind, folder in (("oppu-tiny.task", "lora", task_folder), ("oppu-tiny", "oppu", set_folder)):
+            save_artifact(demo_store, Artifact(name, kind, "oppu" if kind == "oppu" else "ipa", "LaMP_7", str(tiny_lm), "fp", {}, [], {}, str(folder), "h", None))  # fmt: skip
+        for index, model in ((0, "oppu-tiny"), (1, "oppu-tiny.task")):
+            screen.panes[index].focus()
+            await pilot.press("m")
+            await settle(pilot)
+            box = app.screen
+            assert isinstance(box, PaneChoiceScreen)
+            box.query_one("#choice-model", Select).value = model
+            await pilot.pause()
+            assert [value for _, value in box.query_one("#choice-backend", Select)._options] == ["hf"]
+            await pilot.click("#choice-use")
+            await settle(pilot)
+        panes = screen.panes
+        assert [(pane.choice.method, pane.choice.model_label) for pane in panes] == [("oppu", "hf:oppu-tiny (oppu)"), ("ipa", "hf:oppu-tiny.task")]
+        assert all(pane.state == "done" for pane in panes)
+        requests = [pane.prepared.input.request for pane in panes]  # type: ignore[union-attr]
+        assert requests[0].adapter == str(module_home / "models" / adapter_name / "adapter") and requests[1].adapter is None
+        assert f"user {user}'s adapter: {adapter_name}" in str(panes[0].query_one(".pane-title", Static).render())
+        assert "adapter" not in str(panes[1].query_one(".pane-title", Static).render())  # no note on the task adapter's pane
+        params = panes[0].prepared.spec.params  # type: ignore[union-attr]
+        with_adapter = app.generators.get("hf", "oppu-tiny").generate(requests[:1], params)[0]
+        task_alone = app.generators.get("hf", "oppu-tiny.task").generate(requests[1:], params)[0]
+        assert (panes[0].output, panes[1].output) == (with_adapter, task_alone)
+        assert panes[0].output != panes[1].output  # the user's adapter answers otherwise
+
+        # Another user, who has no adapter in the set: the pane says so, and the task adapter answers.
+        for _ in range(3):
+            await pilot.press("escape")
+            await settle(pilot)
+        await pilot.press("down", "enter")
+        await settle(pilot)
+        await pilot.press("enter")
+        await settle(pilot)
+        await pilot.press("g")
+        await settle(pilot)
+        other = app.screen
+        assert isinstance(other, GenerationScreen) and other.question.user_id != user
+        panes = other.panes
+        assert all(pane.state == "done" for pane in panes)
+        assert panes[0].prepared.input.request.adapter is None  # type: ignore[union-attr]
+        title = str(panes[0].query_one(".pane-title", Static).render())
+        assert f"user {other.question.user_id} has no adapter in oppu-tiny: its task adapter alone answers" in title
+        assert panes[0].output == panes[1].output

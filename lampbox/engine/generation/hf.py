@@ -599,25 +599,12 @@ class HFGenerator:
 
         from lampbox.engine.generation.labels import score_each_prompt
 
-        requests = prompts_and_adapters(prompts, self.backend)
-        groups: dict[str | None, list[int]] = {}
-        for index, (_, adapter) in enumerate(requests):
-            groups.setdefault(adapter, []).append(index)
-        results: list[list[float]] = [[] for _ in requests]
-        for adapter, rows in groups.items():
+        def score(ids: list[int], label_ids: list[list[int]], adapter: str | None) -> list[float]:
+            with self._lock, torch.inference_mode():
+                self._use(adapter)
+                return self._label_logliks(ids, label_ids)
 
-            def score(ids: list[int], label_ids: list[list[int]], adapter: str | None = adapter) -> list[float]:
-                with self._lock, torch.inference_mode():
-                    self._use(adapter)
-                    return self._label_logliks(ids, label_ids)
-
-            prompts_of_group = [requests[index][0] for index in rows]
-            scored = score_each_prompt(
-                self, prompts_of_group, labels, self._prompt_ids, self._context_size, score, should_cancel
-            )
-            for index, scores in zip(rows, scored, strict=True):
-                results[index] = scores
-        return results
+        return score_each_prompt(self, prompts, labels, self._prompt_ids, self._context_size, score, should_cancel)
 
     def _label_logliks(self, ids: list[int], label_ids: list[list[int]]) -> list[float]:
         import torch

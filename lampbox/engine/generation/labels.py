@@ -58,31 +58,39 @@ def score_each_prompt(
     labels: Sequence[str],
     prompt_tokens: Callable[[str], list[int]],
     context_size: int,
-    score: Callable[[list[int], list[list[int]]], list[float]],
+    score: Callable[[list[int], list[list[int]], str | None], list[float]],
     should_cancel: Callable[[], bool] | None = None,
 ) -> list[list[float]]:
     """What the hf and llamacpp backends share for `score_labels`: each label's tokens as the
     answer (label_continuation), each prompt's tokens as the backend builds them for generation,
-    a check that prompt and label fit the context, then `score(prompt, labels)` per prompt."""
-    from lampbox.engine.generation.base import plain_prompts
+    a check that prompt and label fit the context, then `score(prompt, labels, adapter)` per
+    prompt, with the request's adapter (None: the model as loaded). Requests are scored grouped
+    by adapter, as generation batches them (one switch per adapter); results come in order."""
+    from lampbox.engine.generation.base import prompts_and_adapters
     from lampbox.engine.generation.common import GenerationCancelled
 
     label_ids = [generator.tokenizer.encode(label_continuation(label, generator.chat)) for label in labels]
     if not labels or not all(label_ids):
         raise LampboxError("label decoding needs labels that are not empty")
     longest = max(len(ids) for ids in label_ids)
-    requests = plain_prompts(prompts, generator.backend)
-    results = []
-    for index, prompt in enumerate(requests):
-        if should_cancel and should_cancel():
-            raise GenerationCancelled(index, len(requests))
-        tokens = prompt_tokens(prompt)
-        if len(tokens) + longest > context_size:
-            raise LampboxError(
-                f"{generator.name}: prompt of {len(tokens)} tokens + a label of {longest} tokens "
-                f"exceeds the context size {context_size}"
-            )
-        results.append(score(tokens, label_ids))
+    requests = prompts_and_adapters(prompts, generator.backend)
+    groups: dict[str | None, list[int]] = {}
+    for index, (_, adapter) in enumerate(requests):
+        groups.setdefault(adapter, []).append(index)
+    results: list[list[float]] = [[] for _ in requests]
+    done = 0
+    for adapter, rows in groups.items():
+        for index in rows:
+            if should_cancel and should_cancel():
+                raise GenerationCancelled(done, len(requests))
+            tokens = prompt_tokens(requests[index][0])
+            if len(tokens) + longest > context_size:
+                raise LampboxError(
+                    f"{generator.name}: prompt of {len(tokens)} tokens + a label of {longest} tokens "
+                    f"exceeds the context size {context_size}"
+                )
+            results[index] = score(tokens, label_ids, adapter)
+            done += 1
     return results
 
 

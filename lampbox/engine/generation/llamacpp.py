@@ -522,25 +522,26 @@ class LlamaCppGenerator:
     ) -> list[list[float]]:
         """Each label's summed token log-probabilities as the answer to each prompt: the prompt
         is evaluated once, then each label's tokens on its KV cache (the label's own cache
-        entries are dropped before the next label)."""
+        entries are dropped before the next label). Requests naming an adapter are scored with
+        it on top of the model's own (grouped by adapter), as they are generated."""
         from lampbox.engine.generation.labels import score_each_prompt
 
-        def score(tokens: list[int], label_ids: list[list[int]]) -> list[float]:
+        def score(tokens: list[int], label_ids: list[list[int]], adapter: str | None) -> list[float]:
             with self._lock:
                 try:
-                    return self._label_logliks(tokens, label_ids)
+                    return self._label_logliks(tokens, label_ids, adapter)
                 finally:
                     self._llama.reset()  # the next generation starts from an empty cache
 
         return score_each_prompt(self, prompts, labels, self.prompt_tokens, self.context_size, score, should_cancel)
 
-    def _label_logliks(self, tokens: list[int], label_ids: list[list[int]]) -> list[float]:
+    def _label_logliks(self, tokens: list[int], label_ids: list[list[int]], adapter: str | None = None) -> list[float]:
         import numpy as np
 
         llama = self._llama
         context = llama._ctx
         n_vocab = llama.n_vocab()
-        self._use_adapter(None)  # the model as loaded (with its own adapter), whatever ran before
+        self._use_adapter(adapter)  # the request's adapter on the model as loaded, whatever ran before
         self._use_threads(llama.ctx)
         llama.eval(tokens)  # the last token's logits are requested (llama-cpp-python marks it)
         first = _log_softmax(np.ctypeslib.as_array(context.get_logits_ith(-1), shape=(n_vocab,)))

@@ -4,6 +4,8 @@ RSPG selector's probabilities for the question are stored, this choice's probabi
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Vertical, VerticalScroll
@@ -74,6 +76,9 @@ class GenerationPane(Vertical, can_focus=True):
             prompt = self.prepared.prompt
             items = f"{len(prompt.items)} item(s) in" if self.prepared.items else "no items"
             title.append(f"  {items} · {prompt.token_count} prompt tokens")
+            adapter = self.adapter_text()
+            if adapter is not None:
+                title.append("\n").append_text(adapter)
         line = self.selector_text()
         if line is not None:
             title.append("\n").append_text(line)
@@ -97,6 +102,19 @@ class GenerationPane(Vertical, can_focus=True):
         if self.oracle is not None and self.oracle == self.candidate:
             text.append("  ◆ oracle's pick", style="bold")
         return text
+
+    def adapter_text(self) -> Text | None:
+        """For an OPPU set (method oppu): whose adapter answers, or that this user has none
+        and the set's task adapter answers alone; None for any other method."""
+        if self.prepared is None or self.choice.method != "oppu":
+            return None
+        request = self.prepared.input.request
+        if request.adapter is not None:
+            return Text(f"user {request.user_id}'s adapter: {Path(request.adapter).parent.name}", style="italic")
+        return Text(
+            f"user {request.user_id} has no adapter in {Path(self.choice.model).name}: its task adapter alone answers",
+            style="bold yellow",
+        )
 
     def set_selector(self, selector: SelectorProbabilities | None, oracle: Candidate | None = None) -> None:
         self.selector, self.oracle = selector, oracle
