@@ -137,3 +137,29 @@ def test_ranking_by_cosine_or_inner_product_with_ties_in_profile_order(monkeypat
     with pytest.raises(RetrievalCancelled, match="encoding cancelled"):
         retriever.rank(task, [question], RetrievalContext(should_cancel=lambda: True))
     dense.clear_memory_cache()
+
+
+def test_only_transformer_plus_mean_or_cls_pooling_runs_on_onnx() -> None:
+    """onnx_runtime.supported_structure reads a sentence-transformers model's modules: the
+    ONNX path pools in numpy, so anything else stays on torch."""
+    from lampbox.engine.retrieval.onnx_runtime import supported_structure
+
+    def module(name: str, config: dict[str, Any] | None = None) -> Any:
+        return type(name, (), {"get_config_dict": lambda self: config or {}})()
+
+    def model(*modules: Any) -> list[Any]:
+        return list(modules)
+
+    transformer, normalize = module("Transformer"), module("Normalize")
+    assert supported_structure(model(transformer, module("Pooling", {"pooling_mode": "mean"}), normalize)) == ("mean", True)
+    assert supported_structure(model(transformer, module("Pooling", {"pooling_mode": "cls"}))) == ("cls", False)
+    older = module("Pooling", {"pooling_mode_cls_token": True, "pooling_mode_mean_tokens": False})  # one flag per mode
+    assert supported_structure(model(transformer, older)) == ("cls", False)
+    for unsupported in (
+        model(transformer, module("Pooling", {"pooling_mode": "max"})),
+        model(transformer, module("Pooling", {"pooling_mode": "mean", "include_prompt": False})),
+        model(transformer, module("Pooling", {"pooling_mode_mean_tokens": True, "pooling_mode_max_tokens": True})),
+        model(transformer, module("Pooling", {"pooling_mode": "mean"}), module("Dense")),
+        model(transformer),
+    ):
+        assert supported_structure(unsupported) is None
