@@ -215,3 +215,78 @@ def test_a_loaded_hf_model_is_named_in_the_crash_note(tiny_lm: Path, tmp_path: P
     assert len(lines) == 1 and lines[0].startswith("the hf backend: ") and "cpu, float32" in lines[0], lines
     generator.close()
     assert read_notes(note) == []
+
+
+class _StandInPeft:
+    """peft's PeftModel as AdapterSlots drives it: which adapters are loaded, which is set, and
+    whether the adapter layers are on."""
+
+    def __init__(self, folder: str, name: str) -> None:
+        self.adapters = {name: folder}
+        self.calls: list[tuple[str, ...]] = [("load", name)]
+        self.base_model = self
+
+    def load_adapter(self, folder: str, adapter_name: str) -> None:
+        self.adapters[adapter_name] = folder
+        self.calls.append(("load", adapter_name))
+
+    def set_adapter(self, name: str, inference_mode: bool) -> None:
+        self.calls.append(("set", name))
+
+    def delete_adapter(self, name: str) -> None:
+        del self.adapters[name]
+        self.calls.append(("delete", name))
+
+    def enable_adapter_layers(self) -> None:
+        self.calls.append(("on",))
+
+    def disable_adapter_layers(self) -> None:
+        self.calls.append(("off",))
+
+    def eval(self) -> None:
+        pass
+
+
+def test_adapter_slots_switch_only_on_change_and_drop_the_least_recently_used(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    import peft
+
+    from lampbox.engine.generation.hf_adapters import AdapterSlots
+
+    made: list[_StandInPeft] = []
+
+    def from_pretrained(model: Any, folder: str, adapter_name: str) -> _StandInPeft:
+        made.append(_StandInPeft(folder, adapter_name))
+        return made[-1]
+
+    monkeypatch.setattr(peft.PeftModel, "from_pretrained", from_pretrained)
+    folders = {}
+    for name in "abc":
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "adapter_config.json").write_text("{}")
+        folders[name] = str(tmp_path / name)
+    with pytest.raises(LampboxError, match="capacity must be at least 1"):
+        AdapterSlots(object(), capacity=0)
+    slots = AdapterSlots(object(), capacity=2)
+    slots.activate(None)  # nothing loaded yet: nothing to switch off
+    slots.activate(folders["a"])
+    (peft_model,) = made  # the first adapter wraps the model; the others are loaded into it
+    slots.activate(folders["a"])
+    slots.activate(None)
+    slots.activate(None)
+    slots.activate(folders["b"])
+    slots.activate(folders["a"])
+    slots.activate(folders["c"])  # over the bound: b, the least recently used, is dropped
+    assert peft_model.calls == [
+        ("load", "a1"), ("set", "a1"), ("off",), ("load", "a2"), ("on",), ("set", "a2"), ("set", "a1"),
+        ("load", "a3"), ("set", "a3"), ("delete", "a2"),
+    ]  # fmt: skip
+    assert slots.loaded == [str(Path(folders["a"]).resolve()), str(Path(folders["c"]).resolve())]
+    config = tmp_path / "a" / "adapter_config.json"
+    stat = config.stat()
+    os.utime(config, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # a retrained adapter, same folder
+    slots.activate(folders["a"])
+    assert peft_model.calls[-3:] == [("load", "a4"), ("set", "a4"), ("delete", "a1")]  # the stale a1 drops out next
+    with pytest.raises(InputFileError, match="not a LoRA adapter folder"):
+        slots.activate(str(tmp_path))
