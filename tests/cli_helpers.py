@@ -9,6 +9,9 @@ from pathlib import Path
 
 from click.testing import Result
 
+# A small bench on the demo data (dummy backend): conftest's `dummy_bench` runs it once.
+DUMMY_BENCH = ["--task", "LaMP_7", "--backend", "dummy", "--retrievers", "none,bm25,recency", "--k", "1", "--limit", "8"]
+
 
 def lampbox(*args: str, env: dict[str, str] | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
     """`python -m lampbox ARGS`; with `check`, a non-zero exit fails the test with its stderr."""

@@ -9,6 +9,7 @@ import sys
 import textwrap
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -98,6 +99,28 @@ def demo_db(tmp_path: Path) -> Path:
     with Store(path) as store:
         import_path(store, demo_path(), task_name="LaMP_7", scheme="demo")
     return path
+
+
+@pytest.fixture(scope="session")
+def dummy_bench(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """`lampbox bench DUMMY_BENCH` on the demo data, run once for the session (test_report and
+    test_compare read it): its store, the environment (LAMPBOX_HOME) it ran in, its key and its
+    `--json` rows. Copy the store before writing to it."""
+    import json
+
+    from cli_helpers import DUMMY_BENCH, lampbox
+
+    from lampbox.demo import demo_path
+    from lampbox.store import Store
+    from lampbox.store.importer import import_path
+
+    folder = tmp_path_factory.mktemp("dummy-bench")
+    env = {**os.environ, "LAMPBOX_HOME": str(folder / "home")}
+    db = folder / "demo.duckdb"
+    with Store(db) as store:
+        import_path(store, demo_path(), task_name="LaMP_7", scheme="demo")  # what `lampbox data demo` imports
+    data = json.loads(lampbox("bench", *DUMMY_BENCH, "--db", str(db), "--json", env=env).stdout)
+    return {"db": db, "env": env, "key": data["bench_key"], "rows": data["rows"]}
 
 
 # Another process holding a store's write lock, as a running bench does.

@@ -12,7 +12,9 @@ from pathlib import Path
 
 import pytest
 from cli_helpers import lampbox
+from click.testing import CliRunner
 
+from lampbox.cli import cli
 from lampbox.store import Store
 from lampbox.store import runs as run_store
 
@@ -20,13 +22,6 @@ BENCH = [
     "bench", "--task", "LaMP_7", "--retrievers", "none,bm25", "--k", "1", "--limit", "5",
     "--max-new-tokens", "8", "--batch-size", "1", "--threads", "2", "--backend", "llamacpp",
 ]  # fmt: skip
-
-
-@pytest.fixture
-def demo_db(tmp_path: Path) -> Path:
-    db = tmp_path / "demo.duckdb"
-    lampbox("data", "demo", "--db", str(db))
-    return db
 
 
 def rows_by_label(output: str) -> dict[str, dict]:
@@ -154,8 +149,8 @@ def test_unreachable_server_fails_clearly_and_marks_the_run(demo_db: Path, tmp_p
     ],
 )
 def test_bad_options_are_one_clear_line(demo_db: Path, args: list[str], problem: str) -> None:
-    result = lampbox("bench", "--task", "LaMP_7", "--limit", "1", "--db", str(demo_db), *args, check=False)
-    assert result.returncode != 0
+    result = CliRunner().invoke(cli, ["bench", "--task", "LaMP_7", "--limit", "1", "--db", str(demo_db), *args])
+    assert result.exit_code != 0 and isinstance(result.exception, (SystemExit, type(None))), result.exception
     assert problem in result.stderr.strip().splitlines()[-1]
 
 
@@ -202,10 +197,13 @@ def test_grid_has_no_k_zero_retrieval_and_votes_over_positive_ks() -> None:
     assert [role for _, role in build_grid(only_zero, BUILTIN_TASKS["LaMP_2"])] == ["baseline"]
 
 
-def test_missing_data_offline_points_to_import_and_demo(tmp_path: Path) -> None:
-    env = {**os.environ, "LAMPBOX_HOME": str(tmp_path / "home"), "LAMPBOX_LAMP_URL": f"http://127.0.0.1:{closed_port()}/LaMP"}
-    result = lampbox("bench", "--task", "LaMP_4", "--db", str(tmp_path / "empty.duckdb"), env=env, check=False)
-    assert result.returncode != 0
+def test_missing_data_offline_points_to_import_and_demo(home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from lampbox import fetch
+
+    monkeypatch.setenv("LAMPBOX_LAMP_URL", f"http://127.0.0.1:{closed_port()}/LaMP")
+    monkeypatch.setattr(fetch.time, "sleep", lambda seconds: None)  # the retries' back-off
+    result = CliRunner().invoke(cli, ["bench", "--task", "LaMP_4", "--db", str(tmp_path / "empty.duckdb")])
+    assert result.exit_code != 0
     last = result.stderr.strip().splitlines()[-1]
     assert "lampbox data import" in last and "lampbox data demo" in last
 

@@ -3,31 +3,28 @@
 from __future__ import annotations
 
 import json
-import os
 import re
+import shutil
 import subprocess
 
 import pytest
-from cli_helpers import lampbox
+from cli_helpers import DUMMY_BENCH, lampbox
 
 from lampbox.engine.stats import paired_randomization_test
 from lampbox.store import Store
 from lampbox.store import runs as run_store
 
-BENCH = ["--task", "LaMP_7", "--backend", "dummy", "--retrievers", "none,bm25,recency", "--k", "1", "--limit", "8"]
-
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory: pytest.TempPathFactory) -> dict:
+def runs(dummy_bench: dict, tmp_path_factory: pytest.TempPathFactory) -> dict:
     """A bench of 8 questions and a one-row bench of the first 4: run keys by label."""
     folder = tmp_path_factory.mktemp("compare")
-    env = {**os.environ, "LAMPBOX_HOME": str(folder / "home")}
     db = folder / "demo.duckdb"
-    lampbox("data", "demo", "--db", str(db), env=env)
-    rows = json.loads(lampbox("bench", *BENCH, "--db", str(db), "--json", env=env).stdout)["rows"]
-    short = BENCH[:-1] + ["4"]
+    shutil.copy(dummy_bench["db"], db)
+    env = {**dummy_bench["env"], "LAMPBOX_HOME": str(folder / "home")}
+    short = DUMMY_BENCH[:-1] + ["4"]
     short_rows = json.loads(lampbox("bench", *short, "--retrievers", "none", "--no-baselines", "--db", str(db), "--json", env=env).stdout)["rows"]
-    keys = {row["label"]: row["run_key"] for row in rows}
+    keys = {row["label"]: row["run_key"] for row in dummy_bench["rows"]}
     return {"db": db, "env": env, "keys": keys, "short": short_rows[0]["run_key"]}
 
 

@@ -97,7 +97,7 @@ class LampServer:
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.base_url = f"http://127.0.0.1:{self.httpd.server_address[1]}/base"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)  # a quick shutdown
 
     def gets(self, suffix: str) -> list[str | None]:
         """The Range headers of every GET whose path ends with `suffix`."""
@@ -296,7 +296,11 @@ def test_second_fetch_is_served_from_the_cache(server: LampServer, tmp_path: Pat
     assert len(server.requests) == 4
 
 
-def test_unreachable_server_says_so_and_points_to_offline_data(tmp_path: Path) -> None:
+def test_unreachable_server_says_so_and_points_to_offline_data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from lampbox import fetch
+
+    waits: list[float] = []
+    monkeypatch.setattr(fetch.time, "sleep", waits.append)
     with socket.socket() as probe:  # a port nobody listens on
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
@@ -305,6 +309,7 @@ def test_unreachable_server_says_so_and_points_to_offline_data(tmp_path: Path) -
         "data", "fetch", "LaMP_7", "--base-url", f"http://127.0.0.1:{port}/LaMP", "--db", str(db)
     )
     assert result.exit_code != 0
+    assert waits == [0.5, 1.0, 2.0]  # four tries, the back-off doubling between them
     message = result.stderr
     assert "cannot reach the LaMP server" in message
     assert "lampbox data import PATH" in message

@@ -7,8 +7,6 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.slow
-
 
 @pytest.fixture(scope="module")
 def home(module_home: Path) -> Path:
@@ -60,6 +58,7 @@ def test_passages_are_encoded_separately_then_fused(tiny_t5: Path) -> None:
     assert torch.allclose(second, alone[0], atol=1e-5)
 
 
+@pytest.mark.slow
 def test_fid_trains_and_runs_as_a_method(commits_store, tiny_t5: Path, home: Path) -> None:  # type: ignore[no-untyped-def]
     from lampbox.engine.generation.base import GenerationParams
     from lampbox.engine.training.trainer import TrainConfig
@@ -100,6 +99,7 @@ def test_fid_trains_and_runs_as_a_method(commits_store, tiny_t5: Path, home: Pat
         train_model(causal, commits_store, "not-fid")
 
 
+@pytest.mark.slow
 def test_fid_under_torchrun_matches_one_process(commits_store_path: Path, tiny_t5: Path, tmp_path: Path) -> None:
     """DDP with gloo on CPU: 2 processes x batch 2 train the FiD model 1 process x batch 4
     trains (same examples per step, same seed), within float noise: the encoder (run outside
@@ -132,6 +132,7 @@ def test_fid_under_torchrun_matches_one_process(commits_store_path: Path, tiny_t
     assert max(float((first[k] - second[k]).abs().max()) for k in first) < 1e-5
 
 
+@pytest.mark.slow
 def test_the_offline_base_decodes_what_it_was_taught(home: Path, git_commits: Path, tmp_path: Path) -> None:
     """minilm-bert2bert's tokenizer round-trips: every commit_area label (hyphens included) and
     a commit subject come back as written (lowercased: the model is uncased), from the base
@@ -155,8 +156,8 @@ def test_the_offline_base_decodes_what_it_was_taught(home: Path, git_commits: Pa
     assert bert.decode(fid_target_ids(bert, "git-gui", 64), skip_special_tokens=True) == "git - gui"  # why
 
 
-def check_label_scores(folder: Path, prediction, labels) -> None:  # type: ignore[no-untyped-def]
-    """The prediction's recorded label log-likelihoods equal one forward pass per label."""
+def forward_label_scores(folder: Path, passage_texts: list[str], labels: list[str], max_length: int = 512) -> list[float]:
+    """Each label's log-likelihood given the fused passages, one plain forward pass per label."""
     import torch
     from transformers import AutoTokenizer
 
@@ -170,17 +171,55 @@ def check_label_scores(folder: Path, prediction, labels) -> None:  # type: ignor
 
     model = load_seq2seq(str(folder)).eval()
     tokenizer = AutoTokenizer.from_pretrained(folder)
-    passages = passage_ids(tokenizer, (prediction.prompt or "").split("\n\n"), 512)
-    ids, mask = pad_passages([passages], tokenizer.pad_token_id)
-    recorded = prediction.kept["label_logliks"]
+    ids, mask = pad_passages([passage_ids(tokenizer, passage_texts, max_length)], tokenizer.pad_token_id)
+    scores = []
     for label in labels:
         target = torch.tensor([fid_target_ids(tokenizer, label, 64)])
         with torch.no_grad():
             encoded, fused = encode_fused(model, ids, mask)
             logits = model(encoder_outputs=encoded, attention_mask=fused, labels=target).logits
-        expected = float(torch.log_softmax(logits, -1)[0].gather(-1, target[0].unsqueeze(-1)).sum())
-        assert recorded[label] == pytest.approx(expected, abs=1e-3)
+        scores.append(float(torch.log_softmax(logits, -1)[0].gather(-1, target[0].unsqueeze(-1)).sum()))
+    return scores
+
+
+def check_label_scores(folder: Path, prediction, labels) -> None:  # type: ignore[no-untyped-def]
+    """The prediction's recorded label log-likelihoods equal one forward pass per label."""
+    recorded = prediction.kept["label_logliks"]
+    expected = forward_label_scores(folder, (prediction.prompt or "").split("\n\n"), list(labels))
+    assert [recorded[label] for label in labels] == pytest.approx(expected, abs=1e-3)
     assert prediction.output == max(labels, key=lambda label: recorded[label])
+
+
+def test_the_fid_backend_batches_cuts_at_stops_and_scores_labels_as_a_forward_pass(tiny_t5: Path) -> None:
+    from lampbox.engine.fingerprint import folder_sha256
+    from lampbox.engine.generation.base import GenerationParams, GenerationRequest
+    from lampbox.engine.generation.common import GenerationCancelled
+    from lampbox.engine.generation.fid import FiDGenerator, locate
+    from lampbox.errors import LampboxError
+
+    generator = FiDGenerator(str(tiny_t5), batch_size=2)
+    requests = [GenerationRequest("q", passages=("fix the parser in git", "docs: typo")), "a bare prompt",
+                GenerationRequest("q", passages=("gitk: colours",))]  # fmt: skip
+    params = GenerationParams(max_new_tokens=5)
+    seen: list[int] = []
+    outputs = generator.generate(requests, params, on_output=lambda index, _: seen.append(index))
+    assert seen == [0, 1, 2] and outputs == [generator.generate([r], params)[0] for r in requests]
+    word = next(text for text in outputs if text.strip()).split()[0]
+    cut = generator.generate(requests, GenerationParams(max_new_tokens=5, stop=(word,)))
+    assert cut == [text[: text.index(word)] if word in text else text for text in outputs]
+    with pytest.raises(GenerationCancelled, match="after 2 of 3"):
+        generator.generate(requests, params, should_cancel=iter([False, True]).__next__)
+    with pytest.raises(LampboxError, match="decodes greedily"):
+        generator.generate(requests, GenerationParams(temperature=0.5))
+    with pytest.raises(LampboxError, match="does not score continuations"):
+        generator.score(["q"], ["a"])
+    labels = ["doc", "gitk", "tests"]
+    scored = generator.score_labels(requests[:1], labels)[0]
+    assert scored == pytest.approx(forward_label_scores(tiny_t5, ["fix the parser in git", "docs: typo"], labels), abs=1e-3)
+    identity = generator.identity()
+    assert identity["folder_sha256"] == folder_sha256(tiny_t5) and identity["passage_length"] == generator.passage_length
+    with pytest.raises(LampboxError, match="is a GGUF model, not an encoder-decoder"):
+        locate("smollm2-135m-instruct")
 
 
 def tiny_objective(tiny_t5: Path, commits_store, count: int = 6):  # type: ignore[no-untyped-def]

@@ -133,13 +133,6 @@ def test_int8_quantization_is_recorded_and_still_generates(home: Path, generator
         quantized.close()
 
 
-def test_unknown_quantization_is_a_clear_error(home: Path) -> None:
-    from lampbox.errors import LampboxError
-
-    with pytest.raises(LampboxError, match="quantize must be one of int8"):
-        load_generator("hf", "smollm2-135m-instruct", quantize="int4")
-
-
 def test_loading_prints_no_transformers_progress_bars(tmp_path: Path) -> None:
     """A first hf bench converts the GGUF, saves and loads it: none of transformers' tqdm bars
     may print into the bench's output; lampbox's own progress lines stay."""
@@ -164,17 +157,3 @@ def test_loading_prints_no_transformers_progress_bars(tmp_path: Path) -> None:
     for bar in ("Converting and de-quantizing", "Loading weights", "Writing model shards", "it/s]"):
         assert bar not in result.stderr and bar not in result.stdout, result.stderr
     assert "[1/1] no personalization hf:" in result.stderr
-
-
-def test_a_loaded_hf_model_is_named_in_the_crash_note(tiny_lm: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A supervising parent names the hf backend (model, device, dtype) if torch's native code
-    kills the process (lampbox.crashnote), and forgets it once closed."""
-    from lampbox.crashnote import NOTE_ENV, read_notes
-
-    note = tmp_path / "note"
-    monkeypatch.setenv(NOTE_ENV, str(note))
-    generator = load_generator("hf", str(tiny_lm), chat=False)
-    lines = read_notes(note)
-    assert len(lines) == 1 and lines[0].startswith("the hf backend: ") and "cpu, float32" in lines[0], lines
-    generator.close()
-    assert read_notes(note) == []

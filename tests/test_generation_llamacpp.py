@@ -220,28 +220,6 @@ def test_streamed_batch_cancels_and_sampling_streams_one_after_another(generator
     assert len(outputs) == 3 and all(outputs)
 
 
-def test_completion_pieces_hold_back_partial_characters_and_stop_strings() -> None:
-    from lampbox.engine.generation.llamacpp_batch import Completion
-
-    texts = {1: b"caf", 2: b"\xc3", 3: b"\xa9 <", 4: b"|im", 5: b" x", 6: b" <|", 7: b"end|> more"}
-
-    def detokenize(tokens: list[int], _prompt: list[int]) -> bytes:
-        return b"".join(texts[token] for token in tokens)
-
-    completion = Completion(0, [9], max_tokens=20, stops=(b"<|end|>",))
-    pieces = []
-    for token in texts:
-        done = completion.push(token, False, detokenize)
-        pieces.append(completion.piece())
-        if done:
-            break
-    # 'é' arrives in two tokens: nothing half-decoded is shown; '<' waits until it turns out
-    # not to start the stop string, ' <|' shows only its space, the stop is never shown.
-    assert pieces == ["caf", "", "é ", "<|im", " x", " ", ""]
-    assert "".join(pieces) == completion.output() == "café <|im x "
-    assert "\ufffd" not in "".join(pieces)
-
-
 def test_streamed_batch_keeps_multibyte_characters_whole(
     generator: Generator, one_at_a_time: Generator
 ) -> None:

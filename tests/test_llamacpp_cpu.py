@@ -77,6 +77,30 @@ def test_the_canary_reports_the_signal_a_child_died_from() -> None:
     assert signal_name(-signal.SIGSEGV) == "SIGSEGV" and signal_name(0) is None
 
 
+def test_a_canary_verdict_is_cached_per_variant_file_and_a_hung_canary_is_named(
+    home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from lampbox.engine.generation import llamacpp_cpu
+
+    runs: list[str] = []
+    monkeypatch.setattr(llamacpp_cpu, "run_canary", lambda name: runs.append(name) or "its canary decode died from SIGILL")
+    library = tmp_path / "libggml-cpu-sapphirerapids.so"
+    library.write_bytes(b"variant")
+    variant = CpuVariant("sapphirerapids", library, 90)
+    verdict = llamacpp_cpu.cached_canary_verdict("0.4.0")
+    assert verdict(variant) == verdict(variant) == "its canary decode died from SIGILL"
+    assert runs == ["sapphirerapids"]  # run once, then read back
+    assert llamacpp_cpu.cached_canary_verdict("0.4.0")(variant) and runs == ["sapphirerapids"]  # a new process too
+    llamacpp_cpu.cached_canary_verdict("0.4.1")(variant)  # another release: its own canary
+    stat = library.stat()
+    os.utime(library, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # the variant file replaced
+    verdict(variant)
+    assert runs == ["sapphirerapids"] * 3
+    with pytest.raises(LampboxError, match="no CPU variant that runs on this CPU: sapphirerapids: its canary decode died"):
+        choose_variant([variant], "0.4.0", None, verdict)
+    assert run_canary("x64", code="import time; time.sleep(30)", timeout=0.5) == "its canary decode did not finish in 0 s"
+
+
 def child(code: str, **env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=600,

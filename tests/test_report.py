@@ -6,7 +6,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -24,19 +23,15 @@ from lampbox.engine.metrics import Scorer, aggregate, macro_f1_rows
 from lampbox.engine.stats import holm_adjust, paired_randomization_test
 from lampbox.engine.tasks import builtin_task
 
-BENCH = ["--task", "LaMP_7", "--backend", "dummy", "--retrievers", "none,bm25,recency", "--k", "1", "--limit", "8"]
-
 
 @pytest.fixture(scope="module")
-def bench(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """A stored 5-configuration bench: its store, key, environment and `bench --json` rows."""
+def bench(dummy_bench: dict, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """A stored 5-configuration bench: its store (this module's copy), key, environment and
+    `bench --json` rows."""
     folder = tmp_path_factory.mktemp("report")
-    env = {**os.environ, "LAMPBOX_HOME": str(folder / "home")}
     db = folder / "demo.duckdb"
-    lampbox("data", "demo", "--db", str(db), env=env)
-    result = lampbox("bench", *BENCH, "--db", str(db), "--json", env=env)
-    data = json.loads(result.stdout)
-    return {"db": db, "key": data["bench_key"], "env": env, "rows": data["rows"], "folder": folder}
+    shutil.copy(dummy_bench["db"], db)
+    return {**dummy_bench, "db": db, "folder": folder}
 
 
 @pytest.fixture(scope="module")

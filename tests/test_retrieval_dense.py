@@ -91,14 +91,6 @@ def test_onnx_runtime_gives_the_torch_rankings(commits_store, tmp_path, monkeypa
     assert got.shape == expected.shape and float(np.abs(got - expected).max()) < 1e-6
 
 
-def test_unknown_runtime_is_a_clear_error():
-    from lampbox.errors import LampboxError
-
-    clear_memory_cache()
-    with pytest.raises(LampboxError, match="runtime must be one of auto, onnx, torch"):
-        create_retriever("dense", runtime="tensorrt").encoder()
-
-
 def test_bfloat16_is_opt_in_and_keyed_apart_from_float32(commits_store):
     """dtype=bfloat16 runs on torch, its vectors are close to fp32 but stored under their own
     model key (and its rankings under their own retriever key); fp32 keys are unchanged."""

@@ -437,19 +437,20 @@ class DenseRetriever(BaseRetriever):
         for index, (question, corpus, query) in enumerate(
             zip(questions, corpora, queries, strict=False)
         ):
-            if not corpus:
-                rankings.append(self.ranking(question, [], []))
-                continue
-            documents = np.stack([vectors[text] for text in corpus])
-            query_vector = vectors[query]
-            if self.score == "cos":
-                documents = documents / np.maximum(
-                    np.linalg.norm(documents, axis=1, keepdims=True), 1e-12
-                )
-                query_vector = query_vector / max(float(np.linalg.norm(query_vector)), 1e-12)
-            scores = documents.astype(np.float64) @ query_vector.astype(np.float64)
-            order = np.argsort(-scores, kind="stable")
-            rankings.append(self.ranking(question, order, scores))
-            if context.on_progress:
+            rankings.append(self._ranked(question, corpus, query, vectors))
+            if context.on_progress:  # every question, an empty profile's too
                 context.on_progress(index + 1, len(questions))
         return rankings
+
+    def _ranked(self, question: Question, corpus: list[str], query: str, vectors: dict[str, np.ndarray]) -> Ranking:
+        """One question's ranking: its items by cosine or inner product with its query (ties
+        keep profile order); an empty profile ranks nothing."""
+        if not corpus:
+            return self.ranking(question, [], [])
+        documents = np.stack([vectors[text] for text in corpus])
+        query_vector = vectors[query]
+        if self.score == "cos":
+            documents = documents / np.maximum(np.linalg.norm(documents, axis=1, keepdims=True), 1e-12)
+            query_vector = query_vector / max(float(np.linalg.norm(query_vector)), 1e-12)
+        scores = documents.astype(np.float64) @ query_vector.astype(np.float64)
+        return self.ranking(question, np.argsort(-scores, kind="stable"), scores)
