@@ -16,7 +16,7 @@ from lampbox.engine.generation import (
     known_models,
     load_generator,
 )
-from lampbox.engine.generation.common import cut_at_stop, stop_filtered
+from lampbox.engine.generation.common import cut_at_stop, settled_length, stop_filtered
 from lampbox.engine.generation.openai_compat import WordTokenizer
 from lampbox.errors import InputFileError, LampboxError, UnknownNameError
 
@@ -74,6 +74,18 @@ def test_stop_strings_cut_outputs_and_streams() -> None:
     assert "".join(stop_filtered(iter(pieces), ("###",))) == "Hello "
     assert "".join(stop_filtered(iter(pieces), ())) == "Hello ### world"
     assert "".join(stop_filtered(iter(["a#", "b"]), ("###",))) == "a#b"
+
+
+def test_only_text_no_stop_string_can_cut_is_settled() -> None:
+    # before a stop string found, before a tail that may start one, else all of it
+    assert settled_length("abc STOP x", ["STOP"]) == 4
+    assert settled_length("abc ST", ["STOP", "\n"]) == 4
+    assert settled_length("abc STX", ["STOP"]) == 7
+    assert settled_length("abS", ["STOP", "bSX"]) == 1  # the longest possible start wins
+    assert settled_length(b"caf\xc3 <|en", [b"<|end|>"]) == 5  # UTF-8 bytes too
+    # each piece is shown as soon as no stop string can cut it, never a start that one does
+    pieces = ["ab S", "T", "x S", "TOP!"]
+    assert list(stop_filtered(iter(pieces), ("STOP",))) == ["ab ", "STx "]
 
 
 def test_word_tokenizer_round_trips_and_counts_words() -> None:

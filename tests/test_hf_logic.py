@@ -133,6 +133,76 @@ def test_row_streamer_holds_back_unsettled_text_and_stop_strings() -> None:
     assert all("\ufffd" not in piece for _, piece in shown)
 
 
+def test_row_streamer_holds_back_the_start_of_a_stop_string_split_over_tokens() -> None:
+    """'STOP' arrives as 'S', 'TO', 'P': row 0 shows none of it; row 1's 'S' + 'TO' turns out
+    not to be one ('x' follows) and shows once that is decided. Every piece joins to a prefix
+    of the row's output, and the final flush completes it."""
+    from lampbox.engine.generation.hf import _RowStreamer
+
+    table = {1: "ab", 2: "S", 3: "TO", 4: "P", 5: "x", 6: " c"}
+
+    class Tokens:
+        def decode(self, ids: list[int], skip_special_tokens: bool = True) -> str:
+            return "".join(table[i] for i in ids)
+
+    class Row:
+        def __init__(self, values: list[int]) -> None:
+            self.values = values
+
+        def reshape(self, _: int) -> Row:
+            return self
+
+        def tolist(self) -> list[int]:
+            return self.values
+
+    steps = ([1, 1], [2, 2], [3, 3], [4, 5], [6, 6])
+    outputs = ["ab", "abSTOx c"]  # row 0 cut at 'STOP' (as generate() cuts it)
+    shown: list[list[str]] = [[], []]
+
+    def on_piece(row: int, piece: str) -> None:
+        shown[row].append(piece)
+        assert outputs[row].startswith("".join(shown[row])), (row, shown[row])
+
+    streamer = _RowStreamer(Tokens(), 2, on_piece, stop=("STOP", ""))
+    streamer.put(Row([99, 99]))  # the prompts: not shown
+    for step in steps:
+        streamer.put(Row(step))
+    assert shown == [["ab"], ["ab", "STOx", " c"]]
+    for row, output in enumerate(outputs):
+        streamer.show(row, output)  # _stream_batch's final flush
+    assert ["".join(pieces) for pieces in shown] == outputs
+
+
+def test_streamed_pieces_never_show_a_stop_string_split_over_several_tokens(generator: Any) -> None:
+    """For stop strings that span three tokens of the unstopped output, the pieces of `stream`
+    and of `generate_streaming` join, after every piece, to a prefix of generate()'s output."""
+    tokenizer = generator.tokenizer.hf_tokenizer
+    long = GenerationParams(max_new_tokens=12)
+    checked = 0
+    for prompt, full in zip(PROMPTS, generator.generate(PROMPTS, long), strict=True):
+        tokens = [tokenizer.decode([token]) for token in tokenizer.encode(full, add_special_tokens=False)]
+        # the last character of token 3, all of token 4, the first of token 5
+        stop = tokens[3][-1] + tokens[4] + tokens[5][0]
+        params = GenerationParams(max_new_tokens=12, stop=(stop,))
+        expected = generator.generate([prompt], params)[0]
+        assert len(expected) < len(full)  # the stop string was met
+        streamed: list[str] = []
+        for piece in generator.stream(prompt, params):
+            streamed.append(piece)
+            assert expected.startswith("".join(streamed)), (stop, streamed)
+        assert "".join(streamed) == expected
+        pieces: list[str] = []
+
+        def on_piece(index: int, piece: str, pieces: list[str] = pieces, expected: str = expected) -> None:
+            pieces.append(piece)
+            assert expected.startswith("".join(pieces)), pieces
+
+        assert generator.generate_streaming([prompt], params, on_piece) == [expected]
+        assert "".join(pieces) == expected
+        checked += 1
+    assert checked == len(PROMPTS)
+
+
 def test_scores_of_labels_equal_scores_of_the_same_continuations(generator: Any) -> None:
     """score_labels (one prompt pass, the labels on its KV cache) and score (a full forward
     pass per prompt + continuation) are two code paths for the same numbers."""

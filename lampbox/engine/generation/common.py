@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from typing import AnyStr
 
 from lampbox.errors import LampboxError
 
@@ -32,13 +33,25 @@ def cut_at_stop(text: str, stop: Sequence[str]) -> str:
     return text[:cut]
 
 
+def settled_length(text: AnyStr, stops: Sequence[AnyStr]) -> int:
+    """How much of `text` (str or UTF-8 bytes) no stop string can cut any more: the text before
+    the first stop string found, less a tail that may still start one (a prefix of a stop
+    string), which waits for the next text to decide. Streaming shows only this much."""
+    settled = len(text)
+    for stop in stops:
+        found = text.find(stop)
+        if found != -1:
+            settled = min(settled, found)
+        for start in range(max(0, len(text) - len(stop) + 1), len(text)):
+            if stop.startswith(text[start:]):
+                settled = min(settled, start)
+                break
+    return settled
+
+
 def stop_filtered(pieces: Iterator[str], stop: Sequence[str]) -> Iterator[str]:
     """Stream pieces up to the first stop string, holding back text that may start one."""
     markers = [marker for marker in stop if marker]
-    if not markers:
-        yield from pieces
-        return
-    holdback = max(len(marker) for marker in markers) - 1
     pending = ""
     for piece in pieces:
         pending += piece
@@ -47,9 +60,9 @@ def stop_filtered(pieces: Iterator[str], stop: Sequence[str]) -> Iterator[str]:
             if cut:
                 yield cut
             return
-        safe = len(pending) - holdback
-        if safe > 0:
-            yield pending[:safe]
-            pending = pending[safe:]
+        settled = settled_length(pending, markers)
+        if settled:
+            yield pending[:settled]
+            pending = pending[settled:]
     if pending:
         yield pending

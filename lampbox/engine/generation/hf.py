@@ -25,6 +25,7 @@ from lampbox.engine.generation.base import (
 from lampbox.engine.generation.common import (
     GenerationCancelled,
     cut_at_stop,
+    settled_length,
     stop_filtered,
     user_message,
 )
@@ -176,15 +177,16 @@ def apply_adapter(model: Any, adapter: str) -> Any:
 
 class _RowStreamer:
     """A transformers streamer for a whole batch: each row's new text goes to on_piece(row, text)
-    as its tokens arrive (text that may still change, an unfinished UTF-8 character or a
-    different decoding of the same prefix, is held back until it settles)."""
+    as its tokens arrive. Text that may still change is held back until it settles: an
+    unfinished UTF-8 character, a different decoding of the same prefix, and a tail that may
+    start a stop string (shown once the next text rules the stop string out)."""
 
     def __init__(self, tokenizer: Any, rows: int, on_piece: Callable[[int, str], None], stop: Sequence[str]) -> None:
         self.tokenizer = tokenizer
         self.tokens: list[list[int]] = [[] for _ in range(rows)]
         self.shown = [""] * rows
         self.on_piece = on_piece
-        self.stop = stop
+        self.stop = [marker for marker in stop if marker]
         self.prompt_seen = False
 
     def put(self, value: Any) -> None:
@@ -193,17 +195,18 @@ class _RowStreamer:
             return
         for row, token in enumerate(value.reshape(-1).tolist()):
             self.tokens[row].append(int(token))
-            self.show(row, self.decoded(row))
+            self.show(row, self.settled(row))
 
-    def decoded(self, row: int) -> str:
-        text = self.tokenizer.decode(self.tokens[row], skip_special_tokens=True)
-        return cut_at_stop(text, self.stop)
+    def settled(self, row: int) -> str:
+        """The row's text so far that no stop string can still cut."""
+        text = self.tokenizer.decode(self.tokens[row], skip_special_tokens=True).rstrip("\ufffd")
+        return text[: settled_length(text, self.stop)]
 
     def show(self, row: int, text: str) -> None:
-        settled = text.rstrip("\ufffd")
-        if len(settled) > len(self.shown[row]) and settled.startswith(self.shown[row]):
-            self.on_piece(row, settled[len(self.shown[row]) :])
-            self.shown[row] = settled
+        """Show what `text` adds to the row's shown text (nothing if it does not extend it)."""
+        if len(text) > len(self.shown[row]) and text.startswith(self.shown[row]):
+            self.on_piece(row, text[len(self.shown[row]) :])
+            self.shown[row] = text
 
     def end(self) -> None:
         pass
@@ -496,7 +499,7 @@ class HFGenerator:
         outputs = []
         for row, tokens in enumerate(generated[:, input_ids.shape[1] :].tolist()):
             text = cut_at_stop(tokenizer.decode(tokens, skip_special_tokens=True), params.stop)
-            streamer.show(row, text)  # whatever was held back
+            streamer.show(row, text)  # whatever was held back, now decided
             outputs.append(text)
         return outputs
 

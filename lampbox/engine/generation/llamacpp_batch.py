@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from lampbox.engine.generation.common import GenerationCancelled
+from lampbox.engine.generation.common import GenerationCancelled, settled_length
 
 # The KV cells of a sequence are rounded up to this (llama.cpp pads attention to 256 cells):
 # attention then sums over the same padded lengths as in a single-sequence context.
@@ -84,19 +84,10 @@ class Completion:
         if self.text is not None:
             new, self._streamed = self.text[self._streamed :], len(self.text)
             return self._decoder.decode(new, final=True)
-        text = self._so_far
-        safe = len(text)
-        for stop in self.stops:
-            found = text.find(stop)
-            if found != -1:
-                safe = min(safe, found)
-            for start in range(max(0, len(text) - len(stop) + 1), len(text)):
-                if stop.startswith(text[start:]):
-                    safe = min(safe, start)
-                    break
+        safe = settled_length(self._so_far, self.stops)
         if safe <= self._streamed:
             return ""
-        new, self._streamed = text[self._streamed : safe], safe
+        new, self._streamed = self._so_far[self._streamed : safe], safe
         return self._decoder.decode(new)
 
     @property
