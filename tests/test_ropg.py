@@ -355,7 +355,7 @@ def tiny_st_encoder(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_torchrun_on_two_processes_trains_the_retriever_one_process_trains(
     commits_store_path: Path, tiny_st_encoder: Path, tmp_path: Path
 ) -> None:
-    """2 CPU processes (gloo): rank 0 computes the feedback and stores it, both train ROPG-KD
+    """2 CPU processes (gloo): both compute the feedback, rank 0 stores it, both train ROPG-KD
     with batch 2 what one process trains with batch 4 (the stored feedback reused), within
     float noise; rank 0 alone registers and reports."""
     import os
@@ -381,7 +381,7 @@ def test_torchrun_on_two_processes_trains_the_retriever_one_process_trains(
     two = subprocess.run([*launcher, *common, "--batch-size", "2", "--name", "two"], env=env, capture_output=True, text=True, timeout=900)
     assert two.returncode == 0, two.stderr[-3000:]
     assert two.stdout.count("trained two (ropg-kd, 2 steps") == 1, two.stdout  # rank 0 alone reports (and registers)
-    assert two.stderr.count("feedback train: 0/") == 1  # rank 0 alone computed the feedback
+    assert two.stderr.count("feedback train: 0/") == 1  # rank 0 alone reports the feedback
     one = subprocess.run([sys.executable, *common, "--batch-size", "4", "--name", "one"], env=env, capture_output=True, text=True, timeout=900)
     assert one.returncode == 0, one.stderr[-3000:]
     assert "feedback train: 0/" not in one.stderr  # stored by the torchrun job, reused

@@ -6,13 +6,15 @@ under the feedback key (model identity, decoding, prompt settings, metric); what
 never computed again, and it is saved a chunk of questions at a time (a killed job resumes,
 and its generations are in the generation cache too). `train_ropg` trains the encoder on the
 train feedback (dev feedback for its evaluation), writes models/NAME atomically (kind
-"retriever") and registers it; `ropg:NAME` then ranks with it. Under torchrun rank 0 alone
-computes the feedback (the store is its), and every rank trains the encoder (DDP).
+"retriever") and registers it; `ropg:NAME` then ranks with it. Under torchrun every rank
+computes its share of the feedback, rank 0 (the store is its) stores it all, and every rank
+trains the encoder (DDP).
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import shutil
 import time
 from collections.abc import Callable, Sequence
@@ -143,6 +145,83 @@ class FeedbackResult:
     seconds: float
 
 
+@dataclass
+class _FeedbackPlan:
+    """Rank 0's side of collecting a split's feedback: what is stored, what is left, and the
+    rounds it deals out (chunk_questions questions per rank a round)."""
+
+    task: TaskSpec
+    scheme: str
+    params: GenerationParams
+    key: str
+    label: str
+    questions: list[Question]
+    candidates: list[list[ProfileItem]]
+    stored: dict[str, ItemFeedback]
+    todo: list[int]  # indices of the questions with candidates not stored yet
+    chunk_questions: int
+    total: int = 0  # (question, item) pairs
+    done: int = 0
+    position: int = 0  # in todo
+    dealt: list[int] = field(default_factory=list)  # the questions of the round being computed
+
+    def next_round(self) -> list[tuple[list[Question], list[list[ProfileItem]]] | None]:
+        """Each rank's questions and candidates for the next round (dealt by pair count), or
+        None for every rank when all is done. Only what a prompt uses travels: no profiles."""
+        world = ranks.world_size()
+        self.dealt = self.todo[self.position : self.position + self.chunk_questions * world]
+        self.position += len(self.dealt)
+        if not self.dealt:
+            return [None] * world
+        shares = ranks.deal([len(self.candidates[i]) for i in self.dealt], world)
+        picked = [[self.dealt[j] for j in share] for share in shares]
+        return [
+            ([dataclasses.replace(self.questions[i], profile=()) for i in share], [self.candidates[i] for i in share])
+            for share in picked
+        ]  # fmt: skip
+
+    def keep(self, store: Store, made: Sequence[ItemFeedback]) -> None:
+        """Save a round's feedback, each question's with what was stored for its other candidates."""
+        merged = []
+        for entry in made:
+            new_keys = {u.item_key for u in entry.items}
+            old = self.stored.get(entry.question_id)
+            kept = tuple(u for u in (old.items if old else ()) if u.item_key not in new_keys)
+            merged.append(ItemFeedback(entry.question_id, self.key, self.label, entry.items + kept))
+        save_item_feedback(store, self.task.name, self.scheme, merged)
+        store.idle()
+        self.stored.update({entry.question_id: entry for entry in merged})
+        self.done += sum(len(self.candidates[i]) for i in self.dealt)
+
+
+def _plan_feedback(
+    spec: RopgSpec, store: Store, split: str, limit: int | None, generators: GeneratorPool, chunk_questions: int
+) -> _FeedbackPlan:  # fmt: skip
+    task = store.task(spec.task)
+    questions = [
+        q for q in store.questions(task.name, spec.scheme, split, limit=limit) if q.gold is not None
+    ]
+    if not questions:
+        raise LampboxError(
+            f"no {task.name} {spec.scheme} {split} question has a gold output: ROPG feedback needs golds"
+        )
+    candidates = candidate_items(store, task, questions, spec.retriever, spec.ctx_size)
+    generator = generators.get(spec.backend, spec.model)
+    params = GenerationParams(max_new_tokens=default_max_new_tokens(task))
+    key = feedback_key(generator.identity(), params, spec.max_length, task, spec.feedback)
+    stored = stored_item_feedback(store, task.name, spec.scheme, key, [q.id for q in questions])
+    todo = [
+        index for index, (question, items) in enumerate(zip(questions, candidates, strict=True))
+        if items and not {item.key for item in items} <= {u.item_key for u in stored.get(question.id, ItemFeedback("", "", "", ())).items}
+    ]  # fmt: skip
+    label = f"{spec.backend}:{spec.model} k=1" + (" likelihood" if spec.feedback == "likelihood" else "")
+    total = sum(len(items) for items in candidates)
+    done = total - sum(len(candidates[index]) for index in todo)
+    return _FeedbackPlan(
+        task, spec.scheme, params, key, label, questions, candidates, stored, todo, chunk_questions, total, done
+    )  # fmt: skip
+
+
 def collect_feedback(
     spec: RopgSpec,
     store: Store,
@@ -154,58 +233,63 @@ def collect_feedback(
     batch_size: int = 8,
     chunk_questions: int = CHUNK_QUESTIONS,
 ) -> FeedbackResult:
-    """The utilities of the split's questions' candidates, computed where not stored yet."""
+    """The utilities of the split's questions' candidates, computed where not stored yet.
+
+    Under torchrun rank 0 (the one with the store) calls it while every other rank calls
+    `feedback_share`: the questions whose feedback is not stored are dealt out to the ranks
+    a round at a time (chunk_questions per rank), balanced by their (question, item) pairs;
+    each rank computes its share with its own generator (the generation cache looked up and
+    kept through rank 0's store), and rank 0 saves each round's feedback as one process saves
+    its chunk. In one process the rounds are the chunks."""
     started = time.perf_counter()
-    task = store.task(spec.task)
-    questions = [
-        q for q in store.questions(task.name, spec.scheme, split, limit=limit) if q.gold is not None
-    ]
-    if not questions:
+    generators = generators or GeneratorPool()
+    plan = _plan_feedback(spec, store, split, limit, generators, chunk_questions)
+    _feedback_rounds(spec, generators, batch_size, plan, store, split, on_progress)
+    return FeedbackResult(
+        plan.questions, plan.candidates, plan.stored, plan.key, len(plan.todo), time.perf_counter() - started
+    )  # fmt: skip
+
+
+def feedback_share(spec: RopgSpec, *, generators: GeneratorPool | None = None, batch_size: int = 8) -> None:
+    """A torchrun rank's part of the feedback rank 0 collects (`collect_feedback`, called on
+    rank 0 at the same time): the questions rank 0 deals it, computed with this rank's own
+    generator and handed back. It never opens the store."""
+    _feedback_rounds(spec, generators or GeneratorPool(), batch_size)
+
+
+def _feedback_rounds(
+    spec: RopgSpec, generators: GeneratorPool, batch_size: int, plan: _FeedbackPlan | None = None,
+    store: Store | None = None, split: str = "", on_progress: FeedbackProgress | None = None,
+) -> None:  # fmt: skip
+    """Every rank's rounds: its share computed, the results gathered, saved by rank 0 (the
+    one with the plan and the store)."""
+    task, params, key, label = ranks.share((plan.task, plan.params, plan.key, plan.label) if plan else None)
+    generator = generators.get(spec.backend, spec.model)
+    if plan is None and feedback_key(generator.identity(), params, spec.max_length, task, spec.feedback) != key:
         raise LampboxError(
-            f"no {task.name} {spec.scheme} {split} question has a gold output: ROPG feedback needs golds"
+            f"rank {ranks.rank()}: {spec.backend}:{spec.model} is not the model rank 0 loaded (another identity);"
+            " every rank of a torchrun job needs the same model files"
         )
-    candidates = candidate_items(store, task, questions, spec.retriever, spec.ctx_size)
-    generator = (generators or GeneratorPool()).get(spec.backend, spec.model)
-    params = GenerationParams(max_new_tokens=default_max_new_tokens(task))
-    key = feedback_key(generator.identity(), params, spec.max_length, task, spec.feedback)
-    stored = stored_item_feedback(store, task.name, spec.scheme, key, [q.id for q in questions])
-    todo = [
-        index for index, (question, items) in enumerate(zip(questions, candidates, strict=True))
-        if items and not {item.key for item in items} <= {u.item_key for u in stored.get(question.id, ItemFeedback("", "", "", ())).items}
-    ]  # fmt: skip
-    total = sum(len(items) for items in candidates)
-    done = total - sum(len(candidates[index]) for index in todo)
-    if on_progress:
-        on_progress(split, done, total)
-    label = f"{spec.backend}:{spec.model} k=1" + (" likelihood" if spec.feedback == "likelihood" else "")
-    cache = StoreGenerationCache(store)
-    for start in range(0, len(todo), chunk_questions):
-        chunk = todo[start : start + chunk_questions]
-        before = done
+    if plan is not None and on_progress:
+        on_progress(split, plan.done, plan.total)
+    cache = ranks.SharedGenerationCache(StoreGenerationCache(store) if store is not None else None)
+    while (mine := ranks.scatter(plan.next_round() if plan else None)) is not None:
+        before = plan.done if plan else 0
 
         def report(pairs: int, _total: int, before: int = before) -> None:
-            if on_progress:
-                on_progress(split, before + pairs, total)
+            if plan is not None and on_progress:  # rank 0's own pairs of the round
+                on_progress(split, before + pairs, plan.total)
 
         made = compute_feedback(
-            task, [questions[i] for i in chunk], [candidates[i] for i in chunk], generator, params, spec.max_length,
-            label=label, kind=spec.feedback, cache=cache, batch_size=batch_size, on_progress=report,
+            task, mine[0], mine[1], generator, params, spec.max_length, label=label, kind=spec.feedback,
+            cache=cache, batch_size=batch_size, on_progress=report,
         )  # fmt: skip
-        merged = []
-        for entry in made:  # kept with what was stored for the question (other candidates)
-            new_keys = {u.item_key for u in entry.items}
-            old = stored.get(entry.question_id)
-            kept = tuple(u for u in (old.items if old else ()) if u.item_key not in new_keys)
-            merged.append(ItemFeedback(entry.question_id, key, label, entry.items + kept))
-        save_item_feedback(store, task.name, spec.scheme, merged)
-        store.idle()
-        stored.update({entry.question_id: entry for entry in merged})
-        done += sum(len(candidates[i]) for i in chunk)
-        if on_progress:
-            on_progress(split, done, total)
-    return FeedbackResult(
-        questions, candidates, stored, key, len(todo), time.perf_counter() - started
-    )
+        cache.flush()
+        everyone = ranks.gather(made)
+        if plan is not None and store is not None and everyone is not None:
+            plan.keep(store, [entry for made_by in everyone for entry in made_by])
+            if on_progress:
+                on_progress(split, plan.done, plan.total)
 
 
 def ranking_examples(
@@ -239,10 +323,10 @@ def train_ropg(
     threads: int | None = None,
 ) -> tuple[Artifact | None, TrainResult]:
     """Feedback (stored reused), training, the model folder and its registration, under the
-    name's lock. Under torchrun rank 0 (the one given the store) computes the feedback alone
-    while the other ranks wait, hands them the ranking examples, and every rank trains the
-    encoder (DDP, each its share of every batch); rank 0 saves and registers it, the other
-    ranks (store None) return None. `threads`: torch's CPU threads while it trains (the
+    name's lock. Under torchrun every rank computes its share of the feedback (collect_feedback)
+    and rank 0 (the one given the store) stores it, hands the ranking examples to the others,
+    and every rank trains the encoder (DDP, each its share of every batch); rank 0 saves and
+    registers it, the other ranks (store None) return None. `threads`: torch's CPU threads while it trains (the
     feedback's generator takes its own from `generators`' options)."""
     from lampbox.engine.retrieval.dense import resolve_encoder_model
     from lampbox.engine.training.trainer import train
@@ -253,23 +337,18 @@ def train_ropg(
     score = "dot" if source.is_contriever else "cos"
     main = store is not None
     with hold_name(name, f"train {name}") if main else contextlib.nullcontext():
-        prepared = None
-        if store is not None:
-            target = check_name(name, overwrite, store)
-            train_feedback, examples, dev_examples = _ranking_data(spec, store, generators or GeneratorPool(), on_feedback, on_note)
-            prepared = (examples, dev_examples)
-        examples, dev_examples = ranks.share(prepared)
+        target = check_name(name, overwrite, store) if store is not None else None
+        data = _ranking_data(spec, store, generators or GeneratorPool(), on_feedback, on_note)
+        examples, dev_examples = ranks.share(data[1:] if data is not None else None)
         objective = RetrieverObjective(
             source.location, spec.method, examples, dev_examples, temperature=spec.temperature, score=score,
             max_length=spec.encoder_max_length,
         )  # fmt: skip
         work = work_path(name, "training")
         model, result = train(objective, spec.config, work, on_progress=on_progress, threads=threads)
-        if store is None:
+        if store is None or data is None:
             return None, result
-        artifact = _save(
-            spec, name, target, model, objective, result, score, train_feedback.key, source.identity
-        )
+        artifact = _save(spec, name, target, model, objective, result, score, data[0].key, source.identity)
         save_artifact(store, artifact)
         store.idle()
         for suffix in WORK_SUFFIXES:
@@ -278,15 +357,23 @@ def train_ropg(
 
 
 def _ranking_data(
-    spec: RopgSpec, store: Store, generators: GeneratorPool, on_feedback: FeedbackProgress | None,
+    spec: RopgSpec, store: Store | None, generators: GeneratorPool, on_feedback: FeedbackProgress | None,
     on_note: Callable[[str], None] | None,
-) -> tuple[FeedbackResult, list[RankingExample], list[RankingExample]]:  # fmt: skip
+) -> tuple[FeedbackResult, list[RankingExample], list[RankingExample]] | None:  # fmt: skip
     """The train feedback and the ranking examples of train and dev (computing what is not
-    stored); the generator is closed afterwards, its memory the encoder's."""
+    stored); the generator is closed afterwards, its memory the encoder's. Under torchrun
+    every rank computes its share of the feedback, and the ranks without the store get None."""
+    if store is None:  # another rank of a torchrun job: its shares of the train and dev feedback
+        feedback_share(spec, generators=generators)
+        if ranks.share():
+            feedback_share(spec, generators=generators)
+        generators.close()
+        return None
     task = store.task(spec.task)
     train_feedback = collect_feedback(spec, store, spec.split, spec.limit, generators=generators, on_progress=on_feedback)
     dev_examples: list[RankingExample] = []
-    if spec.dev_limit != 0 and store.count_questions(task.name, spec.scheme, spec.dev_split):
+    has_dev = ranks.share(spec.dev_limit != 0 and bool(store.count_questions(task.name, spec.scheme, spec.dev_split)))
+    if has_dev:
         dev_feedback = collect_feedback(
             spec, store, spec.dev_split, spec.dev_limit, generators=generators, on_progress=on_feedback
         )  # fmt: skip
