@@ -36,6 +36,7 @@ ROPG_FEEDBACK="${ROPG_FEEDBACK:-likelihood}"   # the paper: generate (one genera
 ROPG_EPOCHS="${ROPG_EPOCHS:-2}"           # the paper: 10
 BENCH_LIMIT="${BENCH_LIMIT:-24}"         # dev questions of the ROPG table and RSPG's dev bench
 OPPU_USERS="${OPPU_USERS:-6}"            # first N dev users (3 questions each)
+OPPU_MIN_PROFILE="${OPPU_MIN_PROFILE:-0}"  # the users: 10 (>= 10 profile items); 0: every user
 RSPG_TRAIN_LIMIT="${RSPG_TRAIN_LIMIT:-16}"
 RSPG_TEST_LIMIT="${RSPG_TEST_LIMIT:-24}"
 # the RSPG pool: the fine-tuned model with the untrained retrievers (adding the ropg: ones costs
@@ -124,17 +125,20 @@ fi
 # 3. OPPU on the fine-tuned model as the task adapter: oppu PREFIX TASK TASK_ADAPTER USERS (0: all)
 oppu() {
     local prefix=$1 task=$2 adapter=$3 users=$4
-    local limit=() decode=()
+    local limit=() decode=""
     ((users > 0)) && limit=(--users "$users")
-    [[ $task == commit_area ]] && decode=(--decode labels)
+    local bench_limit=("${limit[@]}")
+    ((OPPU_MIN_PROFILE > 0)) && bench_limit+=(--min-profile "$OPPU_MIN_PROFILE")
+    # label decoding for the classification stand-in: per configuration (bench refuses the grid flag with --config)
+    [[ $task == commit_area ]] && decode=" decode=labels"
     step "${prefix}_oppu_train" train oppu --task "$task" --task-adapter "$adapter" "${limit[@]}" --name "$prefix-oppu"
-    REPORT_REF=task-adapter bench "${prefix}_oppu_dev" --task "$task" --split dev "${limit[@]}" "${decode[@]}" \
-        --config "label=base method=ipa model=smollm2-135m-instruct backend=hf" \
-        --config "label=base+RAG method=ipa model=smollm2-135m-instruct backend=hf retriever=bm25 k=4" \
-        --config "label=task-adapter method=ipa model=$adapter backend=hf" \
-        --config "label=task-adapter+RAG method=ipa model=$adapter backend=hf retriever=bm25 k=4" \
-        --config "label=OPPU method=oppu model=$prefix-oppu backend=hf" \
-        --config "label=OPPU+RAG method=oppu model=$prefix-oppu backend=hf retriever=bm25 k=4" \
+    REPORT_REF=task-adapter bench "${prefix}_oppu_dev" --task "$task" --split dev "${bench_limit[@]}" \
+        --config "label=base method=ipa model=smollm2-135m-instruct backend=hf$decode" \
+        --config "label=base+RAG method=ipa model=smollm2-135m-instruct backend=hf retriever=bm25 k=4$decode" \
+        --config "label=task-adapter method=ipa model=$adapter backend=hf$decode" \
+        --config "label=task-adapter+RAG method=ipa model=$adapter backend=hf retriever=bm25 k=4$decode" \
+        --config "label=OPPU method=oppu model=$prefix-oppu backend=hf$decode" \
+        --config "label=OPPU+RAG method=oppu model=$prefix-oppu backend=hf retriever=bm25 k=4$decode" \
         --reference task-adapter
 }
 has_stage subject_oppu && oppu subject commit_subject "$SUBJ_MODEL" "$OPPU_USERS"
