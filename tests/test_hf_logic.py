@@ -100,6 +100,19 @@ def test_streams_join_to_the_generated_outputs(generator: Any) -> None:
     assert outputs == expected
     assert ["".join(pieces[index]) for index in range(3)] == expected
 
+class _Row:
+    """A generated step as the streamer receives it (a tensor's reshape/tolist)."""
+
+    def __init__(self, values: list[int]) -> None:
+        self.values = values
+
+    def reshape(self, _: int) -> _Row:
+        return self
+
+    def tolist(self) -> list[int]:
+        return self.values
+
+
 
 def test_row_streamer_holds_back_unsettled_text_and_stop_strings() -> None:
     from lampbox.engine.generation.hf import _RowStreamer
@@ -113,21 +126,11 @@ def test_row_streamer_holds_back_unsettled_text_and_stop_strings() -> None:
             text = "".join(self.table[i] for i in ids)
             return text.replace("\ufffdé", "é")  # the next token completes the character
 
-    class Row:
-        def __init__(self, values: list[int]) -> None:
-            self.values = values
-
-        def reshape(self, _: int) -> Row:
-            return self
-
-        def tolist(self) -> list[int]:
-            return self.values
-
     shown: list[tuple[int, str]] = []
     streamer = _RowStreamer(Tokens(), 2, lambda row, piece: shown.append((row, piece)), stop=("STOP",))
-    streamer.put(Row([99, 99]))  # the prompts: not shown
+    streamer.put(_Row([99, 99]))  # the prompts: not shown
     for step in ([1, 1], [2, 6], [3, 6], [4, 6], [5, 6]):
-        streamer.put(Row(step))
+        streamer.put(_Row(step))
     assert [p for r, p in shown if r == 0] == ["ab", "é", " "]  # '\ufffd' waits for 'é'; 'STOP' never shows
     assert "".join(p for r, p in shown if r == 1) == "abxxxx"
     assert all("\ufffd" not in piece for _, piece in shown)
@@ -145,16 +148,6 @@ def test_row_streamer_holds_back_the_start_of_a_stop_string_split_over_tokens() 
         def decode(self, ids: list[int], skip_special_tokens: bool = True) -> str:
             return "".join(table[i] for i in ids)
 
-    class Row:
-        def __init__(self, values: list[int]) -> None:
-            self.values = values
-
-        def reshape(self, _: int) -> Row:
-            return self
-
-        def tolist(self) -> list[int]:
-            return self.values
-
     steps = ([1, 1], [2, 2], [3, 3], [4, 5], [6, 6])
     outputs = ["ab", "abSTOx c"]  # row 0 cut at 'STOP' (as generate() cuts it)
     shown: list[list[str]] = [[], []]
@@ -164,9 +157,9 @@ def test_row_streamer_holds_back_the_start_of_a_stop_string_split_over_tokens() 
         assert outputs[row].startswith("".join(shown[row])), (row, shown[row])
 
     streamer = _RowStreamer(Tokens(), 2, on_piece, stop=("STOP", ""))
-    streamer.put(Row([99, 99]))  # the prompts: not shown
+    streamer.put(_Row([99, 99]))  # the prompts: not shown
     for step in steps:
-        streamer.put(Row(step))
+        streamer.put(_Row(step))
     assert shown == [["ab"], ["ab", "STOx", " c"]]
     for row, output in enumerate(outputs):
         streamer.show(row, output)  # _stream_batch's final flush

@@ -129,13 +129,18 @@ shout = lampbox_shout_plugin:ShoutObjective
 @pytest.fixture
 def plugin_path(tmp_path: Path) -> Path:
     """A folder holding the plugin package and its dist-info, as pip would install it."""
-    folder = tmp_path / "site"
-    (folder / "lampbox_shout_plugin").mkdir(parents=True)
-    (folder / "lampbox_shout_plugin" / "__init__.py").write_text(PLUGIN)
-    info = folder / "lampbox_shout-0.1.dist-info"
+    return install_plugin(tmp_path / "site", "shout", PLUGIN, ENTRY_POINTS)
+
+
+def install_plugin(folder: Path, name: str, source: str, entry_points: str) -> Path:
+    """Package lampbox_NAME_plugin (source as its __init__) with a dist-info naming its entry
+    points, in folder, as pip would install it; returns folder (for PYTHONPATH)."""
+    (folder / f"lampbox_{name}_plugin").mkdir(parents=True)
+    (folder / f"lampbox_{name}_plugin" / "__init__.py").write_text(source)
+    info = folder / f"lampbox_{name}-0.1.dist-info"
     info.mkdir()
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: lampbox-shout\nVersion: 0.1\n")
-    (info / "entry_points.txt").write_text(ENTRY_POINTS)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: lampbox-{name}\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text(entry_points)
     return folder
 
 

@@ -14,7 +14,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from test_plugins import with_plugin
+from test_plugins import install_plugin, with_plugin
 from test_ropg import tiny_st_encoder  # noqa: F401  (the fixture, shared)
 
 from lampbox.lab.ranks import deal
@@ -94,14 +94,8 @@ print(json.dumps({"computed": result.computed_questions, "pairs": sum(len(c) for
 
 @pytest.fixture
 def counting_plugin(tmp_path: Path) -> Path:
-    folder = tmp_path / "site"
-    (folder / "lampbox_counting_plugin").mkdir(parents=True)
-    (folder / "lampbox_counting_plugin" / "__init__.py").write_text(PLUGIN)
-    info = folder / "lampbox_counting-0.1.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: lampbox-counting\nVersion: 0.1\n")
-    (info / "entry_points.txt").write_text("[lampbox.backends]\ncounting = lampbox_counting_plugin:CountingGenerator\n")
-    return folder
+    entry_points = "[lampbox.backends]\ncounting = lampbox_counting_plugin:CountingGenerator\n"
+    return install_plugin(tmp_path / "site", "counting", PLUGIN, entry_points)
 
 
 def logged(folder: Path) -> dict[str, list[tuple[str, int]]]:
