@@ -103,13 +103,16 @@ if has_stage subject_ipa && ! have_model "$SUBJ_MODEL"; then
 fi
 
 # 2. ROPG: feedback from the fine-tuned model (computed once, shared by KD and RL), two retrievers
-if has_stage subject_ropg; then
+# ropg PREFIX TASK MODEL: the KD and RL retrievers PREFIX-ropg-kd/-rl from MODEL's feedback
+ropg() {
+    local prefix=$1 task=$2 model=$3 method
     for method in kd rl; do
-        have_model "subject-ropg-$method" || step "subject_ropg_$method" train ropg --task commit_subject \
-            --method "$method" --backend hf --model "$SUBJ_MODEL" --limit "$ROPG_LIMIT" --ctx-size "$ROPG_CTX" \
-            --feedback "$ROPG_FEEDBACK" --dev-limit "$ROPG_DEV" --epochs "$ROPG_EPOCHS" --name "subject-ropg-$method"
+        have_model "$prefix-ropg-$method" || step "${prefix}_ropg_$method" train ropg --task "$task" \
+            --method "$method" --backend hf --model "$model" --limit "$ROPG_LIMIT" --ctx-size "$ROPG_CTX" \
+            --feedback "$ROPG_FEEDBACK" --dev-limit "$ROPG_DEV" --epochs "$ROPG_EPOCHS" --name "$prefix-ropg-$method"
     done
-fi
+}
+has_stage subject_ropg && ropg subject commit_subject "$SUBJ_MODEL"
 SUBJ_POOL="none,bm25,recency,dense,ropg:subject-ropg-kd,ropg:subject-ropg-rl"
 # the pool's untrained rows alone (the full bench below reuses their stored runs), so that they
 # can run in another process while the retrievers train: STAGES=subject_ropg_rows
@@ -170,13 +173,7 @@ if has_stage area_ipa && ! have_model "$AREA_MODEL"; then
     step area_ipa train ipa --task commit_area --retriever bm25 --k 4 --limit "$AREA_TRAIN_LIMIT" \
         --epochs "$AREA_EPOCHS" --dev-limit 30 --precision "$PRECISION" --name "$AREA_MODEL"
 fi
-if has_stage area_ropg; then
-    for method in kd rl; do
-        have_model "area-ropg-$method" || step "area_ropg_$method" train ropg --task commit_area \
-            --method "$method" --backend hf --model "$AREA_MODEL" --limit "$ROPG_LIMIT" --ctx-size "$ROPG_CTX" \
-            --feedback "$ROPG_FEEDBACK" --dev-limit "$ROPG_DEV" --epochs "$ROPG_EPOCHS" --name "area-ropg-$method"
-    done
-fi
+has_stage area_ropg && ropg area commit_area "$AREA_MODEL"
 if has_stage area_ropg_bench; then
     bench area_ropg_dev --task commit_area --split dev --backend hf --model "$AREA_MODEL" --k 4 \
         --retrievers "$AREA_POOL" --decode labels

@@ -35,6 +35,19 @@ def adapters(module_home: Path) -> dict[str, Any]:
     return {"a": str(a / "adapter"), "b": str(b / "adapter"), "fingerprint": fingerprint}
 
 
+
+def _greedy_chats(llama: Any, prompts: list[str]) -> list[str]:
+    """Each prompt's greedy chat answer through llama-cpp-python itself, one at a time."""
+    outputs = []
+    for prompt in prompts:
+        answer = llama.create_chat_completion(
+            messages=[{"role": "user", "content": prompt}], max_tokens=PARAMS.max_new_tokens,
+            temperature=0.0, top_p=1.0, top_k=0, min_p=0.0, repeat_penalty=1.0, seed=0,
+        )  # fmt: skip
+        outputs.append(str(answer["choices"][0]["message"]["content"] or ""))
+        llama.reset()
+    return outputs
+
 def _alone(adapter_gguf: Path | None, prompts: list[str]) -> list[str]:
     """llama-cpp-python's own chat completion with the adapter fixed at load (its high-level API)."""
     from lampbox.engine.generation.llamacpp import _open_llama
@@ -42,15 +55,7 @@ def _alone(adapter_gguf: Path | None, prompts: list[str]) -> list[str]:
 
     llama = _open_llama(resolve_model(MODEL).path, n_ctx=2048, n_threads=1, seed=0, lora_path=str(adapter_gguf) if adapter_gguf else None)
     try:
-        outputs = []
-        for prompt in prompts:
-            answer = llama.create_chat_completion(
-                messages=[{"role": "user", "content": prompt}], max_tokens=PARAMS.max_new_tokens,
-                temperature=0.0, top_p=1.0, top_k=0, min_p=0.0, repeat_penalty=1.0, seed=0,
-            )  # fmt: skip
-            outputs.append(str(answer["choices"][0]["message"]["content"] or ""))
-            llama.reset()
-        return outputs
+        return _greedy_chats(llama, prompts)
     finally:
         llama.close()
 
@@ -135,15 +140,7 @@ def _both(first: Path, second: Path, prompts: list[str]) -> list[str]:
         loras = [llama_cpp.llama_adapter_lora_init(llama._model.model, str(path).encode()) for path in (first, second)]
         array = (llama_cpp.llama_adapter_lora_p_ctypes * 2)(*loras)
         assert llama_cpp.llama_set_adapters_lora(llama.ctx, array, 2, (ctypes.c_float * 2)(1.0, 1.0)) == 0
-        outputs = []
-        for prompt in prompts:
-            answer = llama.create_chat_completion(
-                messages=[{"role": "user", "content": prompt}], max_tokens=PARAMS.max_new_tokens,
-                temperature=0.0, top_p=1.0, top_k=0, min_p=0.0, repeat_penalty=1.0, seed=0,
-            )  # fmt: skip
-            outputs.append(str(answer["choices"][0]["message"]["content"] or ""))
-            llama.reset()
-        return outputs
+        return _greedy_chats(llama, prompts)
     finally:
         llama.close()
 
