@@ -181,4 +181,7 @@ fi
 # commit_area at the size of its dev split (all 62 users, all 186 questions): OPPU and RSPG
 has_stage area_oppu && oppu area commit_area "$AREA_MODEL" "${AREA_OPPU_USERS:-0}"
 has_stage area_rspg && rspg area commit_area "$AREA_MODEL" "$AREA_RSPG_POOL" "${AREA_RSPG_TRAIN_LIMIT:-0}" 0 0
+# the paper's setting: the pool of the base model's configurations (the generator never saw the
+# training questions, so the selector's train-split feedback is not over-fitted)
+has_stage area_rspg_base && rspg areabase commit_area smollm2-135m-instruct "$AREA_RSPG_POOL" 0 0 0
 echo "done $(date)"
