@@ -158,11 +158,18 @@ rspg() {
         [[ $task == commit_area ]] && args+=(--decode labels)
         bench "${prefix}_pool_$split" "${args[@]}"
     done
+    rspg_select "$prefix" "$task"
+}
+# rspg_select PREFIX TASK: the Pre and Post selectors on the benches PREFIX_pool_train/_dev,
+# applied to PREFIX_pool_test (the dev bench chose their checkpoints) and, beside it, to the dev bench
+rspg_select() {
+    local prefix=$1 task=$2 mode
     for mode in pre post; do
         have_model "$prefix-rspg-$mode" || step "${prefix}_rspg_$mode" train rspg --task "$task" \
             --train-bench "$(key_of "${prefix}_pool_train")" --dev-bench "$(key_of "${prefix}_pool_dev")" \
             --mode "$mode" --epochs "$RSPG_EPOCHS" --name "$prefix-rspg-$mode"
         step "${prefix}_rspg_apply_$mode" rspg apply "$prefix-rspg-$mode" --bench "$(key_of "${prefix}_pool_test")"
+        step "${prefix}_rspg_apply_dev_$mode" rspg apply "$prefix-rspg-$mode" --bench "$(key_of "${prefix}_pool_dev")"
     done
 }
 has_stage subject_rspg && rspg subject commit_subject "$SUBJ_MODEL" "$RSPG_POOL" "$RSPG_TRAIN_LIMIT" "$BENCH_LIMIT" "$RSPG_TEST_LIMIT"
@@ -184,4 +191,25 @@ has_stage area_rspg && rspg area commit_area "$AREA_MODEL" "$AREA_RSPG_POOL" "${
 # the paper's setting: the pool of the base model's configurations (the generator never saw the
 # training questions, so the selector's train-split feedback is not over-fitted)
 has_stage area_rspg_base && rspg areabase commit_area smollm2-135m-instruct "$AREA_RSPG_POOL" 0 0 0
+# a pool that adds a fine-tuned model's configurations: the generator learns from the first
+# AREA_HELD_OUT training questions only, and the selector's train bench skips them (a generator
+# scored on its own training questions gives the selector over-fitted feedback)
+AREA_HELD_OUT="${AREA_HELD_OUT:-200}"
+if has_stage area_rspg_ft; then
+    held="area-lora-$AREA_HELD_OUT"
+    have_model "$held" || step area_ipa_held train ipa --task commit_area --retriever bm25 --k 4 \
+        --limit "$AREA_HELD_OUT" --epochs "$AREA_EPOCHS" --dev-limit 30 --precision "$PRECISION" --name "$held"
+    configs=()
+    declare -A short=([smollm2-135m-instruct]=base [$held]=ft)
+    for model in smollm2-135m-instruct "$held"; do
+        configs+=(--config "label=${short[$model]} method=ipa model=$model backend=hf decode=labels")
+        for retriever in ${AREA_RSPG_POOL//,/ }; do
+            [[ $retriever == none ]] || configs+=(--config "label=${short[$model]}+$retriever method=ipa model=$model backend=hf retriever=$retriever k=4 decode=labels")
+        done
+    done
+    bench areaft_pool_dev --task commit_area --split dev "${configs[@]}"
+    bench areaft_pool_test --task commit_area --split test "${configs[@]}"
+    bench areaft_pool_train --task commit_area --split train --skip "$AREA_HELD_OUT" "${configs[@]}"
+    rspg_select areaft commit_area
+fi
 echo "done $(date)"
