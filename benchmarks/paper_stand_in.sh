@@ -173,6 +173,9 @@ rspg_select() {
     done
 }
 has_stage subject_rspg && rspg subject commit_subject "$SUBJ_MODEL" "$RSPG_POOL" "$RSPG_TRAIN_LIMIT" "$BENCH_LIMIT" "$RSPG_TEST_LIMIT"
+# the paper's setting on commit_subject: the base model's pool (train/dev/test bounds: SUBJ_RSPG_LIMITS)
+read -r subj_train subj_dev subj_test <<< "${SUBJ_RSPG_LIMITS:-300 190 190}"
+has_stage subject_rspg_base && rspg subjbase commit_subject smollm2-135m-instruct "$RSPG_POOL" "$subj_train" "$subj_dev" "$subj_test"
 
 # 5. commit_area: label decoding; the feedback must come from a fine-tuned model
 AREA_POOL="none,bm25,recency,dense,ropg:area-ropg-kd,ropg:area-ropg-rl"
