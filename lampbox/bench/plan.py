@@ -63,6 +63,7 @@ class Plan:
     # The grid record this plan was expanded from: a grid bench keeps its record and key.
     grid: Mapping[str, Any] | None = None
     min_profile: int | None = None  # only users with at least this many profile items
+    skip: int = 0  # leave out the first N questions (before `limit`)
 
     @property
     def reference_configuration(self) -> Configuration | None:
@@ -96,6 +97,7 @@ class Plan:
             "limit": self.limit,
             "users": self.users,
             **({"min_profile": self.min_profile} if self.min_profile is not None else {}),
+            **({"skip": self.skip} if self.skip else {}),
             "plan": self.source,
             "reference": None
             if reference is None or self.reference is None

@@ -27,7 +27,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-HEADER_FIELDS = ("task", "split", "scheme", "limit", "users", "min_profile", "reference", "configurations")
+HEADER_FIELDS = ("task", "split", "scheme", "limit", "users", "min_profile", "skip", "reference", "configurations")
 TEXT_FIELDS = ("label", "method", "model", "backend", "retriever", "decode", "dtype", "quantize", "train", "selector")
 WHOLE_NUMBERS = {"k": 0, "max_new_tokens": 1, "max_length": 1}  # field -> its least value
 CONFIG_FIELDS = (*TEXT_FIELDS, *WHOLE_NUMBERS, "postprocess")
@@ -143,8 +143,9 @@ def _checked(source: PlanSource) -> PlanSource:
     for name in ("limit", "users"):
         if name in source.header:
             source.header[name] = _whole_number(source, None, name, source.header[name], least=1)
-    if "min_profile" in source.header:
-        source.header["min_profile"] = _whole_number(source, None, "min_profile", source.header["min_profile"], least=0)
+    for name in ("min_profile", "skip"):
+        if name in source.header:
+            source.header[name] = _whole_number(source, None, name, source.header[name], least=0)
     for name in ("task", "split", "scheme"):
         value = source.header.get(name)
         if value is not None and (not isinstance(value, str) or not value):
@@ -195,6 +196,7 @@ def build_plan(
     limit: int | None = None,
     users: int | None = None,
     min_profile: int | None = None,
+    skip: int = 0,
     reference: str | None = None,
     on_auto: AutoReport | None = None,
 ) -> Plan:
@@ -204,7 +206,10 @@ def build_plan(
     is checked (its content fingerprint is part of the run key) before anything runs."""
     from lampbox.lab.specs import run_key
 
-    common = {"task": task.name, "scheme": scheme, "split": split, "limit": limit, "users": users, "min_profile": min_profile}
+    common = {
+        "task": task.name, "scheme": scheme, "split": split, "limit": limit, "users": users, "min_profile": min_profile,
+        "skip": skip,
+    }  # fmt: skip
     configurations = []
     keys: dict[str, int] = {}
     for index, entry in enumerate(source.entries):
@@ -229,7 +234,7 @@ def build_plan(
     return Plan(
         task.name, scheme, split, tuple(configurations), limit, users,
         reference=_reference_index(source, chosen, [c.name for c in configurations]),
-        source=source.where, min_profile=min_profile,
+        source=source.where, min_profile=min_profile, skip=skip,
     )  # fmt: skip
 
 

@@ -14,6 +14,8 @@ def results_table(result: BenchResult) -> Any:
     task = result.task
     plan = result.plan
     scope = f"{plan.limit} questions" if plan.limit else "all questions"
+    if plan.skip:
+        scope += f" after the first {plan.skip}"
     if plan.users:
         scope += f" of the first {plan.users} users"
     if plan.min_profile is not None:

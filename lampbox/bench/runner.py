@@ -30,7 +30,7 @@ from lampbox.engine.generation.labels import DEFAULT_DECODING
 from lampbox.engine.generation.pool import GeneratorPool
 from lampbox.engine.stats import paired_randomization_test
 from lampbox.engine.tasks import TaskSpec
-from lampbox.lab.pipeline import RunCancelled, check_run_decoding, run
+from lampbox.lab.pipeline import RunCancelled, check_run_decoding, check_skip, run
 from lampbox.lab.specs import RunProgress, RunRecord, RunSpec, run_key
 from lampbox.store import runs as run_store
 from lampbox.store.core import Store
@@ -56,6 +56,7 @@ class BenchSpec:
     limit: int | None = None
     users: int | None = None
     min_profile: int | None = None  # only users with at least this many profile items
+    skip: int = 0  # leave out the first N questions (before `limit`)
     baselines: bool = True
     decode: str = DEFAULT_DECODING  # the model runs' decoding: generate, or labels (classification)
     # RSPG rows after the grid's: "rspg-pre:NAME" or "rspg-post:NAME" (NAME a trained selector)
@@ -70,7 +71,7 @@ class BenchSpec:
         configurations = tuple(Configuration(spec, role) for spec, role in build_grid(self, task))
         return Plan(
             self.task, self.scheme, self.split, configurations, self.limit, self.users, grid=self.to_json(),
-            min_profile=self.min_profile,
+            min_profile=self.min_profile, skip=self.skip,
         )  # fmt: skip
 
     def options_for(self, backend: str) -> Options:
@@ -93,6 +94,7 @@ class BenchSpec:
             "limit": self.limit,
             "users": self.users,
             **({"min_profile": self.min_profile} if self.min_profile is not None else {}),
+            **({"skip": self.skip} if self.skip else {}),
             "baselines": self.baselines,
             **({"selectors": list(self.selectors)} if self.selectors else {}),
             **(
@@ -107,7 +109,7 @@ def build_grid(bench: BenchSpec, task: TaskSpec) -> list[tuple[RunSpec, str]]:
     """The runs of a bench with their roles: baseline (no personalization), retrieval, retrieval-only."""
     common: dict[str, Any] = {
         "task": bench.task, "scheme": bench.scheme, "split": bench.split, "limit": bench.limit, "users": bench.users,
-        "min_profile": bench.min_profile,
+        "min_profile": bench.min_profile, "skip": bench.skip,
     }  # fmt: skip
     model: dict[str, Any] = {
         "method": bench.method, "model": bench.model, "params": bench.params, "max_length": bench.max_length,
@@ -224,6 +226,8 @@ def run_bench(
     count = len(plan.configurations)
     for configuration in plan.configurations:
         check_run_decoding(configuration.spec, task)  # one clear error before anything runs
+    if plan.configurations:  # the rows share their questions: a --skip past them, before anything is stored
+        check_skip(store, plan.configurations[0].spec)
     run_keys = [run_key(configuration.spec, task) for configuration in plan.configurations]
     key = plan.key(run_keys)
     record_json = plan.to_json(run_keys)

@@ -59,6 +59,7 @@ GRID_FLAGS = {
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Only the first N questions.")
 @click.option("--users", type=click.IntRange(min=1), default=None, help="Only the questions of the first N users.")
 @click.option("--min-profile", type=click.IntRange(min=0), default=None, metavar="N", help="Only the users with at least N profile items (a user's smallest profile over their questions); with --users, the first N of them.")
+@click.option("--skip", type=click.IntRange(min=0), default=None, metavar="N", help="Skip the first N questions (in file order, after --users/--min-profile select the users, before --limit): e.g. the training questions a fine-tuned model saw, so that `lampbox train ipa --limit 200` then `lampbox bench --split train --skip 200` scores it only on held-out questions.")
 @click.option("--max-length", type=click.IntRange(min=1), default=DEFAULT_MAX_LENGTH, show_default=True, help="IPA prompt token budget (official: 256).")
 @click.option("--max-new-tokens", type=click.IntRange(min=1), default=None, help="Tokens to generate (default: 8 for labels and ratings, 32 otherwise).")
 @click.option(
@@ -115,6 +116,7 @@ def bench_command(
     limit: int | None,
     users: int | None,
     min_profile: int | None,
+    skip: int | None,
     max_length: int,
     max_new_tokens: int | None,
     postprocess: str,
@@ -153,7 +155,9 @@ def bench_command(
 
     bench: Any
     if plan_path is not None or configs:
-        store, bench = _plan_bench(ctx, plan_path, configs, reference, task_name, split, scheme, limit, users, min_profile, db_path)
+        store, bench = _plan_bench(
+            ctx, plan_path, configs, reference, task_name, split, scheme, limit, users, min_profile, skip, db_path
+        )
         task = store.task(bench.task)
         _run_and_print(bench, store, task, bench.scheme, bench.split, batch_size, threads, base_url, out_dir, as_json)
         return
@@ -228,6 +232,7 @@ def bench_command(
         limit=limit,
         users=users,
         min_profile=min_profile,
+        skip=skip or 0,
         baselines=baselines,
         decode=decode,
         selectors=tuple(split_list(selectors) or ()),
@@ -297,6 +302,7 @@ def _plan_bench(
     limit: int | None,
     users: int | None,
     min_profile: int | None,
+    skip: int | None,
     db_path: Path | None,
 ) -> tuple[Any, Any]:
     """The store and the Plan of --plan or --config; the plan's header gives what no flag does.
@@ -329,6 +335,7 @@ def _plan_bench(
         limit=limit if limit is not None else header.get("limit"),
         users=users if users is not None else header.get("users"),
         min_profile=min_profile if min_profile is not None else header.get("min_profile"),
+        skip=skip if skip is not None else header.get("skip", 0),
         reference=reference, on_auto=on_auto,
     )  # fmt: skip
     return store, plan

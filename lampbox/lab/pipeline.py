@@ -53,19 +53,48 @@ class RunCancelled(LampboxError):
 
 def select_questions(store: Store, spec: RunSpec) -> list[Question]:
     """The spec's questions in file order: the users with at least `min_profile` profile
-    items, the first `users` of them, then the first `limit` questions."""
-    user_ids = None
-    if spec.users is not None or spec.min_profile is not None:
-        user_ids = store.first_users(spec.task, spec.scheme, spec.split, spec.users, min_profile=spec.min_profile)
-        if not user_ids and spec.min_profile is not None and store.count_questions(spec.task, spec.scheme, spec.split):
-            raise LampboxError(
-                f"no user of {spec.task} {spec.scheme} {spec.split} has {spec.min_profile} or more profile items "
-                "in every question (--min-profile)"
-            )
-    questions = store.questions(spec.task, spec.scheme, spec.split, limit=spec.limit, user_ids=user_ids)
+    items, the first `users` of them, their questions after the first `skip`, then the first
+    `limit` of those."""
+    user_ids = _selected_users(store, spec)
+    questions = store.questions(spec.task, spec.scheme, spec.split, limit=spec.limit, user_ids=user_ids, skip=spec.skip)
     if not questions:
+        check_skip(store, spec, user_ids)
         raise LampboxError(f"no {spec.task} {spec.scheme} {spec.split} questions to run in {store.path}")
     return questions
+
+
+def _selected_users(store: Store, spec: RunSpec) -> list[str] | None:
+    """The users --users and --min-profile keep, in file order (None: every user)."""
+    if spec.users is None and spec.min_profile is None:
+        return None
+    user_ids = store.first_users(spec.task, spec.scheme, spec.split, spec.users, min_profile=spec.min_profile)
+    if not user_ids and spec.min_profile is not None and store.count_questions(spec.task, spec.scheme, spec.split):
+        raise LampboxError(
+            f"no user of {spec.task} {spec.scheme} {spec.split} has {spec.min_profile} or more profile items "
+            "in every question (--min-profile)"
+        )
+    return user_ids
+
+
+def check_skip(store: Store, spec: RunSpec, user_ids: list[str] | None = None) -> None:
+    """One clear line when `skip` leaves none of the spec's questions (`user_ids`: the users
+    already selected, else those of --users and --min-profile)."""
+    if not spec.skip:
+        return
+    if user_ids is None:
+        user_ids = _selected_users(store, spec)
+    count = store.count_questions(spec.task, spec.scheme, spec.split, user_ids)
+    if spec.skip < count or not count:
+        return
+    scope = []
+    if spec.min_profile is not None:
+        scope.append(f"users with >= {spec.min_profile} profile items")
+    if spec.users is not None:
+        scope.append(f"the first {spec.users} users")
+    of = f" ({' of '.join(reversed(scope))})" if scope else ""
+    raise LampboxError(
+        f"--skip {spec.skip} leaves no question: {spec.task} {spec.scheme} {spec.split} has {count} questions{of}"
+    )
 
 
 def rank(

@@ -2,7 +2,7 @@
 
 A selection's RunSpec names its method (rspg-pre or rspg-post) and its trained selector; its
 pool is the selector's (the configurations of the bench it was trained on, saved in its
-selector.json), on the selection's own questions (task, split, limit, users). Post runs every
+selector.json), on the selection's own questions (task, split, limit, users, min_profile, skip). Post runs every
 pool configuration through the run pipeline (finished ones come from the store, generations
 from the cache) and keeps the answer the selector scores highest. Pre builds every
 configuration's prompt (rankings are stored, nothing is generated), lets the selector choose
@@ -108,7 +108,7 @@ def selection_pool(spec: RunSpec) -> list[tuple[str, RunSpec]]:
     """The selector's pool as (label, RunSpec) on the selection's questions."""
     _, settings = selector_settings(spec)
     here = {"task": spec.task, "scheme": spec.scheme, "split": spec.split, "limit": spec.limit, "users": spec.users,
-            "min_profile": spec.min_profile}  # fmt: skip
+            "min_profile": spec.min_profile, "skip": spec.skip}  # fmt: skip
     return [
         (str(label), spec_from_json({**data, **here}))
         for label, data in zip(settings["configurations"], settings["pool"], strict=True)

@@ -48,6 +48,9 @@ class RunSpec:
     users: int | None = None
     # Only users with at least this many profile items (store.first_users); None: every user.
     min_profile: int | None = None
+    # Leave out the first N of those questions (in file order, before `limit`): e.g. the ones a
+    # fine-tuned model was trained on. 0: none (and absent from the run key).
+    skip: int = 0
     decode: str = DEFAULT_DECODING  # "generate" (raw model text) or "labels" (most likely label)
     selector: str = ""  # an RSPG method's trained selector (a model folder of kind selector)
 
@@ -74,6 +77,8 @@ class RunSpec:
                 raise LampboxError(f"{name} must be at least 1 (or unset for all), not {value}")
         if self.min_profile is not None and self.min_profile < 0:
             raise LampboxError(f"min_profile cannot be negative (got {self.min_profile})")
+        if isinstance(self.skip, bool) or not isinstance(self.skip, int) or self.skip < 0:
+            raise LampboxError(f"skip must be a whole number >= 0, not {self.skip!r}")
 
     @property
     def method_impl(self) -> Method:
@@ -99,6 +104,8 @@ class RunSpec:
             data.pop("selector")
         if self.min_profile is None:  # likewise
             data.pop("min_profile")
+        if not self.skip:  # likewise
+            data.pop("skip")
         if not self.uses_model:  # a model-free baseline does not depend on these
             for name in ("backend", "model", "params", "max_length", "model_options", "postprocess"):
                 data.pop(name)

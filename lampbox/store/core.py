@@ -415,10 +415,14 @@ class Store:
             )
         return stored[0]
 
-    def count_questions(self, task: str, scheme: str, split: str) -> int:
-        row = self.cursor().execute(
-            "SELECT count(*) FROM questions WHERE task = ? AND scheme = ? AND split = ?", [task, scheme, split]
-        ).fetchone()
+    def count_questions(self, task: str, scheme: str, split: str, user_ids: Sequence[str] | None = None) -> int:
+        """The questions of one split (of `user_ids` only, when given)."""
+        sql = "SELECT count(*) FROM questions WHERE task = ? AND scheme = ? AND split = ?"
+        params: list[Any] = [task, scheme, split]
+        if user_ids is not None:
+            sql += " AND user_id IN (SELECT unnest(?))"
+            params.append(list(user_ids))
+        row = self.cursor().execute(sql, params).fetchone()
         return int(row[0]) if row else 0
 
     # -- reading questions and profiles ------------------------------------------------------
@@ -432,8 +436,10 @@ class Store:
         user_ids: Sequence[str] | None = None,
         question_ids: Sequence[str] | None = None,
         with_profiles: bool = True,
+        skip: int = 0,
     ) -> list[Question]:
-        """Questions of one split in file order, with their profiles (in profile order)."""
+        """Questions of one split in file order, with their profiles (in profile order): the
+        first `skip` left out, then the first `limit` of the rest."""
         sql = "SELECT question_id, user_id, input, gold FROM questions WHERE task = ? AND scheme = ? AND split = ?"
         params: list[Any] = [task, scheme, split]
         if user_ids is not None:
@@ -445,6 +451,8 @@ class Store:
         sql += " ORDER BY position"
         if limit is not None:
             sql += f" LIMIT {int(limit)}"
+        if skip:
+            sql += f" OFFSET {int(skip)}"
         rows = self.cursor().execute(sql, params).fetchall()
         profiles = self._profiles(task, scheme, [row[0] for row in rows]) if with_profiles else {}
         return [
