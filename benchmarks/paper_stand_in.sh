@@ -151,7 +151,7 @@ has_stage subject_oppu && oppu subject commit_subject "$SUBJ_MODEL" "$OPPU_USERS
 rspg() {
     local prefix=$1 task=$2 model=$3 pool=$4 split limit args
     local -A limits=([train]=$5 [dev]=$6 [test]=$7)
-    for split in train dev test; do
+    for split in $(rspg_splits); do
         limit=${limits[$split]}
         args=(--task "$task" --split "$split" --backend hf --model "$model" --k 4 --retrievers "$pool" --no-baselines)
         ((limit > 0)) && args+=(--limit "$limit")
@@ -160,16 +160,22 @@ rspg() {
     done
     rspg_select "$prefix" "$task"
 }
-# rspg_select PREFIX TASK: the Pre and Post selectors on the benches PREFIX_pool_train/_dev,
-# applied to PREFIX_pool_test (the dev bench chose their checkpoints) and, beside it, to the dev bench
+# RSPG_EVAL=dev: the selectors train on the train bench alone (their last checkpoint) and are
+# scored on the dev bench; RSPG_EVAL=test: the dev bench picks their checkpoint, the test bench scores
+RSPG_EVAL="${RSPG_EVAL:-test}"
+rspg_splits() { [[ $RSPG_EVAL == test ]] && echo train dev test || echo train dev; }
+# rspg_select PREFIX TASK: the Pre and Post selectors on PREFIX_pool_train (and _dev), applied
 rspg_select() {
-    local prefix=$1 task=$2 mode
+    local prefix=$1 task=$2 mode choice=() target=${prefix}_pool_dev
+    if [[ $RSPG_EVAL == test ]]; then
+        choice=(--dev-bench "$(key_of "${prefix}_pool_dev")")
+        target=${prefix}_pool_test
+    fi
     for mode in pre post; do
         have_model "$prefix-rspg-$mode" || step "${prefix}_rspg_$mode" train rspg --task "$task" \
-            --train-bench "$(key_of "${prefix}_pool_train")" --dev-bench "$(key_of "${prefix}_pool_dev")" \
+            --train-bench "$(key_of "${prefix}_pool_train")" "${choice[@]}" \
             --mode "$mode" --epochs "$RSPG_EPOCHS" --name "$prefix-rspg-$mode"
-        step "${prefix}_rspg_apply_$mode" rspg apply "$prefix-rspg-$mode" --bench "$(key_of "${prefix}_pool_test")"
-        step "${prefix}_rspg_apply_dev_$mode" rspg apply "$prefix-rspg-$mode" --bench "$(key_of "${prefix}_pool_dev")"
+        step "${prefix}_rspg_apply_$mode" rspg apply "$prefix-rspg-$mode" --bench "$(key_of "$target")"
     done
 }
 has_stage subject_rspg && rspg subject commit_subject "$SUBJ_MODEL" "$RSPG_POOL" "$RSPG_TRAIN_LIMIT" "$BENCH_LIMIT" "$RSPG_TEST_LIMIT"
@@ -211,7 +217,7 @@ if has_stage area_rspg_ft; then
         done
     done
     bench areaft_pool_dev --task commit_area --split dev "${configs[@]}"
-    bench areaft_pool_test --task commit_area --split test "${configs[@]}"
+    [[ $RSPG_EVAL == test ]] && bench areaft_pool_test --task commit_area --split test "${configs[@]}"
     bench areaft_pool_train --task commit_area --split train --skip "$AREA_HELD_OUT" "${configs[@]}"
     rspg_select areaft commit_area
 fi
