@@ -11,6 +11,7 @@ DEFAULT_BACKEND = "llamacpp"
 DEFAULT_MAX_LENGTH = 256  # the official IPA prompt budget in tokens (512 in the feedback scorers)
 DEFAULT_RETRIEVERS = ("none", "bm25", "dense", "recency", "random")
 DEFAULT_KS = (1, 2, 4)
+FEEDBACK_BATCH_SIZE = 8  # ROPG feedback: (question, item) prompts decoded together (benchmarks/bench_ropg.py)
 
 
 def default_model() -> str:
