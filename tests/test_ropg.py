@@ -251,11 +251,11 @@ def test_train_ropg_backend_auto_prints_its_choice_and_keeps_dtypes_apart(
     with Store(db) as store:
         rows = store.cursor().execute("SELECT DISTINCT feedback_key, label FROM ropg_feedback").fetchall()
         assert rows == [(info["feedback_key"], f"hf:{tiny_lm} bfloat16 k=1")]
-        bf16 = collect_feedback(ropg_spec(store, backend="hf", model=str(tiny_lm), dtype="bfloat16", limit=2), store, "train", 2, generators=GeneratorPool())
+        bf16 = collect_feedback(ropg_spec(store, backend="hf", model=str(tiny_lm), dtype="bfloat16", ctx_size=2, limit=2), store, "train", 2, generators=GeneratorPool())
         assert bf16.key == info["feedback_key"] and bf16.computed_questions == 0  # its own feedback, reused
-        fp32 = collect_feedback(ropg_spec(store, backend="hf", model=str(tiny_lm), dtype="float32", limit=2), store, "train", 2, generators=GeneratorPool())
+        fp32 = collect_feedback(ropg_spec(store, backend="hf", model=str(tiny_lm), dtype="float32", ctx_size=2, limit=2), store, "train", 2, generators=GeneratorPool())
         assert fp32.key != bf16.key and fp32.computed_questions == 2  # never the bf16 utilities
-        default = collect_feedback(ropg_spec(store, backend="hf", model=str(tiny_lm), limit=2), store, "train", 2, generators=GeneratorPool())
+        default = collect_feedback(ropg_spec(store, backend="hf", model=str(tiny_lm), ctx_size=2, limit=2), store, "train", 2, generators=GeneratorPool())
         assert default.key == fp32.key and default.computed_questions == 0  # hf's CPU default is float32
 
 
