@@ -85,7 +85,7 @@ def agreement(likelihood: Any, generated: Any) -> str:
 
 
 def main() -> None:
-    from lampbox.engine.defaults import FEEDBACK_BATCH_SIZE
+    from lampbox.engine.defaults import feedback_batch_size
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--task", default="commit_subject")
@@ -93,7 +93,7 @@ def main() -> None:
     parser.add_argument("--train", type=int, default=16)
     parser.add_argument("--dev", type=int, default=16)
     parser.add_argument("--ctx-size", type=int, default=5)
-    parser.add_argument("--batch-size", default=str(FEEDBACK_BATCH_SIZE), help="Feedback batch sizes of the float32 runs, comma-separated (the first for the others; default: train ropg's).")
+    parser.add_argument("--batch-size", default=str(feedback_batch_size("hf")), help="Feedback batch sizes of the float32 runs, comma-separated (the first for the others; default: train ropg's on hf).")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads of every contestant (default: lampbox's default).")
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--lr", type=float, default=1e-5)

@@ -18,7 +18,7 @@ from lampbox.commands.common import (
     reports_errors,
     writer_wait_s,
 )
-from lampbox.engine.defaults import DEFAULT_MAX_LENGTH, FEEDBACK_BATCH_SIZE
+from lampbox.engine.defaults import DEFAULT_MAX_LENGTH
 
 
 @click.group("train")
@@ -380,7 +380,7 @@ def _train_with_progress(spec: Any, store: Any, name: str, overwrite: bool, thre
 @click.option("--backend", default=None, help="Backend of the generator giving the feedback (default: llamacpp; auto: what `lampbox bench --backend auto` picks, e.g. hf bfloat16 on CPUs with AMX or AVX512-BF16).")
 @click.option("--model", default=None, help="Generator giving the feedback (default: the manifest's default; a trained model too).")
 @click.option("--dtype", type=click.Choice(["float32", "bfloat16", "float16"]), default=None, help="hf backend: weight dtype of the generator (default: float32 on CPU, bfloat16 on CUDA; with --backend auto, auto's choice). Part of the feedback key: feedback of another dtype is never reused.")
-@click.option("--feedback-batch-size", type=click.IntRange(min=1), default=FEEDBACK_BATCH_SIZE, show_default=True, help="(question, item) prompts the generator decodes together (hf, llamacpp); outputs do not depend on it.")
+@click.option("--feedback-batch-size", type=click.IntRange(min=1), default=None, help="(question, item) prompts the generator decodes together (hf, llamacpp; default: 16 on hf, 8 on llamacpp). Not in the feedback key.")
 @click.option("--split", default="train", show_default=True)
 @click.option("--dev-split", default="dev", show_default=True, help="Split whose feedback evaluates the retriever (NDCG of the utilities).")
 @click.option("--scheme", default=None, help="LaMP split scheme (default: the one stored).")
@@ -401,7 +401,7 @@ def _train_with_progress(spec: Any, store: Any, name: str, overwrite: bool, thre
 @reports_errors
 def train_ropg(
     task_name: str, method: str, base_retriever: str, retriever_model: str, feedback: str, ctx_size: int,
-    backend: str | None, model: str | None, dtype: str | None, feedback_batch_size: int, split: str, dev_split: str, scheme: str | None, limit: int | None,
+    backend: str | None, model: str | None, dtype: str | None, feedback_batch_size: int | None, split: str, dev_split: str, scheme: str | None, limit: int | None,
     dev_limit: int, epochs: float, max_steps: int | None, lr: float, batch_size: int, temperature: float,
     eval_every: int | None, seed: int, name: str, threads: int | None, overwrite: bool, db_path: Path | None,
     as_json: bool,
@@ -411,6 +411,7 @@ def train_ropg(
     that item alone in the prompt (stored, never computed twice); the encoder learns to rank
     them by KD or RL. Then: `lampbox bench --retrievers ropg:NAME`."""
     from lampbox.engine.defaults import DEFAULT_BACKEND, default_model
+    from lampbox.engine.defaults import feedback_batch_size as feedback_batch_size_of
     from lampbox.engine.generation.pool import GeneratorPool, thread_options
     from lampbox.engine.generation.registry import known_backends
     from lampbox.engine.machine import check_threads
@@ -458,8 +459,9 @@ def train_ropg(
         click.echo(f"feedback {which}: {done}/{total} (question, item) pairs{eta}", err=True)
 
     backend_options = thread_options(threads)
-    for batched in ("hf", "llamacpp"):  # the generator decodes the feedback batch together
-        backend_options.setdefault(batched, {})["batch_size"] = feedback_batch_size
+    feedback_batch_size = feedback_batch_size or feedback_batch_size_of(backend)
+    if backend in ("hf", "llamacpp"):  # the generator decodes the feedback batch together
+        backend_options.setdefault(backend, {})["batch_size"] = feedback_batch_size
     artifact, result = run_job(
         spec, store, name, overwrite=overwrite, generators=GeneratorPool(backend_options), on_feedback=on_feedback,
         on_progress=_step_logger(quiet, every=1), on_note=lambda message: click.echo(message, err=True), threads=threads,

@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from lampbox.engine.defaults import FEEDBACK_BATCH_SIZE, default_max_new_tokens, default_model
+from lampbox.engine.defaults import default_max_new_tokens, default_model, feedback_batch_size
 from lampbox.engine.generation.base import GenerationParams
 from lampbox.engine.generation.hf import HF_DTYPES
 from lampbox.engine.generation.pool import GeneratorPool
@@ -243,7 +243,7 @@ def collect_feedback(
     *,
     generators: GeneratorPool | None = None,
     on_progress: FeedbackProgress | None = None,
-    batch_size: int = FEEDBACK_BATCH_SIZE,
+    batch_size: int | None = None,
     chunk_questions: int = CHUNK_QUESTIONS,
 ) -> FeedbackResult:
     """The utilities of the split's questions' candidates, computed where not stored yet.
@@ -263,7 +263,7 @@ def collect_feedback(
     )  # fmt: skip
 
 
-def feedback_share(spec: RopgSpec, *, generators: GeneratorPool | None = None, batch_size: int = FEEDBACK_BATCH_SIZE) -> None:
+def feedback_share(spec: RopgSpec, *, generators: GeneratorPool | None = None, batch_size: int | None = None) -> None:
     """A torchrun rank's part of the feedback rank 0 collects (`collect_feedback`, called on
     rank 0 at the same time): the questions rank 0 deals it, computed with this rank's own
     generator and handed back. It never opens the store."""
@@ -271,11 +271,12 @@ def feedback_share(spec: RopgSpec, *, generators: GeneratorPool | None = None, b
 
 
 def _feedback_rounds(
-    spec: RopgSpec, generators: GeneratorPool, batch_size: int, plan: _FeedbackPlan | None = None,
+    spec: RopgSpec, generators: GeneratorPool, batch_size: int | None, plan: _FeedbackPlan | None = None,
     store: Store | None = None, split: str = "", on_progress: FeedbackProgress | None = None,
 ) -> None:  # fmt: skip
     """Every rank's rounds: its share computed, the results gathered, saved by rank 0 (the
-    one with the plan and the store)."""
+    one with the plan and the store). batch_size None: the backend's default feedback batch."""
+    batch_size = batch_size or feedback_batch_size(spec.backend)
     task, params, key, label = ranks.share((plan.task, plan.params, plan.key, plan.label) if plan else None)
     generator = generators.get(spec.backend, spec.model, spec.model_options)
     if plan is None and feedback_key(generator.identity(), params, spec.max_length, task, spec.feedback) != key:
@@ -334,7 +335,7 @@ def train_ropg(
     on_progress: Callable[[TrainProgress], None] | None = None,
     on_note: Callable[[str], None] | None = None,
     threads: int | None = None,
-    feedback_batch_size: int = FEEDBACK_BATCH_SIZE,
+    feedback_batch_size: int | None = None,
 ) -> tuple[Artifact | None, TrainResult]:
     """Feedback (stored reused), training, the model folder and its registration, under the
     name's lock. Under torchrun every rank computes its share of the feedback (collect_feedback)
@@ -342,7 +343,8 @@ def train_ropg(
     and every rank trains the encoder (DDP, each its share of every batch); rank 0 saves and
     registers it, the other ranks (store None) return None. `threads`: torch's CPU threads while it trains (the
     feedback's generator takes its own from `generators`' options); `feedback_batch_size`: the
-    feedback prompts handed to the generator at a time (its own batch size is a loading option)."""
+    feedback prompts handed to the generator at a time (None: the backend's default; the
+    generator's own batch size is a loading option)."""
     from lampbox.engine.retrieval.dense import resolve_encoder_model
     from lampbox.engine.training.trainer import train
     from lampbox.lab.training import check_name
@@ -373,7 +375,7 @@ def train_ropg(
 
 def _ranking_data(
     spec: RopgSpec, store: Store | None, generators: GeneratorPool, on_feedback: FeedbackProgress | None,
-    on_note: Callable[[str], None] | None, batch_size: int = FEEDBACK_BATCH_SIZE,
+    on_note: Callable[[str], None] | None, batch_size: int | None = None,
 ) -> tuple[FeedbackResult, list[RankingExample], list[RankingExample]] | None:  # fmt: skip
     """The train feedback and the ranking examples of train and dev (computing what is not
     stored); the generator is closed afterwards, its memory the encoder's. Under torchrun
