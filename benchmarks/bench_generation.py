@@ -31,7 +31,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "git-commits" / "commit_subject"
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from reference_generate import reference_loop  # noqa: E402
+
+DEFAULT_DATA = HERE.parents[1] / "shared" / "data" / "git-commits" / "commit_subject"
 
 
 def build_prompts(store_path: Path, questions: int, k: int, max_length: int) -> tuple[list[str], list[str]]:
@@ -62,30 +67,6 @@ def quality(outputs: list[str], golds: list[str]) -> str:
     scores = Scorer(task).score_all(zip([o.strip() for o in outputs], golds, strict=True))
     metrics = aggregate(task, scores)
     return f"R1 {metrics['rouge-1']:.3f} RL {metrics['rouge-L']:.3f}"
-
-
-def reference_loop(prompts: list[str], max_new_tokens: int, threads: int) -> tuple[float, list[str]]:
-    """transformers generate, one prompt at a time, greedy, chat template (the official style)."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from lampbox.engine.generation.hf import converted_gguf_folder
-    from lampbox.models import resolve_model
-
-    torch.set_num_threads(threads)
-    folder = converted_gguf_folder(resolve_model(None).path)
-    tokenizer = AutoTokenizer.from_pretrained(folder)
-    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
-    model.eval()
-    outputs = []
-    start = time.perf_counter()
-    for prompt in prompts:
-        text = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True)
-        encoded = tokenizer(text, return_tensors="pt", add_special_tokens=False)
-        with torch.no_grad():
-            generated = model.generate(**encoded, max_new_tokens=max_new_tokens, do_sample=False)
-        outputs.append(tokenizer.decode(generated[0, encoded["input_ids"].shape[1] :], skip_special_tokens=True))
-    return time.perf_counter() - start, outputs
 
 
 # (backend, variant): hf variants are "int8" (quantize) or a dtype; llamacpp's "batch-1" decodes

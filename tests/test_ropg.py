@@ -187,6 +187,78 @@ def test_likelihood_feedback_needs_a_backend_that_scores(commits_store: Any) -> 
         collect_feedback(ropg_spec(commits_store, feedback="likelihood"), commits_store, "train", 2)
 
 
+# -- the feedback's generator: --backend auto and its dtype --------------------------------------
+
+AMX = {"cuda": False, "amx_bf16": True, "avx512_bf16": True, "avx512_vnni": True}
+NO_BF16 = {"cuda": False, "amx_bf16": False, "avx512_bf16": False, "avx512_vnni": True}
+
+
+def on_machine(monkeypatch: pytest.MonkeyPatch, facts: dict[str, bool]) -> None:
+    from lampbox.engine.generation import auto
+    from lampbox.engine.machine import Machine
+
+    monkeypatch.setattr(auto, "this_machine", lambda: Machine(**facts))
+
+
+def test_backend_auto_resolves_as_the_bench_does(monkeypatch: pytest.MonkeyPatch, tiny_lm: Path) -> None:
+    from lampbox.bench.planfile import resolve_auto
+
+    on_machine(monkeypatch, AMX)
+    choice, dtype = resolve_auto(str(tiny_lm), "ipa", None)
+    assert (choice.backend, dtype) == ("hf", "bfloat16") and "backend auto: hf bfloat16" in choice.line()
+    assert resolve_auto(str(tiny_lm), "ipa", "float32")[1] == "float32"  # an explicit dtype wins
+    on_machine(monkeypatch, NO_BF16)
+    choice, dtype = resolve_auto(str(tiny_lm), "ipa", None)
+    assert (choice.backend, dtype) == ("hf", None)  # hf's CPU default (float32): nothing recorded
+
+
+def test_dtype_applies_to_the_hf_backend_only(commits_store: Any) -> None:
+    from lampbox.errors import LampboxError
+
+    with pytest.raises(LampboxError, match="--dtype bfloat16 applies to the hf backend, not dummy"):
+        ropg_spec(commits_store, dtype="bfloat16")
+    with pytest.raises(LampboxError, match="dtype"):
+        ropg_spec(commits_store, backend="hf", dtype="int4")
+    assert ropg_spec(commits_store, backend="hf", dtype="bfloat16").model_options == (("dtype", "bfloat16"),)
+    assert ropg_spec(commits_store, backend="hf").model_options == ()
+
+
+@pytest.mark.slow
+def test_train_ropg_backend_auto_prints_its_choice_and_keeps_dtypes_apart(
+    commits_store_path: Path, tiny_lm: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`train ropg --backend auto` on an AMX machine: hf bfloat16, said on stderr, recorded in the
+    trained retriever's spec and in the feedback key, so float32 feedback is computed apart."""
+    import shutil
+
+    from lampbox.engine.generation.pool import GeneratorPool
+    from lampbox.lab.ropg import collect_feedback
+    from lampbox.store import Store
+
+    monkeypatch.setenv("LAMPBOX_HOME", str(tmp_path / "home"))
+    on_machine(monkeypatch, AMX)
+    db = tmp_path / "commits.duckdb"
+    shutil.copy(commits_store_path, db)
+    result = cli(
+        "train", "ropg", "--task", "commit_subject", "--backend", "auto", "--model", str(tiny_lm), "--ctx-size", "2",
+        "--limit", "2", "--dev-limit", "0", "--max-steps", "1", "--batch-size", "2", "--feedback-batch-size", "3",
+        "--name", "auto-kd", "--db", str(db), "--json",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "backend auto: hf bfloat16" in result.stderr
+    info = json.loads((tmp_path / "home" / "models" / "auto-kd" / "lampbox-model.json").read_text())
+    assert (info["spec"]["backend"], info["spec"]["dtype"]) == ("hf", "bfloat16")
+    with Store(db) as store:
+        rows = store.cursor().execute("SELECT DISTINCT feedback_key, label FROM ropg_feedback").fetchall()
+        assert rows == [(info["feedback_key"], f"hf:{tiny_lm} bfloat16 k=1")]
+        bf16 = collect_feedback(ropg_spec(store, backend="hf", model=str(tiny_lm), dtype="bfloat16", ctx_size=2, limit=2), store, "train", 2, generators=GeneratorPool())
+        assert bf16.key == info["feedback_key"] and bf16.computed_questions == 0  # its own feedback, reused
+        fp32 = collect_feedback(ropg_spec(store, backend="hf", model=str(tiny_lm), dtype="float32", ctx_size=2, limit=2), store, "train", 2, generators=GeneratorPool())
+        assert fp32.key != bf16.key and fp32.computed_questions == 2  # never the bf16 utilities
+        default = collect_feedback(ropg_spec(store, backend="hf", model=str(tiny_lm), ctx_size=2, limit=2), store, "train", 2, generators=GeneratorPool())
+        assert default.key == fp32.key and default.computed_questions == 0  # hf's CPU default is float32
+
+
 # -- a trained retriever, end to end ------------------------------------------------------------
 
 
@@ -305,6 +377,7 @@ def test_the_rl_objective_moves_the_encoder_only_when_the_sample_differs_from_th
         (["--temperature", "0"], "--temperature must be greater than 0"),
         (["--backend", "nope"], "backend"),
         (["--name", "a/b"], "model name"),
+        (["--dtype", "bfloat16"], "--dtype bfloat16 applies to the hf backend, not llamacpp"),
     ],
 )
 def test_bad_flags_are_one_clear_line(flags: list[str], message: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from lampbox.bench.plan import Configuration, Plan, role_of
+from lampbox.engine.generation.hf import HF_DTYPES
 from lampbox.engine.tasks import TaskSpec
 from lampbox.errors import InputFileError, LampboxError, UnknownNameError
 from lampbox.store.core import Store
@@ -33,7 +34,7 @@ WHOLE_NUMBERS = {"k": 0, "max_new_tokens": 1, "max_length": 1}  # field -> its l
 CONFIG_FIELDS = (*TEXT_FIELDS, *WHOLE_NUMBERS, "postprocess")
 # Fields that only a method with a model uses; a model-free method naming one is a mistake.
 MODEL_FIELDS = ("model", "backend", "dtype", "quantize", "decode", "max_new_tokens", "max_length", "postprocess", "train")
-HF_OPTIONS = {"dtype": ("float32", "bfloat16", "float16"), "quantize": ("int8",)}  # hf backend options
+HF_OPTIONS = {"dtype": HF_DTYPES, "quantize": ("int8",)}  # hf backend options
 
 
 class PlanError(LampboxError):
@@ -322,12 +323,12 @@ def _backend(entry: Mapping[str, Any], method: str, on_auto: AutoReport | None) 
     backend = entry.get("backend", "auto")
     options = {name: entry[name] for name in HF_OPTIONS if name in entry}
     if backend == "auto":
-        choice = auto_backend(entry["model"], method)
+        choice, dtype = resolve_auto(entry["model"], method, options.get("dtype"))
         if on_auto is not None:
             on_auto(choice.line())
         backend = choice.backend
-        if backend == "hf" and "dtype" not in options and choice.dtype not in (None, "float32"):
-            options["dtype"] = choice.dtype
+        if dtype is not None:
+            options["dtype"] = dtype
     if backend not in known_backends():
         raise UnknownNameError("backend", backend, known_backends())
     for name, value in options.items():
@@ -349,6 +350,16 @@ def auto_backend(model: str | None, method: str) -> Any:
     except LampboxError:  # not a model lampbox can resolve: the backend's own error says why
         return choose_backend(method, "hf", False)
     return choose_backend(method, resolved.format, resolved.entry is not None)
+
+
+def resolve_auto(model: str | None, method: str, dtype: str | None) -> tuple[Any, str | None]:
+    """`--backend auto` resolved for a model and method: its choice (an AutoChoice) and the hf
+    dtype the job records. An explicit dtype wins; auto's float32 (hf's CPU default) is left
+    unrecorded, so those jobs keep the keys of an explicit `--backend hf`."""
+    choice = auto_backend(model, method)
+    if choice.backend == "hf" and dtype is None and choice.dtype not in (None, "float32"):
+        dtype = choice.dtype
+    return choice, dtype
 
 
 def _check_decoding(spec: Any, task: TaskSpec) -> None:

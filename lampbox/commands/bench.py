@@ -168,11 +168,9 @@ def bench_command(
     split = split or "dev"
     backend_list = split_list(backends) or ["auto"]
     if "auto" in backend_list:
-        choice = _auto_backend(model, method)
+        choice, dtype = _auto_backend(model, method, dtype)  # auto's dtype recorded like an explicit --dtype
         click.echo(choice.line(), err=True)
         backend_list = list(dict.fromkeys(choice.backend if b == "auto" else b for b in backend_list))
-        if choice.backend == "hf" and dtype is None and choice.dtype != "float32":
-            dtype = choice.dtype  # recorded in the run spec like an explicit --dtype
     for backend in backend_list:
         if backend not in known_backends():
             raise UnknownNameError("backend", backend, known_backends())
@@ -285,10 +283,10 @@ def _run_and_print(
     click.echo(f"bench {result.bench_key} stored in {store.path}", err=True)
 
 
-def _auto_backend(model: str | None, method: str) -> Any:
-    from lampbox.bench.planfile import auto_backend
+def _auto_backend(model: str | None, method: str, dtype: str | None) -> tuple[Any, str | None]:
+    from lampbox.bench.planfile import resolve_auto
 
-    return auto_backend(model, method)
+    return resolve_auto(model, method, dtype)
 
 
 def _plan_bench(

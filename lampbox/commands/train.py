@@ -377,8 +377,10 @@ def _train_with_progress(spec: Any, store: Any, name: str, overwrite: bool, thre
 @click.option("--retriever-model", default="all-MiniLM-L6-v2", show_default=True, help="Encoder trained: the packaged all-MiniLM-L6-v2, a sentence-transformers folder or hub id.")
 @click.option("--feedback", type=click.Choice(["generate", "likelihood"]), default="generate", show_default=True, help="Utility of an item: the task metric of the output generated with it alone (k=1), or the gold's per-token probability with it (hf backend).")
 @click.option("--ctx-size", type=int, default=20, show_default=True, help="Candidates per question (the base retriever's top N).")
-@click.option("--backend", default=None, help="Backend of the generator giving the feedback (default: llamacpp).")
+@click.option("--backend", default=None, help="Backend of the generator giving the feedback (default: llamacpp; auto: what `lampbox bench --backend auto` picks, e.g. hf bfloat16 on CPUs with AMX or AVX512-BF16).")
 @click.option("--model", default=None, help="Generator giving the feedback (default: the manifest's default; a trained model too).")
+@click.option("--dtype", type=click.Choice(["float32", "bfloat16", "float16"]), default=None, help="hf backend: weight dtype of the generator (default: float32 on CPU, bfloat16 on CUDA; with --backend auto, auto's choice). Part of the feedback key: feedback of another dtype is never reused.")
+@click.option("--feedback-batch-size", type=click.IntRange(min=1), default=None, help="(question, item) prompts the generator decodes together (hf, llamacpp; default: 16 on hf, 8 on llamacpp). Not in the feedback key.")
 @click.option("--split", default="train", show_default=True)
 @click.option("--dev-split", default="dev", show_default=True, help="Split whose feedback evaluates the retriever (NDCG of the utilities).")
 @click.option("--scheme", default=None, help="LaMP split scheme (default: the one stored).")
@@ -399,7 +401,7 @@ def _train_with_progress(spec: Any, store: Any, name: str, overwrite: bool, thre
 @reports_errors
 def train_ropg(
     task_name: str, method: str, base_retriever: str, retriever_model: str, feedback: str, ctx_size: int,
-    backend: str | None, model: str | None, split: str, dev_split: str, scheme: str | None, limit: int | None,
+    backend: str | None, model: str | None, dtype: str | None, feedback_batch_size: int | None, split: str, dev_split: str, scheme: str | None, limit: int | None,
     dev_limit: int, epochs: float, max_steps: int | None, lr: float, batch_size: int, temperature: float,
     eval_every: int | None, seed: int, name: str, threads: int | None, overwrite: bool, db_path: Path | None,
     as_json: bool,
@@ -409,6 +411,7 @@ def train_ropg(
     that item alone in the prompt (stored, never computed twice); the encoder learns to rank
     them by KD or RL. Then: `lampbox bench --retrievers ropg:NAME`."""
     from lampbox.engine.defaults import DEFAULT_BACKEND, default_model
+    from lampbox.engine.defaults import feedback_batch_size as feedback_batch_size_of
     from lampbox.engine.generation.pool import GeneratorPool, thread_options
     from lampbox.engine.generation.registry import known_backends
     from lampbox.engine.machine import check_threads
@@ -419,6 +422,10 @@ def train_ropg(
 
     check_model_name(name)
     backend = backend or DEFAULT_BACKEND
+    if backend == "auto":
+        choice, dtype = _resolve_auto(model, dtype)
+        click.echo(choice.line(), err=True)
+        backend = choice.backend
     if backend not in known_backends():
         raise UnknownNameError("backend", backend, known_backends())
     check_threads(threads)
@@ -428,7 +435,7 @@ def train_ropg(
     spec = RopgSpec(
         task=task_name, scheme=scheme or "user", method=method, split=split, dev_split=dev_split,
         retriever=base_retriever, ctx_size=ctx_size, feedback=feedback, backend=backend,
-        model=model or default_model(), retriever_model=retriever_model, temperature=temperature, limit=limit,
+        model=model or default_model(), dtype=dtype, retriever_model=retriever_model, temperature=temperature, limit=limit,
         dev_limit=dev_limit, config=config,
     )  # fmt: skip
     store = _rank0_store(db_path, f"train {name}")  # rank 0 alone computes the feedback (the store's)
@@ -451,9 +458,14 @@ def train_ropg(
         eta = f", eta {(total - done) / rate:.0f}s" if rate > 0 and done < total else ""
         click.echo(f"feedback {which}: {done}/{total} (question, item) pairs{eta}", err=True)
 
+    backend_options = thread_options(threads)
+    feedback_batch_size = feedback_batch_size or feedback_batch_size_of(backend)
+    if backend in ("hf", "llamacpp"):  # the generator decodes the feedback batch together
+        backend_options.setdefault(backend, {})["batch_size"] = feedback_batch_size
     artifact, result = run_job(
-        spec, store, name, overwrite=overwrite, generators=GeneratorPool(thread_options(threads)), on_feedback=on_feedback,
+        spec, store, name, overwrite=overwrite, generators=GeneratorPool(backend_options), on_feedback=on_feedback,
         on_progress=_step_logger(quiet, every=1), on_note=lambda message: click.echo(message, err=True), threads=threads,
+        feedback_batch_size=feedback_batch_size,
     )  # fmt: skip
     if artifact is None:
         return  # another rank of a torchrun job: rank 0 registers and reports
@@ -463,6 +475,13 @@ def train_ropg(
         "retriever": f"ropg:{artifact.name}",
     }  # fmt: skip
     _report_trained(artifact, result, summary, as_json, artifact.method, f"rank with it: --retrievers ropg:{artifact.name}")
+
+
+def _resolve_auto(model: str | None, dtype: str | None) -> tuple[Any, str | None]:
+    """`--backend auto` for the feedback's generator, resolved as `lampbox bench` resolves it."""
+    from lampbox.bench.planfile import resolve_auto
+
+    return resolve_auto(model, "ipa", dtype)
 
 
 @train.command("rspg")

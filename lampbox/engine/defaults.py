@@ -11,6 +11,13 @@ DEFAULT_BACKEND = "llamacpp"
 DEFAULT_MAX_LENGTH = 256  # the official IPA prompt budget in tokens (512 in the feedback scorers)
 DEFAULT_RETRIEVERS = ("none", "bm25", "dense", "recency", "random")
 DEFAULT_KS = (1, 2, 4)
+FEEDBACK_BATCH_SIZE = 8  # ROPG feedback: (question, item) prompts decoded together ...
+FEEDBACK_BATCH_SIZES = {"hf": 16}  # ... by backend where measured faster (benchmarks/bench_ropg.py, docs/ropg.md)
+
+
+def feedback_batch_size(backend: str) -> int:
+    """ROPG feedback: how many (question, item) prompts `backend` decodes together by default."""
+    return FEEDBACK_BATCH_SIZES.get(backend, FEEDBACK_BATCH_SIZE)
 
 
 def default_model() -> str:

@@ -21,8 +21,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from lampbox.engine.defaults import default_max_new_tokens, default_model
+from lampbox.engine.defaults import default_max_new_tokens, default_model, feedback_batch_size
 from lampbox.engine.generation.base import GenerationParams
+from lampbox.engine.generation.hf import HF_DTYPES
 from lampbox.engine.generation.pool import GeneratorPool
 from lampbox.engine.retrieval import create_retriever, is_retriever_name, known_retriever_names
 from lampbox.engine.retrieval.base import document_texts
@@ -71,6 +72,7 @@ class RopgSpec:
     feedback: str = "generate"
     backend: str = "llamacpp"
     model: str = field(default_factory=default_model)  # the generator giving the feedback
+    dtype: str | None = None  # hf weight dtype (None: the backend's default); in the feedback key
     max_length: int = FEEDBACK_MAX_LENGTH
     retriever_model: str = "all-MiniLM-L6-v2"
     encoder_max_length: int = 256
@@ -97,6 +99,11 @@ class RopgSpec:
             raise LampboxError(
                 "--base-retriever none proposes no candidates; use bm25, dense, recency, ..."
             )
+        if self.dtype is not None:
+            if self.backend != "hf":
+                raise LampboxError(f"--dtype {self.dtype} applies to the hf backend, not {self.backend}")
+            if self.dtype not in HF_DTYPES:
+                raise UnknownNameError("dtype", self.dtype, list(HF_DTYPES))
         if not self.temperature > 0:
             raise LampboxError(f"--temperature must be greater than 0 (got {self.temperature})")
         for name in ("limit", "dev_limit"):
@@ -108,6 +115,12 @@ class RopgSpec:
             raise LampboxError("--lr must be greater than 0 and --batch-size at least 1")
         if not config.epochs > 0 or (config.max_steps is not None and config.max_steps < 1):
             raise LampboxError("--epochs must be positive and --max-steps at least 1")
+
+    @property
+    def model_options(self) -> tuple[tuple[str, Any], ...]:
+        """The generator's loading options that change its outputs (they are in its identity,
+        so in the feedback key: fp32 and bf16 feedback never mix)."""
+        return (("dtype", self.dtype),) if self.dtype else ()
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -206,7 +219,7 @@ def _plan_feedback(
             f"no {task.name} {spec.scheme} {split} question has a gold output: ROPG feedback needs golds"
         )
     candidates = candidate_items(store, task, questions, spec.retriever, spec.ctx_size)
-    generator = generators.get(spec.backend, spec.model)
+    generator = generators.get(spec.backend, spec.model, spec.model_options)
     params = GenerationParams(max_new_tokens=default_max_new_tokens(task))
     key = feedback_key(generator.identity(), params, spec.max_length, task, spec.feedback)
     stored = stored_item_feedback(store, task.name, spec.scheme, key, [q.id for q in questions])
@@ -214,7 +227,7 @@ def _plan_feedback(
         index for index, (question, items) in enumerate(zip(questions, candidates, strict=True))
         if items and not {item.key for item in items} <= {u.item_key for u in stored.get(question.id, ItemFeedback("", "", "", ())).items}
     ]  # fmt: skip
-    label = f"{spec.backend}:{spec.model} k=1" + (" likelihood" if spec.feedback == "likelihood" else "")
+    label = f"{spec.backend}:{spec.model}" + (f" {spec.dtype}" if spec.dtype else "") + " k=1" + (" likelihood" if spec.feedback == "likelihood" else "")
     total = sum(len(items) for items in candidates)
     done = total - sum(len(candidates[index]) for index in todo)
     return _FeedbackPlan(
@@ -230,7 +243,7 @@ def collect_feedback(
     *,
     generators: GeneratorPool | None = None,
     on_progress: FeedbackProgress | None = None,
-    batch_size: int = 8,
+    batch_size: int | None = None,
     chunk_questions: int = CHUNK_QUESTIONS,
 ) -> FeedbackResult:
     """The utilities of the split's questions' candidates, computed where not stored yet.
@@ -250,7 +263,7 @@ def collect_feedback(
     )  # fmt: skip
 
 
-def feedback_share(spec: RopgSpec, *, generators: GeneratorPool | None = None, batch_size: int = 8) -> None:
+def feedback_share(spec: RopgSpec, *, generators: GeneratorPool | None = None, batch_size: int | None = None) -> None:
     """A torchrun rank's part of the feedback rank 0 collects (`collect_feedback`, called on
     rank 0 at the same time): the questions rank 0 deals it, computed with this rank's own
     generator and handed back. It never opens the store."""
@@ -258,13 +271,14 @@ def feedback_share(spec: RopgSpec, *, generators: GeneratorPool | None = None, b
 
 
 def _feedback_rounds(
-    spec: RopgSpec, generators: GeneratorPool, batch_size: int, plan: _FeedbackPlan | None = None,
+    spec: RopgSpec, generators: GeneratorPool, batch_size: int | None, plan: _FeedbackPlan | None = None,
     store: Store | None = None, split: str = "", on_progress: FeedbackProgress | None = None,
 ) -> None:  # fmt: skip
     """Every rank's rounds: its share computed, the results gathered, saved by rank 0 (the
-    one with the plan and the store)."""
+    one with the plan and the store). batch_size None: the backend's default feedback batch."""
+    batch_size = batch_size or feedback_batch_size(spec.backend)
     task, params, key, label = ranks.share((plan.task, plan.params, plan.key, plan.label) if plan else None)
-    generator = generators.get(spec.backend, spec.model)
+    generator = generators.get(spec.backend, spec.model, spec.model_options)
     if plan is None and feedback_key(generator.identity(), params, spec.max_length, task, spec.feedback) != key:
         raise LampboxError(
             f"rank {ranks.rank()}: {spec.backend}:{spec.model} is not the model rank 0 loaded (another identity);"
@@ -321,13 +335,16 @@ def train_ropg(
     on_progress: Callable[[TrainProgress], None] | None = None,
     on_note: Callable[[str], None] | None = None,
     threads: int | None = None,
+    feedback_batch_size: int | None = None,
 ) -> tuple[Artifact | None, TrainResult]:
     """Feedback (stored reused), training, the model folder and its registration, under the
     name's lock. Under torchrun every rank computes its share of the feedback (collect_feedback)
     and rank 0 (the one given the store) stores it, hands the ranking examples to the others,
     and every rank trains the encoder (DDP, each its share of every batch); rank 0 saves and
     registers it, the other ranks (store None) return None. `threads`: torch's CPU threads while it trains (the
-    feedback's generator takes its own from `generators`' options)."""
+    feedback's generator takes its own from `generators`' options); `feedback_batch_size`: the
+    feedback prompts handed to the generator at a time (None: the backend's default; the
+    generator's own batch size is a loading option)."""
     from lampbox.engine.retrieval.dense import resolve_encoder_model
     from lampbox.engine.training.trainer import train
     from lampbox.lab.training import check_name
@@ -338,7 +355,7 @@ def train_ropg(
     main = store is not None
     with hold_name(name, f"train {name}") if main else contextlib.nullcontext():
         target = check_name(name, overwrite, store) if store is not None else None
-        data = _ranking_data(spec, store, generators or GeneratorPool(), on_feedback, on_note)
+        data = _ranking_data(spec, store, generators or GeneratorPool(), on_feedback, on_note, feedback_batch_size)
         examples, dev_examples = ranks.share(data[1:] if data is not None else None)
         objective = RetrieverObjective(
             source.location, spec.method, examples, dev_examples, temperature=spec.temperature, score=score,
@@ -358,24 +375,27 @@ def train_ropg(
 
 def _ranking_data(
     spec: RopgSpec, store: Store | None, generators: GeneratorPool, on_feedback: FeedbackProgress | None,
-    on_note: Callable[[str], None] | None,
+    on_note: Callable[[str], None] | None, batch_size: int | None = None,
 ) -> tuple[FeedbackResult, list[RankingExample], list[RankingExample]] | None:  # fmt: skip
     """The train feedback and the ranking examples of train and dev (computing what is not
     stored); the generator is closed afterwards, its memory the encoder's. Under torchrun
     every rank computes its share of the feedback, and the ranks without the store get None."""
     if store is None:  # another rank of a torchrun job: its shares of the train and dev feedback
-        feedback_share(spec, generators=generators)
+        feedback_share(spec, generators=generators, batch_size=batch_size)
         if ranks.share():
-            feedback_share(spec, generators=generators)
+            feedback_share(spec, generators=generators, batch_size=batch_size)
         generators.close()
         return None
     task = store.task(spec.task)
-    train_feedback = collect_feedback(spec, store, spec.split, spec.limit, generators=generators, on_progress=on_feedback)
+    train_feedback = collect_feedback(
+        spec, store, spec.split, spec.limit, generators=generators, on_progress=on_feedback, batch_size=batch_size
+    )  # fmt: skip
     dev_examples: list[RankingExample] = []
     has_dev = ranks.share(spec.dev_limit != 0 and bool(store.count_questions(task.name, spec.scheme, spec.dev_split)))
     if has_dev:
         dev_feedback = collect_feedback(
-            spec, store, spec.dev_split, spec.dev_limit, generators=generators, on_progress=on_feedback
+            spec, store, spec.dev_split, spec.dev_limit, generators=generators, on_progress=on_feedback,
+            batch_size=batch_size,
         )  # fmt: skip
         dev_examples = ranking_examples(task, dev_feedback, spec.use_date)
     elif spec.dev_limit != 0 and on_note:

@@ -119,6 +119,7 @@ def load_hf_tokenizer(resolved: ResolvedModel) -> HFTokenizer:
 
 
 QUANTIZE_MODES = (None, "int8")
+HF_DTYPES = ("float32", "bfloat16", "float16")  # weight dtypes the `dtype` option takes
 
 
 def _quantize_int8(model: Any) -> Any:
@@ -571,22 +572,27 @@ class HFGenerator:
                 context = [tokenizer.bos_token_id]
             pairs.append((context, self._tokenizer.encode(continuation)))
         scores: list[float] = []
+        # Only the logits that predict continuation tokens are computed (the model's
+        # logits_to_keep where it has it): over a whole prompt they cost a vocabulary-wide
+        # matmul and softmax per token.
+        trims = "logits_to_keep" in inspect.signature(self._model.forward).parameters
         for start in range(0, len(pairs), self.batch_size):
             batch = pairs[start : start + self.batch_size]
             input_ids, mask = self._padded([context + cont for context, cont in batch])
+            # the last `keep` tokens are scored (the first token of a row has nothing before it)
+            keep = min(max(len(cont) for _, cont in batch), input_ids.shape[1] - 1)
+            if keep < 1:  # nothing to score: empty continuations
+                scores.extend(0.0 for _ in batch)
+                continue
             with self._lock, torch.inference_mode():
                 self._use(None)
-                logits = self._model(input_ids=input_ids, attention_mask=mask).logits.float()
-            log_probs = torch.log_softmax(logits[:, :-1], dim=-1)
-            targets = input_ids[:, 1:]
-            token_scores = log_probs.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+                extra = {"logits_to_keep": keep + 1} if trims else {}
+                logits = self._model(input_ids=input_ids, attention_mask=mask, **extra).logits[:, -keep - 1 : -1].float()
+            log_probs = torch.log_softmax(logits, dim=-1)
+            token_scores = log_probs.gather(-1, input_ids[:, -keep:].unsqueeze(-1)).squeeze(-1)
             for row, (_, cont) in enumerate(batch):
                 # Left padding: the continuation is the last len(cont) tokens of each row.
-                scores.append(
-                    float(token_scores[row, token_scores.shape[1] - len(cont) :].sum())
-                    if cont
-                    else 0.0
-                )
+                scores.append(float(token_scores[row, max(0, keep - len(cont)) :].sum()) if cont else 0.0)
         return scores
 
     def score_labels(
