@@ -224,3 +224,21 @@ def test_backend_auto_picks_and_says_the_fastest_path(demo_db: Path) -> None:
     with Store(demo_db, read_only=True) as store:
         (stored,) = run_store.list_runs(store)
     assert stored.spec["backend"] == expected.backend  # the choice is recorded, dtype included
+
+
+def test_batch_size_reaches_the_hf_and_llamacpp_loaders(demo_db: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--batch-size is a loading option of both batched backends (hf used to keep its own 8)."""
+    from lampbox.engine.generation import pool as pool_module
+
+    seen: list[dict] = []
+    original = pool_module.GeneratorPool.__init__
+
+    def spy(self, backend_options=None, *args, **kwargs):  # type: ignore[no-untyped-def]
+        seen.append(dict(backend_options or {}))
+        original(self, backend_options, *args, **kwargs)
+
+    monkeypatch.setattr(pool_module.GeneratorPool, "__init__", spy)
+    result = CliRunner().invoke(cli, ["bench", "--task", "LaMP_7", "--retrievers", "none", "--no-baselines", "--limit", "2",
+                                      "--backend", "dummy", "--batch-size", "16", "--db", str(demo_db)])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert seen and seen[0]["hf"]["batch_size"] == 16 and seen[0]["llamacpp"]["batch_size"] == 16

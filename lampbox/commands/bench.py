@@ -256,9 +256,11 @@ def _run_and_print(
     from lampbox.paths import data_home
 
     # batch_size does not change outputs (llamacpp's batched greedy outputs are the
-    # one-at-a-time ones), so it is a loading option, not part of the run spec.
+    # one-at-a-time ones; hf's left-padded batches give the same greedy text), so it is a
+    # loading option of both, not part of the run spec.
     backend_options = thread_options(threads)
-    backend_options.setdefault("llamacpp", {})["batch_size"] = batch_size
+    for backend in ("llamacpp", "hf"):
+        backend_options.setdefault(backend, {})["batch_size"] = batch_size
     if base_url:
         backend_options["openai"] = {"base_url": base_url}
     pool = GeneratorPool(backend_options)
