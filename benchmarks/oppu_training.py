@@ -90,7 +90,8 @@ def machine_state() -> str:
 class Turns:
     """Each user's turn, timed phase by phase, by wrapping what `lampbox train oppu` calls."""
 
-    def __init__(self) -> None:
+    def __init__(self, mmap_threshold: int | None = None) -> None:
+        self.mmap_threshold = mmap_threshold  # glibc's for the users' steps (None: AdapterTrainer's own)
         self.users: list[dict[str, Any]] = []
         self.once: dict[str, float] = {}
         self.current: dict[str, Any] = {}
@@ -147,6 +148,8 @@ class Turns:
         def init(self: Any, *args: Any, **kwargs: Any) -> None:
             started = time.perf_counter()
             real_init(self, *args, **kwargs)
+            if turns.mmap_threshold is not None:
+                self.mmap_threshold = turns.mmap_threshold
             turns.once["base load + task adapter merge"] = time.perf_counter() - started
             turns.once["rss after base load MB"] = rss_mb()
 
@@ -252,11 +255,10 @@ def run_training(args: Any) -> dict[str, Any]:
         data = repeated_users(data, args.split, args.users, work / f"data-{args.users}" / data.name)
         print(f"{args.split} has {split_users(args.data, args.split)} users: repeated under new ids up to {args.users}")
     from lampbox.cli import cli
-    from lampbox.engine.training.memory import MMAP_THRESHOLD_BYTES, hand_back_freed_memory
+    from lampbox.engine.training.memory import ADAPTER_MMAP_THRESHOLD_BYTES
 
-    if args.mmap_threshold is not None:  # before lampbox sets its own: glibc keeps the first one set here
-        hand_back_freed_memory(args.mmap_threshold)
-    print(f"glibc mmap threshold: {args.mmap_threshold if args.mmap_threshold is not None else MMAP_THRESHOLD_BYTES} bytes")
+    threshold = args.mmap_threshold if args.mmap_threshold is not None else ADAPTER_MMAP_THRESHOLD_BYTES
+    print(f"glibc mmap threshold during the users' steps: {threshold} bytes")
     from lampbox.store import Store
     from lampbox.store.importer import import_path
 
@@ -272,7 +274,7 @@ def run_training(args: Any) -> dict[str, Any]:
     command = oppu_command(args, db, task, name)
     print(f"before: {machine_state()}")
     print("lampbox " + " ".join(command))
-    turns = Turns()
+    turns = Turns(threshold)
     started = time.perf_counter()
     out = io.StringIO()
     with turns.wrapped(), contextlib.redirect_stdout(out):
@@ -306,7 +308,8 @@ def report(turns: Turns, summary: dict[str, Any], total: float, home: Path) -> d
         "padded tokens per step": sum(u["padded tokens"] for u in users) / max(sum(u.get("batches", 0) for u in users), 1),
         "median items": median(u["items"] for u in users), "adapter MB": max(sizes),
         "cpu user s": median(u["cpu user s"] for u in users), "cpu sys s": median(u["cpu sys s"] for u in users),
-        "minor faults": median(u["minor faults"] for u in users), "rss first MB": users[0]["rss MB"], "rss last MB": users[-1]["rss MB"], "phases": {k: median(p[k] for p in rest) for k in rest[0]},
+        "minor faults": median(u["minor faults"] for u in users), "rss first MB": users[0]["rss MB"],
+        "peak rss MB": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "rss last MB": users[-1]["rss MB"], "phases": {k: median(p[k] for p in rest) for k in rest[0]},
         **turns.once,
     }  # fmt: skip
     print(f"{len(users)} users trained in {total:.1f} s (task adapter and base load included); task adapter {summary['task_adapter']}")
@@ -323,5 +326,6 @@ def report(turns: Turns, summary: dict[str, Any], total: float, home: Path) -> d
     print(f"cpu time per user (median): user {figures['cpu user s']:.2f} s, system {figures['cpu sys s']:.2f} s "
           f"({figures['minor faults']:.0f} minor page faults)")  # fmt: skip
     print(f"adapter on disk: {figures['adapter MB']:.2f} MB (largest adapter/ folder)")
-    print(f"rss after the first user {figures['rss first MB']:.0f} MB, after the last {figures['rss last MB']:.0f} MB")
+    print(f"rss after the first user {figures['rss first MB']:.0f} MB, after the last {figures['rss last MB']:.0f} MB; "
+          f"the process's peak {figures['peak rss MB']:.0f} MB")  # fmt: skip
     return figures
