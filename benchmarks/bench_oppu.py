@@ -1,4 +1,4 @@
-"""Serving OPPU's per-user adapters: switching cost on hf and llamacpp, and GGUF-vs-peft agreement.
+"""OPPU's per-user adapters: training cost, switching cost on hf and llamacpp, GGUF-vs-peft agreement.
 
 SmolLM2-135M-Instruct (the packaged Q4_1 GGUF; hf runs transformers on its dequantized weights).
 Two adapters: seeded random peft LoRAs on q/k/v/o/up (B scaled by --scale so that they change
@@ -14,6 +14,13 @@ some outputs), or the trained adapters given with --adapter (twice). Prints:
   quantization alone allows).
 
     .venv/bin/python benchmarks/bench_oppu.py --data ../shared/data/git-commits/commit_subject
+
+- training (`--only training`, benchmarks/oppu_training.py): `lampbox train oppu` on a private
+  home for --users users of --split, each user's wall time split into its fixed cost and its
+  training steps, the adapter's size, per-user time and RSS from the first user to the last:
+
+    .venv/bin/python benchmarks/bench_oppu.py --only training --data ../shared/data/git-commits/commit_area --users 10 --threads 2
+    .venv/bin/python benchmarks/bench_oppu.py --only training --data ../shared/data/git-commits/commit_subject --users 200 --user-max-steps 2
 """
 
 from __future__ import annotations
@@ -157,7 +164,8 @@ def agreement(adapter: str, prompts: list[str], tokens: int) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> dict[str, Any] | None:
+    """Run the bench; with --only training, the training figures are also returned."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, required=True, help="A LaMP-format task folder (commit_subject): its dev questions are the prompts.")
     parser.add_argument("--adapter", action="append", default=[], help="A trained adapter folder (give two); default: two seeded random LoRAs.")
@@ -166,8 +174,30 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=9)
     parser.add_argument("--show", action="store_true", help="Print every prompt's four outputs.")
-    parser.add_argument("--only", choices=["switching", "agreement"], help="Measure one part only.")
-    args = parser.parse_args()
+    parser.add_argument("--only", choices=["switching", "agreement", "training"], help="Measure one part only (training: only with --only).")
+    training = parser.add_argument_group("training (--only training)")
+    training.add_argument("--users", type=int, default=10, help="Users to train (more than the split has: its users repeated under new ids).")
+    training.add_argument("--split", default="dev", help="The split whose users get adapters (lampbox train oppu --dev-split).")
+    training.add_argument("--threads", type=int, default=2, help="torch's CPU threads (--threads of lampbox train oppu).")
+    training.add_argument("--user-max-steps", type=int, default=None, help="Stop each user after this many steps (the flatness check: few steps, many users).")
+    training.add_argument("--user-epochs", type=float, default=2.0)
+    training.add_argument("--batch-size", type=int, default=4)
+    training.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"])
+    training.add_argument("--min-profile", type=int, default=None, help="Only users with at least N profile items.")
+    training.add_argument("--model", default=None, help="Base model (default: the manifest's default, SmolLM2-135M-Instruct).")
+    training.add_argument("--task-adapter", type=Path, default=None, help="A trained LoRA model folder (models/NAME) for the task: copied into the private home; default: one trained for --task-steps steps.")
+    training.add_argument("--task-steps", type=int, default=2, help="Steps of the tiny task adapter trained when no --task-adapter is given.")
+    training.add_argument("--mmap-threshold", type=int, default=None, help="glibc's mmap threshold in bytes during the users' steps (default: AdapterTrainer's 4 MiB, engine/training/memory.py; 65536: that of the other trainings).")
+    training.add_argument("--work", type=Path, default=None, help="The scratch folder (default: a new temporary one).")
+    args = parser.parse_args(argv)
+    if args.only == "training":
+        from oppu_training import run_training
+
+        if args.users < 1:
+            parser.error("--users must be at least 1")
+        if args.task_adapter and not (args.task_adapter / "lampbox-model.json").is_file():
+            parser.error(f"--task-adapter {args.task_adapter}: not a trained model folder (no lampbox-model.json)")
+        return run_training(args)
     questions = json.loads((args.data / "dev_questions.json").read_text())[: args.prompts]
     prompts = [question["input"] for question in questions]
     if args.adapter and len(args.adapter) != 2:
@@ -180,7 +210,7 @@ def main() -> None:
         figures = measure(adapters, prompts[0], args.repeats)
         print(f"{backend} switching: " + ", ".join(f"{name} {value:.1f}{'' if 'tokens' in name else ' ms'}" for name, value in figures.items()))
     if args.only == "switching":
-        return
+        return None
     found = agreement(adapters[0], prompts, args.tokens)
     if args.show:
         for row in zip(*found["outputs"].values(), strict=True):
@@ -188,6 +218,7 @@ def main() -> None:
     n = found["n"]
     print(f"agreement over {n} prompts, {args.tokens} greedy tokens: base {found['base agree']}/{n}, "
           f"with the adapter {found['lora agree']}/{n}; the adapter changed {found['adapter changed (hf)']}/{n} hf outputs")  # fmt: skip
+    return None
 
 
 if __name__ == "__main__":

@@ -69,6 +69,25 @@ def test_three_adapters_leave_the_base_untouched_and_do_not_see_each_other(tiny_
     assert len(losses[0]) == 3 and losses[0] == losses[1]
 
 
+def test_adapter_steps_run_with_the_adapter_mmap_threshold(tiny_lm: Path, tmp_path: Path) -> None:
+    """Each adapter trains with glibc's mmap threshold at 4 MiB (memory.py), not the 64 KiB
+    that `lampbox train` and the other trainings set: its steps' activations are not faulted
+    in afresh at every step."""
+    import platform
+    import sys
+
+    from lampbox.engine.training import memory
+    from lampbox.engine.training.adapters import AdapterTrainer
+
+    if not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc":
+        pytest.skip("glibc's malloc")
+    memory.hand_back_freed_memory()  # as the CLI does first
+    assert memory.threshold_in_force() == memory.MMAP_THRESHOLD_BYTES
+    trainer = AdapterTrainer(str(tiny_lm), config())
+    trainer.train_adapter(objective(tiny_lm, "ann"), tmp_path / "ann")
+    assert memory.threshold_in_force() == memory.ADAPTER_MMAP_THRESHOLD_BYTES == 4 * 1024 * 1024
+
+
 def test_an_adapter_stands_on_a_merged_task_adapter(tiny_lm: Path, tmp_path: Path) -> None:
     """OPPU's base: the task adapter merged into the weights before any user adapter."""
     import torch

@@ -7,7 +7,8 @@ adapter does not depend on what was trained before it), trains it through the co
 objective's examples alone, saves it and deletes it: the base's weights are never trained
 (they are frozen and no optimizer sees them) and after the call the model computes as the
 clean base again. The fixed cost per adapter is a Trainer and an adapter, not a model load
-(benchmarks/bench_adapters.py measures it). Under torchrun each rank's AdapterTrainer trains
+(benchmarks/bench_adapters.py measures it); its steps run with glibc's mmap threshold at
+4 MiB rather than the 64 KiB of other trainings (training/memory.py). Under torchrun each rank's AdapterTrainer trains
 its own adapters alone (no DDP: the ranks train different adapters on different data).
 """
 
@@ -18,6 +19,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from lampbox.engine.training.memory import ADAPTER_MMAP_THRESHOLD_BYTES
 from lampbox.engine.training.objective import DevMetric, TrainContext, TrainingObjective
 from lampbox.engine.training.trainer import (
     TrainConfig,
@@ -72,6 +74,7 @@ class AdapterTrainer:
         self._peft: Any = None  # the PeftModel around the base, made with the first adapter
         self.trained = 0
         self.threads = threads  # torch's CPU threads while an adapter trains (None: the default)
+        self.mmap_threshold = ADAPTER_MMAP_THRESHOLD_BYTES  # glibc's while an adapter trains (memory.py)
 
     def base_weights(self) -> dict[str, Any]:
         """The base's own tensors by name (no adapter's), as they are now (for checks)."""
@@ -103,7 +106,7 @@ class AdapterTrainer:
                 model, result = train(
                     _OnSharedBase(self, objective), self.config, work_dir or Path(scratch),
                     on_progress=on_progress, should_stop=should_stop, callbacks=callbacks, alone=True,
-                    threads=self.threads,
+                    threads=self.threads, mmap_threshold=self.mmap_threshold,
                 )  # fmt: skip
                 folder.mkdir(parents=True, exist_ok=True)
                 objective.save(model, folder)

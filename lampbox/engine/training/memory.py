@@ -11,6 +11,13 @@ blocks of 64 KiB and more are mapped and unmapped again, and a step's activation
 nothing behind. `lampbox train` sets it before it prepares the examples (whose tokenizer and
 rankings otherwise leave some 700 MB of free heap resident), and the core again when it
 starts, after giving back what is free on the heap then (malloc_trim).
+
+The price is a page fault for every page of every such block at every step. For the short
+trainings of OPPU's users' adapters (engine/training/adapters.py) that was 40% of the CPU time
+(1.1 million minor faults per step on commit_area); those use ADAPTER_MMAP_THRESHOLD_BYTES
+instead: the activations of their small batches come from the heap again, which is trimmed
+when each adapter's training starts, so the resident memory between users is the same
+(docs/oppu.md, "Training figures").
 """
 
 from __future__ import annotations
@@ -19,14 +26,15 @@ import sys
 
 M_MMAP_THRESHOLD = -3  # mallopt's parameter number (malloc.h)
 MMAP_THRESHOLD_BYTES = 64 * 1024
-_applied = False
+ADAPTER_MMAP_THRESHOLD_BYTES = 4 * 1024 * 1024
+_in_force: int | None = None  # the threshold this process set last
 
 
 def hand_back_freed_memory(threshold: int = MMAP_THRESHOLD_BYTES) -> bool:
     """Give the heap's free pages back to the system and fix glibc's mmap threshold at
-    `threshold` bytes for this process (once); False where the C library is not glibc
-    (nothing changes there)."""
-    global _applied
+    `threshold` bytes for this process (set again only when it differs from the one in force);
+    False where the C library is not glibc (nothing changes there)."""
+    global _in_force
     if not sys.platform.startswith("linux"):
         return False
     import ctypes
@@ -39,8 +47,14 @@ def hand_back_freed_memory(threshold: int = MMAP_THRESHOLD_BYTES) -> bool:
         return False
     libc.malloc_trim.argtypes = [ctypes.c_size_t]
     libc.malloc_trim(0)  # the free pages already on the heap
-    if not _applied:
+    if _in_force != threshold:
         mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
         mallopt.restype = ctypes.c_int
-        _applied = mallopt(M_MMAP_THRESHOLD, threshold) == 1
-    return _applied
+        if mallopt(M_MMAP_THRESHOLD, threshold) == 1:
+            _in_force = threshold
+    return _in_force == threshold
+
+
+def threshold_in_force() -> int | None:
+    """The mmap threshold this process set last (None: never set, glibc's own)."""
+    return _in_force

@@ -192,6 +192,7 @@ def train(
     callbacks: Sequence[Any] = (),
     alone: bool = False,
     threads: int | None = None,
+    mmap_threshold: int | None = None,
 ) -> tuple[Any, TrainResult]:
     """Train what `objective` describes. Returns the trained model (the best dev checkpoint
     loaded when the objective evaluates on dev and checkpoints are on) and the result.
@@ -201,20 +202,20 @@ def train(
     threads (None: $LAMPBOX_THREADS, else every usable core); they never change the result.
     Under torchrun every rank trains one model together (DDP) unless `alone`: then this
     process trains on its own data as if it were the only one (OPPU: each rank its own users),
-    on its own GPU."""
+    on its own GPU. `mmap_threshold`: glibc's for the steps (None: memory.MMAP_THRESHOLD_BYTES)."""
     if alone and int(os.environ.get("WORLD_SIZE", "1") or 1) > 1:
         with _one_process():
             return train(
                 objective, config, work_dir, on_progress=on_progress, should_stop=should_stop,
-                callbacks=callbacks, threads=threads,
+                callbacks=callbacks, threads=threads, mmap_threshold=mmap_threshold,
             )  # fmt: skip
     import torch
 
     from lampbox.engine.quiet import quiet_training
-    from lampbox.engine.training.memory import hand_back_freed_memory
+    from lampbox.engine.training.memory import MMAP_THRESHOLD_BYTES, hand_back_freed_memory
 
     quiet_training()
-    hand_back_freed_memory()  # each step's activations go back to the system when freed (memory.py)
+    hand_back_freed_memory(mmap_threshold or MMAP_THRESHOLD_BYTES)  # each step's activations go back to the system when freed (memory.py)
     dataset = objective.train_dataset()
     if len(dataset) == 0:
         raise LampboxError("nothing to train on: the objective has no training example")
