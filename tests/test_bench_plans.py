@@ -86,6 +86,32 @@ MAIN_GRIDS = {
 }  # fmt: skip
 
 
+def keys_with(field: str, value: object) -> tuple[object, list[str]]:
+    """MAIN_GRIDS' "LaMP_2 labels" bench with `field` (a bench-level selection such as skip or
+    min_profile) set to `value`: its plan and run keys ($LAMPBOX_HOME must be private)."""
+    from dataclasses import replace
+
+    from lampbox.bench.runner import BenchSpec
+    from lampbox.engine.generation.base import GenerationParams
+    from lampbox.engine.tasks import BUILTIN_TASKS
+    from lampbox.lab.specs import run_key
+
+    task = BUILTIN_TASKS["LaMP_2"]
+    bench = BenchSpec(
+        "LaMP_2", "user", "dev", retrievers=("none", "bm25", "recency"), ks=(1, 4), backends=("dummy",),
+        params=GenerationParams(max_new_tokens=8), decode="labels", limit=20, users=3,
+    )  # fmt: skip
+    plan = replace(bench, **{field: value}).plan(task)
+    keys = [run_key(configuration.spec, task) for configuration in plan.configurations]
+    expected_runs, expected_bench = MAIN_GRIDS["LaMP_2 labels"]  # the keys main's code gave
+    same = value in (None, 0)
+    assert (plan.key(keys) == expected_bench) is same
+    assert all((key == expected) is same for key, (expected, _) in zip(keys, expected_runs, strict=True))
+    assert (field in plan.to_json(keys)) is not same
+    assert all(getattr(c.spec, field) == value for c in plan.configurations)
+    return plan, keys
+
+
 @pytest.mark.parametrize("name", list(MAIN_GRIDS))
 def test_a_grid_expands_to_a_plan_with_mains_keys(name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from lampbox.bench.runner import BenchSpec

@@ -61,28 +61,13 @@ def test_a_run_with_min_profile_answers_only_those_users(commits_store: Any, git
 
 
 def test_the_run_and_bench_keys_change_only_when_it_is_set(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from test_bench_plans import MAIN_GRIDS
+    from test_bench_plans import keys_with
 
-    from lampbox.bench.runner import BenchSpec
-    from lampbox.engine.generation.base import GenerationParams
-    from lampbox.engine.tasks import BUILTIN_TASKS
-    from lampbox.lab.specs import RunSpec, run_key
+    from lampbox.lab.specs import RunSpec
 
     monkeypatch.setenv("LAMPBOX_HOME", str(tmp_path))
-    task = BUILTIN_TASKS["LaMP_2"]
-    bench = BenchSpec(
-        "LaMP_2", "user", "dev", retrievers=("none", "bm25", "recency"), ks=(1, 4), backends=("dummy",),
-        params=GenerationParams(max_new_tokens=8), decode="labels", limit=20, users=3,
-    )  # fmt: skip
-    expected_runs, expected_bench = MAIN_GRIDS["LaMP_2 labels"]
     for min_profile in (None, 10):
-        plan = replace(bench, min_profile=min_profile).plan(task)
-        keys = [run_key(configuration.spec, task) for configuration in plan.configurations]
-        same = min_profile is None
-        assert (plan.key(keys) == expected_bench) is same
-        assert all((key == expected) is same for key, (expected, _) in zip(keys, expected_runs, strict=True))
-        assert ("min_profile" in plan.to_json(keys)) is not same
-        assert all(c.spec.min_profile == min_profile for c in plan.configurations)
+        keys_with("min_profile", min_profile)
     assert "min_profile" not in RunSpec("LaMP_2", "user", "dev").to_json()
 
 

@@ -48,12 +48,17 @@ print((before - rss()) / (1 << 20))
 """
 
 
-def _freed_mib(mode: str) -> float:
+def _script_output(script: str, mode: str) -> str:
+    """What `script` prints in a fresh interpreter (glibc's allocator as a process starts)."""
     result = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(FREE_BLOCKS), mode], capture_output=True, text=True, check=True,
+        [sys.executable, "-c", textwrap.dedent(script), mode], capture_output=True, text=True, check=True,
         env={**os.environ, "PYTHONPATH": str(REPO)}, cwd=REPO,
     )  # fmt: skip
-    return float(result.stdout)
+    return result.stdout
+
+
+def _freed_mib(mode: str) -> float:
+    return float(_script_output(FREE_BLOCKS, mode))
 
 
 def test_freed_blocks_go_back_to_the_system_once_the_threshold_is_fixed() -> None:
@@ -92,11 +97,7 @@ def test_adapter_threshold_set_after_the_default_stops_the_page_faults() -> None
     mappings faulted in page by page at every step (40% of the CPU time on commit_area)."""
 
     def faults(mode: str) -> int:
-        result = subprocess.run(
-            [sys.executable, "-c", textwrap.dedent(FAULTS), mode], capture_output=True, text=True, check=True,
-            env={**os.environ, "PYTHONPATH": str(REPO)}, cwd=REPO,
-        )  # fmt: skip
-        return int(result.stdout)
+        return int(_script_output(FAULTS, mode))
 
     assert faults("default") > 50 * 200  # 256 pages of 4 KiB at every step
     assert faults("adapter") < 50 * 20
