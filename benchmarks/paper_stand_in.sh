@@ -166,7 +166,8 @@ RSPG_EVAL="${RSPG_EVAL:-test}"
 rspg_splits() { [[ $RSPG_EVAL == test ]] && echo train dev test || echo train dev; }
 # rspg_select PREFIX TASK: the Pre and Post selectors on PREFIX_pool_train (and _dev), applied
 rspg_select() {
-    local prefix=$1 task=$2 mode choice=() target=${prefix}_pool_dev
+    local prefix=$1 task=$2 mode choice=()
+    local target=${prefix}_pool_dev
     if [[ $RSPG_EVAL == test ]]; then
         choice=(--dev-bench "$(key_of "${prefix}_pool_dev")")
         target=${prefix}_pool_test
