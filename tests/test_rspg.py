@@ -197,6 +197,7 @@ def test_a_selector_trained_on_a_bench_composes_a_stored_run(benches: dict[str, 
     for q, (prediction, index) in enumerate(zip(predictions, selection.chosen, strict=True)):
         assert prediction == rows[index].record.predictions[q]  # the chosen configuration's answer
         assert max(selection.probabilities[q]) == selection.probabilities[q][index]
+    assert selection.selector_seconds > 0  # the encoder's inference is timed (the summary printed 0.00 s)
     mean = sum(p.main_score or 0.0 for p in predictions) / len(predictions)
     assert stored.metrics["rouge-1"] == pytest.approx(mean)
     assert probabilities is not None and probabilities.label == "RSPG-Post sel-post"  # what the TUI shows

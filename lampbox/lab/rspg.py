@@ -14,6 +14,7 @@ import contextlib
 import hashlib
 import json
 import shutil
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -394,9 +395,11 @@ def apply_selector(store: Store, name: str, bench: str) -> SelectionResult:
             f"{_pool_difference(selector.configurations, pool.configurations)}"
         )
     higher = task.higher_is_better()
+    started = time.perf_counter()
     rows = encode_questions(selector.tokenizer, pool.questions, selector.mode, int(selector.settings["max_length"]), higher)
     collate = PadCandidates(int(selector.tokenizer.pad_token_id or 0))
     probs = probabilities(selector.model, rows, collate, float(selector.settings.get("temperature", 1.0)))
+    seconds = time.perf_counter() - started
     chosen = [max(range(len(p)), key=lambda index, p=p: (p[index], -index)) for p in probs]
     picked = [pool.runs[index].predictions[q] for q, index in enumerate(chosen)]
     metrics = scoring.run_metrics(task, picked)
@@ -417,7 +420,7 @@ def apply_selector(store: Store, name: str, bench: str) -> SelectionResult:
         for question, question_probs in zip(pool.questions, probs, strict=True)
     ])  # fmt: skip
     store.idle()
-    return compare_selection(key, label, name, selector.mode, pool, metrics, picked, chosen, probs)
+    return compare_selection(key, label, name, selector.mode, pool, metrics, picked, chosen, probs, selector_seconds=seconds)
 
 
 def _user_scores(task: TaskSpec, pool: BenchPool, picked: Sequence[Prediction]) -> list[UserScore]:
