@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from lampbox.bench.plan import Configuration, Plan, role_of
-from lampbox.engine.generation.hf import HF_DTYPES
+from lampbox.engine.defaults import HF_DTYPES
 from lampbox.engine.tasks import TaskSpec
 from lampbox.errors import InputFileError, LampboxError, UnknownNameError
 from lampbox.store.core import Store

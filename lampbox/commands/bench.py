@@ -22,6 +22,7 @@ from lampbox.engine.defaults import (
     DEFAULT_KS,
     DEFAULT_MAX_LENGTH,
     DEFAULT_RETRIEVERS,
+    HF_DTYPES,
 )
 
 # The flags that make a grid; a plan's configurations name these themselves.
@@ -89,7 +90,7 @@ GRID_FLAGS = {
 )
 @click.option(
     "--dtype",
-    type=click.Choice(["float32", "bfloat16", "float16"]),
+    type=click.Choice(HF_DTYPES),
     default=None,
     help="hf backend: weight dtype (default: bfloat16 on CUDA, float32 on CPU; with --backend auto, auto's choice: bfloat16 also on CPUs with AMX or AVX512-BF16).",
 )

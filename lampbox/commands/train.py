@@ -18,7 +18,7 @@ from lampbox.commands.common import (
     reports_errors,
     writer_wait_s,
 )
-from lampbox.engine.defaults import DEFAULT_MAX_LENGTH
+from lampbox.engine.defaults import DEFAULT_MAX_LENGTH, HF_DTYPES
 
 
 @click.group("train")
@@ -379,7 +379,7 @@ def _train_with_progress(spec: Any, store: Any, name: str, overwrite: bool, thre
 @click.option("--ctx-size", type=int, default=20, show_default=True, help="Candidates per question (the base retriever's top N).")
 @click.option("--backend", default=None, help="Backend of the generator giving the feedback (default: llamacpp; auto: what `lampbox bench --backend auto` picks, e.g. hf bfloat16 on CPUs with AMX or AVX512-BF16).")
 @click.option("--model", default=None, help="Generator giving the feedback (default: the manifest's default; a trained model too).")
-@click.option("--dtype", type=click.Choice(["float32", "bfloat16", "float16"]), default=None, help="hf backend: weight dtype of the generator (default: float32 on CPU, bfloat16 on CUDA; with --backend auto, auto's choice). Part of the feedback key: feedback of another dtype is never reused.")
+@click.option("--dtype", type=click.Choice(HF_DTYPES), default=None, help="hf backend: weight dtype of the generator (default: float32 on CPU, bfloat16 on CUDA; with --backend auto, auto's choice). Part of the feedback key: feedback of another dtype is never reused.")
 @click.option("--feedback-batch-size", type=click.IntRange(min=1), default=None, help="(question, item) prompts the generator decodes together (hf, llamacpp; default: 16 on hf, 8 on llamacpp). Not in the feedback key.")
 @click.option("--split", default="train", show_default=True)
 @click.option("--dev-split", default="dev", show_default=True, help="Split whose feedback evaluates the retriever (NDCG of the utilities).")

@@ -8,6 +8,7 @@ if TYPE_CHECKING:
     from lampbox.engine.tasks import TaskSpec
 
 DEFAULT_BACKEND = "llamacpp"
+HF_DTYPES = ("float32", "bfloat16", "float16")  # weight dtypes the hf backend's `dtype` option takes
 DEFAULT_MAX_LENGTH = 256  # the official IPA prompt budget in tokens (512 in the feedback scorers)
 DEFAULT_RETRIEVERS = ("none", "bm25", "dense", "recency", "random")
 DEFAULT_KS = (1, 2, 4)

@@ -21,9 +21,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from lampbox.engine.defaults import default_max_new_tokens, default_model, feedback_batch_size
+from lampbox.engine.defaults import (
+    HF_DTYPES,
+    default_max_new_tokens,
+    default_model,
+    feedback_batch_size,
+)
 from lampbox.engine.generation.base import GenerationParams
-from lampbox.engine.generation.hf import HF_DTYPES
 from lampbox.engine.generation.pool import GeneratorPool
 from lampbox.engine.retrieval import create_retriever, is_retriever_name, known_retriever_names
 from lampbox.engine.retrieval.base import document_texts

@@ -119,7 +119,6 @@ def load_hf_tokenizer(resolved: ResolvedModel) -> HFTokenizer:
 
 
 QUANTIZE_MODES = (None, "int8")
-HF_DTYPES = ("float32", "bfloat16", "float16")  # weight dtypes the `dtype` option takes
 
 
 def _quantize_int8(model: Any) -> Any:
