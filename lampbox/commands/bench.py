@@ -169,7 +169,9 @@ def bench_command(
     split = split or "dev"
     backend_list = split_list(backends) or ["auto"]
     if "auto" in backend_list:
-        choice, dtype = _auto_backend(model, method, dtype)  # auto's dtype recorded like an explicit --dtype
+        from lampbox.bench.planfile import resolve_auto
+
+        choice, dtype = resolve_auto(model, method, dtype)  # auto's dtype recorded like an explicit --dtype
         click.echo(choice.line(), err=True)
         backend_list = list(dict.fromkeys(choice.backend if b == "auto" else b for b in backend_list))
     for backend in backend_list:
@@ -284,12 +286,6 @@ def _run_and_print(
         console.print(note)
     click.echo(f"predictions: {predictions_dir}", err=True)
     click.echo(f"bench {result.bench_key} stored in {store.path}", err=True)
-
-
-def _auto_backend(model: str | None, method: str, dtype: str | None) -> tuple[Any, str | None]:
-    from lampbox.bench.planfile import resolve_auto
-
-    return resolve_auto(model, method, dtype)
 
 
 def _plan_bench(

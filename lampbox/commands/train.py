@@ -422,8 +422,10 @@ def train_ropg(
 
     check_model_name(name)
     backend = backend or DEFAULT_BACKEND
-    if backend == "auto":
-        choice, dtype = _resolve_auto(model, dtype)
+    if backend == "auto":  # resolved as `lampbox bench` resolves it
+        from lampbox.bench.planfile import resolve_auto
+
+        choice, dtype = resolve_auto(model, "ipa", dtype)
         click.echo(choice.line(), err=True)
         backend = choice.backend
     if backend not in known_backends():
@@ -475,13 +477,6 @@ def train_ropg(
         "retriever": f"ropg:{artifact.name}",
     }  # fmt: skip
     _report_trained(artifact, result, summary, as_json, artifact.method, f"rank with it: --retrievers ropg:{artifact.name}")
-
-
-def _resolve_auto(model: str | None, dtype: str | None) -> tuple[Any, str | None]:
-    """`--backend auto` for the feedback's generator, resolved as `lampbox bench` resolves it."""
-    from lampbox.bench.planfile import resolve_auto
-
-    return resolve_auto(model, "ipa", dtype)
 
 
 @train.command("rspg")
