@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
+import time
 from pathlib import Path
 
 import pytest
@@ -44,6 +45,22 @@ def empty_store_path(tmp_path: Path) -> Path:
     path = tmp_path / "empty.duckdb"
     Store(path).close()
     return path
+
+
+async def wait_until(pilot: Pilot, condition, seconds: float, what: str) -> None:  # type: ignore[no-untyped-def]
+    """Wait (letting the app run) until `condition()` holds; fail naming `what` after `seconds`."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"waited {seconds:g} s for {what}")
+        await pilot.pause(0.1)
+
+
+@pytest.fixture
+def until():  # type: ignore[no-untyped-def]
+    """`await until(pilot, condition, seconds, what)`: wait for a state no worker stands for
+    (a pane's last message, a timer's poll)."""
+    return wait_until
 
 
 @pytest.fixture

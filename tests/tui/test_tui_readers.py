@@ -13,7 +13,6 @@ import time
 from pathlib import Path
 
 import pytest
-from textual.pilot import Pilot
 from textual.widgets import DataTable, Static
 
 from lampbox.store import Store
@@ -63,17 +62,9 @@ def status_text(screen: RunsScreen) -> str:
     return str(screen.query_one("#runs-status", Static).render())
 
 
-async def wait_until(pilot: Pilot, condition, seconds: float, what: str) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + seconds
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"waited {seconds:g} s for {what}")
-        await pilot.pause(0.1)
-
-
 @pytest.mark.slow
 async def test_a_bench_writes_while_the_tui_is_open_and_the_runs_screen_follows_it(  # type: ignore[no-untyped-def]
-    demo_db: Path, tmp_path: Path, settle
+    demo_db: Path, tmp_path: Path, settle, until
 ) -> None:
     app = create_app(store_path=demo_db)
     async with app.run_test(size=SIZE) as pilot:
@@ -85,7 +76,7 @@ async def test_a_bench_writes_while_the_tui_is_open_and_the_runs_screen_follows_
         assert isinstance(screen, RunsScreen)
         assert "No benches" in status_text(screen)
         # Once idle, the TUI has given the file back.
-        await wait_until(pilot, lambda: not app.store.is_open, 5, "the TUI to release the store")
+        await until(pilot, lambda: not app.store.is_open, 5, "the TUI to release the store")
 
         bench = python(
             SLOW_BENCH_CLI, "bench", "--task", "LaMP_7", "--split", "dev", "--retrievers", "none,bm25",
@@ -133,10 +124,10 @@ async def test_a_bench_writes_while_the_tui_is_open_and_the_runs_screen_follows_
             match and match[3] == "generate" and 0 < int(match[4]) < 16 for match in progress
         ), running
         # The finished runs appear without R: the last poll read them and stopped polling.
-        await wait_until(pilot, lambda: screen.poll_timer is None, 30, "polling to stop")
+        await until(pilot, lambda: screen.poll_timer is None, 30, "polling to stop")
         await settle(pilot)
         # This process cannot open the file read-only while the TUI has it open read-write.
-        await wait_until(pilot, lambda: not app.store.is_open, 5, "the TUI to release the store")
+        await until(pilot, lambda: not app.store.is_open, 5, "the TUI to release the store")
         with Store.for_reading(demo_db) as store:
             ((bench_key, _, _),) = run_store.list_benches(store)
             stored = run_store.bench_runs(store, bench_key)
@@ -150,16 +141,16 @@ async def test_a_bench_writes_while_the_tui_is_open_and_the_runs_screen_follows_
 
 
 async def test_the_tui_waits_for_a_busy_store_and_says_who_is_writing(  # type: ignore[no-untyped-def]
-    demo_db: Path, settle, writer_holding
+    demo_db: Path, settle, until, writer_holding
 ) -> None:
     app = create_app(store_path=demo_db)
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
-        await wait_until(pilot, lambda: not app.store.is_open, 5, "the TUI to release the store")
+        await until(pilot, lambda: not app.store.is_open, 5, "the TUI to release the store")
         with writer_holding(demo_db) as writer:
             await pilot.press("b")  # the runs screen reads the store: it must wait
             busy = f"busy: bench 3f2a1b0c (pid {writer.pid}) is writing"
-            await wait_until(pilot, lambda: busy in app.sub_title, 30, "the busy line")
+            await until(pilot, lambda: busy in app.sub_title, 30, "the busy line")
             screen = app.screen
             assert isinstance(screen, RunsScreen)
             await pilot.press("question_mark")  # the UI stays live while the worker waits
@@ -168,19 +159,19 @@ async def test_the_tui_waits_for_a_busy_store_and_says_who_is_writing(  # type: 
             await pilot.press("escape")
             await pilot.pause()
             assert app.screen is screen and "No benches" not in status_text(screen)
-        await wait_until(pilot, lambda: "No benches" in status_text(screen), 30, "the read")
+        await until(pilot, lambda: "No benches" in status_text(screen), 30, "the read")
         assert app.sub_title == demo_db.name
 
 
-async def test_a_store_busy_at_start_is_opened_once_free(demo_db: Path, settle, writer_holding) -> None:  # type: ignore[no-untyped-def]
+async def test_a_store_busy_at_start_is_opened_once_free(demo_db: Path, settle, until, writer_holding) -> None:  # type: ignore[no-untyped-def]
     with writer_holding(demo_db) as writer:
         app = create_app(store_path=demo_db)
         async with app.run_test(size=SIZE) as pilot:
             await pilot.pause()
             assert isinstance(app.screen, WaitingScreen)
             busy = f"busy: bench 3f2a1b0c (pid {writer.pid}) is writing"
-            await wait_until(pilot, lambda: busy in app.sub_title, 30, "the busy line")
+            await until(pilot, lambda: busy in app.sub_title, 30, "the busy line")
             writer.communicate("", timeout=60)
-            await wait_until(pilot, lambda: isinstance(app.screen, UsersScreen), 30, "the users")
+            await until(pilot, lambda: isinstance(app.screen, UsersScreen), 30, "the users")
             await settle(pilot)
             assert app.sub_title == demo_db.name
