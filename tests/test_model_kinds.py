@@ -291,5 +291,6 @@ def test_train_oppu_and_ropg_hand_threads_to_the_job_as_a_value(
     assert line.endswith("stopped by the test")
     assert seen["threads"] == 2 and seen["environ"] is None
     if command == "ropg":  # the feedback's generator runs on them too
-        # (and decode the feedback 8 at a time: llamacpp, the default backend; --feedback-batch-size)
-        assert seen["pool"] == {"llamacpp": {"threads": 2, "batch_size": 8}, "hf": {"threads": 2}}
+        # (and decode the feedback 8 at a time: llamacpp's default, the default backend; a loading
+        # option of both batching backends, as bench's --batch-size is)
+        assert seen["pool"] == {"llamacpp": {"threads": 2, "batch_size": 8}, "hf": {"threads": 2, "batch_size": 8}}

@@ -255,15 +255,10 @@ def _run_and_print(
     as_json: bool,
 ) -> None:
     """Run a bench (a grid or a plan) with progress, then print its table (or JSON)."""
-    from lampbox.engine.generation.pool import GeneratorPool, thread_options
+    from lampbox.engine.generation.pool import GeneratorPool, loading_options
     from lampbox.paths import data_home
 
-    # batch_size does not change outputs (llamacpp's batched greedy outputs are the
-    # one-at-a-time ones; hf's left-padded batches give the same greedy text), so it is a
-    # loading option of both, not part of the run spec.
-    backend_options = thread_options(threads)
-    for backend in ("llamacpp", "hf"):
-        backend_options.setdefault(backend, {})["batch_size"] = batch_size
+    backend_options = loading_options(threads, batch_size)
     if base_url:
         backend_options["openai"] = {"base_url": base_url}
     pool = GeneratorPool(backend_options)

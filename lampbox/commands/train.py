@@ -412,7 +412,7 @@ def train_ropg(
     them by KD or RL. Then: `lampbox bench --retrievers ropg:NAME`."""
     from lampbox.engine.defaults import DEFAULT_BACKEND, default_model
     from lampbox.engine.defaults import feedback_batch_size as feedback_batch_size_of
-    from lampbox.engine.generation.pool import GeneratorPool, thread_options
+    from lampbox.engine.generation.pool import GeneratorPool, loading_options
     from lampbox.engine.generation.registry import known_backends
     from lampbox.engine.machine import check_threads
     from lampbox.errors import LampboxError, UnknownNameError
@@ -460,12 +460,9 @@ def train_ropg(
         eta = f", eta {(total - done) / rate:.0f}s" if rate > 0 and done < total else ""
         click.echo(f"feedback {which}: {done}/{total} (question, item) pairs{eta}", err=True)
 
-    backend_options = thread_options(threads)
     feedback_batch_size = feedback_batch_size or feedback_batch_size_of(backend)
-    if backend in ("hf", "llamacpp"):  # the generator decodes the feedback batch together
-        backend_options.setdefault(backend, {})["batch_size"] = feedback_batch_size
     artifact, result = run_job(
-        spec, store, name, overwrite=overwrite, generators=GeneratorPool(backend_options), on_feedback=on_feedback,
+        spec, store, name, overwrite=overwrite, generators=GeneratorPool(loading_options(threads, feedback_batch_size)), on_feedback=on_feedback,
         on_progress=_step_logger(quiet, every=1), on_note=lambda message: click.echo(message, err=True), threads=threads,
         feedback_batch_size=feedback_batch_size,
     )  # fmt: skip

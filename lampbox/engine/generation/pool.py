@@ -23,6 +23,21 @@ def thread_options(threads: int | None) -> dict[str, dict[str, Any]]:
     return {backend: {"threads": threads} for backend in THREADED_BACKENDS} if threads else {}
 
 
+BATCHED_BACKENDS = ("llamacpp", "hf")  # backends that decode a batch of prompts together
+
+
+def loading_options(threads: int | None, batch_size: int | None) -> dict[str, dict[str, Any]]:
+    """`thread_options`, and the batch size the batching backends decode together (None: their
+    own). Neither changes outputs (llamacpp's batched greedy outputs are the one-at-a-time ones;
+    hf's left-padded batches give the same greedy text), so both are loading options, never
+    part of a run's spec."""
+    options = thread_options(threads)
+    if batch_size:
+        for backend in BATCHED_BACKENDS:
+            options.setdefault(backend, {})["batch_size"] = batch_size
+    return options
+
+
 class GeneratorPool:
     """A model is loaded once and reused; when more than `size` are loaded, the least recently
     used one is closed first (OPPU loads one adapter after another).
