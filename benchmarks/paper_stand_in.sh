@@ -195,6 +195,13 @@ if has_stage area_ropg_bench; then
     bench area_ropg_dev --task commit_area --split dev --backend hf --model "$AREA_MODEL" --k 4 \
         --retrievers "$AREA_POOL" --decode labels
 fi
+# ROPG with the base model as the generator (the paper's setting: a frozen LLM's feedback); its
+# untrained rows are the RSPG base pool's dev bench (area_rspg_base), served from the store
+has_stage area_ropg_base && ropg areabase commit_area smollm2-135m-instruct
+if has_stage area_ropg_base_bench; then
+    bench areabase_ropg_dev --task commit_area --split dev --backend hf --model smollm2-135m-instruct --k 4 \
+        --retrievers "none,bm25,recency,dense,ropg:areabase-ropg-kd,ropg:areabase-ropg-rl" --decode labels
+fi
 # commit_area at the size of its dev split (all 62 users, all 186 questions): OPPU and RSPG
 has_stage area_oppu && oppu area commit_area "$AREA_MODEL" "${AREA_OPPU_USERS:-0}"
 has_stage area_rspg && rspg area commit_area "$AREA_MODEL" "$AREA_RSPG_POOL" "${AREA_RSPG_TRAIN_LIMIT:-0}" 0 0
