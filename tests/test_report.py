@@ -313,3 +313,25 @@ def test_peft_vs_rag_finds_its_rows_from_the_runs(bench: dict) -> None:
     assert set(data["overall"]["gains"]) == {"rag"}
     refused = lampbox("report", bench["key"], "--db", str(bench["db"]), "--row", "rag=bm25", env=bench["env"], check=False)
     assert refused.returncode != 0 and "--row names a row of --analysis peft-vs-rag" in refused.stderr
+
+
+def test_bucket_by_history_against_any_reference_row_with_mae_signs() -> None:
+    """The buckets shared by the report and the TUI's per-user gains screen: any two named rows,
+    users scored in both only, sizes from the reference row, gains signed so > 0 is better."""
+    from lampbox.bench.peft_rag import bucket_by_history, common_users
+    from lampbox.engine.types import UserScore
+
+    sizes = {"a": 1, "b": 2, "c": 3, "d": 4, "e": 5, "f": 6, "g": 7}
+    errors = {"a": 0.5, "b": 0.5, "c": 0.5, "d": 1.5, "e": 1.5, "f": 1.5, "g": 0.0}  # MAE: lower is better
+    baseline = {u: UserScore(u, 1, float(s), {}, None if u == "g" else 1.0) for u, s in sizes.items()}
+    run = {u: UserScore(u, 1, 99.0, {}, errors[u]) for u in sizes}  # the reference's sizes count
+    scores = {"baseline": baseline, "run": run}
+    users = common_users(scores)
+    assert users == ["a", "b", "c", "d", "e", "f"]
+    overall, buckets = bucket_by_history(scores, users, "baseline", higher_is_better=False, buckets=2)
+    assert [(b.label, b.users) for b in buckets] == [("1-4", 3), ("4-6", 3)]  # edges 1, 3.5, 6
+    assert [b.gains for b in buckets] == [{"run": pytest.approx(0.5)}, {"run": pytest.approx(-0.5)}]
+    assert [b.relative["run"] for b in buckets] == [pytest.approx(0.5), pytest.approx(-0.5)]
+    assert buckets[0].means == {"baseline": 1.0, "run": 0.5}
+    assert (overall.label, overall.users, overall.gains) == ("all", 6, {"run": pytest.approx(0.0)})
+    assert common_users({"baseline": baseline, "run": {}}) == []

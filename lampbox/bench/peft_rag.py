@@ -20,6 +20,7 @@ from typing import Any
 
 from lampbox.bench.paper import find_row, history_buckets, load_bench
 from lampbox.engine.tasks import TaskSpec
+from lampbox.engine.types import UserScore
 from lampbox.errors import LampboxError
 from lampbox.lab.specs import RunRecord
 from lampbox.store.core import Store
@@ -31,14 +32,16 @@ ROLE_NAMES = {"none": "no personalization", "rag": "RAG", "peft": "PEFT (OPPU)",
 
 @dataclass(frozen=True)
 class Bucket:
-    """One history-size bucket (or all users): each role's mean per-user main score and each
-    gain over `none` (absolute, signed so that > 0 is better; relative, a fraction)."""
+    """One history-size bucket (or all users): each row's (here: role's) mean per-user main
+    score and each other row's gain over the reference row (here: `none`; absolute, signed so
+    that > 0 is better; relative, a fraction). The TUI's per-user gains screen buckets a
+    configuration against its reference with the same function (`bucket_by_history`)."""
 
     label: str
     users: int
-    means: dict[str, float]  # role -> mean per-user main score
-    gains: dict[str, float]  # role -> mean score minus none's, signed
-    relative: dict[str, float | None]  # role -> gain / |none's mean| (None: none's mean is 0)
+    means: dict[str, float]  # row -> mean per-user main score
+    gains: dict[str, float]  # row -> mean score minus the reference's, signed
+    relative: dict[str, float | None]  # row -> gain / |reference's mean| (None: that mean is 0)
 
     def to_json(self) -> dict[str, Any]:
         return {"history": self.label, "users": self.users, "means": self.means, "gains": self.gains, "relative_gains": self.relative}
@@ -118,12 +121,32 @@ def pick_rows(records: Sequence[tuple[RunRecord, str]], chosen: Mapping[str, str
     return {role: picked[role] for role in ROLES if role in picked}
 
 
-def _bucket(label: str, users: Sequence[str], rows: Mapping[str, RunRecord], sign: float) -> Bucket:
-    means = {role: sum(float(record.user_scores[user].main_score or 0.0) for user in users) / len(users) for role, record in rows.items()}
-    base = means["none"]
-    gains = {role: sign * (means[role] - base) for role in GAINS if role in means}
-    relative = {role: (gain / abs(base) if base else None) for role, gain in gains.items()}
+def common_users(user_scores: Mapping[str, Mapping[str, UserScore]]) -> list[str]:
+    """The users with a main score in every row of `user_scores` (row -> user -> score), sorted."""
+    scored = [{user for user, score in scores.items() if score.main_score is not None} for scores in user_scores.values()]
+    return sorted(set.intersection(*scored)) if scored else []
+
+
+def _bucket(label: str, users: Sequence[str], user_scores: Mapping[str, Mapping[str, UserScore]], reference: str, sign: float) -> Bucket:
+    means = {row: sum(float(scores[user].main_score or 0.0) for user in users) / len(users) for row, scores in user_scores.items()}
+    base = means[reference]
+    gains = {row: sign * (mean - base) for row, mean in means.items() if row != reference}
+    relative = {row: (gain / abs(base) if base else None) for row, gain in gains.items()}
     return Bucket(label, len(users), means, gains, relative)
+
+
+def bucket_by_history(
+    user_scores: Mapping[str, Mapping[str, UserScore]], users: Sequence[str], reference: str, higher_is_better: bool, buckets: int = 4
+) -> tuple[Bucket, list[Bucket]]:
+    """`users` (scored in every row) over all ("all") and bucketed by their profile size in the
+    `reference` row (`paper.history_buckets`, empty buckets left out): each row's mean per-user
+    main score and each other row's gain over `reference` (> 0 is better, for MAE too)."""
+    sign = 1.0 if higher_is_better else -1.0
+    sizes = {user: float(user_scores[reference][user].profile_size) for user in users}
+    labels, bucket_of = history_buckets(sizes, buckets)
+    by_bucket = [[user for user in users if bucket_of[user] == index] for index in range(len(labels))]
+    overall = _bucket("all", users, user_scores, reference, sign)
+    return overall, [_bucket(label, members, user_scores, reference, sign) for label, members in zip(labels, by_bucket, strict=True) if members]
 
 
 def peft_vs_rag(store: Store, key_or_prefix: str, chosen: Mapping[str, str] | None = None, buckets: int = 4) -> PeftRagAnalysis:
@@ -133,20 +156,12 @@ def peft_vs_rag(store: Store, key_or_prefix: str, chosen: Mapping[str, str] | No
     key, spec, records, left_out = load_bench(store, key_or_prefix)
     task = store.task(spec["task"])
     rows = pick_rows(records, chosen or {}, key, left_out)
-    scored = [{user for user, score in record.user_scores.items() if score.main_score is not None} for record in rows.values()]
-    users = sorted(set.intersection(*scored))
+    user_scores = {role: record.user_scores for role, record in rows.items()}
+    users = common_users(user_scores)
     if not users:
         raise LampboxError(f"bench {key[:12]}: no user is scored in every row of the analysis ({'; '.join(r.label for r in rows.values())})")
-    sizes = {user: float(rows["none"].user_scores[user].profile_size) for user in users}
-    labels, bucket_of = history_buckets(sizes, buckets)
-    sign = 1.0 if task.higher_is_better() else -1.0
-    overall = _bucket("all", users, rows, sign)
-    by_bucket = [[user for user in users if bucket_of[user] == index] for index in range(len(labels))]
-    return PeftRagAnalysis(
-        key, task, {role: record.label for role, record in rows.items()}, overall,
-        [_bucket(label, members, rows, sign) for label, members in zip(labels, by_bucket, strict=True) if members],
-        left_out,
-    )  # fmt: skip
+    overall, by_bucket = bucket_by_history(user_scores, users, "none", task.higher_is_better(), buckets)
+    return PeftRagAnalysis(key, task, {role: record.label for role, record in rows.items()}, overall, by_bucket, left_out)
 
 
 # -- the table -----------------------------------------------------------------------------------

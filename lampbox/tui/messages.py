@@ -14,7 +14,7 @@ from lampbox.store.browse import Dataset, QuestionRow, UserGain, UserPage, UserR
 from lampbox.store.core import Store
 from lampbox.tui.generation import ModelOption
 from lampbox.tui.rankings import ShownRanking
-from lampbox.tui.runs import BenchSummary, ConfigurationRow, FailureCase
+from lampbox.tui.runs import BenchSummary, ConfigurationRow, FailureCase, HistoryGains
 from lampbox.tui.userlist import UserList
 
 
@@ -181,6 +181,14 @@ class UserGainsLoaded(Message):
 
     run_key: str
     gains: list[UserGain]
+
+
+@dataclass
+class HistoryGainsLoaded(Message):
+    """A run's per-user gains over its baseline were bucketed by the users' history size."""
+
+    run_key: str
+    history: HistoryGains
 
 
 @dataclass

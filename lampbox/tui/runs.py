@@ -1,5 +1,5 @@
-"""The runs views' reads: benches, a bench's comparison, per-user gains and failure cases, and
-the saved what-ifs (listed apart: never benchmark data).
+"""The runs views' reads: benches, a bench's comparison, per-user gains (also by history size)
+and failure cases, and the saved what-ifs (listed apart: never benchmark data).
 
 Benches and runs come from the store (lampbox.store.runs, written by the pipeline); the
 comparison with the baseline is the bench's own (`lampbox.bench.runner.compare`: relative
@@ -20,6 +20,7 @@ from lampbox.store.browse import UserGain
 from lampbox.store.core import Store
 
 if TYPE_CHECKING:
+    from lampbox.bench.peft_rag import Bucket
     from lampbox.bench.runner import BenchRow
 
 
@@ -203,6 +204,42 @@ def user_gains(store: Store, row: ConfigurationRow) -> list[UserGain]:
     return browse.user_gains(
         store, row.run_key, row.baseline_key, higher_is_better(store, row.task)
     )
+
+
+HISTORY_BUCKETS = 4  # as `lampbox report --analysis peft-vs-rag` (its --buckets default)
+
+
+@dataclass(frozen=True)
+class HistoryGains:
+    """A run's users scored in it and in its baseline, over all and by history size, bucketed
+    as `lampbox report --analysis peft-vs-rag` does (`peft_rag.bucket_by_history`): each
+    bucket's means are keyed "baseline" and "run", its gain and relative gain "run"."""
+
+    overall: Bucket | None  # None: no user is scored in both runs
+    buckets: list[Bucket]
+
+
+def history_gains(
+    store: Store, row: ConfigurationRow, buckets: int = HISTORY_BUCKETS
+) -> HistoryGains:
+    """The run's per-user scores against the baseline's, by the users' history size (their
+    mean profile size in the baseline run, as the peft-vs-rag report takes it from `none`)."""
+    from lampbox.bench.peft_rag import bucket_by_history, common_users
+    from lampbox.store import runs as run_store
+
+    if row.baseline_key is None:
+        raise LampboxError(f"{row.label} has no baseline to compare with")
+    user_scores = {
+        "baseline": run_store.user_scores(store, row.baseline_key),
+        "run": run_store.user_scores(store, row.run_key),
+    }
+    users = common_users(user_scores)
+    if not users:
+        return HistoryGains(None, [])
+    overall, by_bucket = bucket_by_history(
+        user_scores, users, "baseline", higher_is_better(store, row.task), buckets
+    )
+    return HistoryGains(overall, by_bucket)
 
 
 def failure_cases(

@@ -20,7 +20,7 @@ from lampbox.store.browse import Dataset, QuestionRow, UserGain, UserSort
 from lampbox.store.core import Store
 from lampbox.tui.export import TableData, TableExport, file_stem
 from lampbox.tui.rankings import ShownRanking
-from lampbox.tui.runs import BenchSummary, ConfigurationRow, FailureCase
+from lampbox.tui.runs import BenchSummary, ConfigurationRow, FailureCase, HistoryGains
 
 
 def _dataset(dataset: Dataset) -> tuple[str, str, str]:
@@ -168,6 +168,22 @@ def user_gains(row: ConfigurationRow, gains: Sequence[UserGain]) -> TableExport:
         return TableData(columns, data)
 
     return TableExport(file_stem("user-gains", row.task, row.label, row.run_key[:8]), build)
+
+
+def history_gains(row: ConfigurationRow, history: HistoryGains) -> TableExport:
+    """A run's gains by the users' history size: each bucket, then all users."""
+
+    def build() -> TableData:
+        columns = ("history", "users", "baseline_score", "score", "gain", "relative_gain")
+        shown = [*history.buckets, *([history.overall] if history.overall else [])]
+        data = [
+            (b.label, b.users, b.means["baseline"], b.means["run"], b.gains["run"])
+            + (b.relative["run"],)
+            for b in shown
+        ]
+        return TableData(columns, data)
+
+    return TableExport(file_stem("history-gains", row.task, row.label, row.run_key[:8]), build)
 
 
 def failure_cases(

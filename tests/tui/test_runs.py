@@ -229,3 +229,71 @@ async def test_a_plan_bench_shows_its_labels_and_gains_against_its_reference(ben
         expected = _expected_gains(bench_store, keys[1], keys[2])
         table = users_screen.query_one("#user-gains", DataTable)
         assert _keys(table) == sorted(expected, key=lambda user: (expected[user], user))
+
+
+def _expected_history(store, run_key: str, baseline_key: str) -> list[tuple[str, int, float, float]]:  # type: ignore[no-untyped-def]
+    """Computed here from the stored per-user scores, as the peft-vs-rag report's docs describe
+    its buckets: users scored in both runs, quartile edges of their profile size in the baseline
+    (numpy's default quantiles, repeated edges merged), a size on an inner edge in the upper
+    bucket. Each non-empty bucket, then all users: (label, users, baseline mean, run mean)."""
+    import numpy as np
+
+    run, base = run_store.user_scores(store, run_key), run_store.user_scores(store, baseline_key)
+    users = [u for u in run if u in base and run[u].main_score is not None and base[u].main_score is not None]
+    sizes = {user: base[user].profile_size for user in users}
+    edges = sorted(set(np.quantile(list(sizes.values()), [0, 0.25, 0.5, 0.75, 1]).tolist()))
+    members: dict[int, list[str]] = {}
+    for user, size in sizes.items():
+        members.setdefault(sum(size >= edge for edge in edges[1:-1]), []).append(user)
+    groups = [(f"{edges[i]:.0f}-{edges[i + 1]:.0f}", members[i]) for i in sorted(members)] + [("all users", users)]
+    return [
+        (label, len(group), sum(base[u].main_score for u in group) / len(group), sum(run[u].main_score for u in group) / len(group))
+        for label, group in groups
+    ]
+
+
+async def test_h_shows_the_gains_by_history_size_and_back(bench_store, settle) -> None:  # type: ignore[no-untyped-def]
+    """Issue 25: the per-user gains screen shows the peft-vs-rag report's history buckets for
+    any configuration (here bm25 against no personalization), read in a worker; `h` again
+    gives the users back as they were."""
+    import pytest
+
+    runs, baseline, bm25 = _bench(bench_store)
+    expected = _expected_history(bench_store, bm25.run_key, baseline.run_key)
+    assert len(expected) >= 3 and expected[-1][1] == sum(count for _, count, _, _ in expected[:-1])  # >= 2 buckets
+    app = create_app(store=bench_store)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press("b")
+        await settle(pilot)
+        configurations = app.screen.query_one("#configurations", DataTable)
+        await pilot.press(*["down"] * _keys(configurations).index(bm25.run_key), "enter")
+        await settle(pilot)
+        screen = app.screen
+        assert isinstance(screen, RunUsersScreen)
+        users = screen.query_one("#user-gains", DataTable)
+        by_loss = _keys(users)
+        assert screen.history is None  # read only when asked
+
+        await pilot.press("h")
+        await settle(pilot)
+        history = screen.query_one("#history-gains", DataTable)
+        assert history.display and not users.display and screen.focused is history
+        shown = [[str(cell) for cell in history.get_row_at(i)] for i in range(history.row_count)]
+        assert [(row[0], int(row[1])) for row in shown] == [(label, n) for label, n, _, _ in expected]
+        for row, (_, _, base_mean, run_mean) in zip(shown, expected, strict=True):
+            gain = run_mean - base_mean
+            assert row[2:5] == [f"{base_mean:.4f}", f"{run_mean:.4f}", f"{gain:+.4f}"]
+            assert row[5] == f"{gain / abs(base_mean) * 100:+.1f}%"
+        exported = history.export.build()  # type: ignore[union-attr]
+        assert exported.columns == ("history", "users", "baseline_score", "score", "gain", "relative_gain")
+        for values, (_, users_in, base_mean, run_mean) in zip(exported.rows, expected, strict=True):
+            assert values[1:5] == (users_in, pytest.approx(base_mean, abs=1e-12), pytest.approx(run_mean, abs=1e-12), pytest.approx(run_mean - base_mean, abs=1e-12))
+        status = str(screen.query_one("#gains-status", Static).render())
+        assert f"{expected[-1][1]} users in {len(expected) - 1} buckets" in status
+
+        await pilot.press("h")
+        await settle(pilot)
+        assert users.display and not history.display and screen.focused is users
+        assert _keys(users) == by_loss
+        assert "lost" in str(screen.query_one("#gains-status", Static).render())

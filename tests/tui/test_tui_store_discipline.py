@@ -18,6 +18,7 @@ from lampbox.tui.generation import PaneChoice
 from lampbox.tui.screens.export import ExportDialog
 from lampbox.tui.screens.generate import GenerationScreen
 from lampbox.tui.screens.question import QuestionScreen
+from lampbox.tui.screens.run_users import RunUsersScreen
 from lampbox.tui.screens.runs import RunsScreen
 from lampbox.tui.widgets.table import LampboxTable
 
@@ -96,5 +97,15 @@ async def test_export_whatif_and_runs_use_the_store_only_in_workers_inside_using
         assert not runs.showing_whatifs and runs.rows == configurations
         assert table.row_count == len(configurations)
         assert "configuration" in [str(column.label) for column in table.ordered_columns]
+        # A configuration's per-user gains, then by history size (`h`): both read in workers.
+        table.focus()
+        table.move_cursor(row=1)  # bm25 k=1, after the no-personalization row
+        await pilot.press("enter")
+        await settle(pilot)
+        await pilot.press("h")
+        await settle(pilot)
+        gains = app.screen
+        assert isinstance(gains, RunUsersScreen) and gains.gains_loaded
+        assert gains.history is not None and gains.history.buckets
     assert store_uses == [], store_uses[0]
     assert len(list_whatifs(bench_store)) == 2

@@ -94,6 +94,10 @@ The benches in the store (`lampbox bench`) and a bench's configurations with the
 of the main metric against no personalization and the paired p-value. `enter` on a
 configuration: its users sorted by gain, the biggest losers first (`r` flips), and a plot
 of gain against profile size. Gains are signed so that a loss is always worse (MAE too).
+`h` there: the users by history size instead, in the buckets of `lampbox report --analysis
+peft-vs-rag` (quantiles of the mean profile size), each with its users, the mean score of
+the configuration and of the reference, the mean gain and the relative gain, and all users
+(`h` again: back to the users).
 `enter` on a user: the questions where the configuration did worse, with prompt, retrieved
 items, output, baseline output and gold (`a`: all the user's questions). Saved what-ifs
 are listed apart ("What-ifs"), never mixed with the benches; `enter` shows one.

@@ -2,7 +2,8 @@
 
 Users are sorted by gain, the biggest losers first (`r` flips the order); the plot shows each
 user's gain against their profile size. `enter` lists the user's questions where the
-configuration did worse.
+configuration did worse. `h` shows the users by history size instead: the buckets of `lampbox
+report --analysis peft-vs-rag` (`runs.history_gains`), each with its mean scores and gain.
 """
 
 from __future__ import annotations
@@ -19,8 +20,8 @@ from textual_plotext import PlotextPlot
 
 from lampbox.store.browse import UserGain
 from lampbox.tui import runs, table_data
-from lampbox.tui.messages import UserGainsLoaded, WorkFailed
-from lampbox.tui.runs import ConfigurationRow
+from lampbox.tui.messages import HistoryGainsLoaded, UserGainsLoaded, WorkFailed
+from lampbox.tui.runs import ConfigurationRow, HistoryGains
 from lampbox.tui.screens.base import LampboxScreen
 from lampbox.tui.widgets.table import LampboxTable
 
@@ -35,6 +36,14 @@ def score_text(score: float | None) -> str:
     return "–" if score is None else f"{score:.4f}"
 
 
+def relative_text(relative: float | None) -> str:
+    return "–" if relative is None else f"{relative * 100:+.1f}%"
+
+
+USERS_TITLE = "Users  (enter: questions where it did worse)"
+HISTORY_TITLE = "By history size  (profile items; h: back to the users)"
+
+
 class RunUsersScreen(LampboxScreen):
     """A run's users with their baseline score, this run's score and the gain, and a plot."""
 
@@ -42,6 +51,7 @@ class RunUsersScreen(LampboxScreen):
     BINDINGS = [
         Binding("escape", "back", "Back"),
         Binding("r", "reverse", "Reverse order"),
+        Binding("h", "history", "By history size"),
         Binding("tab", "focus_next", "Next pane", show=False),
     ]
 
@@ -50,6 +60,9 @@ class RunUsersScreen(LampboxScreen):
         self.row = row
         self.gains: list[UserGain] = []
         self.gainers_first = False
+        self.gains_loaded = False
+        self.by_history = False
+        self.history: HistoryGains | None = None  # loaded the first time `h` is pressed
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -59,10 +72,9 @@ class RunUsersScreen(LampboxScreen):
         )
         with Horizontal(id="run-users-body"):
             with Vertical(id="user-gains-column"):
-                yield Static(
-                    "Users  (enter: questions where it did worse)", classes="section-title"
-                )
+                yield Static(USERS_TITLE, id="gains-title", classes="section-title")
                 yield LampboxTable(id="user-gains", cursor_type="row", zebra_stripes=True)
+                yield LampboxTable(id="history-gains", cursor_type="row", zebra_stripes=True)
             yield PlotextPlot(id="gain-plot")
         yield Static("", id="gains-status")
         yield Footer()
@@ -76,6 +88,14 @@ class RunUsersScreen(LampboxScreen):
         table.add_column("this run", key="score", width=9)
         table.add_column("gain", key="gain", width=9)
         table.loading = True
+        history = self.query_one("#history-gains", DataTable)
+        history.add_column("history", key="history", width=12)
+        history.add_column("users", key="users", width=6)
+        history.add_column("baseline", key="baseline", width=9)
+        history.add_column("this run", key="score", width=9)
+        history.add_column("gain", key="gain", width=9)
+        history.add_column("relative", key="relative", width=9)
+        history.display = False
         self.load_gains()
 
     @work(thread=True, exclusive=True, group="gains", exit_on_error=False)
@@ -86,10 +106,27 @@ class RunUsersScreen(LampboxScreen):
                 UserGainsLoaded(self.row.run_key, runs.user_gains(self.store, self.row))
             )
 
+    @work(thread=True, exclusive=True, group="history", exit_on_error=False)
+    def load_history(self) -> None:
+        with self.reporting("Bucketing the users by history size"):
+            self.lookup_task(self.row.task)
+            self.post_message(
+                HistoryGainsLoaded(self.row.run_key, runs.history_gains(self.store, self.row))
+            )
+
     def on_user_gains_loaded(self, message: UserGainsLoaded) -> None:
         self.gains = message.gains
+        self.gains_loaded = True
         self.show_table()
         self.show_plot()
+
+    def on_history_gains_loaded(self, message: HistoryGainsLoaded) -> None:
+        self.history = message.history
+        self.show_history()
+        if self.by_history:
+            self.query_one("#history-gains", DataTable).focus()  # not focusable while loading
+            self.show_status()
+            self.show_plot()
 
     def ordered(self) -> list[UserGain]:
         """Biggest losses first, or biggest gains first; users without a gain go last."""
@@ -114,12 +151,59 @@ class RunUsersScreen(LampboxScreen):
                 gain_text(gain.gain),
                 key=gain.user_id,
             )
+        if not self.by_history:
+            self.show_status()
+
+    def show_history(self) -> None:
+        table = self.query_one("#history-gains", LampboxTable)
+        table.loading = False
+        table.clear()
+        if self.history is None:
+            return
+        table.set_export(table_data.history_gains(self.row, self.history))
+        rows = [
+            (f"bucket-{index}", bucket.label, bucket)
+            for index, bucket in enumerate(self.history.buckets)
+        ]
+        if self.history.overall is not None:  # labels may repeat once rounded: keys do not
+            rows.append(("all", "all users", self.history.overall))
+        for key, label, bucket in rows:
+            table.add_row(
+                label,
+                bucket.users,
+                score_text(bucket.means["baseline"]),
+                score_text(bucket.means["run"]),
+                gain_text(bucket.gains["run"]),
+                relative_text(bucket.relative["run"]),
+                key=key,
+            )
+
+    def shown_loaded(self) -> bool:
+        """Whether the data of the view shown has been read (handlers never wait for it)."""
+        return self.history is not None if self.by_history else self.gains_loaded
+
+    def show_status(self) -> None:
+        status = self.query_one("#gains-status", Static)
+        if not self.shown_loaded():
+            status.update("Bucketing the users by history size…" if self.by_history else "")
+            return
         task = self.lookup_task(self.row.task)
+        flipped = "" if task.higher_is_better() else " (sign flipped: lower is better)"
+        if self.by_history:
+            assert self.history is not None
+            if self.history.overall is None:
+                status.update("No user is scored in both this run and the baseline")
+            else:
+                status.update(
+                    f"{self.history.overall.users} users in {len(self.history.buckets)} buckets "
+                    "of mean profile size (quantiles, as `lampbox report --analysis peft-vs-rag`)"
+                    f" · mean gain in {task.main_metric}{flipped} vs no personalization"
+                )
+            return
         lost = sum(1 for gain in self.gains if gain.gain is not None and gain.gain < 0)
         won = sum(1 for gain in self.gains if gain.gain is not None and gain.gain > 0)
         order = "biggest gains first" if self.gainers_first else "biggest losses first"
-        flipped = "" if task.higher_is_better() else " (sign flipped: lower is better)"
-        self.query_one("#gains-status", Static).update(
+        status.update(
             f"{len(self.gains)} users · {won} gained · {lost} lost · gain in {task.main_metric}"
             f"{flipped} vs no personalization · {order}"
         )
@@ -129,8 +213,20 @@ class RunUsersScreen(LampboxScreen):
         plt = plot.plt
         plt.clear_data()
         plt.clear_figure()
-        points = [gain for gain in self.gains if gain.gain is not None]
+        if not self.shown_loaded():
+            plot.refresh()
+            return
         task = self.lookup_task(self.row.task)
+        if self.by_history:
+            plt.title(f"mean gain in {task.main_metric} by history size")
+            plt.xlabel("profile items (mean per question)")
+            if self.history is not None and self.history.buckets:
+                buckets = self.history.buckets
+                plt.bar([b.label for b in buckets], [b.gains["run"] for b in buckets])
+                plt.horizontal_line(0)
+            plot.refresh()
+            return
+        points = [gain for gain in self.gains if gain.gain is not None]
         plt.title(f"per-user gain in {task.main_metric} vs profile size")
         plt.xlabel("profile items (mean per question)")
         if points:
@@ -141,6 +237,7 @@ class RunUsersScreen(LampboxScreen):
 
     def work_failed(self, message: WorkFailed) -> None:
         self.query_one("#user-gains", DataTable).loading = False
+        self.query_one("#history-gains", DataTable).loading = False
 
     @on(DataTable.RowSelected, "#user-gains")
     def user_chosen(self, event: DataTable.RowSelected) -> None:
@@ -156,12 +253,37 @@ class RunUsersScreen(LampboxScreen):
         self.gainers_first = not self.gainers_first
         self.show_table()
 
+    def action_history(self) -> None:
+        self.set_view(not self.by_history)
+
+    def set_view(self, by_history: bool) -> None:
+        """The users one by one, or bucketed by history size (read the first time)."""
+        self.by_history = by_history
+        users = self.query_one("#user-gains", DataTable)
+        history = self.query_one("#history-gains", DataTable)
+        users.display, history.display = not by_history, by_history
+        self.query_one("#gains-title", Static).update(HISTORY_TITLE if by_history else USERS_TITLE)
+        if by_history and self.history is None:
+            history.loading = True
+            self.load_history()
+        (history if by_history else users).focus()
+        self.show_status()
+        self.show_plot()
+
     def palette_commands(self) -> Iterable[SystemCommand]:
         yield SystemCommand(
             "Biggest losses first", "Order users by gain, ascending", lambda: self.set_order(False)
         )
         yield SystemCommand(
             "Biggest gains first", "Order users by gain, descending", lambda: self.set_order(True)
+        )
+        yield SystemCommand(
+            "Gains by history size",
+            "Bucket the users by profile size, as the peft-vs-rag report does",
+            lambda: self.set_view(True),
+        )
+        yield SystemCommand(
+            "Gains per user", "Back to the users one by one", lambda: self.set_view(False)
         )
 
     def set_order(self, gainers_first: bool) -> None:
