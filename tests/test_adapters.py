@@ -70,7 +70,7 @@ def test_three_adapters_leave_the_base_untouched_and_do_not_see_each_other(tiny_
 
 
 def test_adapter_steps_run_with_the_adapter_mmap_threshold(tiny_lm: Path, tmp_path: Path) -> None:
-    """Each adapter trains with glibc's mmap threshold at 4 MiB (memory.py), not the 64 KiB
+    """Each adapter trains with glibc's mmap threshold at 1 MiB (memory.py), not the 64 KiB
     that `lampbox train` and the other trainings set: its steps' activations are not faulted
     in afresh at every step."""
     import platform
@@ -85,7 +85,7 @@ def test_adapter_steps_run_with_the_adapter_mmap_threshold(tiny_lm: Path, tmp_pa
     assert memory.threshold_in_force() == memory.MMAP_THRESHOLD_BYTES
     trainer = AdapterTrainer(str(tiny_lm), config())
     trainer.train_adapter(objective(tiny_lm, "ann"), tmp_path / "ann")
-    assert memory.threshold_in_force() == memory.ADAPTER_MMAP_THRESHOLD_BYTES == 4 * 1024 * 1024
+    assert memory.threshold_in_force() == memory.ADAPTER_MMAP_THRESHOLD_BYTES == 1024 * 1024
 
 
 def test_an_adapter_stands_on_a_merged_task_adapter(tiny_lm: Path, tmp_path: Path) -> None:

@@ -8,7 +8,7 @@ objective's examples alone, saves it and deletes it: the base's weights are neve
 (they are frozen and no optimizer sees them) and after the call the model computes as the
 clean base again. The fixed cost per adapter is a Trainer and an adapter, not a model load
 (benchmarks/bench_adapters.py measures it); its steps run with glibc's mmap threshold at
-4 MiB rather than the 64 KiB of other trainings (training/memory.py). Under torchrun each rank's AdapterTrainer trains
+1 MiB rather than the 64 KiB of other trainings (training/memory.py). Under torchrun each rank's AdapterTrainer trains
 its own adapters alone (no DDP: the ranks train different adapters on different data).
 """
 

@@ -15,9 +15,11 @@ starts, after giving back what is free on the heap then (malloc_trim).
 The price is a page fault for every page of every such block at every step. For the short
 trainings of OPPU's users' adapters (engine/training/adapters.py) that was 40% of the CPU time
 (1.1 million minor faults per step on commit_area); those use ADAPTER_MMAP_THRESHOLD_BYTES
-instead: the activations of their small batches come from the heap again, which is trimmed
-when each adapter's training starts, so the resident memory between users is the same
-(docs/oppu.md, "Training figures").
+(1 MiB) instead: most activations of their small batches come from the heap again, which is
+trimmed when each adapter's training starts, so the resident memory between users is the same
+(docs/oppu.md, "Training figures"). 4 MiB removed nearly all the faults but raised the peak
+above issue 24's 4 GB (4618 MB on 4 commit_area users); 1 MiB keeps most of the gain (a
+quarter of 64 KiB's system time) with a peak about 550 MB lower.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import sys
 
 M_MMAP_THRESHOLD = -3  # mallopt's parameter number (malloc.h)
 MMAP_THRESHOLD_BYTES = 64 * 1024
-ADAPTER_MMAP_THRESHOLD_BYTES = 4 * 1024 * 1024
+ADAPTER_MMAP_THRESHOLD_BYTES = 1024 * 1024
 _in_force: int | None = None  # the threshold this process set last
 
 
