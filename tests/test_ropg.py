@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -314,6 +315,14 @@ def test_a_trained_retriever_ranks_like_dense_with_its_encoder_and_benches(train
         resolve_model("r-kd")
 
     assert "ropg:r-kd" in rankings.retriever_names()  # the TUI's side-by-side rankings offer it
+    # ... and keep one per name while it is unchanged, a new one once NAME is retrained
+    record = folder / "lampbox-model.json"
+    first = rankings.retriever("ropg:r-kd")
+    assert rankings.retriever("ropg:r-kd") is first and rankings.retriever("bm25") is rankings.retriever("bm25")
+    stat = record.stat()
+    os.utime(record, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))  # as a retraining rewrites it
+    again = rankings.retriever("ropg:r-kd")
+    assert again is not first and rankings.retriever("ropg:r-kd") is again
 
     ranked = cli("rank", "--task", "commit_subject", "--split", "dev", "--retriever", "ropg:r-kd", "--limit", "3", "--db", str(trained), "--json")
     assert ranked.exit_code == 0, ranked.output

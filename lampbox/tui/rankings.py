@@ -42,7 +42,7 @@ class ShownRanking:
     feedback: ItemFeedback | None = None  # ROPG utilities of the question's items, if stored
 
 
-_retrievers: dict[str, Retriever] = {}
+_retrievers: dict[str, tuple[Retriever, int | None]] = {}  # name -> (retriever, trained version)
 _retrievers_lock = threading.Lock()
 
 
@@ -54,11 +54,17 @@ def retriever_names() -> list[str]:
 
 
 def retriever(name: str) -> Retriever:
-    """One retriever per name for the whole session, so models and caches stay warm."""
+    """One retriever per name for the whole session, so models and caches stay warm; a trained
+    retriever (ropg:NAME) retrained while the TUI is open is loaded again (its new encoder)."""
+    from lampbox.engine.ropg.retriever import trained_version
+
+    kind, _, trained = name.partition(":")
+    version = trained_version(trained) if kind == "ropg" and trained else None
     with _retrievers_lock:
-        if name not in _retrievers:
-            _retrievers[name] = retrieval.create_retriever(name)
-        return _retrievers[name]
+        held = _retrievers.get(name)
+        if held is None or held[1] != version:
+            held = _retrievers[name] = (retrieval.create_retriever(name), version)
+        return held[0]
 
 
 def rank_question(

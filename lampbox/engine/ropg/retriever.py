@@ -60,6 +60,17 @@ class RopgRetriever(DenseRetriever):
         return values
 
 
+def trained_version(name: str) -> int | None:
+    """When the trained retriever `name`'s record was written (ns; None: no such record). Training
+    writes the record last, so NAME retrained (`--overwrite`) has another version."""
+    from lampbox.model_folders import TRAINED_INFO, model_path
+
+    try:
+        return (model_path(name) / TRAINED_INFO).stat().st_mtime_ns
+    except (OSError, LampboxError):
+        return None
+
+
 def trained_retriever_names() -> list[str]:
     """`ropg:NAME` for each trained retriever in the models folder."""
     from lampbox.model_folders import model_names, model_path, read_info
