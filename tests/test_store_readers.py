@@ -247,3 +247,31 @@ def test_opening_tells_on_wait_who_holds_the_lock(demo_db: Path, writer_holding)
     with Store(demo_db, hold_lock=False, wait_s=30, on_wait=told.append) as store:
         assert store.datasets()
     assert told == []  # nobody held it: nothing to tell
+
+
+def test_two_threads_caching_the_same_generation_at_once_both_succeed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The TUI's panes on two models can make the same generation (an OPPU set's user without
+    an adapter, beside the set's task adapter) and cache it from two threads at once: the commit
+    that comes second sees a duplicate key and is tried again (the first output stays)."""
+    import threading
+    from contextlib import contextmanager
+
+    store = Store(tmp_path / "race.duckdb")
+    plain = Store.transaction
+    raced: list[bool] = []
+
+    @contextmanager
+    def racing(self: Store):  # type: ignore[no-untyped-def]
+        with plain(self) as cursor:
+            yield cursor
+            if not raced:  # before this commit, another thread caches the same key and commits
+                raced.append(True)
+                other = threading.Thread(target=run_store.cache_generations, args=(store, "m", "hf", {"k": "theirs"}))
+                other.start()
+                other.join()
+
+    monkeypatch.setattr(Store, "transaction", racing)
+    run_store.cache_generations(store, "m", "hf", {"k": "mine", "k2": "mine too"})
+    assert raced == [True]
+    assert run_store.cached_generations(store, ["k", "k2"]) == {"k": "theirs", "k2": "mine too"}
+    store.close()

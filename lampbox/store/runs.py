@@ -12,6 +12,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import duckdb
+
 from lampbox.engine.types import Prediction, UserScore
 from lampbox.store.core import Store
 
@@ -46,18 +48,29 @@ def cached_generations(store: Store, keys: Sequence[str]) -> dict[str, str]:
 
 
 def cache_generations(store: Store, model: str, backend: str, outputs: Mapping[str, str]) -> None:
-    """Keep generated outputs by cache key (committed at once, so a kill loses at most a batch)."""
+    """Keep generated outputs by cache key (committed at once, so a kill loses at most a batch).
+
+    Two threads of one process may cache the same key at once (the TUI's panes on two models
+    that make the same generation: an OPPU set's user without an adapter beside its task
+    adapter): both transactions see no row, and the second commit fails on the duplicate key.
+    That commit is tried again, and then sees the row the first one wrote."""
     if not outputs:
         return
-    with store.transaction() as cursor:
-        cursor.execute(
-            """
-            INSERT INTO generation_cache (cache_key, model, backend, output)
-            SELECT n.k, ?, ?, n.o FROM (SELECT unnest(?) AS k, unnest(?) AS o) n
-             WHERE n.k NOT IN (SELECT cache_key FROM generation_cache)
-            """,
-            [model, backend, list(outputs), list(outputs.values())],
-        )
+    for attempt in range(3):
+        try:
+            with store.transaction() as cursor:
+                cursor.execute(
+                    """
+                    INSERT INTO generation_cache (cache_key, model, backend, output)
+                    SELECT n.k, ?, ?, n.o FROM (SELECT unnest(?) AS k, unnest(?) AS o) n
+                     WHERE n.k NOT IN (SELECT cache_key FROM generation_cache)
+                    """,
+                    [model, backend, list(outputs), list(outputs.values())],
+                )
+            return
+        except duckdb.TransactionException as error:
+            if "duplicate key" not in str(error) or attempt == 2:
+                raise
 
 
 # -- runs ------------------------------------------------------------------------------------

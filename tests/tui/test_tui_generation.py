@@ -186,12 +186,12 @@ async def _to_question(app, pilot, settle, question: int = 0) -> None:  # type: 
     assert isinstance(app.screen, QuestionScreen)
 
 
-async def _finished(pilot, screen: GenerationScreen, until) -> list[tuple[str, str]]:  # type: ignore[no-untyped-def]
-    """Each pane's state and output once every pane has its last state (done, failed or
+async def _finished(pilot, screen: GenerationScreen, until) -> list[tuple[str, str, str]]:  # type: ignore[no-untyped-def]
+    """Each pane's state, output and status line once every pane has its last state (done, failed or
     cancelled): a pane's last message can land after the workers that sent it are finished."""
     final = ("done", "failed", "cancelled")
     await until(pilot, lambda: all(pane.state in final for pane in screen.panes), 120, "every pane to finish")
-    return [(pane.state, pane.output) for pane in screen.panes]
+    return [(pane.state, pane.output, str(pane.query_one(".pane-status", Static).render())) for pane in screen.panes]
 
 
 async def _generate(app, pilot, settle) -> GenerationScreen:  # type: ignore[no-untyped-def]
@@ -573,7 +573,7 @@ async def test_an_oppu_set_pane_answers_with_the_users_adapter_beside_the_task_a
         panes = screen.panes
         assert [(pane.choice.method, pane.choice.model_label) for pane in panes] == [("oppu", "hf:oppu-tiny (oppu)"), ("ipa", "hf:oppu-tiny.task")]
         states = await _finished(pilot, screen, until)
-        assert [state for state, _ in states] == ["done", "done"], states
+        assert [state for state, *_ in states] == ["done", "done"], states
         requests = [pane.prepared.input.request for pane in panes]  # type: ignore[union-attr]
         assert requests[0].adapter == str(module_home / "models" / adapter_name / "adapter") and requests[1].adapter is None
         assert f"user {user}'s adapter: {adapter_name}" in str(panes[0].query_one(".pane-title", Static).render())
@@ -598,7 +598,7 @@ async def test_an_oppu_set_pane_answers_with_the_users_adapter_beside_the_task_a
         assert isinstance(other, GenerationScreen) and other.question.user_id != user
         panes = other.panes
         states = await _finished(pilot, other, until)
-        assert [state for state, _ in states] == ["done", "done"], states
+        assert [state for state, *_ in states] == ["done", "done"], states
         assert panes[0].prepared.input.request.adapter is None  # type: ignore[union-attr]
         title = str(panes[0].query_one(".pane-title", Static).render())
         assert f"user {other.question.user_id} has no adapter in oppu-tiny: its task adapter alone answers" in title
