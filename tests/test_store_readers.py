@@ -249,7 +249,10 @@ def test_opening_tells_on_wait_who_holds_the_lock(demo_db: Path, writer_holding)
     assert told == []  # nobody held it: nothing to tell
 
 
-def test_two_threads_caching_the_same_generation_at_once_both_succeed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("other_commits", ["before the insert", "before the commit"])
+def test_two_threads_caching_the_same_generation_at_once_both_succeed(
+    other_commits: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The TUI's panes on two models can make the same generation (an OPPU set's user without
     an adapter, beside the set's task adapter) and cache it from two threads at once: the commit
     that comes second sees a duplicate key and is tried again (the first output stays)."""
@@ -262,13 +265,19 @@ def test_two_threads_caching_the_same_generation_at_once_both_succeed(tmp_path: 
 
     @contextmanager
     def racing(self: Store):  # type: ignore[no-untyped-def]
-        with plain(self) as cursor:
-            yield cursor
-            if not raced:  # before this commit, another thread caches the same key and commits
+        def race() -> None:  # another thread caches the same key and commits, once
+            if not raced:
                 raced.append(True)
                 other = threading.Thread(target=run_store.cache_generations, args=(store, "m", "hf", {"k": "theirs"}))
                 other.start()
                 other.join()
+
+        with plain(self) as cursor:
+            if other_commits == "before the insert":  # after this transaction's first read
+                cursor.execute("SELECT count(*) FROM generation_cache").fetchall()
+                race()
+            yield cursor
+            race()
 
     monkeypatch.setattr(Store, "transaction", racing)
     run_store.cache_generations(store, "m", "hf", {"k": "mine", "k2": "mine too"})

@@ -52,8 +52,9 @@ def cache_generations(store: Store, model: str, backend: str, outputs: Mapping[s
 
     Two threads of one process may cache the same key at once (the TUI's panes on two models
     that make the same generation: an OPPU set's user without an adapter beside its task
-    adapter): both transactions see no row, and the second commit fails on the duplicate key.
-    That commit is tried again, and then sees the row the first one wrote."""
+    adapter): both transactions see no row, and the second fails on the duplicate key (at its
+    commit, or at its insert when the first committed after it began). It is tried again, and
+    then sees the row the first one wrote."""
     if not outputs:
         return
     for attempt in range(3):
@@ -68,8 +69,8 @@ def cache_generations(store: Store, model: str, backend: str, outputs: Mapping[s
                     [model, backend, list(outputs), list(outputs.values())],
                 )
             return
-        except duckdb.TransactionException as error:
-            if "duplicate key" not in str(error) or attempt == 2:
+        except (duckdb.TransactionException, duckdb.ConstraintException) as error:
+            if "duplicate key" not in str(error).lower() or attempt == 2:
                 raise
 
 
