@@ -249,38 +249,79 @@ def test_opening_tells_on_wait_who_holds_the_lock(demo_db: Path, writer_holding)
     assert told == []  # nobody held it: nothing to tell
 
 
-@pytest.mark.parametrize("other_commits", ["before the insert", "before the commit"])
-def test_two_threads_caching_the_same_generation_at_once_both_succeed(
-    other_commits: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_threads_caching_the_same_generations_at_once_all_succeed(tmp_path: Path) -> None:
     """The TUI's panes on two models can make the same generation (an OPPU set's user without
-    an adapter, beside the set's task adapter) and cache it from two threads at once: the commit
-    that comes second sees a duplicate key and is tried again (the first output stays)."""
+    an adapter, beside the set's task adapter) and cache it from two threads at once. Real
+    threads, released together, many rounds: every write succeeds and the first output stays
+    (without the writes taking turns, DuckDB fails one of them on the duplicate key)."""
+    import threading
+
+    store = Store(tmp_path / "race.duckdb")
+    store.cursor().execute("SELECT 1").fetchall()
+    rounds, writers = 40, 4
+    errors: list[BaseException] = []
+    start = threading.Barrier(writers)
+
+    def write(name: str) -> None:
+        for r in range(rounds):
+            start.wait(30)
+            try:
+                run_store.cache_generations(store, "m", "hf", {f"k{r}": name, f"k{r}-{name}": name})
+            except BaseException as error:  # noqa: BLE001 - collected and asserted below
+                errors.append(error)
+
+    threads = [threading.Thread(target=write, args=(f"w{i}",)) for i in range(writers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert errors == []
+    cached = run_store.cached_generations(store, [f"k{r}" for r in range(rounds)])
+    assert len(cached) == rounds and set(cached.values()) <= {f"w{i}" for i in range(writers)}
+    own = run_store.cached_generations(
+        store, [f"k{r}-w{i}" for r in range(rounds) for i in range(writers)]
+    )
+    assert len(own) == rounds * writers
+    store.close()
+
+
+def test_a_second_cache_write_waits_for_the_first_and_keeps_its_output(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import threading
     from contextlib import contextmanager
 
     store = Store(tmp_path / "race.duckdb")
     plain = Store.transaction
-    raced: list[bool] = []
+    inside, leave = threading.Event(), threading.Event()
+    entered: list[str] = []
 
     @contextmanager
-    def racing(self: Store):  # type: ignore[no-untyped-def]
-        def race() -> None:  # another thread caches the same key and commits, once
-            if not raced:
-                raced.append(True)
-                other = threading.Thread(target=run_store.cache_generations, args=(store, "m", "hf", {"k": "theirs"}))
-                other.start()
-                other.join()
-
+    def pausing(self: Store):  # type: ignore[no-untyped-def]
+        entered.append(threading.current_thread().name)
         with plain(self) as cursor:
-            if other_commits == "before the insert":  # after this transaction's first read
-                cursor.execute("SELECT count(*) FROM generation_cache").fetchall()
-                race()
             yield cursor
-            race()
+            if threading.current_thread().name == "first":
+                inside.set()
+                leave.wait(30)
 
-    monkeypatch.setattr(Store, "transaction", racing)
-    run_store.cache_generations(store, "m", "hf", {"k": "mine", "k2": "mine too"})
-    assert raced == [True]
-    assert run_store.cached_generations(store, ["k", "k2"]) == {"k": "theirs", "k2": "mine too"}
+    monkeypatch.setattr(Store, "transaction", pausing)
+    first = threading.Thread(
+        name="first", target=run_store.cache_generations, args=(store, "m", "hf", {"k": "first"})
+    )
+    second = threading.Thread(
+        name="second",
+        target=run_store.cache_generations,
+        args=(store, "m", "hf", {"k": "second", "k2": "second"}),
+    )
+    first.start()
+    assert inside.wait(30)
+    second.start()
+    second.join(0.5)
+    assert second.is_alive() and entered == ["first"]  # waits for the first write's commit
+    leave.set()
+    first.join(30)
+    second.join(30)
+    assert entered == ["first", "second"]
+    assert run_store.cached_generations(store, ["k", "k2"]) == {"k": "first", "k2": "second"}
     store.close()

@@ -8,11 +8,10 @@ cache (which is written batch by batch as outputs arrive).
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
-
-import duckdb
 
 from lampbox.engine.types import Prediction, UserScore
 from lampbox.store.core import Store
@@ -52,26 +51,25 @@ def cache_generations(store: Store, model: str, backend: str, outputs: Mapping[s
 
     Two threads of one process may cache the same key at once (the TUI's panes on two models
     that make the same generation: an OPPU set's user without an adapter beside its task
-    adapter): both transactions see no row, and the second fails on the duplicate key (at its
-    commit, or at its insert when the first committed after it began). It is tried again, and
-    then sees the row the first one wrote."""
+    adapter). Under DuckDB's optimistic concurrency both transactions would see no row and one
+    would fail on the duplicate key, at its insert or at its commit, for as long as the other
+    had not committed (retrying at once lost that race too). So the writes of one process take
+    turns: the second then sees the first's row and keeps it. Other processes cannot write the
+    file while this one holds it (DuckDB's file lock)."""
     if not outputs:
         return
-    for attempt in range(3):
-        try:
-            with store.transaction() as cursor:
-                cursor.execute(
-                    """
-                    INSERT INTO generation_cache (cache_key, model, backend, output)
-                    SELECT n.k, ?, ?, n.o FROM (SELECT unnest(?) AS k, unnest(?) AS o) n
-                     WHERE n.k NOT IN (SELECT cache_key FROM generation_cache)
-                    """,
-                    [model, backend, list(outputs), list(outputs.values())],
-                )
-            return
-        except (duckdb.TransactionException, duckdb.ConstraintException) as error:
-            if "duplicate key" not in str(error).lower() or attempt == 2:
-                raise
+    with _CACHE_WRITES, store.transaction() as cursor:
+        cursor.execute(
+            """
+            INSERT INTO generation_cache (cache_key, model, backend, output)
+            SELECT n.k, ?, ?, n.o FROM (SELECT unnest(?) AS k, unnest(?) AS o) n
+             WHERE n.k NOT IN (SELECT cache_key FROM generation_cache)
+            """,
+            [model, backend, list(outputs), list(outputs.values())],
+        )
+
+
+_CACHE_WRITES = threading.Lock()  # one cache write at a time in this process (see above)
 
 
 # -- runs ------------------------------------------------------------------------------------
