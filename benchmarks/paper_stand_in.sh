@@ -195,6 +195,13 @@ if has_stage area_ropg_bench; then
     bench area_ropg_dev --task commit_area --split dev --backend hf --model "$AREA_MODEL" --k 4 \
         --retrievers "$AREA_POOL" --decode labels
 fi
+# the same two retrievers from the fine-tuned model's generate-feedback (the default: the
+# task metric of the output made with each item alone), beside the likelihood ones above
+has_stage area_ropg_gen && ROPG_FEEDBACK=generate ropg areagen commit_area "$AREA_MODEL"
+if has_stage area_ropg_gen_bench; then
+    bench areagen_ropg_dev --task commit_area --split dev --backend hf --model "$AREA_MODEL" --k 4 \
+        --retrievers "$AREA_POOL,ropg:areagen-ropg-kd,ropg:areagen-ropg-rl" --decode labels
+fi
 # ROPG with the base model as the generator (the paper's setting: a frozen LLM's feedback); its
 # untrained rows are the RSPG base pool's dev bench (area_rspg_base), served from the store
 has_stage area_ropg_base && ropg areabase commit_area smollm2-135m-instruct
