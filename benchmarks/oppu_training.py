@@ -105,6 +105,7 @@ class Turns:
         import lampbox.lab.oppu as lab_oppu
         from lampbox.engine.training.adapters import AdapterTrainer
         from lampbox.engine.training.data import PadToLongest
+        from lampbox.engine.training.prefix import SharedPrefixCollator
         from lampbox.engine.training.sft import SFTObjective
 
         turns = self
@@ -120,8 +121,9 @@ class Turns:
 
             return run
 
-        real_user, real_train, real_init, real_collate = (
+        real_user, real_train, real_init, real_collate, real_shared = (
             lab_oppu._train_user, AdapterTrainer.train_adapter, AdapterTrainer.__init__, PadToLongest.__call__,
+            SharedPrefixCollator.__call__,
         )  # fmt: skip
 
         def train_user(trainer: Any, spec: Any, store: Any, adapter_name: str, user: str, items: Any, *rest: Any) -> Any:
@@ -160,6 +162,14 @@ class Turns:
             turns.current["batches"] = turns.current.get("batches", 0) + 1
             return padded
 
+        def collate_shared(self: Any, batch: Any) -> Any:  # the tails count above, the prefix once here
+            padded = real_shared(self, batch)
+            if "prefix_ids" in padded:
+                prefix = padded["prefix_ids"].numel()
+                for count in ("real tokens", "padded tokens", "shared prefix tokens"):
+                    turns.current[count] = turns.current.get(count, 0) + prefix
+            return padded
+
         patches = [
             (lab_oppu, "_train_user", train_user),
             (lab_oppu, "_write_folder", timed("install + register", lab_oppu._write_folder)),
@@ -170,6 +180,7 @@ class Turns:
             (AdapterTrainer, "_remove_adapter", timed("remove LoRA", AdapterTrainer._remove_adapter)),
             (SFTObjective, "save", timed("save", SFTObjective.save)),
             (PadToLongest, "__call__", collate),
+            (SharedPrefixCollator, "__call__", collate_shared),
         ]
         saved = [(owner, name, owner.__dict__[name]) for owner, name, _ in patches]
         try:
@@ -231,6 +242,8 @@ def oppu_command(args: Any, db: Path, data_task: str, name: str) -> list[str]:
         command += ["--threads", str(args.threads)]
     if args.user_max_steps:
         command += ["--user-max-steps", str(args.user_max_steps)]
+    if args.no_share_prefix:
+        command += ["--no-share-prefix"]
     if args.min_profile is not None:
         command += ["--min-profile", str(args.min_profile)]
     if args.task_adapter:
@@ -306,6 +319,7 @@ def report(turns: Turns, summary: dict[str, Any], total: float, home: Path) -> d
         "median fixed s": median(fixed), "median steps": median(steps), "median s per step": median(per_step) if per_step else 0.0,
         "real tokens per step": sum(u["real tokens"] for u in users) / max(sum(u.get("batches", 0) for u in users), 1),
         "padded tokens per step": sum(u["padded tokens"] for u in users) / max(sum(u.get("batches", 0) for u in users), 1),
+        "shared prefix tokens per step": sum(u.get("shared prefix tokens", 0) for u in users) / max(sum(u.get("batches", 0) for u in users), 1),
         "median items": median(u["items"] for u in users), "adapter MB": max(sizes),
         "cpu user s": median(u["cpu user s"] for u in users), "cpu sys s": median(u["cpu sys s"] for u in users),
         "minor faults": median(u["minor faults"] for u in users), "rss first MB": users[0]["rss MB"],
@@ -319,7 +333,8 @@ def report(turns: Turns, summary: dict[str, Any], total: float, home: Path) -> d
           f"{figures['first 5 mean s']:.2f} s, last {five} mean {figures['last 5 mean s']:.2f} s")  # fmt: skip
     print(f"profile items per user: median {figures['median items']:g} (min {min(u['items'] for u in users)}, max {max(u['items'] for u in users)})")
     print(f"steps per user: median {figures['median steps']:g}; {figures['median s per step']:.3f} s per step (median); "
-          f"tokens per step {figures['real tokens per step']:.0f} real, {figures['padded tokens per step']:.0f} with padding")  # fmt: skip
+          f"tokens per step {figures['real tokens per step']:.0f} real, {figures['padded tokens per step']:.0f} with padding "
+          f"(computed; the shared prefix {figures['shared prefix tokens per step']:.0f} of them, once per batch)")  # fmt: skip
     print(f"fixed cost per user (wall - steps): median {figures['median fixed s']:.2f} s (first user {fixed[0]:.2f} s); "
           f"median split over users after the first:")  # fmt: skip
     print("  " + ", ".join(f"{k} {v:.3f}" for k, v in figures["phases"].items()) + " (s)")

@@ -1,7 +1,8 @@
 """IPA fine-tuning as an objective: a causal LM learns (prompt -> gold) pairs, LoRA or full.
 
 The loss is the model's own cross-entropy on the gold tokens (the prompt's labels are masked,
-`data.SFTExample`); dev evaluation generates greedily from the dev prompts and scores with the
+`data.SFTExample`), with `TrainConfig.share_prefix` computing a batch's shared prompt prefix
+once (training/prefix.py); dev evaluation generates greedily from the dev prompts and scores with the
 task's official metric; the result is a LoRA adapter folder (`adapter/`) or a whole model
 with its tokenizer (`model/`).
 """
@@ -18,6 +19,7 @@ from lampbox.engine.training.objective import (
     TrainContext,
     score_outputs,
 )
+from lampbox.engine.training.prefix import SharedPrefixCollator, shared_prefix_loss
 
 
 class SFTObjective(TaskExamplesObjective):
@@ -57,10 +59,15 @@ class SFTObjective(TaskExamplesObjective):
             return PadToLongest(self.pad_id, min_width=config.pad_to)
         base = model.get_base_model() if hasattr(model, "get_base_model") else model
         forward = inspect.signature(type(base).forward)
-        return PadToLongest(self.pad_id, tail_logits=config.tail_logits and "logits_to_keep" in forward.parameters)
+        tail_logits = config.tail_logits and "logits_to_keep" in forward.parameters
+        if config.share_prefix and tail_logits and "cache" in forward.parameters:
+            return SharedPrefixCollator(self.pad_id)
+        return PadToLongest(self.pad_id, tail_logits=tail_logits)
 
     def loss(self, model: Any, inputs: dict[str, Any], forward: Any, num_items: Any) -> Any | None:
-        return None  # the model's own: cross-entropy on the gold tokens
+        # the model's own cross-entropy on the gold tokens (a batch with a shared prefix: the
+        # same, the prefix computed once)
+        return shared_prefix_loss(forward, inputs)
 
     def evaluate(self, model: Any, context: TrainContext) -> dict[str, float]:
         from lampbox.engine.training.trainer import generate_dev

@@ -71,11 +71,14 @@ class TrainConfig:
     checkpoints: bool = True  # False: none written and none resumed (small jobs, e.g. one adapter per user)
     cross_attention_lr: float | None = None  # an encoder-decoder objective: the cross-attention (and other new weights) at this rate
     freeze_encoder: bool = False  # an encoder-decoder objective: the encoder stays as loaded, its outputs computed once
+    share_prefix: bool = False  # a causal LM's batch: the prompt prefix all its rows share computed once (training/prefix.py; not under DDP)
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         # defaults of settings added later are left out: specs stored before them stay the same
-        for name, default in (("checkpoints", True), ("cross_attention_lr", None), ("freeze_encoder", False)):
+        for name, default in (
+            ("checkpoints", True), ("cross_attention_lr", None), ("freeze_encoder", False), ("share_prefix", False)
+        ):
             if data[name] == default:
                 del data[name]
         if self.lora is not None:
@@ -209,6 +212,8 @@ def train(
                 objective, config, work_dir, on_progress=on_progress, should_stop=should_stop,
                 callbacks=callbacks, threads=threads, mmap_threshold=mmap_threshold,
             )  # fmt: skip
+    if config.share_prefix and int(os.environ.get("WORLD_SIZE", "1") or 1) > 1:
+        raise LampboxError("a shared prompt prefix takes two forward passes per step, which DDP does not allow: train alone")
     import torch
 
     from lampbox.engine.quiet import quiet_training
