@@ -343,3 +343,10 @@ def test_a_plan_bench_of_none_rag_task_lora_oppu_and_the_peft_vs_rag_analysis(
         expected = rows[label]["metrics"]["rouge-1"] - rows["task-lora"]["metrics"]["rouge-1"]
         assert analysis["overall"]["gains"][role] == pytest.approx(expected, abs=1e-9)
     assert analysis["overall"]["users"] == 3
+    # The TUI's `h` on this bench (an OPPU bench: all four roles found) shows the report's numbers.
+    from lampbox.bench.peft_rag import oppu_bench_analysis
+    from lampbox.store import Store
+
+    with Store(db, read_only=True) as store:
+        shown = oppu_bench_analysis(store, data["bench_key"])
+    assert shown is not None and json.loads(json.dumps(shown.to_json())) == analysis

@@ -315,6 +315,17 @@ def test_peft_vs_rag_finds_its_rows_from_the_runs(bench: dict) -> None:
     assert refused.returncode != 0 and "--row names a row of --analysis peft-vs-rag" in refused.stderr
 
 
+def test_only_a_bench_with_all_four_roles_is_an_oppu_bench(bench: dict) -> None:
+    """`oppu_bench_analysis` (the TUI's `h` on an OPPU bench) is the report's analysis only where
+    the rows fill none, rag, peft and both by themselves: the dummy bench has no oppu rows."""
+    from lampbox.bench.peft_rag import oppu_bench_analysis, peft_vs_rag
+    from lampbox.store import Store
+
+    with Store(bench["db"], read_only=True) as store:
+        assert oppu_bench_analysis(store, bench["key"]) is None
+        assert set(peft_vs_rag(store, bench["key"]).rows) == {"none", "rag"}  # the report still runs
+
+
 def test_bucket_by_history_against_any_reference_row_with_mae_signs() -> None:
     """The buckets shared by the report and the TUI's per-user gains screen: any two named rows,
     users scored in both only, sizes from the reference row, gains signed so > 0 is better."""

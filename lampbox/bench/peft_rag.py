@@ -154,8 +154,22 @@ def peft_vs_rag(store: Store, key_or_prefix: str, chosen: Mapping[str, str] | No
     if buckets < 1:
         raise LampboxError(f"--buckets must be at least 1 (got {buckets})")
     key, spec, records, left_out = load_bench(store, key_or_prefix)
-    task = store.task(spec["task"])
     rows = pick_rows(records, chosen or {}, key, left_out)
+    return _analyse(key, store.task(spec["task"]), rows, left_out, buckets)
+
+
+def oppu_bench_analysis(store: Store, bench_key: str, buckets: int = 4) -> PeftRagAnalysis | None:
+    """`peft_vs_rag` of a bench whose rows fill all four roles by themselves (an OPPU bench: no
+    personalization, RAG, PEFT and PEFT + RAG rows), the rows found as the report finds them
+    without `--row`; None for any other bench (the TUI's per-user gains screen then buckets one
+    row against its reference instead)."""
+    key, spec, records, left_out = load_bench(store, bench_key)
+    if not set(ROLES) <= {role_of_run(record) for record, _ in records}:
+        return None
+    return _analyse(key, store.task(spec["task"]), pick_rows(records, {}, key, left_out), left_out, buckets)
+
+
+def _analyse(key: str, task: TaskSpec, rows: Mapping[str, RunRecord], left_out: list[str], buckets: int) -> PeftRagAnalysis:
     user_scores = {role: record.user_scores for role, record in rows.items()}
     users = common_users(user_scores)
     if not users:

@@ -9,7 +9,7 @@ change and paired p-value), so the TUI and `lampbox bench` print the same number
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from lampbox.engine.types import Prediction, ProfileItem, Question
@@ -78,6 +78,7 @@ class ConfigurationRow:
     relative_change: float | None  # of the main metric, signed as computed (raw)
     p_value: float | None
     progress: tuple[str, int] | None = None  # a running run's (phase, questions done)
+    bench_key: str | None = None  # the bench it was listed in
 
     @property
     def progress_text(self) -> str:
@@ -187,6 +188,7 @@ def compare_bench(
                 None if bench_row is None else bench_row.relative_change,
                 None if bench_row is None else bench_row.p_value,
                 run_store.run_progress(store, run.run_key) if run.status == "running" else None,
+                bench_key,
             )
         )
     return rows
@@ -211,24 +213,38 @@ HISTORY_BUCKETS = 4  # as `lampbox report --analysis peft-vs-rag` (its --buckets
 
 @dataclass(frozen=True)
 class HistoryGains:
-    """A run's users scored in it and in its baseline, over all and by history size, bucketed
-    as `lampbox report --analysis peft-vs-rag` does (`peft_rag.bucket_by_history`): each
-    bucket's means are keyed "baseline" and "run", its gain and relative gain "run"."""
+    """Users over all and by history size, bucketed as `lampbox report --analysis peft-vs-rag`
+    does (`peft_rag.bucket_by_history`). On an OPPU bench (`roles` set): that report's analysis
+    of the bench, each bucket's means keyed by role (none, rag, peft, both) and its gains by
+    rag, peft and both. Otherwise: one run against its baseline, the users scored in both, each
+    bucket's means keyed "baseline" and "run", its gain and relative gain "run"."""
 
     overall: Bucket | None  # None: no user is scored in both runs
     buckets: list[Bucket]
+    roles: dict[str, str] = field(default_factory=dict)  # role -> the bench row's label
+
+    @property
+    def gain_keys(self) -> list[str]:
+        """The keys of each bucket's gains, in the order shown."""
+        return [role for role in ("rag", "peft", "both") if role in self.roles] if self.roles else ["run"]
 
 
 def history_gains(
     store: Store, row: ConfigurationRow, buckets: int = HISTORY_BUCKETS
 ) -> HistoryGains:
-    """The run's per-user scores against the baseline's, by the users' history size (their
-    mean profile size in the baseline run, as the peft-vs-rag report takes it from `none`)."""
-    from lampbox.bench.peft_rag import bucket_by_history, common_users
+    """On an OPPU bench, the bench's PEFT-vs-RAG analysis (`peft_rag.oppu_bench_analysis`: the
+    report's numbers, whichever row was chosen); otherwise the run's per-user scores against
+    the baseline's, by the users' history size (their mean profile size in the baseline run,
+    as the peft-vs-rag report takes it from `none`)."""
+    from lampbox.bench.peft_rag import bucket_by_history, common_users, oppu_bench_analysis
     from lampbox.store import runs as run_store
 
     if row.baseline_key is None:
         raise LampboxError(f"{row.label} has no baseline to compare with")
+    if row.bench_key is not None:
+        analysis = oppu_bench_analysis(store, row.bench_key, buckets)
+        if analysis is not None:
+            return HistoryGains(analysis.overall, analysis.buckets, analysis.rows)
     user_scores = {
         "baseline": run_store.user_scores(store, row.baseline_key),
         "run": run_store.user_scores(store, row.run_key),

@@ -171,19 +171,36 @@ def user_gains(row: ConfigurationRow, gains: Sequence[UserGain]) -> TableExport:
 
 
 def history_gains(row: ConfigurationRow, history: HistoryGains) -> TableExport:
-    """A run's gains by the users' history size: each bucket, then all users."""
+    """Gains by the users' history size, each bucket then all users: a run against its
+    baseline, or on an OPPU bench each role's mean and gain over none (the peft-vs-rag report's
+    csv columns, `{role}_score` for its `{role}_{metric}`)."""
 
     def build() -> TableData:
-        columns = ("history", "users", "baseline_score", "score", "gain", "relative_gain")
         shown = [*history.buckets, *([history.overall] if history.overall else [])]
+        columns: tuple[str, ...]
+        data: list[tuple[Any, ...]]
+        if not history.roles:
+            columns = ("history", "users", "baseline_score", "score", "gain", "relative_gain")
+            data = [
+                (b.label, b.users, b.means["baseline"], b.means["run"], b.gains["run"])
+                + (b.relative["run"],)
+                for b in shown
+            ]
+            return TableData(columns, data)
+        roles, gains = list(history.roles), history.gain_keys
+        columns = (
+            "history", "users", *(f"{role}_score" for role in roles), *(f"{role}_gain" for role in gains),
+            *(f"{role}_relative_gain" for role in gains),
+        )  # fmt: skip
         data = [
-            (b.label, b.users, b.means["baseline"], b.means["run"], b.gains["run"])
-            + (b.relative["run"],)
+            (b.label, b.users, *(b.means[role] for role in roles), *(b.gains[role] for role in gains))
+            + tuple(b.relative[role] for role in gains)
             for b in shown
         ]
         return TableData(columns, data)
 
-    return TableExport(file_stem("history-gains", row.task, row.label, row.run_key[:8]), build)
+    name = "peft-vs-rag" if history.roles else "history-gains"
+    return TableExport(file_stem(name, row.task, row.label, row.run_key[:8]), build)
 
 
 def failure_cases(

@@ -112,3 +112,37 @@ def bench_store(tmp_path: Path, bench_store_path: Path):  # type: ignore[no-unty
     store = Store(path)
     yield store
     store.close()
+
+
+# The rows of an OPPU bench (docs/plans/oppu.toml) as `lampbox bench --config` labels them; the
+# dummy backend's plan stands in for them, then the oppu rows' stored specs are made method oppu.
+OPPU_ROWS = {
+    "none": ("task-lora", ""),
+    "rag": ("task-lora+rag bm25 k=1", "retriever=bm25 k=1"),
+    "peft": ("oppu", "retriever=recency k=1"),
+    "both": ("oppu+rag bm25 k=2", "retriever=bm25 k=2"),
+}
+
+
+@pytest.fixture
+def oppu_bench(bench_store):  # type: ignore[no-untyped-def]
+    """In `bench_store`, a bench whose rows fill the four PEFT-vs-RAG roles (a plan on the
+    dummy backend; the PEFT rows' specs then say method oppu, the PEFT row's without
+    retrieval): {"store": bench_store, "key": its key, "runs": {role: run_key}, "labels":
+    {role: label}}. Each row's per-user scores are its own (different retrievers)."""
+    import json
+
+    from lampbox.bench.planfile import build_plan, parse_config_strings
+    from lampbox.bench.runner import run_bench
+    from lampbox.store import runs as run_store
+
+    configs = [f"method=ipa model=first-words backend=dummy {extra} label='{label}'" for label, extra in OPPU_ROWS.values()]
+    plan = build_plan(parse_config_strings(configs), bench_store.task("LaMP_7"), "demo", "dev", reference="task-lora")
+    result = run_bench(plan, bench_store)
+    keys = dict(zip(OPPU_ROWS, (row.record.run_key for row in result.rows), strict=True))
+    for role, changes in (("peft", {"method": "oppu", "retriever": "none", "k": 0}), ("both", {"method": "oppu"})):
+        stored = run_store.get_run(bench_store, keys[role])
+        assert stored is not None
+        bench_store.cursor().execute("UPDATE runs SET spec = ? WHERE run_key = ?", [json.dumps({**stored.spec, **changes}), keys[role]])
+    labels = {role: label for role, (label, _) in OPPU_ROWS.items()}
+    return {"store": bench_store, "key": result.bench_key, "runs": keys, "labels": labels}

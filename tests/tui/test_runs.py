@@ -231,15 +231,16 @@ async def test_a_plan_bench_shows_its_labels_and_gains_against_its_reference(ben
         assert _keys(table) == sorted(expected, key=lambda user: (expected[user], user))
 
 
-def _expected_history(store, run_key: str, baseline_key: str) -> list[tuple[str, int, float, float]]:  # type: ignore[no-untyped-def]
+def _expected_buckets(store, run_keys: dict[str, str], reference: str) -> list[tuple[str, int, dict[str, float]]]:  # type: ignore[no-untyped-def]
     """Computed here from the stored per-user scores, as the peft-vs-rag report's docs describe
-    its buckets: users scored in both runs, quartile edges of their profile size in the baseline
-    (numpy's default quantiles, repeated edges merged), a size on an inner edge in the upper
-    bucket. Each non-empty bucket, then all users: (label, users, baseline mean, run mean)."""
+    its buckets: users scored in every run, quartile edges of their profile size in the
+    `reference` run (numpy's default quantiles, repeated edges merged), a size on an inner edge
+    in the upper bucket. Each non-empty bucket, then all users: (label, users, {name: mean})."""
     import numpy as np
 
-    run, base = run_store.user_scores(store, run_key), run_store.user_scores(store, baseline_key)
-    users = [u for u in run if u in base and run[u].main_score is not None and base[u].main_score is not None]
+    scores = {name: run_store.user_scores(store, key) for name, key in run_keys.items()}
+    base = scores[reference]
+    users = [u for u in base if all(u in s and s[u].main_score is not None for s in scores.values())]
     sizes = {user: base[user].profile_size for user in users}
     edges = sorted(set(np.quantile(list(sizes.values()), [0, 0.25, 0.5, 0.75, 1]).tolist()))
     members: dict[int, list[str]] = {}
@@ -247,9 +248,15 @@ def _expected_history(store, run_key: str, baseline_key: str) -> list[tuple[str,
         members.setdefault(sum(size >= edge for edge in edges[1:-1]), []).append(user)
     groups = [(f"{edges[i]:.0f}-{edges[i + 1]:.0f}", members[i]) for i in sorted(members)] + [("all users", users)]
     return [
-        (label, len(group), sum(base[u].main_score for u in group) / len(group), sum(run[u].main_score for u in group) / len(group))
+        (label, len(group), {name: sum(s[u].main_score for u in group) / len(group) for name, s in scores.items()})
         for label, group in groups
     ]
+
+
+def _expected_history(store, run_key: str, baseline_key: str) -> list[tuple[str, int, float, float]]:  # type: ignore[no-untyped-def]
+    """One run against its baseline: (label, users, baseline mean, run mean) per bucket."""
+    buckets = _expected_buckets(store, {"baseline": baseline_key, "run": run_key}, "baseline")
+    return [(label, users, means["baseline"], means["run"]) for label, users, means in buckets]
 
 
 async def test_h_shows_the_gains_by_history_size_and_back(bench_store, settle) -> None:  # type: ignore[no-untyped-def]
@@ -279,6 +286,8 @@ async def test_h_shows_the_gains_by_history_size_and_back(bench_store, settle) -
         await settle(pilot)
         history = screen.query_one("#history-gains", DataTable)
         assert history.display and not users.display and screen.focused is history
+        assert screen.history is not None and screen.history.roles == {}  # no OPPU rows: one row
+        assert "PEFT" not in str(screen.query_one("#gains-title", Static).render())
         shown = [[str(cell) for cell in history.get_row_at(i)] for i in range(history.row_count)]
         assert [(row[0], int(row[1])) for row in shown] == [(label, n) for label, n, _, _ in expected]
         for row, (_, _, base_mean, run_mean) in zip(shown, expected, strict=True):
@@ -297,3 +306,72 @@ async def test_h_shows_the_gains_by_history_size_and_back(bench_store, settle) -
         assert users.display and not history.display and screen.focused is users
         assert _keys(users) == by_loss
         assert "lost" in str(screen.query_one("#gains-status", Static).render())
+
+
+async def test_h_on_an_oppu_bench_shows_the_peft_vs_rag_analysis(bench_store, oppu_bench, settle) -> None:  # type: ignore[no-untyped-def]
+    """Issue 25: on a bench whose rows the peft-vs-rag analysis finds all four roles in, `h`
+    shows that report's RAG / PEFT / PEFT+RAG columns per bucket (each role's mean and its gain
+    over none), whichever row was opened: the numbers recomputed here from the stored per-user
+    scores and equal to `peft_vs_rag`'s; `E` exports them; `h` again gives the users back."""
+    import pytest
+
+    from lampbox.bench.peft_rag import peft_vs_rag
+
+    bench_key, keys = oppu_bench["key"], oppu_bench["runs"]
+    expected = _expected_buckets(bench_store, keys, "none")
+    assert len(expected) >= 3  # >= 2 buckets and all users
+    for role in ("rag", "peft", "both"):  # each role's scores differ from none's somewhere
+        assert any(abs(means[role] - means["none"]) > 1e-9 for _, _, means in expected), role
+    analysis = peft_vs_rag(bench_store, bench_key)
+    assert analysis.rows == oppu_bench["labels"]
+    app = create_app(store=bench_store)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press("b")
+        await settle(pilot)
+        runs_screen = app.screen
+        assert isinstance(runs_screen, RunsScreen) and runs_screen.bench is not None
+        assert runs_screen.bench.bench_key == bench_key  # the newest bench
+        configurations = runs_screen.query_one("#configurations", DataTable)
+        await pilot.press(*["down"] * _keys(configurations).index(keys["peft"]), "enter")
+        await settle(pilot)
+        screen = app.screen
+        assert isinstance(screen, RunUsersScreen) and screen.row.run_key == keys["peft"]
+        await pilot.press("h")
+        await settle(pilot)
+        history = screen.query_one("#history-gains", DataTable)
+        assert history.display and screen.focused is history
+        headings = [str(column.label) for column in history.ordered_columns]
+        assert headings == ["history", "users", "none", "RAG", "gain", "PEFT", "gain", "PEFT+RAG", "gain"]
+        shown = [[str(cell) for cell in history.get_row_at(i)] for i in range(history.row_count)]
+        assert [(row[0], int(row[1])) for row in shown] == [(label, n) for label, n, _ in expected]
+        reported = [*analysis.buckets, analysis.overall]
+        for row, (_, _, means), bucket in zip(shown, expected, reported, strict=True):
+            cells = [f"{means['none']:.4f}"]
+            for role in ("rag", "peft", "both"):
+                gain = means[role] - means["none"]
+                assert bucket.gains[role] == pytest.approx(gain, abs=1e-12)  # the report's numbers
+                cells += [f"{means[role]:.4f}", f"{gain:+.4f}"]
+            assert row[2:] == cells
+        title = str(screen.query_one("#gains-title", Static).render())
+        status = str(screen.query_one("#gains-status", Static).render())
+        assert title.startswith("PEFT vs RAG by history size")
+        assert "peft-vs-rag" in status and "PEFT: oppu" in status and f"{expected[-1][1]} users" in status
+        assert screen.query_one("#user-gains-column").size.width == 86  # the nine columns fit
+
+        exported = history.export.build()  # type: ignore[union-attr]
+        assert exported.columns == (
+            "history", "users", "none_score", "rag_score", "peft_score", "both_score", "rag_gain", "peft_gain",
+            "both_gain", "rag_relative_gain", "peft_relative_gain", "both_relative_gain",
+        )  # fmt: skip
+        for values, bucket in zip(exported.rows, reported, strict=True):
+            assert values == (
+                bucket.label, bucket.users, *(bucket.means[r] for r in ("none", "rag", "peft", "both")),
+                *(bucket.gains[r] for r in ("rag", "peft", "both")), *(bucket.relative[r] for r in ("rag", "peft", "both")),
+            )  # fmt: skip
+
+        await pilot.press("h")
+        await settle(pilot)
+        users = screen.query_one("#user-gains", DataTable)
+        assert users.display and not history.display and screen.focused is users
+        assert screen.query_one("#user-gains-column").size.width == 74

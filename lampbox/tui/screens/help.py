@@ -97,7 +97,8 @@ of gain against profile size. Gains are signed so that a loss is always worse (M
 `h` there: the users by history size instead, in the buckets of `lampbox report --analysis
 peft-vs-rag` (quantiles of the mean profile size), each with its users, the mean score of
 the configuration and of the reference, the mean gain and the relative gain, and all users
-(`h` again: back to the users).
+(`h` again: back to the users). On an OPPU bench (rows for none, RAG, PEFT and PEFT + RAG)
+`h` shows that report's analysis itself: each role's mean and its gain over none.
 `enter` on a user: the questions where the configuration did worse, with prompt, retrieved
 items, output, baseline output and gold (`a`: all the user's questions). Saved what-ifs
 are listed apart ("What-ifs"), never mixed with the benches; `enter` shows one.

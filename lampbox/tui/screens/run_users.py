@@ -3,7 +3,8 @@
 Users are sorted by gain, the biggest losers first (`r` flips the order); the plot shows each
 user's gain against their profile size. `enter` lists the user's questions where the
 configuration did worse. `h` shows the users by history size instead: the buckets of `lampbox
-report --analysis peft-vs-rag` (`runs.history_gains`), each with its mean scores and gain.
+report --analysis peft-vs-rag` (`runs.history_gains`), each with its mean scores and gain; on an
+OPPU bench, that report's analysis itself (each role's mean and gain over no personalization).
 """
 
 from __future__ import annotations
@@ -42,6 +43,9 @@ def relative_text(relative: float | None) -> str:
 
 USERS_TITLE = "Users  (enter: questions where it did worse)"
 HISTORY_TITLE = "By history size  (profile items; h: back to the users)"
+OPPU_TITLE = "PEFT vs RAG by history size  (profile items; h: back to the users)"
+# The PEFT-vs-RAG analysis's roles as column headings (peft_rag.ROLE_NAMES, shortened to fit).
+ROLE_HEADINGS = {"none": "none", "rag": "RAG", "peft": "PEFT", "both": "PEFT+RAG"}
 
 
 class RunUsersScreen(LampboxScreen):
@@ -89,12 +93,7 @@ class RunUsersScreen(LampboxScreen):
         table.add_column("gain", key="gain", width=9)
         table.loading = True
         history = self.query_one("#history-gains", DataTable)
-        history.add_column("history", key="history", width=12)
-        history.add_column("users", key="users", width=6)
-        history.add_column("baseline", key="baseline", width=9)
-        history.add_column("this run", key="score", width=9)
-        history.add_column("gain", key="gain", width=9)
-        history.add_column("relative", key="relative", width=9)
+        self.add_history_columns(history, {})
         history.display = False
         self.load_gains()
 
@@ -124,6 +123,7 @@ class RunUsersScreen(LampboxScreen):
         self.history = message.history
         self.show_history()
         if self.by_history:
+            self.query_one("#gains-title", Static).update(self.history_title())
             self.query_one("#history-gains", DataTable).focus()  # not focusable while loading
             self.show_status()
             self.show_plot()
@@ -154,29 +154,53 @@ class RunUsersScreen(LampboxScreen):
         if not self.by_history:
             self.show_status()
 
+    @staticmethod
+    def add_history_columns(table: DataTable, roles: dict[str, str]) -> None:  # type: ignore[type-arg]
+        """One run against its reference, or (`roles` set) each role's mean and gain over none."""
+        table.add_column("history", key="history", width=10 if roles else 12)
+        table.add_column("users", key="users", width=5 if roles else 6)
+        if not roles:
+            table.add_column("baseline", key="baseline", width=9)
+            table.add_column("this run", key="score", width=9)
+            table.add_column("gain", key="gain", width=9)
+            table.add_column("relative", key="relative", width=9)
+            return
+        table.add_column(ROLE_HEADINGS["none"], key="none", width=7)
+        for role in ("rag", "peft", "both"):
+            if role in roles:
+                table.add_column(ROLE_HEADINGS[role], key=role, width=8)
+                table.add_column("gain", key=f"{role}-gain", width=7)
+
     def show_history(self) -> None:
         table = self.query_one("#history-gains", LampboxTable)
         table.loading = False
-        table.clear()
         if self.history is None:
+            table.clear()
             return
-        table.set_export(table_data.history_gains(self.row, self.history))
-        rows = [
-            (f"bucket-{index}", bucket.label, bucket)
-            for index, bucket in enumerate(self.history.buckets)
-        ]
-        if self.history.overall is not None:  # labels may repeat once rounded: keys do not
-            rows.append(("all", "all users", self.history.overall))
+        history = self.history
+        table.clear(columns=True)
+        self.add_history_columns(table, history.roles)
+        self.set_class(self.by_history and bool(history.roles), "peft-rag")  # wider (the CSS)
+        table.set_export(table_data.history_gains(self.row, history))
+        rows = [(f"bucket-{index}", bucket.label, bucket) for index, bucket in enumerate(history.buckets)]
+        if history.overall is not None:  # labels may repeat once rounded: keys do not
+            rows.append(("all", "all users", history.overall))
         for key, label, bucket in rows:
-            table.add_row(
-                label,
-                bucket.users,
-                score_text(bucket.means["baseline"]),
-                score_text(bucket.means["run"]),
-                gain_text(bucket.gains["run"]),
-                relative_text(bucket.relative["run"]),
-                key=key,
-            )
+            if history.roles:
+                cells: list[object] = [score_text(bucket.means["none"])]
+                for role in history.gain_keys:
+                    cells += [score_text(bucket.means[role]), gain_text(bucket.gains[role])]
+            else:
+                cells = [
+                    score_text(bucket.means["baseline"]),
+                    score_text(bucket.means["run"]),
+                    gain_text(bucket.gains["run"]),
+                    relative_text(bucket.relative["run"]),
+                ]
+            table.add_row(label, bucket.users, *cells, key=key)
+
+    def history_title(self) -> str:
+        return OPPU_TITLE if self.history is not None and self.history.roles else HISTORY_TITLE
 
     def shown_loaded(self) -> bool:
         """Whether the data of the view shown has been read (handlers never wait for it)."""
@@ -193,6 +217,14 @@ class RunUsersScreen(LampboxScreen):
             assert self.history is not None
             if self.history.overall is None:
                 status.update("No user is scored in both this run and the baseline")
+            elif self.history.roles:
+                rows = "; ".join(f"{ROLE_HEADINGS[role]}: {label}" for role, label in self.history.roles.items())
+                status.update(
+                    f"This bench's `lampbox report --analysis peft-vs-rag`: {self.history.overall.users} "
+                    f"users in every row, {len(self.history.buckets)} buckets of mean profile size "
+                    f"(quantiles) · mean per-user {task.main_metric} and gain{flipped} over none · "
+                    f"rows: {rows}"
+                )
             else:
                 status.update(
                     f"{self.history.overall.users} users in {len(self.history.buckets)} buckets "
@@ -221,8 +253,15 @@ class RunUsersScreen(LampboxScreen):
             plt.title(f"mean gain in {task.main_metric} by history size")
             plt.xlabel("profile items (mean per question)")
             if self.history is not None and self.history.buckets:
-                buckets = self.history.buckets
-                plt.bar([b.label for b in buckets], [b.gains["run"] for b in buckets])
+                buckets, keys = self.history.buckets, self.history.gain_keys
+                if self.history.roles:
+                    plt.multiple_bar(  # type: ignore[call-arg]  # plotext takes labels (the stub: label)
+                        [b.label for b in buckets],
+                        [[b.gains[key] for b in buckets] for key in keys],
+                        labels=[ROLE_HEADINGS[key] for key in keys],
+                    )
+                else:
+                    plt.bar([b.label for b in buckets], [b.gains["run"] for b in buckets])
                 plt.horizontal_line(0)
             plot.refresh()
             return
@@ -262,7 +301,8 @@ class RunUsersScreen(LampboxScreen):
         users = self.query_one("#user-gains", DataTable)
         history = self.query_one("#history-gains", DataTable)
         users.display, history.display = not by_history, by_history
-        self.query_one("#gains-title", Static).update(HISTORY_TITLE if by_history else USERS_TITLE)
+        self.query_one("#gains-title", Static).update(self.history_title() if by_history else USERS_TITLE)
+        self.set_class(by_history and self.history is not None and bool(self.history.roles), "peft-rag")
         if by_history and self.history is None:
             history.loading = True
             self.load_history()
