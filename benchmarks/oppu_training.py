@@ -244,6 +244,8 @@ def oppu_command(args: Any, db: Path, data_task: str, name: str) -> list[str]:
         command += ["--user-max-steps", str(args.user_max_steps)]
     if args.no_share_prefix:
         command += ["--no-share-prefix"]
+    if args.attention:
+        command += ["--attention", args.attention]
     if args.min_profile is not None:
         command += ["--min-profile", str(args.min_profile)]
     if args.task_adapter:

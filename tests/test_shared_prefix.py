@@ -38,7 +38,8 @@ def test_the_collator_cuts_the_prefix_and_keeps_each_rows_own_positions() -> Non
 
 
 @pytest.mark.slow
-def test_the_shared_prefix_gives_the_full_rows_loss_and_gradients(tiny_lm: Path) -> None:
+@pytest.mark.parametrize("attention", ["sdpa", "eager"])
+def test_the_shared_prefix_gives_the_full_rows_loss_and_gradients(attention: str, tiny_lm: Path) -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -63,7 +64,7 @@ def test_the_shared_prefix_gives_the_full_rows_loss_and_gradients(tiny_lm: Path)
         from peft import get_peft_model
 
         torch.manual_seed(0)
-        model = AutoModelForCausalLM.from_pretrained(tiny_lm, dtype=torch.float32)
+        model = AutoModelForCausalLM.from_pretrained(tiny_lm, dtype=torch.float32, attn_implementation=attention)
         model = get_peft_model(model, lora_config(model, LoraSettings(r=4, alpha=8, dropout=0.0, targets=("q_proj", "v_proj")), "CAUSAL_LM"))
         for name, parameter in model.named_parameters():  # B = 0 at the start: give it weight
             if "lora_B" in name:

@@ -57,7 +57,10 @@ class AdapterTrainer:
         self.config = config
         self.context = TrainContext(config, device, resolve_precision(config.precision, device))
         bf16_base = config.bf16_base and self.context.precision == "bf16"
-        base: Any = AutoModelForCausalLM.from_pretrained(model_source, dtype=torch.bfloat16 if bf16_base else torch.float32)
+        attention = {"attn_implementation": config.attention} if config.attention else {}
+        base: Any = AutoModelForCausalLM.from_pretrained(
+            model_source, dtype=torch.bfloat16 if bf16_base else torch.float32, **attention
+        )
         if task_adapter is not None:  # the task adapter becomes part of the base (OPPU)
             from peft import PeftModel
 

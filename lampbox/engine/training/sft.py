@@ -41,8 +41,9 @@ class SFTObjective(TaskExamplesObjective):
 
         config = context.config
         base_bf16 = config.bf16_base and config.lora is not None and context.precision == "bf16"
+        attention = {"attn_implementation": config.attention} if config.attention else {}
         model = AutoModelForCausalLM.from_pretrained(
-            self.model_source, dtype=torch.bfloat16 if base_bf16 else torch.float32
+            self.model_source, dtype=torch.bfloat16 if base_bf16 else torch.float32, **attention
         )
         if config.lora is None:
             return model

@@ -72,12 +72,14 @@ class TrainConfig:
     cross_attention_lr: float | None = None  # an encoder-decoder objective: the cross-attention (and other new weights) at this rate
     freeze_encoder: bool = False  # an encoder-decoder objective: the encoder stays as loaded, its outputs computed once
     share_prefix: bool = False  # a causal LM's batch: the prompt prefix all its rows share computed once (training/prefix.py; not under DDP)
+    attention: str | None = None  # transformers' attention implementation (eager, sdpa; None: its default)
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         # defaults of settings added later are left out: specs stored before them stay the same
         for name, default in (
-            ("checkpoints", True), ("cross_attention_lr", None), ("freeze_encoder", False), ("share_prefix", False)
+            ("checkpoints", True), ("cross_attention_lr", None), ("freeze_encoder", False), ("share_prefix", False),
+            ("attention", None),
         ):
             if data[name] == default:
                 del data[name]
