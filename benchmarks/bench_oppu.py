@@ -177,6 +177,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
     parser.add_argument("--only", choices=["switching", "agreement", "training"], help="Measure one part only (training: only with --only).")
     training = parser.add_argument_group("training (--only training)")
     training.add_argument("--users", type=int, default=10, help="Users to train (more than the split has: its users repeated under new ids).")
+    training.add_argument("--user", action="append", default=[], help="Train this user of --split (repeatable; lampbox train oppu --user; instead of --users).")
     training.add_argument("--split", default="dev", help="The split whose users get adapters (lampbox train oppu --dev-split).")
     training.add_argument("--threads", type=int, default=2, help="torch's CPU threads (--threads of lampbox train oppu).")
     training.add_argument("--user-max-steps", type=int, default=None, help="Stop each user after this many steps (the flatness check: few steps, many users).")

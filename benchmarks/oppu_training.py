@@ -232,7 +232,8 @@ def _step_timer(turns: Turns) -> Any:
 def oppu_command(args: Any, db: Path, data_task: str, name: str) -> list[str]:
     """`lampbox train oppu` as the bench runs it (its --json summary read back)."""
     command = [
-        "train", "oppu", "--db", str(db), "--task", data_task, "--dev-split", args.split, "--users", str(args.users),
+        "train", "oppu", "--db", str(db), "--task", data_task, "--dev-split", args.split,
+        *([arg for user in args.user for arg in ("--user", user)] if args.user else ["--users", str(args.users)]),
         "--name", name, "--precision", args.precision, "--batch-size", str(args.batch_size),
         "--user-epochs", str(args.user_epochs), "--json",
     ]  # fmt: skip

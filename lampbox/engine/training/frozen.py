@@ -47,4 +47,7 @@ def hold_frozen_linears_in(model: Any, dtype: torch.dtype) -> int:
             else:
                 p.data = p.data.to(dtype)
         held += 1
+    from lampbox.engine.lm_head import canonical_head_input
+
+    canonical_head_input(model)  # a frozen bf16 head's slow path on sliced positions (lm_head.py)
     return held

@@ -76,9 +76,14 @@ def shared_prefix_loss(forward: Any, inputs: dict[str, Any]) -> Any | None:
     loss is the model's own). `forward` runs the model (under the trainer's autocast)."""
     if "prefix_ids" not in inputs:
         return None
+    import torch
+
     inputs = dict(inputs)
     prefix = inputs.pop("prefix_ids")
     rows = inputs["input_ids"].shape[0]
-    cache = forward(input_ids=prefix, use_cache=True, logits_to_keep=1).cache
+    # no logits for the prefix: an empty index (logits_to_keep=1 would cost bfloat16's slow
+    # path for one position's logits, 0.15 s a step: engine/lm_head.py)
+    no_logits = torch.zeros(0, dtype=torch.long, device=prefix.device)
+    cache = forward(input_ids=prefix, use_cache=True, logits_to_keep=no_logits).cache
     cache.batch_repeat_interleave(rows)
     return forward(**inputs, cache=cache, use_cache=True).loss

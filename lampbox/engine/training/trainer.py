@@ -156,7 +156,10 @@ def generate_dev(
     """Greedy outputs of the model being trained for the dev prompts (left-padded batches)."""
     import torch
 
+    from lampbox.engine.lm_head import canonical_head_input
+
     device = next(model.parameters()).device
+    canonical_head_input(model)  # bfloat16's slow path for the last position's logits (lm_head.py)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     order = sorted(range(len(examples)), key=lambda index: -len(examples[index].prompt_ids))
     outputs: list[str] = [""] * len(examples)
