@@ -69,6 +69,35 @@ def settle():  # type: ignore[no-untyped-def]
     return settle_workers
 
 
+async def open_history(app, pilot: Pilot, bench_key: str, run_key: str):  # type: ignore[no-untyped-def]
+    """From the start: the runs screen (`b`) on the newest bench (which must be `bench_key`),
+    `enter` on `run_key`'s row, then `h`: the per-user gains screen showing the buckets."""
+    from textual.widgets import DataTable
+
+    from lampbox.tui.screens.runs import RunsScreen
+
+    await settle_workers(pilot)
+    await pilot.press("b")
+    await settle_workers(pilot)
+    runs = app.screen
+    assert isinstance(runs, RunsScreen) and runs.bench is not None
+    assert runs.bench.bench_key == bench_key  # the newest bench
+    table = runs.query_one("#configurations", DataTable)
+    table.focus()
+    table.move_cursor(row=[row.run_key for row in runs.rows].index(run_key))
+    await pilot.press("enter")
+    await settle_workers(pilot)
+    await pilot.press("h")
+    await settle_workers(pilot)
+    return app.screen
+
+
+@pytest.fixture
+def history_view():  # type: ignore[no-untyped-def]
+    """`await history_view(app, pilot, bench_key, run_key)`: the buckets of a run's per-user gains."""
+    return open_history
+
+
 @pytest.fixture(scope="session")
 def bench_store_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The LaMP_7 demo set with a small bench run on its dev split (built once per session).

@@ -308,7 +308,7 @@ async def test_h_shows_the_gains_by_history_size_and_back(bench_store, settle) -
         assert "lost" in str(screen.query_one("#gains-status", Static).render())
 
 
-async def test_h_on_an_oppu_bench_shows_the_peft_vs_rag_analysis(bench_store, oppu_bench, settle) -> None:  # type: ignore[no-untyped-def]
+async def test_h_on_an_oppu_bench_shows_the_peft_vs_rag_analysis(bench_store, oppu_bench, settle, history_view) -> None:  # type: ignore[no-untyped-def]
     """Issue 25: on a bench whose rows the peft-vs-rag analysis finds all four roles in, `h`
     shows that report's RAG / PEFT / PEFT+RAG columns per bucket (each role's mean and its gain
     over none), whichever row was opened: the numbers recomputed here from the stored per-user
@@ -326,19 +326,8 @@ async def test_h_on_an_oppu_bench_shows_the_peft_vs_rag_analysis(bench_store, op
     assert analysis.rows == oppu_bench["labels"]
     app = create_app(store=bench_store)
     async with app.run_test(size=SIZE) as pilot:
-        await settle(pilot)
-        await pilot.press("b")
-        await settle(pilot)
-        runs_screen = app.screen
-        assert isinstance(runs_screen, RunsScreen) and runs_screen.bench is not None
-        assert runs_screen.bench.bench_key == bench_key  # the newest bench
-        configurations = runs_screen.query_one("#configurations", DataTable)
-        await pilot.press(*["down"] * _keys(configurations).index(keys["peft"]), "enter")
-        await settle(pilot)
-        screen = app.screen
+        screen = await history_view(app, pilot, bench_key, keys["peft"])
         assert isinstance(screen, RunUsersScreen) and screen.row.run_key == keys["peft"]
-        await pilot.press("h")
-        await settle(pilot)
         history = screen.query_one("#history-gains", DataTable)
         assert history.display and screen.focused is history
         headings = [str(column.label) for column in history.ordered_columns]

@@ -112,25 +112,12 @@ async def test_export_whatif_and_runs_use_the_store_only_in_workers_inside_using
 
 
 async def test_the_peft_vs_rag_buckets_of_an_oppu_bench_are_read_in_a_worker(  # type: ignore[no-untyped-def]
-    oppu_bench, store_uses, settle
+    oppu_bench, store_uses, history_view
 ) -> None:
     """`h` on an OPPU bench reads the whole bench's analysis: in the worker, inside using()."""
     app = create_app(store=oppu_bench["store"])
     async with app.run_test(size=SIZE) as pilot:
-        await settle(pilot)
-        await pilot.press("b")
-        await settle(pilot)
-        runs = app.screen
-        assert isinstance(runs, RunsScreen) and runs.bench is not None
-        assert runs.bench.bench_key == oppu_bench["key"]
-        table = runs.query_one("#configurations", DataTable)
-        table.focus()
-        table.move_cursor(row=[row.run_key for row in runs.rows].index(oppu_bench["runs"]["both"]))
-        await pilot.press("enter")
-        await settle(pilot)
-        await pilot.press("h")
-        await settle(pilot)
-        gains = app.screen
+        gains = await history_view(app, pilot, oppu_bench["key"], oppu_bench["runs"]["both"])
         assert isinstance(gains, RunUsersScreen) and gains.history is not None
         assert gains.history.roles == oppu_bench["labels"] and gains.history.buckets
     assert store_uses == [], store_uses[0]
