@@ -29,3 +29,12 @@ def test_the_head_sees_canonical_strides_and_gives_the_same_logits(tiny_lm: Path
         after = model(input_ids=ids, logits_to_keep=1).logits
     assert seen[-1] == canonical_strides((1, 1, 32))
     assert torch.equal(before, after)
+
+
+def test_the_hf_backend_installs_it(tiny_lm: Path) -> None:
+    """peft freezes the base when the backend loads a user's adapter: the head is then frozen."""
+    from lampbox.engine.generation.hf import HFGenerator
+    from lampbox.engine.lm_head import _canonical_input
+
+    generator = HFGenerator(str(tiny_lm), dtype="bfloat16")
+    assert _canonical_input in generator.model.get_output_embeddings()._forward_pre_hooks.values()

@@ -6,10 +6,11 @@ grad (a frozen base under LoRA training, the frozen-weight bf16 copies of traini
 torch (2.13, CPU) computes `F.linear` on such a slice as a batched matmul over the vocabulary
 matrix expanded per row, and copies that expansion first: for SmolLM2's 49152 x 576 head,
 about 150 ms per row instead of a 9 ms matmul (`benchmarks/bench_lm_head.py`). A weight that
-requires grad (the hf backend's loaded model) and float32 take the fast path. A copy of the
-few hidden rows in canonical strides does too: `canonical_head_input` installs that copy as a
-pre-hook on the model's output embeddings (training: the frozen bf16 weights, dev
-generation); the same values, the same logits.
+requires grad takes the fast path, but peft freezes the base when the hf backend loads a
+user's adapter (OPPU), and training freezes it too. A copy of the few hidden rows in canonical
+strides takes the fast path: `canonical_head_input` installs that copy as a pre-hook on the
+model's output embeddings (the hf backend, training's frozen bf16 weights, dev generation);
+the same values, the same logits.
 """
 
 from __future__ import annotations

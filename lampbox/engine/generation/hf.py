@@ -30,6 +30,7 @@ from lampbox.engine.generation.common import (
     user_message,
 )
 from lampbox.engine.generation.hf_adapters import DEFAULT_CAPACITY, AdapterSlots
+from lampbox.engine.lm_head import canonical_head_input
 from lampbox.engine.machine import default_threads
 from lampbox.errors import InputFileError, LampboxError
 from lampbox.models import ResolvedModel, resolve_model
@@ -288,6 +289,9 @@ class HFGenerator:
         if resolved.adapter is not None:
             torch_model = apply_adapter(torch_model, resolved.adapter)
         self._model: Any = torch_model.to(self.device).eval()
+        # a frozen head (peft freezes the base when it loads a user's adapter) in bfloat16 takes
+        # torch's slow path for the last position's logits on the CPU (lm_head.py)
+        canonical_head_input(self._model)
         if quantize == "int8":
             self._model = _quantize_int8(self._model)
         self._tokenizer = HFTokenizer(tokenizer)
