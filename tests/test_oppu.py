@@ -352,3 +352,18 @@ def test_a_plan_bench_of_none_rag_task_lora_oppu_and_the_peft_vs_rag_analysis(
     with Store(db, read_only=True) as store:
         shown = oppu_bench_analysis(store, data["bench_key"])
     assert shown is not None and json.loads(json.dumps(shown.to_json())) == analysis
+    # the task adapter named as itself (as benchmarks/paper_stand_in.sh does) is the set's model too
+    from dataclasses import replace
+
+    from lampbox.bench.paper import load_bench
+    from lampbox.bench.peft_rag import pick_rows
+
+    with Store(db, read_only=True) as store:
+        key, _, records, _ = load_bench(store, data["bench_key"])
+    renamed = [
+        (replace(record, spec=replace(record.spec, model="tiny-oppu.task")) if record.spec.model == "tiny-oppu" and record.spec.method == "ipa" else record, label)
+        for record, label in records
+    ]  # fmt: skip
+    assert [r.spec.model for r, _ in renamed].count("tiny-oppu.task") == 2
+    picked = pick_rows(renamed, {}, key, [])
+    assert (picked["none"].spec.model, picked["rag"].spec.model) == ("tiny-oppu.task", "tiny-oppu.task")  # not the base row

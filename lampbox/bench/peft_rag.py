@@ -5,8 +5,8 @@ personalization, overall and by the users' history size.
 Four rows of the bench play the roles, found from their runs: `both` (method oppu with
 retrieval), `peft` (method oppu without), `rag` (a model method with retrieval) and `none` (a
 model method without); where several rows fit `rag` or `none`, the one on the OPPU rows' model
-(the task adapter: the paper's non-personalized model is the task model) comes first, then
-table order. `--row ROLE=LABEL` names a row instead. Users are those scored in every role row,
+(the set, or its task adapter by its own name: the paper's non-personalized model is the task
+model) comes first, then table order. `--row ROLE=LABEL` names a row instead. Users are those scored in every role row,
 bucketed by profile size at quantile edges (`paper.history_buckets`); per bucket, each role's
 mean per-user main score, and each gain as the difference from `none` (signed: > 0 is better,
 for MAE too) and relative to `none` in percent.
@@ -109,6 +109,7 @@ def pick_rows(records: Sequence[tuple[RunRecord, str]], chosen: Mapping[str, str
         if role is not None:
             candidates[role].append(record)
     adapter_models = {r.spec.model for role in ("peft", "both") for r in ([picked[role]] if role in picked else candidates[role])}
+    adapter_models |= {task for model in list(adapter_models) if (task := _task_adapter_of(model))}  # named as itself
     for role in ROLES:
         if role in picked or not candidates[role]:
             continue
@@ -119,6 +120,18 @@ def pick_rows(records: Sequence[tuple[RunRecord, str]], chosen: Mapping[str, str
     if not any(role in picked for role in GAINS):
         raise LampboxError(f"bench {key[:12]} has no RAG, PEFT (method oppu) or PEFT + RAG row; name one with --row rag=LABEL")
     return {role: picked[role] for role in ROLES if role in picked}
+
+
+def _task_adapter_of(model: str) -> str | None:
+    """The task adapter an OPPU set stands on (None: not a set, or not found here)."""
+    from lampbox.models import resolve_model
+
+    try:
+        info = resolve_model(model).trained
+    except (LampboxError, OSError):
+        return None
+    task_adapter = info.get("task_adapter") if info else None
+    return str(task_adapter) if task_adapter else None
 
 
 def common_users(user_scores: Mapping[str, Mapping[str, UserScore]]) -> list[str]:
