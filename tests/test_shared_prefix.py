@@ -81,3 +81,13 @@ def test_the_shared_prefix_gives_the_full_rows_loss_and_gradients(attention: str
         assert grad.abs().max() > 0
         torch.testing.assert_close(shared_grads[name], grad, rtol=1e-4, atol=1e-6)
     assert shared_prefix_loss(None, full) is None  # a batch without a shared prefix: the model's own loss
+
+
+def test_a_shared_prefix_is_refused_under_ddp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two forward passes per step: DDP (several processes training one model) expects one."""
+    from lampbox.engine.training.trainer import TrainConfig, train
+    from lampbox.errors import LampboxError
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(LampboxError, match="train alone"):
+        train(object(), TrainConfig(share_prefix=True), tmp_path)  # type: ignore[arg-type]
