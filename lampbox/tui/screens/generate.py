@@ -370,6 +370,7 @@ class GenerationScreen(LampboxScreen):
 
         def on_output(row: int, output: str) -> None:
             index, prepared = waiting[row]
+            unsent.pop(row, None)  # the whole output follows: never its pieces after it
             with self.using_store():
                 generation.remember(self.store, prepared, pool, output)
             seconds = time.perf_counter() - started

@@ -166,6 +166,8 @@ class GenerationPane(Vertical, can_focus=True):
             self.set_state("generating", "generating…")
 
     def add_piece(self, piece: str, pieces: int = 1) -> None:
+        if self.state == "done":  # pieces sent late: the scored output is already whole
+            return
         self.output += piece
         self.pieces += pieces
         self.query_one(".pane-output", Static).update(self.output)
