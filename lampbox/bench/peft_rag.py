@@ -124,14 +124,16 @@ def pick_rows(records: Sequence[tuple[RunRecord, str]], chosen: Mapping[str, str
 
 def _task_adapter_of(model: str) -> str | None:
     """The task adapter an OPPU set stands on (None: not a set, or not found here)."""
-    from lampbox.models import resolve_model
+    from lampbox.model_folders import read_info, stands_on
+    from lampbox.models import trained_model_folder
 
-    try:
-        info = resolve_model(model).trained
-    except (LampboxError, OSError):
+    folder = trained_model_folder(model)
+    if folder is None:
         return None
-    task_adapter = info.get("task_adapter") if info else None
-    return str(task_adapter) if task_adapter else None
+    try:
+        return stands_on(read_info(folder))
+    except LampboxError:  # an unreadable record: no set to find its task adapter in
+        return None
 
 
 def common_users(user_scores: Mapping[str, Mapping[str, UserScore]]) -> list[str]:

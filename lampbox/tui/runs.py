@@ -221,12 +221,12 @@ class HistoryGains:
 
     overall: Bucket | None  # None: no user is scored in both runs
     buckets: list[Bucket]
-    roles: dict[str, str] = field(default_factory=dict)  # role -> the bench row's label
+    roles: dict[str, str] = field(default_factory=dict)  # role -> the bench row's label, in peft_rag.ROLES order
 
     @property
     def gain_keys(self) -> list[str]:
-        """The keys of each bucket's gains, in the order shown."""
-        return [role for role in ("rag", "peft", "both") if role in self.roles] if self.roles else ["run"]
+        """The keys of each bucket's gains, in the order shown (every role but none)."""
+        return [role for role in self.roles if role != "none"] if self.roles else ["run"]
 
 
 def history_gains(

@@ -93,7 +93,7 @@ class RunUsersScreen(LampboxScreen):
         table.add_column("gain", key="gain", width=9)
         table.loading = True
         history = self.query_one("#history-gains", DataTable)
-        self.add_history_columns(history, {})
+        self.add_history_columns(history, None)
         history.display = False
         self.load_gains()
 
@@ -155,8 +155,10 @@ class RunUsersScreen(LampboxScreen):
             self.show_status()
 
     @staticmethod
-    def add_history_columns(table: DataTable, roles: dict[str, str]) -> None:  # type: ignore[type-arg]
-        """One run against its reference, or (`roles` set) each role's mean and gain over none."""
+    def add_history_columns(table: DataTable, history: HistoryGains | None) -> None:  # type: ignore[type-arg]
+        """One run against its reference, or (an OPPU bench's roles) each role's mean and gain
+        over none."""
+        roles = history.roles if history is not None else {}
         table.add_column("history", key="history", width=10 if roles else 12)
         table.add_column("users", key="users", width=5 if roles else 6)
         if not roles:
@@ -165,11 +167,11 @@ class RunUsersScreen(LampboxScreen):
             table.add_column("gain", key="gain", width=9)
             table.add_column("relative", key="relative", width=9)
             return
+        assert history is not None  # the roles are its own
         table.add_column(ROLE_HEADINGS["none"], key="none", width=7)
-        for role in ("rag", "peft", "both"):
-            if role in roles:
-                table.add_column(ROLE_HEADINGS[role], key=role, width=8)
-                table.add_column("gain", key=f"{role}-gain", width=7)
+        for role in history.gain_keys:
+            table.add_column(ROLE_HEADINGS[role], key=role, width=8)
+            table.add_column("gain", key=f"{role}-gain", width=7)
 
     def show_history(self) -> None:
         table = self.query_one("#history-gains", LampboxTable)
@@ -179,7 +181,7 @@ class RunUsersScreen(LampboxScreen):
             return
         history = self.history
         table.clear(columns=True)
-        self.add_history_columns(table, history.roles)
+        self.add_history_columns(table, history)
         self.set_class(self.by_history and bool(history.roles), "peft-rag")  # wider (the CSS)
         table.set_export(table_data.history_gains(self.row, history))
         rows = [(f"bucket-{index}", bucket.label, bucket) for index, bucket in enumerate(history.buckets)]
