@@ -190,6 +190,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
     training.add_argument("--task-steps", type=int, default=2, help="Steps of the tiny task adapter trained when no --task-adapter is given.")
     training.add_argument("--no-share-prefix", action="store_true", help="Train each pair's whole prompt (lampbox train oppu --no-share-prefix; default: a batch's shared prompt prefix once).")
     training.add_argument("--attention", choices=["auto", "eager", "sdpa"], default=None, help="The users' attention implementation (lampbox train oppu --attention; default: its auto).")
+    training.add_argument("--no-bf16-base", action="store_true", help="Only the frozen linear weights in bf16, the rest of the base fp32 under autocast (lampbox train oppu --no-bf16-base; default: the whole base in bf16).")
     training.add_argument("--mmap-threshold", type=int, default=None, help="glibc's mmap threshold in bytes during the users' steps (default: AdapterTrainer's 1 MiB, engine/training/memory.py; 65536: that of the other trainings).")
     training.add_argument("--work", type=Path, default=None, help="The scratch folder (default: a new temporary one).")
     args = parser.parse_args(argv)

@@ -247,6 +247,8 @@ def oppu_command(args: Any, db: Path, data_task: str, name: str) -> list[str]:
         command += ["--no-share-prefix"]
     if args.attention:
         command += ["--attention", args.attention]
+    if args.no_bf16_base:
+        command.append("--no-bf16-base")
     if args.min_profile is not None:
         command += ["--min-profile", str(args.min_profile)]
     if args.task_adapter:

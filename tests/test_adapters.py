@@ -111,3 +111,39 @@ def test_an_adapter_stands_on_a_merged_task_adapter(tiny_lm: Path, tmp_path: Pat
     trainer.train_adapter(objective(tiny_lm, "ann"), tmp_path / "ann")
     assert all(torch.equal(weights[k], trainer.base_weights()[k]) for k in weights)
     assert (tmp_path / "ann" / "adapter" / "adapter_config.json").is_file()
+
+
+@pytest.mark.slow
+def test_a_bf16_base_is_the_fp32_merge_rounded_once(tiny_lm: Path, tmp_path: Path) -> None:
+    """TrainConfig.bf16_base (train oppu's default under bf16): the whole base in bf16, norms
+    and embedding included, the task adapter merged in fp32 first and rounded once; the output
+    head gets its canonical-strides hook; the user's adapter still trains and saves in fp32,
+    and the base is bit for bit the same after it."""
+    from dataclasses import replace
+
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM
+
+    from lampbox.engine.training.adapters import AdapterTrainer
+
+    torch.manual_seed(2)
+    task = get_peft_model(
+        AutoModelForCausalLM.from_pretrained(tiny_lm),
+        LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False),
+    )  # fmt: skip
+    task.save_pretrained(tmp_path / "task")
+    merged = {name: tensor.to(torch.bfloat16) for name, tensor in task.merge_and_unload().state_dict().items()}
+    trainer = AdapterTrainer(str(tiny_lm), replace(config(), bf16_base=True), task_adapter=str(tmp_path / "task"))
+    weights = {name: tensor.clone() for name, tensor in trainer.base_weights().items()}
+    assert {tensor.dtype for tensor in weights.values()} == {torch.bfloat16}  # norms and embedding too
+    for name in ("model.layers.1.self_attn.v_proj.weight", "model.norm.weight", "model.embed_tokens.weight"):
+        assert torch.equal(weights[name], merged[name]), name  # one rounding of the fp32 merge
+    assert getattr(trainer.base.get_output_embeddings(), "_lampbox_canonical_input", False)
+    result = trainer.train_adapter(objective(tiny_lm, "ann"), tmp_path / "ann")
+    adapter = load_file(tmp_path / "ann" / "adapter" / "adapter_model.safetensors")
+    assert adapter and all(tensor.dtype == torch.float32 for tensor in adapter.values())
+    assert any(tensor.abs().sum() > 0 for name, tensor in adapter.items() if "lora_B" in name)  # it learnt
+    assert all(torch.isfinite(torch.tensor(e["loss"])) for e in result.history if "loss" in e)
+    assert all(torch.equal(weights[k], trainer.base_weights()[k]) for k in weights)

@@ -301,6 +301,7 @@ def test_torchrun_shards_users_and_trains_the_same_adapters_as_one_process(store
     record = json.loads((home / "models" / "two" / "lampbox-model.json").read_text())
     user_config = json.loads((home / "models" / "two.u.ann" / "lampbox-model.json").read_text())["spec"]["config"]
     assert user_config["share_prefix"] is True and user_config["attention"] == "eager"  # the CLI's defaults on the CPU
+    assert user_config["bf16_base"] is True  # the CLI's default (in force under bf16 precision)
     assert {user: entry["content_hash"] for user, entry in record["users"].items()} == {
         user: artifacts[f"two.u.{user}"].content_hash for user in ("ann", "bob")
     }

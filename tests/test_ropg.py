@@ -352,6 +352,53 @@ def test_the_retrievers_key_changes_with_its_checkpoint(trained: Path, module_ho
 
 
 @pytest.mark.slow
+def test_a_killed_training_resumes_from_its_last_complete_checkpoint(commits_store_path: Path, tmp_path: Path) -> None:
+    """kill -9 during the encoder's training (the feedback stored before it): the same command
+    continues from the newest complete checkpoint, trains the remaining steps only, keeps the
+    best dev checkpoint and leaves no work folder; other settings are refused, not mixed."""
+    import shutil
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    db = tmp_path / "store.duckdb"
+    shutil.copy(commits_store_path, db)
+    home = tmp_path / "home"
+    env = {**os.environ, "LAMPBOX_HOME": str(home), "LAMPBOX_THREADS": "1"}
+    command = [
+        sys.executable, "-m", "lampbox", "train", "ropg", "--task", "commit_subject", "--backend", "dummy", "--model", "dummy",
+        "--ctx-size", "3", "--limit", "8", "--dev-limit", "3", "--max-steps", "12", "--eval-every", "2", "--batch-size", "2",
+        "--lr", "1e-4", "--name", "resumed", "--db", str(db), "--json",
+    ]  # fmt: skip
+    checkpoints = home / "models" / ".resumed.training" / "checkpoints"
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and not list(checkpoints.glob("checkpoint-*/lampbox-complete")):
+        assert process.poll() is None, process.communicate()[1].decode()[-2000:]
+        time.sleep(0.1)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    done = sorted(int(p.parent.name.split("-")[1]) for p in checkpoints.glob("checkpoint-*/lampbox-complete"))
+    assert done and done[-1] < 12
+
+    other = subprocess.run([*command, "--lr", "1e-3"], env=env, capture_output=True, text=True, timeout=600)
+    assert other.returncode != 0 and "unfinished training of 'resumed' with other settings" in other.stderr
+    assert list(checkpoints.glob("checkpoint-*/lampbox-complete"))  # left as they were
+
+    again = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "resuming from the checkpoints" in again.stderr
+    summary = json.loads(again.stdout)
+    assert summary["resumed_from"] >= done[-1] and summary["steps"] == 12
+    info = json.loads((home / "models" / "resumed" / "lampbox-model.json").read_text())
+    ndcg = {e["step"]: e["eval_ndcg"] for e in info["history"] if "eval_ndcg" in e}
+    assert summary["best_step"] in ndcg and ndcg[summary["best_step"]] == max(ndcg.values())  # the best dev checkpoint kept
+    assert info["result"]["best_step"] == summary["best_step"] and info["metrics"]["ndcg"] == ndcg[summary["best_step"]]
+    assert not (home / "models" / ".resumed.training").exists()
+
+
+@pytest.mark.slow
 def test_the_rl_objective_moves_the_encoder_only_when_the_sample_differs_from_the_top() -> None:
     import torch
 

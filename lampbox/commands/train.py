@@ -171,11 +171,13 @@ def train_fid(model: str | None, cross_attention_lr: float | None, freeze_encode
 @click.option("--profile-pairs", is_flag=True, help="Also train the task adapter on the training users' profile items as questions of the task (each with --k of that user's earlier items retrieved): more data where a task has few questions.")
 @click.option("--share-prefix/--no-share-prefix", default=True, show_default=True, help="Each user's batch: compute the prompt prefix its profile pairs share (chat template, instruction) once, not once per pair: fewer tokens per step, the same loss up to rounding (LoRA dropout's mask on the prefix is one per batch). Part of the set's settings: add users to a set made before it with --no-share-prefix.")
 @click.option("--attention", type=click.Choice(["auto", "eager", "sdpa"]), default="auto", show_default=True, help="The users' attention implementation: auto is eager on the CPU (faster for profile pairs of a few hundred tokens: no flash-attention backward), sdpa on CUDA. Part of the set's settings (sets made before it: --attention sdpa).")
+@click.option("--bf16-base/--no-bf16-base", default=True, show_default=True, help="Under bf16 precision, hold the users' base (the task adapter merged in fp32 first) wholly in bf16, the residual stream and norms included; each user's adapter still trains in fp32. --no-bf16-base: only the frozen linear weights in bf16, the rest fp32 under autocast (slower: about 14%% more per step on the CPU). Part of the set's settings (sets made before it: --no-bf16-base).")
 @_common_options
 def train_oppu(
     model: str | None, task_adapter: str | None, user_count: int | None, user_ids: tuple[str, ...], min_profile: int | None,
     user_epochs: float, user_max_steps: int | None, user_lr: float, user_targets: str, lora_r: int, lora_alpha: int,
-    lora_dropout: float, lora_targets: str, profile_pairs: bool, share_prefix: bool, attention: str, **options: Any,
+    lora_dropout: float, lora_targets: str, profile_pairs: bool, share_prefix: bool, attention: str, bf16_base: bool,
+    **options: Any,
 ) -> None:  # fmt: skip
     """OPPU: one LoRA adapter per user of --dev-split (the evaluated split), each trained on
     that user's own profile items only, on the base with the task adapter merged.
@@ -194,7 +196,7 @@ def train_oppu(
     user_lora = lora_settings(lora_r, lora_alpha, lora_dropout, user_targets)
     _train_oppu(
         model or default_model(), task_adapter, user_count, tuple(user_ids), min_profile, user_epochs, user_max_steps,
-        user_lr, task_lora, user_lora, profile_pairs, share_prefix, attention, **options,
+        user_lr, task_lora, user_lora, profile_pairs, share_prefix, attention, bf16_base, **options,
     )  # fmt: skip
 
 
@@ -212,7 +214,7 @@ def _user_attention(choice: str) -> str | None:
 def _train_oppu(
     model: str, task_adapter: str | None, user_count: int | None, user_ids: tuple[str, ...], min_profile: int | None,
     user_epochs: float, user_max_steps: int | None, user_lr: float, task_lora: Any, user_lora: Any, profile_pairs: bool,
-    share_prefix: bool, attention: str, task_name: str, split: str,
+    share_prefix: bool, attention: str, bf16_base: bool, task_name: str, split: str,
     dev_split: str, scheme: str | None, retriever: str, k: int, epochs: float, max_steps: int | None,
     lr: float | None, batch_size: int, grad_accum: int, max_length: int, max_target_tokens: int, precision: str,
     seed: int, limit: int | None, dev_limit: int, eval_every: int | None, group_by_length: bool, name: str,
@@ -238,6 +240,7 @@ def _train_oppu(
         epochs=user_epochs, lr=user_lr, batch_size=batch_size, grad_accum=grad_accum, seed=seed,
         precision=precision, max_steps=user_max_steps, lora=user_lora, checkpoints=False,
         group_by_length=group_by_length, share_prefix=share_prefix, attention=_user_attention(attention),
+        bf16_base=bf16_base,
     )  # fmt: skip
     task_spec = None
     if task_adapter is None:
@@ -484,8 +487,8 @@ def train_ropg(
         return  # another rank of a torchrun job: rank 0 registers and reports
     summary = {
         "name": artifact.name, "path": artifact.path, "kind": artifact.kind, "method": artifact.method,
-        "steps": result.steps, "seconds": round(result.seconds, 1), "dev_metrics": dict(artifact.metrics),
-        "retriever": f"ropg:{artifact.name}",
+        "steps": result.steps, "resumed_from": result.resumed_from, "seconds": round(result.seconds, 1),
+        "dev_metrics": dict(artifact.metrics), "best_step": result.best_step, "retriever": f"ropg:{artifact.name}",
     }  # fmt: skip
     _report_trained(artifact, result, summary, as_json, artifact.method, f"rank with it: --retrievers ropg:{artifact.name}")
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import shutil
 import time
 from collections.abc import Callable, Sequence
@@ -54,11 +55,12 @@ FeedbackProgress = Callable[[str, int, int], None]  # (split, pairs done, pairs 
 
 def ropg_config(lr: float = 1e-5, epochs: float = 1.0, batch_size: int = 4, max_steps: int | None = None,
                 seed: int = 0, eval_every: int | None = None, precision: str = "fp32") -> TrainConfig:  # fmt: skip
-    """The core's settings for a retriever: whole model, no LoRA, no length grouping, no checkpoints."""
+    """The core's settings for a retriever: whole model, no LoRA, no length grouping. Checkpoints
+    at each dev evaluation (each epoch, or every `eval_every` steps): a killed training resumes
+    from the newest, and with dev feedback the best one by NDCG is the model kept."""
     return TrainConfig(
         epochs=epochs, lr=lr, weight_decay=0.0, warmup_ratio=0.0, batch_size=batch_size, seed=seed,
         precision=precision, lora=None, eval_every=eval_every, max_steps=max_steps, group_by_length=False,
-        checkpoints=False,
     )  # fmt: skip
 
 
@@ -351,7 +353,7 @@ def train_ropg(
     generator's own batch size is a loading option)."""
     from lampbox.engine.retrieval.dense import resolve_encoder_model
     from lampbox.engine.training.trainer import train
-    from lampbox.lab.training import check_name
+    from lampbox.lab.training import check_name, check_unfinished
 
     ranks.join()
     source = resolve_encoder_model(spec.retriever_model)
@@ -359,13 +361,21 @@ def train_ropg(
     main = store is not None
     with hold_name(name, f"train {name}") if main else contextlib.nullcontext():
         target = check_name(name, overwrite, store) if store is not None else None
+        work = work_path(name, "training")
+        if main:  # checkpoints of an unfinished training: resumed only under the same settings
+            check_unfinished(work, spec.to_json(), name, overwrite)
         data = _ranking_data(spec, store, generators or GeneratorPool(), on_feedback, on_note, feedback_batch_size)
         examples, dev_examples = ranks.share(data[1:] if data is not None else None)
         objective = RetrieverObjective(
             source.location, spec.method, examples, dev_examples, temperature=spec.temperature, score=score,
             max_length=spec.encoder_max_length,
         )  # fmt: skip
-        work = work_path(name, "training")
+        if main:
+            work.mkdir(parents=True, exist_ok=True)
+            (work / "spec.json").write_text(json.dumps(spec.to_json()), encoding="utf-8")
+            if on_note and list((work / "checkpoints").glob("checkpoint-*")):
+                on_note(f"resuming from the checkpoints in {work / 'checkpoints'}")
+        ranks.barrier()
         model, result = train(objective, spec.config, work, on_progress=on_progress, threads=threads)
         if store is None or data is None:
             return None, result
@@ -418,17 +428,15 @@ def _save(
 ) -> Artifact:  # fmt: skip
     """models/NAME written atomically (staging, then one rename), lampbox-model.json last."""
     evals = [entry for entry in result.history if any(k.startswith("eval_") for k in entry)]
-    metrics = {
-        k[5:]: v
-        for k, v in (evals[-1] if evals else {}).items()
-        if k.startswith("eval_") and isinstance(v, (int, float))
-    }
+    # the dev metrics of the checkpoint kept: the best one (the last before checkpoints existed)
+    kept = next((e for e in evals if e.get("step") == result.best_step), evals[-1] if evals else {})
+    metrics = {k[5:]: v for k, v in kept.items() if k.startswith("eval_") and isinstance(v, (int, float))}
     data = spec.to_json()
     data["score"] = score
     info = {
         "name": name, "kind": RETRIEVER_KIND, "method": f"ropg-{spec.method}", "task": spec.task,
         "base": spec.retriever_model, "base_fingerprint": base_identity, "feedback_key": key, "spec": data,
         "history": result.history, "metrics": metrics,
-        "result": {"steps": result.steps, "seconds": round(result.seconds, 2)},
+        "result": {"steps": result.steps, "seconds": round(result.seconds, 2), "best_step": result.best_step},
     }  # fmt: skip
     return install_folder(name, target, info, lambda staging: objective.save(model, staging), "the trained retriever")

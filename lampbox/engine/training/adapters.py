@@ -58,15 +58,22 @@ class AdapterTrainer:
         self.context = TrainContext(config, device, resolve_precision(config.precision, device))
         bf16_base = config.bf16_base and self.context.precision == "bf16"
         attention = {"attn_implementation": config.attention} if config.attention else {}
+        # a task adapter is merged in fp32 (one rounding to bf16 afterwards, not two)
+        load_bf16 = bf16_base and task_adapter is None
         base: Any = AutoModelForCausalLM.from_pretrained(
-            model_source, dtype=torch.bfloat16 if bf16_base else torch.float32, **attention
+            model_source, dtype=torch.bfloat16 if load_bf16 else torch.float32, **attention
         )
         if task_adapter is not None:  # the task adapter becomes part of the base (OPPU)
             from peft import PeftModel
 
             base = PeftModel.from_pretrained(base, task_adapter).merge_and_unload()
         base.requires_grad_(False)
-        if config.frozen_bf16 and self.context.precision == "bf16" and not config.bf16_base:
+        if bf16_base:
+            from lampbox.engine.lm_head import canonical_head_input
+
+            base.to(torch.bfloat16)
+            canonical_head_input(base)  # a frozen bf16 head's slow path on sliced positions (lm_head.py)
+        elif config.frozen_bf16 and self.context.precision == "bf16":
             from lampbox.engine.training.frozen import hold_frozen_linears_in
 
             hold_frozen_linears_in(base, torch.bfloat16)  # once, for every adapter

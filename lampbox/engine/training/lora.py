@@ -61,3 +61,7 @@ def speed_up_frozen(model: Any, context: TrainContext) -> None:
         from lampbox.engine.training.frozen import hold_frozen_linears_in
 
         hold_frozen_linears_in(model, torch.bfloat16)
+    elif config.bf16_base and context.precision == "bf16":
+        from lampbox.engine.lm_head import canonical_head_input
+
+        canonical_head_input(model)  # a frozen bf16 head's slow path on sliced positions (lm_head.py)
