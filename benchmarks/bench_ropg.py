@@ -13,7 +13,9 @@ On commit_subject (--task commit_area too), --train questions x their --ctx-size
      (float32, one forward pass per pair, no generation): its time and its agreement with the
      float32 generate-feedback: the mean Spearman rank correlation of the utilities per
      question (questions whose generate utilities are all equal have no order and are left
-     out) and how often its top item is a top item of generate-feedback.
+     out) and how often its top item is a top item of generate-feedback; (d) where auto picks
+     bfloat16, --feedback likelihood in bfloat16 too: its time, its agreement with the float32
+     generate-feedback and with the float32 likelihood.
    Model loads are not timed; lampbox's seconds are the whole collect_feedback call (questions
    and candidates from stored BM25 rankings, prompts, generation, scoring, storing).
 2. ROPG-KD and ROPG-RL trained --steps steps on the float32 feedback (--skip-training: not);
@@ -57,7 +59,7 @@ def load_average() -> str:
     return " ".join(f"{value:.2f}" for value in os.getloadavg())
 
 
-def agreement(likelihood: Any, generated: Any) -> str:
+def agreement(likelihood: Any, generated: Any, reference: str = "generate") -> str:
     """How the likelihood utilities order each question's candidates against generate-feedback:
     the mean Spearman correlation per question, and how often the most likely item is a top
     item by generate utility (over questions whose generate utilities are not all equal)."""
@@ -80,7 +82,7 @@ def agreement(likelihood: Any, generated: Any) -> str:
     mean = sum(correlations) / len(correlations) if correlations else float("nan")
     return (
         f"Spearman {mean:.3f} (mean over {len(correlations)} of {len(generated.questions)} questions; the others' "
-        f"generate utilities are all equal); top item agrees {top_agrees}/{ordered}"
+        f"{reference} utilities are all equal); top item agrees {top_agrees}/{ordered}"
     )
 
 
@@ -97,6 +99,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="CPU threads of every contestant (default: lampbox's default).")
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--lr", type=float, default=1e-5)
+    parser.add_argument("--reference-dtype", choices=["float32", "bfloat16"], default="float32", help="The reference loop's weights (float32: the issue's reference; bfloat16: batch 1 at the dtype auto picks, so utilities compare at one dtype).")
     parser.add_argument("--skip-training", action="store_true", help="Only the feedback comparison (section 1).")
     args = parser.parse_args()
     batch_sizes = [int(size) for size in args.batch_size.split(",")]
@@ -168,7 +171,7 @@ def main() -> None:
     prompt_pool.close()
     print(f"feedback: {pairs} (question, item) pairs ({len(questions)} {task.name} train questions x BM25 top {args.ctx_size}), "
           f"hf:{model}, {params.max_new_tokens} new tokens", flush=True)  # fmt: skip
-    reference_s, outputs = reference_loop(prompts, params.max_new_tokens, threads, model)
+    reference_s, outputs = reference_loop(prompts, params.max_new_tokens, threads, model, args.reference_dtype)
     score = UtilityScorer(task)
     golds = [question.gold or "" for question, items in zip(questions, candidates, strict=True) for _ in items]
     keys = [(question.id, item.key) for question, items in zip(questions, candidates, strict=True) for item in items]
@@ -179,7 +182,7 @@ def main() -> None:
         equal = sum(result.feedback[qid].utility(item_key) == utility for (qid, item_key), utility in reference.items())
         return f"utilities identical to the reference's: {equal}/{pairs}"
 
-    rows: list[tuple[str, float, str]] = [("reference loop (transformers generate, fp32, batch 1)", reference_s, "")]
+    rows: list[tuple[str, float, str]] = [(f"reference loop (transformers generate, {args.reference_dtype}, batch 1)", reference_s, "")]
     fp32: dict[int, tuple[Any, Path]] = {}
     for batch_size in batch_sizes:
         seconds, result, path = lampbox_feedback(f"lampbox-float32-batch{batch_size}", batch_size, dtype="float32")
@@ -193,6 +196,14 @@ def main() -> None:
         rows.append((f"lampbox feedback, {auto.backend} {auto.dtype or ''} (auto)", float("nan"), "auto picks float32 (or no hf) here: the float32 rows"))
     seconds, result, _ = lampbox_feedback(f"lampbox-likelihood-batch{first}", first, feedback="likelihood", dtype="float32")
     rows.append((f"lampbox --feedback likelihood, hf float32, batch {first}", seconds, f"vs float32 generate-feedback: {agreement(result, fp32[first][0])}"))
+    if auto.backend == "hf" and auto.dtype != "float32":  # the likelihood at the dtype auto picks (its own feedback key)
+        likelihood32 = result
+        seconds, result, _ = lampbox_feedback(f"lampbox-likelihood-{auto.dtype}-batch{first}", first, feedback="likelihood", dtype=auto.dtype)
+        rows.append((
+            f"lampbox --feedback likelihood, hf {auto.dtype}, batch {first}", seconds,
+            f"vs float32 generate-feedback: {agreement(result, fp32[first][0])}; "
+            f"vs float32 likelihood: {agreement(result, likelihood32, 'float32 likelihood')}",
+        ))  # fmt: skip
 
     print()
     print(f"load average {load_average()}; CPU flags: {cpu_flags()}")

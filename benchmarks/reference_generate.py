@@ -9,9 +9,12 @@ from __future__ import annotations
 import time
 
 
-def reference_loop(prompts: list[str], max_new_tokens: int, threads: int, model: str | None = None) -> tuple[float, list[str]]:
+def reference_loop(
+    prompts: list[str], max_new_tokens: int, threads: int, model: str | None = None, dtype: str = "float32"
+) -> tuple[float, list[str]]:
     """Seconds of the loop (the model load excluded) and its outputs; `model`: a name or path
-    lampbox resolves (default: the manifest's default; a GGUF runs from its converted folder)."""
+    lampbox resolves (default: the manifest's default; a GGUF runs from its converted folder);
+    `dtype`: the weights' (float32, the reference's; bfloat16 for a same-dtype comparison)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -22,7 +25,7 @@ def reference_loop(prompts: list[str], max_new_tokens: int, threads: int, model:
     resolved = resolve_model(model)
     folder = converted_gguf_folder(resolved.path) if resolved.format == "gguf" else resolved.location
     tokenizer = AutoTokenizer.from_pretrained(folder)
-    lm = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
+    lm = AutoModelForCausalLM.from_pretrained(folder, dtype=getattr(torch, dtype))
     lm.eval()
 
     def generate(prompt: str, new_tokens: int) -> str:
