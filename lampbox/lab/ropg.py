@@ -427,10 +427,7 @@ def _save(
     score: str, key: str, base_identity: str,
 ) -> Artifact:  # fmt: skip
     """models/NAME written atomically (staging, then one rename), lampbox-model.json last."""
-    evals = [entry for entry in result.history if any(k.startswith("eval_") for k in entry)]
-    # the dev metrics of the checkpoint kept: the best one (the last before checkpoints existed)
-    kept = next((e for e in evals if e.get("step") == result.best_step), evals[-1] if evals else {})
-    metrics = {k[5:]: v for k, v in kept.items() if k.startswith("eval_") and isinstance(v, (int, float))}
+    metrics = result.kept_metrics()  # the best dev checkpoint's (the last evaluation's before checkpoints)
     data = spec.to_json()
     data["score"] = score
     info = {

@@ -278,7 +278,7 @@ def train_selector(
         info = {
             "name": name, "kind": SELECTOR_KIND, "method": f"rspg-{spec.mode}", "task": spec.task, "base": spec.encoder,
             "base_fingerprint": model_fingerprint(source, is_hub_id=is_hub), "spec": spec.to_json(),
-            "history": result.history, "metrics": _dev_metrics(result),
+            "history": result.history, "metrics": result.kept_metrics(),
             "result": {"best_metric": result.best_metric, "best_step": result.best_step, "steps": result.steps},
         }  # fmt: skip
         artifact = _save_folder(name, target, info, lambda folder: objective.save(model, folder))
@@ -300,12 +300,6 @@ def _selector_rows(spec: RSPGSpec, store: Store, tokenizer: Any) -> tuple[RSPGSp
         "configurations": train_pool.configurations, "pool": [run.spec for run in train_pool.runs],
     }  # fmt: skip
     return spec, train_rows, dev_rows, settings, higher
-
-
-def _dev_metrics(result: TrainResult) -> dict[str, float]:
-    evals = [entry for entry in result.history if any(key.startswith("eval_") for key in entry)]
-    best = next((e for e in evals if e.get("step") == result.best_step), evals[-1] if evals else {})
-    return {k[5:]: v for k, v in best.items() if k.startswith("eval_") and isinstance(v, (int, float))}
 
 
 def _save_folder(name: str, target: Path, info: dict[str, Any], write: Callable[[Path], None]) -> Artifact:

@@ -545,9 +545,7 @@ def _save(
     metrics), so a kill before the registration is repaired from the folder alone."""
 
     kind = "fid" if data.architecture == "fid" else "lora" if spec.config.lora is not None else "full"
-    evals = [entry for entry in result.history if any(key.startswith("eval_") for key in entry)]
-    best = next((e for e in evals if e.get("step") == result.best_step), evals[-1] if evals else {})
-    metrics = {k[5:]: v for k, v in best.items() if k.startswith("eval_") and isinstance(v, (int, float))}
+    metrics = result.kept_metrics()
     info = {
         "name": name, "kind": kind, "method": spec.method, "task": spec.task, "base": spec.model,
         "base_fingerprint": data.base_fingerprint, "chat": data.chat, "architecture": data.architecture,

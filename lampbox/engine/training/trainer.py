@@ -116,6 +116,13 @@ class TrainResult:
     seconds: float
     resumed_from: int | None  # the step a resumed run continued from
 
+    def kept_metrics(self) -> dict[str, float]:
+        """The dev metrics (without their eval_ prefix) of the model kept: the best dev
+        checkpoint's, else the last evaluation's (no checkpoints); {} without dev evaluation."""
+        evals = [entry for entry in self.history if any(key.startswith("eval_") for key in entry)]
+        kept = next((e for e in evals if e.get("step") == self.best_step), evals[-1] if evals else {})
+        return {k[5:]: v for k, v in kept.items() if k.startswith("eval_") and isinstance(v, (int, float))}
+
 
 def resolve_precision(precision: str, device: str) -> str:
     """auto: bf16 on CUDA and on CPUs with AMX / AVX512-BF16, fp32 otherwise."""
