@@ -29,6 +29,21 @@ def objective(tiny_lm: Path, user: str):  # type: ignore[no-untyped-def]
     return SFTObjective(str(tiny_lm), tokenizer, builtin_task("LaMP_7"), examples)
 
 
+def task_adapter(tiny_lm: Path, folder: Path, seed: int) -> dict:  # type: ignore[type-arg]
+    """A random (non-zero) q/v LoRA saved in `folder`; returns the fp32 weights merged with it."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    task = get_peft_model(
+        AutoModelForCausalLM.from_pretrained(tiny_lm),
+        LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False),
+    )  # fmt: skip
+    task.save_pretrained(folder)
+    return dict(task.merge_and_unload().state_dict())
+
+
 def config():  # type: ignore[no-untyped-def]
     from lampbox.engine.training.trainer import LoraSettings, TrainConfig
 
@@ -91,19 +106,11 @@ def test_adapter_steps_run_with_the_adapter_mmap_threshold(tiny_lm: Path, tmp_pa
 def test_an_adapter_stands_on_a_merged_task_adapter(tiny_lm: Path, tmp_path: Path) -> None:
     """OPPU's base: the task adapter merged into the weights before any user adapter."""
     import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
 
     from lampbox.engine.training.adapters import AdapterTrainer
     from lampbox.engine.training.trainer import TrainConfig
 
-    torch.manual_seed(1)
-    task = get_peft_model(
-        AutoModelForCausalLM.from_pretrained(tiny_lm),
-        LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False),
-    )  # fmt: skip
-    task.save_pretrained(tmp_path / "task")
-    merged = task.merge_and_unload().state_dict()
+    merged = task_adapter(tiny_lm, tmp_path / "task", seed=1)
     fp32 = TrainConfig(max_steps=2, batch_size=2, precision="fp32", checkpoints=False)
     trainer = AdapterTrainer(str(tiny_lm), fp32, task_adapter=str(tmp_path / "task"))
     weights = {name: tensor.clone() for name, tensor in trainer.base_weights().items()}
@@ -122,19 +129,11 @@ def test_a_bf16_base_is_the_fp32_merge_rounded_once(tiny_lm: Path, tmp_path: Pat
     from dataclasses import replace
 
     import torch
-    from peft import LoraConfig, get_peft_model
     from safetensors.torch import load_file
-    from transformers import AutoModelForCausalLM
 
     from lampbox.engine.training.adapters import AdapterTrainer
 
-    torch.manual_seed(2)
-    task = get_peft_model(
-        AutoModelForCausalLM.from_pretrained(tiny_lm),
-        LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False),
-    )  # fmt: skip
-    task.save_pretrained(tmp_path / "task")
-    merged = {name: tensor.to(torch.bfloat16) for name, tensor in task.merge_and_unload().state_dict().items()}
+    merged = {name: tensor.to(torch.bfloat16) for name, tensor in task_adapter(tiny_lm, tmp_path / "task", seed=2).items()}
     trainer = AdapterTrainer(str(tiny_lm), replace(config(), bf16_base=True), task_adapter=str(tmp_path / "task"))
     weights = {name: tensor.clone() for name, tensor in trainer.base_weights().items()}
     assert {tensor.dtype for tensor in weights.values()} == {torch.bfloat16}  # norms and embedding too

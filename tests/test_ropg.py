@@ -357,10 +357,10 @@ def test_a_killed_training_resumes_from_its_last_complete_checkpoint(commits_sto
     continues from the newest complete checkpoint, trains the remaining steps only, keeps the
     best dev checkpoint and leaves no work folder; other settings are refused, not mixed."""
     import shutil
-    import signal
     import subprocess
     import sys
-    import time
+
+    from checkpoint_helpers import kill_at_first_checkpoint
 
     db = tmp_path / "store.duckdb"
     shutil.copy(commits_store_path, db)
@@ -372,14 +372,7 @@ def test_a_killed_training_resumes_from_its_last_complete_checkpoint(commits_sto
         "--lr", "1e-4", "--name", "resumed", "--db", str(db), "--json",
     ]  # fmt: skip
     checkpoints = home / "models" / ".resumed.training" / "checkpoints"
-    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
-    deadline = time.time() + 300
-    while time.time() < deadline and not list(checkpoints.glob("checkpoint-*/lampbox-complete")):
-        assert process.poll() is None, process.communicate()[1].decode()[-2000:]
-        time.sleep(0.1)
-    os.killpg(process.pid, signal.SIGKILL)
-    process.wait()
-    done = sorted(int(p.parent.name.split("-")[1]) for p in checkpoints.glob("checkpoint-*/lampbox-complete"))
+    done = kill_at_first_checkpoint(command, env, checkpoints)
     assert done and done[-1] < 12
 
     other = subprocess.run([*command, "--lr", "1e-3"], env=env, capture_output=True, text=True, timeout=600)

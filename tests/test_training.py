@@ -6,13 +6,12 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
+from checkpoint_helpers import kill_at_first_checkpoint
 
 from lampbox.errors import LampboxError
 
@@ -158,14 +157,7 @@ def test_a_killed_training_resumes_from_its_last_complete_checkpoint(commits_sto
         "--batch-size", "2", "--precision", "fp32", "--name", "resumed", "--db", str(db), "--json",
     ]  # fmt: skip
     checkpoints = tmp_path / "home" / "models" / ".resumed.training" / "checkpoints"
-    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
-    deadline = time.time() + 300
-    while time.time() < deadline and not list(checkpoints.glob("checkpoint-*/lampbox-complete")):
-        assert process.poll() is None, process.communicate()[1].decode()[-2000:]
-        time.sleep(0.2)
-    os.killpg(process.pid, signal.SIGKILL)
-    process.wait()
-    done = sorted(int(p.parent.name.split("-")[1]) for p in checkpoints.glob("checkpoint-*/lampbox-complete"))
+    done = kill_at_first_checkpoint(command, env, checkpoints)
     assert done and done[-1] < 10
     again = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr[-2000:]
