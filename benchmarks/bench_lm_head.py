@@ -16,7 +16,9 @@
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
+import shutil
 import statistics
 import time
 from pathlib import Path
@@ -59,7 +61,9 @@ def serving(data: Path, prompts: int, threads: int) -> None:
     from lampbox.engine.generation.hf import HFGenerator
     from lampbox.engine.lm_head import canonical_head_input
 
-    adapter = random_adapters(Path(tempfile.mkdtemp(prefix="bench-lm-head-")), 1.0)[0]
+    scratch = Path(tempfile.mkdtemp(prefix="bench-lm-head-"))
+    atexit.register(shutil.rmtree, scratch, True)  # the random adapter: gone when the process ends
+    adapter = random_adapters(scratch, 1.0)[0]
     questions = json.loads((data / "dev_questions.json").read_text())[:prompts]
     requests = [GenerationRequest(q["input"], adapter=adapter) for q in questions]
     params = GenerationParams(max_new_tokens=24)

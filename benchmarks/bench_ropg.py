@@ -32,6 +32,7 @@ Figures at these sizes are a smoke check, not the issue's quality table.
 from __future__ import annotations
 
 import argparse
+import atexit
 import os
 import re
 import shutil
@@ -105,6 +106,7 @@ def main() -> None:
     batch_sizes = [int(size) for size in args.batch_size.split(",")]
 
     work = Path(tempfile.mkdtemp(prefix="bench-ropg-"))
+    atexit.register(shutil.rmtree, work, True)  # its stores and scratch: gone when the process ends
     os.environ.setdefault("LAMPBOX_HOME", str(work / "home"))  # set it to reuse converted models
     from lampbox.bench.planfile import auto_backend
     from lampbox.engine.defaults import default_max_new_tokens, default_model
