@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import shutil
 import time
 from collections.abc import Callable, Sequence
@@ -353,7 +352,7 @@ def train_ropg(
     generator's own batch size is a loading option)."""
     from lampbox.engine.retrieval.dense import resolve_encoder_model
     from lampbox.engine.training.trainer import train
-    from lampbox.lab.training import check_name, check_unfinished
+    from lampbox.lab.training import check_name, check_unfinished, start_work
 
     ranks.join()
     source = resolve_encoder_model(spec.retriever_model)
@@ -371,10 +370,7 @@ def train_ropg(
             max_length=spec.encoder_max_length,
         )  # fmt: skip
         if main:
-            work.mkdir(parents=True, exist_ok=True)
-            (work / "spec.json").write_text(json.dumps(spec.to_json()), encoding="utf-8")
-            if on_note and list((work / "checkpoints").glob("checkpoint-*")):
-                on_note(f"resuming from the checkpoints in {work / 'checkpoints'}")
+            start_work(work, spec.to_json(), on_note)
         ranks.barrier()
         model, result = train(objective, spec.config, work, on_progress=on_progress, threads=threads)
         if store is None or data is None:

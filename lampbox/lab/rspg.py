@@ -51,7 +51,7 @@ from lampbox.engine.types import (
 from lampbox.errors import LampboxError
 from lampbox.lab import ranks
 from lampbox.lab.registry import install_folder
-from lampbox.lab.training import check_name, check_unfinished
+from lampbox.lab.training import check_name, check_unfinished, start_work
 from lampbox.model_folders import check_model_name, hold_name, work_path
 from lampbox.store import runs as run_store
 from lampbox.store.artifacts import Artifact, get_artifact, save_artifact
@@ -263,8 +263,7 @@ def train_selector(
             target = check_name(name, overwrite, store)
             prepared = _selector_rows(spec, store, tokenizer)
             check_unfinished(work, spec.to_json(), name, overwrite)
-            work.mkdir(parents=True, exist_ok=True)
-            (work / "spec.json").write_text(json.dumps(spec.to_json()), encoding="utf-8")
+            start_work(work, spec.to_json())
             store.purpose = f"train {name}"
             store.idle()
         spec, train_rows, dev_rows, settings, higher = ranks.share(prepared)

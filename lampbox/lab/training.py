@@ -484,10 +484,8 @@ def _train(
         work.mkdir(parents=True, exist_ok=True)
         _write_json(data_file, data.to_json())
         _write_json(work / "task.json", task.to_json())
-        _write_json(spec_file, spec.to_json())
+        start_work(work, spec.to_json(), on_note)
         store.idle()  # read what it needs: other processes may use the store while it trains
-        if on_note and any(p.name.startswith("checkpoint-") for p in (work / "checkpoints").glob("checkpoint-*")):
-            on_note(f"resuming from the checkpoints in {work / 'checkpoints'}")
     ranks.barrier()
     if not main:
         data = PreparedData.from_json(json.loads(data_file.read_text()))
@@ -527,6 +525,15 @@ def training_objective(data: PreparedData, tokenizer: Any, task: TaskSpec) -> Tr
 
     objective = objective_class("fid" if data.architecture == "fid" else "ipa")
     return objective(data.model_source, tokenizer, task, data.train, data.dev)  # type: ignore[no-any-return]
+
+
+def start_work(work: Path, settings: Any, on_note: Callable[[str], None] | None = None) -> None:
+    """A resumable training's work folder: its settings written (atomically: `check_unfinished`
+    reads them back after a kill), and a note when there are checkpoints to resume from."""
+    work.mkdir(parents=True, exist_ok=True)
+    _write_json(work / "spec.json", settings)
+    if on_note and any((work / "checkpoints").glob("checkpoint-*")):
+        on_note(f"resuming from the checkpoints in {work / 'checkpoints'}")
 
 
 def _write_json(path: Path, data: Any, indent: int | None = None) -> None:
