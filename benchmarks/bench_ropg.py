@@ -101,6 +101,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--lr", type=float, default=1e-5)
     parser.add_argument("--reference-dtype", choices=["float32", "bfloat16"], default="float32", help="The reference loop's weights (float32: the issue's reference; bfloat16: batch 1 at the dtype auto picks, so utilities compare at one dtype).")
+    parser.add_argument("--prefill-floor", action="store_true", help="Also time the reference loop with 1 new token: its prompt passes alone, the part of the reference that batching the decoding cannot shrink.")
     parser.add_argument("--skip-training", action="store_true", help="Only the feedback comparison (section 1).")
     args = parser.parse_args()
     batch_sizes = [int(size) for size in args.batch_size.split(",")]
@@ -180,11 +181,18 @@ def main() -> None:
     reference = {key: score(output, gold) for key, output, gold in zip(keys, outputs, golds, strict=True)}
     print(f"reference loop: {reference_s:.1f} s", flush=True)
 
+    floor_s = None
+    if args.prefill_floor:  # batch 1, 1 new token: the prompts' forward passes and little else
+        floor_s, _ = reference_loop(prompts, 1, threads, model, args.reference_dtype)
+        print(f"reference loop, 1 new token: {floor_s:.1f} s", flush=True)
+
     def same(result: Any) -> str:
         equal = sum(result.feedback[qid].utility(item_key) == utility for (qid, item_key), utility in reference.items())
         return f"utilities identical to the reference's: {equal}/{pairs}"
 
     rows: list[tuple[str, float, str]] = [(f"reference loop (transformers generate, {args.reference_dtype}, batch 1)", reference_s, "")]
+    if floor_s is not None:
+        rows.append((f"reference loop, 1 new token ({args.reference_dtype}, batch 1)", floor_s, "the prompts' passes: the reference's part that batched decoding does not shrink"))
     fp32: dict[int, tuple[Any, Path]] = {}
     for batch_size in batch_sizes:
         seconds, result, path = lampbox_feedback(f"lampbox-float32-batch{batch_size}", batch_size, dtype="float32")

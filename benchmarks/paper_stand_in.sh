@@ -34,6 +34,7 @@ ROPG_CTX="${ROPG_CTX:-4}"                 # candidates per question (paper: 20)
 ROPG_DEV="${ROPG_DEV:-4}"                 # dev questions with feedback (checkpoint choice)
 ROPG_FEEDBACK="${ROPG_FEEDBACK:-likelihood}"   # the paper: generate (one generation per pair)
 ROPG_EPOCHS="${ROPG_EPOCHS:-2}"           # the paper: 10
+HF_DTYPE="${HF_DTYPE:-}"                  # the generator's dtype in the ropg stages and subjbase benches (empty: hf's default)
 BENCH_LIMIT="${BENCH_LIMIT:-24}"         # dev questions of the ROPG table and RSPG's dev bench
 OPPU_USERS="${OPPU_USERS:-6}"            # first N dev users (3 questions each)
 OPPU_MIN_PROFILE="${OPPU_MIN_PROFILE:-0}"  # the users: 10 (>= 10 profile items); 0: every user
@@ -106,10 +107,10 @@ fi
 # ropg PREFIX TASK MODEL: the KD and RL retrievers PREFIX-ropg-kd/-rl from MODEL's feedback
 ropg() {
     local prefix=$1 task=$2 model=$3 method
-    for method in kd rl; do
+    for method in ${ROPG_METHODS:-kd rl}; do  # ROPG_METHODS=rl: a second process beside KD
         have_model "$prefix-ropg-$method" || step "${prefix}_ropg_$method" train ropg --task "$task" \
             --method "$method" --backend hf --model "$model" --limit "$ROPG_LIMIT" --ctx-size "$ROPG_CTX" \
-            --feedback "$ROPG_FEEDBACK" --dev-limit "$ROPG_DEV" --epochs "$ROPG_EPOCHS" --name "$prefix-ropg-$method"
+            --feedback "$ROPG_FEEDBACK" --dev-limit "$ROPG_DEV" --epochs "$ROPG_EPOCHS" --name "$prefix-ropg-$method" ${HF_DTYPE:+--dtype "$HF_DTYPE"}
     done
 }
 has_stage subject_ropg && ropg subject commit_subject "$SUBJ_MODEL"
@@ -123,6 +124,20 @@ fi
 if has_stage subject_ropg_bench; then
     bench subject_ropg_dev --task commit_subject --split dev --backend hf --model "$SUBJ_MODEL" --k 4 \
         --retrievers "$SUBJ_POOL" --limit "$BENCH_LIMIT"
+fi
+
+# ROPG with the base model as the generator (the paper's setting: a frozen LLM's feedback,
+# ROPG_FEEDBACK=generate for the paper's generate-and-score); the untrained rows can run in another
+# process while the retrievers train (subject_ropg_base_rows), the full bench reuses them
+SUBJ_BASE_POOL="none,bm25,recency,dense"
+if has_stage subject_ropg_base_rows; then
+    bench subjbase_ropg_rows --task commit_subject --split dev --backend hf --model smollm2-135m-instruct \
+        --k 4 --retrievers "$SUBJ_BASE_POOL" --limit "$BENCH_LIMIT" ${HF_DTYPE:+--dtype "$HF_DTYPE"}
+fi
+has_stage subject_ropg_base && ropg subjbase commit_subject smollm2-135m-instruct
+if has_stage subject_ropg_base_bench; then
+    bench subjbase_ropg_dev --task commit_subject --split dev --backend hf --model smollm2-135m-instruct \
+        --k 4 --retrievers "$SUBJ_BASE_POOL,ropg:subjbase-ropg-kd,ropg:subjbase-ropg-rl" --limit "$BENCH_LIMIT" ${HF_DTYPE:+--dtype "$HF_DTYPE"}
 fi
 
 # 3. OPPU on the fine-tuned model as the task adapter: oppu PREFIX TASK TASK_ADAPTER USERS (0: all)
