@@ -208,6 +208,12 @@ def test_scores_of_labels_equal_scores_of_the_same_continuations(generator: Any)
     batched = generator.score([PROMPTS[0], PROMPTS[2]], ["no", "maybe later"])[1]
     assert alone == pytest.approx(batched, abs=1e-3) and alone < 0  # left padding changes nothing
     assert generator.score(PROMPTS[:1], [""]) == [0.0]
+    # batched longest first (batch_size 2: "Hi" shares no batch with a long prompt), each score
+    # returned in the caller's order, an empty continuation's 0.0 in its place
+    prompts, continuations = [PROMPTS[1], PROMPTS[2], PROMPTS[0], PROMPTS[1]], ["no", "maybe later", "yes", ""]
+    each = [generator.score([prompt], [cont])[0] for prompt, cont in zip(prompts, continuations, strict=True)]
+    assert generator.score(prompts, continuations) == pytest.approx(each, abs=1e-3)
+    assert each[3] == 0.0 and len(set(each[:3])) == 3
     with pytest.raises(LampboxError, match="one continuation per prompt"):
         generator.score(PROMPTS, ["x"])
     with pytest.raises(LampboxError, match="not passages"):

@@ -512,12 +512,19 @@ def test_torchrun_on_two_processes_trains_the_retriever_one_process_trains(
     assert artifacts["one"].kind == artifacts["two"].kind == "retriever"
     for key in ("loss", "grad_norm"):  # the same questions in each step, the same gradients
         found = [[e[key] for e in artifacts[name].history if key in e] for name in ("one", "two")]
-        assert len(found[0]) == 2 and found[0] == pytest.approx(found[1], rel=1e-5)
+        # rel 1e-4: the second step starts from weights the two runs summed in different orders
+        # (one batch of 4 vs two ranks' all-reduced halves); on an AMD Zen 4 CPU the second
+        # loss differed by 2.8e-5 relative; another split of the questions differs by far more
+        assert len(found[0]) == 2 and found[0] == pytest.approx(found[1], rel=1e-4)
     first, second, start = (
         load_file(folder / "model.safetensors")
         for folder in (home / "models" / "one" / "encoder", home / "models" / "two" / "encoder", tiny_st_encoder)
     )  # fmt: skip
     assert first.keys() == second.keys()
     moved = max(float((first[k] - start[k]).abs().max()) for k in first if k in start)
-    # Adam turns float noise in near-zero gradients into small steps (measured: 3e-5 on one bias)
-    assert moved > 1e-3 and max(float((first[k] - second[k]).abs().max()) for k in first) < moved / 10
+    # Adam turns float noise in near-zero gradients into steps of up to lr (measured: 3e-5 on one
+    # bias on Intel, 2.3e-4 on AMD Zen 4 where the most moved was 1.5e-3): the weights are compared as a whole, the
+    # distance between the two runs against the distance either moved from the start
+    update = sum(float((first[k] - start[k]).pow(2).sum()) for k in first if k in start) ** 0.5
+    apart = sum(float((first[k] - second[k]).pow(2).sum()) for k in first) ** 0.5
+    assert moved > 1e-3 and apart < update / 100  # Zen 4: 2.3e-4 apart, 0.24 moved

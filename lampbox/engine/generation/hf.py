@@ -574,18 +574,20 @@ class HFGenerator:
             if not context and tokenizer.bos_token_id is not None:
                 context = [tokenizer.bos_token_id]
             pairs.append((context, self._tokenizer.encode(continuation)))
-        scores: list[float] = []
+        scores: list[float] = [0.0] * len(pairs)
         # Only the logits that predict continuation tokens are computed (the model's
         # logits_to_keep where it has it): over a whole prompt they cost a vocabulary-wide
         # matmul and softmax per token.
         trims = "logits_to_keep" in inspect.signature(self._model.forward).parameters
-        for start in range(0, len(pairs), self.batch_size):
-            batch = pairs[start : start + self.batch_size]
+        # longest first, as generate() batches: similar lengths share a batch (less padding)
+        order = sorted(range(len(pairs)), key=lambda index: -len(pairs[index][0]) - len(pairs[index][1]))
+        for start in range(0, len(order), self.batch_size):
+            indices = order[start : start + self.batch_size]
+            batch = [pairs[index] for index in indices]
             input_ids, mask = self._padded([context + cont for context, cont in batch])
             # the last `keep` tokens are scored (the first token of a row has nothing before it)
             keep = min(max(len(cont) for _, cont in batch), input_ids.shape[1] - 1)
             if keep < 1:  # nothing to score: empty continuations
-                scores.extend(0.0 for _ in batch)
                 continue
             with self._lock, torch.inference_mode():
                 self._use(None)
@@ -593,9 +595,9 @@ class HFGenerator:
                 logits = self._model(input_ids=input_ids, attention_mask=mask, **extra).logits[:, -keep - 1 : -1].float()
             log_probs = torch.log_softmax(logits, dim=-1)
             token_scores = log_probs.gather(-1, input_ids[:, -keep:].unsqueeze(-1)).squeeze(-1)
-            for row, (_, cont) in enumerate(batch):
+            for row, (index, (_, cont)) in enumerate(zip(indices, batch, strict=True)):
                 # Left padding: the continuation is the last len(cont) tokens of each row.
-                scores.append(float(token_scores[row, max(0, keep - len(cont)) :].sum()) if cont else 0.0)
+                scores[index] = float(token_scores[row, max(0, keep - len(cont)) :].sum()) if cont else 0.0
         return scores
 
     def score_labels(
