@@ -522,9 +522,9 @@ def test_torchrun_on_two_processes_trains_the_retriever_one_process_trains(
     )  # fmt: skip
     assert first.keys() == second.keys()
     moved = max(float((first[k] - start[k]).abs().max()) for k in first if k in start)
-    # Adam turns float noise in near-zero gradients into steps of up to lr (measured: 3e-5 on one
-    # bias on Intel, 2.3e-4 on AMD Zen 4 where the most moved was 1.5e-3): the weights are compared as a whole, the
-    # distance between the two runs against the distance either moved from the start
+    # Adam turns float noise in near-zero gradients into steps of up to lr (measured: 3e-5 on
+    # one bias on Intel, 2.3e-4 on AMD Zen 4 where the most moved was 1.5e-3): the weights are
+    # compared as a whole, the distance between the two runs against the distance moved
     update = sum(float((first[k] - start[k]).pow(2).sum()) for k in first if k in start) ** 0.5
     apart = sum(float((first[k] - second[k]).pow(2).sum()) for k in first) ** 0.5
     assert moved > 1e-3 and apart < update / 100  # Zen 4: 2.3e-4 apart, 0.24 moved

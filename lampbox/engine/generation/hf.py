@@ -579,12 +579,11 @@ class HFGenerator:
         # logits_to_keep where it has it): over a whole prompt they cost a vocabulary-wide
         # matmul and softmax per token.
         trims = "logits_to_keep" in inspect.signature(self._model.forward).parameters
-        # longest first, as generate() batches: similar lengths share a batch (less padding)
-        order = sorted(range(len(pairs)), key=lambda index: -len(pairs[index][0]) - len(pairs[index][1]))
-        for start in range(0, len(order), self.batch_size):
-            indices = order[start : start + self.batch_size]
+        joined = [context + cont for context, cont in pairs]
+        # batched as generate() batches: longest first, similar lengths together (less padding)
+        for _, indices in self._batches([("", None)] * len(pairs), joined):
             batch = [pairs[index] for index in indices]
-            input_ids, mask = self._padded([context + cont for context, cont in batch])
+            input_ids, mask = self._padded([joined[index] for index in indices])
             # the last `keep` tokens are scored (the first token of a row has nothing before it)
             keep = min(max(len(cont) for _, cont in batch), input_ids.shape[1] - 1)
             if keep < 1:  # nothing to score: empty continuations
