@@ -34,7 +34,7 @@ ROPG_CTX="${ROPG_CTX:-4}"                 # candidates per question (paper: 20)
 ROPG_DEV="${ROPG_DEV:-4}"                 # dev questions with feedback (checkpoint choice)
 ROPG_FEEDBACK="${ROPG_FEEDBACK:-likelihood}"   # the paper: generate (one generation per pair)
 ROPG_EPOCHS="${ROPG_EPOCHS:-2}"           # the paper: 10
-HF_DTYPE="${HF_DTYPE:-}"                  # the generator's dtype in the ropg stages and subjbase benches (empty: hf's default)
+HF_DTYPE="${HF_DTYPE:-}"                  # the generator's dtype in the ropg stages, subjbase and RSPG benches (empty: hf's default)
 BENCH_LIMIT="${BENCH_LIMIT:-24}"         # dev questions of the ROPG table and RSPG's dev bench
 OPPU_USERS="${OPPU_USERS:-6}"            # first N dev users (3 questions each)
 OPPU_MIN_PROFILE="${OPPU_MIN_PROFILE:-0}"  # the users: 10 (>= 10 profile items); 0: every user
@@ -170,6 +170,7 @@ rspg() {
         limit=${limits[$split]}
         args=(--task "$task" --split "$split" --backend hf --model "$model" --k 4 --retrievers "$pool" --no-baselines)
         ((limit > 0)) && args+=(--limit "$limit")
+        [[ -n $HF_DTYPE ]] && args+=(--dtype "$HF_DTYPE")
         [[ $task == commit_area ]] && args+=(--decode labels)
         bench "${prefix}_pool_$split" "${args[@]}"
     done
