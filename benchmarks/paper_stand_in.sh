@@ -188,7 +188,7 @@ rspg_select() {
         choice=(--dev-bench "$(key_of "${prefix}_pool_dev")")
         target=${prefix}_pool_test
     fi
-    for mode in pre post; do
+    for mode in ${RSPG_MODES:-pre post}; do  # RSPG_MODES=pre / =post: one selector per process, side by side
         have_model "$prefix-rspg-$mode" || step "${prefix}_rspg_$mode" train rspg --task "$task" \
             --train-bench "$(key_of "${prefix}_pool_train")" "${choice[@]}" \
             --mode "$mode" --epochs "$RSPG_EPOCHS" --name "$prefix-rspg-$mode"
@@ -232,24 +232,35 @@ has_stage area_rspg && rspg area commit_area "$AREA_MODEL" "$AREA_RSPG_POOL" "${
 # training questions, so the selector's train-split feedback is not over-fitted)
 has_stage area_rspg_base && rspg areabase commit_area smollm2-135m-instruct "$AREA_RSPG_POOL" 0 0 0
 # a pool that adds a fine-tuned model's configurations: the generator learns from the first
-# AREA_HELD_OUT training questions only, and the selector's train bench skips them (a generator
+# HELD_OUT training questions only, and the selector's train bench skips them (a generator
 # scored on its own training questions gives the selector over-fitted feedback)
-AREA_HELD_OUT="${AREA_HELD_OUT:-200}"
-if has_stage area_rspg_ft; then
-    held="area-lora-$AREA_HELD_OUT"
-    have_model "$held" || step area_ipa_held train ipa --task commit_area --retriever bm25 --k 4 \
-        --limit "$AREA_HELD_OUT" --epochs "$AREA_EPOCHS" --dev-limit 30 --precision "$PRECISION" --name "$held"
-    configs=()
-    declare -A short=([smollm2-135m-instruct]=base [$held]=ft)
+#    rspg_ft PREFIX TASK HELD_OUT EPOCHS POOL DEV_LIMIT TRAIN_LIMIT [BENCH ARGS...] (limits: 0 = all)
+rspg_ft() {
+    local prefix=$1 task=$2 held_out=$3 epochs=$4 pool=$5 dev_limit=$6 train_limit=$7 model retriever
+    shift 7
+    local held="${prefix%ft}-lora-$held_out" extra=("$@") configs=() limit=()
+    have_model "$held" || step "${prefix}_ipa_held" train ipa --task "$task" --retriever bm25 --k 4 \
+        --limit "$held_out" --epochs "$epochs" --dev-limit 30 --precision "$PRECISION" --name "$held"
+    local -A short=([smollm2-135m-instruct]=base [$held]=ft)
+    local dtype=${HF_DTYPE:+ dtype=$HF_DTYPE} decode=""
+    [[ $task == commit_area ]] && decode=" decode=labels"
     for model in smollm2-135m-instruct "$held"; do
-        configs+=(--config "label=${short[$model]} method=ipa model=$model backend=hf decode=labels")
-        for retriever in ${AREA_RSPG_POOL//,/ }; do
-            [[ $retriever == none ]] || configs+=(--config "label=${short[$model]}+$retriever method=ipa model=$model backend=hf retriever=$retriever k=4 decode=labels")
+        configs+=(--config "label=${short[$model]} method=ipa model=$model backend=hf$decode$dtype")
+        for retriever in ${pool//,/ }; do
+            [[ $retriever == none ]] || configs+=(--config "label=${short[$model]}+$retriever method=ipa model=$model backend=hf retriever=$retriever k=4$decode$dtype")
         done
     done
-    bench areaft_pool_dev --task commit_area --split dev "${configs[@]}"
-    [[ $RSPG_EVAL == test ]] && bench areaft_pool_test --task commit_area --split test "${configs[@]}"
-    bench areaft_pool_train --task commit_area --split train --skip "$AREA_HELD_OUT" "${configs[@]}"
-    rspg_select areaft commit_area
-fi
+    ((dev_limit > 0)) && limit=(--limit "$dev_limit")
+    bench "${prefix}_pool_dev" --task "$task" --split dev "${limit[@]}" "${extra[@]}" "${configs[@]}"
+    [[ $RSPG_EVAL == test ]] && bench "${prefix}_pool_test" --task "$task" --split test "${extra[@]}" "${configs[@]}"
+    limit=()
+    ((train_limit > 0)) && limit=(--limit "$train_limit")
+    bench "${prefix}_pool_train" --task "$task" --split train --skip "$held_out" "${limit[@]}" "${extra[@]}" "${configs[@]}"
+    rspg_select "$prefix" "$task"
+}
+has_stage area_rspg_ft && rspg_ft areaft commit_area "${AREA_HELD_OUT:-200}" "$AREA_EPOCHS" "$AREA_RSPG_POOL" 0 0
+# commit_subject: the fine-tuned generator learns from the first SUBJ_HELD_OUT training questions
+# (1 epoch, docs/reproduce.md's recipe); the selector's train bench takes the next SUBJ_FT_TRAIN
+has_stage subject_rspg_ft && rspg_ft subjectft commit_subject "${SUBJ_HELD_OUT:-300}" 1 "$RSPG_POOL" \
+    "$subj_dev" "${SUBJ_FT_TRAIN:-300}"
 echo "done $(date)"

@@ -163,6 +163,22 @@ def test_feedback_resumes_after_an_interruption_without_recomputing(commits_stor
     assert resumed.computed_questions == 2 and len(resumed.feedback) == 4
 
 
+def test_feedback_can_leave_out_the_first_training_questions(commits_store: Any) -> None:
+    from lampbox.errors import LampboxError
+    from lampbox.lab.ropg import collect_feedback
+
+    first = collect_feedback(ropg_spec(commits_store), commits_store, "train", 4)
+    spec = ropg_spec(commits_store, skip=2, limit=2)
+    later = collect_feedback(spec, commits_store, "train", 2, skip=2)
+    assert [q.id for q in later.questions] == [q.id for q in first.questions[2:]]
+    assert later.computed_questions == 0 and later.key == first.key  # the same feedback, reused
+    assert spec.to_json()["skip"] == 2 and "skip" not in ropg_spec(commits_store).to_json()
+    with pytest.raises(LampboxError, match="after the first 100000 has a gold output"):
+        collect_feedback(spec, commits_store, "train", 2, skip=100000)
+    with pytest.raises(LampboxError, match="--skip cannot be negative"):
+        ropg_spec(commits_store, skip=-1)
+
+
 @pytest.mark.slow
 def test_likelihood_feedback_scores_the_gold_with_each_item_and_is_kept_apart(commits_store: Any, tiny_lm: Path) -> None:
     from lampbox.engine.generation.pool import GeneratorPool

@@ -402,6 +402,7 @@ def _train_with_progress(spec: Any, store: Any, name: str, overwrite: bool, thre
 @click.option("--dev-split", default="dev", show_default=True, help="Split whose feedback evaluates the retriever (NDCG of the utilities).")
 @click.option("--scheme", default=None, help="LaMP split scheme (default: the one stored).")
 @click.option("--limit", type=int, default=None, help="Only the first N training questions.")
+@click.option("--skip", type=click.IntRange(min=0), default=0, metavar="N", help="Leave out the first N training questions (before --limit): e.g. those a fine-tuned generator learnt from (`lampbox train ipa --limit N`), whose outputs it would recall rather than write.")
 @click.option("--dev-limit", type=int, default=100, show_default=True, help="Dev questions with feedback (0: none).")
 @click.option("--epochs", type=float, default=1.0, show_default=True)
 @click.option("--max-steps", type=int, default=None, help="Stop after this many optimizer steps.")
@@ -419,7 +420,7 @@ def _train_with_progress(spec: Any, store: Any, name: str, overwrite: bool, thre
 def train_ropg(
     task_name: str, method: str, base_retriever: str, retriever_model: str, feedback: str, ctx_size: int,
     backend: str | None, model: str | None, dtype: str | None, feedback_batch_size: int | None, split: str, dev_split: str, scheme: str | None, limit: int | None,
-    dev_limit: int, epochs: float, max_steps: int | None, lr: float, batch_size: int, temperature: float,
+    skip: int, dev_limit: int, epochs: float, max_steps: int | None, lr: float, batch_size: int, temperature: float,
     eval_every: int | None, seed: int, name: str, threads: int | None, overwrite: bool, db_path: Path | None,
     as_json: bool,
 ) -> None:  # fmt: skip
@@ -455,7 +456,7 @@ def train_ropg(
         task=task_name, scheme=scheme or "user", method=method, split=split, dev_split=dev_split,
         retriever=base_retriever, ctx_size=ctx_size, feedback=feedback, backend=backend,
         model=model or default_model(), dtype=dtype, retriever_model=retriever_model, temperature=temperature, limit=limit,
-        dev_limit=dev_limit, config=config,
+        skip=skip, dev_limit=dev_limit, config=config,
     )  # fmt: skip
     store = _rank0_store(db_path, f"train {name}")  # rank 0 alone computes the feedback (the store's)
     main = store is not None

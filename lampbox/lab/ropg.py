@@ -84,6 +84,7 @@ class RopgSpec:
     temperature: float = 0.1
     use_date: bool = True  # ROPG documents always carry their date (REFERENCE.md)
     limit: int | None = None
+    skip: int = 0  # training questions left out first (those a fine-tuned generator learnt from)
     dev_limit: int | None = 100
     config: TrainConfig = field(default_factory=ropg_config)
 
@@ -111,7 +112,7 @@ class RopgSpec:
                 raise UnknownNameError("dtype", self.dtype, list(HF_DTYPES))
         if not self.temperature > 0:
             raise LampboxError(f"--temperature must be greater than 0 (got {self.temperature})")
-        for name in ("limit", "dev_limit"):
+        for name in ("limit", "skip", "dev_limit"):
             value = getattr(self, name)
             if value is not None and value < 0:
                 raise LampboxError(f"--{name.replace('_', '-')} cannot be negative")
@@ -130,6 +131,8 @@ class RopgSpec:
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         data["config"] = self.config.to_json()
+        if not self.skip:  # as written before --skip existed: an unfinished run of then still resumes
+            del data["skip"]
         data["k"] = self.ctx_size  # what `models list` shows as its retrieval
         return data
 
@@ -213,15 +216,17 @@ class _FeedbackPlan:
 
 
 def _plan_feedback(
-    spec: RopgSpec, store: Store, split: str, limit: int | None, generators: GeneratorPool, chunk_questions: int
+    spec: RopgSpec, store: Store, split: str, limit: int | None, generators: GeneratorPool, chunk_questions: int,
+    skip: int = 0,
 ) -> _FeedbackPlan:  # fmt: skip
     task = store.task(spec.task)
     questions = [
-        q for q in store.questions(task.name, spec.scheme, split, limit=limit) if q.gold is not None
+        q for q in store.questions(task.name, spec.scheme, split, limit=limit, skip=skip) if q.gold is not None
     ]
     if not questions:
+        after = f" after the first {skip}" if skip else ""
         raise LampboxError(
-            f"no {task.name} {spec.scheme} {split} question has a gold output: ROPG feedback needs golds"
+            f"no {task.name} {spec.scheme} {split} question{after} has a gold output: ROPG feedback needs golds"
         )
     candidates = candidate_items(store, task, questions, spec.retriever, spec.ctx_size)
     generator = generators.get(spec.backend, spec.model, spec.model_options)
@@ -250,6 +255,7 @@ def collect_feedback(
     on_progress: FeedbackProgress | None = None,
     batch_size: int | None = None,
     chunk_questions: int = CHUNK_QUESTIONS,
+    skip: int = 0,
 ) -> FeedbackResult:
     """The utilities of the split's questions' candidates, computed where not stored yet.
 
@@ -261,7 +267,7 @@ def collect_feedback(
     its chunk. In one process the rounds are the chunks."""
     started = time.perf_counter()
     generators = generators or GeneratorPool()
-    plan = _plan_feedback(spec, store, split, limit, generators, chunk_questions)
+    plan = _plan_feedback(spec, store, split, limit, generators, chunk_questions, skip)
     _feedback_rounds(spec, generators, batch_size, plan, store, split, on_progress)
     return FeedbackResult(
         plan.questions, plan.candidates, plan.stored, plan.key, len(plan.todo), time.perf_counter() - started
@@ -398,7 +404,8 @@ def _ranking_data(
         return None
     task = store.task(spec.task)
     train_feedback = collect_feedback(
-        spec, store, spec.split, spec.limit, generators=generators, on_progress=on_feedback, batch_size=batch_size
+        spec, store, spec.split, spec.limit, generators=generators, on_progress=on_feedback, batch_size=batch_size,
+        skip=spec.skip,
     )  # fmt: skip
     dev_examples: list[RankingExample] = []
     has_dev = ranks.share(spec.dev_limit != 0 and bool(store.count_questions(task.name, spec.scheme, spec.dev_split)))
