@@ -110,7 +110,8 @@ ropg() {
     for method in ${ROPG_METHODS:-kd rl}; do  # ROPG_METHODS=rl: a second process beside KD
         have_model "$prefix-ropg-$method" || step "${prefix}_ropg_$method" train ropg --task "$task" \
             --method "$method" --backend hf --model "$model" --limit "$ROPG_LIMIT" --ctx-size "$ROPG_CTX" \
-            --feedback "$ROPG_FEEDBACK" --dev-limit "$ROPG_DEV" --epochs "$ROPG_EPOCHS" --name "$prefix-ropg-$method" ${HF_DTYPE:+--dtype "$HF_DTYPE"}
+            --feedback "$ROPG_FEEDBACK" --dev-limit "$ROPG_DEV" --epochs "$ROPG_EPOCHS" --name "$prefix-ropg-$method" ${HF_DTYPE:+--dtype "$HF_DTYPE"} \
+            ${ROPG_SKIP:+--skip "$ROPG_SKIP"}
     done
 }
 has_stage subject_ropg && ropg subject commit_subject "$SUBJ_MODEL"
@@ -138,6 +139,15 @@ has_stage subject_ropg_base && ropg subjbase commit_subject smollm2-135m-instruc
 if has_stage subject_ropg_base_bench; then
     bench subjbase_ropg_dev --task commit_subject --split dev --backend hf --model smollm2-135m-instruct \
         --k 4 --retrievers "$SUBJ_BASE_POOL,ropg:subjbase-ropg-kd,ropg:subjbase-ropg-rl" --limit "$BENCH_LIMIT" ${HF_DTYPE:+--dtype "$HF_DTYPE"}
+fi
+
+# ROPG from the fine-tuned generator of stage subject_rspg_ft (subject-lora-$SUBJ_HELD_OUT, trained
+# there): its feedback from the training questions after the ones it learnt from (--skip)
+SUBJ_FT_MODEL="subject-lora-${SUBJ_HELD_OUT:-300}"
+has_stage subject_ropg_ft && ROPG_SKIP=${SUBJ_HELD_OUT:-300} ropg subjectft commit_subject "$SUBJ_FT_MODEL"
+if has_stage subject_ropg_ft_bench; then
+    bench subjectft_ropg_dev --task commit_subject --split dev --backend hf --model "$SUBJ_FT_MODEL" \
+        --k 4 --retrievers "$SUBJ_BASE_POOL,ropg:subjectft-ropg-kd,ropg:subjectft-ropg-rl" --limit "$BENCH_LIMIT" ${HF_DTYPE:+--dtype "$HF_DTYPE"}
 fi
 
 # 3. OPPU on the fine-tuned model as the task adapter: oppu PREFIX TASK TASK_ADAPTER USERS (0: all)
