@@ -10,7 +10,7 @@ import inspect
 import os
 import shutil
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -509,14 +509,20 @@ class HFGenerator:
 
     def _batches(self, requests: list[tuple[str, str | None]], all_ids: list[list[int]]) -> Iterator[tuple[str | None, list[int]]]:
         """Batches of request indices, each with one adapter (or none): requests grouped by
-        adapter, longest first within a group (similar lengths share a batch, less padding)."""
+        adapter, then batched by length within a group (`_by_length`)."""
         groups: dict[str | None, list[int]] = {}
         for index, (_, adapter) in enumerate(requests):
             groups.setdefault(adapter, []).append(index)
         for adapter, indices in groups.items():
-            order = sorted(indices, key=lambda index: -len(all_ids[index]))
-            for start in range(0, len(order), self.batch_size):
-                yield adapter, order[start : start + self.batch_size]
+            for batch in self._by_length(indices, all_ids):
+                yield adapter, batch
+
+    def _by_length(self, indices: Iterable[int], all_ids: list[list[int]]) -> Iterator[list[int]]:
+        """`indices` in batches of batch_size, longest first (similar lengths share a batch, less
+        padding)."""
+        order = sorted(indices, key=lambda index: -len(all_ids[index]))
+        for start in range(0, len(order), self.batch_size):
+            yield order[start : start + self.batch_size]
 
     def _use(self, adapter: str | None) -> None:
         """Make the model compute with `adapter` (None: as loaded); called under the lock."""
@@ -581,7 +587,7 @@ class HFGenerator:
         trims = "logits_to_keep" in inspect.signature(self._model.forward).parameters
         joined = [context + cont for context, cont in pairs]
         # batched as generate() batches: longest first, similar lengths together (less padding)
-        for _, indices in self._batches([("", None)] * len(pairs), joined):
+        for indices in self._by_length(range(len(pairs)), joined):
             batch = [pairs[index] for index in indices]
             input_ids, mask = self._padded([joined[index] for index in indices])
             # the last `keep` tokens are scored (the first token of a row has nothing before it)
