@@ -29,6 +29,10 @@ PRECISION="${PRECISION:-bf16}"            # training precision (bf16: the CPU ha
 SUBJ_MODEL="${SUBJ_MODEL:-commit_subject-lora-k4}"
 SUBJ_TRAIN_LIMIT="${SUBJ_TRAIN_LIMIT:-120}"    # docs/reproduce.md: 300
 SUBJ_DEV_LIMIT="${SUBJ_DEV_LIMIT:-20}"        # docs/reproduce.md: 50
+# the generator of the RSPG pool with a fine-tuned model and of ROPG from it learns from the first
+# SUBJ_HELD_OUT training questions only (AREA_HELD_OUT: the same on commit_area)
+SUBJ_HELD_OUT="${SUBJ_HELD_OUT:-300}"
+SUBJ_FT_MODEL="subject-lora-$SUBJ_HELD_OUT"
 ROPG_LIMIT="${ROPG_LIMIT:-24}"           # train questions with feedback
 ROPG_CTX="${ROPG_CTX:-4}"                 # candidates per question (paper: 20)
 ROPG_DEV="${ROPG_DEV:-4}"                 # dev questions with feedback (checkpoint choice)
@@ -48,6 +52,7 @@ AREA_MODEL="${AREA_MODEL:-commit_area-lora-k4}"
 AREA_TRAIN_LIMIT="${AREA_TRAIN_LIMIT:-200}"
 AREA_EPOCHS="${AREA_EPOCHS:-2}"
 AREA_RSPG_POOL="${AREA_RSPG_POOL:-none,bm25,recency,dense}"
+AREA_HELD_OUT="${AREA_HELD_OUT:-200}"
 STAGES="${STAGES:-data subject_ipa subject_ropg subject_ropg_bench subject_oppu subject_rspg area_ipa area_ropg area_ropg_bench}"
 
 lampbox() { nice -n "${NICE:-5}" "$PY" -m lampbox "$@"; }
@@ -141,10 +146,9 @@ if has_stage subject_ropg_base_bench; then
         --k 4 --retrievers "$SUBJ_BASE_POOL,ropg:subjbase-ropg-kd,ropg:subjbase-ropg-rl" --limit "$BENCH_LIMIT" ${HF_DTYPE:+--dtype "$HF_DTYPE"}
 fi
 
-# ROPG from the fine-tuned generator of stage subject_rspg_ft (subject-lora-$SUBJ_HELD_OUT, trained
-# there): its feedback from the training questions after the ones it learnt from (--skip)
-SUBJ_FT_MODEL="subject-lora-${SUBJ_HELD_OUT:-300}"
-has_stage subject_ropg_ft && ROPG_SKIP=${SUBJ_HELD_OUT:-300} ropg subjectft commit_subject "$SUBJ_FT_MODEL"
+# ROPG from the fine-tuned generator of stage subject_rspg_ft ($SUBJ_FT_MODEL, trained there): its
+# feedback from the training questions after the ones it learnt from (--skip)
+has_stage subject_ropg_ft && ROPG_SKIP=$SUBJ_HELD_OUT ropg subjectft commit_subject "$SUBJ_FT_MODEL"
 if has_stage subject_ropg_ft_bench; then
     bench subjectft_ropg_dev --task commit_subject --split dev --backend hf --model "$SUBJ_FT_MODEL" \
         --k 4 --retrievers "$SUBJ_BASE_POOL,ropg:subjectft-ropg-kd,ropg:subjectft-ropg-rl" --limit "$BENCH_LIMIT" ${HF_DTYPE:+--dtype "$HF_DTYPE"}
@@ -244,11 +248,10 @@ has_stage area_rspg_base && rspg areabase commit_area smollm2-135m-instruct "$AR
 # a pool that adds a fine-tuned model's configurations: the generator learns from the first
 # HELD_OUT training questions only, and the selector's train bench skips them (a generator
 # scored on its own training questions gives the selector over-fitted feedback)
-#    rspg_ft PREFIX TASK HELD_OUT EPOCHS POOL DEV_LIMIT TRAIN_LIMIT [BENCH ARGS...] (limits: 0 = all)
+#    rspg_ft PREFIX TASK HELD_MODEL HELD_OUT EPOCHS POOL DEV_LIMIT TRAIN_LIMIT (limits: 0 = all)
 rspg_ft() {
-    local prefix=$1 task=$2 held_out=$3 epochs=$4 pool=$5 dev_limit=$6 train_limit=$7 model retriever
-    shift 7
-    local held="${prefix%ft}-lora-$held_out" extra=("$@") configs=() limit=()
+    local prefix=$1 task=$2 held=$3 held_out=$4 epochs=$5 pool=$6 dev_limit=$7 train_limit=$8 model retriever
+    local configs=() limit=()
     have_model "$held" || step "${prefix}_ipa_held" train ipa --task "$task" --retriever bm25 --k 4 \
         --limit "$held_out" --epochs "$epochs" --dev-limit 30 --precision "$PRECISION" --name "$held"
     local -A short=([smollm2-135m-instruct]=base [$held]=ft)
@@ -261,16 +264,17 @@ rspg_ft() {
         done
     done
     ((dev_limit > 0)) && limit=(--limit "$dev_limit")
-    bench "${prefix}_pool_dev" --task "$task" --split dev "${limit[@]}" "${extra[@]}" "${configs[@]}"
-    [[ $RSPG_EVAL == test ]] && bench "${prefix}_pool_test" --task "$task" --split test "${extra[@]}" "${configs[@]}"
+    bench "${prefix}_pool_dev" --task "$task" --split dev "${limit[@]}" "${configs[@]}"
+    [[ $RSPG_EVAL == test ]] && bench "${prefix}_pool_test" --task "$task" --split test "${configs[@]}"
     limit=()
     ((train_limit > 0)) && limit=(--limit "$train_limit")
-    bench "${prefix}_pool_train" --task "$task" --split train --skip "$held_out" "${limit[@]}" "${extra[@]}" "${configs[@]}"
+    bench "${prefix}_pool_train" --task "$task" --split train --skip "$held_out" "${limit[@]}" "${configs[@]}"
     rspg_select "$prefix" "$task"
 }
-has_stage area_rspg_ft && rspg_ft areaft commit_area "${AREA_HELD_OUT:-200}" "$AREA_EPOCHS" "$AREA_RSPG_POOL" 0 0
-# commit_subject: the fine-tuned generator learns from the first SUBJ_HELD_OUT training questions
-# (1 epoch, docs/reproduce.md's recipe); the selector's train bench takes the next SUBJ_FT_TRAIN
-has_stage subject_rspg_ft && rspg_ft subjectft commit_subject "${SUBJ_HELD_OUT:-300}" 1 "$RSPG_POOL" \
+has_stage area_rspg_ft && rspg_ft areaft commit_area "area-lora-$AREA_HELD_OUT" "$AREA_HELD_OUT" "$AREA_EPOCHS" \
+    "$AREA_RSPG_POOL" 0 0
+# commit_subject: the fine-tuned generator learns 1 epoch (docs/reproduce.md's recipe); the
+# selector's train bench takes the next SUBJ_FT_TRAIN training questions
+has_stage subject_rspg_ft && rspg_ft subjectft commit_subject "$SUBJ_FT_MODEL" "$SUBJ_HELD_OUT" 1 "$RSPG_POOL" \
     "$subj_dev" "${SUBJ_FT_TRAIN:-300}"
 echo "done $(date)"
