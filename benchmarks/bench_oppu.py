@@ -11,7 +11,9 @@ some outputs), or the trained adapters given with --adapter (twice). Prints:
   prompt's own prefill, each the median of --repeats;
 - agreement: greedy outputs of --prompts commit_subject dev questions (the first ones) through
   lampbox's two backends, with the adapter per request and without it (the floor that
-  quantization alone allows).
+  quantization alone allows). `--requantize Q8_0|F16|F32` runs both parts on the packaged GGUF's
+  weights written again as that type (in the run's scratch folder): F32 leaves quantization out,
+  so what still differs is the LoRA conversion and the two backends' arithmetic.
 
     .venv/bin/python benchmarks/bench_oppu.py --data ../shared/data/git-commits/commit_subject
 
@@ -27,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import statistics
 import tempfile
 import time
@@ -36,8 +39,10 @@ from typing import Any
 
 from lampbox.engine.generation.base import GenerationParams, GenerationRequest
 
+MODEL = "smollm2-135m-instruct"  # the packaged Q4_1 GGUF (--requantize: a copy of it in another type)
 
-def random_adapters(folder: Path, scale: float) -> list[str]:
+
+def random_adapters(folder: Path, scale: float, model: str = MODEL) -> list[str]:
     """Two seeded random LoRAs on the dequantized base, saved as peft folders."""
     import torch
     from peft import LoraConfig, get_peft_model
@@ -46,7 +51,7 @@ def random_adapters(folder: Path, scale: float) -> list[str]:
     from lampbox.engine.generation.hf import converted_gguf_folder
     from lampbox.models import resolve_model
 
-    base = converted_gguf_folder(resolve_model("smollm2-135m-instruct").path)
+    base = converted_gguf_folder(resolve_model(model).path)
     made = []
     for seed in (1, 2):
         torch.manual_seed(seed)
@@ -61,6 +66,48 @@ def random_adapters(folder: Path, scale: float) -> list[str]:
     return made
 
 
+# --requantize: the GGML type every quantized tensor is written as, and general.file_type's value
+REQUANTIZE = {"Q8_0": 7, "F16": 1, "F32": 0}  # gguf.LlamaFileType: MOSTLY_Q8_0, MOSTLY_F16, ALL_F32
+
+
+def requantized_gguf(source: Path, type_name: str, out: Path) -> Path:
+    """`source` with every quantized tensor dequantized and written again as `type_name` (its F32
+    tensors, the norms, unchanged), the same metadata but general.file_type: the same weights as
+    far as the new type holds them, so that the agreement with transformers on the new file's
+    dequantized weights separates what Q4_1 costs from what the LoRA conversion costs."""
+    import gguf
+    import numpy as np
+
+    reader = gguf.GGUFReader(str(source))
+    qtype = gguf.GGMLQuantizationType[type_name]
+    partial = out.with_name(out.name + ".partial")
+    writer = gguf.GGUFWriter(str(partial), reader.fields["general.architecture"].contents(), endianess=reader.endianess)
+    for field in reader.fields.values():
+        if field.name == "general.architecture" or field.name.startswith("GGUF."):
+            continue  # written by GGUFWriter itself
+        value_type = field.types[0]
+        sub_type = field.types[-1] if value_type == gguf.GGUFValueType.ARRAY else None
+        value = REQUANTIZE[type_name] if field.name == "general.file_type" else field.contents()
+        writer.add_key_value(field.name, value, value_type, sub_type=sub_type)
+    for tensor in reader.tensors:
+        if tensor.tensor_type == gguf.GGMLQuantizationType.F32:
+            writer.add_tensor(tensor.name, np.array(tensor.data))
+            continue
+        values = gguf.quants.dequantize(np.array(tensor.data), tensor.tensor_type)
+        if qtype == gguf.GGMLQuantizationType.F32:
+            writer.add_tensor(tensor.name, values.astype(np.float32))
+        elif qtype == gguf.GGMLQuantizationType.F16:
+            writer.add_tensor(tensor.name, values.astype(np.float16))
+        else:
+            writer.add_tensor(tensor.name, gguf.quants.quantize(values, qtype), raw_dtype=qtype)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    partial.replace(out)
+    return out
+
+
 def median_ms(action: Callable[[], Any], repeats: int) -> float:
     times = []
     for _ in range(repeats):
@@ -70,12 +117,12 @@ def median_ms(action: Callable[[], Any], repeats: int) -> float:
     return statistics.median(times)
 
 
-def hf_switching(adapters: list[str], prompt: str, repeats: int) -> dict[str, float]:
+def hf_switching(adapters: list[str], prompt: str, repeats: int, model: str = MODEL) -> dict[str, float]:
     import torch
 
     from lampbox.engine.generation.hf import HFGenerator
 
-    generator = HFGenerator("smollm2-135m-instruct", threads=2)
+    generator = HFGenerator(model, threads=2)
     slots = generator._adapters
     started = time.perf_counter()
     for adapter in adapters:
@@ -96,10 +143,10 @@ def hf_switching(adapters: list[str], prompt: str, repeats: int) -> dict[str, fl
     return {"first use": first, "switch": switch, "prefill": prefill_ms, "prompt tokens": float(ids.shape[-1])}
 
 
-def llamacpp_switching(adapters: list[str], prompt: str, repeats: int) -> dict[str, float]:
+def llamacpp_switching(adapters: list[str], prompt: str, repeats: int, model: str = MODEL) -> dict[str, float]:
     from lampbox.engine.generation.llamacpp import LlamaCppGenerator
 
-    generator = LlamaCppGenerator("smollm2-135m-instruct", threads=2)
+    generator = LlamaCppGenerator(model, threads=2)
     llama, context = generator._llama, generator._llama.ctx
     tokens = generator.prompt_tokens(prompt)
     started = time.perf_counter()
@@ -142,14 +189,14 @@ def llamacpp_switching(adapters: list[str], prompt: str, repeats: int) -> dict[s
     }  # fmt: skip
 
 
-def agreement(adapter: str, prompts: list[str], tokens: int) -> dict[str, Any]:
+def agreement(adapter: str, prompts: list[str], tokens: int, model: str = MODEL) -> dict[str, Any]:
     from lampbox.engine.generation.hf import HFGenerator
     from lampbox.engine.generation.llamacpp import LlamaCppGenerator
 
     params = GenerationParams(max_new_tokens=tokens)
     outputs: dict[str, list[str]] = {}
-    for backend, make in (("hf", lambda: HFGenerator("smollm2-135m-instruct", threads=2)),
-                          ("llamacpp", lambda: LlamaCppGenerator("smollm2-135m-instruct", threads=2))):  # fmt: skip
+    for backend, make in (("hf", lambda: HFGenerator(model, threads=2)),
+                          ("llamacpp", lambda: LlamaCppGenerator(model, threads=2))):  # fmt: skip
         generator = make()
         outputs[f"{backend} base"] = generator.generate(prompts, params)
         outputs[f"{backend} lora"] = generator.generate([GenerationRequest(p, adapter=adapter) for p in prompts], params)
@@ -173,6 +220,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
     parser.add_argument("--prompts", type=int, default=20)
     parser.add_argument("--tokens", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=9)
+    parser.add_argument("--requantize", choices=sorted(REQUANTIZE), help="Measure on the packaged GGUF's weights written again as this type (Q8_0: a finer quantization; F32: none, the LoRA conversion alone) instead of Q4_1.")
     parser.add_argument("--show", action="store_true", help="Print every prompt's four outputs.")
     parser.add_argument("--only", choices=["switching", "agreement", "training"], help="Measure one part only (training: only with --only).")
     training = parser.add_argument_group("training (--only training)")
@@ -206,16 +254,31 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
     prompts = [question["input"] for question in questions]
     if args.adapter and len(args.adapter) != 2:
         parser.error("--adapter: give two adapters (or none for the random ones)")
-    adapters = args.adapter or random_adapters(Path(tempfile.mkdtemp(prefix="bench-oppu-")), args.scale)
+    scratch = Path(tempfile.mkdtemp(prefix="bench-oppu-"))
+    try:
+        return _serving(args, prompts, scratch)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)  # the random adapters and the requantized GGUF
+
+
+def _serving(args: argparse.Namespace, prompts: list[str], scratch: Path) -> None:
+    """The switching and agreement parts, their files in `scratch`."""
+    model = MODEL
+    if args.requantize:
+        from lampbox.models import resolve_model
+
+        model = str(requantized_gguf(resolve_model(MODEL).path, args.requantize, scratch / f"base.{args.requantize}.gguf"))
+        print(f"base: the packaged Q4_1 GGUF dequantized and written as {args.requantize} ({model})")
+    adapters = args.adapter or random_adapters(scratch, args.scale, model)
     print("adapters:", ", ".join(adapters) if args.adapter else f"two seeded random LoRAs (r 8, q/k/v/o/up, B x {args.scale})")
     for backend, measure in (("hf", hf_switching), ("llamacpp", llamacpp_switching)):
         if args.only == "agreement":
             break
-        figures = measure(adapters, prompts[0], args.repeats)
+        figures = measure(adapters, prompts[0], args.repeats, model)
         print(f"{backend} switching: " + ", ".join(f"{name} {value:.1f}{'' if 'tokens' in name else ' ms'}" for name, value in figures.items()))
     if args.only == "switching":
         return None
-    found = agreement(adapters[0], prompts, args.tokens)
+    found = agreement(adapters[0], prompts, args.tokens, model)
     if args.show:
         for row in zip(*found["outputs"].values(), strict=True):
             print(" | ".join(repr(text) for text in row))

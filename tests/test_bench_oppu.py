@@ -78,3 +78,45 @@ def test_training_part_times_each_trained_user(
     adapters = {p.name for p in (tmp_path / "work" / "home" / "models").iterdir() if ".u." in p.name}
     assert adapters == {user_adapter_name("bench-5", user) for user in ("ann", "bob", "ann~2", "bob~2")}
     assert "lampbox train oppu" in out and "--users 5" in out and "load average" in out
+
+
+def test_requantize_rewrites_the_quantized_tensors_and_keeps_the_rest(tmp_path: Path) -> None:
+    """--requantize Q8_0: every quantized tensor of the packaged Q4_1 GGUF becomes Q8_0 holding the
+    same values to within Q8_0's step, the F32 ones (norms) are copied bit for bit, every other
+    metadata field is unchanged, and llama.cpp loads the file."""
+    import gguf
+    import numpy as np
+
+    from lampbox.models import resolve_model
+
+    bench = _bench_module("bench_oppu")
+    source = resolve_model("smollm2-135m-instruct").path
+    made = bench.requantized_gguf(source, "Q8_0", tmp_path / "base.gguf")
+    assert made == tmp_path / "base.gguf" and not list(tmp_path.glob("*.partial"))
+    old, new = gguf.GGUFReader(str(source)), gguf.GGUFReader(str(made))
+    assert new.fields["general.file_type"].contents() == 7 and old.fields["general.file_type"].contents() == 3
+    kept = {name for name in old.fields if not name.startswith("GGUF.") and name != "general.file_type"}
+    assert kept <= set(new.fields)
+    for name in ("general.architecture", "llama.block_count", "tokenizer.chat_template", "tokenizer.ggml.tokens"):
+        assert new.fields[name].contents() == old.fields[name].contents()
+    assert [t.name for t in new.tensors] == [t.name for t in old.tensors]
+    f32 = gguf.GGMLQuantizationType.F32
+    for before, after in zip(old.tensors, new.tensors, strict=True):
+        assert list(after.shape) == list(before.shape)
+        if before.tensor_type == f32:
+            assert after.tensor_type == f32 and np.array_equal(np.array(after.data), np.array(before.data))
+            continue
+        assert after.tensor_type == gguf.GGMLQuantizationType.Q8_0
+        if before.name in ("token_embd.weight", "blk.0.attn_q.weight", "blk.29.ffn_down.weight"):
+            was = gguf.quants.dequantize(np.array(before.data), before.tensor_type)
+            now = gguf.quants.dequantize(np.array(after.data), after.tensor_type)
+            step = np.abs(was).reshape(-1, 32).max(axis=1) / 127  # Q8_0: 32 values per block, one scale
+            assert np.all(np.abs(was - now).reshape(-1, 32) <= step[:, None] * 0.6)  # half a step, the fp16 scale
+    from llama_cpp import Llama
+
+    from lampbox.engine.generation.llamacpp import load_cpu_backend
+
+    load_cpu_backend()
+    llama = Llama(model_path=str(made), n_ctx=64, verbose=False)
+    assert llama.n_vocab() == len(old.fields["tokenizer.ggml.tokens"].contents())
+    llama.close()
