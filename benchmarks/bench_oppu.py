@@ -78,6 +78,8 @@ def requantized_gguf(source: Path, type_name: str, out: Path) -> Path:
     import gguf
     import numpy as np
 
+    from lampbox.engine.generation.gguf_lora import finish_gguf
+
     reader = gguf.GGUFReader(str(source))
     qtype = gguf.GGMLQuantizationType[type_name]
     partial = out.with_name(out.name + ".partial")
@@ -100,12 +102,7 @@ def requantized_gguf(source: Path, type_name: str, out: Path) -> Path:
             writer.add_tensor(tensor.name, values.astype(np.float16))
         else:
             writer.add_tensor(tensor.name, gguf.quants.quantize(values, qtype), raw_dtype=qtype)
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
-    partial.replace(out)
-    return out
+    return finish_gguf(writer, partial, out)
 
 
 def median_ms(action: Callable[[], Any], repeats: int) -> float:

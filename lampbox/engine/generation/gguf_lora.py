@@ -127,6 +127,12 @@ def convert_lora(adapter: Path, base_gguf: Path, out: Path) -> Path:
             b = permute_rows(b, kv_heads)
         writer.add_tensor(f"{target}.lora_a", np.ascontiguousarray(a, dtype=np.float32))
         writer.add_tensor(f"{target}.lora_b", np.ascontiguousarray(b, dtype=np.float32))
+    return finish_gguf(writer, partial, out)
+
+
+def finish_gguf(writer: Any, partial: Path, out: Path) -> Path:
+    """Write what a GGUFWriter opened on `partial` holds, then move the file to `out` in one
+    step, so that `out` is never half-written."""
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
