@@ -96,12 +96,7 @@ def requantized_gguf(source: Path, type_name: str, out: Path) -> Path:
             writer.add_tensor(tensor.name, np.array(tensor.data))
             continue
         values = gguf.quants.dequantize(np.array(tensor.data), tensor.tensor_type)
-        if qtype == gguf.GGMLQuantizationType.F32:
-            writer.add_tensor(tensor.name, values.astype(np.float32))
-        elif qtype == gguf.GGMLQuantizationType.F16:
-            writer.add_tensor(tensor.name, values.astype(np.float16))
-        else:
-            writer.add_tensor(tensor.name, gguf.quants.quantize(values, qtype), raw_dtype=qtype)
+        writer.add_tensor(tensor.name, gguf.quants.quantize(values, qtype), raw_dtype=qtype)  # F32, F16: a cast
     return finish_gguf(writer, partial, out)
 
 
